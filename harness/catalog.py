@@ -1,0 +1,195 @@
+"""Model presets and the GPU catalogue: facts, each with where it comes from.
+
+Pure data; no torch import, so planning works on a laptop.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+from harness.errors import UsageError
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """The numbers of a Llama-family decoder that every formula needs."""
+
+    name: str
+    hidden: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    intermediate: int
+    vocab: int
+    max_context: int
+    rope_theta: float = 500000.0
+    rms_norm_eps: float = 1e-5
+    tie_embeddings: bool = False
+    # Llama 3.1 style rope scaling ({"rope_type": "llama3", "factor": ...}) or None.
+    rope_scaling: dict | None = None
+
+    @property
+    def q_dim(self) -> int:
+        return self.num_heads * self.head_dim
+
+    @property
+    def kv_dim(self) -> int:
+        return self.num_kv_heads * self.head_dim
+
+    def layer_params(self) -> int:
+        """Parameters of one decoder layer: q,k,v,o + gate,up,down + two RMSNorm weights."""
+        attn = self.hidden * self.q_dim * 2 + self.hidden * self.kv_dim * 2
+        mlp = 3 * self.hidden * self.intermediate
+        return attn + mlp + 2 * self.hidden
+
+    def embedding_params(self) -> int:
+        return self.vocab * self.hidden
+
+    def total_params(self) -> int:
+        head = 0 if self.tie_embeddings else self.vocab * self.hidden
+        return self.num_layers * self.layer_params() + self.embedding_params() + head + self.hidden
+
+
+# Sources: the config.json files published with Meta's Llama 3 / 3.1 checkpoints.
+MODEL_PRESETS: dict[str, ModelShape] = {
+    "llama3-70b": ModelShape("llama3-70b", hidden=8192, num_layers=80, num_heads=64, num_kv_heads=8,
+                             head_dim=128, intermediate=28672, vocab=128256, max_context=8192),
+    "llama3-8b": ModelShape("llama3-8b", hidden=4096, num_layers=32, num_heads=32, num_kv_heads=8,
+                            head_dim=128, intermediate=14336, vocab=128256, max_context=8192),
+    "llama3.1-405b": ModelShape(
+        "llama3.1-405b", hidden=16384, num_layers=126, num_heads=128, num_kv_heads=8, head_dim=128,
+        intermediate=53248, vocab=128256, max_context=131072,
+        rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                      "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}),
+    # The CPU twin: same architecture, small enough for 8 gloo ranks on 2 cores.
+    "tiny": ModelShape("tiny", hidden=64, num_layers=8, num_heads=4, num_kv_heads=2, head_dim=16,
+                       intermediate=128, vocab=256, max_context=512, rope_theta=10000.0,
+                       rms_norm_eps=1e-6),
+}
+
+# The report's "Llama3-70B-Instruct" is the same shape as the base model.
+MODEL_ALIASES = {
+    "llama3-70b-instruct": "llama3-70b", "llama-3-70b": "llama3-70b", "meta-llama-3-70b": "llama3-70b",
+    "llama3-8b-instruct": "llama3-8b", "llama-3-8b": "llama3-8b", "meta-llama-3-8b": "llama3-8b",
+    "llama3.1-405b-instruct": "llama3.1-405b", "llama-3.1-405b": "llama3.1-405b",
+    "llama3.1-70b": "llama3-70b", "llama3.1-70b-instruct": "llama3-70b",
+    "llama3.1-8b": "llama3-8b", "llama3.1-8b-instruct": "llama3-8b",
+}
+
+
+def model_preset(name: str, field: str = "model.preset") -> ModelShape:
+    key = name.strip().lower()
+    key = MODEL_ALIASES.get(key, key)
+    if key not in MODEL_PRESETS:
+        raise UsageError(f"{field}: unknown model preset {name!r}; use one of "
+                         f"{', '.join(MODEL_PRESETS)} or a path to a Hugging Face config.json")
+    return MODEL_PRESETS[key]
+
+
+def model_from_hf_config(path: str | Path, field: str = "model.config") -> ModelShape:
+    """Read a Hugging Face Llama ``config.json`` (a file, or a folder holding one)."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "config.json"
+    try:
+        cfg = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise UsageError(f"{field}: {path} not found; give a Hugging Face config.json or a preset name") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UsageError(f"{field}: {p} is not valid JSON ({e}); give a Hugging Face config.json") from None
+    if not isinstance(cfg, dict):
+        raise UsageError(f"{field}: {p} must hold a JSON object")
+    arch = cfg.get("model_type", "llama")
+    if arch != "llama":
+        raise UsageError(f"{field}: model_type {arch!r} is not supported; only Llama-family configs are")
+    try:
+        heads = int(cfg["num_attention_heads"])
+        hidden = int(cfg["hidden_size"])
+        return ModelShape(
+            name=cfg.get("_name_or_path") or p.parent.name or "hf-config",
+            hidden=hidden, num_layers=int(cfg["num_hidden_layers"]), num_heads=heads,
+            num_kv_heads=int(cfg.get("num_key_value_heads") or heads),
+            head_dim=int(cfg.get("head_dim") or hidden // heads),
+            intermediate=int(cfg["intermediate_size"]), vocab=int(cfg["vocab_size"]),
+            max_context=int(cfg.get("max_position_embeddings", 8192)),
+            rope_theta=float(cfg.get("rope_theta", (cfg.get("rope_parameters") or {}).get("rope_theta", 10000.0))),
+            rms_norm_eps=float(cfg.get("rms_norm_eps", 1e-5)),
+            tie_embeddings=bool(cfg.get("tie_word_embeddings", False)),
+            rope_scaling=_rope_scaling(cfg),
+        )
+    except KeyError as e:
+        raise UsageError(f"{field}: {p} lacks {e.args[0]!r}; a Llama config.json needs it") from None
+    except (TypeError, ValueError) as e:
+        raise UsageError(f"{field}: {p} has a non-numeric size ({e})") from None
+
+
+def _rope_scaling(cfg: dict) -> dict | None:
+    rs = cfg.get("rope_scaling") or cfg.get("rope_parameters")
+    if not isinstance(rs, dict):
+        return None
+    kind = rs.get("rope_type") or rs.get("type")
+    if kind in (None, "default"):
+        return None
+    return dict(rs, rope_type=kind)
+
+
+@dataclass(frozen=True)
+class GpuSpec:
+    """One accelerator's facts. Bandwidths in GB/s (1e9 bytes/s), memory in GiB as the driver reports it."""
+
+    name: str
+    memory_gib: float
+    hbm_gbps: float          # HBM bandwidth
+    bf16_tflops: float       # dense bf16 tensor-core peak, no sparsity
+    link_gbps: float         # intra-node GPU-GPU bandwidth, per direction
+    internode_gbps: float    # per GPU, per direction
+    intra_link: str
+    inter_link: str
+    source: str = ""
+
+    @property
+    def memory_bytes(self) -> int:
+        return int(self.memory_gib * 2**30)
+
+
+GPU_CATALOG: dict[str, GpuSpec] = {
+    "H100-SXM-80GB": GpuSpec("H100-SXM-80GB", 79.6, 3350.0, 989.0, 450.0, 50.0, "NVLink4 (18 links)",
+                             "InfiniBand NDR 400 Gb/s per GPU",
+                             "NVIDIA H100 datasheet: 80 GB HBM3 (81559 MiB usable), 3.35 TB/s, "
+                             "989 TFLOPS bf16 dense, NVLink 900 GB/s bidirectional"),
+    "H200-SXM-141GB": GpuSpec("H200-SXM-141GB", 140.4, 4800.0, 989.0, 450.0, 50.0, "NVLink4 (18 links)",
+                              "InfiniBand NDR 400 Gb/s per GPU",
+                              "NVIDIA H200 datasheet: 141 GB HBM3e (143771 MiB usable), 4.8 TB/s, "
+                              "989 TFLOPS bf16 dense, NVLink 900 GB/s bidirectional"),
+    "A100-SXM-80GB": GpuSpec("A100-SXM-80GB", 80.0, 2039.0, 312.0, 300.0, 25.0, "NVLink3 (12 links)",
+                             "InfiniBand HDR 200 Gb/s per GPU",
+                             "NVIDIA A100 datasheet: 80 GB HBM2e, 2039 GB/s, 312 TFLOPS bf16 dense, "
+                             "NVLink 600 GB/s bidirectional"),
+    # The CPU twin: notional numbers of one gloo rank on a small shared host; only the shape
+    # of the plan matters here, never these absolute values.
+    "cpu": GpuSpec("cpu", 2.0, 10.0, 0.05, 2.0, 1.0, "loopback (gloo)", "TCP (gloo)",
+                   "notional CPU rank: 2 GiB, 10 GB/s memory, 50 GFLOP/s"),
+}
+
+GPU_ALIASES = {"h100": "H100-SXM-80GB", "h100-80gb": "H100-SXM-80GB", "h100-sxm": "H100-SXM-80GB",
+               "h200": "H200-SXM-141GB", "h200-141gb": "H200-SXM-141GB", "h200-sxm": "H200-SXM-141GB",
+               "a100": "A100-SXM-80GB", "a100-80gb": "A100-SXM-80GB", "a100-sxm": "A100-SXM-80GB"}
+
+
+def gpu_spec(name: str, overrides: dict | None = None, field: str = "cluster.gpu") -> GpuSpec:
+    key = GPU_ALIASES.get(name.strip().lower(), name.strip())
+    match = next((g for k, g in GPU_CATALOG.items() if k.lower() == key.lower()), None)
+    if match is None:
+        raise UsageError(f"{field}: unknown GPU {name!r}; use one of {', '.join(GPU_CATALOG)}")
+    if not overrides:
+        return match
+    known = {f.name for f in fields(GpuSpec)} - {"name"}
+    for k, v in overrides.items():
+        if k not in known:
+            raise UsageError(f"cluster.overrides.{k}: unknown catalogue field; use one of {', '.join(sorted(known))}")
+        if k not in ("intra_link", "inter_link", "source") and (not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0):
+            raise UsageError(f"cluster.overrides.{k}: must be a positive number, got {v!r}")
+    return replace(match, **overrides)

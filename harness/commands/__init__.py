@@ -1,0 +1,16 @@
+"""One module per CLI verb. Each has ``add_arguments(parser)`` and ``main(args) -> int``.
+
+cli.py is the only argv reader: it builds the parsers from these modules and dispatches.
+"""
+
+# verb -> (module under harness.commands, one-line help)
+VERBS: dict[str, tuple[str, str]] = {
+    "plan": ("plan", "predict memory, communication and time bounds of a spec (no GPU needed)"),
+    "verify-claims": ("verify_claims", "check a strategy report's claims against physics and measurements"),
+    "run": ("run", "launch the real model under the spec's layout and measure it (the main job)"),
+    "report": ("report", "render report.md/report.html for a run directory"),
+    "compare": ("compare", "compare a run with a baseline; exit 1 on regression"),
+    "history": ("history", "table and plot of key metrics across runs"),
+    "emulate": ("emulate", "run one rank's exact shapes on the local device and project the deployment"),
+    "slurm": ("slurm", "render (and submit) a Slurm batch script for a spec"),
+}

@@ -1,0 +1,1 @@
+"""Measurement instruments: each one records, none of them prints."""

@@ -1,0 +1,321 @@
+"""Pure serving metrics: per-request records in, vLLM ``bench serve``-style summary out.
+
+No torch, no I/O, no printing. All times in the records are seconds on the coordinator's
+monotonic clock, measured from the run's start; every ``*_ms`` output is milliseconds.
+
+Per-request definitions (r is one record, n = tokens it produced, see :func:`tokens_out`):
+
+* TTFT   = r.first_token_s − r.arrival_s        (scheduled arrival, so queueing counts)
+* E2E    = r.finish_s − r.arrival_s             (vLLM calls it E2EL)
+* TPOT   = (E2E − TTFT) / (n − 1)  = (finish − first_token) / (n − 1); undefined when n ≤ 1
+* ITL_i  = token_times_s[i] − token_times_s[i−1], i = 1 … n−1; all requests' ITLs pooled
+* queue  = r.admitted_s − r.arrival_s
+
+Latency statistics use completed, non-warm-up requests only. Warm-up requests are reported
+apart under ``warmup_*`` keys and never enter the main statistics or throughputs.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterable, Mapping, Sequence
+
+from harness.errors import UsageError
+
+STAT_NAMES = ("mean", "median", "std", "p50", "p90", "p95", "p99")
+PERCENTILES = {"p50": 50.0, "p90": 90.0, "p95": 95.0, "p99": 99.0}
+# SLO metric names accepted by ``summarize``; "e2e" is an alias of vLLM's "e2el".
+SLO_METRICS = ("ttft", "tpot", "e2el")
+_SLO_ALIASES = {"e2e": "e2el"}
+
+
+@dataclass
+class RequestRecord:
+    """What the engine recorded for one request (times in seconds since the run's start)."""
+
+    request_id: int
+    replica: int
+    arrival_s: float  # SCHEDULED arrival (open loop) or release time (closed loop)
+    admitted_s: float | None
+    first_token_s: float | None
+    token_times_s: list[float] = field(default_factory=list)  # [0] == first_token_s
+    finish_s: float | None = None
+    input_len: int = 0
+    output_len: int = 0  # target number of output tokens
+    warmup: bool = False
+    completed: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "RequestRecord":
+        d = dict(d)
+        d["token_times_s"] = [float(t) for t in d.get("token_times_s") or []]
+        return cls(**d)
+
+
+# ---------------------------------------------------------------- per-request metrics
+
+
+def tokens_out(r: RequestRecord) -> int:
+    """Output tokens produced: len(token_times_s); when the engine kept no per-token
+    times, the target ``output_len`` of a completed request (0 otherwise)."""
+    if r.token_times_s:
+        return len(r.token_times_s)
+    return r.output_len if r.completed else 0
+
+
+def ttft_s(r: RequestRecord) -> float | None:
+    """TTFT = first_token_s − arrival_s (None before the first token)."""
+    return None if r.first_token_s is None else r.first_token_s - r.arrival_s
+
+
+def e2e_s(r: RequestRecord) -> float | None:
+    """E2E = finish_s − arrival_s (None while unfinished)."""
+    return None if r.finish_s is None else r.finish_s - r.arrival_s
+
+
+def tpot_s(r: RequestRecord) -> float | None:
+    """TPOT = (E2E − TTFT) / (n − 1), n = tokens_out(r); None when n ≤ 1 or unfinished."""
+    n = tokens_out(r)
+    if n <= 1 or r.finish_s is None or r.first_token_s is None:
+        return None
+    return (r.finish_s - r.first_token_s) / (n - 1)
+
+
+def itls_s(r: RequestRecord) -> list[float]:
+    """ITL_i = token_times_s[i] − token_times_s[i−1] for i = 1 … n−1."""
+    t = r.token_times_s
+    return [t[i] - t[i - 1] for i in range(1, len(t))]
+
+
+def queue_s(r: RequestRecord) -> float | None:
+    """Queue delay = admitted_s − arrival_s (None if never admitted)."""
+    return None if r.admitted_s is None else r.admitted_s - r.arrival_s
+
+
+# ---------------------------------------------------------------- statistics
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """q-th percentile (0 ≤ q ≤ 100) with linear interpolation, numpy's default method:
+    sorted x, h = (N − 1)·q/100, result = x[⌊h⌋] + (h − ⌊h⌋)·(x[⌊h⌋+1] − x[⌊h⌋]).
+    None for an empty input."""
+    if not 0.0 <= q <= 100.0:
+        raise ValueError(f"percentile q must be within [0, 100], got {q}")
+    xs = sorted(values)
+    return _percentile_sorted(xs, q)
+
+
+def _percentile_sorted(xs: Sequence[float], q: float) -> float | None:
+    if not xs:
+        return None
+    h = (len(xs) - 1) * q / 100.0
+    lo = math.floor(h)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (h - lo) * (xs[hi] - xs[lo])
+
+
+def stats(values: Iterable[float]) -> dict[str, float | None]:
+    """mean, median, std (population, ddof=0, as numpy.std), p50, p90, p95, p99.
+    Every value is None for an empty input."""
+    xs = sorted(values)
+    if not xs:
+        return {name: None for name in STAT_NAMES}
+    n = len(xs)
+    mean = math.fsum(xs) / n
+    var = math.fsum((x - mean) ** 2 for x in xs) / n
+    out: dict[str, float | None] = {"mean": mean, "median": _percentile_sorted(xs, 50.0),
+                                    "std": math.sqrt(var)}
+    for name, q in PERCENTILES.items():
+        out[name] = _percentile_sorted(xs, q)
+    return out
+
+
+def running_p99(values: Iterable[float]) -> list[float]:
+    """Element i is the p99 of values[0..i] (what a live progress line shows after the
+    (i+1)-th value); same interpolation as :func:`percentile`."""
+    seen: list[float] = []
+    out: list[float] = []
+    for v in values:
+        bisect.insort(seen, v)
+        out.append(_percentile_sorted(seen, 99.0))  # type: ignore[arg-type]
+    return out
+
+
+def _ms(stats_s: Mapping[str, float | None]) -> dict[str, float | None]:
+    return {k: None if v is None else v * 1e3 for k, v in stats_s.items()}
+
+
+# ---------------------------------------------------------------- SLOs and goodput
+
+
+def normalize_slo(thresholds_ms: Mapping[str, float] | None) -> dict[str, float] | None:
+    """Validate ``{"ttft": 2000, "tpot": 200, "e2el": ...}`` (ms); "e2e" means "e2el"."""
+    if thresholds_ms is None:
+        return None
+    out: dict[str, float] = {}
+    for key, value in thresholds_ms.items():
+        name = _SLO_ALIASES.get(key, key)
+        if name not in SLO_METRICS:
+            raise UsageError(f"slo.{key}: unknown SLO metric; use one of ttft, tpot, e2el (ms)")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not math.isfinite(value) or value <= 0:
+            raise UsageError(f"slo.{key}: must be a positive number of ms, got {value!r}")
+        out[name] = float(value)
+    return out
+
+
+def meets_slo(r: RequestRecord, thresholds_ms: Mapping[str, float]) -> bool:
+    """True when the completed request meets EVERY threshold (value ≤ threshold, in ms).
+    A 1-token request has no TPOT, so a TPOT threshold is vacuously met (as in vLLM,
+    which counts its TPOT as 0)."""
+    if not r.completed:
+        return False
+    for name, limit in thresholds_ms.items():
+        if name == "ttft":
+            v = ttft_s(r)
+        elif name == "e2el":
+            v = e2e_s(r)
+        else:
+            v = tpot_s(r)
+            if v is None and tokens_out(r) <= 1:
+                continue
+        if v is None or v * 1e3 > limit:
+            return False
+    return True
+
+
+# ---------------------------------------------------------------- summary
+
+
+def measured_duration_s(records: Sequence[RequestRecord]) -> float | None:
+    """Benchmark duration = last non-warm-up finish − first non-warm-up scheduled arrival;
+    None when no non-warm-up request has finished."""
+    main = [r for r in records if not r.warmup]
+    finishes = [r.finish_s for r in main if r.finish_s is not None]
+    if not main or not finishes:
+        return None
+    return max(finishes) - min(r.arrival_s for r in main)
+
+
+def _per_s(count: float, duration_s: float | None) -> float | None:
+    return None if not duration_s or duration_s <= 0 else count / duration_s
+
+
+def _latency_block(done: Sequence[RequestRecord]) -> dict[str, dict[str, float | None]]:
+    """The four vLLM latency families plus queue delay, as stats in ms."""
+    return {
+        "ttft": _ms(stats(v for v in map(ttft_s, done) if v is not None)),
+        "tpot": _ms(stats(v for v in map(tpot_s, done) if v is not None)),
+        "itl": _ms(stats(x for r in done for x in itls_s(r))),
+        "e2el": _ms(stats(v for v in map(e2e_s, done) if v is not None)),
+        "queue": _ms(stats(v for v in map(queue_s, done) if v is not None)),
+    }
+
+
+def summarize(records: Sequence[RequestRecord], duration_s: float | None = None,
+              slo_thresholds_ms: Mapping[str, float] | None = None) -> dict[str, Any]:
+    """Records → one flat dict with vLLM ``bench serve`` field names.
+
+    Counts: ``num_requests`` (non-warm-up), ``completed``, ``failed`` (finished but not
+    completed, e.g. aborted), ``incomplete`` (never finished, e.g. still in flight at the
+    end). Tokens: ``total_input_tokens`` = Σ input_len, ``total_output_tokens`` = Σ
+    tokens_out over completed non-warm-up requests.
+    Rates, D = ``duration_s`` (given, else :func:`measured_duration_s`):
+    ``request_throughput`` = completed / D, ``output_throughput`` = total_output_tokens / D,
+    ``total_token_throughput`` = (total_input_tokens + total_output_tokens) / D,
+    ``request_goodput`` = (completed requests meeting every SLO threshold) / D (DistServe;
+    None without thresholds). Rates are None when D is None or 0.
+    Latencies: ``{mean,median,std,p50,p90,p95,p99}_{ttft,tpot,itl,e2el,queue}_ms``.
+    """
+    if duration_s is not None and not duration_s > 0:
+        raise UsageError(f"duration_s: must be > 0, got {duration_s}")
+    slo = normalize_slo(slo_thresholds_ms)
+    main = [r for r in records if not r.warmup]
+    warm = [r for r in records if r.warmup]
+    done = [r for r in main if r.completed]
+    dur = duration_s if duration_s is not None else measured_duration_s(records)
+
+    total_in = sum(r.input_len for r in done)
+    total_out = sum(tokens_out(r) for r in done)
+    good = None if slo is None else sum(1 for r in done if meets_slo(r, slo))
+    out: dict[str, Any] = {
+        "num_requests": len(main),
+        "completed": len(done),
+        "failed": sum(1 for r in main if not r.completed and r.finish_s is not None),
+        "incomplete": sum(1 for r in main if not r.completed and r.finish_s is None),
+        "duration_s": dur,
+        "total_input_tokens": total_in,
+        "total_output_tokens": total_out,
+        "request_throughput": _per_s(len(done), dur),
+        "output_throughput": _per_s(total_out, dur),
+        "total_token_throughput": _per_s(total_in + total_out, dur),
+        "slo_thresholds_ms": slo,
+        "good_requests": good,
+        "request_goodput": None if good is None else _per_s(good, dur),
+    }
+    for metric, st in _latency_block(done).items():
+        for name in STAT_NAMES:
+            out[f"{name}_{metric}_ms"] = st[name]
+    replicas = sorted({r.replica for r in main})
+    out["replica_completed"] = {str(k): sum(1 for r in done if r.replica == k) for k in replicas}
+    out.update(_warmup_block(warm))
+    return out
+
+
+def _warmup_block(warm: Sequence[RequestRecord]) -> dict[str, Any]:
+    """Warm-up requests alone: count, completions, mean/max latencies and their span
+    (first warm-up arrival → last warm-up finish), which shows compile/cold-start cost."""
+    done = [r for r in warm if r.completed]
+    lat = _latency_block(done)
+    finishes = [r.finish_s for r in warm if r.finish_s is not None]
+    span = (max(finishes) - min(r.arrival_s for r in warm)) if finishes else None
+    out: dict[str, Any] = {"warmup_requests": len(warm), "warmup_completed": len(done),
+                           "warmup_duration_s": span}
+    for metric in ("ttft", "tpot", "e2el"):
+        out[f"warmup_mean_{metric}_ms"] = lat[metric]["mean"]
+    e2es = [v for v in map(e2e_s, done) if v is not None]
+    out["warmup_max_e2el_ms"] = max(e2es) * 1e3 if e2es else None
+    return out
+
+
+# ---------------------------------------------------------------- progress line
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Numbers for one live progress line; rendering is the caller's job."""
+
+    elapsed_s: float
+    completed: int
+    in_flight: int  # admitted, not finished
+    waiting: int  # arrived (arrival_s ≤ now), not admitted
+    request_throughput: float | None  # completed / elapsed since the first arrival
+    p99_ttft_ms: float | None  # over non-warm-up requests that have a first token
+    p99_tpot_ms: float | None
+
+
+def progress(records: Sequence[RequestRecord], now_s: float) -> Progress:
+    """Snapshot of a running benchmark at ``now_s`` (warm-up requests ignored)."""
+    main = [r for r in records if not r.warmup]
+    start = min((r.arrival_s for r in main), default=now_s)
+    elapsed = max(0.0, now_s - start)
+    done = sum(1 for r in main if r.completed)
+    ttfts = [v for v in map(ttft_s, main) if v is not None]
+    tpots = [v for v in map(tpot_s, main) if v is not None]
+    p_ttft = percentile(ttfts, 99.0)
+    p_tpot = percentile(tpots, 99.0)
+    return Progress(
+        elapsed_s=elapsed,
+        completed=done,
+        in_flight=sum(1 for r in main if r.admitted_s is not None and r.finish_s is None),
+        waiting=sum(1 for r in main if r.admitted_s is None and r.arrival_s <= now_s
+                    and r.finish_s is None),
+        request_throughput=_per_s(done, elapsed),
+        p99_ttft_ms=None if p_ttft is None else p_ttft * 1e3,
+        p99_tpot_ms=None if p_tpot is None else p_tpot * 1e3,
+    )
