@@ -163,8 +163,8 @@ def normalize_slo(thresholds_ms: Mapping[str, float] | None) -> dict[str, float]
         if name not in SLO_METRICS:
             raise UsageError(f"slo.{key}: unknown SLO metric; use one of ttft, tpot, e2el (ms)")
         if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                or not math.isfinite(value) or value <= 0:
-            raise UsageError(f"slo.{key}: must be a positive number of ms, got {value!r}")
+                or not math.isfinite(value) or value < 0:
+            raise UsageError(f"slo.{key}: must be a number of ms >= 0, got {value!r}")
         out[name] = float(value)
     return out
 
