@@ -166,6 +166,8 @@ def validate_length_dist(dist: Any, field: str) -> None:
         if v is None or isinstance(v, bool) or not isinstance(v, (int, float)) \
                 or not math.isfinite(v):
             raise UsageError(f"{field}.{name}: required for dist={kind}, got {v!r}")
+        if name in ("value", "min", "max") and not isinstance(v, int):
+            raise UsageError(f"{field}.{name}: must be an integer number of tokens, got {v!r}")
         if (positive and v <= 0) or (not positive and v < 0):
             cmp = "> 0" if positive else ">= 0"
             raise UsageError(f"{field}.{name}: must be {cmp}, got {v}")
@@ -194,17 +196,34 @@ def _upper_bound(dist: Any) -> float:
     return math.inf if m is None else m
 
 
+def _lower_bound(dist: Any) -> int:
+    """Smallest length the dist can produce (fixed value, else its min, else 1)."""
+    if dist.dist == "fixed":
+        return dist.value
+    return max(1, getattr(dist, "min", None) or 1)
+
+
+def _bound_name(dist: Any, bound: str) -> str:
+    return "value" if dist.dist == "fixed" else bound
+
+
 def _check_context(spec: Any, context_len: int) -> None:
-    """Bounded input + output must fit the model context; unbounded ones get clipped."""
-    i_hi, o_hi = _upper_bound(spec.input_len), _upper_bound(spec.output_len)
-    if i_hi != math.inf and i_hi >= context_len:
-        name = "value" if spec.input_len.dist == "fixed" else "max"
-        raise UsageError(f"workload.input_len.{name}: {i_hi} leaves no room for output in the "
-                         f"model context of {context_len} tokens; use at most {context_len - 1}")
-    if i_hi != math.inf and o_hi != math.inf and i_hi + o_hi > context_len:
-        name = "value" if spec.output_len.dist == "fixed" else "max"
-        raise UsageError(f"workload.output_len.{name}: {o_hi} + input {i_hi} exceeds the model "
-                         f"context of {context_len} tokens; use at most {context_len - i_hi}")
+    """Bounded lengths must fit the model context: input's largest + output's smallest,
+    and both largest when both are bounded; unbounded tails are clipped instead."""
+    i_dist, o_dist = spec.input_len, spec.output_len
+    i_hi, o_hi, o_lo = _upper_bound(i_dist), _upper_bound(o_dist), _lower_bound(o_dist)
+    if o_lo >= context_len:
+        raise UsageError(f"workload.output_len.{_bound_name(o_dist, 'min')}: {o_lo} leaves no "
+                         f"room for input in the model context of {context_len} tokens; "
+                         f"use at most {context_len - 1}")
+    if i_hi != math.inf and i_hi + o_lo > context_len:
+        raise UsageError(f"workload.input_len.{_bound_name(i_dist, 'max')}: {i_hi} + output "
+                         f"{o_lo} exceeds the model context of {context_len} tokens; "
+                         f"use at most {context_len - o_lo}")
+    if math.inf not in (i_hi, o_hi) and i_hi + o_hi > context_len:
+        raise UsageError(f"workload.output_len.{_bound_name(o_dist, 'max')}: {o_hi} + input "
+                         f"{i_hi} exceeds the model context of {context_len} tokens; "
+                         f"use at most {context_len - i_hi}")
 
 
 # ---------------------------------------------------------------- prompts
@@ -251,8 +270,9 @@ def build_trace(spec: Any, vocab_size: int, context_len: int) -> Trace:
 
     Independent random streams (from SeedSequence(seed)) drive arrivals, input lengths and
     output lengths, so changing the arrival process leaves the lengths unchanged.
-    Lengths: input clipped to [1, context_len − 1]; output to [1, context_len − input_i]
-    (as a server caps max_tokens by the room the prompt leaves).
+    Lengths: input clipped to [1, context_len − L] (L = the output dist's smallest length:
+    fixed value, else min, else 1); output to [1, context_len − input_i], as a server caps
+    max_tokens by the room the prompt leaves. Bounded dists that cannot fit: UsageError.
     With ``spec.trace`` set, requests (times, lengths, prompts) come from that JSONL file,
     cut to num_requests and to duration_s if set; arrival=closed replays its lengths in
     a closed loop, any other arrival replays its times.
@@ -278,7 +298,8 @@ def build_trace(spec: Any, vocab_size: int, context_len: int) -> Trace:
     times = _arrivals(spec.arrival, spec.rate_rps, getattr(spec, "burstiness", 1.0),
                       spec.num_requests, spec.duration_s, np.random.default_rng(s_arr))
     n = len(times)
-    ins = sample_lengths(spec.input_len, n, np.random.default_rng(s_in), context_len - 1,
+    ins = sample_lengths(spec.input_len, n, np.random.default_rng(s_in),
+                         context_len - _lower_bound(spec.output_len),
                          "workload.input_len")
     outs = sample_lengths(spec.output_len, n, np.random.default_rng(s_out), context_len - ins,
                           "workload.output_len")
