@@ -372,6 +372,9 @@ def _validate_workload(w: WorkloadSpec, shape: ModelShape, base_dir: Path | None
     if w.arrival == "closed":
         if w.concurrency is None or w.concurrency < 1:
             raise UsageError(f"workload.concurrency: closed-loop arrival needs concurrency >= 1, got {w.concurrency}")
+        if w.num_requests is None and w.trace is None:
+            raise UsageError("workload.num_requests: closed-loop arrival needs num_requests (duration_s alone "
+                             "cannot size it)")
     elif w.trace is None and (w.rate_rps is None or w.rate_rps <= 0):
         raise UsageError(f"workload.rate_rps: must be > 0 for {w.arrival} arrivals, got {w.rate_rps}")
     if w.burstiness <= 0:
