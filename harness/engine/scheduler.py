@@ -71,7 +71,7 @@ class Scheduler:
     def __init__(self, requests: list[Request], prompt_of: Callable[[Request], list[int]], *,
                  num_slots: int, max_batch: int, groups: int, max_seq_len: int,
                  prefill_chunk: int | None = None, closed_loop_concurrency: int | None = None,
-                 replica: int = 0, warmup: bool = False):
+                 replica: int = 0, warmup: bool = False, first_step: int = 0):
         if num_slots < 1 or max_batch < 1 or groups < 1:
             raise ValueError("num_slots, max_batch and groups must be >= 1")
         for r in requests:
@@ -89,7 +89,7 @@ class Scheduler:
         self.free_slots: list[int] = list(range(num_slots - 1, -1, -1))
         self.records: list[RequestRecord] = []
         self.outputs: dict[int, list[int]] = {}
-        self.step = 0
+        self.step = first_step   # step ids are unique across warm-up and measured phases
         self._released_closed = 0
         if self.closed:
             for _ in range(min(closed_loop_concurrency, len(self.pending))):
