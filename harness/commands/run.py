@@ -1,0 +1,125 @@
+"""``harness run CONFIG``: the main job.
+
+Outside a torchrun world it validates the spec, then starts torchrun itself with the process
+count the spec needs (``--nnodes``/``--node-rank``/``--rdzv-endpoint`` for several nodes), waits
+and turns the run's summary into the exit code. Inside a torchrun world (``torchrun ... -m
+harness.run CONFIG``, as Slurm jobs start it) it is one rank of the run.
+
+Exit codes: 0 run complete and every SLO met; 1 run complete and some SLO missed; 2 bad input;
+3 run failed or interrupted (results on disk marked incomplete).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from harness.errors import UsageError
+
+EXIT_PASS, EXIT_FAIL, EXIT_USAGE, EXIT_INCOMPLETE = 0, 1, 2, 3
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="strategy spec YAML (e.g. configs/tiny-tp2-pp4-cpu.yaml)")
+    p.add_argument("--results-dir", help="the run directory to write (default: results/<UTC time>_<name>)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override a spec field, e.g. --set run.max_batch=4 (repeatable)")
+    p.add_argument("--nnodes", type=int, default=None, help="torchrun nodes (default: the spec's cluster.nodes "
+                   "when --rdzv-endpoint is given, else 1)")
+    p.add_argument("--nproc-per-node", type=int, default=None, help="processes per node (default: world/nnodes)")
+    p.add_argument("--node-rank", type=int, default=None, help="this node's rank (static rendezvous)")
+    p.add_argument("--rdzv-endpoint", default=None, help="HOST:PORT of the c10d rendezvous (multi-node)")
+    p.add_argument("--rdzv-id", default=None, help="rendezvous id shared by all nodes (default: SLURM_JOB_ID)")
+
+
+def default_run_dir(name: str, root: str = "results") -> Path:
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    return Path(root) / f"{stamp}_{name}"
+
+
+def main(args: argparse.Namespace) -> int:
+    from harness.dist import launch_env
+    from harness.spec import load_spec
+
+    spec = load_spec(args.config, args.overrides)
+    if launch_env().in_torchrun:
+        from harness.run import block_stop_signals, worker
+        block_stop_signals()
+        return worker(spec, args.results_dir, args.overrides)
+    return launch(spec, args)
+
+
+def torchrun_command(spec, args: argparse.Namespace, run_dir: Path) -> list[str]:
+    world = spec.world_size
+    nnodes = args.nnodes or (spec.cluster.nodes if args.rdzv_endpoint else 1)
+    if nnodes < 1 or world % nnodes:
+        raise UsageError(f"--nnodes: {nnodes} does not divide the spec's {world} processes")
+    nproc = args.nproc_per_node or world // nnodes
+    if nproc * nnodes != world:
+        raise UsageError(f"--nproc-per-node: {nproc} x {nnodes} nodes != {world} processes the spec needs "
+                         f"(parallel.tp*pp*dp)")
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}", f"--nnodes={nnodes}",
+           "--max-restarts=0", "--monitor-interval=0.5"]
+    if args.rdzv_endpoint:
+        rdzv_id = args.rdzv_id or os.environ.get("SLURM_JOB_ID") or spec.name
+        cmd += ["--rdzv-backend=c10d", f"--rdzv-endpoint={args.rdzv_endpoint}", f"--rdzv-id={rdzv_id}"]
+        if args.node_rank is not None:
+            cmd.append(f"--node-rank={args.node_rank}")
+    elif nnodes == 1:
+        cmd.append("--standalone")
+    else:
+        raise UsageError("--rdzv-endpoint: needed when --nnodes > 1 (HOST:PORT of the first node)")
+    cmd += ["-m", "harness.run", str(Path(args.config).resolve()), "--results-dir", str(run_dir)]
+    for o in args.overrides:
+        cmd += ["--set", o]
+    return cmd
+
+
+def launch(spec, args: argparse.Namespace) -> int:
+    run_dir = Path(args.results_dir) if args.results_dir else default_run_dir(spec.name)
+    run_dir = run_dir.resolve()
+    cmd = torchrun_command(spec, args, run_dir)
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", "1")   # 8 ranks on a few cores: no thread oversubscription
+    print(f"harness run: {spec.name}: {spec.world_size} ranks (tp={spec.parallel.tp} pp={spec.parallel.pp} "
+          f"dp={spec.parallel.dp}) -> {run_dir}", file=sys.stderr, flush=True)
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+
+    def forward(signum, _frame):  # Slurm pre-emption / Ctrl-C reach torchrun, which tells the ranks
+        try:
+            os.killpg(proc.pid, signum)
+        except ProcessLookupError:
+            pass
+
+    old = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        rc = proc.wait()
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    return exit_code(run_dir, rc)
+
+
+def exit_code(run_dir: Path, torchrun_rc: int) -> int:
+    summary_path = run_dir / "summary.json"
+    if not summary_path.exists():
+        if torchrun_rc == 0:  # a multi-node run: rank 0 and its results live on another node
+            return EXIT_PASS
+        print(f"harness run: failed before writing results (torchrun exit {torchrun_rc})", file=sys.stderr)
+        return EXIT_INCOMPLETE
+    summary = json.loads(summary_path.read_text())
+    if not summary.get("complete"):
+        print(f"harness run: INCOMPLETE: {summary.get('incomplete_reason')}; partial results in {run_dir}",
+              file=sys.stderr)
+        return EXIT_INCOMPLETE
+    if torchrun_rc != 0:
+        return EXIT_INCOMPLETE
+    verdict = summary.get("verdict")
+    print(f"harness run: {verdict}; results in {run_dir}", file=sys.stderr)
+    return EXIT_PASS if verdict == "PASS" else EXIT_FAIL
