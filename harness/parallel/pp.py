@@ -23,12 +23,14 @@ from dataclasses import dataclass
 
 import torch
 
+from harness.comm import COMM_COLUMNS
 from harness.dist import DistContext
 from harness.model.llama import StageModel
 from harness.parallel.tp import greedy_sample
 
 PHASES = ("", "prefill", "decode", "mixed")
 _STOP = 1
+_STEP_COL, _PHASE_COL = COMM_COLUMNS.index("step"), COMM_COLUMNS.index("phase")
 
 
 @dataclass
@@ -108,6 +110,18 @@ class PipelineStage:
         self.comm.rec.step = meta.step
         self.comm.rec.phase = phase or meta.phase or ("control" if meta.stop else "")
 
+    def _header(self, receive, phase: str | None = None) -> tuple[StepMeta, int, torch.Tensor]:
+        """Receive a header; label the trace with its step (its own row was recorded before the
+        step was known, so it is relabelled too). Returns (meta, width, a copy of the header)."""
+        rows = self.comm.rec.rows
+        n_rows = len(rows)
+        hdr = receive().clone()   # a copy: it may travel on (isend) while the buffer takes the next
+        meta, width = unpack_header(hdr, self.max_batch)
+        self._set_rec(meta, phase)
+        if len(rows) > n_rows:
+            rows[-1][_STEP_COL], rows[-1][_PHASE_COL] = self.comm.rec.step, self.comm.rec.phase
+        return meta, width, hdr
+
     def _isend(self, dst: int, *tensors: torch.Tensor) -> None:
         tensors = tuple(t.contiguous() for t in tensors)
         ops = [self.comm.isend(t, dst, "pp") for t in tensors]
@@ -178,11 +192,11 @@ class PipelineStage:
         return tokens
 
     def collect(self) -> tuple[StepMeta, torch.Tensor]:
-        """Tokens of the oldest step in flight (steps return in submission order)."""
+        """Tokens of the oldest step in flight (steps return in submission order). Its two receives
+        are traced under that step's number and phase (``comm.rec`` is left set to them)."""
         if not self._in_flight:
             raise RuntimeError("collect() with no step in flight")
-        hdr = self.comm.recv(self._hdr_buf, self.return_rank, "pp")
-        meta, _ = unpack_header(hdr.clone(), self.max_batch)
+        meta, _, _ = self._header(lambda: self.comm.recv(self._hdr_buf, self.return_rank, "pp"), "sample")
         expected = self._in_flight.popleft()
         if meta.step != expected:
             raise RuntimeError(f"pipeline returned step {meta.step}, expected {expected}")
@@ -210,13 +224,11 @@ class PipelineStage:
     # ---- every other rank ------------------------------------------------------------------------
     def _receive(self) -> tuple[StepMeta, torch.Tensor, torch.Tensor | None]:
         """-> (meta, header, input) of the next step; input is None for a stop."""
+        prev = None if self.is_first else self.ctx.peer(self.stage - 1)
         if self.is_first:
-            hdr = self.comm.broadcast(self._hdr_buf, self.coordinator_rank, "tp")
+            meta, width, hdr = self._header(lambda: self.comm.broadcast(self._hdr_buf, self.coordinator_rank, "tp"))
         else:
-            hdr = self.comm.recv(self._hdr_buf, self.ctx.peer(self.stage - 1), "pp")
-        hdr = hdr.clone()   # it travels on (isend) while the buffer takes the next header
-        meta, width = unpack_header(hdr, self.max_batch)
-        self._set_rec(meta)
+            meta, width, hdr = self._header(lambda: self.comm.recv(self._hdr_buf, prev, "pp"))
         if meta.stop:
             return meta, hdr, None
         self._check_size(meta, width)
@@ -224,7 +236,7 @@ class PipelineStage:
         if self.is_first:
             x = self.comm.broadcast(self._ids_buf[:n], self.coordinator_rank, "tp").view(meta.batch, width)
         else:
-            x = self.comm.recv(self._recv_buf[:n * self.hidden], self.ctx.peer(self.stage - 1), "pp")
+            x = self.comm.recv(self._recv_buf[:n * self.hidden], prev, "pp")
             x = x.view(meta.batch, width, self.hidden)
         return meta, hdr, x
 

@@ -1,0 +1,164 @@
+"""torchrun entry for tests/test_distributed.py: ONE world of 8 gloo ranks runs every layout.
+
+    torchrun --standalone --nproc-per-node 8 tests/dist_worker.py --out DIR --checkpoint CKPT
+
+1. The wide-model memory check on tp2-pp4 (first, so that the peak-RSS reading is not masked by
+   anything earlier): each rank builds its shard of a model whose full weights are ~160 MB.
+2. For each layout (tp, pp, dp) in LAYOUTS, on ranks 0..tp*pp*dp-1 (the others only take part
+   in creating the process groups, which torch requires of every rank), and for each weight
+   source (seeded, checkpoint): greedy-generate 16 tokens for 4 prompts; the last stage's
+   prefill logits are captured by a forward hook and gathered over TP.
+
+Every rank writes ``DIR/rank{R}.json`` (atomically); the test compares with transformers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import resource
+import sys
+from collections import Counter
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from harness import dist as hdist  # noqa: E402
+from harness.catalog import ModelShape, model_preset  # noqa: E402
+from harness.comm import Comm, CommRecorder  # noqa: E402
+from harness.generate import generate  # noqa: E402
+from harness.layout import Layout, even_split  # noqa: E402
+from harness.model.build import build_stage, stage_param_bytes  # noqa: E402
+from harness.model.weights import CheckpointWeights, SeededWeights  # noqa: E402
+from harness.parallel.pp import PipelineStage  # noqa: E402
+from harness.parallel.tp import gather_logits  # noqa: E402
+
+LAYOUTS = [(1, 1, 1), (2, 1, 1), (1, 2, 1), (2, 2, 1), (2, 4, 1), (2, 2, 2)]
+PROMPTS = [[17, 3, 250, 99, 41], [8, 8, 120, 7, 33, 201, 5, 64, 12], [200, 1, 77], [i * 37 % 256 for i in range(14)]]
+SEED = 7
+NEW_TOKENS = 16
+TIMEOUT_S = 60.0
+# Full weights 159.4 MB fp32; one tp2-pp4 rank holds at most 24.1 MB of them.
+WIDE = ModelShape("wide", hidden=512, num_layers=8, num_heads=8, num_kv_heads=4, head_dim=64, intermediate=2048,
+                  vocab=8192, max_context=512, rope_theta=10000.0)
+
+
+def label(tp, pp, dp) -> str:
+    return f"tp{tp}-pp{pp}-dp{dp}"
+
+
+def sub_context(layout: Layout, world: hdist.DistContext) -> hdist.DistContext | None:
+    """Process groups for a layout on ranks 0..layout.world_size-1 of a larger world.
+
+    Mirrors harness.dist.init (which needs world == layout); every rank creates every group.
+    """
+    rank = world.rank
+    timeout = __import__("datetime").timedelta(seconds=TIMEOUT_S)
+    groups = {"world": (None, list(range(world.env.world_size)))}
+    for name, all_groups in (("tp", layout.tp_groups()), ("pp", layout.pp_groups()), ("dp", layout.dp_groups())):
+        for ranks in all_groups:
+            pg = dist.new_group(ranks, timeout=timeout) if len(ranks) > 1 else None
+            if rank in ranks:
+                groups[name] = (pg, ranks)
+    if rank >= layout.world_size:
+        return None
+    comm = Comm(groups, CommRecorder(rank, "counts"))
+    return hdist.DistContext(world.env, layout, layout.place(rank), world.device, world.backend, comm)
+
+
+def _rss_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(field)
+
+
+def memory_check(ctx: hdist.DistContext) -> dict:
+    """Build this rank's shard of WIDE and report what it holds and what the process peaked at.
+
+    Peak: Linux's VmHWM (peak resident set), reset to the current RSS just before the build by
+    writing 5 to /proc/self/clear_refs; growth = VmHWM after - VmRSS before. It counts every
+    byte the build touched (weights, transients, allocator slack), so a rank that materialised
+    the full model (159 MB) would show it, whatever code path did it.
+    """
+    # Warm-up: the first meta-device model imports torch's meta kernels (~77 MB RSS, once per
+    # process, whatever the model size); build the tiny model first so the reading sees only WIDE.
+    warm = build_stage(model_preset("tiny"), ctx.layout, ctx.place, ctx.comm, dtype=torch.float32,
+                       device=ctx.device, weights=SeededWeights(0))
+    del warm
+    gc.collect()
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        reset = True
+    except OSError:
+        reset = False
+    before = _rss_kib("VmRSS")
+    weights = SeededWeights(SEED)
+    model = build_stage(WIDE, ctx.layout, ctx.place, ctx.comm, dtype=torch.float32, device=ctx.device,
+                        weights=weights)
+    peak = _rss_kib("VmHWM") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    out = dict(param_bytes=stage_param_bytes(model), returned_bytes=weights.stats.returned_bytes,
+               peak_transient_bytes=weights.stats.peak_transient_bytes, rss_growth_bytes=(peak - before) * 1024,
+               hwm_reset=reset, shapes={n: list(p.shape) for n, p in model.named_parameters()},
+               devices=sorted({str(p.device) for p in model.parameters()}))
+    del model
+    gc.collect()
+    return out
+
+
+def run_layout(ctx: hdist.DistContext, weights_name: str, checkpoint: str) -> dict:
+    shape = model_preset("tiny")
+    weights = SeededWeights(SEED) if weights_name == "seeded" else CheckpointWeights(checkpoint)
+    model = build_stage(shape, ctx.layout, ctx.place, ctx.comm, dtype=torch.float32, device=ctx.device,
+                        weights=weights)
+    model.allocate_kv(len(PROMPTS), 64)
+    captured: list[torch.Tensor] = []
+    if model.is_last:
+        model.register_forward_hook(lambda _m, _i, out: captured.append(out.clone()) if not captured else None)
+    stage = PipelineStage(ctx, model, max_batch=len(PROMPTS), max_tokens=len(PROMPTS) * 16)
+    prompts = PROMPTS if ctx.place.dp == 0 else PROMPTS[::-1]   # replica 1 gets another row order
+    ctx.comm.rec.rows.clear()
+    tokens = generate(ctx, stage, prompts, NEW_TOKENS)
+    ops = Counter(f"{r['op']}/{r['group']}/{r['phase']}" for r in ctx.comm.rec.as_dicts())
+    logits = None
+    if model.is_last:
+        full = gather_logits(captured[0], ctx.comm)
+        if ctx.place.tp == 0:
+            logits = full.tolist()
+    p = ctx.place
+    return dict(layout=label(ctx.layout.tp, ctx.layout.pp, ctx.layout.dp), weights=weights_name, rank=ctx.rank,
+                dp=p.dp, stage=p.stage, tp=p.tp, layers=list(model.layer_ids), param_bytes=stage_param_bytes(model),
+                tokens=tokens, prompt_order="reversed" if p.dp else "as-given", logits=logits, ops=dict(ops),
+                steps=len(stage.timings))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--checkpoint", required=True)
+    args = ap.parse_args()
+    torch.set_num_threads(1)   # 8 ranks on 2 cores
+    full = Layout(2, 4, 1, even_split(8, 4))
+    world = hdist.init(full, "cpu", None, TIMEOUT_S, "counts")
+    result = {"rank": world.rank, "memory": memory_check(world), "runs": []}
+    for tp, pp, dp in LAYOUTS:
+        layout = Layout(tp, pp, dp, even_split(8, pp))
+        ctx = world if (tp, pp, dp) == (2, 4, 1) else sub_context(layout, world)
+        if ctx is not None:
+            for weights_name in ("seeded", "checkpoint"):
+                result["runs"].append(run_layout(ctx, weights_name, args.checkpoint))
+        world.comm.barrier("world")
+    out = Path(args.out) / f"rank{world.rank}.json"
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result))
+    os.replace(tmp, out)
+    hdist.shutdown()
+
+
+if __name__ == "__main__":
+    main()
