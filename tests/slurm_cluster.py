@@ -34,9 +34,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
 SETUP_SCRIPT = REPO / ".ci" / "slurm_setup.sh"
-REQUIRED = ("munged", "slurmctld", "slurmd", "sbatch", "scontrol", "scancel")
+REQUIRED = ("munged", "slurmctld", "slurmd", "sbatch", "scontrol", "scancel", "shellcheck")
 HOSTS_FILE = Path("/etc/hosts")
 TERMINAL_STATES = frozenset(
     {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "PREEMPTED",
@@ -45,7 +47,11 @@ TERMINAL_STATES = frozenset(
 
 
 class SlurmUnavailable(RuntimeError):
-    """Slurm cannot be installed or started here; the message is the skip reason."""
+    """Slurm cannot be installed here; the message is the skip reason."""
+
+
+class SlurmStartError(RuntimeError):
+    """Slurm is installed but the local cluster did not come up (a test failure, not a skip)."""
 
 
 def missing_commands() -> list[str]:
@@ -171,8 +177,9 @@ class SlurmCluster:
         return "\n".join(parts)
 
     # -- lifecycle ----------------------------------------------------------------
-    def stop(self) -> None:
-        """Stop the daemons we started (by PID, newest first) and undo /etc/hosts."""
+    def stop(self, remove: bool = True) -> None:
+        """Stop the daemons we started (by PID, newest first), undo /etc/hosts, and
+        remove the temp dir (``remove=False`` keeps it for a post-mortem)."""
         for proc in reversed(self.procs):
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
@@ -186,6 +193,8 @@ class SlurmCluster:
         if self.hosts_marker:
             _remove_hosts_line(self.hosts_marker)
             self.hosts_marker = ""
+        if remove:
+            shutil.rmtree(self.root, ignore_errors=True)
 
 
 def _add_hosts_line(names: list[str], marker: str) -> None:
@@ -258,7 +267,7 @@ def _wait_for(pred, timeout: float, what: str, cluster: SlurmCluster | None = No
     while not pred():
         if time.monotonic() > deadline:
             extra = cluster.logs() if cluster else ""
-            raise SlurmUnavailable(f"local Slurm: {what} not ready after {timeout:.0f}s\n{extra}")
+            raise SlurmStartError(f"local Slurm: {what} not ready after {timeout:.0f}s\n{extra}")
         time.sleep(0.1)
 
 
@@ -266,8 +275,9 @@ def start_cluster(nodes: int = 2, cpus_per_node: int = 8, *, partition: str = "d
                   max_time: str = "10:00") -> SlurmCluster:
     """Install-if-needed and start a private cluster with ``nodes`` nodes.
 
-    Raises :class:`SlurmUnavailable` (message = skip reason) when that is not
-    possible here. The caller must call ``stop()`` (the fixture does).
+    Raises :class:`SlurmUnavailable` (message = skip reason) when the packages
+    cannot be installed, :class:`SlurmStartError` when the daemons do not come up.
+    The caller must call ``stop()`` (the ``local_slurm`` fixture does).
     """
     ensure_installed()
     root = Path(tempfile.mkdtemp(prefix="slurm-test-"))
@@ -311,7 +321,7 @@ def start_cluster(nodes: int = 2, cpus_per_node: int = 8, *, partition: str = "d
         def all_idle() -> bool:
             dead = [p.args[0] for p in cluster.procs if p.poll() is not None]
             if dead:
-                raise SlurmUnavailable(f"local Slurm: {dead[0]} exited\n{cluster.logs()}")
+                raise SlurmStartError(f"local Slurm: {dead[0]} exited\n{cluster.logs()}")
             out = cluster.client("sinfo", "-h", "-N", "-o", "%N %t", check=False).stdout
             states = dict(ln.split() for ln in out.splitlines() if ln.strip())
             return all(states.get(n, "").startswith("idle") for n in names)
@@ -319,6 +329,18 @@ def start_cluster(nodes: int = 2, cpus_per_node: int = 8, *, partition: str = "d
         _wait_for(all_idle, 30, "nodes idle", cluster)
     except BaseException:
         cluster.stop()
-        shutil.rmtree(root, ignore_errors=True)
         raise
     return cluster
+
+
+@pytest.fixture(scope="module")
+def local_slurm():
+    """A two-node local cluster for a test module; skipped only if Slurm cannot be installed."""
+    try:
+        cluster = start_cluster(nodes=2, cpus_per_node=8)
+    except SlurmUnavailable as e:
+        pytest.skip(str(e))
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
