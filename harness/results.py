@@ -352,7 +352,9 @@ class RunWriter:
         w.write_partial(summary, records)        # requests so far + summary with complete=false
 
     Tables are replaced whole on each write; summary.json is always written after the tables it
-    describes, so ``complete: true`` on disk means every table is there.
+    describes, so ``complete: true`` on disk means every table is there. A later summary is merged
+    over the one written at start, so keys the caller leaves out (``started_utc``, ``hardware``...)
+    are kept.
     """
 
     def __init__(self, run_dir: str | Path):
@@ -423,7 +425,7 @@ class RunWriter:
         """A stopped run: the requests so far, then summary.json with ``complete: false``."""
         if records is not None:
             self.flush_requests(records)
-        summary = dict(summary, complete=False)
+        summary = {**(self.summary or {}), **summary, "complete": False}
         summary["finished_utc"] = summary.get("finished_utc") or utc_now()
         self.write_summary(summary)
 
@@ -441,7 +443,7 @@ class RunWriter:
             env = json.loads(env_p.read_text()) if env_p.exists() else {}
             env["hostnames"] = sorted(set(hostnames))
             atomic_write_json(env_p, env)
-        summary = dict(summary)
+        summary = {**(self.summary or {}), **summary}   # keeps started_utc, name, ... from start()
         summary["finished_utc"] = summary.get("finished_utc") or utc_now()
         if summary.get("complete"):
             summary["incomplete_reason"] = None
@@ -554,8 +556,9 @@ def _read_table(run_dir: Path, name: str):
     return df if isinstance(df, pd.DataFrame) else pd.DataFrame(df)
 
 
-def load_run(run_dir: str | Path) -> Run:
-    """Read a run directory. Missing optional tables become empty frames with the right columns."""
+def load_run(run_dir: str | Path, tables: bool = True) -> Run:
+    """Read a run directory. Missing optional tables become empty frames with the right columns;
+    ``tables=False`` reads only summary, spec and env (what compare and history need)."""
     run_dir = Path(run_dir)
     summary = read_summary(run_dir)
     spec_p, env_p = run_dir / SPEC_FILE, run_dir / ENV_FILE
@@ -573,5 +576,5 @@ def load_run(run_dir: str | Path) -> Run:
         raise UsageError(f"{env_p}: missing; {_fix_hint(run_dir)}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UsageError(f"{env_p}: corrupt JSON ({e.__class__.__name__}); rerun the benchmark") from None
-    tables = {name: _read_table(run_dir, name) for name in TABLES}
-    return Run(run_dir, summary, spec, env if isinstance(env, dict) else {}, tables)
+    frames = {name: _read_table(run_dir, name) for name in TABLES} if tables else {}
+    return Run(run_dir, summary, spec, env if isinstance(env, dict) else {}, frames)

@@ -136,12 +136,21 @@ def _rank_comm(c, lay, rank, s, k, start, compute_end, send_end, recv_start, act
                 "peer": peer, "dtype": dtype, "numel": numel, "bytes": nbytes, "t_start_s": t0, "t_end_s": t1}
 
     place = lay.place(rank)
-    if c.pp > 1 and s > 0:
+    hdr = 4 + 3 * c.rows_per_step            # harness.parallel.pp header (int64)
+    coord = lay.rank_of(place.dp, 0, 0)
+    if c.pp > 1 and s > 0:                   # header + hidden from the previous stage
         src = lay.rank_of(place.dp, s - 1, place.tp)
+        rows.append(row("recv", "pp", 2, src, "int64", hdr, hdr * 8, recv_start, start))
         rows.append(row("recv", "pp", 2, src, "float32", act_bytes // 4, act_bytes, recv_start, start))
-    if c.pp > 1 and s == 0:    # the sampled tokens of step k - m come back from the last stage
-        src = lay.rank_of(place.dp, c.pp - 1, place.tp)
-        rows.append(row("recv", "pp", 2, src, "int64", c.rows_per_step, c.rows_per_step * 8, recv_start, start))
+    if c.pp > 1 and s == 0 and place.tp == 0:    # the coordinator collects step k's tokens
+        src = lay.rank_of(place.dp, c.pp - 1, 0)
+        rows.append(row("recv", "pp", 2, src, "int64", hdr, hdr * 8, send_end, send_end + 0.0001))
+        rows.append(row("recv", "pp", 2, src, "int64", c.rows_per_step, c.rows_per_step * 8, send_end,
+                        send_end + 0.0001))
+    if c.tp > 1 and s == 0:                  # header + token ids to the TP peers
+        rows.append(row("broadcast", "tp", c.tp, coord, "int64", hdr, hdr * 8, recv_start, start))
+        rows.append(row("broadcast", "tp", c.tp, coord, "int64", c.rows_per_step, c.rows_per_step * 8,
+                        recv_start, start))
     if c.tp > 1:
         n_ar = 2 * lay.layer_split[s] + (1 if s == 0 else 0)
         span = compute_end - start
@@ -149,17 +158,17 @@ def _rank_comm(c, lay, rank, s, k, start, compute_end, send_end, recv_start, act
             t1 = start + span * (i + 1) / (n_ar + 1)
             rows.append(row("all_reduce", "tp", c.tp, -1, "float32", act_bytes // 4, act_bytes,
                             t1 - c.allreduce_s, t1))
-        if s == c.pp - 1:
-            n = c.rows_per_step * shape.vocab // c.tp
-            rows.append(row("all_gather", "tp", c.tp, -1, "float32", n, n * 4, compute_end - 0.0001, compute_end))
-    if c.pp > 1:
-        if s < c.pp - 1:
-            dst = lay.rank_of(place.dp, s + 1, place.tp)
-            rows.append(row("send", "pp", 2, dst, "float32", act_bytes // 4, act_bytes, compute_end, send_end))
-        else:
-            dst = lay.rank_of(place.dp, 0, place.tp)
-            rows.append(row("send", "pp", 2, dst, "int64", c.rows_per_step, c.rows_per_step * 8,
-                            compute_end, send_end))
+        if s == c.pp - 1:                    # greedy sampling: (max, argmax) per row in float64
+            rows.append(row("all_gather", "tp", c.tp, -1, "float64", 2 * c.rows_per_step, 16 * c.rows_per_step,
+                            compute_end, compute_end + 0.0001))
+    if c.pp > 1 and s < c.pp - 1:
+        dst = lay.rank_of(place.dp, s + 1, place.tp)
+        rows.append(row("send", "pp", 2, dst, "int64", hdr, hdr * 8, compute_end, send_end))
+        rows.append(row("send", "pp", 2, dst, "float32", act_bytes // 4, act_bytes, compute_end, send_end))
+    if c.pp > 1 and s == c.pp - 1 and place.tp == 0:
+        rows.append(row("send", "pp", 2, coord, "int64", hdr, hdr * 8, compute_end, send_end))
+        rows.append(row("send", "pp", 2, coord, "int64", c.rows_per_step, c.rows_per_step * 8,
+                        compute_end, send_end))
     return rows
 
 

@@ -1,0 +1,360 @@
+"""The deployment DAG that ran: per-rank compute blocks and communication ops, data-dependency
+edges, measured time and bytes on every node. Exported as JSON and Graphviz DOT (text only).
+
+Nodes of one rank at stage s (L_s layers), mirroring harness.parallel (pp.py, tp.py):
+  stage 0:   ``bcast`` (tp > 1: the coordinator's header + token ids to its TP peers), ``embed``,
+             ``embed.ar`` (tp > 1: vocab-parallel embedding all-reduce)
+  each layer l:  ``L{l}.attn``, ``L{l}.attn.ar`` (tp > 1), ``L{l}.mlp``, ``L{l}.mlp.ar`` (tp > 1)
+  last stage:  ``head`` (final norm + lm_head), ``head.ag`` (tp > 1: sampling all-gather)
+  pp > 1:    ``send`` (s < pp−1, to the same TP rank of s+1), ``recv`` (s > 0, from s−1),
+             ``ret.send`` (last stage, TP rank 0) → ``ret.recv`` (stage 0, TP rank 0): sampled tokens
+             back to the coordinator (they feed the next step; that edge is left out to keep it acyclic).
+
+Node count (pure, :func:`node_count`), with N = Σ L_s, T = [tp > 1], P = [pp > 1]:
+  dp · ( tp·(2N + 2) + T·tp·(2N + 3) + P·(2·tp·(pp − 1) + 2) )
+
+Measured attributes, from the run's tables:
+- comm nodes: Σ bytes and Σ (t_end − t_start) of the comm rows of that rank whose (op, group) match
+  the node kind, split equally among that rank's nodes of the kind (all its all-reduces carry the
+  same activation shape). Rows with no matching node are kept in ``unmatched`` so that
+  Σ node bytes + Σ unmatched bytes = Σ comm table bytes.
+- compute nodes: the rank's stage compute time (stages table: Σ t_compute_end − t_recv_end) minus
+  its TP all-reduce time, apportioned by parameter count (attention, MLP, lm_head; the embedding is
+  a lookup, weighted as one hidden vector). Marked ``time_source: apportioned``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.layout import Layout
+from harness.results import atomic_write_json, atomic_write_text
+
+# (op, group) in the comm table → the node kind that carries it
+COMM_KINDS = {("all_reduce", "tp"): "ar", ("all_gather", "tp"): "ag", ("broadcast", "tp"): "bcast",
+              ("send", "pp"): "send", ("recv", "pp"): "recv"}
+
+
+@dataclass
+class Node:
+    id: str
+    kind: str               # compute | comm
+    op: str                 # embed attn mlp head | all_reduce all_gather broadcast send recv
+    rank: int
+    dp: int
+    stage: int
+    tp: int
+    gpu: str
+    layer: int | None = None
+    group: str | None = None
+    peer: int | None = None
+    time_s: float | None = None
+    bytes: int | None = None
+    calls: int | None = None
+    time_source: str | None = None
+
+
+@dataclass
+class Edge:
+    src: str
+    dst: str
+    kind: str               # data (same rank) | collective | p2p
+
+
+@dataclass
+class Dag:
+    layout: Layout
+    nodes: list[Node] = field(default_factory=list)
+    edges: list[Edge] = field(default_factory=list)
+    unmatched: list[dict] = field(default_factory=list)
+    comm_table_bytes: int = 0
+
+    def node(self, node_id: str) -> Node:
+        return self._index()[node_id]
+
+    def _index(self) -> dict[str, Node]:
+        return {n.id: n for n in self.nodes}
+
+
+def node_count(layout: Layout) -> int:
+    """Number of DAG nodes for a layout (see the module docstring)."""
+    n = sum(layout.layer_split)
+    t, p = int(layout.tp > 1), int(layout.pp > 1)
+    per_replica = layout.tp * (2 * n + 2) + t * layout.tp * (2 * n + 3) + p * (2 * layout.tp * (layout.pp - 1) + 2)
+    return layout.dp * per_replica
+
+
+def _gpu_label(rank: int, gpus_per_node: int, gpu_map: list[int] | None) -> str:
+    node, local = divmod(rank, gpus_per_node)
+    if gpu_map:
+        local = gpu_map[rank % len(gpu_map)] if len(gpu_map) > rank else local
+    return f"node{node}/gpu{local}"
+
+
+def _rank_chain(layout: Layout, rank: int, gpu: str) -> list[Node]:
+    """The rank's nodes in execution order."""
+    p = layout.place(rank)
+    tp_on, last = layout.tp > 1, p.stage == layout.pp - 1
+    base = dict(rank=rank, dp=p.dp, stage=p.stage, tp=p.tp, gpu=gpu)
+    nodes: list[Node] = []
+
+    def add(suffix: str, kind: str, op: str, **kw) -> None:
+        nodes.append(Node(id=f"r{rank}.{suffix}", kind=kind, op=op, **base, **kw))
+
+    if layout.pp > 1 and p.stage > 0:
+        add("recv", "comm", "recv", group="pp", peer=layout.rank_of(p.dp, p.stage - 1, p.tp))
+    if p.stage == 0:
+        if tp_on:
+            add("bcast", "comm", "broadcast", group="tp", peer=layout.rank_of(p.dp, 0, 0))
+        add("embed", "compute", "embed")
+        if tp_on:
+            add("embed.ar", "comm", "all_reduce", group="tp")
+    for layer in layout.layers_of_stage(p.stage):
+        for block in ("attn", "mlp"):
+            add(f"L{layer}.{block}", "compute", block, layer=layer)
+            if tp_on:
+                add(f"L{layer}.{block}.ar", "comm", "all_reduce", group="tp", layer=layer)
+    if last:
+        add("head", "compute", "head")
+        if tp_on:
+            add("head.ag", "comm", "all_gather", group="tp")
+    if layout.pp > 1 and not last:
+        add("send", "comm", "send", group="pp", peer=layout.rank_of(p.dp, p.stage + 1, p.tp))
+    if layout.pp > 1 and last and p.tp == 0:
+        add("ret.send", "comm", "send", group="pp", peer=layout.rank_of(p.dp, 0, 0))
+    return nodes
+
+
+def _kind_of(node: Node) -> str | None:
+    return COMM_KINDS.get((node.op, node.group)) if node.kind == "comm" else None
+
+
+def build_dag(layout: Layout, comm_rows: list[dict] | None = None, stage_rows: list[dict] | None = None,
+              block_weights: dict[str, float] | None = None, gpus_per_node: int | None = None,
+              gpu_map: list[int] | None = None) -> Dag:
+    """The DAG of ``layout`` with measured attributes from comm and stages rows (dicts)."""
+    gpn = gpus_per_node or layout.world_size
+    dag = Dag(layout)
+    chains = {r: _rank_chain(layout, r, _gpu_label(r, gpn, gpu_map)) for r in range(layout.world_size)}
+    for r, chain in chains.items():
+        dag.nodes.extend(chain)
+        for a, b in zip(chain, chain[1:]):
+            if a.id.endswith("ret.recv"):
+                continue
+            dag.edges.append(Edge(a.id, b.id, "data"))
+        p = layout.place(r)
+        if layout.pp > 1 and p.stage == 0 and p.tp == 0:
+            src = layout.rank_of(p.dp, layout.pp - 1, 0)
+            node = Node(id=f"r{r}.ret.recv", kind="comm", op="recv", rank=r, dp=p.dp, stage=0, tp=0,
+                        gpu=chain[0].gpu, group="pp", peer=src)
+            dag.nodes.append(node)
+            chain.append(node)   # a sink: the tokens feed the next step's embedding
+    _cross_edges(dag, chains)
+    _attach_measurements(dag, chains, comm_rows or [], stage_rows or [], block_weights or {})
+    return dag
+
+
+def _cross_edges(dag: Dag, chains: dict[int, list[Node]]) -> None:
+    layout = dag.layout
+    ids = {n.id for n in dag.nodes}
+    for r, chain in chains.items():
+        p = layout.place(r)
+        peers = [q for q in layout.tp_groups()[p.dp * layout.pp + p.stage] if q != r]
+        for i, n in enumerate(chain):
+            if n.op in ("all_reduce", "all_gather"):
+                producer = chain[i - 1].id.split(".", 1)[1]       # e.g. "L3.attn" or "head"
+                for q in peers:
+                    dag.edges.append(Edge(f"r{q}.{producer}", n.id, "collective"))
+            elif n.op == "broadcast" and p.tp != 0:
+                dag.edges.append(Edge(f"r{layout.rank_of(p.dp, 0, 0)}.bcast", n.id, "collective"))
+            elif n.id.endswith(".send") and not n.id.endswith("ret.send"):
+                dag.edges.append(Edge(n.id, f"r{n.peer}.recv", "p2p"))
+            elif n.id.endswith("ret.send"):
+                dag.edges.append(Edge(n.id, f"r{n.peer}.ret.recv", "p2p"))
+    bad = [e for e in dag.edges if e.src not in ids or e.dst not in ids]
+    if bad:  # a bug in this module: every edge must join nodes it made
+        raise AssertionError(f"DAG edges to unknown nodes: {bad[:3]}")
+
+
+def _attach_measurements(dag: Dag, chains: dict[int, list[Node]], comm_rows: list[dict],
+                         stage_rows: list[dict], weights: dict[str, float]) -> None:
+    acc: dict[tuple[int, str], list[float]] = {}     # (rank, kind) -> [bytes, time, calls]
+    for row in comm_rows:
+        nbytes = int(row["bytes"])
+        dag.comm_table_bytes += nbytes
+        kind = COMM_KINDS.get((row["op"], row["group"]))
+        rank = int(row["rank"])
+        t0, t1 = row.get("t_start_s"), row.get("t_end_s")
+        dt = float(t1) - float(t0) if t0 is not None and t1 is not None and t0 == t0 and t1 == t1 else 0.0
+        a = acc.setdefault((rank, kind or f"?{row['op']}@{row['group']}"), [0.0, 0.0, 0])
+        a[0] += nbytes
+        a[1] += max(0.0, dt)
+        a[2] += 1
+    used = set()
+    for r, chain in chains.items():
+        by_kind: dict[str, list[Node]] = {}
+        for n in chain:
+            k = _kind_of(n)
+            if k:
+                by_kind.setdefault(k, []).append(n)
+        for k, nodes in by_kind.items():
+            a = acc.get((r, k))
+            if a is None:
+                for n in nodes:
+                    n.bytes, n.calls, n.time_s = 0, 0, 0.0
+                continue
+            used.add((r, k))
+            share_b, rem = divmod(int(a[0]), len(nodes))
+            for i, n in enumerate(nodes):
+                n.bytes = share_b + (1 if i < rem else 0)     # exact: the shares add up to the total
+                n.time_s = a[1] / len(nodes)
+                n.calls = a[2] / len(nodes)
+                n.time_source = "measured (rank total split equally)" if len(nodes) > 1 else "measured"
+    for (r, k), a in sorted(acc.items(), key=lambda x: (x[0][0], x[0][1])):
+        if (r, k) not in used:
+            dag.unmatched.append({"rank": r, "kind": k, "bytes": int(a[0]), "time_s": a[1], "calls": int(a[2])})
+    measured_steps = {(int(r["rank"]), int(r["step"])) for r in stage_rows}
+    ar_time: dict[int, float] = {}     # TP all-reduce time inside the measured steps' compute
+    for row in comm_rows:
+        if COMM_KINDS.get((row["op"], row["group"])) == "ar" and row.get("step") is not None \
+                and (int(row["rank"]), int(row["step"])) in measured_steps:
+            t0, t1 = row.get("t_start_s"), row.get("t_end_s")
+            if t0 is not None and t1 is not None and t0 == t0 and t1 == t1:
+                ar_time[int(row["rank"])] = ar_time.get(int(row["rank"]), 0.0) + max(0.0, float(t1) - float(t0))
+    _compute_times(chains, stage_rows, ar_time, weights)
+
+
+def _compute_times(chains, stage_rows, ar_time, weights) -> None:
+    compute: dict[int, float] = {}
+    for row in stage_rows:
+        a, b = row.get("t_recv_end_s"), row.get("t_compute_end_s")
+        if a is None or b is None or a != a or b != b:
+            continue
+        compute[int(row["rank"])] = compute.get(int(row["rank"]), 0.0) + max(0.0, float(b) - float(a))
+    for r, chain in chains.items():
+        if r not in compute:
+            continue
+        own = max(0.0, compute[r] - ar_time.get(r, 0.0))
+        blocks = [n for n in chain if n.kind == "compute"]
+        w = [weights.get(n.op, 1.0) for n in blocks]
+        total = sum(w) or 1.0
+        for n, wi in zip(blocks, w):
+            n.time_s = own * wi / total
+            n.time_source = "apportioned (stage compute − TP all-reduce, by parameters)"
+
+
+def block_weights_for(shape, tp: int) -> dict[str, float]:
+    """Parameters per compute block on one rank (a proxy for its share of the stage's time)."""
+    attn = shape.hidden * shape.q_dim * 2 + shape.hidden * shape.kv_dim * 2
+    return {"embed": float(shape.hidden), "attn": attn / tp, "mlp": 3 * shape.hidden * shape.intermediate / tp,
+            "head": shape.vocab * shape.hidden / tp}
+
+
+def dag_from_run(run) -> Dag:
+    """The DAG of a loaded run (``harness.results.Run``)."""
+    layout = run.layout()
+    spec = run.spec or {}
+    cluster = spec.get("cluster") or {}
+    weights = {}
+    shape = _shape_of(spec)
+    if shape is not None:
+        weights = block_weights_for(shape, layout.tp)
+    comm = run.comm.to_dict("records") if len(run.comm) else []
+    stages = run.stages.to_dict("records") if len(run.stages) else []
+    return build_dag(layout, comm, stages, weights, cluster.get("gpus_per_node"),
+                     (spec.get("parallel") or {}).get("gpu_map"))
+
+
+def _shape_of(spec: dict):
+    from harness.catalog import model_from_hf_config, model_preset
+    from harness.errors import UsageError
+    model = spec.get("model") or {}
+    try:
+        if model.get("preset"):
+            return model_preset(model["preset"])
+        if model.get("config"):
+            return model_from_hf_config(model["config"])
+    except UsageError:
+        return None   # a config.json that is not on this machine: equal weights instead
+    return None
+
+
+def to_json(dag: Dag) -> dict[str, Any]:
+    lay = dag.layout
+    node_bytes = sum(n.bytes or 0 for n in dag.nodes if n.kind == "comm")
+    return {
+        "layout": {"tp": lay.tp, "pp": lay.pp, "dp": lay.dp, "layer_split": list(lay.layer_split)},
+        "node_count": len(dag.nodes), "node_count_formula": node_count(lay), "edge_count": len(dag.edges),
+        "comm_bytes_on_nodes": node_bytes, "comm_bytes_unmatched": sum(u["bytes"] for u in dag.unmatched),
+        "comm_table_bytes": dag.comm_table_bytes,
+        "nodes": [asdict(n) for n in dag.nodes], "edges": [asdict(e) for e in dag.edges],
+        "unmatched": dag.unmatched,
+    }
+
+
+def _fmt_bytes(b: int | None) -> str:
+    if b is None:
+        return ""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if b >= scale:
+            return f"{b / scale:.1f} {unit}"
+    return f"{b} B"
+
+
+def to_dot(dag: Dag) -> str:
+    """Graphviz DOT text: one cluster per rank, compute boxes, comm ellipses; no binary needed."""
+    lines = ["digraph deployment {", '  rankdir=LR; node [fontsize=9]; edge [fontsize=8];']
+    by_rank: dict[int, list[Node]] = {}
+    for n in dag.nodes:
+        by_rank.setdefault(n.rank, []).append(n)
+    for r in sorted(by_rank):
+        first = by_rank[r][0]
+        lines.append(f'  subgraph "cluster_r{r}" {{')
+        lines.append(f'    label="rank {r} ({first.gpu}) dp {first.dp} stage {first.stage} tp {first.tp}";')
+        for n in by_rank[r]:
+            t = "" if n.time_s is None else f"\\n{n.time_s * 1e3:.2f} ms"
+            b = "" if not n.bytes else f"\\n{_fmt_bytes(n.bytes)}"
+            shape = "box" if n.kind == "compute" else "ellipse"
+            label = n.id.split(".", 1)[1]
+            lines.append(f'    "{n.id}" [shape={shape}, label="{label}{t}{b}"];')
+        lines.append("  }")
+    style = {"data": "", "collective": " [style=dashed, color=blue]", "p2p": " [color=red, penwidth=1.5]"}
+    for e in dag.edges:
+        lines.append(f'  "{e.src}" -> "{e.dst}"{style[e.kind]};')
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def write_dag(dag: Dag, out_dir: str | Path) -> tuple[Path, Path]:
+    out_dir = Path(out_dir)
+    j = atomic_write_json(out_dir / "dag.json", to_json(dag))
+    d = atomic_write_text(out_dir / "dag.dot", to_dot(dag))
+    return j, d
+
+
+def topological_order(dag: Dag) -> list[str]:
+    """Kahn's algorithm; raises ValueError on a cycle (the DAG must have none)."""
+    indeg = {n.id: 0 for n in dag.nodes}
+    out: dict[str, list[str]] = {n.id: [] for n in dag.nodes}
+    for e in dag.edges:
+        indeg[e.dst] += 1
+        out[e.src].append(e.dst)
+    ready = [k for k, v in indeg.items() if v == 0]
+    order = []
+    while ready:
+        k = ready.pop()
+        order.append(k)
+        for d in out[k]:
+            indeg[d] -= 1
+            if indeg[d] == 0:
+                ready.append(d)
+    if len(order) != len(indeg):
+        raise ValueError("the deployment graph has a cycle")
+    return order
+
+
+def load_dag_json(path: str | Path) -> dict:
+    return json.loads(Path(path).read_text())
