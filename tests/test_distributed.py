@@ -16,6 +16,7 @@ import torch
 from dist_worker import LAYOUTS, NEW_TOKENS, PROMPTS, SEED, WIDE, label
 from harness.layout import Layout, even_split
 from harness.model.weights import SeededWeights, full_state_dict
+from harness.planner import rank_params
 
 REPO = Path(__file__).resolve().parents[1]
 WORKER = REPO / "tests" / "dist_worker.py"
@@ -88,7 +89,7 @@ def _tiny_share_bytes(tp: int, n_layers: int, first: bool, last: bool) -> int:
     return 4 * (n_layers * layer + (16384 // tp if first else 0) + (16384 // tp + 64 if last else 0))
 
 
-def test_each_rank_holds_exactly_its_share(world):
+def test_each_rank_holds_exactly_its_share(world, tiny):
     # hand-computed anchors for tp2-pp4 (2 layers per stage): 4*(2*18560 + 8192), 4*(2*18560), +64
     assert [_tiny_share_bytes(2, 2, s == 0, s == 3) for s in range(4)] == [181248, 148480, 148480, 181504]
     seen = 0
@@ -96,8 +97,11 @@ def test_each_rank_holds_exactly_its_share(world):
         for r in rank["runs"]:
             tp, pp = int(r["layout"][2]), int(r["layout"].split("-")[1][2:])
             n = len(r["layers"])
-            assert r["layers"] == list(range(sum(even_split(8, pp)[:r["stage"]]), sum(even_split(8, pp)[:r["stage"]]) + n))
+            start = sum(even_split(8, pp)[:r["stage"]])
+            assert r["layers"] == list(range(start, start + n))
             assert r["param_bytes"] == _tiny_share_bytes(tp, n, r["stage"] == 0, r["stage"] == pp - 1), r
+            dp = int(r["layout"][-1])
+            assert r["param_bytes"] == 4 * rank_params(tiny, Layout(tp, pp, dp, even_split(8, pp)), r["stage"])
             seen += 1
     assert seen == 2 * sum(t * p * d for t, p, d in LAYOUTS)
 
@@ -133,6 +137,7 @@ def test_no_rank_materialises_the_full_model(world):
         share = 4 * (2 * layer + (vocab * h // 2 if stage == 0 else 0) + (vocab * h // 2 + h if stage == 3 else 0))
         assert full_bytes >= 4 * share
         assert m["param_bytes"] == m["returned_bytes"] == share
+        assert share == 4 * rank_params(WIDE, Layout(2, 4, 1, (2,) * 4), stage)
         lo = 2 * stage
         names = [n for n in global_shapes if any(f"layers.{i}." in n for i in (lo, lo + 1))]
         names += ["model.embed_tokens.weight"] if stage == 0 else []
