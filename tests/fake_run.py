@@ -4,8 +4,9 @@ verbs, so the Slurm scripts can be exercised without the model.
 Worker: ``torchrun ... -m fake_run CONFIG --results-dir DIR``. Joins a gloo group
 (so a broken rendezvous fails the job), gathers every rank's Slurm node name,
 sleeps ``FAKE_RUN_SECONDS``, and rank 0 writes ``DIR/summary.json`` with
-``complete: true``. On SIGTERM every rank stops; rank 0 writes ``complete: false``
-and all exit 3, as the real run does. ``FAKE_RUN_SLO_PASS=0`` marks an SLO miss;
+``complete: true`` (``ranks`` appears once every rank has joined). On SIGTERM every
+rank stops; rank 0 writes ``complete: false`` with ``incomplete_reason`` and all exit
+3, as the real run does. ``FAKE_RUN_SLO_PASS=0`` makes the verdict FAIL;
 ``FAKE_RUN_TPS`` is the output_throughput written (for regression tests).
 
 CLI: ``python -m fake_run compare BASE NEW [--threshold PCT]`` exits 1 when NEW's
@@ -40,18 +41,19 @@ def worker(argv: list[str]) -> int:
     rank = int(os.environ["RANK"])
     world = int(os.environ["WORLD_SIZE"])
     summary = {"complete": False, "world_size": world, "config": args.config,
-               "slo_pass": os.environ.get("FAKE_RUN_SLO_PASS", "1") == "1",
+               "verdict": "PASS" if os.environ.get("FAKE_RUN_SLO_PASS", "1") == "1" else "FAIL",
                "metrics": {"output_throughput": float(os.environ.get("FAKE_RUN_TPS", "100"))}}
 
     def on_term(signum, frame):  # may arrive twice (srun and torchrun both forward it)
         if rank == 0:
             summary["complete"] = False
-            summary["stopped_by"] = "SIGTERM"
+            summary["incomplete_reason"] = "received SIGTERM"
             _write_json(run_dir / "summary.json", summary)
         os._exit(3)
 
-    if rank == 0:
+    if rank == 0:  # like the real run: an incomplete summary from the start
         run_dir.mkdir(parents=True, exist_ok=True)
+        _write_json(run_dir / "summary.json", summary)
     signal.signal(signal.SIGTERM, on_term)
     import torch.distributed as dist
 
@@ -62,7 +64,7 @@ def worker(argv: list[str]) -> int:
     dist.all_gather_object(everyone, me)
     if rank == 0:
         summary["ranks"] = everyone
-        (run_dir / "started").write_text(str(os.getpid()))
+        _write_json(run_dir / "summary.json", summary)
     deadline = time.monotonic() + float(os.environ.get("FAKE_RUN_SECONDS", "1"))
     while time.monotonic() < deadline:
         time.sleep(0.1)
