@@ -371,8 +371,10 @@ class RunWriter:
         """
         w = cls(run_dir)
         env = dict(env) if env is not None else environment()
+        header = summary_header(spec, env)
+        env["backend"] = env.get("backend") or header["hardware"]["backend"]
         if summary is None:
-            summary = new_summary(spec.name, **summary_header(spec, env))
+            summary = new_summary(spec.name, **header)
         w.start(spec.to_dict() if hasattr(spec, "to_dict") else dict(spec), env, summary)
         return w
 

@@ -13,6 +13,7 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness import planner
 from harness.catalog import model_preset
 from harness.layout import Layout, even_split
 from harness.measure.nvml import COLUMNS as NVML_COLUMNS
@@ -20,6 +21,7 @@ from harness.measure.stages import pipeline_summary, stage_stats
 from harness.metrics import RequestRecord, summarize
 from harness.results import RunWriter, new_summary, slo_rows
 from harness.slo import judge, per_request_thresholds_ms, resolve_targets
+from harness.spec import spec_from_dict
 
 
 @dataclass
@@ -219,18 +221,17 @@ def make_nvml(c: SynthRun, wall_s: float) -> list[dict]:
     return rows
 
 
-def make_memory(c: SynthRun) -> list[dict]:
+def make_memory(c: SynthRun, plan) -> list[dict]:
+    """Params as the planner predicts them (the real run matches exactly); KV for ``kv_slots`` slots."""
     lay, shape = c.layout, model_preset(c.preset)
     rows = []
     for rank in range(lay.world_size):
         p = lay.place(rank)
-        params = lay.layer_split[p.stage] * shape.layer_params() // c.tp
-        params += shape.embedding_params() // c.tp if p.stage == 0 else 0
-        params += (shape.embedding_params() // c.tp + shape.hidden) if p.stage == c.pp - 1 else 0
+        w = plan.ranks[rank].weight_bytes
         kv = c.kv_slots * 128 * 2 * (shape.kv_dim // c.tp) * lay.layer_split[p.stage] * 4
-        rows.append({"rank": rank, "dp": p.dp, "stage": p.stage, "tp": p.tp, "param_bytes": params * 4,
-                     "kv_bytes": kv, "peak_bytes": 300_000_000 + params * 4 + kv,
-                     "predicted_weight_bytes": params * 4, "predicted_kv_bytes": kv})
+        rows.append({"rank": rank, "dp": p.dp, "stage": p.stage, "tp": p.tp, "param_bytes": w,
+                     "kv_bytes": kv, "peak_bytes": 300_000_000 + w + kv,
+                     "predicted_weight_bytes": w, "predicted_kv_bytes": plan.ranks[rank].kv_budget_bytes})
     return rows
 
 
@@ -250,20 +251,25 @@ def build_synthetic_run(path: str | Path, c: SynthRun | None = None, **overrides
     hardware = {"gpu": c.gpu, "gpu_name": "cpu" if c.gpu == "cpu" else c.gpu, "total_gpus": lay.world_size,
                 "nodes": 1, "backend": "gloo" if c.gpu == "cpu" else "nccl"}
     layout = {"tp": c.tp, "pp": c.pp, "dp": c.dp, "layer_split": list(lay.layer_split)}
-    mem = make_memory(c)
+    plan = planner.plan(spec_from_dict(spec_dict(c)))
+    mem = make_memory(c, plan)
     ps = pipeline_summary(stages)
-    ar = [r for r in comm if r["op"] == "all_reduce"]
-    predicted = {"throughput_rps": c.rate_rps, "bubble_ratio": 0.0, "total_gpus": lay.world_size,
-                 "memory_per_gpu_gb": max(m["predicted_weight_bytes"] + m["predicted_kv_bytes"] for m in mem) / 1e9,
-                 "tp_allreduce_bytes_per_layer": 2 * c.rows_per_step * 64 * 4 if c.tp > 1 else 0,
-                 "kv_slots": c.kv_slots, "micro_batches": c.m}
+    predicted = plan.to_dict()
+    weights = [m["param_bytes"] for m in mem]
+    tp_ar = 2 * model_preset(c.preset).hidden * 4 if c.tp > 1 else None   # per layer per token, fp32
     measured = {"throughput_rps": metrics["request_throughput"], "bubble_ratio": ps["bubble_ratio"],
                 "total_gpus": lay.world_size,
-                "memory_per_gpu_gb": max(m["peak_bytes"] for m in mem) / 1e9,
-                "tp_allreduce_bytes_per_layer": (2 * ar[0]["bytes"]) if ar else None,
+                "memory_per_gpu_gb": max(weights) / 1e9,
+                "memory_balance_epsilon": max(weights) / (sum(weights) / len(weights)) - 1,
+                "model_memory_gb": sum(m["param_bytes"] for m in mem if m["dp"] == 0) / 1e9,
+                "tp_allreduce_bytes_per_layer": tp_ar,
+                "pp_sendrecv_bytes_per_stage": model_preset(c.preset).hidden * 4 if c.pp > 1 else None,
                 "gpu_utilization_pct": None if c.gpu == "cpu" else 73.0,
                 "nvlink_utilization_pct": None if c.gpu == "cpu" else 4.4,
-                "stage_memory_gb": [max(m["peak_bytes"] for m in mem if m["stage"] == s) / 1e9 for s in range(c.pp)]}
+                "stage_memory_gb": [sum(m["param_bytes"] for m in mem if m["stage"] == s and m["dp"] == 0) / 1e9
+                                    for s in range(c.pp)]}
+    layout["micro_batches"] = c.m
+    layout["kv_slots_per_replica"] = c.kv_slots
     writer = RunWriter(path)
     summary = new_summary(c.name, hardware, layout, predicted, started_utc="2025-01-01T00:00:00Z")
     writer.start(spec_dict(c), env, summary)

@@ -455,8 +455,8 @@ def intro(ctx: Ctx) -> list:
     s = ctx.run.summary
     hw = s.get("hardware") or {}
     lay = s.get("layout") or {}
-    lines = [Text(f"Verdict: {s.get('verdict')} · {'complete' if s.get('complete') else 'INCOMPLETE'}"
-                  + (f" ({s.get('incomplete_reason')})" if not s.get("complete") else "")),
+    lines = [Text(f"Verdict: {s.get('verdict')}" + ("" if s.get("complete") else
+                  f" (the run did not finish: {s.get('incomplete_reason')})")),
              Text(f"Run {s.get('name')} · started {s.get('started_utc')} · finished {s.get('finished_utc') or '—'} · "
                   f"wall {fmt(s.get('wall_s'))} s · {hw.get('total_gpus')} × {hw.get('gpu_name') or hw.get('gpu')} "
                   f"({hw.get('backend')}) · tp {lay.get('tp')} pp {lay.get('pp')} dp {lay.get('dp')} "
