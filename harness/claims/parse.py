@@ -230,10 +230,10 @@ def _range_pct(value: str) -> tuple[list[float], float] | None:
     return ([p[0], p[0]], p[1]) if p else None
 
 
-def _simple(cid: str, parse: Callable[[str], tuple[float, float] | None], scale: float = 1.0):
+def _simple(cid: str, parse: Callable[[str], tuple[float, float] | None]):
     def rule(label: str, value: str) -> Out:
         v = parse(value)
-        return [(cid, v[0] * scale, v[1] * scale, None, {})] if v else []
+        return [(cid, v[0], v[1], None, {})] if v else []
     return rule
 
 

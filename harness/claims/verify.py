@@ -31,6 +31,9 @@ EPS_ABS = 0.005
 SLIP_FACTORS = ((1e3, "x1000"), (1024.0, "x1024"), (1e6, "x1e6"), (2.0**20, "x2^20"), (1e9, "x1e9"),
                 (2.0**30, "x2^30"))
 GIB_PER_GB = 2**30 / 1e9
+BINARY_SLIPS = ((1.024, "KiB/KB", "KiB (1024 B) labelled kB (1000 B)"),
+                (1.024**2, "MiB/MB", "MiB (2^20 B) labelled MB (1e6 B)"),
+                (GIB_PER_GB, "GiB/GB", "GiB (2^30 B) labelled GB (1e9 B)"))
 RUNTIME = {"throughput_rps", "gpu_utilization_pct", "nvlink_utilization_pct", "bubble_ratio",
            "slo_margin_pct", "latency_slos_met"}
 HARDWARE_DEPENDENT = RUNTIME | {"total_gpus", "gpu_memory_gb", "memory_utilization_pct", "gpu_allocation_pct"}
@@ -264,17 +267,17 @@ class Checker:
     # -- comparison with tolerance, ratio and slips
     def compare(self, c: Claim, expected: float, reason: str, source: str, rel: float = REL_STATIC,
                 abs_tol: float | None = None, alts: tuple[_Alt, ...] = (), tp_slip: bool = False,
-                gib: bool = False) -> Verdict:
+                binary: bool = False) -> Verdict:
         tol = abs_tol if abs_tol is not None else max(rel * abs(expected), c.quantum)
         ratio = c.claimed / expected if expected else None
         if abs(c.claimed - expected) <= tol:
             return Verdict(c.id, c.index, c.text, c.claimed, expected, "CONFIRMED", reason, source, ratio)
-        slip, note = self._slip(c, expected, rel, alts, tp_slip, gib, ratio)
+        slip, note = self._slip(c, expected, rel, alts, tp_slip, binary, ratio)
         why = f"expected {_fmt(expected)}" + (f" (claimed/expected = {ratio:.4g})" if ratio else "") + f": {reason}"
         return Verdict(c.id, c.index, c.text, c.claimed, expected, "REFUTED", why + (f"; {note}" if note else ""),
                        source, ratio, slip)
 
-    def _slip(self, c: Claim, expected: float, rel: float, alts, tp_slip: bool, gib: bool, ratio):
+    def _slip(self, c: Claim, expected: float, rel: float, alts, tp_slip: bool, binary: bool, ratio):
         """The first explanation of a refuted number: a named alternative computation, ÷tp, the
         nearest power-of-ten/two unit factor, or GiB read as GB (each within the claim's tolerance)."""
         def err(e: float) -> float:
@@ -295,8 +298,10 @@ class Checker:
             return name, (f"a {name} unit slip: {_fmt(c.claimed)} is the value in a unit {name[1:]} times {way} "
                           f"than the one stated" + (" (KiB written as bytes?)" if name == "x1024" and way == "larger"
                                                     else ""))
-        if gib and err(expected / GIB_PER_GB) <= 1:
-            return "GiB/GB", "the value in GiB (2^30 B) labelled GB (1e9 B)"
+        if binary:
+            for f, name, what in BINARY_SLIPS:
+                if err(expected / f) <= 1:
+                    return name, f"the value in {what}"
         return None, None
 
     def unverified(self, c: Claim, reason: str, source: str = "stated", expected: Any = None) -> Verdict:
@@ -336,13 +341,13 @@ class Checker:
         v, why = self.measured(c)
         pl = self.plan
         if v is not None:
-            return self.compare(c, float(v), "weights of one replica measured by the run", "measured", gib=True)
+            return self.compare(c, float(v), "weights of one replica measured by the run", "measured", binary=True)
         exp = pl.params_total * pl.dtype_bytes / 1e9
         reason = (f"{pl.params_total:,} parameters x {pl.dtype_bytes} B ({pl.dtype}) = {exp:.2f} GB of weights; "
                   f"the KV cache comes on top" + self._run_note(why))
         alts = (_Alt(pl.params_total * pl.dtype_bytes / 1e9 * self.spec.layout.dp, None,
                      "= the weights of all DP replicas together"),) if self.spec.layout.dp > 1 else ()
-        return self.compare(c, exp, reason, "predicted", alts=alts, gib=True)
+        return self.compare(c, exp, reason, "predicted", alts=alts, binary=True)
 
     def _no_tp_alts(self) -> tuple[_Alt, ...]:
         pl, lay = self.plan, self.spec.layout
@@ -357,13 +362,13 @@ class Checker:
         v, why = self.measured(c)
         if v is not None:
             return self.compare(c, float(v), "max over ranks of the weight bytes measured by the run", "measured",
-                                alts=self._no_tp_alts(), tp_slip=True, gib=True)
+                                alts=self._no_tp_alts(), tp_slip=True, binary=True)
         hi, lo, _ = self._weights()
         st = self.plan.stages
         where = " and ".join(str(s.stage) for s in st if s.weight_bytes_per_rank >= 0.999 * hi)
         reason = (f"weights per GPU are {lo / 1e9:.2f} to {hi / 1e9:.2f} GB (the most on stage {where}); "
                   f"weights only, the KV cache comes on top" + self._run_note(why))
-        return self.compare(c, hi / 1e9, reason, "predicted", alts=self._no_tp_alts(), tp_slip=True, gib=True)
+        return self.compare(c, hi / 1e9, reason, "predicted", alts=self._no_tp_alts(), tp_slip=True, binary=True)
 
     def _memory_utilization_pct(self, c: Claim) -> Verdict:
         hi, _, _ = self._weights()
@@ -400,12 +405,12 @@ class Checker:
                      "= model weights / pp: the embedding (stage 0) and lm_head (last stage) not placed"),)
         if v is not None:
             return self.compare(c, float(v), f"weights of stage {c.index}'s ranks measured by the run", "measured",
-                                alts=alts, gib=True)
+                                alts=alts, binary=True)
         reason = (f"stage {c.index} weights over its {len(s.ranks)} TP rank(s): {s.layers} layers"
                   + (f" + {' + '.join(s.holds)}" if s.holds else "")
                   + f" = {s.weight_bytes / 1e9:.2f} GB ({s.weight_bytes_per_rank / 1e9:.2f} GB per GPU)"
                   + self._run_note(why))
-        return self.compare(c, s.weight_bytes / 1e9, reason, "predicted", alts=alts, gib=True)
+        return self.compare(c, s.weight_bytes / 1e9, reason, "predicted", alts=alts, binary=True)
 
     # -- layout
     def _stage_layers(self, c: Claim) -> Verdict:
@@ -449,7 +454,7 @@ class Checker:
                   f"{exp:,} B; a micro-batch of N tokens moves N times that" if tp > 1 else
                   "tp=1: no TP all-reduce") + self._run_note(why)
         alts = (_Alt(sh.hidden * d, None, "= one of the layer's two all-reduces"),) if tp > 1 else ()
-        return self.compare(c, exp, reason, "predicted", alts=alts)
+        return self.compare(c, exp, reason, "predicted", alts=alts, binary=True)
 
     def _pp_sendrecv_bytes_per_stage(self, c: Claim) -> Verdict:
         sh, d, pp = self.spec.shape, self.spec.dtype_bytes, self.spec.layout.pp
@@ -460,7 +465,7 @@ class Checker:
         reason = (f"per token per boundary: the hidden state, {sh.hidden} x {d} B = {exp:,} B (plus a small "
                   f"int64 step header per micro-batch)" if pp > 1 else
                   "pp=1: no send/recv") + self._run_note(why)
-        return self.compare(c, exp, reason, "predicted")
+        return self.compare(c, exp, reason, "predicted", binary=True)
 
     # -- run-time metrics
     def _throughput_rps(self, c: Claim) -> Verdict:
@@ -471,7 +476,7 @@ class Checker:
             tol = max(REL_RUNTIME * c.claimed, c.quantum)
             if off is not None and off < c.claimed - tol and v < c.claimed - tol:
                 return self.unverified(c, f"the run offered {off:g} RPS, below the claim: it cannot show "
-                                          f"{_fmt(c.claimed)} RPS", "measured", v)
+                                          f"{_fmt(c.claimed)} RPS (measured {v:.3g})", "measured")
             ok = v >= c.claimed - tol   # a throughput claim is a promise: more is no refutation
             return Verdict(c.id, c.index, c.text, c.claimed, v, "CONFIRMED" if ok else "REFUTED",
                            f"measured {v:.3g} RPS (completed requests / measured duration)", "measured",
@@ -485,7 +490,7 @@ class Checker:
                            f"(mean {b.input_mean:.0f} in / {b.output_mean:.0f} out tokens)" + self._run_note(why),
                            "predicted", c.claimed / b.rps_bound)
         return self.unverified(c, f"needs a run: within the planner's upper bound {b.rps_bound:.3g} RPS "
-                                  f"for the stated workload" + self._run_note(why), "predicted", b.rps_bound)
+                                  f"for the stated workload" + self._run_note(why), "predicted")
 
     def _runtime_only(self, c: Claim, what: str) -> Verdict:
         v, why = self.measured(c)

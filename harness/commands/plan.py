@@ -50,11 +50,11 @@ def _ms(s: float | None) -> str:
     return "-" if s is None else f"{s * 1e3:.2f}"
 
 
-def _table(head: list[str], rows: list[list[str]], left: tuple[int, ...] = (0,)) -> list[str]:
+def _table(head: list[str], rows: list[list[str]], left: tuple[int, ...] = (0,), sep: str = "  ") -> list[str]:
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
 
     def fmt(r: list[str]) -> str:
-        return "  ".join(c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
+        return sep.join(c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
 
     return [fmt(head)] + [fmt(r) for r in rows]
 
@@ -80,17 +80,17 @@ def render_plan(pl: Plan) -> str:
            f"parameters {pl.params_total:,} = {_size(pl.params_total * pl.dtype_bytes)} in {pl.dtype}; "
            f"one replica holds {_size(pl.model_weight_bytes)}",
            "", "Memory per GPU (GB = 1e9 B; every TP rank and replica of a stage alike)",
-           f"work = activations of a {run['max_batch']} rows x {run['forward_width']} tokens forward "
-           f"(+ logits); KV = {run['kv_cache_fraction']:g} of what is left; slot {run['seq_len']} tokens"]
+           f"work: activations of a {run['max_batch']} x {run['forward_width']}-token forward (+ logits); "
+           f"KV: {run['kv_cache_fraction']:g} of the rest; slot {run['seq_len']} tokens"]
     rows = []
     for st in pl.stages:
         r = pl.ranks[st.ranks[0]]
-        rows.append([str(st.stage), f"{st.first_layer}-{st.last_layer}", "+".join(st.holds) or "-",
+        rows.append([str(st.stage), f"{st.first_layer}-{st.last_layer}", "+".join(h.replace("final_norm", "norm") for h in st.holds) or "-",
                      _size(r.weight_bytes), _size(r.workspace_bytes), f"{r.kv_bytes_per_token:,}",
                      _size(r.kv_budget_bytes), f"{st.kv_token_capacity:,}", _size(r.headroom_bytes),
                      "yes" if all(pl.ranks[k].fits for k in st.ranks) else "NO"])
     out += _table(["stage", "layers", "holds", "weights", "work", "KV B/tok", "KV", "KV tokens", "free",
-                   "fits"], rows, left=(0, 1, 2))
+                   "fits"], rows, left=(0, 1, 2), sep=" ")
     out.append(f"balance: weights eps = {pl.weight_epsilon:.4f}, total eps = {pl.total_epsilon:.4f} "
                f"(max/mean - 1 over ranks)")
     c = pl.comm
