@@ -567,7 +567,8 @@ def plan(spec, layout: Layout | None = None) -> Plan:
             pp_tok / (lk.pp_gbps[s] * 1e9) if s < lay.pp - 1 else None))
     capacity = min(st.kv_token_capacity for st in stages)
     tm = Timing(shape, lay, gpu, d, r.max_batch, lk)
-    bounds = workload_bounds(tm, wl, capacity, spec.micro_batches, spec.slo_targets)
+    m = spec.run.micro_batches or lay.pp          # spec.micro_batches, for this layout
+    bounds = workload_bounds(tm, wl, capacity, m, spec.slo_targets)
     weights = [x.weight_bytes for x in ranks]
     comm = CommPlan(ar_layer, 2 if lay.tp > 1 else 0, ring_factor(lay.tp), pp_tok if lay.pp > 1 else 0,
                     lay.pp - 1, 8 * header_numel(r.max_batch))
@@ -579,7 +580,7 @@ def plan(spec, layout: Layout | None = None) -> Plan:
              "link_gbps": gpu.link_gbps, "internode_gbps": gpu.internode_gbps},
         cluster={"nodes": spec.cluster.nodes, "gpus_per_node": per_node},
         layout={"tp": lay.tp, "pp": lay.pp, "dp": lay.dp, "layer_split": list(lay.layer_split)},
-        run={"max_batch": r.max_batch, "micro_batches": spec.micro_batches, "kv_cache_fraction": r.kv_cache_fraction,
+        run={"max_batch": r.max_batch, "micro_batches": m, "kv_cache_fraction": r.kv_cache_fraction,
              "seq_len": slot, "forward_width": width},
         params_total=shape.total_params(), model_weight_bytes=sum(st.weight_bytes for st in stages),
         ranks=tuple(ranks), stages=tuple(stages), weight_epsilon=epsilon(weights),

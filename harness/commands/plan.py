@@ -132,7 +132,8 @@ def render_plan(pl: Plan) -> str:
 def render_search(spec, res: SearchResult) -> str:
     c = spec.cluster
     out = [f"search: {res.gpus} GPUs ({c.nodes} nodes x {c.gpus_per_node} {spec.gpu.name}), "
-           f"{spec.shape.name} {spec.model.dtype}; ranked by RPS meeting the SLOs (planner bounds)"]
+           f"{spec.shape.name} {spec.model.dtype}",
+           "ranked by the planner's bound on RPS meeting the SLOs"]
     ok = [x for x in res.candidates if x.accepted]
     rows = [[str(i + 1), x.name + (" *" if x.is_spec_layout else ""), f"{x.max_weight_gb:.1f}",
              f"{x.tpot_floor_ms:.1f}", f"{x.ttft_floor_ms:.1f}", f"{x.rps_bound:.2f}", f"{x.capacity_rps:.2f}"]
