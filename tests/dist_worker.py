@@ -35,8 +35,8 @@ from harness.generate import generate  # noqa: E402
 from harness.layout import Layout, even_split  # noqa: E402
 from harness.model.build import build_stage, stage_param_bytes  # noqa: E402
 from harness.model.weights import CheckpointWeights, SeededWeights  # noqa: E402
-from harness.parallel.pp import PipelineStage  # noqa: E402
-from harness.parallel.tp import gather_logits  # noqa: E402
+from harness.parallel.pp import PipelineStage, StepMeta  # noqa: E402
+from harness.parallel.tp import gather_logits, greedy_sample  # noqa: E402
 
 LAYOUTS = [(1, 1, 1), (2, 1, 1), (1, 2, 1), (2, 2, 1), (2, 4, 1), (2, 2, 2)]
 PROMPTS = [[17, 3, 250, 99, 41], [8, 8, 120, 7, 33, 201, 5, 64, 12], [200, 1, 77], [i * 37 % 256 for i in range(14)]]
@@ -111,6 +111,43 @@ def memory_check(ctx: hdist.DistContext) -> dict:
     return out
 
 
+def pipelined(stage: PipelineStage, prompts: list[list[int]], n: int) -> list[list[int]] | None:
+    """Every prompt its own micro-batch (slot i), all of them in flight at once: the coordinator
+    submits the next step of a sequence as soon as its previous token comes back."""
+    if not stage.is_coordinator:
+        stage.serve_forever()
+        return None
+
+    def t(xs):
+        return torch.tensor(xs, dtype=torch.long, device=stage.device)
+
+    outs: list[list[int]] = [[] for _ in prompts]
+    pos, owner = [len(p) for p in prompts], {}
+    for i, p in enumerate(prompts):
+        assert stage.submit(StepMeta(i, t([i]), t([0]), t([len(p)])), t([p])) is None
+        owner[i] = i
+    step = len(prompts)
+    while stage.in_flight:
+        meta, tokens = stage.collect()
+        i = owner.pop(meta.step)
+        outs[i].append(int(tokens[0]))
+        if len(outs[i]) < n:
+            stage.submit(StepMeta(step, t([i]), t([pos[i]]), t([1])), tokens.view(1, 1))
+            owner[step], pos[i], step = i, pos[i] + 1, step + 1
+    stage.stop()
+    return outs
+
+
+def tie_check(ctx: hdist.DistContext) -> list[int]:
+    """Vocab-parallel argmax on crafted slices of 128: row 0 ties across ranks (id 5 on each)
+    -> the lowest global id, 5; row 1's maximum is on rank 1 at local 3 -> 128*1 + 3."""
+    local = torch.zeros(2, 128)
+    local[0, 5] = 1.0
+    if ctx.place.tp == 1:
+        local[1, 3] = 2.0
+    return greedy_sample(local, ctx.comm).tolist()
+
+
 def run_layout(ctx: hdist.DistContext, weights_name: str, checkpoint: str) -> dict:
     shape = model_preset("tiny")
     weights = SeededWeights(SEED) if weights_name == "seeded" else CheckpointWeights(checkpoint)
@@ -125,16 +162,22 @@ def run_layout(ctx: hdist.DistContext, weights_name: str, checkpoint: str) -> di
     ctx.comm.rec.rows.clear()
     tokens = generate(ctx, stage, prompts, NEW_TOKENS)
     ops = Counter(f"{r['op']}/{r['group']}/{r['phase']}" for r in ctx.comm.rec.as_dicts())
+    steps = len(stage.timings)
     logits = None
     if model.is_last:
         full = gather_logits(captured[0], ctx.comm)
         if ctx.place.tp == 0:
             logits = full.tolist()
+    extra = {}
+    if weights_name == "seeded" and ctx.layout.pp > 1:
+        extra["pipelined_tokens"] = pipelined(stage, prompts, NEW_TOKENS)
+    if weights_name == "seeded" and ctx.layout.tp > 1 and model.is_last:
+        extra["tie_check"] = tie_check(ctx)
     p = ctx.place
     return dict(layout=label(ctx.layout.tp, ctx.layout.pp, ctx.layout.dp), weights=weights_name, rank=ctx.rank,
                 dp=p.dp, stage=p.stage, tp=p.tp, layers=list(model.layer_ids), param_bytes=stage_param_bytes(model),
                 tokens=tokens, prompt_order="reversed" if p.dp else "as-given", logits=logits, ops=dict(ops),
-                steps=len(stage.timings))
+                steps=steps, steps_total=len(stage.timings), **extra)
 
 
 def main() -> None:

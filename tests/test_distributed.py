@@ -81,6 +81,24 @@ def test_logits_and_greedy_tokens_match_transformers(world, layout, weights):
         assert [r for r in mine.values() if r["logits"] is not None] == [last]
 
 
+@pytest.mark.parametrize("layout", [t for t in LAYOUTS if t[1] > 1], ids=lambda t: label(*t))
+def test_many_micro_batches_in_flight_give_the_same_tokens(world, layout):
+    """4 micro-batches (one sequence each) in the pipeline at once, each decoded as soon as its
+    token returns: the same greedy tokens as transformers."""
+    runs = _runs(world, label(*layout), "seeded")
+    coords = [r for r in runs if r["stage"] == 0 and r["tp"] == 0]
+    assert len(coords) == layout[2]
+    for r in coords:
+        assert r["pipelined_tokens"] == world[1]["seeded", r["prompt_order"]][1]
+    assert all(r["pipelined_tokens"] is None for r in runs if r not in coords)
+
+
+def test_vocab_parallel_argmax_ties_go_to_the_lowest_id(world):
+    checks = [r["tie_check"] for rank in world[0] for r in rank["runs"] if "tie_check" in r]
+    assert len(checks) == 2 * 1 + 2 * 1 + 2 * 1 + 2 * 2   # last-stage ranks of tp2 pp1/pp2/pp4 and dp2
+    assert all(c == [5, 131] for c in checks)
+
+
 def _tiny_share_bytes(tp: int, n_layers: int, first: bool, last: bool) -> int:
     """Hand formula for the tiny model (hidden 64, q 64, kv 32, intermediate 128, vocab 256), fp32:
     a layer = (2*64*64 + 2*64*32 + 3*64*128) / tp + 2*64 norm weights; embedding and lm_head
@@ -195,3 +213,4 @@ def test_every_collective_and_transfer_is_traced_per_step_and_phase(world):
             tp, pp = int(r["layout"][2]), int(r["layout"].split("-")[1][2:])
             assert r["ops"] == _expected_ops(tp, pp, r["stage"], r["tp"], len(r["layers"])), (r["layout"], r["rank"])
             assert r["steps"] == NEW_TOKENS
+            assert r["steps_total"] == NEW_TOKENS * (1 + len(PROMPTS) * ("pipelined_tokens" in r))
