@@ -403,6 +403,9 @@ class Checker:
         s = st[c.index]
         alts = (_Alt(self.plan.params_total * self.plan.dtype_bytes / len(st) / 1e9, None,
                      "= model weights / pp: the embedding (stage 0) and lm_head (last stage) not placed"),)
+        if len(s.ranks) > 1:
+            alts += (_Alt(s.weight_bytes_per_rank / 1e9, "xtp",
+                          f"= one GPU's weights: the stage's {len(s.ranks)} TP ranks not added up"),)
         if v is not None:
             return self.compare(c, float(v), f"weights of stage {c.index}'s ranks measured by the run", "measured",
                                 alts=alts, binary=True)

@@ -29,7 +29,7 @@ def main(args: argparse.Namespace) -> int:
 
 def _short(v) -> str:
     if isinstance(v, float):
-        return f"{v:.4g}"
+        return str(int(v)) if v.is_integer() and abs(v) < 1e15 else f"{v:.4g}"
     return "-" if v is None else str(v).replace(" ", "")
 
 
