@@ -1,0 +1,111 @@
+"""``harness emulate CONFIG [--rank R | --stage S]``: one rank's exact work on the local device,
+and the projection of the whole deployment from it (see harness/emulate.py for every formula).
+
+Without --rank/--stage it emulates the first, a middle and the last stage (TP rank 0 of each),
+one after the other. Prints a table, or the JSON with --json; --out writes the JSON atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from harness.errors import UsageError
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        vals = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of whole numbers") from None
+    if not vals or min(vals) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give positive whole numbers, e.g. 1,8,32")
+    return vals
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="strategy spec YAML (e.g. configs/llama3-70b-tp2-pp4-h100.yaml)")
+    who = p.add_mutually_exclusive_group()
+    who.add_argument("--rank", type=int, help="the global rank to emulate (default: first, middle, last stage)")
+    who.add_argument("--stage", type=int, help="emulate TP rank 0 of this pipeline stage")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.add_argument("--out", help="also write the JSON to this file (atomically)")
+    p.add_argument("--batches", type=_int_list, help="decode batch sizes (GPU default 1,8,32,64,128; CPU 1,4)")
+    p.add_argument("--contexts", type=_int_list, help="decode context lengths (GPU default 512,2048; CPU 32,96)")
+    p.add_argument("--prefill", type=_int_list, help="prefill token counts, batch 1 (GPU default 512,2048,8192; "
+                   "CPU 32,96)")
+    p.add_argument("--iters", type=int, help="timed iterations per point, median taken (GPU default 20; CPU 3)")
+    p.add_argument("--no-graphs", action="store_true", help="time decode eagerly on CUDA (no CUDA graph)")
+    p.add_argument("--budget-s", type=float, help="per rank: start no new point after this many seconds")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override a spec field, e.g. --set run.device=cpu (repeatable)")
+
+
+def main(args: argparse.Namespace) -> int:
+    from harness.spec import load_spec
+    spec = load_spec(args.config, args.overrides)
+    from harness import emulate as em   # torch: imported after the spec is known to be good
+    from harness.dist import pick_device
+    ranks = em.pick_ranks(spec.layout, args.rank, args.stage)
+    if args.iters is not None and args.iters < 1:
+        raise UsageError(f"--iters: must be >= 1, got {args.iters}")
+    if args.budget_s is not None and args.budget_s <= 0:
+        raise UsageError(f"--budget-s: must be > 0, got {args.budget_s}")
+    device = pick_device(spec.run.device, 0, None)
+    base = em.default_sweep(device)
+    sweep = em.Sweep(args.batches or base.batches, args.contexts or base.contexts, args.prefill or base.prefill,
+                     args.iters or base.iters, graphs=not args.no_graphs, budget_s=args.budget_s)
+    report = em.emulate(spec, ranks, sweep, device)
+    if args.out:
+        from harness.results import atomic_write_json
+        atomic_write_json(args.out, report)
+    if args.json:
+        from harness.results import _clean_floats
+        sys.stdout.write(json.dumps(_clean_floats(report), indent=1) + "\n")
+    else:
+        sys.stdout.write(render(report))
+    return 0
+
+
+def _f(v, fmt: str, scale: float = 1.0) -> str:
+    return "-" if v is None or v != v else format(v * scale, fmt)
+
+
+def render(r: dict) -> str:
+    """The report as text: peaks, each rank's points, projection beside the analytic floors."""
+    dev, pk = r["device"], r["peaks"]
+    lines = [f"harness emulate: {r['spec']['name']} ({r['spec']['model']} {r['spec']['dtype']}, "
+             f"TP{r['spec']['tp']}-PP{r['spec']['pp']}-DP{r['spec']['dp']}) on {dev['name']}"]
+    if dev["note"]:
+        lines.append(f"NOTE: {dev['note']}")
+    lines.append(f"measured ceilings: copy {pk['copy_gbps']:.1f} GB/s, {pk['matmul_dtype']} matmul "
+                 f"{pk['matmul_tflops']:.2f} TFLOP/s ({pk['matmul_n']}^3)")
+    for rk in r["ranks"]:
+        lines.append("")
+        lines.append(f"rank {rk['rank']} ({rk['kind']} stage {rk['stage']}, tp {rk['tp_rank']}): layers "
+                     f"{rk['layers'][0]}..{rk['layers'][-1]}, {rk['params']:,} params "
+                     f"(planner {rk['params_expected']:,}), {rk['param_bytes'] / 1e9:.3f} GB, built in "
+                     f"{rk['build_s']:.1f} s")
+        lines.append(f"  {'phase':8}{'B':>5}{'T':>6}{'ctx':>6}{'ms':>10}{'GB/s':>9}{'%copy':>7}{'TFLOP/s':>9}"
+                     f"{'%peak':>7}  {'mode':11}{'comm B':>10}  check")
+        for pt in rk["decode"] + rk["prefill"]:
+            comm = sum(v["bytes"] for v in pt["comm"].values())
+            lines.append(f"  {pt['phase']:8}{pt['batch']:>5}{pt['tokens']:>6}{pt['context']:>6}"
+                         f"{_f(pt['step_s'], '.3f', 1e3):>10}{_f(pt['gbps'], '.1f'):>9}{_f(pt['copy_frac'], '.0%'):>7}"
+                         f"{_f(pt['tflops'], '.2f'):>9}{_f(pt['peak_frac'], '.0%'):>7}  {pt['mode'] or '-':11}"
+                         f"{comm:>10}  {pt['check'] or pt['note'] or '-'}"
+                         + (f" ({pt['note']})" if pt['note'] and pt['check'] else ""))
+    p, a = r["projection"], r["analytic"]
+    lines += ["", f"PROJECTION ({p['basis']}) beside the planner's analytic floors:",
+              f"  {'':28}{'projection':>12}{'analytic':>12}"]
+    for key, label, scale, fmt in (("tpot_floor_s", "TPOT, 1 row (ms)", 1e3, ".2f"),
+                                   ("tpot_at_rows_s", "TPOT, full micro-batch (ms)", 1e3, ".2f"),
+                                   ("ttft_floor_s", "TTFT, mean prompt (ms)", 1e3, ".1f"),
+                                   ("rps_bound", "max RPS", 1.0, ".2f"),
+                                   ("rps_slo", "max RPS within the SLOs", 1.0, ".2f")):
+        lines.append(f"  {label:28}{_f(p[key], fmt, scale):>12}{_f(a[key], fmt, scale):>12}")
+    lines.append(f"  stages: " + ", ".join(f"{s}: {src}" for s, src in r["stage_sources"].items()))
+    for prob in p["problems"]:
+        lines.append(f"  projection: {prob}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,131 @@
+"""Tests that need a CUDA GPU; run by launch/gpu_check.sh (``pytest -m gpu``), skipped elsewhere.
+
+- our StageModel (one rank holding the whole model) against transformers' LlamaForCausalLM on
+  CUDA with the same seeded weights: fp32 vs fp32 to fp32 precision, bf16 vs the fp32 reference
+  within bf16 tolerance (relative error ‖ours − ref‖/‖ref‖ of the logits, and the share of
+  positions whose argmax — the greedy token — agrees);
+- the emulator's CUDA-graph decode step computes what the eager step does, for each rank type;
+- the NVML sampler reads real values from the GPU.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from harness.catalog import ModelShape
+
+pytestmark = [pytest.mark.gpu,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run launch/gpu_check.sh)")]
+
+ROOT = Path(__file__).resolve().parent.parent
+# Small enough to build in a second, large enough for real GEMM and attention kernels.
+SHAPE = ModelShape("gpu-test", hidden=1024, num_layers=4, num_heads=16, num_kv_heads=4, head_dim=64,
+                   intermediate=2816, vocab=8192, max_context=2048)
+ROWS, T = 4, 96
+
+
+def _ours(dtype: torch.dtype):
+    from harness.comm import single_process_comm
+    from harness.layout import Layout
+    from harness.model.build import build_stage
+    from harness.model.weights import SeededWeights
+    lay = Layout(1, 1, 1, (SHAPE.num_layers,))
+    model = build_stage(SHAPE, lay, lay.place(0), single_process_comm(), dtype=dtype,
+                        device=torch.device("cuda"), weights=SeededWeights(0))
+    model.allocate_kv(ROWS, T)
+    return model
+
+
+@pytest.fixture(scope="module")
+def reference(hf):
+    """fp32 logits [ROWS, T, vocab] of transformers' model with the same seeded weights, on CUDA."""
+    from harness.model.weights import SeededWeights, full_state_dict
+    sd = full_state_dict(SHAPE, SeededWeights(0), torch.float32, "cuda")
+    ref = hf.model(SHAPE, {k: v.cpu() for k, v in sd.items()}).cuda()
+    gen = torch.Generator(device="cuda").manual_seed(7)
+    ids = torch.randint(0, SHAPE.vocab, (ROWS, T), device="cuda", generator=gen)
+    with torch.no_grad():
+        logits = ref(ids, use_cache=False).logits.float()
+    del ref
+    torch.cuda.empty_cache()
+    return ids, logits
+
+
+def _logits(model, ids):
+    n = ids.shape[0]
+    dev = ids.device
+    return model.forward_all_logits(ids, torch.arange(n, device=dev), torch.zeros(n, dtype=torch.long, device=dev),
+                                    torch.full((n,), ids.shape[1], dtype=torch.long, device=dev))
+
+
+def _rel(a, b) -> float:
+    return ((a - b).norm() / b.norm()).item()
+
+
+def test_fp32_stage_equals_transformers_on_cuda(reference):
+    ids, ref = reference
+    out = _logits(_ours(torch.float32), ids)
+    assert torch.isfinite(out).all()
+    assert _rel(out, ref) < 1e-4
+    assert (out.argmax(-1) == ref.argmax(-1)).float().mean().item() > 0.99
+
+
+def test_bf16_stage_close_to_fp32_reference(reference):
+    ids, ref = reference
+    out = _logits(_ours(torch.bfloat16), ids)
+    assert torch.isfinite(out).all()
+    assert _rel(out, ref) < 3e-2                                         # bf16 operands: 1e-3 .. 1e-2
+    agree = (out.argmax(-1) == ref.argmax(-1)).float().mean().item()
+    assert agree >= 0.75, f"greedy tokens agree at {agree:.0%} of positions"
+
+
+def test_bf16_decode_steps_follow_prefill(reference):
+    """Prefill T-8 tokens, then 8 single-token decode steps: the same logits as one prefill of T."""
+    ids, _ = reference
+    model = _ours(torch.bfloat16)
+    full = _logits(model, ids)[:, -9:-1]
+    dev, n, k = ids.device, ids.shape[0], T - 8
+    slots = torch.arange(n, device=dev)
+    steps = [model(ids[:, :k], slots, torch.zeros(n, dtype=torch.long, device=dev),
+                   torch.full((n,), k, dtype=torch.long, device=dev))]
+    for i in range(k, T - 1):
+        steps.append(model(ids[:, i:i + 1], slots, torch.full((n,), i, dtype=torch.long, device=dev),
+                           torch.ones(n, dtype=torch.long, device=dev)))
+    stepped = torch.stack(steps, dim=1)
+    assert _rel(stepped, full) < 2e-2
+    assert (stepped.argmax(-1) == full.argmax(-1)).float().mean().item() >= 0.9
+
+
+@pytest.mark.parametrize("rank", [0, 2, 6])
+def test_cuda_graph_decode_equals_eager_step(rank):
+    from harness.emulate import Sweep, emulate_rank, measure_peaks
+    from harness.spec import load_spec
+    spec = load_spec(ROOT / "configs" / "tiny-tp2-pp4-cpu.yaml", ["run.device=cuda", "model.dtype=bf16"])
+    dev = torch.device("cuda")
+    peaks = measure_peaks(dev, torch.bfloat16)
+    res = emulate_rank(spec, rank, Sweep((1, 4), (32,), (16,), 3), dev, peaks)
+    for pt in res.decode:
+        assert pt.mode == "cuda_graph", pt.note
+        assert pt.check == "ok" and pt.step_s > 0 and pt.capture_s > 0
+    assert res.prefill[0].step_s > 0
+    if rank != 6:
+        assert all(pt.comm == pt.comm_expected for pt in res.decode + res.prefill)
+
+
+def test_nvml_sampler_reads_the_gpu():
+    from harness.measure.nvml import NvmlSampler, summarize_nvml
+    a = torch.randn(4096, 4096, device="cuda")
+    with NvmlSampler(interval_s=0.05) as s:
+        for _ in range(50):
+            a = a @ a
+            a = a / a.norm()
+        torch.cuda.synchronize()
+    assert s.using_nvml, s.note
+    rows = [r for r in s.rows() if r["device"] == 0]
+    assert len(rows) > 0
+    assert all(r["mem_total_bytes"] and r["mem_total_bytes"] > 0 for r in rows)
+    assert max(r["mem_used_bytes"] for r in rows) > 0
+    assert summarize_nvml(rows)[0]["samples"] == len(rows)
