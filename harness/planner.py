@@ -220,7 +220,8 @@ def stage_bytes_read(shape: ModelShape, layout: Layout, stage: int, dtype_bytes:
     W_s − [first]·(V·h/t)·d + [first]·B·T·(h/t)·d + B·(c + T)·kv_s."""
     w = rank_params(shape, layout, stage) * dtype_bytes
     if stage == 0:
-        w -= shape.vocab * shape.hidden // layout.tp * dtype_bytes
+        if not (shape.tie_embeddings and layout.pp == 1):   # a tied table is read whole by the lm_head
+            w -= shape.vocab * shape.hidden // layout.tp * dtype_bytes
         w += rows * tokens * shape.hidden // layout.tp * dtype_bytes
     return w + rows * (context + tokens) * kv_bytes_per_token(shape, layout, stage, dtype_bytes)
 
@@ -361,7 +362,9 @@ def workload_bounds(tm: Timing, wl: WorkloadShape, capacity_tokens: int, micro_b
     c = lin + lout / 2
     stages = range(lay.pp)
     kv_rows = int(capacity_tokens // (m * (lin + lout)))
-    rows_cap = tm.max_batch if wl.concurrency is None else min(tm.max_batch, max(1, math.ceil(wl.concurrency / (lay.dp * m))))
+    rows_cap = tm.max_batch
+    if wl.concurrency is not None:     # closed loop: at most `concurrency` sequences over dp·m micro-batches
+        rows_cap = min(rows_cap, max(1, math.ceil(wl.concurrency / (lay.dp * m))))
     b_max = max(1, min(rows_cap, kv_rows))
     n_in = max(1, round(lin))
     pre_lat = [tm.latency(s, 1, n_in, 0.0) for s in stages]
@@ -390,7 +393,8 @@ def workload_bounds(tm: Timing, wl: WorkloadShape, capacity_tokens: int, micro_b
                         f"x one {lin + lout:.0f}-token request")
 
     def meets(b: int) -> bool:
-        return tpot_at(b) <= lim.get("tpot_s", math.inf) and ttft + (lout - 1) * tpot_at(b) <= lim.get("e2e_s", math.inf)
+        t = tpot_at(b)
+        return t <= lim.get("tpot_s", math.inf) and ttft + (lout - 1) * t <= lim.get("e2e_s", math.inf)
 
     slo_rows = None
     rps_slo = None

@@ -79,7 +79,8 @@ def _quantum_of(v: Any) -> float:
 _MODEL = re.compile(r"\b(?:meta[-\s]?)?llama[-\s]?(\d(?:\.\d)?)[-\s]?(\d+)\s*b(?:[-\s]?(instruct|chat))?\b", re.I)
 _STRATEGY = re.compile(r"\bTP\s*(\d+)\s*[-_x× ]?\s*PP\s*(\d+)(?:\s*[-_x× ]?\s*DP\s*(\d+))?"
                        r"(?:\s*[-_x× ]?\s*EP\s*(\d+))?", re.I)
-_STRATEGY_SPELLED = re.compile(r"(\d+)\s*TP\s*[x×*]\s*(\d+)\s*PP(?:\s*[x×*]\s*(\d+)\s*DP)?(?:\s*[x×*]\s*(\d+)\s*EP)?", re.I)
+_STRATEGY_SPELLED = re.compile(r"(\d+)\s*TP\s*[x×*]\s*(\d+)\s*PP(?:\s*[x×*]\s*(\d+)\s*DP)?"
+                               r"(?:\s*[x×*]\s*(\d+)\s*EP)?", re.I)
 _GPU_COUNT = [re.compile(r"\b(H100|H200|A100)[-\s]?(\d+)\s*GPUs?\b", re.I),
               re.compile(r"\b(\d+)\s*[x×]\s*(?:NVIDIA\s+)?(H100|H200|A100)\b", re.I)]
 _NODES = re.compile(r"\b(\d+)\s*nodes?\b(?:\s*[x×]\s*(\d+))?", re.I)
@@ -111,7 +112,8 @@ def _facts(doc: ClaimsDoc, text: str) -> None:
             doc.gpus_per_node = int(m.group(2))
     m = _DTYPE.search(text)
     if m:
-        doc.dtype = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}.get(m.group(1).lower(), m.group(1).lower())
+        word = m.group(1).lower()
+        doc.dtype = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}.get(word, word)
 
 
 # ---------------------------------------------------------------- markdown claim lines

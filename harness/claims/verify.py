@@ -204,8 +204,9 @@ def run_mismatch(res: RunResults, spec) -> dict[str, str | None]:
     if run_gpu != spec.gpu.name or hw.get("total_gpus", lay.world_size) != lay.world_size:
         out["hardware"] = (f"run on {run_gpu} ({hw.get('total_gpus', '?')} ranks); claims are for "
                            f"{lay.world_size}x {spec.gpu.name}")
-    if res.model is not None and (res.model != spec.shape.name or (res.dtype and res.dtype != spec.model.dtype
-                                                                  and {res.dtype, spec.model.dtype} != {"bf16", "fp16"})):
+    same_bytes = {res.dtype, spec.model.dtype} == {"bf16", "fp16"}       # 2-byte types: same bytes, same memory
+    other_dtype = bool(res.dtype) and res.dtype != spec.model.dtype and not same_bytes
+    if res.model is not None and (res.model != spec.shape.name or other_dtype):
         out["model"] = f"run used {res.model} {res.dtype or ''}".rstrip() + f"; claims are about {spec.shape.name}"
     rl = res.layout
     if rl and (rl.get("tp"), rl.get("pp"), rl.get("dp")) != (lay.tp, lay.pp, lay.dp):
@@ -534,8 +535,9 @@ class Checker:
         rows, why = self._slo_rows()
         margins = [r["margin_pct"] for r in rows if isinstance(r, dict) and r.get("margin_pct") is not None]
         if not margins:
+            why = why or ("no SLO margin measured" if self.res else None)
             return self.unverified(c, "needs a run with SLO targets; the report states neither its targets nor "
-                                      "its workload" + self._run_note(why or ("no SLO margin measured" if self.res else None)))
+                                      "its workload" + self._run_note(why))
         lo = min(margins)
         ok = lo >= c.claimed[0] - max(c.quantum, 0.5)
         return Verdict(c.id, c.index, c.text, c.claimed, [min(margins), max(margins)],

@@ -85,7 +85,8 @@ def render_plan(pl: Plan) -> str:
     rows = []
     for st in pl.stages:
         r = pl.ranks[st.ranks[0]]
-        rows.append([str(st.stage), f"{st.first_layer}-{st.last_layer}", "+".join(h.replace("final_norm", "norm") for h in st.holds) or "-",
+        holds = "+".join(h.replace("final_norm", "norm") for h in st.holds) or "-"
+        rows.append([str(st.stage), f"{st.first_layer}-{st.last_layer}", holds,
                      _size(r.weight_bytes), _size(r.workspace_bytes), f"{r.kv_bytes_per_token:,}",
                      _size(r.kv_budget_bytes), f"{st.kv_token_capacity:,}", _size(r.headroom_bytes),
                      "yes" if all(pl.ranks[k].fits for k in st.ranks) else "NO"])
@@ -96,8 +97,9 @@ def render_plan(pl: Plan) -> str:
     c = pl.comm
     out += ["", "Communication per token"]
     if c.tp_allreduces_per_layer:
-        out.append(f"TP all-reduce: {c.tp_allreduces_per_layer} per layer, {c.tp_allreduce_bytes_per_layer_per_token:,} "
-                   f"B per layer per token; ring factor 2(n-1)/n = {c.tp_ring_factor:.2f}")
+        out.append(f"TP all-reduce: {c.tp_allreduces_per_layer} per layer, "
+                   f"{c.tp_allreduce_bytes_per_layer_per_token:,} B per layer per token; "
+                   f"ring factor 2(n-1)/n = {c.tp_ring_factor:.2f}")
     if c.pp_boundaries:
         out.append(f"PP send/recv: {c.pp_bytes_per_token_per_boundary:,} B per token per boundary "
                    f"({c.pp_boundaries} boundaries); step header {c.header_bytes} B")
