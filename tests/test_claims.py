@@ -502,3 +502,23 @@ def test_bad_results_exit_2(tmp_path, capsys, content, needle, seed):
         (d / "summary.json").write_text(content)
     rc, _, err = _run_cli(["verify-claims", str(seed), "--results", str(d)], capsys)
     assert rc == 2 and needle in err and err.count("\n") == 1
+
+
+def test_format_variants_of_the_same_claims(tmp_path):
+    text = """Strategy TP2-PP4-DP1 of Meta-Llama-3-70B, bf16, on 8x H100
+* TP group 1 (node 0): GPUs 2, 3 - Stage 1 (Layers 20-39)
+* Stage 2 (GPUs 4-5): 20 layers, 34.2 GB
+* Memory per GPU: 16.9 GiB
+* Pipeline efficiency: 95%
+* NCCL AllReduce volume: 32 KiB per layer
+"""
+    doc = load_claims(_write(tmp_path, "variants.md", text))
+    assert doc.model == "llama3-70b" and doc.dtype == "bf16"
+    v = _verdicts(verify(doc))
+    assert v[("tp_group_gpus", 1)].claimed == [2, 3] and v[("tp_group_gpus", 1)].verdict == "CONFIRMED"
+    assert v[("stage_memory_gb", 2)].verdict == "CONFIRMED" and v[("stage_layers", 2)].verdict == "CONFIRMED"
+    mpg = v[("memory_per_gpu_gb", None)]                   # 16.9 GiB = 18.15 GB vs 18.16 GB
+    assert mpg.claimed == pytest.approx(16.9 * 2**30 / 1e9) and mpg.verdict == "CONFIRMED"
+    assert v[("bubble_ratio", None)].claimed == pytest.approx(0.05)
+    ar = v[("tp_allreduce_bytes_per_layer", None)]
+    assert ar.claimed == 32 * 1024 and ar.verdict == "CONFIRMED"

@@ -198,9 +198,21 @@ def _bubble(label: str, value: str) -> Out:
     return [("bubble_ratio", v[0], v[1], None, {})] if v else []
 
 
-def _tp_group(label: str, value: str, index: int) -> Out:
-    m = _first(r"\[([\d,\s]+)\]", value)
+def _gpu_list(value: str) -> list[int] | None:
+    """'GPUs [0,1]', 'GPUs 0, 1', 'GPUs 0-3' or 'GPUs 0-1, 4-5'."""
+    m = _first(r"\[([\d,\s]+)\]", value) or _first(r"GPUs?\s*:?\s*(\d+(?:\s*[,–-]\s*\d+)*)", value)
     if not m:
+        return None
+    out: list[int] = []
+    for item in m.group(1).split(","):
+        ends = [int(x) for x in re.split(r"\s*[-–]\s*", item.strip()) if x]
+        out += list(range(ends[0], ends[-1] + 1)) if len(ends) == 2 else ends
+    return out
+
+
+def _tp_group(label: str, value: str, index: int) -> Out:
+    gpus = _gpu_list(value)
+    if gpus is None:
         return []
     ctx: dict = {}
     st = _first(r"stage\s*(\d+)", value)
@@ -209,7 +221,7 @@ def _tp_group(label: str, value: str, index: int) -> Out:
     ly = _first(r"layers?\s*(\d+)\s*[-–—]\s*(\d+)", value)
     if ly:
         ctx["layers"] = [int(ly.group(1)), int(ly.group(2))]
-    return [("tp_group_gpus", [int(x) for x in m.group(1).split(",") if x.strip()], 0.0, index, ctx)]
+    return [("tp_group_gpus", gpus, 0.0, index, ctx)]
 
 
 def _stage(label: str, value: str, index: int) -> Out:
@@ -263,8 +275,8 @@ RULES: list[tuple[str, Callable]] = [
     (r"^(gpu|sm|compute) utili[sz]ation", _simple("gpu_utilization_pct", _pct)),
     (r"^nvlink (utili[sz]ation|usage)", _simple("nvlink_utilization_pct", _pct)),
     (r"bubble|^pipeline efficiency", _bubble),
-    (r"^tp group (\d+)$", _tp_group),
-    (r"^(?:pp |pipeline )?stage (\d+)$", _stage),
+    (r"^tp group (\d+)\b", _tp_group),
+    (r"^(?:pp |pipeline )?stage (\d+)\b", _stage),
     (r"all-?reduce|^tensor parallel", _simple("tp_allreduce_bytes_per_layer", _bytes_value)),
     (r"send/?recv|^pipeline parallel|p2p", _simple("pp_sendrecv_bytes_per_stage", _bytes_value)),
     (r"slos?\b", _slo),
