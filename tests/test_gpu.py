@@ -109,7 +109,7 @@ def test_cuda_graph_decode_equals_eager_step(rank):
     res = emulate_rank(spec, rank, Sweep((1, 4), (32,), (16,), 3), dev, peaks)
     for pt in res.decode:
         assert pt.mode == "cuda_graph", pt.note
-        assert pt.check == "ok" and pt.step_s > 0 and pt.capture_s > 0
+        assert pt.check.startswith("ok") and pt.step_s > 0 and pt.capture_s > 0
     assert res.prefill[0].step_s > 0
     if rank != 6:
         assert all(pt.comm == pt.comm_expected for pt in res.decode + res.prefill)

@@ -3,6 +3,8 @@ and the projection of the whole deployment from it (see harness/emulate.py for e
 
 Without --rank/--stage it emulates the first, a middle and the last stage (TP rank 0 of each),
 one after the other. Prints a table, or the JSON with --json; --out writes the JSON atomically.
+Exit: 0 every point measured (or skipped for the time budget / memory), 3 some point raised
+(its note says what; the others are still measured and written), 2 bad input.
 """
 
 from __future__ import annotations
@@ -65,11 +67,18 @@ def main(args: argparse.Namespace) -> int:
         sys.stdout.write(json.dumps(_clean_floats(report), indent=1) + "\n")
     else:
         sys.stdout.write(render(report))
-    return 0
+    errors = [p["note"] for rk in report["ranks"] for p in rk["decode"] + rk["prefill"] if p["note"].startswith("error")]
+    if errors:
+        sys.stderr.write(f"harness emulate: {len(errors)} point(s) failed, e.g. {errors[0]}\n")
+    return 3 if errors else 0
 
 
 def _f(v, fmt: str, scale: float = 1.0) -> str:
     return "-" if v is None or v != v else format(v * scale, fmt)
+
+
+def _bytes(n: float) -> str:
+    return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.3f} MB"
 
 
 def render(r: dict) -> str:
@@ -85,7 +94,7 @@ def render(r: dict) -> str:
         lines.append("")
         lines.append(f"rank {rk['rank']} ({rk['kind']} stage {rk['stage']}, tp {rk['tp_rank']}): layers "
                      f"{rk['layers'][0]}..{rk['layers'][-1]}, {rk['params']:,} params "
-                     f"(planner {rk['params_expected']:,}), {rk['param_bytes'] / 1e9:.3f} GB, built in "
+                     f"(planner {rk['params_expected']:,}), {_bytes(rk['param_bytes'])}, built in "
                      f"{rk['build_s']:.1f} s")
         lines.append(f"  {'phase':8}{'B':>5}{'T':>6}{'ctx':>6}{'ms':>10}{'GB/s':>9}{'%copy':>7}{'TFLOP/s':>9}"
                      f"{'%peak':>7}  {'mode':11}{'comm B':>10}  check")
