@@ -98,7 +98,7 @@ def test_expected_comm_tp2_pp4():
     assert exp[(0, None, "all_reduce", "tp")] == {"count": 41, "bytes": 41 * act}
     assert exp[(1, None, "all_reduce", "tp")] == {"count": 40, "bytes": 40 * act}
     assert exp[(0, None, "broadcast", "tp")] == {"count": 2, "bytes": header + 8 * rows * tokens}
-    assert exp[(3, None, "all_gather", "tp")] == {"count": 2, "bytes": rows * 4 + rows * 8}
+    assert exp[(3, None, "all_gather", "tp")] == {"count": 1, "bytes": rows * 2 * 8}   # [B, 2] float64
     for s in (0, 1, 2):
         assert exp[(s, None, "send", "pp")] == {"count": 2, "bytes": header + act}
         assert exp[(s + 1, None, "recv", "pp")] == {"count": 2, "bytes": header + act}
