@@ -184,7 +184,7 @@ def make_requests(c: SynthRun) -> list[RequestRecord]:
             t += rng.expovariate(c.rate_rps * c.throughput_scale)
         arrival = 0.0 if warm else t
         queue = rng.expovariate(1.0 / c.queue_s) if c.queue_s > 0 else 0.0
-        admitted = arrival + queue
+        admitted = arrival + queue * c.latency_scale
         first = admitted + (0.04 + rng.random() * 0.02) * c.latency_scale
         step = c.tpot_s * c.latency_scale
         times = [first + j * step * (0.95 + 0.1 * rng.random()) for j in range(c.output_len)]
@@ -286,3 +286,28 @@ def build_synthetic_run(path: str | Path, c: SynthRun | None = None, **overrides
         tables["nvml"] = make_nvml(c, wall)
     writer.write_final(summary, tables)
     return Path(path)
+
+
+# ---------------------------------------------------------------- the real CPU demo run (once per session)
+
+REPO = Path(__file__).resolve().parent.parent
+REAL_CONFIG = REPO / "configs" / "tiny-tp2-pp4-cpu.yaml"
+_REAL: dict[str, Path] = {}
+
+
+def real_cpu_run(tmp_path_factory) -> Path:
+    """``harness run configs/tiny-tp2-pp4-cpu.yaml`` into a temp run directory, once per test session
+    (about 30 s: 8 gloo ranks); every test module that asks gets the same directory. Report and DAG
+    tests write into it, which is what ``harness report`` does too."""
+    import subprocess
+    import sys
+
+    if "dir" not in _REAL:
+        d = tmp_path_factory.mktemp("real_cpu_run") / "run"
+        proc = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(REAL_CONFIG), "--results-dir", str(d)],
+                              cwd=REPO, capture_output=True, text=True, timeout=280)
+        if proc.returncode not in (0, 1) or not (d / "summary.json").exists():
+            tail = "\n".join((proc.stderr or "").splitlines()[-15:])
+            raise AssertionError(f"the CPU demo run failed (exit {proc.returncode}):\n{tail}")
+        _REAL["dir"] = d
+    return _REAL["dir"]

@@ -114,24 +114,23 @@ def measured_steps(stages_df) -> set[tuple[int, int]]:
 def comm_by(comm_df, keys: tuple[str, ...] = ("group", "op"), only: set | None = None) -> list[dict]:
     """Per key combination: count, bytes, time_s (Σ t_end − t_start; None when untimed), ranks.
     ``only``: keep rows whose (rank, step) is in it (e.g. :func:`measured_steps`)."""
-    acc: dict[tuple, dict] = {}
-    for r in _rows(comm_df):
-        if only is not None and (int(r["rank"]), -1 if r.get("step") is None or r["step"] != r["step"]
-                                 else int(r["step"])) not in only:
-            continue
-        k = tuple(r[x] for x in keys)
-        a = acc.setdefault(k, {**dict(zip(keys, k)), "count": 0, "bytes": 0, "time_s": None, "ranks": set()})
-        a["count"] += 1
-        a["bytes"] += int(r["bytes"])
-        a["ranks"].add(int(r["rank"]))
-        t0, t1 = _num(r.get("t_start_s")), _num(r.get("t_end_s"))
-        if t0 is not None and t1 is not None:
-            a["time_s"] = (a["time_s"] or 0.0) + max(0.0, t1 - t0)
+    if comm_df is None or len(comm_df) == 0:
+        return []
+    df = comm_df
+    if only is not None:
+        steps = df["step"].fillna(-1).astype("int64").tolist()
+        df = df[[(int(r), s) in only for r, s in zip(df["rank"].tolist(), steps)]]
+        if len(df) == 0:
+            return []
+    dur = (df["t_end_s"].astype("float64") - df["t_start_s"].astype("float64")).clip(lower=0.0)
+    df = df.assign(_dur=dur, _timed=dur.notna())
     out = []
-    for k in sorted(acc, key=lambda x: tuple(str(v) for v in x)):
-        a = acc[k]
-        a["ranks"] = sorted(a["ranks"])
-        out.append(a)
+    for k, g in df.groupby(list(keys), sort=True, dropna=False):
+        k = k if isinstance(k, tuple) else (k,)
+        out.append({**{name: (int(v) if name in ("rank", "step") else v) for name, v in zip(keys, k)},
+                    "count": int(len(g)), "bytes": int(g["bytes"].sum()),
+                    "time_s": float(g["_dur"].sum()) if bool(g["_timed"].any()) else None,
+                    "ranks": sorted(int(x) for x in g["rank"].unique())})
     return out
 
 

@@ -132,10 +132,10 @@ def _kind_of(node: Node) -> str | None:
     return COMM_KINDS.get((node.op, node.group)) if node.kind == "comm" else None
 
 
-def build_dag(layout: Layout, comm_rows: list[dict] | None = None, stage_rows: list[dict] | None = None,
+def build_dag(layout: Layout, comm_rows=None, stage_rows=None,
               block_weights: dict[str, float] | None = None, gpus_per_node: int | None = None,
               gpu_map: list[int] | None = None) -> Dag:
-    """The DAG of ``layout`` with measured attributes from comm and stages rows (dicts)."""
+    """The DAG of ``layout`` with measured attributes from comm and stages rows (dicts or DataFrames)."""
     gpn = gpus_per_node or layout.world_size
     dag = Dag(layout)
     chains = {r: _rank_chain(layout, r, _gpu_label(r, gpn, gpu_map)) for r in range(layout.world_size)}
@@ -153,7 +153,8 @@ def build_dag(layout: Layout, comm_rows: list[dict] | None = None, stage_rows: l
             dag.nodes.append(node)
             chain.append(node)   # a sink: the tokens feed the next step's embedding
     _cross_edges(dag, chains)
-    _attach_measurements(dag, chains, comm_rows or [], stage_rows or [], block_weights or {})
+    _attach_measurements(dag, chains, [] if comm_rows is None else comm_rows,
+                         [] if stage_rows is None else stage_rows, block_weights or {})
     return dag
 
 
@@ -179,20 +180,25 @@ def _cross_edges(dag: Dag, chains: dict[int, list[Node]]) -> None:
         raise AssertionError(f"DAG edges to unknown nodes: {bad[:3]}")
 
 
-def _attach_measurements(dag: Dag, chains: dict[int, list[Node]], comm_rows: list[dict],
-                         stage_rows: list[dict], weights: dict[str, float]) -> None:
+def _attach_measurements(dag: Dag, chains: dict[int, list[Node]], comm_rows, stage_rows, weights) -> None:
+    import pandas as pd
+
+    comm = comm_rows if isinstance(comm_rows, pd.DataFrame) else pd.DataFrame(list(comm_rows))
+    stages = stage_rows if isinstance(stage_rows, pd.DataFrame) else pd.DataFrame(list(stage_rows))
     acc: dict[tuple[int, str], list[float]] = {}     # (rank, kind) -> [bytes, time, calls]
-    for row in comm_rows:
-        nbytes = int(row["bytes"])
-        dag.comm_table_bytes += nbytes
-        kind = COMM_KINDS.get((row["op"], row["group"]))
-        rank = int(row["rank"])
-        t0, t1 = row.get("t_start_s"), row.get("t_end_s")
-        dt = float(t1) - float(t0) if t0 is not None and t1 is not None and t0 == t0 and t1 == t1 else 0.0
-        a = acc.setdefault((rank, kind or f"?{row['op']}@{row['group']}"), [0.0, 0.0, 0])
-        a[0] += nbytes
-        a[1] += max(0.0, dt)
-        a[2] += 1
+    ar_time: dict[int, float] = {}                   # TP all-reduce time inside the measured steps' compute
+    if len(comm):
+        dag.comm_table_bytes = int(comm["bytes"].sum())
+        dur = (comm["t_end_s"].astype("float64") - comm["t_start_s"].astype("float64")).clip(lower=0.0).fillna(0.0)
+        kind = [COMM_KINDS.get((o, g)) or f"?{o}@{g}" for o, g in zip(comm["op"].tolist(), comm["group"].tolist())]
+        df = pd.DataFrame({"rank": comm["rank"].astype("int64"), "kind": kind, "bytes": comm["bytes"].astype("int64"),
+                           "dur": dur, "step": comm["step"].fillna(-1).astype("int64")})
+        for (rank, k), g in df.groupby(["rank", "kind"], sort=True):
+            acc[(int(rank), k)] = [int(g["bytes"].sum()), float(g["dur"].sum()), int(len(g))]
+        if len(stages):
+            measured = stages[["rank", "step"]].astype("int64").drop_duplicates()
+            ar = df[df["kind"] == "ar"].merge(measured, on=["rank", "step"])
+            ar_time = {int(r): float(t) for r, t in ar.groupby("rank")["dur"].sum().items()}
     used = set()
     for r, chain in chains.items():
         by_kind: dict[str, list[Node]] = {}
@@ -213,27 +219,17 @@ def _attach_measurements(dag: Dag, chains: dict[int, list[Node]], comm_rows: lis
                 n.time_s = a[1] / len(nodes)
                 n.calls = a[2] / len(nodes)
                 n.time_source = "measured (rank total split equally)" if len(nodes) > 1 else "measured"
-    for (r, k), a in sorted(acc.items(), key=lambda x: (x[0][0], x[0][1])):
+    for (r, k), a in sorted(acc.items()):
         if (r, k) not in used:
             dag.unmatched.append({"rank": r, "kind": k, "bytes": int(a[0]), "time_s": a[1], "calls": int(a[2])})
-    measured_steps = {(int(r["rank"]), int(r["step"])) for r in stage_rows}
-    ar_time: dict[int, float] = {}     # TP all-reduce time inside the measured steps' compute
-    for row in comm_rows:
-        if COMM_KINDS.get((row["op"], row["group"])) == "ar" and row.get("step") is not None \
-                and (int(row["rank"]), int(row["step"])) in measured_steps:
-            t0, t1 = row.get("t_start_s"), row.get("t_end_s")
-            if t0 is not None and t1 is not None and t0 == t0 and t1 == t1:
-                ar_time[int(row["rank"])] = ar_time.get(int(row["rank"]), 0.0) + max(0.0, float(t1) - float(t0))
-    _compute_times(chains, stage_rows, ar_time, weights)
+    _compute_times(chains, stages, ar_time, weights)
 
 
-def _compute_times(chains, stage_rows, ar_time, weights) -> None:
-    compute: dict[int, float] = {}
-    for row in stage_rows:
-        a, b = row.get("t_recv_end_s"), row.get("t_compute_end_s")
-        if a is None or b is None or a != a or b != b:
-            continue
-        compute[int(row["rank"])] = compute.get(int(row["rank"]), 0.0) + max(0.0, float(b) - float(a))
+def _compute_times(chains, stages, ar_time, weights) -> None:
+    if not len(stages):
+        return
+    span = (stages["t_compute_end_s"].astype("float64") - stages["t_recv_end_s"].astype("float64")).clip(lower=0.0)
+    compute = {int(r): float(t) for r, t in span.groupby(stages["rank"]).sum().items()}
     for r, chain in chains.items():
         if r not in compute:
             continue
@@ -262,9 +258,7 @@ def dag_from_run(run) -> Dag:
     shape = _shape_of(spec)
     if shape is not None:
         weights = block_weights_for(shape, layout.tp)
-    comm = run.comm.to_dict("records") if len(run.comm) else []
-    stages = run.stages.to_dict("records") if len(run.stages) else []
-    return build_dag(layout, comm, stages, weights, cluster.get("gpus_per_node"),
+    return build_dag(layout, run.comm, run.stages, weights, cluster.get("gpus_per_node"),
                      (spec.get("parallel") or {}).get("gpu_map"))
 
 

@@ -8,7 +8,7 @@ With ``claims``, each claim of a strategy report is verified against this run th
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from harness.errors import UsageError
@@ -69,17 +69,18 @@ def draw_plots(run: Run, out_dir: Path) -> dict[str, Path]:
     return p
 
 
-def verify_claims(claims_path: str, run: Run) -> list[dict]:
-    """Claim verdicts from ``harness.claims.verify`` (report path, spec, run dir)."""
+def verify_claims(claims_path: str, run: Run) -> tuple[list[dict], list[str]]:
+    """Claim verdicts (``harness.claims``: parse the report, verify against the plan and this run)
+    as dicts {id, index, text, claimed, expected, verdict, reason, source, ...}, and its notes."""
     try:
-        from harness.claims import verify
+        from harness.claims import load_claims, verify
     except ImportError:
         raise UsageError("--claims: claim verification (harness.claims) is not available in this build; "
                          "run the report without --claims") from None
     if not Path(claims_path).is_file():
         raise UsageError(f"--claims: {claims_path} not found; give the strategy report (markdown) or claims YAML")
-    verdicts = verify(claims_path, spec=None, run_dir=str(run.path))
-    return [v if isinstance(v, dict) else v.to_dict() if hasattr(v, "to_dict") else vars(v) for v in verdicts]
+    report = verify(load_claims(claims_path), config=None, results=str(run.path))
+    return [asdict(v) for v in report.claims], list(report.notes)
 
 
 def write_report(run_dir: str | Path, claims: str | None = None, out_dir: str | Path | None = None) -> ReportFiles:
@@ -87,13 +88,13 @@ def write_report(run_dir: str | Path, claims: str | None = None, out_dir: str | 
     run = load_run(run_dir)
     out = Path(out_dir) if out_dir else run.path
     out.mkdir(parents=True, exist_ok=True)
-    claim_rows = verify_claims(claims, run) if claims else None
+    claim_rows, claim_notes = verify_claims(claims, run) if claims else (None, [])
     plot_paths = draw_plots(run, out)
     dag = dag_from_run(run)
     dag_json, dag_dot = write_dag(dag, out)
     ctx = Ctx(run=run, plots={k: f"{PLOTS_DIR}/{v}" for k, v in PLOT_FILES.items()}, dag=dag,
               dag_files=[dag_json.name, dag_dot.name], advice=recommend(evidence_from_run(run)),
-              claims=claim_rows, claims_source=claims,
+              claims=claim_rows, claims_source=claims, claim_notes=claim_notes,
               predicted=predicted_claims(run.summary.get("predicted") or {}, run.layout()))
     sections = build_sections(ctx)
     title = f"Run report: {run.summary.get('name') or run.path.name}"

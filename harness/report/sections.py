@@ -40,13 +40,13 @@ class Ctx:
     advice: Advice
     claims: list[dict] | None = None
     claims_source: str | None = None
+    claim_notes: list[str] = field(default_factory=list)
     predicted: dict = field(default_factory=dict)
 
     def claim(self, cid: str) -> dict | None:
-        for c in self.claims or []:
-            if c.get("id") == cid:
-                return c
-        return None
+        """The claim with this id that is not per stage/group (index None), else the first."""
+        found = [c for c in self.claims or [] if c.get("id") == cid]
+        return next((c for c in found if c.get("index") is None), found[0] if found else None)
 
 
 # ---------------------------------------------------------------- formatting
@@ -415,12 +415,21 @@ def nodes_to_modify(ctx: Ctx) -> Section:
 def claims(ctx: Ctx) -> Section | None:
     if ctx.claims is None:
         return None
-    rows = [[str(c.get("id")), str(c.get("text", ""))[:120], fmt(c.get("claimed")), fmt(c.get("expected")),
+    rows = [[str(c.get("id")) + ("" if c.get("index") is None else f"[{c['index']}]"),
+             str(c.get("text", ""))[:120], fmt(c.get("claimed")), fmt(c.get("expected")),
              str(c.get("verdict")), str(c.get("source", "")), str(c.get("reason", ""))] for c in ctx.claims]
-    return Section("Claims", [Text(f"Claims from {ctx.claims_source}; source says whether each verdict comes from "
-                                   "this run's measurement or from a prediction."),
-                              Table(["id", "claim", "claimed", "expected / measured", "verdict", "source", "reason"],
-                                    rows)])
+    counts = {}
+    for c in ctx.claims:
+        key = (c.get("verdict"), c.get("source"))
+        counts[key] = counts.get(key, 0) + 1
+    tally = ", ".join(f"{n} {v} ({s})" for (v, s), n in sorted(counts.items(), key=lambda x: str(x[0])))
+    blocks = [Text(f"{len(ctx.claims)} claims from {ctx.claims_source}: {tally or 'none found'}. "
+                   "'source' says whether a verdict comes from this run's measurement, the planner's "
+                   "prediction, or the report's own statements."),
+              Table(["id", "claim", "claimed", "expected / measured", "verdict", "source", "reason"], rows)]
+    if ctx.claim_notes:
+        blocks.append(Bullets(list(ctx.claim_notes)))
+    return Section("Claims", blocks)
 
 
 def cross_checks(ctx: Ctx) -> Section:
