@@ -15,6 +15,7 @@ Every rank writes ``DIR/rank{R}.json`` (atomically); the test compares with tran
 from __future__ import annotations
 
 import argparse
+import datetime
 import gc
 import json
 import os
@@ -52,23 +53,45 @@ def label(tp, pp, dp) -> str:
     return f"tp{tp}-pp{pp}-dp{dp}"
 
 
-def sub_context(layout: Layout, world: hdist.DistContext) -> hdist.DistContext | None:
-    """Process groups for a layout on ranks 0..layout.world_size-1 of a larger world.
+class GroupCache:
+    """Process groups by rank set, shared by every layout of the world (one group creation per
+    distinct set; creating a gloo group costs a rendezvous of all 8 ranks). Every rank decides
+    "new set?" from the same deterministic history, so all call ``new_group`` in the same order,
+    as torch requires. A set's group may serve two roles (e.g. ranks {0,1} as TP of tp2-pp1 and
+    PP of tp1-pp2): the layouts run one after another, so their ops never interleave."""
 
-    Mirrors harness.dist.init (which needs world == layout); every rank creates every group.
-    """
-    rank = world.rank
-    timeout = __import__("datetime").timedelta(seconds=TIMEOUT_S)
+    def __init__(self, world: hdist.DistContext):
+        self.world = world
+        w = world.layout
+        self.known = {tuple(g) for gs in (w.tp_groups(), w.pp_groups(), w.dp_groups()) for g in gs if len(g) > 1}
+        self.mine = {tuple(ranks): pg for pg, ranks in world.comm.groups.values() if len(ranks) > 1}
+
+    def get(self, ranks: list[int]):
+        key = tuple(ranks)
+        if len(key) == 1:
+            return None
+        if key not in self.known:
+            self.known.add(key)
+            pg = dist.new_group(list(key), timeout=datetime.timedelta(seconds=TIMEOUT_S))
+            if self.world.rank in key:
+                self.mine[key] = pg
+        return self.mine.get(key)
+
+
+def sub_context(layout: Layout, cache: GroupCache) -> hdist.DistContext | None:
+    """A DistContext for a layout on ranks 0..layout.world_size-1 of the larger world (harness.dist.init
+    needs world == layout)."""
+    world = cache.world
     groups = {"world": (None, list(range(world.env.world_size)))}
     for name, all_groups in (("tp", layout.tp_groups()), ("pp", layout.pp_groups()), ("dp", layout.dp_groups())):
         for ranks in all_groups:
-            pg = dist.new_group(ranks, timeout=timeout) if len(ranks) > 1 else None
-            if rank in ranks:
+            pg = cache.get(ranks)
+            if world.rank in ranks:
                 groups[name] = (pg, ranks)
-    if rank >= layout.world_size:
+    if world.rank >= layout.world_size:
         return None
-    comm = Comm(groups, CommRecorder(rank, "counts"))
-    return hdist.DistContext(world.env, layout, layout.place(rank), world.device, world.backend, comm)
+    comm = Comm(groups, CommRecorder(world.rank, "counts"))
+    return hdist.DistContext(world.env, layout, layout.place(world.rank), world.device, world.backend, comm)
 
 
 def _rss_kib(field: str) -> int:
@@ -189,9 +212,10 @@ def main() -> None:
     full = Layout(2, 4, 1, even_split(8, 4))
     world = hdist.init(full, "cpu", None, TIMEOUT_S, "counts")
     result = {"rank": world.rank, "memory": memory_check(world), "runs": []}
+    cache = GroupCache(world)
     for tp, pp, dp in LAYOUTS:
         layout = Layout(tp, pp, dp, even_split(8, pp))
-        ctx = world if (tp, pp, dp) == (2, 4, 1) else sub_context(layout, world)
+        ctx = world if (tp, pp, dp) == (2, 4, 1) else sub_context(layout, cache)
         if ctx is not None:
             for weights_name in ("seeded", "checkpoint"):
                 result["runs"].append(run_layout(ctx, weights_name, args.checkpoint))
