@@ -117,7 +117,8 @@ def render_plan(pl: Plan) -> str:
             f"bubble (p-1)/(m+p-1) = {b.bubble_ratio:.3f}",
             f"TPOT >= {_ms(b.tpot_floor_s)} ms alone; {_ms(b.tpot_at_rows_s)} ms at {b.decode_rows} rows "
             f"per micro-batch (KV allows {b.kv_rows_limit})",
-            f"TTFT >= {_ms(b.ttft_floor_s)} ms; E2E >= {_ms(b.e2e_floor_s)} ms",
+            f"TTFT >= {_ms(b.ttft_floor_s)} ms; E2E >= "
+            + (f"{b.e2e_floor_s:.2f} s" if b.e2e_floor_s >= 1 else f"{_ms(b.e2e_floor_s)} ms"),
             f"RPS <= {b.rps_bound:.2f}" + (f" (offered {b.offered_rps:g})" if b.offered_rps else "")]
     if b.rps_slo is not None:
         out.append(f"RPS meeting the SLOs <= {b.rps_slo:.2f}"
