@@ -168,14 +168,14 @@ def _run_rank(ctx, spec, guard: StopGuard, state: dict, writer) -> RankPayload:
         progress = _Progress(ctx.rank == 0, state, writer)
         loop = ServeLoop(stage, groups, ctx.device, clock, place.dp, should_stop=guard.is_set, on_tick=progress)
         warm = Scheduler(_warmup_requests(mine, spec.run.warmup_requests), trace.prompt_ids, num_slots=num_slots,
-                         max_batch=spec.run.max_batch, groups=groups, max_seq_len=max_seq,
+                         max_batch=spec.run.max_batch, max_seq_len=max_seq,
                          prefill_chunk=spec.run.prefill_chunk, replica=place.dp, warmup=True)
         w0 = clock()
         if spec.run.warmup_requests > 0:
             loop.run(warm, w0, warmup=True)
         payload.warmup_s = clock() - w0
         payload.warmup_steps = warm.step
-        sched = Scheduler(mine, trace.prompt_ids, num_slots=num_slots, max_batch=spec.run.max_batch, groups=groups,
+        sched = Scheduler(mine, trace.prompt_ids, num_slots=num_slots, max_batch=spec.run.max_batch,
                           max_seq_len=max_seq, prefill_chunk=spec.run.prefill_chunk,
                           closed_loop_concurrency=trace.concurrency if trace.closed_loop else None,
                           replica=place.dp, first_step=warm.step)

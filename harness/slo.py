@@ -76,12 +76,12 @@ def parse_target(text: str, field: str = "slo.targets") -> SloTarget:
 
 
 def resolve_targets(preset: str | None, targets: list[str], field: str = "slo") -> list[SloTarget]:
-    texts: list[str] = []
+    out: list[SloTarget] = []
     if preset:
         if preset not in SLO_PRESETS:
             raise UsageError(f"{field}.preset: unknown preset {preset!r}; use one of {', '.join(SLO_PRESETS)}")
-        texts.extend(SLO_PRESETS[preset])
-    out = [parse_target(t, f"{field}.targets[{i}]") for i, t in enumerate(texts + list(targets))]
+        out.extend(parse_target(t, f"{field}.preset") for t in SLO_PRESETS[preset])
+    out.extend(parse_target(t, f"{field}.targets[{i}]") for i, t in enumerate(targets))
     # A later target on the same metric and statistic replaces the preset's.
     dedup: dict[str, SloTarget] = {}
     for t in out:

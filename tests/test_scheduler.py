@@ -15,15 +15,16 @@ def _prompt(req):
 
 
 def _drain(s, groups, now=0.0):
-    """Run the scheduler to the end with every group in flight at once, tokens = step number."""
+    """Run the scheduler to the end with up to ``groups`` micro-batches in flight, tokens = step number."""
     in_flight = []
     history = []
     while not s.done():
         s.release(now)
-        for g in range(groups):
-            b = s.schedule(g, now)
-            if b:
-                in_flight.append(b)
+        while len(in_flight) < groups:
+            b = s.schedule(now, groups - len(in_flight))
+            if b is None:
+                break
+            in_flight.append(b)
         history.append(len(in_flight))
         assert in_flight, "scheduler stalled with work left"
         b = in_flight.pop(0)
@@ -33,13 +34,13 @@ def _drain(s, groups, now=0.0):
 
 
 def test_prefill_then_decode_rows_and_positions():
-    s = Scheduler(_reqs([(0, 3, 2)]), _prompt, num_slots=2, max_batch=4, groups=1, max_seq_len=8)
+    s = Scheduler(_reqs([(0, 3, 2)]), _prompt, num_slots=2, max_batch=4, max_seq_len=8)
     s.release(0.0)
-    b = s.schedule(0, 0.0)
+    b = s.schedule(0.0)
     assert b.phase == "prefill" and b.rows[0].tokens == [1, 1, 1] and b.rows[0].start_pos == 0
-    assert s.schedule(0, 0.0) is None  # its only sequence is in flight
+    assert s.schedule(0.0) is None  # its only sequence is in flight
     s.complete(b, [7], 0.5)
-    b2 = s.schedule(0, 0.5)
+    b2 = s.schedule(0.5)
     assert b2.phase == "decode" and b2.rows[0].tokens == [7] and b2.rows[0].start_pos == 3
     assert s.complete(b2, [9], 0.75) == 1
     rec = s.records[0]
@@ -48,19 +49,19 @@ def test_prefill_then_decode_rows_and_positions():
 
 
 def test_one_token_output_finishes_at_prefill():
-    s = Scheduler(_reqs([(0, 4, 1)]), _prompt, num_slots=1, max_batch=1, groups=1, max_seq_len=8)
+    s = Scheduler(_reqs([(0, 4, 1)]), _prompt, num_slots=1, max_batch=1, max_seq_len=8)
     s.release(0)
-    s.complete(s.schedule(0, 0), [5], 1.0)
+    s.complete(s.schedule(0), [5], 1.0)
     assert s.done() and s.records[0].completed and s.records[0].token_times_s == [1.0]
 
 
 def test_chunked_prefill_emits_token_only_at_the_end():
-    s = Scheduler(_reqs([(0, 5, 2)]), _prompt, num_slots=1, max_batch=1, groups=1, max_seq_len=8,
+    s = Scheduler(_reqs([(0, 5, 2)]), _prompt, num_slots=1, max_batch=1, max_seq_len=8,
                   prefill_chunk=2)
     s.release(0)
     starts = []
     for t in range(3):
-        b = s.schedule(0, t)
+        b = s.schedule(t)
         starts.append((b.rows[0].start_pos, len(b.rows[0].tokens), b.rows[0].ends_prefill))
         s.complete(b, [42], t + 1)
     assert starts == [(0, 2, False), (2, 2, False), (4, 1, True)]
@@ -68,7 +69,7 @@ def test_chunked_prefill_emits_token_only_at_the_end():
 
 
 def test_admission_waits_for_free_slots_and_queue_delay_is_recorded():
-    s = Scheduler(_reqs([(0, 2, 2), (0, 2, 2), (0, 2, 2)]), _prompt, num_slots=2, max_batch=4, groups=1,
+    s = Scheduler(_reqs([(0, 2, 2), (0, 2, 2), (0, 2, 2)]), _prompt, num_slots=2, max_batch=4,
                   max_seq_len=8)
     _drain(s, 1)
     admitted = sorted(r.admitted_s for r in s.records)
@@ -76,16 +77,23 @@ def test_admission_waits_for_free_slots_and_queue_delay_is_recorded():
     assert all(r.completed for r in s.records)
 
 
-def test_waiting_requests_fill_every_group():
-    # 8 requests waiting, 4 groups: each group gets 2, so 4 micro-batches are in flight.
-    s = Scheduler(_reqs([(0, 4, 3)] * 8), _prompt, num_slots=16, max_batch=8, groups=4, max_seq_len=16)
+def test_waiting_requests_fill_every_micro_batch():
+    # 8 requests waiting, 4 micro-batches: each takes 2, so 4 are in flight.
+    s = Scheduler(_reqs([(0, 4, 3)] * 8), _prompt, num_slots=16, max_batch=8, max_seq_len=16)
     history = _drain(s, 4)
     assert history[0] == 4
-    assert all(len(g) == 0 for g in s.running) and len(s.outputs) == 8
+    assert not s.running and len(s.outputs) == 8
+
+
+def test_five_sequences_fill_four_micro_batches():
+    s = Scheduler(_reqs([(0, 4, 3)] * 5), _prompt, num_slots=16, max_batch=8, max_seq_len=16)
+    s.release(0)
+    sizes = [len(s.schedule(0, free).rows) for free in (4, 3, 2, 1)]
+    assert sizes == [2, 1, 1, 1] and s.available() == 0
 
 
 def test_open_loop_release_by_arrival_time():
-    s = Scheduler(_reqs([(0.0, 2, 1), (5.0, 2, 1)]), _prompt, num_slots=4, max_batch=4, groups=1, max_seq_len=8)
+    s = Scheduler(_reqs([(0.0, 2, 1), (5.0, 2, 1)]), _prompt, num_slots=4, max_batch=4, max_seq_len=8)
     s.release(1.0)
     assert len(s.waiting) == 1 and s.next_arrival() == 5.0
     s.release(5.0)
@@ -93,10 +101,10 @@ def test_open_loop_release_by_arrival_time():
 
 
 def test_closed_loop_releases_one_per_finish():
-    s = Scheduler(_reqs([(0, 2, 1)] * 5), _prompt, num_slots=8, max_batch=8, groups=1, max_seq_len=8,
+    s = Scheduler(_reqs([(0, 2, 1)] * 5), _prompt, num_slots=8, max_batch=8, max_seq_len=8,
                   closed_loop_concurrency=2)
     assert len(s.waiting) == 2
-    b = s.schedule(0, 0.0)
+    b = s.schedule(0.0)
     assert len(b.rows) == 2
     s.complete(b, [1, 1], 2.0)
     assert len(s.waiting) == 2 and [r.arrival_s for r in s.records[2:]] == [2.0, 2.0]
@@ -104,4 +112,4 @@ def test_closed_loop_releases_one_per_finish():
 
 def test_request_longer_than_slot_is_rejected():
     with pytest.raises(ValueError, match="exceed the KV slot"):
-        Scheduler(_reqs([(0, 6, 4)]), _prompt, num_slots=1, max_batch=1, groups=1, max_seq_len=8)
+        Scheduler(_reqs([(0, 6, 4)]), _prompt, num_slots=1, max_batch=1, max_seq_len=8)

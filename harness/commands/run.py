@@ -106,6 +106,25 @@ def launch(spec, args: argparse.Namespace) -> int:
     return exit_code(run_dir, rc)
 
 
+def slo_table(summary: dict) -> str:
+    """The run's SLO verdicts and headline rates as a plain-text table."""
+    m = summary.get("metrics") or {}
+    lines = [f"{'SLO target':<28} {'measured':>12} {'margin':>9}  verdict", "-" * 60]
+    for v in summary.get("slo") or []:
+        measured = "-" if v["measured"] is None else f"{v['measured']:.3g}"
+        margin = "-" if v["margin_pct"] is None else f"{v['margin_pct']:+.1f}%"
+        verdict = {True: "PASS", False: "FAIL", None: "NOT MEASURED"}[v["passed"]]
+        lines.append(f"{v['target']:<28} {measured:>12} {margin:>9}  {verdict}")
+    lines.append("-" * 60)
+    fmt = lambda x, unit: "-" if x is None else f"{x:.3g} {unit}"  # noqa: E731
+    lines.append(f"requests {m.get('completed')}, throughput {fmt(m.get('request_throughput'), 'req/s')}, "
+                 f"goodput {fmt(m.get('request_goodput'), 'req/s')}, output {fmt(m.get('output_throughput'), 'tok/s')}")
+    lines.append(f"TTFT p50/p99 {fmt(m.get('p50_ttft_ms'), 'ms')} / {fmt(m.get('p99_ttft_ms'), 'ms')}, "
+                 f"TPOT p50/p99 {fmt(m.get('p50_tpot_ms'), 'ms')} / {fmt(m.get('p99_tpot_ms'), 'ms')}")
+    lines.append(f"overall: {summary.get('verdict')}")
+    return "\n".join(lines)
+
+
 def exit_code(run_dir: Path, torchrun_rc: int) -> int:
     summary_path = run_dir / "summary.json"
     if not summary_path.exists():
@@ -121,5 +140,6 @@ def exit_code(run_dir: Path, torchrun_rc: int) -> int:
     if torchrun_rc != 0:
         return EXIT_INCOMPLETE
     verdict = summary.get("verdict")
+    print(slo_table(summary))
     print(f"harness run: {verdict}; results in {run_dir}", file=sys.stderr)
     return EXIT_PASS if verdict == "PASS" else EXIT_FAIL

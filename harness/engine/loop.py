@@ -15,8 +15,10 @@ import torch
 from harness.engine.scheduler import Batch, Scheduler
 from harness.parallel.pp import PipelineStage, StepMeta
 
-STEP_COLUMNS = ("replica", "step", "group", "phase", "n_rows", "n_prefill_rows", "n_decode_rows", "n_tokens",
-                "padded_tokens", "in_flight", "t_submit_s", "t_done_s", "warmup")
+# in_flight: micro-batches in the pipeline right after this one entered; available_after:
+# sequences that could still have joined a micro-batch then (0 unless the pipeline was full).
+STEP_COLUMNS = ("replica", "step", "phase", "n_rows", "n_prefill_rows", "n_decode_rows", "n_tokens",
+                "padded_tokens", "in_flight", "available_after", "t_submit_s", "t_done_s", "warmup")
 
 
 def batch_tensors(batch: Batch, device: torch.device) -> tuple[StepMeta, torch.Tensor]:
@@ -45,55 +47,46 @@ class ServeLoop:
 
     def run(self, sched: Scheduler, t0: float, warmup: bool = False) -> bool:
         """Returns True when every request finished, False when stopped early."""
-        in_flight: deque[tuple[Batch, float]] = deque()
-        next_group = 0
+        in_flight: deque[tuple[Batch, float, int, int]] = deque()
         comm_rec = self.stage.ctx.comm.rec
         while not sched.done():
             if self.should_stop():
                 break
             now = self.clock() - t0
             sched.release(now)
-            submitted = False
-            if len(in_flight) < self.groups:
-                for k in range(self.groups):
-                    g = (next_group + k) % self.groups
-                    if not sched.has_work(g):
-                        continue
-                    batch = sched.schedule(g, now)
-                    if batch is None:
-                        continue
-                    next_group = g + 1
-                    meta, ids = batch_tensors(batch, self.device)
-                    comm_rec.step, comm_rec.phase = batch.step, batch.phase
-                    t_submit = self.clock() - t0
-                    tokens = self.stage.submit(meta, ids)
-                    submitted = True
-                    if tokens is not None:          # pp == 1: the stage is also the last
-                        self._finish(sched, batch, tokens, t_submit, t0, len(in_flight) + 1, warmup)
-                    else:
-                        in_flight.append((batch, t_submit))
-                    break
-            if in_flight and (len(in_flight) >= self.groups or not submitted):
-                batch, t_submit = in_flight.popleft()
-                _, tokens = self.stage.collect()
-                self._finish(sched, batch, tokens, t_submit, t0, len(in_flight) + 1, warmup)
-            elif not submitted and not in_flight:
+            batch = sched.schedule(now, self.groups - len(in_flight)) if len(in_flight) < self.groups else None
+            if batch is not None:
+                meta, ids = batch_tensors(batch, self.device)
+                comm_rec.step, comm_rec.phase = batch.step, batch.phase
+                t_submit = self.clock() - t0
+                tokens = self.stage.submit(meta, ids)
+                depth = len(in_flight) + 1
+                if tokens is not None:          # pp == 1: the stage is also the last
+                    self._finish(sched, batch, tokens, t_submit, t0, depth, sched.available(), warmup)
+                else:
+                    in_flight.append((batch, t_submit, depth, sched.available()))
+            if in_flight and (len(in_flight) >= self.groups or batch is None):
+                self._collect(sched, in_flight, t0, warmup)
+            elif batch is None and not in_flight:
                 nxt = sched.next_arrival()
                 wait = 0.001 if nxt is None else max(0.0, min(0.05, nxt - (self.clock() - t0)))
                 time.sleep(wait)
             if self.on_tick is not None:
                 self.on_tick(self.clock() - t0)
         while in_flight:  # stopped early: drain what is in the pipeline so the stages stay in step
-            batch, t_submit = in_flight.popleft()
-            _, tokens = self.stage.collect()
-            self._finish(sched, batch, tokens, t_submit, t0, len(in_flight) + 1, warmup)
+            self._collect(sched, in_flight, t0, warmup)
         return sched.done()
 
+    def _collect(self, sched: Scheduler, in_flight: deque, t0: float, warmup: bool) -> None:
+        batch, t_submit, depth, available = in_flight.popleft()
+        _, tokens = self.stage.collect()
+        self._finish(sched, batch, tokens, t_submit, t0, depth, available, warmup)
+
     def _finish(self, sched: Scheduler, batch: Batch, tokens: torch.Tensor, t_submit: float, t0: float,
-                in_flight: int, warmup: bool) -> None:
+                depth: int, available: int, warmup: bool) -> None:
         now = self.clock() - t0
         sched.complete(batch, tokens.tolist(), now)
         n_pre = sum(r.is_prefill for r in batch.rows)
-        self.step_rows.append((self.replica, batch.step, batch.group, batch.phase, len(batch.rows), n_pre,
-                               len(batch.rows) - n_pre, batch.n_tokens, batch.padded_tokens, in_flight,
+        self.step_rows.append((self.replica, batch.step, batch.phase, len(batch.rows), n_pre,
+                               len(batch.rows) - n_pre, batch.n_tokens, batch.padded_tokens, depth, available,
                                t_submit, now, warmup))

@@ -1,14 +1,17 @@
 """Continuous batching for one DP replica: which sequences run in the next micro-batch.
 
-Pure (no torch): the pipeline loop asks ``schedule(group, now)`` for an idle micro-batch group
-and hands back the sampled tokens with ``complete(batch, tokens, now)``.
+Pure (no torch): the pipeline loop asks ``schedule(now, free)`` for the next micro-batch while
+fewer than ``groups`` are in flight, and hands back the sampled tokens with
+``complete(batch, tokens, now)``.
 
-- ``groups`` micro-batch groups (= micro-batches in flight, default pp) each own a set of running
-  sequences, so that while group g's step is in the pipeline the others can be too (as vLLM's
-  virtual engines for PP). A sequence stays in the group that admitted it.
+- Up to ``groups`` micro-batches (default pp) are in the pipeline at once, so that every stage
+  works while the others do. A sequence is in at most one of them (its next token needs the
+  previous one); any sequence not in flight may join the next micro-batch — the KV cache is
+  indexed by slot on every stage, so no sequence is tied to a micro-batch.
 - A request waits (queueing delay) until it has arrived AND a KV slot is free (admission
-  control). Newly admitted requests are spread across groups: a group takes at most
-  ceil(active / groups) sequences, so that enough waiting requests fill every group.
+  control). With ``free`` micro-batches to fill and ``n`` sequences available (idle running +
+  admissible waiting), a micro-batch takes ceil(n / free) of them (at most ``max_batch``), so
+  enough available sequences always fill every micro-batch.
 - A prefill row carries the prompt (or a chunk of ``prefill_chunk`` tokens); its sampled token
   is the first output token only when the chunk ends the prompt. A decode row carries the last
   generated token. A request ends at its target output length (EOS ignored, as benchmarks do).
@@ -38,7 +41,6 @@ class Row:
 @dataclass
 class Batch:
     step: int
-    group: int
     rows: list[Row]
 
     @property
@@ -61,7 +63,6 @@ class _Seq:
     prompt: list[int]
     record: RequestRecord
     slot: int = -1
-    group: int = -1
     prefilled: int = 0
     generated: list[int] = field(default_factory=list)
     in_flight: bool = False
@@ -69,23 +70,23 @@ class _Seq:
 
 class Scheduler:
     def __init__(self, requests: list[Request], prompt_of: Callable[[Request], list[int]], *,
-                 num_slots: int, max_batch: int, groups: int, max_seq_len: int,
+                 num_slots: int, max_batch: int, max_seq_len: int,
                  prefill_chunk: int | None = None, closed_loop_concurrency: int | None = None,
                  replica: int = 0, warmup: bool = False, first_step: int = 0):
-        if num_slots < 1 or max_batch < 1 or groups < 1:
-            raise ValueError("num_slots, max_batch and groups must be >= 1")
+        if num_slots < 1 or max_batch < 1:
+            raise ValueError("num_slots and max_batch must be >= 1")
         for r in requests:
             if r.input_len + r.output_len - 1 > max_seq_len:
                 raise ValueError(f"request {r.request_id}: {r.input_len}+{r.output_len} tokens exceed the KV slot "
                                  f"length {max_seq_len}")
         self.prompt_of = prompt_of
-        self.num_slots, self.max_batch, self.groups = num_slots, max_batch, groups
+        self.num_slots, self.max_batch = num_slots, max_batch
         self.prefill_chunk = prefill_chunk
         self.replica, self.warmup = replica, warmup
         self.closed = closed_loop_concurrency is not None
         self.pending: deque[Request] = deque(sorted(requests, key=lambda r: (r.arrival_s, r.request_id)))
         self.waiting: deque[_Seq] = deque()
-        self.running: list[list[_Seq]] = [[] for _ in range(groups)]
+        self.running: list[_Seq] = []          # admitted, in admission order
         self.free_slots: list[int] = list(range(num_slots - 1, -1, -1))
         self.records: list[RequestRecord] = []
         self.outputs: dict[int, list[int]] = {}
@@ -122,53 +123,50 @@ class Scheduler:
 
     # ------------------------------------------------------------ state
     def active(self) -> int:
-        return sum(len(g) for g in self.running)
+        return len(self.running)
 
     def done(self) -> bool:
-        return not self.pending and not self.waiting and self.active() == 0
+        return not self.pending and not self.waiting and not self.running
 
-    def has_work(self, group: int) -> bool:
-        g = self.running[group]
-        if any(s.in_flight for s in g):
-            return False
-        return bool(g) or bool(self.waiting and self.free_slots)
+    def available(self) -> int:
+        """Sequences that could join a micro-batch now: idle running ones + admissible waiting ones."""
+        idle = sum(not s.in_flight for s in self.running)
+        return idle + min(len(self.waiting), len(self.free_slots))
 
     # ------------------------------------------------------------ scheduling
-    def schedule(self, group: int, now: float) -> Batch | None:
-        """The next micro-batch of ``group`` (idle), admitting waiting requests into free slots."""
-        seqs = self.running[group]
-        if any(s.in_flight for s in seqs):
+    def schedule(self, now: float, free: int = 1) -> Batch | None:
+        """The next micro-batch, when ``free`` micro-batches may still enter the pipeline."""
+        n = self.available()
+        if n == 0:
             return None
-        share = math.ceil((self.active() + len(self.waiting)) / self.groups)
-        room = min(self.max_batch, max(share, 1)) - len(seqs)
-        while room > 0 and self.waiting and self.free_slots:
+        take = min(self.max_batch, math.ceil(n / max(free, 1)))
+        chosen = [s for s in self.running if not s.in_flight][:take]
+        while len(chosen) < take and self.waiting and self.free_slots:
             s = self.waiting.popleft()
-            s.slot, s.group = self.free_slots.pop(), group
+            s.slot = self.free_slots.pop()
             s.record.admitted_s = now
-            seqs.append(s)
-            room -= 1
-        if not seqs:
-            return None
+            self.running.append(s)
+            chosen.append(s)
         rows = []
-        for s in seqs:
+        for s in chosen:
             s.in_flight = True
             if s.prefilled < s.req.input_len:
-                n = s.req.input_len - s.prefilled
+                k = s.req.input_len - s.prefilled
                 if self.prefill_chunk:
-                    n = min(n, self.prefill_chunk)
-                toks = s.prompt[s.prefilled:s.prefilled + n]
+                    k = min(k, self.prefill_chunk)
+                toks = s.prompt[s.prefilled:s.prefilled + k]
                 rows.append(Row(s.req.request_id, s.slot, s.prefilled, toks,
-                                s.prefilled + n == s.req.input_len, True))
+                                s.prefilled + k == s.req.input_len, True))
             else:
                 pos = s.req.input_len + len(s.generated) - 1
                 rows.append(Row(s.req.request_id, s.slot, pos, [s.generated[-1]], True, False))
-        batch = Batch(self.step, group, rows)
+        batch = Batch(self.step, rows)
         self.step += 1
         return batch
 
     def complete(self, batch: Batch, tokens: list[int], now: float) -> int:
         """Apply one step's sampled tokens; returns how many requests finished."""
-        seqs = {s.req.request_id: s for s in self.running[batch.group]}
+        seqs = {s.req.request_id: s for s in self.running}
         finished = 0
         for row, tok in zip(batch.rows, tokens):
             s = seqs[row.request_id]
@@ -185,7 +183,7 @@ class Scheduler:
                 s.record.finish_s = now
                 s.record.completed = True
                 self.outputs[s.req.request_id] = s.generated
-                self.running[batch.group].remove(s)
+                self.running.remove(s)
                 self.free_slots.append(s.slot)
                 finished += 1
                 if self.closed:
