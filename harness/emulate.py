@@ -520,8 +520,10 @@ def _capture(step: StaticStep, device: torch.device):
     return (lambda: (graph.replay(), out)[1]), time.perf_counter() - t0
 
 
-def emulate_rank(spec, rank: int, sweep: Sweep, device: torch.device, peaks: Peaks) -> RankResult:
-    """Build ``rank`` and measure every point of ``sweep``; a point that fails is kept with its note."""
+def emulate_rank(spec, rank: int, sweep: Sweep, device: torch.device, peaks: Peaks,
+                 on_point: Callable[[RankResult, Point], None] | None = None) -> RankResult:
+    """Build ``rank`` and measure every point of ``sweep``; a point that fails is kept with its note.
+    ``on_point`` sees each point as it is done (progress, for a log that survives a kill)."""
     if device.type == "cpu":
         need = planner.rank_params(spec.shape, spec.layout, spec.layout.place(rank).stage) * spec.dtype_bytes
         if need > CPU_WEIGHT_LIMIT:
@@ -551,6 +553,8 @@ def emulate_rank(spec, rank: int, sweep: Sweep, device: torch.device, peaks: Pea
                     broken = "an earlier point hit a CUDA error"
             em.free()
         (em.result.decode if phase == "decode" else em.result.prefill).append(pt)
+        if on_point is not None:
+            on_point(em.result, pt)
     em.result.decode.sort(key=lambda p: (p.context, p.batch))
     del em.model
     if device.type == "cuda":
@@ -667,12 +671,13 @@ def pick_ranks(layout: Layout, rank: int | None, stage: int | None) -> list[int]
     return default_ranks(layout)
 
 
-def emulate(spec, ranks: list[int], sweep: Sweep, device: torch.device) -> dict:
+def emulate(spec, ranks: list[int], sweep: Sweep, device: torch.device,
+            on_point: Callable[[RankResult, Point], None] | None = None) -> dict:
     """Peaks, every rank's points and the projection, as one JSON-ready dict."""
     from harness.results import environment
     check_sweep(spec, sweep)
     peaks = measure_peaks(device, DTYPES[spec.model.dtype])
-    results = [emulate_rank(spec, r, sweep, device, peaks) for r in ranks]
+    results = [emulate_rank(spec, r, sweep, device, peaks, on_point) for r in ranks]
     label = device_name(device)
     return {
         "schema": SCHEMA,

@@ -154,7 +154,7 @@ def summarize(work_dir: str, out_dir: str) -> int:
     logs = "".join(f"===== {s['name']} ({s['status']})\n" + ((work / f"{s['name']}.log").read_text(errors="replace")
                    if (work / f"{s['name']}.log").exists() else "") for s in steps)
     atomic_write_text(out / "gpu_check.log", logs)
-    print(render_short(data))
+    print(render_short(data), end="")
     return 0 if all(s["status"] in ("ok", "skipped") for s in steps) else 1
 
 

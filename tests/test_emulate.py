@@ -202,3 +202,89 @@ def test_gpu_check_on_a_machine_without_gpu(tmp_path):
     assert data["emulation"]["tiny"]["ranks"] and data["versions"]["torch"]
     md = (tmp_path / "gc" / "gpu_check.md").read_text()
     assert "not measured" in md and "no GPU" in md
+
+
+def test_projection_scales_a_local_gpu_to_the_specs():
+    """Stage times equal to the H200's floors at the measured points project to the H100's floors
+    there: each point is scaled by floor(spec GPU) / floor(local GPU)."""
+    from harness.catalog import GPU_CATALOG
+    from harness.emulate import MeasuredTiming, Point, RankResult, project
+    from harness.spec import load_spec
+    spec = load_spec(ROOT / "configs" / "llama3-70b-tp2-pp4-h100.yaml")
+    h200 = GPU_CATALOG["H200-SXM-141GB"]
+    lk = planner.links(spec.layout, spec.gpu, 8)
+    local = planner.Timing(spec.shape, spec.layout, h200, 2, 64, lk)
+    spec_tm = planner.Timing(spec.shape, spec.layout, spec.gpu, 2, 64, lk)
+    results = []
+    for stage in (0, 1, 3):
+        dec = [Point("decode", b, 1, c, step_s=local.compute(stage, b, 1, c)) for c in (512, 2048) for b in (1, 64)]
+        pre = [Point("prefill", 1, t, 0, step_s=local.compute(stage, 1, t, 0)) for t in (512, 2048)]
+        results.append(RankResult(2 * stage, stage, 0, "x", [], 0, 0, 0, 0.0, dec, pre))
+    tm = MeasuredTiming(spec.shape, spec.layout, spec.gpu, 2, 64, lk, measured={r.stage: r for r in results},
+                        local_gpu=h200)
+    for s in range(4):
+        assert tm.compute(s, 64, 1, 2048) == pytest.approx(spec_tm.compute(s, 64, 1, 2048), rel=1e-9)
+        assert tm.compute(s, 1, 2048, 0) == pytest.approx(spec_tm.compute(s, 1, 2048, 0), rel=1e-9)
+    # memory-bound decode at batch 1: the H100 is 4800/3350 times slower than the H200
+    assert tm.compute(1, 1, 1, 512) / local.compute(1, 1, 1, 512) == pytest.approx(4800 / 3350)
+    out = project(spec, results, "NVIDIA H200", h200)
+    assert "scaled to H100-SXM-80GB" in out["projection"]["basis"]
+    assert out["stage_sources"] == {"0": "measured", "1": "measured", "2": "scaled from stage 1", "3": "measured"}
+    for key in ("tpot_floor_s", "ttft_floor_s", "rps_bound"):
+        assert out["projection"][key] > 0
+
+
+def test_projection_equals_the_analytic_bounds_when_stages_run_at_their_floors():
+    """Measured = the planner's compute floor at every measured point (same GPU, no scaling): the
+    projection is the analytic bounds (floors are linear in batch and context between the points)."""
+    from harness.catalog import GPU_CATALOG
+    from harness.emulate import Point, RankResult, project
+    from harness.spec import load_spec
+    spec = load_spec(ROOT / "configs" / "llama3-70b-tp2-pp4-h100.yaml")
+    tm = planner.Timing(spec.shape, spec.layout, spec.gpu, 2, 64, planner.links(spec.layout, spec.gpu, 8))
+    results = [RankResult(2 * s, s, 0, "x", [], 0, 0, 0, 0.0,
+                          [Point("decode", b, 1, c, step_s=tm.compute(s, b, 1, c)) for c in (512, 2048) for b in (1, 64)],
+                          [Point("prefill", 1, t, 0, step_s=tm.compute(s, 1, t, 0)) for t in (512, 1024, 2048)])
+               for s in range(4)]
+    out = project(spec, results, "NVIDIA H100 80GB HBM3", GPU_CATALOG["H100-SXM-80GB"])
+    p, a = out["projection"], out["analytic"]
+    assert "scaled" not in p["basis"]
+    for key in ("tpot_floor_s", "tpot_at_rows_s", "ttft_floor_s", "e2e_floor_s", "rps_bound", "rps_slo"):
+        assert p[key] == pytest.approx(a[key], rel=1e-9), key
+
+
+def test_gpu_check_summary_of_a_gpu_run(reports, tmp_path, capsys):
+    """The GPU branch of the summary, fed with this file's three CPU emulations as the three ranks'
+    results and a hand-written pytest JUnit file (the shapes a GPU run writes, not GPU numbers)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "launch" / "gpu_check.py")
+    gc = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gc)
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "versions.json").write_text(json.dumps({"cuda_available": True, "gpu_names": ["test device"],
+                                                    "driver": "d", "cuda": "c", "torch": "t", "nccl": "n"}))
+    (work / "peaks.json").write_text(json.dumps({"copy_gbps": 100.0, "matmul_tflops": 10.0}))
+    (work / "pytest.xml").write_text('<testsuites><testsuite><testcase name="a" time="1"/><testcase name="b">'
+                                     '<failure message="boom"/></testcase></testsuite></testsuites>')
+    for kind, rank in (("first", FIRST), ("middle", MIDDLE), ("last", LAST)):
+        (work / f"emulate-{kind}.json").write_text(json.dumps(reports[rank]))
+        (work / f"emulate-{kind}.log").write_text(f"{kind} log\n")
+    (work / "steps.tsv").write_text("versions\t0\t1.0\t60\npeaks\t0\t2.0\t60\npytest-gpu\t1\t3.0\t150\n"
+                                    "emulate-first\t0\t4.0\t110\nemulate-middle\t124\t110.0\t110\n"
+                                    "emulate-last\tskipped\t\t110\n")
+    assert gc.summarize(str(work), str(tmp_path / "out")) == 1       # a step failed
+    printed = capsys.readouterr().out
+    data = json.loads((tmp_path / "out" / "gpu_check.json").read_text())
+    assert [s["status"] for s in data["steps"]] == ["ok", "ok", "failed", "ok", "timeout", "skipped"]
+    assert data["peaks"]["copy_gbps"] == 100.0
+    assert (data["tests"]["passed"], data["tests"]["failure"]) == (1, 1)
+    per_rank = data["goals"]["per_rank"]
+    assert set(per_rank) == {"0", "2", "6"}
+    assert per_rank["2"]["decode_b1_copy_frac"] == {}                # the sweep above has B=2 only
+    assert data["projection"]["stage_sources"] == {"0": "measured", "1": "measured", "2": "scaled from stage 1",
+                                                   "3": "measured"}
+    assert data["projection"]["projection"]["tpot_floor_s"] > 0
+    assert "emulate-middle timeout" in printed.splitlines()[-1]        # the short table ends with the steps
+    assert "first log" in (tmp_path / "out" / "gpu_check.log").read_text()
+    assert "| b | failure | 0.0 |" not in (tmp_path / "out" / "gpu_check.md").read_text()

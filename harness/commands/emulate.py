@@ -58,7 +58,7 @@ def main(args: argparse.Namespace) -> int:
     base = em.default_sweep(device)
     sweep = em.Sweep(args.batches or base.batches, args.contexts or base.contexts, args.prefill or base.prefill,
                      args.iters or base.iters, graphs=not args.no_graphs, budget_s=args.budget_s)
-    report = em.emulate(spec, ranks, sweep, device)
+    report = em.emulate(spec, ranks, sweep, device, on_point=_progress)
     if args.out:
         from harness.results import atomic_write_json
         atomic_write_json(args.out, report)
@@ -71,6 +71,16 @@ def main(args: argparse.Namespace) -> int:
     if errors:
         sys.stderr.write(f"harness emulate: {len(errors)} point(s) failed, e.g. {errors[0]}\n")
     return 3 if errors else 0
+
+
+def _progress(rank, pt) -> None:
+    """One stderr line per point as it is done, so a log cut short by a timeout still has them."""
+    ms = "-" if pt.step_s is None else f"{pt.step_s * 1e3:.3f} ms"
+    rates = (f", {_f(pt.copy_frac, '.0%')} of copy BW, {_f(pt.peak_frac, '.0%')} of matmul peak"
+             if pt.step_s else "")
+    sys.stderr.write(f"emulate rank {rank.rank}: {pt.phase} B={pt.batch} T={pt.tokens} ctx={pt.context}: {ms}"
+                     f"{rates} {pt.mode} {pt.check or pt.note}\n")
+    sys.stderr.flush()
 
 
 def _f(v, fmt: str, scale: float = 1.0) -> str:
