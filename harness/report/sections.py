@@ -409,6 +409,11 @@ def nodes_to_modify(ctx: Ctx) -> Section:
         blocks.append(Text("Not judged (measurements missing): " + ", ".join(adv.unjudged), "note"))
     if not ctx.run.complete:
         blocks.append(Text("The run is incomplete: these findings rest on partial measurements.", "note"))
+    hw = ctx.run.summary.get("hardware") or {}
+    if adv.changes and (hw.get("gpu") == "cpu" or hw.get("backend") == "gloo"):
+        blocks.append(Text("CPU twin: the time-based findings measure gloo ranks sharing a few CPU cores (a "
+                           "collective waits for its peer process to be scheduled); they show the method, not "
+                           "what the GPU deployment needs. Re-run on the target GPUs before changing it.", "note"))
     return Section("Nodes to modify", blocks)
 
 
