@@ -91,6 +91,13 @@ def _bytes(n: float) -> str:
     return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.3f} MB"
 
 
+def _g(v) -> str:
+    """A rate in 3 significant figures without exponents for the usual range."""
+    if v is None or v != v:
+        return "-"
+    return f"{v:.0f}" if v >= 100 else f"{v:.3g}" if v >= 1e-3 else f"{v:.1e}"
+
+
 def render(r: dict) -> str:
     """The report as text: peaks, each rank's points, projection beside the analytic floors."""
     dev, pk = r["device"], r["peaks"]
@@ -111,8 +118,8 @@ def render(r: dict) -> str:
         for pt in rk["decode"] + rk["prefill"]:
             comm = sum(v["bytes"] for v in pt["comm"].values())
             lines.append(f"  {pt['phase']:8}{pt['batch']:>5}{pt['tokens']:>6}{pt['context']:>6}"
-                         f"{_f(pt['step_s'], '.3f', 1e3):>10}{_f(pt['gbps'], '.1f'):>9}{_f(pt['copy_frac'], '.0%'):>7}"
-                         f"{_f(pt['tflops'], '.2f'):>9}{_f(pt['peak_frac'], '.0%'):>7}  {pt['mode'] or '-':11}"
+                         f"{_f(pt['step_s'], '.3f', 1e3):>10}{_g(pt['gbps']):>9}{_f(pt['copy_frac'], '.0%'):>7}"
+                         f"{_g(pt['tflops']):>9}{_f(pt['peak_frac'], '.0%'):>7}  {pt['mode'] or '-':11}"
                          f"{comm:>10}  {pt['check'] or pt['note'] or '-'}"
                          + (f" ({pt['note']})" if pt['note'] and pt['check'] else ""))
     p, a = r["projection"], r["analytic"]
