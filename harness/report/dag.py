@@ -14,9 +14,10 @@ Node count (pure, :func:`node_count`), with N = Σ L_s, T = [tp > 1], P = [pp > 
   dp · ( tp·(2N + 2) + T·tp·(2N + 3) + P·(2·tp·(pp − 1) + 2) )
 
 Measured attributes, from the run's tables:
-- comm nodes: Σ bytes and Σ (t_end − t_start) of the comm rows of that rank whose (op, group) match
-  the node kind, split equally among that rank's nodes of the kind (all its all-reduces carry the
-  same activation shape). Rows with no matching node are kept in ``unmatched`` so that
+- comm nodes: Σ bytes (every row of the run) and Σ (t_end − t_start) (rows of the measured steps,
+  those in the stages table) of the comm rows of that rank whose (op, group) match the node kind,
+  split equally among that rank's nodes of the kind (all its all-reduces carry the same activation
+  shape). A send is an isend: its time runs from post to wait, not transfer time. Rows with no matching node are kept in ``unmatched`` so that
   Σ node bytes + Σ unmatched bytes = Σ comm table bytes.
 - compute nodes: the rank's stage compute time (stages table: Σ t_compute_end − t_recv_end) minus
   its TP all-reduce time, apportioned by parameter count (attention, MLP, lm_head; the embedding is
@@ -193,12 +194,15 @@ def _attach_measurements(dag: Dag, chains: dict[int, list[Node]], comm_rows, sta
         kind = [COMM_KINDS.get((o, g)) or f"?{o}@{g}" for o, g in zip(comm["op"].tolist(), comm["group"].tolist())]
         df = pd.DataFrame({"rank": comm["rank"].astype("int64"), "kind": kind, "bytes": comm["bytes"].astype("int64"),
                            "dur": dur, "step": comm["step"].fillna(-1).astype("int64")})
-        for (rank, k), g in df.groupby(["rank", "kind"], sort=True):
-            acc[(int(rank), k)] = [int(g["bytes"].sum()), float(g["dur"].sum()), int(len(g))]
-        if len(stages):
+        timed = df
+        if len(stages):   # times over the measured steps only, like the stage compute times
             measured = stages[["rank", "step"]].astype("int64").drop_duplicates()
-            ar = df[df["kind"] == "ar"].merge(measured, on=["rank", "step"])
+            timed = df.merge(measured, on=["rank", "step"])
+            ar = timed[timed["kind"] == "ar"]
             ar_time = {int(r): float(t) for r, t in ar.groupby("rank")["dur"].sum().items()}
+        times = {(int(r), k): float(t) for (r, k), t in timed.groupby(["rank", "kind"])["dur"].sum().items()}
+        for (rank, k), g in df.groupby(["rank", "kind"], sort=True):
+            acc[(int(rank), k)] = [int(g["bytes"].sum()), times.get((int(rank), k), 0.0), int(len(g))]
     used = set()
     for r, chain in chains.items():
         by_kind: dict[str, list[Node]] = {}
@@ -218,7 +222,8 @@ def _attach_measurements(dag: Dag, chains: dict[int, list[Node]], comm_rows, sta
                 n.bytes = share_b + (1 if i < rem else 0)     # exact: the shares add up to the total
                 n.time_s = a[1] / len(nodes)
                 n.calls = a[2] / len(nodes)
-                n.time_source = "measured (rank total split equally)" if len(nodes) > 1 else "measured"
+                n.time_source = ("measured: isend post → wait (async, not transfer time)" if n.op == "send" else
+                                 "measured (rank total split equally)" if len(nodes) > 1 else "measured")
     for (r, k), a in sorted(acc.items()):
         if (r, k) not in used:
             dag.unmatched.append({"rank": r, "kind": k, "bytes": int(a[0]), "time_s": a[1], "calls": int(a[2])})

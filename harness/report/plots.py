@@ -166,8 +166,13 @@ def plot_comm(groups: list[dict], path: Path) -> Path:
         return _save(fig, path)
     labels = [f"{g['group']}\n{g['op']}" for g in groups]
     colors = ["#3b75af" if g["group"] == "tp" else "#ef8636" if g["group"] == "pp" else "#7f7f7f" for g in groups]
-    axes[0].bar(labels, [(g["time_s"] or 0.0) for g in groups], color=colors)
+    times = [(g["time_s"] or 0.0) for g in groups]
+    axes[0].bar(labels, times, color=colors)
     axes[0].set_ylabel("s")
+    pos = [t for t in times if t > 0]
+    if pos and max(pos) / min(pos) > 100:   # async sends (post → wait) can dwarf the rest
+        axes[0].set_yscale("log")
+        axes[0].set_ylabel("s (log scale)")
     axes[1].bar(labels, [g["bytes"] / 1e6 for g in groups], color=colors)
     axes[1].set_ylabel("MB")
     for ax in axes:

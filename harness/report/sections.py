@@ -363,6 +363,10 @@ def communication(ctx: Ctx) -> Section:
                          "bytes per call"], c_rows) if c_rows else Text("No communication was recorded.", "note"))
     if wall:
         blocks.append(Text(f"Run wall time {fmt(wall)} s; times above are summed over every rank's ops."))
+    if any(g["op"] == "send" for g in groups):
+        blocks.append(Text("Sends are asynchronous (isend): a send's time runs from its post to the wait that "
+                           "retires it, which the pipeline defers, so it is not transfer time. A recv's time "
+                           "includes waiting for the previous stage.", "note"))
     blocks += [Image(ctx.plots["comm"], "Communication time and bytes per group"),
                Image(ctx.plots["nvlink"], "NVLink throughput")]
     return Section("Communication nodes", blocks)
@@ -372,7 +376,7 @@ def dag_section(ctx: Ctx) -> Section:
     dag = ctx.dag
     lay = dag.layout
     on_nodes = sum(n.bytes or 0 for n in dag.nodes if n.kind == "comm")
-    heavy = sorted((n for n in dag.nodes if n.time_s), key=lambda n: -n.time_s)[:6]
+    heavy = sorted((n for n in dag.nodes if n.time_s and n.op != "send"), key=lambda n: -n.time_s)[:6]
     rows = [["nodes", str(node_count(lay)), str(len(dag.nodes)), "match" if len(dag.nodes) == node_count(lay)
              else "mismatch"],
             ["edges", "—", str(len(dag.edges)), "every edge joins two nodes"],
@@ -385,7 +389,7 @@ def dag_section(ctx: Ctx) -> Section:
                    + ", ".join(ctx.dag_files) + " (render the DOT with `dot -Tsvg dag.dot`)."),
               Table(["check", "formula / table", "DAG", "verdict"], rows)]
     if heavy:
-        blocks.append(Table(["most time-consuming nodes", "rank", "stage", "time", "bytes", "time source"],
+        blocks.append(Table(["most time-consuming nodes (async sends left out)", "rank", "stage", "time", "bytes", "time source"],
                             [[n.id, str(n.rank), str(n.stage), fmt_s(n.time_s), fmt_bytes(n.bytes), n.time_source or ""]
                              for n in heavy]))
     if dag.unmatched:
