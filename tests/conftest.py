@@ -75,3 +75,7 @@ PROMPTS = [[17, 3, 250, 99, 41], [8, 8, 120, 7, 33, 201, 5, 64, 12], [200, 1, 77
 @pytest.fixture(scope="session")
 def prompts():
     return [list(p) for p in PROMPTS]
+
+
+# The real CPU demo run (one per session), for every test that needs a run directory.
+from demo_run import demo_run  # noqa: E402,F401

@@ -15,10 +15,11 @@ import torch
 from harness.engine.scheduler import Batch, Scheduler
 from harness.parallel.pp import PipelineStage, StepMeta
 
-# in_flight: micro-batches in the pipeline right after this one entered; available_after:
-# sequences that could still have joined a micro-batch then (0 unless the pipeline was full).
+# in_flight: micro-batches in the pipeline when the coordinator stopped to wait for this step's
+# tokens; available: sequences that could have joined another micro-batch at that moment (the
+# loop only waits with work available when the pipeline is full).
 STEP_COLUMNS = ("replica", "step", "phase", "n_rows", "n_prefill_rows", "n_decode_rows", "n_tokens",
-                "padded_tokens", "in_flight", "available_after", "t_submit_s", "t_done_s", "warmup")
+                "padded_tokens", "in_flight", "available", "t_submit_s", "t_done_s", "warmup")
 
 
 def batch_tensors(batch: Batch, device: torch.device) -> tuple[StepMeta, torch.Tensor]:
@@ -27,7 +28,7 @@ def batch_tensors(batch: Batch, device: torch.device) -> tuple[StepMeta, torch.T
     ids = torch.zeros((len(rows), width), dtype=torch.long)
     for i, r in enumerate(rows):
         ids[i, :len(r.tokens)] = torch.tensor(r.tokens, dtype=torch.long)
-    meta = StepMeta(step=batch.step,
+    meta = StepMeta(step=batch.step, phase=batch.phase,
                     slots=torch.tensor([r.slot for r in rows], dtype=torch.long, device=device),
                     start_pos=torch.tensor([r.start_pos for r in rows], dtype=torch.long, device=device),
                     n_tokens=torch.tensor([len(r.tokens) for r in rows], dtype=torch.long, device=device))
@@ -47,7 +48,7 @@ class ServeLoop:
 
     def run(self, sched: Scheduler, t0: float, warmup: bool = False) -> bool:
         """Returns True when every request finished, False when stopped early."""
-        in_flight: deque[tuple[Batch, float, int, int]] = deque()
+        in_flight: deque[tuple[Batch, float]] = deque()
         comm_rec = self.stage.ctx.comm.rec
         while not sched.done():
             if self.should_stop():
@@ -60,11 +61,10 @@ class ServeLoop:
                 comm_rec.step, comm_rec.phase = batch.step, batch.phase
                 t_submit = self.clock() - t0
                 tokens = self.stage.submit(meta, ids)
-                depth = len(in_flight) + 1
                 if tokens is not None:          # pp == 1: the stage is also the last
-                    self._finish(sched, batch, tokens, t_submit, t0, depth, sched.available(), warmup)
+                    self._finish(sched, batch, tokens, t_submit, t0, 1, sched.available(), warmup)
                 else:
-                    in_flight.append((batch, t_submit, depth, sched.available()))
+                    in_flight.append((batch, t_submit))
             if in_flight and (len(in_flight) >= self.groups or batch is None):
                 self._collect(sched, in_flight, t0, warmup)
             elif batch is None and not in_flight:
@@ -78,7 +78,8 @@ class ServeLoop:
         return sched.done()
 
     def _collect(self, sched: Scheduler, in_flight: deque, t0: float, warmup: bool) -> None:
-        batch, t_submit, depth, available = in_flight.popleft()
+        depth, available = len(in_flight), sched.available()
+        batch, t_submit = in_flight.popleft()
         _, tokens = self.stage.collect()
         self._finish(sched, batch, tokens, t_submit, t0, depth, available, warmup)
 

@@ -1,0 +1,43 @@
+"""The CPU demo run, once per test session, shared by every test that needs a real run directory.
+
+It is the README's main command (tiny Llama, TP2-PP4, 8 gloo ranks) with ``run.record_tokens`` on.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO_CONFIG = REPO / "configs" / "tiny-tp2-pp4-cpu.yaml"
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    returncode: int
+    stdout: str
+    stderr: str
+    wall_s: float
+
+
+def harness_run(run_dir: Path, *overrides: str, config: Path = DEMO_CONFIG, env: dict | None = None,
+                timeout: float = 240) -> RunResult:
+    cmd = [sys.executable, "-m", "harness.cli", "run", str(config), "--results-dir", str(run_dir)]
+    for o in overrides:
+        cmd += ["--set", o]
+    t0 = time.monotonic()
+    p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env)
+    return RunResult(run_dir, p.returncode, p.stdout, p.stderr, time.monotonic() - t0)
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory) -> RunResult:
+    res = harness_run(tmp_path_factory.mktemp("demo") / "run", "run.record_tokens=true")
+    assert res.returncode in (0, 1), f"demo run failed ({res.returncode}):\n{res.stderr[-4000:]}"
+    return res

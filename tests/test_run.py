@@ -1,0 +1,172 @@
+"""The main job end to end on the CPU twin: serving, traced bytes, batching correctness, failures."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import defaultdict
+
+import pandas as pd
+import pytest
+import torch
+
+from demo_run import DEMO_CONFIG, REPO, harness_run
+from harness import planner
+from harness.comm import single_process_comm
+from harness.layout import Layout
+from harness.model.build import build_stage
+from harness.model.weights import SeededWeights
+from harness.spec import load_spec
+from harness.workload import build_trace
+
+
+def _summary(run_dir):
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+def _reference_outputs(spec, requests) -> dict[int, list[int]]:
+    """Each request alone through the whole model in one process: no batching, no pipeline."""
+    shape = spec.shape
+    layout = Layout(1, 1, 1, (shape.num_layers,))
+    model = build_stage(shape, layout, layout.place(0), single_process_comm(), dtype=torch.float32,
+                        device=torch.device("cpu"), weights=SeededWeights(spec.run.seed))
+    max_seq = spec.run.max_seq_len or shape.max_context
+    model.allocate_kv(1, max_seq)
+    trace = build_trace(spec.workload, shape.vocab, max_seq)
+    out = {}
+    one = torch.zeros(1, dtype=torch.long)
+    with torch.no_grad():
+        for req in requests:
+            prompt = trace.prompt_ids(req)
+            logits = model(torch.tensor([prompt]), one, one * 0, torch.tensor([len(prompt)]))
+            toks = [int(logits.argmax(-1))]
+            while len(toks) < req.output_len:
+                pos = torch.tensor([len(prompt) + len(toks) - 1])
+                logits = model(torch.tensor([[toks[-1]]]), one * 0, pos, torch.tensor([1]))
+                toks.append(int(logits.argmax(-1)))
+            out[req.request_id] = toks
+    return out
+
+
+def test_demo_completes_and_prints_the_slo_table(demo_run):
+    s = _summary(demo_run.run_dir)
+    assert s["complete"] is True and s["incomplete_reason"] is None
+    assert demo_run.returncode == (0 if s["verdict"] == "PASS" else 1)
+    for target in ("ttft_p99_ms <= 2000", "tpot_p99_ms <= 500", "throughput_rps >= 1.5"):
+        line = next(ln for ln in demo_run.stdout.splitlines() if ln.startswith(target))
+        assert line.rstrip().endswith(("PASS", "FAIL"))
+    m = s["metrics"]
+    assert m["completed"] == 24 and m["warmup_requests"] == 2
+    assert m["total_output_tokens"] == 24 * 16
+    assert 0 < m["p50_ttft_ms"] <= m["p99_ttft_ms"]
+
+
+def test_every_cross_check_holds_and_measured_bytes_per_token(demo_run):
+    s = _summary(demo_run.run_dir)
+    bad = [c for c in s["cross_checks"] if not c["ok"]]
+    assert not bad, bad
+    spec = load_spec(DEMO_CONFIG)
+    hidden, d = spec.shape.hidden, spec.dtype_bytes
+    assert s["measured"]["tp_allreduce_bytes_per_layer"] == 2 * hidden * d     # 2 all-reduces per layer
+    assert s["measured"]["pp_sendrecv_bytes_per_stage"] == hidden * d
+    weights = [r.weight_bytes for r in planner.plan(spec).ranks]
+    assert s["measured"]["memory_balance_epsilon"] == pytest.approx(max(weights) / (sum(weights) / 8) - 1)
+    assert s["measured"]["memory_per_gpu_gb"] == pytest.approx(max(weights) / 1e9)
+
+
+def test_traced_ops_equal_the_planner_for_prefill_decode_and_mixed_steps(demo_run):
+    spec = load_spec(DEMO_CONFIG)
+    comm = pd.read_parquet(demo_run.run_dir / "comm.parquet")
+    steps = pd.read_parquet(demo_run.run_dir / "steps.parquet")
+    steps = steps[~steps["warmup"]]
+    phases = set(steps["phase"])
+    assert {"prefill", "decode"} <= phases
+    width = {row.step: (row.n_rows, row.padded_tokens // row.n_rows, row.phase) for row in steps.itertuples()}
+    place = {r: spec.layout.place(r) for r in range(spec.world_size)}
+    expected, measured = defaultdict(lambda: [0, 0]), defaultdict(lambda: [0, 0])
+    for step, (rows, tokens, phase) in width.items():
+        exp = planner.expected_comm(spec.shape, spec.layout, spec.dtype_bytes, spec.run.max_batch, rows, tokens)
+        for rank, p in place.items():
+            for (stage, tp_rank, op, group), v in exp.items():
+                if stage == p.stage and tp_rank in (None, p.tp):
+                    expected[(phase, rank, op, group)][0] += v["count"]
+                    expected[(phase, rank, op, group)][1] += v["bytes"]
+    for row in comm[comm["step"].isin(width.keys()) & comm["group"].isin(["tp", "pp"])].itertuples():
+        key = (width[row.step][2], row.rank, row.op, row.group)
+        measured[key][0] += 1
+        measured[key][1] += row.bytes
+    assert dict(measured) == dict(expected)
+
+
+def test_continuous_batching_never_corrupts_another_request(demo_run):
+    spec = load_spec(DEMO_CONFIG)
+    req = pd.read_parquet(demo_run.run_dir / "requests.parquet")
+    req = req[~req["warmup"]]
+    trace = build_trace(spec.workload, spec.shape.vocab, spec.run.max_seq_len)
+    ref = _reference_outputs(spec, trace.requests)
+    got = {int(r.request_id): [int(t) for t in r.tokens] for r in req.itertuples()}
+    assert got == ref
+
+
+def test_pipeline_keeps_pp_micro_batches_in_flight_when_work_waits(demo_run):
+    steps = pd.read_parquet(demo_run.run_dir / "steps.parquet")
+    pp = load_spec(DEMO_CONFIG).micro_batches
+    # The coordinator waits for tokens only with a full pipeline, or when nothing else could run.
+    assert ((steps["in_flight"] == pp) | (steps["available"] == 0)).all()
+    assert (steps["in_flight"] == pp).sum() > len(steps) // 4
+    assert steps["in_flight"].max() == pp
+
+
+def test_a_failing_rank_ends_the_whole_job(tmp_path):
+    env = dict(os.environ, HARNESS_FAIL_RANK="5")
+    res = harness_run(tmp_path / "run", "workload.num_requests=4", env=env, timeout=120)
+    assert res.returncode == 3
+    assert res.wall_s < 60
+    assert "rank 5 (dp 0, stage 2, tp 1) failed: RuntimeError: HARNESS_FAIL_RANK" in res.stderr
+    s = _summary(res.run_dir)
+    assert s["complete"] is False and s["verdict"] == "INCOMPLETE"
+
+
+def test_sigterm_leaves_completed_requests_marked_incomplete(tmp_path):
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "harness.cli", "run", str(DEMO_CONFIG), "--results-dir", str(run_dir),
+           "--set", "workload.num_requests=400", "--set", "run.timeout_s=300"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:      # wait until some requests are flushed to disk
+            if (run_dir / "requests.parquet").exists() and \
+                    pd.read_parquet(run_dir / "requests.parquet")["completed"].sum() > 0:
+                break
+            time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 3, err[-3000:]
+    s = _summary(run_dir)
+    assert s["complete"] is False and "SIGTERM" in s["incomplete_reason"]
+    req = pd.read_parquet(run_dir / "requests.parquet")
+    done = req[req["completed"]]
+    assert 0 < len(done) < 400
+
+
+def test_two_dp_replicas_split_the_requests(tmp_path):
+    overrides = ("parallel.tp=2", "parallel.pp=2", "parallel.dp=2", "workload.num_requests=12",
+                 "run.record_tokens=true", "name=tiny-tp2-pp2-dp2")
+    res = harness_run(tmp_path / "run", *overrides)
+    assert res.returncode in (0, 1), res.stderr[-3000:]
+    s = _summary(res.run_dir)
+    assert s["complete"] and not [c for c in s["cross_checks"] if not c["ok"]]
+    req = pd.read_parquet(res.run_dir / "requests.parquet")
+    req = req[~req["warmup"]]
+    assert sorted(req["request_id"]) == list(range(12))
+    assert all(req["replica"] == req["request_id"] % 2)
+    spec = load_spec(DEMO_CONFIG, list(overrides))
+    trace = build_trace(spec.workload, spec.shape.vocab, spec.run.max_seq_len)
+    ref = _reference_outputs(spec, trace.requests)
+    assert {int(r.request_id): [int(t) for t in r.tokens] for r in req.itertuples()} == ref
