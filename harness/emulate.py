@@ -352,6 +352,17 @@ def check_sweep(spec, sweep: Sweep) -> None:
         raise UsageError(f"--iters: must be >= 1, got {sweep.iters}")
 
 
+def check_cpu_size(spec, ranks: list[int], device: torch.device) -> None:
+    """A CPU emulation is for small specs: refuse one whose rank holds more than CPU_WEIGHT_LIMIT."""
+    if device.type != "cpu":
+        return
+    for rank in ranks:
+        need = planner.rank_params(spec.shape, spec.layout, spec.layout.place(rank).stage) * spec.dtype_bytes
+        if need > CPU_WEIGHT_LIMIT:
+            raise UsageError(f"run.device: rank {rank} of {spec.shape.name} holds {need / 1e9:.1f} GB of weights; "
+                             "emulate it on a GPU (a CPU emulation is for the tiny spec)")
+
+
 def _inputs(model: StageModel, rows: int, tokens: int, device, dtype, gen: torch.Generator):
     if model.is_first:
         return torch.randint(0, model.shape.vocab, (rows, tokens), device=device, generator=gen)
@@ -524,11 +535,7 @@ def emulate_rank(spec, rank: int, sweep: Sweep, device: torch.device, peaks: Pea
                  on_point: Callable[[RankResult, Point], None] | None = None) -> RankResult:
     """Build ``rank`` and measure every point of ``sweep``; a point that fails is kept with its note.
     ``on_point`` sees each point as it is done (progress, for a log that survives a kill)."""
-    if device.type == "cpu":
-        need = planner.rank_params(spec.shape, spec.layout, spec.layout.place(rank).stage) * spec.dtype_bytes
-        if need > CPU_WEIGHT_LIMIT:
-            raise UsageError(f"run.device: rank {rank} of {spec.shape.name} holds {need / 1e9:.1f} GB of weights; "
-                             "emulate it on a GPU (a CPU emulation is for the tiny spec)")
+    check_cpu_size(spec, [rank], device)
     em = RankEmulator(spec, rank, device, peaks)
     deadline = time.monotonic() + sweep.budget_s if sweep.budget_s else None
     # The goals' points first (decode at the smallest batch, prefill), so a spent budget skips the rest.
@@ -676,6 +683,7 @@ def emulate(spec, ranks: list[int], sweep: Sweep, device: torch.device,
     """Peaks, every rank's points and the projection, as one JSON-ready dict."""
     from harness.results import environment
     check_sweep(spec, sweep)
+    check_cpu_size(spec, ranks, device)
     peaks = measure_peaks(device, DTYPES[spec.model.dtype])
     results = [emulate_rank(spec, r, sweep, device, peaks, on_point) for r in ranks]
     label = device_name(device)

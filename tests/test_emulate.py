@@ -131,9 +131,9 @@ def test_projection_fields_exist_and_are_positive(reports):
         assert sum(v == "measured" for v in r["stage_sources"].values()) == 1
 
 
-def test_text_report_labels_cpu_and_projection(capsys):
-    assert cli(["emulate", TINY, "--stage", "1", *SWEEP]) == 0
-    out = capsys.readouterr().out
+def test_text_report_labels_cpu_and_projection(reports):
+    from harness.commands.emulate import render
+    out = render(reports[MIDDLE])
     assert "CPU numbers: not a GPU measurement" in out
     assert "PROJECTION" in out and "rank 2 (middle stage 1, tp 0)" in out
 
@@ -153,6 +153,13 @@ def test_bad_flags_exit_2_with_one_line(capsys, argv, says):
     err = capsys.readouterr().err
     assert rc == 2
     assert says in err and err.count("\n") == 1, err
+
+
+def test_a_70b_rank_on_cpu_is_refused_in_one_line(capsys):
+    rc = cli(["emulate", str(ROOT / "configs" / "llama3-70b-tp2-pp4-h100.yaml"), "--rank", "0", "--set",
+              "run.device=cpu"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "holds 18.2 GB of weights; emulate it on a GPU" in err and err.count("\n") == 1
 
 
 def test_recording_comm_issues_nothing_for_a_group_of_one():
