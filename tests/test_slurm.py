@@ -1,7 +1,11 @@
-"""Slurm batch scripts: lint, rendering, and real jobs on a private local cluster.
+"""Slurm batch scripts: lint, rendering, and real jobs on a private local cluster;
+and the same two-node run started as two torchrun agents without Slurm.
 
 The cluster (tests/slurm_cluster.py) has two nodes on this host, so the two-node
 job really runs one torchrun agent per Slurm node meeting at a c10d rendezvous.
+Real jobs run the CPU demo spec (8 gloo ranks, TP2-PP4) shortened to 8 requests
+with an SLO it always meets, so the exit code is 0 unless something broke; its
+generated tokens are compared with a plain single-node ``harness run``.
 """
 
 from __future__ import annotations
@@ -138,53 +142,150 @@ def test_output_dirs_reads_output_and_error():
     assert slurm.output_dirs(text) == [Path("a/b"), Path("c")]
 
 
-# ------------------------------------------------------------------ real jobs
-# Until harness.run exists, the jobs run tests/fake_run.py (same contract:
-# summary.json, exit codes, SIGTERM -> complete=false, exit 3).
+# ------------------------------------------------------------------ real runs
 
-FAKE_ENV = {"HARNESS_RUN_MODULE": "fake_run", "HARNESS_CLI_MODULE": "fake_run",
-            "PYTHONPATH": str(TESTS), "HARNESS_PYTHON": PY}
+# 8 requests instead of 24; an SLO that any complete run meets (exit 0); tokens recorded.
+RUN_ARGS = ["--set", "run.record_tokens=true", "--set", "workload.num_requests=8",
+            "--set", "slo.targets=[throughput_rps>=0.001]"]
 
 
 def _summary(run_dir: Path) -> dict:
     return json.loads((run_dir / "summary.json").read_text())
 
 
+def _tokens(run_dir: Path) -> dict[int, list[int]]:
+    import pyarrow.parquet as pq
+    t = pq.read_table(run_dir / "requests.parquet", columns=["request_id", "tokens"]).to_pydict()
+    return dict(zip(t["request_id"], t["tokens"]))
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory) -> Path:
+    """The CPU demo as one plain ``harness run`` (torchrun --standalone, 8 ranks)."""
+    run_dir = tmp_path_factory.mktemp("reference") / "run"
+    proc = subprocess.run([PY, "-m", "harness.cli", "run", str(CPU_SPEC), "--results-dir", str(run_dir),
+                           *RUN_ARGS], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    tokens = _tokens(run_dir)
+    measured = {k: v for k, v in tokens.items() if k < 8}   # warm-up requests have ids from 1e9
+    assert sorted(measured) == list(range(8)) and all(len(v) == 16 for v in measured.values())  # output_len 16
+    return run_dir
+
+
+def test_two_torchrun_agents_match_single_node(reference_run, tmp_path):
+    """Two torchrun agents ("nodes", 4 ranks each) at a c10d rendezvous on 127.0.0.1: agent 0
+    holds ranks 0-3 = pipeline stages 0-1, agent 1 ranks 4-7 = stages 2-3 (TP innermost), so
+    activations cross the agent boundary. Greedy tokens must equal the single-agent run's."""
+    endpoint = f"127.0.0.1:{_free_port()}"
+    agents = [subprocess.Popen(
+        [PY, "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=4", "--max-restarts=0",
+         "--rdzv-backend=c10d", f"--rdzv-endpoint={endpoint}", "--rdzv-id=two-agents",
+         "-m", "harness.run", str(CPU_SPEC), "--results-dir", str(tmp_path / "two"), *RUN_ARGS],
+        env=dict(os.environ, OMP_NUM_THREADS="1"), cwd=REPO,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    try:
+        outs = [a.communicate(timeout=300)[0] for a in agents]
+    finally:
+        for a in agents:
+            if a.poll() is None:
+                a.kill()
+    assert [a.returncode for a in agents] == [0, 0], "\n".join(o[-2000:] for o in outs)
+    s = _summary(tmp_path / "two")
+    assert s["complete"] is True and s["layout"]["pp"] == 4 and s["hardware"]["total_gpus"] == 8
+    assert _tokens(tmp_path / "two") == _tokens(reference_run)
+
+
 @pytest.mark.slurm
-def test_single_node_job_rendered_and_submitted(local_slurm, tmp_path):
-    spec = load_spec(CPU_SPEC)
-    text = slurm.render(spec, CPU_SPEC, results_dir=tmp_path / "res", time="5:00")
-    text = text.replace("export HARNESS_NPROC=8", "export HARNESS_NPROC=2")  # fake: 2 ranks suffice
-    job = slurm.submit(text, env=local_slurm.env | FAKE_ENV, cwd=tmp_path)
+def test_single_node_job_rendered_and_submitted(local_slurm, reference_run, tmp_path):
+    text = slurm.render(load_spec(CPU_SPEC), CPU_SPEC, results_dir=tmp_path / "res", time="5:00")
+    env = local_slurm.env | {"HARNESS_RUN_ARGS": " ".join(RUN_ARGS)}
+    job = slurm.submit(text, env=env, cwd=tmp_path)     # also creates res/ for the log
     res = local_slurm.wait(job)
-    assert (res.state, res.exit_code) == ("COMPLETED", 0), res.stdout
+    assert (res.state, res.exit_code) == ("COMPLETED", 0), res.stdout[-3000:]
     run_dir = tmp_path / "res" / f"slurm-{job}"
     s = _summary(run_dir)
-    assert s["complete"] is True and s["world_size"] == 2
-    assert (tmp_path / "res" / f"slurm-{job}.out").is_file()   # the log, where --output said
+    assert (s["complete"], s["verdict"], s["hardware"]["total_gpus"]) == (True, "PASS", 8)
+    assert json.loads((run_dir / "env.json").read_text())["slurm_job_id"] == job
+    assert (tmp_path / "res" / f"slurm-{job}.out").read_text() == res.stdout   # log where --output said
+    assert _tokens(run_dir) == _tokens(reference_run)
 
 
 @pytest.mark.slurm
-def test_two_node_job_splits_ranks_across_nodes(local_slurm, tmp_path):
-    env = FAKE_ENV | {"HARNESS_SPEC": str(CPU_SPEC), "HARNESS_NPROC": "2",
-                      "HARNESS_RESULTS_ROOT": str(tmp_path)}
-    job = local_slurm.sbatch(REPO / "slurm" / slurm.MULTI, "-o", str(tmp_path / "%j.out"),
+def test_two_node_job_runs_one_agent_per_node(local_slurm, reference_run, tmp_path):
+    env = {"HARNESS_SPEC": str(CPU_SPEC), "HARNESS_NPROC": "4", "HARNESS_PYTHON": PY,
+           "HARNESS_RESULTS_ROOT": str(tmp_path), "HARNESS_RUN_ARGS": " ".join(RUN_ARGS)}
+    job = local_slurm.sbatch(REPO / "slurm" / slurm.MULTI, "-t", "5:00", "-o", str(tmp_path / "%j.out"),
                              env=env, cwd=REPO)
     res = local_slurm.wait(job)
-    assert (res.state, res.exit_code) == ("COMPLETED", 0), res.stdout
+    assert (res.state, res.exit_code) == ("COMPLETED", 0), res.stdout[-3000:]
+    n1, n2 = local_slurm.nodes
+    assert f"node {n1} (" in res.stdout and f"node {n2} (" in res.stdout      # one agent on each
+    assert f"rendezvous {n1}:" in res.stdout                                    # at the first host
     s = _summary(tmp_path / f"slurm-{job}")
-    assert s["complete"] is True and s["world_size"] == 4
-    by_node: dict[str, list[int]] = {}
-    for r in s["ranks"]:
-        by_node.setdefault(r["node"], []).append(r["rank"])
-    assert sorted(by_node) == sorted(local_slurm.nodes)
-    assert sorted(map(sorted, by_node.values())) == [[0, 1], [2, 3]]   # 2 consecutive ranks per node
+    assert (s["complete"], s["verdict"], s["hardware"]["total_gpus"]) == (True, "PASS", 8)
+    assert _tokens(tmp_path / f"slurm-{job}") == _tokens(reference_run)
 
 
 @pytest.mark.slurm
-def test_slo_miss_is_exit_1_and_bad_spec_is_exit_2(local_slurm, tmp_path):
-    env = FAKE_ENV | {"HARNESS_SPEC": str(CPU_SPEC), "HARNESS_NPROC": "1",
-                      "HARNESS_RESULTS_ROOT": str(tmp_path), "FAKE_RUN_SLO_PASS": "0"}
+def test_sigterm_to_the_batch_shell_leaves_partial_results(local_slurm, tmp_path):
+    """``scancel --signal=TERM --batch`` = what ``--signal=B:TERM@120`` does before the time
+    limit. 24 requests at 1 req/s: the run is still serving when the signal comes."""
+    env = {"HARNESS_SPEC": str(CPU_SPEC), "HARNESS_NPROC": "4", "HARNESS_PYTHON": PY,
+           "HARNESS_RESULTS_ROOT": str(tmp_path), "HARNESS_RUN_ARGS": "--set workload.rate_rps=1"}
+    job = local_slurm.sbatch(REPO / "slurm" / slurm.MULTI, "-o", str(tmp_path / "%j.out"),
+                             env=env, cwd=REPO)
+    run_dir = tmp_path / f"slurm-{job}"
+    deadline = time.monotonic() + 120
+    while not (run_dir / "summary.json").exists():        # written when the run starts
+        assert time.monotonic() < deadline, local_slurm.job_fields(job)
+        time.sleep(0.2)
+    t0 = time.monotonic()
+    local_slurm.client("scancel", "--signal=TERM", "--batch", job)
+    res = local_slurm.wait(job)
+    assert (res.state, res.exit_code) == ("FAILED", 3), res.stdout[-3000:]
+    assert time.monotonic() - t0 < 30, "the run was not stopped"
+    s = _summary(run_dir)
+    assert (s["complete"], s["verdict"]) == (False, "INCOMPLETE")
+    assert "SIGTERM" in s["incomplete_reason"], s["incomplete_reason"]
+    assert "asking the run to stop" in res.stdout
+
+
+# ------------------------------------------------------------------ verdicts and the nightly job
+# tests/fake_run.py stands in for the run: it copies a real run dir (edited by the test),
+# so these jobs take seconds and their numbers are chosen.
+
+FAKE_ENV = {"HARNESS_RUN_MODULE": "fake_run", "PYTHONPATH": str(TESTS), "HARNESS_PYTHON": PY,
+            "HARNESS_SPEC": str(CPU_SPEC), "HARNESS_NPROC": "1"}
+
+
+def _planted(src: Path, dst: Path, *, speed: float = 1.0, verdict: str | None = None) -> Path:
+    """A copy of run ``src`` whose throughputs are ``speed`` x and latencies 1/``speed`` x."""
+    shutil.copytree(src, dst)
+    s = _summary(dst)
+    for k, v in s["metrics"].items():
+        if isinstance(v, (int, float)) and k.endswith(("_throughput", "_goodput")):
+            s["metrics"][k] = v * speed
+        elif isinstance(v, (int, float)) and k.endswith("_ms") and not k.startswith("warmup"):
+            s["metrics"][k] = v / speed
+    if verdict is not None:
+        s["verdict"] = verdict
+        for row in s["slo"]:
+            row["passed"] = verdict == "PASS"
+    (dst / "summary.json").write_text(json.dumps(s))
+    return dst
+
+
+@pytest.mark.slurm
+def test_slo_miss_is_exit_1_and_bad_spec_is_exit_2(local_slurm, reference_run, tmp_path):
+    failed = _planted(reference_run, tmp_path / "failed", verdict="FAIL")
+    env = FAKE_ENV | {"HARNESS_RESULTS_ROOT": str(tmp_path), "FAKE_RUN_COPY_FROM": str(failed)}
     job = local_slurm.sbatch(REPO / "slurm" / slurm.SINGLE, "-o", str(tmp_path / "%j.out"),
                              env=env, cwd=REPO)
     bad = tmp_path / "bad.yaml"
@@ -193,67 +294,44 @@ def test_slo_miss_is_exit_1_and_bad_spec_is_exit_2(local_slurm, tmp_path):
                               env=env | {"HARNESS_SPEC": str(bad)}, cwd=REPO)
     res, res2 = local_slurm.wait(job), local_slurm.wait(job2)
     assert (res.state, res.exit_code) == ("FAILED", 1), res.stdout
-    assert _summary(tmp_path / f"slurm-{job}")["complete"] is True
+    assert _summary(tmp_path / f"slurm-{job}")["verdict"] == "FAIL"
     assert (res2.state, res2.exit_code) == ("FAILED", 2), res2.stdout
-    assert "cluster.gpus_per_node: must be >= 1" in res2.stdout and not (tmp_path / f"slurm-{job2}").exists()
+    assert "cluster.gpus_per_node: must be >= 1" in res2.stdout
+    assert not (tmp_path / f"slurm-{job2}").exists()          # rejected before any rank started
 
 
 @pytest.mark.slurm
-@pytest.mark.parametrize("scancel_args", [["--signal=TERM", "--batch"], ["--signal=TERM"]],
-                         ids=["batch-shell", "job-steps"])
-def test_sigterm_leaves_partial_results(local_slurm, tmp_path, scancel_args):
-    env = FAKE_ENV | {"HARNESS_SPEC": str(CPU_SPEC), "HARNESS_NPROC": "2",
-                      "HARNESS_RESULTS_ROOT": str(tmp_path), "FAKE_RUN_SECONDS": "120"}
-    job = local_slurm.sbatch(REPO / "slurm" / slurm.MULTI, "-o", str(tmp_path / "%j.out"),
-                             env=env, cwd=REPO)
-    run_dir = tmp_path / f"slurm-{job}"
-    deadline = time.monotonic() + 60
-    while "ranks" not in (_summary(run_dir) if (run_dir / "summary.json").exists() else {}):
-        assert time.monotonic() < deadline, local_slurm.job_fields(job)
-        time.sleep(0.2)
-    t0 = time.monotonic()
-    local_slurm.client("scancel", *scancel_args, job)
-    res = local_slurm.wait(job)
-    assert (res.state, res.exit_code) == ("FAILED", 3), res.stdout
-    assert time.monotonic() - t0 < 30          # stopped, not run to its 120 s end
-    s = _summary(run_dir)
-    assert s["complete"] is False and "SIGTERM" in s["incomplete_reason"]
-
-
-@pytest.mark.slurm
-def test_nightly_baseline_then_regression_and_resubmission(local_slurm, tmp_path):
+def test_nightly_baseline_then_regression_and_resubmission(local_slurm, reference_run, tmp_path):
     root = tmp_path / "nightly"
-    env = FAKE_ENV | {"HARNESS_SPEC": str(CPU_SPEC), "HARNESS_NPROC": "1",
-                      "HARNESS_RESULTS_ROOT": str(root), "HARNESS_HOME": str(REPO),
-                      "HARNESS_RESUBMIT": "now+1hour"}
+    slower = _planted(reference_run, tmp_path / "slower", speed=0.5)   # throughput -50 %
+    env = FAKE_ENV | {"HARNESS_RESULTS_ROOT": str(root), "HARNESS_HOME": str(REPO),
+                      "FAKE_RUN_COPY_FROM": str(reference_run)}
     nightly = REPO / "slurm" / slurm.NIGHTLY
-    first = local_slurm.sbatch(nightly, "-o", str(tmp_path / "%j.out"), "-t", "5:00",
-                               env=env | {"FAKE_RUN_TPS": "100"}, cwd=REPO)
+    out = ["-o", str(tmp_path / "%j.out")]
+    first = local_slurm.sbatch(nightly, *out, "-t", "5:00", env=env | {"HARNESS_RESUBMIT": "now+1hour"},
+                               cwd=REPO)
     res = local_slurm.wait(first)
-    # the first night queued the next one, one hour ahead, never concurrent with another
     queued = local_slurm.client("squeue", "-h", "-n", "harness-nightly", "-t", "PENDING",
                                 "-o", "%i").stdout.split()
     try:
+        # night 1: no baseline yet, so it becomes the baseline; it queued night 2 an hour ahead
         assert (res.state, res.exit_code) == ("COMPLETED", 0), res.stdout
         assert os.readlink(f"{root}-baseline") == str(root / f"slurm-{first}")
-        assert len(queued) == 1, res.stdout
+        assert len(queued) == 1 and f"next night queued: job {queued[0]}" in res.stdout
         nxt = local_slurm.job_fields(queued[0])
         eligible = datetime.datetime.fromisoformat(nxt["EligibleTime"]) - datetime.datetime.now()
         assert 50 * 60 < eligible.total_seconds() <= 3600, nxt["EligibleTime"]
         assert nxt["TimeLimit"] == "00:05:00" and nxt["Reason"] in ("BeginTime", "Dependency")
-        assert f"next night queued: job {queued[0]}" in res.stdout
-
-        # same throughput: no regression; half: regression -> exit 1
-        same = local_slurm.sbatch(nightly, "-o", str(tmp_path / "%j.out"),
-                                  env=env | {"FAKE_RUN_TPS": "99", "HARNESS_RESUBMIT": ""}, cwd=REPO)
-        worse = local_slurm.sbatch(nightly, "-o", str(tmp_path / "%j.out"), f"--dependency=afterany:{same}",
-                                   env=env | {"FAKE_RUN_TPS": "50", "HARNESS_RESUBMIT": ""}, cwd=REPO)
+        # night 2: same numbers, no regression; night 3: half the throughput, a regression
+        same = local_slurm.sbatch(nightly, *out, env=env, cwd=REPO)
+        worse = local_slurm.sbatch(nightly, *out, f"--dependency=afterany:{same}",
+                                   env=env | {"FAKE_RUN_COPY_FROM": str(slower)}, cwd=REPO)
         r_same, r_worse = local_slurm.wait(same), local_slurm.wait(worse)
     finally:
         for j in queued:
             local_slurm.client("scancel", j, check=False)
     assert (r_same.state, r_same.exit_code) == ("COMPLETED", 0), r_same.stdout
     assert (r_worse.state, r_worse.exit_code) == ("FAILED", 1), r_worse.stdout
-    assert "REGRESSION" in r_worse.stdout
+    assert "REGRESSION against" in r_worse.stdout
     history = (root / "history.csv").read_text().splitlines()
-    assert history[0] == "run,output_throughput" and len(history) == 4
+    assert len(history) == 1 + 3, history                   # header + three nights
