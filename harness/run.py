@@ -103,7 +103,7 @@ def worker(spec, results_dir: str | None, overrides: list[str]) -> int:
     rank0 = ctx.rank == 0
     run_dir = Path(results_dir) if results_dir else default_run_dir(spec.name)
     writer = _LockedWriter(RunWriter.create(run_dir, spec)) if rank0 else None
-    state: dict = {"records": [], "t0": None}
+    state: dict = {"records": [], "t0": None, "run_dir": run_dir}
 
     def on_stop(reason: str) -> None:
         if writer is not None:
@@ -157,6 +157,8 @@ def _run_rank(ctx, spec, guard: StopGuard, state: dict, writer) -> RankPayload:
     widest = max((r.input_len for r in trace.requests), default=1)
     max_tokens = spec.run.max_batch * min(spec.run.prefill_chunk or widest, widest)
     stage = PipelineStage(ctx, model, spec.run.max_batch, max_tokens)
+    profiler = ProfilerWindow(spec.run.profile_steps, ctx, writer_dir=state.get("run_dir"))
+    stage.on_step = profiler.step if profiler.enabled else None
     sampler = NvmlSampler(spec.run.nvml_interval_s) if ctx.env.local_rank == 0 else None
     if sampler is not None:
         sampler.start()
@@ -192,6 +194,7 @@ def _run_rank(ctx, spec, guard: StopGuard, state: dict, writer) -> RankPayload:
         payload.steps = loop.step_rows
     else:
         stage.serve_forever()
+    profiler.close()
     if sampler is not None:
         sampler.stop()
         payload.nvml_rows = sampler.rows()
@@ -200,6 +203,42 @@ def _run_rank(ctx, spec, guard: StopGuard, state: dict, writer) -> RankPayload:
     payload.stage_rows = list(stage.timings)
     payload.memory = torch_memory_stats(ctx.device)
     return payload
+
+
+class ProfilerWindow:
+    """Opt-in (``run.profile_steps: N``): a torch.profiler Chrome trace of N steps of every rank.
+
+    The window skips each rank's first ``SKIP`` steps (start-up, warm-up), then records N steps
+    and writes ``<run dir>/profile/rank<R>.json``. The profiler's own cost falls inside the window
+    only, which is why it is exempt from the instrumentation-overhead budget.
+    """
+
+    SKIP = 8
+
+    def __init__(self, steps: int, ctx, writer_dir):
+        self.enabled = steps > 0
+        self.steps, self.ctx, self.dir = steps, ctx, Path(writer_dir) / "profile" if writer_dir else None
+        self.seen = 0
+        self.prof = None
+
+    def step(self) -> None:
+        self.seen += 1
+        if self.seen == self.SKIP:
+            acts = [torch.profiler.ProfilerActivity.CPU]
+            if self.ctx.device.type == "cuda":
+                acts.append(torch.profiler.ProfilerActivity.CUDA)
+            self.prof = torch.profiler.profile(activities=acts, record_shapes=True)
+            self.prof.__enter__()
+        elif self.seen == self.SKIP + self.steps:
+            self.close()
+
+    def close(self) -> None:
+        if self.prof is None or self.dir is None:
+            return
+        prof, self.prof = self.prof, None
+        prof.__exit__(None, None, None)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        prof.export_chrome_trace(str(self.dir / f"rank{self.ctx.rank}.json"))
 
 
 class _LockedWriter:

@@ -95,6 +95,7 @@ class PipelineStage:
         self.dtype = next(model.parameters()).dtype
         self.hidden = model.shape.hidden
         self.timings: list[dict] = []
+        self.on_step = None   # optional callable after each step this rank computes (profiler window)
         # Host-side sync before the compute-end stamp on CUDA (otherwise it times the launch).
         self.sync_timing = self.device.type == "cuda"
         self._in_flight: deque[int] = deque()          # coordinator: steps submitted, not collected
@@ -189,6 +190,8 @@ class PipelineStage:
             self._in_flight.append(meta.step)
         self.timings.append(dict(step=meta.step, t_recv_start=t0, t_recv_end=t1, t_compute_end=t2,
                                  t_send_end=self._stamp()))
+        if self.on_step is not None:
+            self.on_step()
         return tokens
 
     def collect(self) -> tuple[StepMeta, torch.Tensor]:
@@ -259,4 +262,6 @@ class PipelineStage:
             self._pass_on(meta, hdr, out)
             self.timings.append(dict(step=meta.step, t_recv_start=t0, t_recv_end=t1, t_compute_end=t2,
                                      t_send_end=self._stamp()))
+            if self.on_step is not None:
+                self.on_step()
             served += 1
