@@ -18,8 +18,12 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from harness.errors import UsageError
+
+if TYPE_CHECKING:
+    from harness.spec import Spec
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPTS_DIR = REPO / "slurm"
@@ -31,18 +35,18 @@ _TIME = re.compile(r"^(\d+(:\d{1,2}){0,2}|\d+-\d+(:\d{1,2}){0,2}|UNLIMITED|INFIN
 _NAME = re.compile(r"^[A-Za-z0-9_.+:@-]+$")  # partition / account: no spaces, quotes or commas
 
 
-def template_name(spec, nightly: bool = False) -> str:
+def template_name(spec: Spec, nightly: bool = False) -> str:
     """Which script a spec needs: nightly, or by ``cluster.nodes`` (1: single, more: multi)."""
     if nightly:
         return NIGHTLY
     return SINGLE if spec.cluster.nodes == 1 else MULTI
 
 
-def is_cpu(spec) -> bool:
+def is_cpu(spec: Spec) -> bool:
     return spec.cluster.gpu.strip().lower() == "cpu"
 
 
-def sbatch_options(spec, *, partition: str | None = None, account: str | None = None,
+def sbatch_options(spec: Spec, *, partition: str | None = None, account: str | None = None,
                    time: str | None = None, results_root: Path | None = None,
                    nightly: bool = False) -> list[str]:
     """The ``#SBATCH`` options for a spec (without the ``#SBATCH`` prefix)."""
@@ -66,12 +70,12 @@ def sbatch_options(spec, *, partition: str | None = None, account: str | None = 
     return opts
 
 
-def _job_name(spec, nightly: bool) -> str:
+def _job_name(spec: Spec, nightly: bool) -> str:
     safe = re.sub(r"[^A-Za-z0-9_.-]", "-", spec.name)[:60]
     return f"harness-nightly-{safe}" if nightly else f"harness-{safe}"
 
 
-def render(spec, spec_path: str | Path, *, partition: str | None = None,
+def render(spec: Spec, spec_path: str | Path, *, partition: str | None = None,
            account: str | None = None, time: str | None = None,
            results_dir: str | Path | None = None, python: str | None = None,
            nightly: bool = False, baseline: str | Path | None = None) -> str:
