@@ -52,9 +52,10 @@ REQUESTS_SCHEMA = pa.schema([
 TOKENS_FIELD = _f("tokens", pa.list_(_I64))   # only when run.record_tokens
 
 STEPS_SCHEMA = pa.schema([
-    _f("replica", _I64, False), _f("step", _I64, False), _f("group", _I64), _f("phase", _STR, False),
+    _f("replica", _I64, False), _f("step", _I64, False), _f("phase", _STR, False),
     _f("n_rows", _I64, False), _f("n_prefill_rows", _I64, False), _f("n_decode_rows", _I64, False),
     _f("n_tokens", _I64, False), _f("padded_tokens", _I64, False), _f("in_flight", _I64, False),
+    _f("available", _I64),
     _f("t_submit_s", _F64, False), _f("t_done_s", _F64), _f("warmup", _BOOL),
 ])
 

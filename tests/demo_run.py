@@ -36,8 +36,18 @@ def harness_run(run_dir: Path, *overrides: str, config: Path = DEMO_CONFIG, env:
     return RunResult(run_dir, p.returncode, p.stdout, p.stderr, time.monotonic() - t0)
 
 
+_DEMO: dict[str, RunResult] = {}
+
+
+def demo(tmp_path_factory) -> RunResult:
+    """The demo run, made on first use and shared by every test module of the session."""
+    if "run" not in _DEMO:
+        res = harness_run(tmp_path_factory.mktemp("demo") / "run", "run.record_tokens=true")
+        assert res.returncode in (0, 1), f"demo run failed ({res.returncode}):\n{res.stderr[-4000:]}"
+        _DEMO["run"] = res
+    return _DEMO["run"]
+
+
 @pytest.fixture(scope="session")
 def demo_run(tmp_path_factory) -> RunResult:
-    res = harness_run(tmp_path_factory.mktemp("demo") / "run", "run.record_tokens=true")
-    assert res.returncode in (0, 1), f"demo run failed ({res.returncode}):\n{res.stderr[-4000:]}"
-    return res
+    return demo(tmp_path_factory)

@@ -119,7 +119,7 @@ def simulate_pipeline(c: SynthRun) -> tuple[list, list, list]:
                 t_in = send_end
             done_at.append(t_in)
             n_prefill = c.rows_per_step if k % 10 == 0 else 0
-            steps.append({"replica": d, "step": k, "group": k % c.m, "phase": "prefill" if n_prefill else "decode",
+            steps.append({"replica": d, "step": k, "available": 0, "phase": "prefill" if n_prefill else "decode",
                           "n_rows": c.rows_per_step, "n_prefill_rows": n_prefill,
                           "n_decode_rows": c.rows_per_step - n_prefill,
                           "n_tokens": c.rows_per_step * (32 if n_prefill else 1),
@@ -291,23 +291,12 @@ def build_synthetic_run(path: str | Path, c: SynthRun | None = None, **overrides
 # ---------------------------------------------------------------- the real CPU demo run (once per session)
 
 REPO = Path(__file__).resolve().parent.parent
-REAL_CONFIG = REPO / "configs" / "tiny-tp2-pp4-cpu.yaml"
-_REAL: dict[str, Path] = {}
 
 
 def real_cpu_run(tmp_path_factory) -> Path:
-    """``harness run configs/tiny-tp2-pp4-cpu.yaml`` into a temp run directory, once per test session
-    (about 30 s: 8 gloo ranks); every test module that asks gets the same directory. Report and DAG
-    tests write into it, which is what ``harness report`` does too."""
-    import subprocess
-    import sys
+    """The real CPU demo run directory (``harness run configs/tiny-tp2-pp4-cpu.yaml``), made once per
+    test session and shared with tests/test_run.py (see tests/demo_run.py). Report and DAG tests
+    write into it, which is what ``harness report`` does too."""
+    from demo_run import demo
 
-    if "dir" not in _REAL:
-        d = tmp_path_factory.mktemp("real_cpu_run") / "run"
-        proc = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(REAL_CONFIG), "--results-dir", str(d)],
-                              cwd=REPO, capture_output=True, text=True, timeout=280)
-        if proc.returncode not in (0, 1) or not (d / "summary.json").exists():
-            tail = "\n".join((proc.stderr or "").splitlines()[-15:])
-            raise AssertionError(f"the CPU demo run failed (exit {proc.returncode}):\n{tail}")
-        _REAL["dir"] = d
-    return _REAL["dir"]
+    return demo(tmp_path_factory).run_dir

@@ -1,0 +1,40 @@
+"""The CLI surface: verbs, one-line errors with exit 2, and nothing written on bad input."""
+
+import subprocess
+import sys
+
+from demo_run import REPO
+
+from harness.cli import main
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "harness.cli", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_bad_run_input_is_one_line_exit_2_and_writes_nothing(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: {preset: tiny, dtype: fp32}\ncluster: {gpu: cpu, gpus_per_node: 8}\n"
+                   "parallel: {tp: 3, pp: 1}\n")
+    out = tmp_path / "run"
+    p = _cli("run", str(bad), "--results-dir", str(out))
+    assert p.returncode == 2
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and "parallel" in lines[0] and "Traceback" not in p.stderr
+    assert not out.exists()
+
+
+def test_bad_override_and_unknown_flag(capsys):
+    assert main(["run", str(REPO / "configs/tiny-tp2-pp4-cpu.yaml"), "--set", "run.max_batch=0"]) == 2
+    assert "run.max_batch: must be >= 1" in capsys.readouterr().err
+    p = _cli("plan", "configs/tiny-tp2-pp4-cpu.yaml", "--no-such-flag")
+    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1
+
+
+def test_slurm_verb_renders_and_rejects_bad_time(capsys):
+    assert main(["slurm", str(REPO / "configs/tiny-tp2-pp4-cpu.yaml"), "--time", "00:30:00"]) == 0
+    text = capsys.readouterr().out
+    assert "#SBATCH --nodes=1" in text and "#SBATCH --time=00:30:00" in text
+    assert main(["slurm", str(REPO / "configs/tiny-tp2-pp4-cpu.yaml"), "--time", "soon"]) == 2
+    assert "--time" in capsys.readouterr().err
