@@ -5,8 +5,9 @@
 
 The coordinator generates the same batch (4 prompts, ``--tokens`` greedy tokens each) in
 ``--rounds`` rounds per level, the levels alternating (off, counts, timing, off, ...), so that a
-noisy machine hits every level alike. Overhead = median round time at a level / median at
-``off`` − 1.
+noisy machine hits every level alike. Overhead = median over cycles of (round time at a level /
+the same cycle's ``off`` round) − 1; and, immune to noise, a bound from the recorder's own
+measured cost per op × the busiest rank's ops per round / the ``off`` round time.
 
 Coverage: every torch.distributed op function is wrapped with a counter (which sees every
 hand-written collective, the only kind the runtime issues); in each round the number of calls
@@ -49,6 +50,19 @@ def count_dist_calls() -> dict[str, int]:
             return __fn(*a, **kw)
         setattr(dist, op, wrapped)
     return counts
+
+
+def recorder_cost_s(level: str, ctx, n: int = 20000) -> float:
+    """Seconds the recorder adds to one op at ``level`` (begin + end), measured on its own."""
+    from harness.comm import CommRecorder
+
+    rec = CommRecorder(ctx.rank, level, cuda=ctx.device.type == "cuda")
+    t = torch.zeros(16, device=ctx.device)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        rec.end(rec.begin(), "all_reduce", "tp", 2, -1, t)
+    rec.flush()
+    return (time.perf_counter() - t0) / n
 
 
 def main() -> int:
@@ -95,18 +109,33 @@ def main() -> int:
                 uncovered.append({"round": i, "level": level, "dist_calls": n_calls, "trace_rows": n_rows})
         if i > 0:
             times[level].append(elapsed)
+    ops_per_round = (len(rec.rows) / (2 * args.rounds)) if rec.rows else 0.0   # counts+timing rounds traced
+    cost = {lv: recorder_cost_s(lv, ctx) for lv in ("counts", "timing")}
+    per_rank = {"rank": ctx.rank, "ops_per_round": ops_per_round, "cost_s_per_op": cost}
     result = None
     if stage.is_coordinator and ctx.rank == 0:
         med = {lv: statistics.median(v) for lv, v in times.items()}
+        # Paired: each cycle (off, counts, timing) runs back to back; the median of the per-cycle
+        # ratios resists the slow drifts of a shared machine better than a ratio of medians.
+        paired = {lv: statistics.median(t / o for t, o in zip(times[lv], times["off"])) - 1
+                  for lv in ("counts", "timing")}
         result = {"rounds": args.rounds, "tokens": args.tokens, "median_round_s": med,
-                  "overhead_counts": med["counts"] / med["off"] - 1, "overhead_timing": med["timing"] / med["off"] - 1}
+                  "overhead_counts": paired["counts"], "overhead_timing": paired["timing"]}
     everyone = [None] * ctx.env.world_size if ctx.rank == 0 else None
     if ctx.env.world_size > 1:
-        dist.gather_object(uncovered, everyone, dst=0)
+        dist.gather_object((uncovered, per_rank), everyone, dst=0)
     else:
-        everyone = [uncovered]
+        everyone = [(uncovered, per_rank)]
     if ctx.rank == 0:
-        result["uncovered"] = {r: u for r, u in enumerate(everyone) if u}
+        result["uncovered"] = {r: u for r, (u, _) in enumerate(everyone) if u}
+        # Bound from the recorder's own cost: the busiest rank's ops per round x cost per op,
+        # over the uninstrumented round time (immune to the machine's noise, unlike the ratio).
+        busiest = max(everyone, key=lambda e: e[1]["ops_per_round"])[1]
+        for lv in ("counts", "timing"):
+            result[f"recorder_us_per_op_{lv}"] = busiest["cost_s_per_op"][lv] * 1e6
+            result[f"overhead_bound_{lv}"] = (busiest["ops_per_round"] * busiest["cost_s_per_op"][lv]
+                                              / result["median_round_s"]["off"])
+        result["ops_per_round_busiest_rank"] = busiest["ops_per_round"]
         result["coverage_ok"] = not result["uncovered"]
         text = json.dumps(result, indent=2)
         print(text)
