@@ -65,8 +65,10 @@ COMM_COLUMNS = ("rank", "step", "phase", "op", "group", "group_size", "peer", "d
                 "t_start_s", "t_end_s")
 _COMM_TYPES = {"rank": _I64, "step": _I64, "phase": _STR, "op": _STR, "group": _STR, "group_size": _I64,
                "peer": _I64, "dtype": _STR, "numel": _I64, "bytes": _I64, "t_start_s": _F64, "t_end_s": _F64}
+# Derived by harness.measure.comm_stats.with_bandwidth (nccl-tests' algbw/busbw), None if untimed.
+COMM_DERIVED = ("time_s", "algbw_gbps", "busbw_gbps")
 COMM_SCHEMA = pa.schema([_f(c, _COMM_TYPES[c], c not in ("rank", "op", "group", "bytes", "numel"))
-                         for c in COMM_COLUMNS])
+                         for c in COMM_COLUMNS] + [_f(c, _F64) for c in COMM_DERIVED])
 
 STAGES_SCHEMA = pa.schema(
     [_f(c, _I64, False) for c in ("rank", "dp", "stage", "tp", "step")]

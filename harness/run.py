@@ -35,7 +35,7 @@ from harness.parallel.pp import PipelineStage
 from harness.planner import plan as make_plan
 from harness.results import RunWriter
 from harness.run_summary import RankPayload, build_summary, partial_summary
-from harness.workload import Request, build_trace
+from harness.workload import Request, build_trace, save_trace
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
@@ -126,8 +126,16 @@ def worker(spec, results_dir: str | None, overrides: list[str]) -> int:
             print(f"harness: {summary['verdict']}: results in {run_dir}", file=sys.stderr, flush=True)
         if ctx.env.world_size > 1:
             dist.barrier()
+        code = 0 if complete else EXIT_INCOMPLETE
+        if spec.run.profile_steps > 0:
+            # Seen with torch 2.13 (CPU): after a torch.profiler window, the process's teardown
+            # (process group, interpreter exit) corrupts the heap ("free(): invalid next size").
+            # Every result is on disk by now, so leave without the teardown.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
         hdist.shutdown()
-        return 0 if complete else EXIT_INCOMPLETE
+        return code
     except BaseException as e:
         where = f"rank {ctx.rank} (dp {ctx.place.dp}, stage {ctx.place.stage}, tp {ctx.place.tp})"
         print(f"harness: {where} failed: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
@@ -151,6 +159,8 @@ def _run_rank(ctx, spec, guard: StopGuard, state: dict, writer) -> RankPayload:
         raise RuntimeError("HARNESS_FAIL_RANK: failing on purpose (test-only)")
 
     trace = build_trace(spec.workload, spec.shape.vocab, max_seq)
+    if ctx.rank == 0 and state.get("run_dir"):
+        save_trace(trace, Path(state["run_dir"]) / "trace.jsonl")   # replay with workload.trace
     mine = [r for r in trace.requests if r.request_id % spec.layout.dp == place.dp]
     groups = spec.micro_batches
     # The widest micro-batch: max_batch rows padded to the longest prompt (or prefill chunk).

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from harness import __version__, planner
 from harness.engine.loop import STEP_COLUMNS
+from harness.measure.comm_stats import per_group_op, with_bandwidth
 from harness.measure.nvml import summarize_nvml
 from harness.measure.stages import pipeline_summary
 from harness.metrics import RequestRecord, summarize
@@ -209,6 +210,7 @@ def build_summary(spec, plan, payloads: list[RankPayload], *, complete: bool, re
         "measured": measured,
         "predicted": plan.to_dict(),
         "stage_stats": pipe["stages"], "stage_imbalance": pipe["imbalance"],
+        "comm": per_group_op([r for p in payloads for r in p.comm_rows if (p.dp, r["step"]) in steps]),
         "cross_checks": checks,
         "notes": notes,
     }
@@ -216,7 +218,7 @@ def build_summary(spec, plan, payloads: list[RankPayload], *, complete: bool, re
         "requests": [dict(r.to_dict(), tokens=_tokens(coordinators, r.request_id) if spec.run.record_tokens else None)
                      for r in records],
         "steps": [dict(zip(STEP_COLUMNS, row)) for p in coordinators for row in p.steps],
-        "comm": [r for p in payloads for r in p.comm_rows],
+        "comm": with_bandwidth([r for p in payloads for r in p.comm_rows]),
         "stages": stage_rows,
         "nvml": nvml_rows,
         "memory": [{"rank": p.rank, "dp": p.dp, "stage": p.stage, "tp": p.tp, "param_bytes": p.param_bytes,

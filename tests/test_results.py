@@ -15,7 +15,8 @@ from harness import SCHEMA_VERSION
 from harness.errors import UsageError
 from harness.measure.nvml import COLUMNS as NVML_COLUMNS
 from harness.metrics import RequestRecord
-from harness.results import (COMM_COLUMNS, MEASURED_KEYS, TABLES, RunWriter, atomic_write_text, environment,
+from harness.results import (COMM_COLUMNS, COMM_DERIVED, MEASURED_KEYS, TABLES, RunWriter, atomic_write_text,
+                             environment,
                              load_run, new_summary, overall_verdict, rows_to_table, run_dir_name)
 from run_fixtures import SynthRun, build_synthetic_run
 
@@ -47,7 +48,8 @@ def test_schemas_match_the_writers_columns():
     import harness.comm
     from harness.measure.stages import STAGE_COLUMNS
 
-    assert tuple(TABLES["comm"].names) == harness.comm.COMM_COLUMNS == COMM_COLUMNS
+    assert tuple(TABLES["comm"].names) == harness.comm.COMM_COLUMNS + COMM_DERIVED
+    assert harness.comm.COMM_COLUMNS == COMM_COLUMNS
     assert tuple(TABLES["nvml"].names) == tuple(NVML_COLUMNS) + ("node",)
     assert tuple(TABLES["stages"].names) == STAGE_COLUMNS
     assert set(RequestRecord.__dataclass_fields__) == set(TABLES["requests"].names)

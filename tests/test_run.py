@@ -157,7 +157,7 @@ def test_sigterm_leaves_completed_requests_marked_incomplete(tmp_path):
 
 def test_two_dp_replicas_split_the_requests(tmp_path):
     overrides = ("parallel.tp=2", "parallel.pp=2", "parallel.dp=2", "workload.num_requests=12",
-                 "run.record_tokens=true", "name=tiny-tp2-pp2-dp2")
+                 "run.record_tokens=true", "name=tiny-tp2-pp2-dp2", "run.profile_steps=3")
     res = harness_run(tmp_path / "run", *overrides)
     assert res.returncode in (0, 1), res.stderr[-3000:]
     s = _summary(res.run_dir)
@@ -170,3 +170,9 @@ def test_two_dp_replicas_split_the_requests(tmp_path):
     trace = build_trace(spec.workload, spec.shape.vocab, spec.run.max_seq_len)
     ref = _reference_outputs(spec, trace.requests)
     assert {int(r.request_id): [int(t) for t in r.tokens] for r in req.itertuples()} == ref
+    # the opt-in profiler window left a Chrome trace per rank
+    for rank in range(8):
+        trace = json.loads((res.run_dir / "profile" / f"rank{rank}.json").read_text())
+        assert trace["traceEvents"]
+    # the trace the run served is saved for replay
+    assert len((res.run_dir / "trace.jsonl").read_text().splitlines()) == 12

@@ -36,6 +36,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--node-rank", type=int, default=None, help="this node's rank (static rendezvous)")
     p.add_argument("--rdzv-endpoint", default=None, help="HOST:PORT of the c10d rendezvous (multi-node)")
     p.add_argument("--rdzv-id", default=None, help="rendezvous id shared by all nodes (default: SLURM_JOB_ID)")
+    p.add_argument("--find-capacity", action="store_true",
+                   help="search the highest request rate (closed loop: concurrency) meeting every SLO: doubling, "
+                        "then bisection; each probe is a run in <results-dir>/probe-NN")
+    p.add_argument("--probes", type=int, default=8, help="with --find-capacity: most runs to make (default 8)")
 
 
 def default_run_dir(name: str, root: str = "results") -> Path:
@@ -49,10 +53,68 @@ def main(args: argparse.Namespace) -> int:
 
     spec = load_spec(args.config, args.overrides)
     if launch_env().in_torchrun:
+        if args.find_capacity:
+            raise UsageError("--find-capacity: start it outside torchrun (it launches one run per probe)")
         from harness.run import block_stop_signals, worker
         block_stop_signals()
         return worker(spec, args.results_dir, args.overrides)
+    check_workload(spec)
+    if args.find_capacity:
+        return find_capacity(spec, args)
     return launch(spec, args)
+
+
+def check_workload(spec) -> None:
+    """Build the trace once before any rank starts: a bad trace file or lengths that do not fit
+    the KV slots is a usage error (exit 2), with nothing written."""
+    from harness.workload import build_trace
+
+    max_seq = spec.run.max_seq_len or spec.shape.max_context
+    trace = build_trace(spec.workload, spec.shape.vocab, max_seq)
+    for r in trace.requests:
+        if r.input_len + r.output_len - 1 > max_seq:
+            raise UsageError(f"run.max_seq_len: request {r.request_id} needs {r.input_len + r.output_len - 1} "
+                             f"cached tokens but a KV slot holds {max_seq}; raise it or shorten the lengths")
+
+
+def find_capacity(spec, args: argparse.Namespace) -> int:
+    """One run per probe under <results-dir>/probe-NN; capacity.json records every probe."""
+    from harness.capacity import capacity, next_probe
+    from harness.results import atomic_write_json
+
+    if args.probes < 1:
+        raise UsageError(f"--probes: must be >= 1, got {args.probes}")
+    closed = spec.workload.arrival == "closed"
+    field = "workload.concurrency" if closed else "workload.rate_rps"
+    x0 = float(spec.workload.concurrency if closed else spec.workload.rate_rps)
+    root = Path(args.results_dir) if args.results_dir else default_run_dir(spec.name + "-capacity")
+    root.mkdir(parents=True, exist_ok=True)
+    history: list[tuple[float, bool]] = []
+    probes: list[dict] = []
+    while (x := next_probe(history, x0, integer=closed, max_probes=args.probes)) is not None:
+        value = int(x) if closed else round(x, 6)
+        probe_dir = root / f"probe-{len(history):02d}"
+        probe_args = argparse.Namespace(**{**vars(args), "results_dir": str(probe_dir),
+                                           "overrides": [*args.overrides, f"{field}={value}"]})
+        from harness.spec import load_spec
+        rc = launch(load_spec(args.config, probe_args.overrides), probe_args)
+        if rc not in (EXIT_PASS, EXIT_FAIL):
+            raise UsageError(f"--find-capacity: probe {field}={value} did not complete (exit {rc}); see {probe_dir}")
+        summary = json.loads((probe_dir / "summary.json").read_text())
+        history.append((x, rc == EXIT_PASS))
+        probes.append({"probe": len(probes), field: value, "verdict": summary["verdict"], "run_dir": str(probe_dir),
+                       "slo": summary["slo"], "request_throughput": summary["metrics"].get("request_throughput"),
+                       "request_goodput": summary["metrics"].get("request_goodput")})
+        atomic_write_json(root / "capacity.json", {"field": field, "start": x0, "probes": probes,
+                                                    "capacity": capacity(history), "done": False})
+    best = capacity(history)
+    atomic_write_json(root / "capacity.json", {"field": field, "start": x0, "probes": probes, "capacity": best,
+                                                "done": True})
+    print(f"{'probe':>5} {field:>22}  verdict")
+    for p in probes:
+        print(f"{p['probe']:>5} {p[field]:>22}  {p['verdict']}")
+    print(f"capacity: {field} = {best if best is not None else 'none of the probes met every SLO'}")
+    return EXIT_PASS if best is not None else EXIT_FAIL
 
 
 def torchrun_command(spec, args: argparse.Namespace, run_dir: Path) -> list[str]:
