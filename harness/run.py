@@ -212,6 +212,8 @@ def _run_rank(ctx, spec, guard: StopGuard, state: dict, writer) -> RankPayload:
     payload.comm_rows = ctx.comm.rec.as_dicts()
     payload.stage_rows = list(stage.timings)
     payload.memory = torch_memory_stats(ctx.device)
+    payload.memory["device_name"] = (torch.cuda.get_device_name(ctx.device) if ctx.device.type == "cuda"
+                                     else "cpu")
     return payload
 
 
