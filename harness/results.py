@@ -7,6 +7,9 @@ A run directory ``results/<UTC YYYYmmddTHHMMSSZ>_<name>/`` holds ``spec.yaml``, 
 A run writes ``summary.json`` with ``complete: false`` when it STARTS; only ``RunWriter.finish``
 sets ``complete: true``. A killed run therefore always reads as incomplete.
 
+The table schemas live in ``harness.results_schema``, the summary's skeleton and verdict rule in
+``harness.results_summary``, ``environment()`` in ``harness.environment``; all re-exported here.
+
 No torch import at module level: ``report``, ``compare`` and ``history`` read runs without it.
 """
 
@@ -17,10 +20,6 @@ import io
 import json
 import math
 import os
-import platform
-import shutil
-import socket
-import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,75 +30,21 @@ import pyarrow.parquet as pq
 import yaml
 
 from harness import SCHEMA_VERSION, __version__
+from harness.environment import environment
 from harness.errors import UsageError
-from harness.measure.nvml import COLUMNS as NVML_SAMPLE_COLUMNS
+from harness.results_schema import (COMM_COLUMNS, COMM_DERIVED, COMM_SCHEMA, ENV_FILE, MEASURED_KEYS, MEMORY_SCHEMA,
+                                    NVML_SAMPLE_COLUMNS, NVML_SCHEMA, REQUESTS_SCHEMA, SPEC_FILE, STAGES_SCHEMA,
+                                    STEPS_SCHEMA, SUMMARY_FILE, TABLES, TOKENS_FIELD, VERDICTS, rows_to_table,
+                                    table_columns)
+from harness.results_summary import new_summary, overall_verdict, slo_rows, summary_header, utc_now
 
-# ---------------------------------------------------------------- table schemas
-
-_F64, _I64, _STR, _BOOL = pa.float64(), pa.int64(), pa.string(), pa.bool_()
-
-
-def _f(name: str, typ: pa.DataType, nullable: bool = True) -> pa.Field:
-    return pa.field(name, typ, nullable=nullable)
-
-
-REQUESTS_SCHEMA = pa.schema([
-    _f("request_id", _I64, False), _f("replica", _I64, False), _f("arrival_s", _F64, False),
-    _f("admitted_s", _F64), _f("first_token_s", _F64), _f("token_times_s", pa.list_(_F64)),
-    _f("finish_s", _F64), _f("input_len", _I64, False), _f("output_len", _I64, False),
-    _f("warmup", _BOOL, False), _f("completed", _BOOL, False),
-])
-TOKENS_FIELD = _f("tokens", pa.list_(_I64))   # only when run.record_tokens
-
-STEPS_SCHEMA = pa.schema([
-    _f("replica", _I64, False), _f("step", _I64, False), _f("phase", _STR, False),
-    _f("n_rows", _I64, False), _f("n_prefill_rows", _I64, False), _f("n_decode_rows", _I64, False),
-    _f("n_tokens", _I64, False), _f("padded_tokens", _I64, False), _f("in_flight", _I64, False),
-    _f("available", _I64),
-    _f("t_submit_s", _F64, False), _f("t_done_s", _F64), _f("warmup", _BOOL),
-])
-
-# The columns of ``harness.comm.COMM_COLUMNS``, repeated here because harness.comm imports torch
-# and the readers must not; tests/test_results.py asserts the two stay equal.
-COMM_COLUMNS = ("rank", "step", "phase", "op", "group", "group_size", "peer", "dtype", "numel", "bytes",
-                "t_start_s", "t_end_s")
-_COMM_TYPES = {"rank": _I64, "step": _I64, "phase": _STR, "op": _STR, "group": _STR, "group_size": _I64,
-               "peer": _I64, "dtype": _STR, "numel": _I64, "bytes": _I64, "t_start_s": _F64, "t_end_s": _F64}
-# Derived by harness.measure.comm_stats.with_bandwidth (nccl-tests' algbw/busbw), None if untimed.
-COMM_DERIVED = ("time_s", "algbw_gbps", "busbw_gbps")
-COMM_SCHEMA = pa.schema([_f(c, _COMM_TYPES[c], c not in ("rank", "op", "group", "bytes", "numel"))
-                         for c in COMM_COLUMNS] + [_f(c, _F64) for c in COMM_DERIVED])
-
-STAGES_SCHEMA = pa.schema(
-    [_f(c, _I64, False) for c in ("rank", "dp", "stage", "tp", "step")]
-    + [_f(c, _F64) for c in ("t_recv_start_s", "t_recv_end_s", "t_compute_end_s", "t_send_end_s")])
-
-_NVML_INT = {"device", "mem_used_bytes", "mem_total_bytes", "sm_clock_mhz", "temperature_c", "throttle_reasons",
-             "nvlink_tx_bytes", "nvlink_rx_bytes", "nvlink_tx_delta_bytes", "nvlink_rx_delta_bytes",
-             "rss_bytes", "sys_mem_used_bytes"}
-NVML_SCHEMA = pa.schema([_f(c, _I64 if c in _NVML_INT else _F64, c not in ("t_s", "device"))
-                         for c in NVML_SAMPLE_COLUMNS] + [_f("node", _STR, False)])
-
-MEMORY_SCHEMA = pa.schema(
-    [_f(c, _I64, False) for c in ("rank", "dp", "stage", "tp")]
-    + [_f(c, _I64) for c in ("param_bytes", "kv_bytes", "peak_bytes", "predicted_weight_bytes",
-                             "predicted_kv_bytes")])
-
-TABLES: dict[str, pa.Schema] = {
-    "requests": REQUESTS_SCHEMA, "steps": STEPS_SCHEMA, "comm": COMM_SCHEMA,
-    "stages": STAGES_SCHEMA, "nvml": NVML_SCHEMA, "memory": MEMORY_SCHEMA,
-}
-
-SUMMARY_FILE, SPEC_FILE, ENV_FILE = "summary.json", "spec.yaml", "env.json"
-VERDICTS = ("PASS", "FAIL", "UNMEASURED", "INCOMPLETE")
-MEASURED_KEYS = ("throughput_rps", "gpu_utilization_pct", "bubble_ratio", "nvlink_utilization_pct",
-                 "memory_per_gpu_gb", "memory_balance_epsilon", "tp_allreduce_bytes_per_layer",
-                 "pp_sendrecv_bytes_per_stage", "stage_memory_gb", "model_memory_gb", "total_gpus")
-
-
-def table_columns(name: str) -> list[str]:
-    return list(TABLES[name].names)
-
+__all__ = [
+    "COMM_COLUMNS", "COMM_DERIVED", "COMM_SCHEMA", "ENV_FILE", "MEASURED_KEYS", "MEMORY_SCHEMA",
+    "NVML_SAMPLE_COLUMNS", "NVML_SCHEMA", "REQUESTS_SCHEMA", "SPEC_FILE", "STAGES_SCHEMA", "STEPS_SCHEMA",
+    "SUMMARY_FILE", "TABLES", "TOKENS_FIELD", "VERDICTS", "rows_to_table", "table_columns", "environment",
+    "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "utc_now", "run_dir_name", "new_summary",
+    "slo_rows", "overall_verdict", "summary_header", "RunWriter", "Run", "read_summary", "load_run",
+]
 
 # ---------------------------------------------------------------- atomic writes
 
@@ -155,193 +100,14 @@ def atomic_write_json(path: str | Path, data: Any) -> Path:
     return atomic_write_text(path, text + "\n")
 
 
-def rows_to_table(name: str, rows: Iterable[Mapping[str, Any]] | Any) -> pa.Table:
-    """Rows (dicts, or a pandas DataFrame) → an arrow table with the schema of ``TABLES[name]``.
-
-    The schema is the minimum: a column outside it is kept with an inferred type (so a newer
-    writer loses nothing), and ``requests`` rows with a ``tokens`` key get ``list<int64>``.
-    A missing non-nullable value is a bug in the writer: ``ValueError`` naming table, row, column.
-    """
-    schema = TABLES[name]
-    if hasattr(rows, "to_dict") and hasattr(rows, "columns"):
-        rows = rows.to_dict("records")
-    rows = [dict(r) for r in rows]
-    required = [f.name for f in schema if not f.nullable]
-    extra: list[str] = []
-    for i, r in enumerate(rows):
-        for c in required:
-            v = r.get(c)
-            if v is None or (isinstance(v, float) and math.isnan(v)):
-                raise ValueError(f"table {name} row {i}: column {c} is required, got {v!r}")
-        for c, v in r.items():
-            if isinstance(v, float) and math.isnan(v):
-                r[c] = None
-            if c not in schema.names and c not in extra:
-                extra.append(c)
-    for c in extra:
-        if name == "requests" and c == "tokens":
-            schema = schema.append(TOKENS_FIELD)
-        else:
-            inferred = pa.array([r.get(c) for r in rows]).type
-            schema = schema.append(pa.field(c, pa.string() if pa.types.is_null(inferred) else inferred))
-    return pa.Table.from_pylist(rows, schema=schema)
-
-
-# ---------------------------------------------------------------- environment
-
-def _git_sha(repo_dir: Path) -> str | None:
-    git = shutil.which("git")
-    if git is None or not (repo_dir / ".git").exists():
-        return None
-    try:
-        out = subprocess.run([git, "-C", str(repo_dir), "rev-parse", "HEAD"], capture_output=True,
-                             text=True, timeout=5, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    sha = out.stdout.strip()
-    if out.returncode != 0 or not sha:
-        return None
-    dirty = subprocess.run([git, "-C", str(repo_dir), "status", "--porcelain", "--untracked-files=no"],
-                           capture_output=True, text=True, timeout=5, check=False)
-    return sha + ("-dirty" if dirty.returncode == 0 and dirty.stdout.strip() else "")
-
-
-def _module_version(name: str) -> str | None:
-    try:
-        from importlib.metadata import PackageNotFoundError, version
-        return version(name)
-    except PackageNotFoundError:
-        return None
-
-
-def _driver_version() -> str | None:
-    try:
-        import pynvml
-        pynvml.nvmlInit()
-    except Exception:  # no library, no driver: a CPU host
-        return None
-    try:
-        v = pynvml.nvmlSystemGetDriverVersion()
-        return v.decode() if isinstance(v, bytes) else str(v)
-    except Exception:
-        return None
-    finally:
-        try:
-            pynvml.nvmlShutdown()
-        except Exception:
-            pass
-
-
-def environment(hostnames: list[str] | None = None, slurm_job_id: str | None = None,
-                backend: str | None = None, torch_module: Any = None) -> dict:
-    """What ran: harness version + git sha, Python/torch/transformers/CUDA/NCCL/driver versions,
-    GPU names and count, hostnames (every rank's, when the run gathered them), Slurm job id.
-
-    Never initialises CUDA on a host without it and never needs git. ``torch_module`` lets a
-    test pass a stand-in; by default torch is imported here (not at module import).
-    """
-    repo = Path(__file__).resolve().parent.parent
-    env: dict[str, Any] = {
-        "harness_version": __version__,
-        "schema_version": SCHEMA_VERSION,
-        "git_sha": _git_sha(repo),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "transformers": _module_version("transformers"),
-        "hostnames": sorted(set(hostnames)) if hostnames else [socket.gethostname()],
-        "slurm_job_id": slurm_job_id if slurm_job_id is not None else os.environ.get("SLURM_JOB_ID"),
-        "backend": backend,
-        "torch": None, "cuda": None, "nccl": None, "driver": None, "gpu_count": 0, "gpu_names": [],
-    }
-    torch = torch_module
-    if torch is None:
-        try:
-            import torch  # noqa: F811  (lazy: the report verbs never pay for it)
-        except ImportError:
-            return env
-    env["torch"] = getattr(torch, "__version__", None)
-    env["cuda"] = getattr(getattr(torch, "version", None), "cuda", None)
-    if torch.cuda.is_available():
-        n = torch.cuda.device_count()
-        env["gpu_count"] = n
-        env["gpu_names"] = [torch.cuda.get_device_name(i) for i in range(n)]
-        try:
-            v = torch.cuda.nccl.version()
-            env["nccl"] = ".".join(map(str, v)) if isinstance(v, tuple) else str(v)
-        except Exception:  # torch built without NCCL
-            env["nccl"] = None
-        env["driver"] = _driver_version()
-    return env
-
-
-# ---------------------------------------------------------------- summary
-
-def utc_now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
+# ---------------------------------------------------------------- run directory name
 
 def run_dir_name(name: str, when: _dt.datetime | None = None) -> str:
     when = when or _dt.datetime.now(_dt.timezone.utc)
     return f"{when.astimezone(_dt.timezone.utc).strftime('%Y%m%dT%H%M%SZ')}_{name}"
 
 
-def new_summary(name: str, hardware: Mapping[str, Any], layout: Mapping[str, Any],
-                predicted: Mapping[str, Any] | None = None, started_utc: str | None = None) -> dict:
-    """The summary a run writes at its start: every key present, ``complete: false``."""
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "complete": False,
-        "incomplete_reason": "run in progress (or killed before it finished)",
-        "name": name,
-        "started_utc": started_utc or utc_now(),
-        "finished_utc": None,
-        "wall_s": None,
-        "warmup_s": None,
-        "hardware": dict(hardware),
-        "layout": dict(layout),
-        "metrics": {},
-        "slo": [],
-        "verdict": "INCOMPLETE",
-        "measured": {},
-        "predicted": dict(predicted or {}),
-        "stage_stats": [],
-        "cross_checks": [],
-        "notes": [],
-    }
-
-
-def slo_rows(verdicts: Iterable[Any]) -> list[dict]:
-    """``harness.slo.SloVerdict`` list → the summary's ``slo`` rows."""
-    return [{"target": v.target.text, "measured": v.measured, "passed": v.passed, "margin_pct": v.margin_pct}
-            for v in verdicts]
-
-
-def overall_verdict(slo: list[dict], complete: bool) -> str:
-    """INCOMPLETE for an unfinished run; FAIL when any target missed; PASS when every target
-    was measured and met; UNMEASURED otherwise (including a run with no targets)."""
-    if not complete:
-        return "INCOMPLETE"
-    if any(r.get("passed") is False for r in slo):
-        return "FAIL"
-    if slo and all(r.get("passed") is True for r in slo):
-        return "PASS"
-    return "UNMEASURED"
-
-
 # ---------------------------------------------------------------- writer
-
-def summary_header(spec: Any, env: Mapping[str, Any] | None = None) -> dict:
-    """``hardware`` and ``layout`` of a summary from a validated ``harness.spec.Spec``."""
-    env = env or {}
-    names = env.get("gpu_names") or []
-    lay = spec.layout
-    return {
-        "hardware": {"gpu": spec.cluster.gpu, "gpu_name": names[0] if names else "cpu",
-                     "total_gpus": lay.world_size, "nodes": spec.cluster.nodes,
-                     "backend": env.get("backend") or ("nccl" if names else "gloo")},
-        "layout": {"tp": lay.tp, "pp": lay.pp, "dp": lay.dp, "layer_split": list(lay.layer_split)},
-    }
-
 
 class RunWriter:
     """Writes one run directory. Only global rank 0 uses it.

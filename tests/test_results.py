@@ -222,7 +222,7 @@ def test_reader_errors_name_the_file_and_the_fix(synth, tmp_path):
 
 
 def test_environment_without_cuda_or_git(monkeypatch):
-    import harness.results as results
+    import harness.environment as results
 
     fake = types.SimpleNamespace(__version__="9.9", version=types.SimpleNamespace(cuda=None),
                                  cuda=types.SimpleNamespace(is_available=lambda: False))
@@ -234,7 +234,7 @@ def test_environment_without_cuda_or_git(monkeypatch):
 
 
 def test_environment_with_gpus_and_git(monkeypatch):
-    import harness.results as results
+    import harness.environment as results
 
     cuda = types.SimpleNamespace(is_available=lambda: True, device_count=lambda: 2,
                                  get_device_name=lambda i: f"NVIDIA H100 80GB HBM3 #{i}",
