@@ -295,3 +295,49 @@ def test_gpu_check_summary_of_a_gpu_run(reports, tmp_path, capsys):
     assert "emulate-middle timeout" in printed.splitlines()[-1]        # the short table ends with the steps
     assert "first log" in (tmp_path / "out" / "gpu_check.log").read_text()
     assert "| b | failure | 0.0 |" not in (tmp_path / "out" / "gpu_check.md").read_text()
+
+
+@pytest.mark.parametrize("stage", [0, 1, 2])     # first (token ids in), middle (hidden), last (logits out)
+def test_forward_indexed_equals_forward_on_a_mixed_batch(stage, monkeypatch):
+    """``StageModel.forward_indexed`` (what the CUDA graph captures) on a prebuilt ``BatchIndex``
+    gives ``forward``'s output and cache writes bit for bit on a batch mixing a decode row, a fresh
+    prefill and a chunk after cached tokens (padded); it never builds an index itself (the host sync)."""
+    import torch
+    from harness.emulate import rank_comm
+    from harness.layout import Layout
+    from harness.model import llama
+    from harness.model.build import build_stage
+    from harness.model.weights import SeededWeights
+    from harness.spec import load_spec
+    shape = load_spec(TINY).shape
+    lay = Layout(1, 3, 1, (3, 3, 2))
+    model = build_stage(shape, lay, lay.place(stage), rank_comm(lay, stage), dtype=torch.float32,
+                        device=torch.device("cpu"), weights=SeededWeights(3))
+    model.allocate_kv(4, 16)
+    gen = torch.Generator().manual_seed(0)
+    attn = [layer.self_attn for layer in model.model.layers.values()]
+    for a in attn:                                  # earlier tokens of every slot
+        a.k_cache.normal_(generator=gen)
+        a.v_cache.normal_(generator=gen)
+    before = [(a.k_cache.clone(), a.v_cache.clone()) for a in attn]
+    # slot 2 decodes at position 9; slot 0 prefills 5 tokens; slot 3 adds 3 tokens after 4 cached (2 padded)
+    slots, start, n = (torch.tensor(v) for v in ([2, 0, 3], [9, 0, 4], [1, 5, 3]))
+    x = (torch.randint(0, shape.vocab, (3, 5), generator=gen) if stage == 0
+         else torch.randn(3, 5, shape.hidden, generator=gen))
+    want = model(x, slots, start, n)
+    want_kv = [(a.k_cache.clone(), a.v_cache.clone()) for a in attn]
+    assert not torch.equal(want_kv[0][0], before[0][0])          # the step did write the cache
+    for a, (k, v) in zip(attn, before):
+        a.k_cache.copy_(k)
+        a.v_cache.copy_(v)
+    batch = llama.BatchIndex(slots, start, n, 5, model.max_seq_len)
+
+    def no_index(*args):
+        raise AssertionError("forward_indexed built a BatchIndex")
+
+    monkeypatch.setattr(llama, "BatchIndex", no_index)
+    got = model.forward_indexed(x, batch, n)
+    assert got.shape == ((3, shape.vocab) if stage == 2 else (3, 5, shape.hidden))
+    assert torch.equal(got, want)
+    for a, (k, v) in zip(attn, want_kv):
+        assert torch.equal(a.k_cache, k) and torch.equal(a.v_cache, v)

@@ -1,5 +1,5 @@
 """``harness emulate CONFIG [--rank R | --stage S]``: one rank's exact work on the local device,
-and the projection of the whole deployment from it (see harness/emulate.py for every formula).
+and the projection of the whole deployment from it (see harness/emulate/__init__.py for every formula).
 
 Without --rank/--stage it emulates the first, a middle and the last stage (TP rank 0 of each),
 one after the other. Prints a table, or the JSON with --json; --out writes the JSON atomically.

@@ -230,32 +230,47 @@ class StageModel(nn.Module):
         self.max_seq_len = max_seq_len
         return sum(layer.self_attn.allocate_kv(num_slots, max_seq_len) for layer in self.model.layers.values())
 
-    def _hidden(self, x, slots, start_pos, n_tokens) -> torch.Tensor:
+    def _embed(self, x: torch.Tensor) -> torch.Tensor:
         if self.is_first:
             if x.dtype != torch.long:
                 raise TypeError("the first stage takes token ids (int64)")
-            h = self.model.embed_tokens(x)
-        else:
-            h = x
-        T = h.shape[1]
-        batch = BatchIndex(slots, start_pos, n_tokens, T, self.max_seq_len)
+            return self.model.embed_tokens(x)
+        return x
+
+    def _layers(self, h: torch.Tensor, batch: BatchIndex) -> torch.Tensor:
         cos, sin = rope_cos_sin(self.inv_freq, batch.positions, h.dtype)
         for layer in self.model.layers.values():
             h = layer(h, cos, sin, batch)
         return h
 
+    def _hidden(self, x, slots, start_pos, n_tokens) -> torch.Tensor:
+        h = self._embed(x)
+        batch = BatchIndex(slots, start_pos, n_tokens, h.shape[1], self.max_seq_len)
+        return self._layers(h, batch)
+
     def _logits(self, h: torch.Tensor) -> torch.Tensor:
         return self.lm_head(self.model.norm(h)).float()
+
+    def _last_logits(self, h: torch.Tensor, n_tokens: torch.Tensor) -> torch.Tensor:
+        last = h[torch.arange(h.shape[0], device=h.device), n_tokens - 1]   # [B, hidden]
+        return self._logits(last)
 
     @torch.no_grad()
     def forward(self, x, slots, start_pos, n_tokens) -> torch.Tensor:
         """Not last stage: hidden ``[B, T, hidden]``. Last stage: fp32 logits of each row's last
         valid token over this rank's vocabulary slice, ``[B, local_vocab]``."""
         h = self._hidden(x, slots, start_pos, n_tokens)
-        if not self.is_last:
-            return h
-        last = h[torch.arange(h.shape[0], device=h.device), n_tokens - 1]   # [B, hidden]
-        return self._logits(last)
+        return h if not self.is_last else self._last_logits(h, n_tokens)
+
+    @torch.no_grad()
+    def forward_indexed(self, x: torch.Tensor, batch: BatchIndex, n_tokens: torch.Tensor) -> torch.Tensor:
+        """``forward`` on a ``BatchIndex`` the caller built from (slots, start_pos, n_tokens, T,
+        max_seq_len): the same modules and kernels, so the same output and cache writes. Building
+        the index is where ``forward`` syncs the host (``nonzero``, ``int(max)``); this path has
+        no sync, so a CUDA graph can capture it (harness/emulate/step.py) and replay it while
+        the inputs and the index stay where they are."""
+        h = self._layers(self._embed(x), batch)
+        return h if not self.is_last else self._last_logits(h, n_tokens)
 
     @torch.no_grad()
     def forward_all_logits(self, x, slots, start_pos, n_tokens) -> torch.Tensor:

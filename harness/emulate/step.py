@@ -1,0 +1,76 @@
+"""One step of a rank's forward: eager (the run's own path) or captured once in a CUDA graph.
+
+``StaticStep`` runs ``StageModel.forward_indexed`` on inputs and a ``BatchIndex`` fixed in
+advance, so the step has no host sync and a graph can capture it; ``same_output`` is the check
+of that step against ``StageModel.forward``.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from harness.comm import Comm
+from harness.emulate.timing import WARMUP, sync
+from harness.model.llama import BatchIndex, StageModel
+from harness.parallel.tp import greedy_sample
+
+
+class StaticStep:
+    """``StageModel.forward`` (+ greedy sampling on the last stage) over fixed inputs, with the
+    ``BatchIndex`` built once here: building it syncs the host (``nonzero``, ``int(max)``), which
+    a CUDA graph cannot capture. ``forward_indexed`` is the same modules and kernels, so the
+    output equals ``forward``'s; ``pre`` keeps the tensor before sampling (hidden, or the last
+    stage's logits) for that check."""
+
+    def __init__(self, model: StageModel, comm: Comm, x, slots, start_pos, n_tokens):
+        self.model, self.comm, self.x, self.n_tokens = model, comm, x, n_tokens
+        self.batch = BatchIndex(slots, start_pos, n_tokens, x.shape[1], model.max_seq_len)
+        self.pre: torch.Tensor | None = None
+
+    @torch.no_grad()
+    def __call__(self) -> torch.Tensor:
+        self.pre = self.model.forward_indexed(self.x, self.batch, self.n_tokens)
+        if not self.model.is_last:
+            return self.pre
+        self.comm.rec.phase = "sample"
+        return greedy_sample(self.pre, self.comm)
+
+
+@torch.no_grad()
+def eager_forward(model: StageModel, comm: Comm, x, slots, start, n) -> torch.Tensor:
+    """``StageModel.forward`` (+ greedy sampling on the last stage), as a run's step does it."""
+    out = model(x, slots, start, n)
+    if model.is_last:
+        comm.rec.phase = "sample"
+        out = greedy_sample(out, comm)
+    return out
+
+
+def capture_graph(step: StaticStep, device: torch.device):
+    """Warm up on a side stream, capture one step, replay once; -> (replay, capture seconds)."""
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        for _ in range(WARMUP):
+            step()
+    torch.cuda.current_stream(device).wait_stream(side)
+    sync(device)
+    t0 = time.perf_counter()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = step()
+    graph.replay()
+    sync(device)
+    return (lambda: (graph.replay(), out)[1]), time.perf_counter() - t0
+
+
+def same_output(a: torch.Tensor, b: torch.Tensor, dtype: torch.dtype) -> str:
+    """"ok (exact)", "ok (rel ...)" within the dtype's rounding (‖a − b‖/‖b‖ <= 1e-2 for 16-bit
+    types, 1e-5 for fp32: kernels may pick other algorithms inside a graph), else "mismatch"."""
+    if torch.equal(a, b):
+        return "ok (exact)"
+    rel = ((a.float() - b.float()).norm() / b.float().norm().clamp_min(1e-30)).item()
+    tol = 1e-5 if dtype == torch.float32 else 1e-2
+    return f"ok (rel {rel:.1e})" if rel <= tol else f"mismatch (rel {rel:.1e})"
