@@ -11,7 +11,7 @@ from typing import Any, Iterable, Mapping
 
 import pyarrow as pa
 
-from harness.measure.nvml import COLUMNS as NVML_SAMPLE_COLUMNS
+from harness.measure.nvml_fields import COLUMNS as NVML_SAMPLE_COLUMNS
 
 _F64, _I64, _STR, _BOOL = pa.float64(), pa.int64(), pa.string(), pa.bool_()
 

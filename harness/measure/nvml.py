@@ -1,14 +1,11 @@
-"""GPU telemetry sampler (NVML), its CPU twin (psutil), and pure summaries of its rows.
+"""GPU telemetry sampler (NVML) and its CPU twin (psutil).
 
 One background thread samples every ``interval_s``; ``start()`` takes a baseline sample and
 ``stop()`` joins the thread and takes a final one, so the rows cover the whole window.
 Each sample pass yields one row per device with the columns in ``COLUMNS``.
 
-Units (raw NVML value → column):
-  memory bytes → ``mem_*_bytes`` as is;  power mW → ``power_w = mW / 1000``;
-  energy counter mJ → ``energy_j = mJ / 1000``;
-  NVLink throughput counters KiB → ``nvlink_*_bytes = KiB * 1024``;
-  GPM NVLink rates MiB/s → ``gpm_nvlink_*_bytes_per_s = MiB/s * 2**20``.
+Columns, units and the NVML reads behind them: ``harness.measure.nvml_fields``. Summaries
+of the rows and ``torch_memory_stats``: ``harness.measure.nvml_summary`` (re-exported here).
 
 A field the device does not support (any ``NVMLError`` from its call, or a per-field error
 code) is recorded once in ``unsupported`` and never asked for again; its column stays None.
@@ -19,8 +16,6 @@ the same table exists on a CPU machine.
 
 from __future__ import annotations
 
-import resource
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -34,92 +29,17 @@ except ImportError:  # the CPU twin must still work without nvidia-ml-py
     pynvml = None  # type: ignore[assignment]
 
 from harness.errors import UsageError
+from harness.measure.nvml_fields import ALL_LINKS, COLUMNS, GPU_COLUMNS, HOST_COLUMNS, HOST_DEVICE, KIB, MIB
+from harness.measure.nvml_fields import FIELD_VALUE_MEMBER as _FIELD_VALUE_MEMBER
+from harness.measure.nvml_fields import GPM_COLUMNS as _GPM_COLUMNS
+from harness.measure.nvml_fields import GPM_METRICS as _GPM_METRICS
+from harness.measure.nvml_fields import NVLINK_FIELDS as _NVLINK_FIELDS
+from harness.measure.nvml_fields import SCALAR_READERS as _SCALAR_READERS
+from harness.measure.nvml_fields import counter_delta
+from harness.measure.nvml_summary import summarize_nvml, torch_memory_stats
 
-GPU_COLUMNS = (
-    "mem_used_bytes", "mem_total_bytes", "gpu_util_pct", "mem_util_pct", "power_w",
-    "energy_j", "energy_delta_j", "sm_clock_mhz", "temperature_c", "throttle_reasons",
-    "nvlink_tx_bytes", "nvlink_rx_bytes", "nvlink_tx_delta_bytes", "nvlink_rx_delta_bytes",
-    "gpm_sm_occupancy_pct", "gpm_dram_bw_util_pct",
-    "gpm_nvlink_tx_bytes_per_s", "gpm_nvlink_rx_bytes_per_s",
-)
-HOST_COLUMNS = ("rss_bytes", "cpu_pct", "sys_mem_used_bytes")
-COLUMNS = ("t_s", "device") + GPU_COLUMNS + HOST_COLUMNS
-
-HOST_DEVICE = -1
-ALL_LINKS = 0xFFFFFFFF  # NVML field scopeId meaning "sum over every NVLink"
-KIB = 1024
-MIB = 1024 * 1024
-
-# (column, pynvml field-id constant name) for the cumulative NVLink data counters (KiB).
-_NVLINK_FIELDS = (
-    ("nvlink_tx_bytes", "NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX"),
-    ("nvlink_rx_bytes", "NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_RX"),
-)
-# (column, pynvml GPM metric constant name, scale from NVML unit to column unit).
-_GPM_METRICS = (
-    ("gpm_sm_occupancy_pct", "NVML_GPM_METRIC_SM_OCCUPANCY", 1.0),
-    ("gpm_dram_bw_util_pct", "NVML_GPM_METRIC_DRAM_BW_UTIL", 1.0),
-    ("gpm_nvlink_tx_bytes_per_s", "NVML_GPM_METRIC_NVLINK_TOTAL_TX_PER_SEC", float(MIB)),
-    ("gpm_nvlink_rx_bytes_per_s", "NVML_GPM_METRIC_NVLINK_TOTAL_RX_PER_SEC", float(MIB)),
-)
-_GPM_COLUMNS = tuple(c for c, _, _ in _GPM_METRICS)
-_FIELD_VALUE_MEMBER = {0: "dVal", 1: "uiVal", 2: "ulVal", 3: "ullVal", 4: "sllVal", 5: "siVal", 6: "usVal"}
-
-
-def counter_delta(prev: int | None, cur: int | None) -> int | None:
-    """Increase of a cumulative counter between two reads.
-
-    ``delta = cur - prev`` when ``cur >= prev``.  When ``cur < prev`` the counter was reset
-    (driver reload, counters cleared) or wrapped; what was counted since then is ``cur``, so
-    ``delta = cur``.  None when either read is missing (first sample, unsupported field).
-    """
-    if prev is None or cur is None:
-        return None
-    return cur - prev if cur >= prev else cur
-
-
-# Scalar readers: one NVML call each → values for their columns, already in column units.
-def _read_memory(h: Any) -> tuple:
-    m = pynvml.nvmlDeviceGetMemoryInfo(h)
-    return int(m.used), int(m.total)
-
-
-def _read_utilization(h: Any) -> tuple:
-    u = pynvml.nvmlDeviceGetUtilizationRates(h)
-    return float(u.gpu), float(u.memory)
-
-
-def _read_power(h: Any) -> tuple:
-    return (pynvml.nvmlDeviceGetPowerUsage(h) / 1000.0,)  # mW → W
-
-
-def _read_sm_clock(h: Any) -> tuple:
-    return (int(pynvml.nvmlDeviceGetClockInfo(h, pynvml.NVML_CLOCK_SM)),)
-
-
-def _read_temperature(h: Any) -> tuple:
-    return (int(pynvml.nvmlDeviceGetTemperature(h, pynvml.NVML_TEMPERATURE_GPU)),)
-
-
-def _read_throttle(h: Any) -> tuple:
-    # CUDA 12.2 renamed "throttle reasons" to "clocks event reasons"; old drivers lack the new call.
-    fn = getattr(pynvml, "nvmlDeviceGetCurrentClocksEventReasons", None)
-    if fn is not None:
-        try:
-            return (int(fn(h)),)
-        except pynvml.NVMLError_FunctionNotFound:
-            pass
-    return (int(pynvml.nvmlDeviceGetCurrentClocksThrottleReasons(h)),)
-
-
-_SCALAR_READERS: tuple[tuple[tuple[str, ...], Callable[[Any], tuple]], ...] = (
-    (("mem_used_bytes", "mem_total_bytes"), _read_memory),
-    (("gpu_util_pct", "mem_util_pct"), _read_utilization),
-    (("power_w",), _read_power),
-    (("sm_clock_mhz",), _read_sm_clock),
-    (("temperature_c",), _read_temperature),
-    (("throttle_reasons",), _read_throttle),
-)
+__all__ = ["ALL_LINKS", "COLUMNS", "GPU_COLUMNS", "HOST_COLUMNS", "HOST_DEVICE", "KIB", "MIB", "NvmlSampler",
+           "counter_delta", "summarize_nvml", "torch_memory_stats"]
 
 
 @dataclass
@@ -447,107 +367,3 @@ class NvmlSampler:
                     return
         dev.gpm_samples = [cur, prev]  # this sample opens the next interval; reuse the old buffer
         dev.gpm_have_prev = True
-
-
-def torch_memory_stats(device: Any) -> dict:
-    """Peak memory of this rank, the same keys on CUDA and CPU.
-
-    CUDA (``source = "torch.cuda"``): ``max_memory_allocated_bytes`` and
-    ``max_memory_reserved_bytes`` are torch's caching-allocator peaks on that device.
-    CPU (``source = "process"``): those two are None; ``peak_rss_bytes`` is the whole
-    process's peak resident set (``max(getrusage(RUSAGE_SELF).ru_maxrss, current RSS)``), which counts
-    Python, libraries and tensors alike, not torch's allocator alone.
-    ``peak_rss_bytes`` and ``rss_bytes`` are filled on both paths.  torch is imported only
-    when a CUDA device is asked for, so the CPU path never needs CUDA.
-    """
-    if isinstance(device, bool):
-        raise UsageError(f"torch_memory_stats.device: {device!r} is not a device; use 'cpu', 'cuda:0' or an int")
-    if isinstance(device, int):
-        kind = "cuda"
-    elif isinstance(device, str) or hasattr(device, "type"):
-        kind = getattr(device, "type", None) or str(device).split(":")[0]
-    else:
-        raise UsageError(f"torch_memory_stats.device: {device!r} is not a device; use 'cpu', 'cuda:0' or an int")
-    out = {
-        "source": "process",
-        "device": str(device),
-        "label": "process peak RSS (whole process, not torch's allocator)",
-        "max_memory_allocated_bytes": None,
-        "max_memory_reserved_bytes": None,
-    }
-    rss = int(psutil.Process().memory_info().rss)
-    # the kernel updates ru_maxrss lazily, so it can trail the current RSS by a few pages
-    out["peak_rss_bytes"], out["rss_bytes"] = max(_peak_rss_bytes(), rss), rss
-    if kind == "cuda":
-        import torch  # only here: the CPU path must not pay for (or need) CUDA
-
-        if torch.cuda.is_available():
-            out.update(
-                source="torch.cuda",
-                label="torch CUDA caching allocator peaks on this device",
-                max_memory_allocated_bytes=int(torch.cuda.max_memory_allocated(device)),
-                max_memory_reserved_bytes=int(torch.cuda.max_memory_reserved(device)),
-            )
-        else:
-            out["label"] += "; CUDA was asked for but is not available"
-    return out
-
-
-def _peak_rss_bytes() -> int:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(peak if sys.platform == "darwin" else peak * 1024)  # Linux reports KiB, macOS bytes
-
-
-def _mean(values: list) -> float | None:
-    return sum(values) / len(values) if values else None
-
-
-def summarize_nvml(rows: Iterable[dict]) -> dict[int, dict]:
-    """Per-device summary of sampler rows (pure; rows may come from a results file).
-
-    For device d with rows sorted by ``t_s``; each statistic uses only rows where its column
-    is not None, and is None when there are none:
-      samples                     = number of rows
-      elapsed_s                   = t_s[last] - t_s[first]
-      peak_mem_used_bytes         = max(mem_used_bytes)
-      mean_gpu_util_pct           = sum(gpu_util_pct) / count      (samples are equally spaced,
-      mean_power_w                = sum(power_w) / count            so this approximates the time mean)
-      energy_j                    = sum(energy_delta_j)            (energy from first to last sample)
-      mean_nvlink_tx_bytes_per_s  = sum(nvlink_tx_delta_bytes) / elapsed_s   (None if elapsed_s == 0)
-      mean_nvlink_rx_bytes_per_s  = sum(nvlink_rx_delta_bytes) / elapsed_s
-      mean_gpm_sm_occupancy_pct, mean_gpm_dram_bw_util_pct,
-      mean_gpm_nvlink_tx_bytes_per_s, mean_gpm_nvlink_rx_bytes_per_s = sum(x) / count
-      peak_rss_bytes              = max(rss_bytes)                 (CPU twin rows, device -1)
-      mean_cpu_pct                = sum(cpu_pct) / count
-    """
-    by_dev: dict[int, list[dict]] = {}
-    for i, r in enumerate(rows):
-        for key in ("t_s", "device"):
-            if r.get(key) is None:
-                raise UsageError(f"nvml rows[{i}].{key}: missing; rows must come from NvmlSampler.rows()")
-        by_dev.setdefault(int(r["device"]), []).append(r)
-    out: dict[int, dict] = {}
-    for dev, rs in sorted(by_dev.items()):
-        rs.sort(key=lambda r: r["t_s"])
-
-        def col(name: str) -> list:
-            return [r[name] for r in rs if r.get(name) is not None]
-
-        elapsed = rs[-1]["t_s"] - rs[0]["t_s"]
-        summary: dict[str, Any] = {
-            "samples": len(rs),
-            "elapsed_s": elapsed,
-            "peak_mem_used_bytes": max(col("mem_used_bytes"), default=None),
-            "mean_gpu_util_pct": _mean(col("gpu_util_pct")),
-            "mean_power_w": _mean(col("power_w")),
-            "energy_j": sum(col("energy_delta_j")) if col("energy_delta_j") else None,
-        }
-        for d in ("tx", "rx"):
-            deltas = col(f"nvlink_{d}_delta_bytes")
-            summary[f"mean_nvlink_{d}_bytes_per_s"] = sum(deltas) / elapsed if deltas and elapsed > 0 else None
-        for c in _GPM_COLUMNS:
-            summary[f"mean_{c}"] = _mean(col(c))
-        summary["peak_rss_bytes"] = max(col("rss_bytes"), default=None)
-        summary["mean_cpu_pct"] = _mean(col("cpu_pct"))
-        out[dev] = summary
-    return out
