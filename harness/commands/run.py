@@ -203,5 +203,5 @@ def exit_code(run_dir: Path, torchrun_rc: int) -> int:
         return EXIT_INCOMPLETE
     verdict = summary.get("verdict")
     print(slo_table(summary))
-    print(f"harness run: {verdict}; results in {run_dir}", file=sys.stderr)
+    print(f"harness run: {verdict}; results in {run_dir} (report: harness report {run_dir})", file=sys.stderr)
     return EXIT_PASS if verdict == "PASS" else EXIT_FAIL
