@@ -35,15 +35,30 @@ class CommRecorder:
     rows: list = field(default_factory=list)
     _pending: list = field(default_factory=list)   # (row index, start event, end event) on CUDA
     _t0: float = field(default_factory=time.monotonic)
+    _base: object = None       # CUDA: an event recorded at a known monotonic time (_base_s)
+    _base_s: float = 0.0
+
+    RESOLVE_EVERY = 1024       # CUDA: try to resolve finished events after this many pending ops
 
     def begin(self):
         if self.level != "timing":
             return None
         if self.cuda:
+            if self._base is None:
+                self._set_base()
             ev = torch.cuda.Event(enable_timing=True)
             ev.record()
             return ev
         return time.monotonic()
+
+    def _set_base(self) -> None:
+        """One sync, at the first timed op: ties event times to the monotonic clock the stage
+        timings use, so comm rows and stage rows share one time axis."""
+        torch.cuda.synchronize()
+        self._base = torch.cuda.Event(enable_timing=True)
+        self._base.record()
+        torch.cuda.synchronize()
+        self._base_s = time.monotonic() - self._t0
 
     def end(self, token, op: str, group: str, group_size: int, peer: int, t: torch.Tensor) -> int:
         if self.level == "off":
@@ -56,6 +71,8 @@ class CommRecorder:
                 ev = torch.cuda.Event(enable_timing=True)
                 ev.record()
                 self._pending.append((len(self.rows), token, ev))
+                if len(self._pending) >= self.RESOLVE_EVERY:
+                    self.flush(block=False)
             else:
                 row[10] = token - self._t0
                 row[11] = time.monotonic() - self._t0
@@ -67,16 +84,22 @@ class CommRecorder:
         if index >= 0 and self.level == "timing" and not self.cuda:
             self.rows[index][11] = time.monotonic() - self._t0
 
-    def flush(self) -> None:
-        """Resolve CUDA event times (one sync for the whole window)."""
+    def flush(self, block: bool = True) -> None:
+        """Resolve CUDA event times. ``block``: one device sync for everything pending (end of a
+        window); otherwise only the oldest ops whose end event has completed, with no sync, so
+        the hot path never waits and pending events stay bounded."""
         if not self._pending:
             return
-        torch.cuda.synchronize()
-        base = self._pending[0][1]   # times are relative to the window's first event
+        if block:
+            torch.cuda.synchronize()
+        done = 0
         for index, start, end in self._pending:
-            self.rows[index][10] = base.elapsed_time(start) / 1e3
-            self.rows[index][11] = base.elapsed_time(end) / 1e3
-        self._pending.clear()
+            if not block and not end.query():
+                break
+            self.rows[index][10] = self._base_s + self._base.elapsed_time(start) / 1e3
+            self.rows[index][11] = self._base_s + self._base.elapsed_time(end) / 1e3
+            done += 1
+        del self._pending[:done]
 
     def as_dicts(self) -> list[dict]:
         self.flush()
