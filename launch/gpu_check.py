@@ -116,6 +116,19 @@ def _combined_projection(reports: dict) -> dict | None:
     return project(spec, ranks, name, catalog_gpu_for(name))
 
 
+def _run_summary(run_dir: Path) -> dict | str:
+    """The one-GPU end-to-end run's verdict and headline metrics (or why there are none)."""
+    s = _load(run_dir / "summary.json")
+    if not s:
+        return "not measured: the run-1gpu step did not write a summary"
+    m = s.get("metrics") or {}
+    keys = ("completed", "request_throughput", "output_throughput", "p50_ttft_ms", "p99_ttft_ms",
+            "p50_tpot_ms", "p99_tpot_ms")
+    return {"complete": s.get("complete"), "verdict": s.get("verdict"), "gpu_name": (s.get("hardware") or {}).get(
+        "gpu_name"), **{k: m.get(k) for k in keys}, "slo": s.get("slo"),
+        "failed_cross_checks": [c["name"] for c in s.get("cross_checks") or [] if not c.get("ok")]}
+
+
 def summarize(work_dir: str, out_dir: str) -> int:
     from harness.results import atomic_write_json, atomic_write_text, utc_now
     work, out = Path(work_dir), Path(out_dir)
@@ -147,6 +160,7 @@ def summarize(work_dir: str, out_dir: str) -> int:
         "emulation": emul,
         "goals": _goals(ranks) if gpu else NOT_MEASURED,
         "projection": proj,
+        "run_1gpu": _run_summary(out / "run-1gpu") if gpu else NOT_MEASURED,
     }
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "gpu_check.json", data)

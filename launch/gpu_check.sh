@@ -2,7 +2,8 @@
 # launch/gpu_check.sh OUTDIR — one call on a GPU machine, well inside 8 minutes:
 #   versions (GPU, driver, CUDA, torch, NCCL) -> copy bandwidth and bf16 matmul peak ->
 #   pytest -m gpu (bf16 vs fp32 reference, CUDA graph decode, NVML) -> emulation of the first,
-#   a middle and the last rank of configs/llama3-70b-tp2-pp4-h100.yaml -> OUTDIR/gpu_check.json,
+#   a middle and the last rank of configs/llama3-70b-tp2-pp4-h100.yaml -> one real `harness run` of
+#   configs/llama3-8b-1gpu.yaml into OUTDIR/run-1gpu (if time is left) -> OUTDIR/gpu_check.json,
 #   OUTDIR/gpu_check.md, OUTDIR/gpu_check.log, and a short table printed last.
 # Without a GPU it says so, runs the CPU-side checks (versions, emulation of the tiny spec),
 # writes the same files with the GPU fields "not measured" and exits 0.
@@ -61,10 +62,12 @@ if has_gpu; then
     step "emulate-$kind" 110 "$PY" -m harness.cli emulate "$CFG" --stage "$stage" --iters 10 --budget-s 70 \
       --out "$WORK/emulate-$kind.json"
   done
+  # One real end-to-end run on this GPU (harness run: CUDA model, KV cache, event timing, NVML).
+  step run-1gpu 150 "$PY" -m harness.cli run configs/llama3-8b-1gpu.yaml --results-dir "$OUT/run-1gpu"
 else
   echo "== no GPU present (torch sees no CUDA device, or the versions step failed): GPU steps not run," \
     "GPU fields 'not measured'"
-  for s in peaks pytest-gpu emulate-first emulate-middle emulate-last; do skip "$s" "no GPU"; done
+  for s in peaks pytest-gpu emulate-first emulate-middle emulate-last run-1gpu; do skip "$s" "no GPU"; done
   step emulate-tiny 90 "$PY" -m harness.cli emulate configs/tiny-tp2-pp4-cpu.yaml --set run.device=cpu \
     --batches 1,4 --contexts 32 --prefill 32 --iters 2 --out "$WORK/emulate-tiny.json"
 fi
