@@ -25,6 +25,13 @@ def test_bad_run_input_is_one_line_exit_2_and_writes_nothing(tmp_path):
     assert not out.exists()
 
 
+def test_a_results_dir_holding_a_run_is_refused_and_kept(tmp_path, capsys):
+    (tmp_path / "summary.json").write_text('{"complete": true}')
+    assert main(["run", str(REPO / "configs/tiny-tp2-pp4-cpu.yaml"), "--results-dir", str(tmp_path)]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert (tmp_path / "summary.json").read_text() == '{"complete": true}'
+
+
 def test_bad_override_and_unknown_flag(capsys):
     assert main(["run", str(REPO / "configs/tiny-tp2-pp4-cpu.yaml"), "--set", "run.max_batch=0"]) == 2
     assert "run.max_batch: must be >= 1" in capsys.readouterr().err

@@ -146,6 +146,8 @@ def torchrun_command(spec, args: argparse.Namespace, run_dir: Path) -> list[str]
 def launch(spec, args: argparse.Namespace) -> int:
     run_dir = Path(args.results_dir) if args.results_dir else default_run_dir(spec.name)
     run_dir = run_dir.resolve()
+    if (run_dir / "summary.json").exists():
+        raise UsageError(f"--results-dir: {run_dir} already holds a run; give a new folder (nothing was changed)")
     cmd = torchrun_command(spec, args, run_dir)
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", "1")   # 8 ranks on a few cores: no thread oversubscription
