@@ -15,8 +15,9 @@ fi
 if [ "${1:-}" = "--test" ]; then
   .venv/bin/pip install -q -e '.[test]'
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    bash .ci/slurm_setup.sh
-    bash .ci/chromium_setup.sh
+    # Not fatal: without them the Slurm and browser tests skip and say why.
+    bash .ci/slurm_setup.sh || echo "setup.sh: Slurm packages not installed; the Slurm tests will skip" >&2
+    bash .ci/chromium_setup.sh || echo "setup.sh: chromium not installed; the report rendering test will skip" >&2
   fi
 else
   .venv/bin/pip install -q -e .
