@@ -1,5 +1,6 @@
 """The run report: analysis (pure derivations), plots (PNG), dag (deployment graph), modify (nodes
-to modify), sections + doc (the document and its markdown/HTML), render (``write_report``)."""
+to modify), rows (table rows and formatting), sections, sections_resources, sections_pipeline
+(the report's sections, in order) + doc (the document and its markdown/HTML), render (``write_report``)."""
 
 from harness.report.render import ReportFiles, write_report
 
