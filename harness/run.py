@@ -29,6 +29,7 @@ from harness.commands.run import EXIT_INCOMPLETE, default_run_dir
 from harness.engine.loop import ServeLoop
 from harness.engine.scheduler import Scheduler
 from harness.measure.nvml import NvmlSampler, torch_memory_stats
+from harness.metrics import RequestRecord, progress
 from harness.model.build import build_stage
 from harness.model.weights import CheckpointWeights, SeededWeights
 from harness.parallel.pp import PipelineStage
@@ -177,8 +178,8 @@ def _run_rank(ctx, spec, guard: StopGuard, state: dict, writer) -> RankPayload:
                           param_bytes=param_bytes, kv_bytes=kv_bytes, num_slots=num_slots)
     clock = time.monotonic
     if payload.coordinator:
-        progress = _Progress(ctx.rank == 0, state, writer)
-        loop = ServeLoop(stage, groups, ctx.device, clock, place.dp, should_stop=guard.is_set, on_tick=progress)
+        ticker = _Progress(ctx.rank == 0, state, writer)
+        loop = ServeLoop(stage, groups, ctx.device, clock, place.dp, should_stop=guard.is_set, on_tick=ticker)
         warm = Scheduler(_warmup_requests(mine, spec.run.warmup_requests), trace.prompt_ids, num_slots=num_slots,
                          max_batch=spec.run.max_batch, max_seq_len=max_seq,
                          prefill_chunk=spec.run.prefill_chunk, replica=place.dp, warmup=True)
@@ -194,7 +195,6 @@ def _run_rank(ctx, spec, guard: StopGuard, state: dict, writer) -> RankPayload:
         state["records"] = sched.records
         t0 = clock()
         state["t0"] = t0
-        progress.t0 = t0
         payload.finished = loop.run(sched, t0)
         payload.wall_s = clock() - t0
         stage.stop()
@@ -273,14 +273,12 @@ class _Progress:
 
     def __init__(self, enabled: bool, state: dict, writer):
         self.enabled, self.state, self.writer = enabled, state, writer
-        self.t0 = 0.0
         self._last = 0.0
 
     def __call__(self, now_s: float) -> None:
-        if not self.enabled or now_s - self._last < 2.0:
-            return
+        if not self.enabled or not self.state["records"] or now_s - self._last < 2.0:
+            return   # silent during warm-up (no measured records yet)
         self._last = now_s
-        from harness.metrics import RequestRecord, progress
         recs = [r if isinstance(r, RequestRecord) else RequestRecord.from_dict(r) for r in self.state["records"]]
         p = progress(recs, now_s)
         ttft = f"{p.p99_ttft_ms:.0f} ms" if p.p99_ttft_ms is not None else "-"
