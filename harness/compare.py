@@ -11,12 +11,12 @@ incomplete run. Hardware or workload differences are named as warnings.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from harness.errors import UsageError
+from harness.report.analysis import as_number
 from harness.results import SUMMARY_FILE, Run, atomic_write_bytes, atomic_write_text, load_run
 
 LOWER, HIGHER, INFO = "lower", "higher", "info"
@@ -73,16 +73,6 @@ class Comparison:
                 "rows": [asdict(r) for r in self.rows]}
 
 
-def _num(v: Any) -> float | None:
-    if v is None or isinstance(v, bool):
-        return None
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(f) else f
-
-
 def delta_pct(base: float | None, new: float | None) -> float | None:
     if base is None or new is None:
         return None
@@ -137,8 +127,8 @@ def compare_runs(base: Run, new: Run, threshold_pct: float = 5.0, force: bool = 
         if cb[what] != cn[what]:
             cmp.warnings.append(f"{what} differs between the runs")
     for source, key, label, better in METRICS:
-        b = _num((base.summary.get(source) or {}).get(key))
-        n = _num((new.summary.get(source) or {}).get(key))
+        b = as_number((base.summary.get(source) or {}).get(key))
+        n = as_number((new.summary.get(source) or {}).get(key))
         if b is None and n is None:
             continue
         d = delta_pct(b, n)
@@ -195,9 +185,9 @@ def collect_history(root: str | Path) -> tuple[list[dict], list[str]]:
         rows.append({"started_utc": s.get("started_utc"), "name": s.get("name"), "run_dir": str(d),
                      "complete": bool(s.get("complete")), "verdict": s.get("verdict"),
                      "git_sha": run.env.get("git_sha"), "gpu": hw.get("gpu"), "total_gpus": hw.get("total_gpus"),
-                     **{k: _num(m.get(k)) for k in ("request_throughput", "output_throughput", "request_goodput",
+                     **{k: as_number(m.get(k)) for k in ("request_throughput", "output_throughput", "request_goodput",
                                                     "p99_ttft_ms", "p99_tpot_ms", "p99_e2el_ms")},
-                     **{k: _num(meas.get(k)) for k in ("bubble_ratio", "gpu_utilization_pct", "memory_per_gpu_gb")}})
+                     **{k: as_number(meas.get(k)) for k in ("bubble_ratio", "gpu_utilization_pct", "memory_per_gpu_gb")}})
     if not rows:
         raise UsageError(f"{root}: no readable run directory (summary.json) found"
                          + (f"; skipped: {skipped[0]}" if skipped else "; run `harness run` first"))

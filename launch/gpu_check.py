@@ -222,11 +222,8 @@ def render(d: dict) -> str:
         a, q = p["analytic"], p["projection"]
         lines += [f"Projection ({q['basis']}):", "",
                   "| | projection | analytic floor |", "|---|---|---|"]
-        for key, label, scale, fmt in (("tpot_floor_s", "TPOT 1 row (ms)", 1e3, ".2f"),
-                                       ("tpot_at_rows_s", "TPOT full micro-batch (ms)", 1e3, ".2f"),
-                                       ("ttft_floor_s", "TTFT mean prompt (ms)", 1e3, ".1f"),
-                                       ("rps_bound", "max RPS", 1.0, ".2f"),
-                                       ("rps_slo", "max RPS within SLOs", 1.0, ".2f")):
+        from harness.emulate.projection import PROJECTION_ROWS
+        for key, label, scale, fmt in PROJECTION_ROWS:
             lines.append(f"| {label} | {_num(q[key], fmt, scale)} | {_num(a[key], fmt, scale)} |")
         lines.append("")
     elif p.get("error"):

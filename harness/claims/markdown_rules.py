@@ -23,22 +23,22 @@ def _first(rx: str, s: str) -> re.Match | None:
     return re.search(rx, s, re.I)
 
 
-def _gb_value(value: str) -> tuple[float, float] | None:
-    m = _first(rf"({NUM})\s*(GB|GiB|TB|MB|MiB)\b", value)
+def _with_unit(value: str, units: str, factors: dict[str, float]) -> tuple[float, float] | None:
+    """The first number followed by one of ``units`` (a regex alternation), scaled by its factor."""
+    m = _first(rf"({NUM})\s*({units})\b", value)
     if not m:
         return None
     v, q = number(m.group(1))
-    f = _GB_UNITS[m.group(2).lower()]
+    f = factors[m.group(2).lower()]
     return v * f, q * f
+
+
+def _gb_value(value: str) -> tuple[float, float] | None:
+    return _with_unit(value, "GB|GiB|TB|MB|MiB", _GB_UNITS)
 
 
 def _bytes_value(value: str) -> tuple[float, float] | None:
-    m = _first(rf"({NUM})\s*(bytes?|B|KB|KiB|MB|MiB|GB|GiB)\b", value)
-    if not m:
-        return None
-    v, q = number(m.group(1))
-    f = _BYTE_UNITS[m.group(2).lower()]
-    return v * f, q * f
+    return _with_unit(value, "bytes?|B|KB|KiB|MB|MiB|GB|GiB", _BYTE_UNITS)
 
 
 def _pct(value: str) -> tuple[float, float] | None:

@@ -125,13 +125,10 @@ def render(r: dict) -> str:
     p, a = r["projection"], r["analytic"]
     lines += ["", f"PROJECTION ({p['basis']}) beside the planner's analytic floors:",
               f"  {'':28}{'projection':>12}{'analytic':>12}"]
-    for key, label, scale, fmt in (("tpot_floor_s", "TPOT, 1 row (ms)", 1e3, ".2f"),
-                                   ("tpot_at_rows_s", "TPOT, full micro-batch (ms)", 1e3, ".2f"),
-                                   ("ttft_floor_s", "TTFT, mean prompt (ms)", 1e3, ".1f"),
-                                   ("rps_bound", "max RPS", 1.0, ".2f"),
-                                   ("rps_slo", "max RPS within the SLOs", 1.0, ".2f")):
+    from harness.emulate.projection import PROJECTION_ROWS
+    for key, label, scale, fmt in PROJECTION_ROWS:
         lines.append(f"  {label:28}{_f(p[key], fmt, scale):>12}{_f(a[key], fmt, scale):>12}")
-    lines.append(f"  stages: " + ", ".join(f"{s}: {src}" for s, src in r["stage_sources"].items()))
+    lines.append("  stages: " + ", ".join(f"{s}: {src}" for s, src in r["stage_sources"].items()))
     for prob in p["problems"]:
         lines.append(f"  projection: {prob}")
     return "\n".join(lines) + "\n"

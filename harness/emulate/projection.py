@@ -16,6 +16,14 @@ from harness.emulate.records import RankResult
 from harness.emulate.sweep import stage_kind
 
 
+# The projection's headline rows, as every renderer shows them: (key, label, scale, format).
+PROJECTION_ROWS = (("tpot_floor_s", "TPOT, 1 row (ms)", 1e3, ".2f"),
+                   ("tpot_at_rows_s", "TPOT, full micro-batch (ms)", 1e3, ".2f"),
+                   ("ttft_floor_s", "TTFT, mean prompt (ms)", 1e3, ".1f"),
+                   ("rps_bound", "max RPS", 1.0, ".2f"),
+                   ("rps_slo", "max RPS within the SLOs", 1.0, ".2f"))
+
+
 def _interp(xs: list[float], ys: list[float], x: float, single: str) -> float:
     """Piecewise linear through (xs, ys), extended linearly past the ends; one point: constant
     (``single="const"``) or proportional to x (``"prop"``). Never below a tenth of the smallest y."""

@@ -26,8 +26,9 @@ def _rows(df) -> list[dict]:
     return [] if df is None or len(df) == 0 else df.to_dict("records")
 
 
-def _num(v: Any) -> float | None:
-    if v is None:
+def as_number(v: Any) -> float | None:
+    """A finite-or-inf float from a table or summary value; None for missing, NaN, bool or text."""
+    if v is None or isinstance(v, bool):
         return None
     try:
         f = float(v)
@@ -42,7 +43,7 @@ def records(requests_df) -> list[RequestRecord]:
     for r in _rows(requests_df):
         d = {k: r[k] for k in fields if k in r}
         for k in ("admitted_s", "first_token_s", "finish_s"):
-            d[k] = _num(d.get(k))
+            d[k] = as_number(d.get(k))
         tt = d.get("token_times_s")
         d["token_times_s"] = [] if tt is None else [float(x) for x in tt]
         out.append(RequestRecord.from_dict(d))
@@ -85,14 +86,14 @@ def stage_stats(run) -> list[dict]:
     given = run.summary.get("stage_stats") or []
     if given:
         return [dict(s) for s in given]
-    rows = [r for r in _rows(run.stages) if all(_num(r.get(k)) is not None for k in
+    rows = [r for r in _rows(run.stages) if all(as_number(r.get(k)) is not None for k in
                                                 ("t_recv_start_s", "t_recv_end_s", "t_compute_end_s", "t_send_end_s"))]
     return _stage_stats_rows(rows) if rows else []
 
 
 def imbalance(stats: list[dict]) -> float | None:
     """max stage compute / mean stage compute; None without stage timings."""
-    comp = [_num(s.get("compute_s")) for s in stats]
+    comp = [as_number(s.get("compute_s")) for s in stats]
     comp = [c for c in comp if c is not None]
     if not comp or sum(comp) <= 0:
         return None
@@ -101,7 +102,7 @@ def imbalance(stats: list[dict]) -> float | None:
 
 def run_bubble(stats: list[dict]) -> float | None:
     """Mean of the stages' bubble ratios."""
-    b = [_num(s.get("bubble_ratio")) for s in stats]
+    b = [as_number(s.get("bubble_ratio")) for s in stats]
     b = [x for x in b if x is not None]
     return sum(b) / len(b) if b else None
 
@@ -176,10 +177,10 @@ def memory_by_stage(memory_df) -> list[dict]:
         s = by.setdefault(int(r["stage"]), {"stage": int(r["stage"]), "peak_bytes": None, "param_bytes": None,
                                             "kv_bytes": None, "predicted_bytes": None})
         for k in ("peak_bytes", "param_bytes", "kv_bytes"):
-            v = _num(r.get(k))
+            v = as_number(r.get(k))
             if v is not None:
                 s[k] = max(s[k] or 0.0, v)
-        pw, pk = _num(r.get("predicted_weight_bytes")), _num(r.get("predicted_kv_bytes"))
+        pw, pk = as_number(r.get("predicted_weight_bytes")), as_number(r.get("predicted_kv_bytes"))
         if pw is not None or pk is not None:
             s["predicted_bytes"] = max(s["predicted_bytes"] or 0.0, (pw or 0.0) + (pk or 0.0))
     return [by[k] for k in sorted(by)]
@@ -203,9 +204,9 @@ def nvml_series(nvml_df) -> dict[str, Any]:
         t = float(r["t_s"]) - t0
         d["t_s"].append(t)
         for k in ("gpu_util_pct", "power_w", "rss_bytes", "cpu_pct"):
-            d[k].append(_num(r.get(k)))
-        tx, rx = _num(r.get("nvlink_tx_delta_bytes")), _num(r.get("nvlink_rx_delta_bytes"))
-        gtx, grx = _num(r.get("gpm_nvlink_tx_bytes_per_s")), _num(r.get("gpm_nvlink_rx_bytes_per_s"))
+            d[k].append(as_number(r.get(k)))
+        tx, rx = as_number(r.get("nvlink_tx_delta_bytes")), as_number(r.get("nvlink_rx_delta_bytes"))
+        gtx, grx = as_number(r.get("gpm_nvlink_tx_bytes_per_s")), as_number(r.get("gpm_nvlink_rx_bytes_per_s"))
         rate = None
         if tx is not None and rx is not None and d["_prev_t"] is not None and t > d["_prev_t"]:
             rate = (tx + rx) / (t - d["_prev_t"])
@@ -232,10 +233,10 @@ def timeline(stages_df, dp: int = 0, tp: int = 0, max_steps: int = 16) -> list[d
     mid = max(0, len(steps) // 2 - max_steps // 2)
     window = set(steps[mid: mid + max_steps])
     sel = [r for r in rows if int(r["step"]) in window]
-    t0 = min(_num(r["t_recv_end_s"]) for r in sel)
+    t0 = min(as_number(r["t_recv_end_s"]) for r in sel)
     out = []
     for r in sorted(sel, key=lambda r: (int(r["stage"]), int(r["step"]))):
-        vals = {k: _num(r.get(k)) for k in ("t_recv_start_s", "t_recv_end_s", "t_compute_end_s", "t_send_end_s")}
+        vals = {k: as_number(r.get(k)) for k in ("t_recv_start_s", "t_recv_end_s", "t_compute_end_s", "t_send_end_s")}
         if any(v is None for v in vals.values()):
             continue
         out.append({"stage": int(r["stage"]), "step": int(r["step"]),
