@@ -11,7 +11,7 @@ measured cost per op × the busiest rank's ops per round / the ``off`` round tim
 
 Coverage: every torch.distributed op function is wrapped with a counter (which sees every
 hand-written collective, the only kind the runtime issues); in each round the number of calls
-must equal the number of rows the trace gained. A mismatch means an op bypassed harness.comm.
+must equal the number of rows the trace gained. A mismatch means an op bypassed harness.engines.reference.comm.
 """
 
 from __future__ import annotations
@@ -25,12 +25,12 @@ import time
 import torch
 import torch.distributed as dist
 
-from harness import dist as hdist
-from harness.generate import generate
-from harness.model.build import build_stage
-from harness.model.weights import SeededWeights
-from harness.parallel.pp import PipelineStage
-from harness.spec import load_spec
+from harness.engines.reference import dist as hdist
+from harness.engines.reference.generate import generate
+from harness.engines.reference.model.build import build_stage
+from harness.engines.reference.model.weights import SeededWeights
+from harness.engines.reference.parallel.pp import PipelineStage
+from harness.spec.spec import load_spec
 
 OPS = ("all_reduce", "all_gather", "broadcast", "send", "recv", "isend", "irecv", "reduce_scatter",
        "all_to_all", "gather", "scatter", "reduce", "all_gather_into_tensor", "reduce_scatter_tensor",
@@ -54,7 +54,7 @@ def count_dist_calls() -> dict[str, int]:
 
 def recorder_cost_s(level: str, ctx, n: int = 20000) -> float:
     """Seconds the recorder adds to one op at ``level`` (begin + end), measured on its own."""
-    from harness.comm import CommRecorder
+    from harness.engines.reference.comm import CommRecorder
 
     rec = CommRecorder(ctx.rank, level, cuda=ctx.device.type == "cuda")
     t = torch.zeros(16, device=ctx.device)
@@ -73,7 +73,7 @@ def main() -> int:
     ap.add_argument("--out", default=None)
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE")
     ap.add_argument("--inject-bypass", action="store_true",
-                    help="negative control: issue one all_reduce behind harness.comm's back in each round")
+                    help="negative control: issue one all_reduce behind harness.engines.reference.comm's back in each round")
     args = ap.parse_args()
     spec = load_spec(args.config, args.overrides)
     calls = count_dist_calls()

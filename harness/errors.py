@@ -1,4 +1,11 @@
-"""The one exception type for bad input: the CLI prints its message on one line and exits 2."""
+"""The one exception type for bad input, and the exit codes every verb uses.
+
+Exit codes: ``0`` fine; ``1`` a verdict failed (SLO missed, claim refuted, regression); ``2`` bad
+input (one line naming the field and the fix); ``3`` a run failed or was interrupted (partial
+results on disk, marked incomplete).
+"""
+
+EXIT_PASS, EXIT_FAIL, EXIT_USAGE, EXIT_INCOMPLETE = 0, 1, 2, 3
 
 
 class UsageError(Exception):

@@ -23,7 +23,8 @@ COMMAND = "bash launch/gpu_check.sh OUTDIR"
 
 
 def versions(path: str) -> int:
-    from harness.results import atomic_write_json, environment
+    from harness.results.atomic import atomic_write_json
+    from harness.results.environment import environment
     env = environment()
     import torch
     env["cuda_available"] = torch.cuda.is_available()
@@ -37,8 +38,9 @@ def versions(path: str) -> int:
 
 def peaks(path: str) -> int:
     import torch
+
     from harness.emulate import measure_peaks
-    from harness.results import atomic_write_json
+    from harness.results.atomic import atomic_write_json
     p = measure_peaks(torch.device("cuda", 0), torch.bfloat16, iters=20)
     atomic_write_json(path, p.__dict__)
     print(f"copy {p.copy_gbps:.0f} GB/s (read+write of {p.copy_bytes / 2**30:.0f} GiB), bf16 matmul "
@@ -109,7 +111,7 @@ def _combined_projection(reports: dict) -> dict | None:
     if not got:
         return None
     from harness.emulate import RankResult, catalog_gpu_for, project
-    from harness.spec import load_spec
+    from harness.spec.spec import load_spec
     spec = load_spec(got[0]["spec"]["source"])
     ranks = [RankResult.from_dict(rk) for r in got for rk in r["ranks"]]
     name = got[0]["device"]["name"]
@@ -130,7 +132,8 @@ def _run_summary(run_dir: Path) -> dict | str:
 
 
 def summarize(work_dir: str, out_dir: str) -> int:
-    from harness.results import atomic_write_json, atomic_write_text, utc_now
+    from harness.results.atomic import atomic_write_json, atomic_write_text
+    from harness.results.summary import utc_now
     work, out = Path(work_dir), Path(out_dir)
     ver = _load(work / "versions.json") or {}
     gpu = bool(ver.get("cuda_available"))

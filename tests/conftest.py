@@ -64,7 +64,7 @@ def hf():
 
 @pytest.fixture(scope="session")
 def tiny():
-    from harness.catalog import MODEL_PRESETS
+    from harness.spec.catalog import MODEL_PRESETS
     return MODEL_PRESETS["tiny"]
 
 

@@ -29,15 +29,15 @@ import torch.distributed as dist
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from harness import dist as hdist  # noqa: E402
-from harness.catalog import ModelShape, model_preset  # noqa: E402
-from harness.comm import Comm, CommRecorder  # noqa: E402
-from harness.generate import generate  # noqa: E402
-from harness.layout import Layout, even_split  # noqa: E402
-from harness.model.build import build_stage, stage_param_bytes  # noqa: E402
-from harness.model.weights import CheckpointWeights, SeededWeights  # noqa: E402
-from harness.parallel.pp import PipelineStage, StepMeta  # noqa: E402
-from harness.parallel.tp import gather_logits, greedy_sample  # noqa: E402
+from harness.engines.reference import dist as hdist  # noqa: E402
+from harness.engines.reference.comm import Comm, CommRecorder  # noqa: E402
+from harness.engines.reference.generate import generate  # noqa: E402
+from harness.engines.reference.model.build import build_stage, stage_param_bytes  # noqa: E402
+from harness.engines.reference.model.weights import CheckpointWeights, SeededWeights  # noqa: E402
+from harness.engines.reference.parallel.pp import PipelineStage, StepMeta  # noqa: E402
+from harness.engines.reference.parallel.tp import gather_logits, greedy_sample  # noqa: E402
+from harness.spec.catalog import ModelShape, model_preset  # noqa: E402
+from harness.spec.layout import Layout, even_split  # noqa: E402
 
 LAYOUTS = [(1, 1, 1), (2, 1, 1), (1, 2, 1), (2, 2, 1), (2, 4, 1), (2, 2, 2)]
 PROMPTS = [[17, 3, 250, 99, 41], [8, 8, 120, 7, 33, 201, 5, 64, 12], [200, 1, 77], [i * 37 % 256 for i in range(14)]]
@@ -79,7 +79,7 @@ class GroupCache:
 
 
 def sub_context(layout: Layout, cache: GroupCache) -> hdist.DistContext | None:
-    """A DistContext for a layout on ranks 0..layout.world_size-1 of the larger world (harness.dist.init
+    """A DistContext for a layout on ranks 0..layout.world_size-1 of the larger world (harness.engines.reference.dist.init
     needs world == layout)."""
     world = cache.world
     groups = {"world": (None, list(range(world.env.world_size)))}

@@ -1,4 +1,4 @@
-"""Stand-in for ``harness.run`` in the Slurm tests: "produces" a run in no time.
+"""Stand-in for ``harness run`` (inside torchrun) in the Slurm tests: "produces" a run in no time.
 
 ``torchrun ... -m fake_run CONFIG --results-dir DIR`` with ``FAKE_RUN_COPY_FROM=RUN_DIR``:
 rank 0 copies that (real, possibly edited) run directory to DIR; every rank exits 0.

@@ -13,15 +13,16 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import planner
-from harness.catalog import model_preset
-from harness.layout import Layout, even_split
+from harness.measure.metrics import RequestRecord, summarize
 from harness.measure.nvml import COLUMNS as NVML_COLUMNS
 from harness.measure.stages import pipeline_summary, stage_stats
-from harness.metrics import RequestRecord, summarize
-from harness.results import RunWriter, new_summary, slo_rows
-from harness.slo import judge, per_request_thresholds_ms, resolve_targets
-from harness.spec import spec_from_dict
+from harness.plan import planner
+from harness.results.summary import new_summary, slo_rows
+from harness.results.writer import RunWriter
+from harness.spec.catalog import model_preset
+from harness.spec.layout import Layout, even_split
+from harness.spec.slo import judge, per_request_thresholds_ms, resolve_targets
+from harness.spec.spec import spec_from_dict
 
 
 @dataclass
@@ -138,7 +139,7 @@ def _rank_comm(c, lay, rank, s, k, start, compute_end, send_end, recv_start, act
                 "peer": peer, "dtype": dtype, "numel": numel, "bytes": nbytes, "t_start_s": t0, "t_end_s": t1}
 
     place = lay.place(rank)
-    hdr = 4 + 3 * c.rows_per_step            # harness.parallel.pp header (int64)
+    hdr = 4 + 3 * c.rows_per_step            # harness.engines.reference.parallel.pp header (int64)
     coord = lay.rank_of(place.dp, 0, 0)
     if c.pp > 1 and s > 0:                   # header + hidden from the previous stage
         src = lay.rank_of(place.dp, s - 1, place.tp)

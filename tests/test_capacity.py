@@ -1,4 +1,4 @@
-from harness.capacity import capacity, next_probe
+from harness.verdicts.capacity import capacity, next_probe
 
 
 def _search(x0, limit, integer=False, max_probes=12):

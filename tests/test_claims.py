@@ -11,10 +11,10 @@ import pytest
 import yaml
 
 from harness import cli
-from harness.claims import load_claims, verify
-from harness.claims.parse import number
-from harness.planner import plan
-from harness.spec import load_spec
+from harness.plan.planner import plan
+from harness.spec.spec import load_spec
+from harness.verdicts.claims import load_claims, verify
+from harness.verdicts.claims.parse import number
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_SEED = ROOT.parent / "shared" / "seed" / "000_caabd6ac8876f5cc.txt"

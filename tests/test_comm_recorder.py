@@ -2,7 +2,7 @@
 
 import torch
 
-from harness.comm import COMM_COLUMNS, CommRecorder
+from harness.engines.reference.comm import COMM_COLUMNS, CommRecorder
 
 
 class FakeEvent:

@@ -6,11 +6,12 @@ import json
 import shutil
 
 import pytest
+from run_fixtures import SynthRun, build_synthetic_run
 
 from harness.cli import main as cli
-from harness.compare import collect_history, compare_dirs, delta_pct, judge
 from harness.errors import UsageError
-from run_fixtures import SynthRun, build_synthetic_run
+from harness.verdicts.compare import compare_dirs, delta_pct, judge
+from harness.verdicts.history import collect_history
 
 SMALL = dict(steps=12, with_nvml=False)
 

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from dist_worker import LAYOUTS, NEW_TOKENS, PROMPTS, SEED, WIDE, label
-from harness.layout import Layout, even_split
-from harness.model.weights import SeededWeights, full_state_dict
-from harness.planner import rank_params
+
+from harness.engines.reference.model.weights import SeededWeights, full_state_dict
+from harness.plan.planner import rank_params
+from harness.spec.layout import Layout, even_split
 
 REPO = Path(__file__).resolve().parents[1]
 WORKER = REPO / "tests" / "dist_worker.py"
@@ -149,7 +149,7 @@ def test_no_rank_materialises_the_full_model(world):
     full_bytes = WIDE.total_params() * 4
     assert full_bytes == 4 * (8 * (2 * h * h + 2 * h * 256 + 3 * h * inter + 2 * h) + 2 * vocab * h + h)
     layer = (2 * h * h + 2 * h * 256 + 3 * h * inter) // 2 + 2 * h
-    from harness.model.llama import hf_param_shapes
+    from harness.engines.reference.model.llama import hf_param_shapes
     global_shapes = hf_param_shapes(WIDE)
     for rank in world[0]:
         m = rank["memory"]

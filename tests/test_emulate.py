@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from harness import planner
 from harness.cli import main as cli
-from harness.comm import COMM_COLUMNS
+from harness.engines.reference.comm import COMM_COLUMNS
+from harness.plan import planner
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = str(ROOT / "configs" / "tiny-tp2-pp4-cpu.yaml")
@@ -164,8 +164,9 @@ def test_a_70b_rank_on_cpu_is_refused_in_one_line(capsys):
 
 def test_recording_comm_issues_nothing_for_a_group_of_one():
     import torch
+
     from harness.emulate import rank_comm
-    from harness.layout import Layout
+    from harness.spec.layout import Layout
     comm = rank_comm(Layout(1, 2, 1, (1, 1)), 1)
     comm.rec.level = "counts"
     t = torch.ones(3)
@@ -176,7 +177,7 @@ def test_recording_comm_issues_nothing_for_a_group_of_one():
 
 def test_measured_compute_interpolates_and_scales():
     from harness.emulate import MeasuredTiming, Point, RankResult, measured_compute
-    from harness.spec import load_spec
+    from harness.spec.spec import load_spec
     spec = load_spec(TINY)
     res = RankResult(0, 0, 0, "first", [0, 1], 1, 1, 4, 0.0,
                      decode=[Point("decode", 1, 1, 10, step_s=1.0), Point("decode", 4, 1, 10, step_s=2.5),
@@ -214,9 +215,9 @@ def test_gpu_check_on_a_machine_without_gpu(tmp_path):
 def test_projection_scales_a_local_gpu_to_the_specs():
     """Stage times equal to the H200's floors at the measured points project to the H100's floors
     there: each point is scaled by floor(spec GPU) / floor(local GPU)."""
-    from harness.catalog import GPU_CATALOG
     from harness.emulate import MeasuredTiming, Point, RankResult, project
-    from harness.spec import load_spec
+    from harness.spec.catalog import GPU_CATALOG
+    from harness.spec.spec import load_spec
     spec = load_spec(ROOT / "configs" / "llama3-70b-tp2-pp4-h100.yaml")
     h200 = GPU_CATALOG["H200-SXM-141GB"]
     lk = planner.links(spec.layout, spec.gpu, 8)
@@ -244,9 +245,9 @@ def test_projection_scales_a_local_gpu_to_the_specs():
 def test_projection_equals_the_analytic_bounds_when_stages_run_at_their_floors():
     """Measured = the planner's compute floor at every measured point (same GPU, no scaling): the
     projection is the analytic bounds (floors are linear in batch and context between the points)."""
-    from harness.catalog import GPU_CATALOG
     from harness.emulate import Point, RankResult, project
-    from harness.spec import load_spec
+    from harness.spec.catalog import GPU_CATALOG
+    from harness.spec.spec import load_spec
     spec = load_spec(ROOT / "configs" / "llama3-70b-tp2-pp4-h100.yaml")
     tm = planner.Timing(spec.shape, spec.layout, spec.gpu, 2, 64, planner.links(spec.layout, spec.gpu, 8))
     results = [RankResult(2 * s, s, 0, "x", [], 0, 0, 0, 0.0,
@@ -303,12 +304,13 @@ def test_forward_indexed_equals_forward_on_a_mixed_batch(stage, monkeypatch):
     gives ``forward``'s output and cache writes bit for bit on a batch mixing a decode row, a fresh
     prefill and a chunk after cached tokens (padded); it never builds an index itself (the host sync)."""
     import torch
+
     from harness.emulate import rank_comm
-    from harness.layout import Layout
-    from harness.model import llama
-    from harness.model.build import build_stage
-    from harness.model.weights import SeededWeights
-    from harness.spec import load_spec
+    from harness.engines.reference.model import llama
+    from harness.engines.reference.model.build import build_stage
+    from harness.engines.reference.model.weights import SeededWeights
+    from harness.spec.layout import Layout
+    from harness.spec.spec import load_spec
     shape = load_spec(TINY).shape
     lay = Layout(1, 3, 1, (3, 3, 2))
     model = build_stage(shape, lay, lay.place(stage), rank_comm(lay, stage), dtype=torch.float32,

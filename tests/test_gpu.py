@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.catalog import ModelShape
+from harness.spec.catalog import ModelShape
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run launch/gpu_check.sh)")]
@@ -28,10 +28,10 @@ ROWS, T = 4, 96
 
 
 def _ours(dtype: torch.dtype):
-    from harness.comm import single_process_comm
-    from harness.layout import Layout
-    from harness.model.build import build_stage
-    from harness.model.weights import SeededWeights
+    from harness.engines.reference.comm import single_process_comm
+    from harness.engines.reference.model.build import build_stage
+    from harness.engines.reference.model.weights import SeededWeights
+    from harness.spec.layout import Layout
     lay = Layout(1, 1, 1, (SHAPE.num_layers,))
     model = build_stage(SHAPE, lay, lay.place(0), single_process_comm(), dtype=dtype,
                         device=torch.device("cuda"), weights=SeededWeights(0))
@@ -42,7 +42,7 @@ def _ours(dtype: torch.dtype):
 @pytest.fixture(scope="module")
 def reference(hf):
     """fp32 logits [ROWS, T, vocab] of transformers' model with the same seeded weights, on CUDA."""
-    from harness.model.weights import SeededWeights, full_state_dict
+    from harness.engines.reference.model.weights import SeededWeights, full_state_dict
     sd = full_state_dict(SHAPE, SeededWeights(0), torch.float32, "cuda")
     ref = hf.model(SHAPE, {k: v.cpu() for k, v in sd.items()}).cuda()
     gen = torch.Generator(device="cuda").manual_seed(7)
@@ -102,7 +102,7 @@ def test_bf16_decode_steps_follow_prefill(reference):
 @pytest.mark.parametrize("rank", [0, 2, 6])
 def test_cuda_graph_decode_equals_eager_step(rank):
     from harness.emulate import Peaks, Sweep, emulate_rank
-    from harness.spec import load_spec
+    from harness.spec.spec import load_spec
     spec = load_spec(ROOT / "configs" / "tiny-tp2-pp4-cpu.yaml", ["run.device=cuda", "model.dtype=bf16"])
     dev = torch.device("cuda")
     ceilings = Peaks("unused here", 1.0, 1, 1.0, 1, "bfloat16", 1)   # only the ratios use them

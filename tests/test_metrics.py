@@ -1,4 +1,4 @@
-"""harness.metrics against hand-computed values (times in seconds, outputs in ms)."""
+"""harness.measure.metrics against hand-computed values (times in seconds, outputs in ms)."""
 
 import math
 
@@ -6,8 +6,16 @@ import numpy as np
 import pytest
 
 from harness.errors import UsageError
-from harness.metrics import (RequestRecord, meets_slo, percentile, progress, running_p99,
-                             stats, summarize, tpot_s)
+from harness.measure.metrics import (
+    RequestRecord,
+    meets_slo,
+    percentile,
+    progress,
+    running_p99,
+    stats,
+    summarize,
+    tpot_s,
+)
 
 A = pytest.approx
 

@@ -8,16 +8,16 @@ import json
 import pytest
 import torch
 
-from harness.comm import single_process_comm
-from harness.dist import DistContext, LaunchEnv
+from harness.engines.reference.comm import single_process_comm
+from harness.engines.reference.dist import DistContext, LaunchEnv
+from harness.engines.reference.generate import generate
+from harness.engines.reference.model.build import build_stage, check_tp, stage_param_bytes
+from harness.engines.reference.model.llama import hf_param_shapes
+from harness.engines.reference.model.weights import CheckpointWeights, SeededWeights, Shard, full_state_dict, name_seed
+from harness.engines.reference.parallel.pp import PipelineStage, StepMeta, pack_header, step_phase, unpack_header
+from harness.engines.reference.parallel.tp import greedy_sample
 from harness.errors import UsageError
-from harness.generate import generate
-from harness.layout import Layout
-from harness.model.build import build_stage, check_tp, stage_param_bytes
-from harness.model.llama import hf_param_shapes
-from harness.model.weights import CheckpointWeights, SeededWeights, Shard, full_state_dict, name_seed
-from harness.parallel.pp import PipelineStage, StepMeta, pack_header, step_phase, unpack_header
-from harness.parallel.tp import greedy_sample
+from harness.spec.layout import Layout
 
 CPU = torch.device("cpu")
 L = torch.long

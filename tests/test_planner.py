@@ -11,13 +11,26 @@ from pathlib import Path
 import pytest
 
 from harness import cli
-from harness.catalog import gpu_spec, model_preset
-from harness.layout import Layout
-from harness.planner import (bubble_ratio, comm_time_s, compute_floor_s, epsilon, expected_comm,
-                             kv_bytes_per_token, links, plan, pp_bytes_per_token_per_boundary, rank_params,
-                             ring_factor, stage_bytes_read, stage_flops, tp_allreduce_bytes_per_layer_per_token,
-                             workspace_bytes)
-from harness.spec import load_spec
+from harness.plan.planner import (
+    bubble_ratio,
+    comm_time_s,
+    compute_floor_s,
+    epsilon,
+    expected_comm,
+    kv_bytes_per_token,
+    links,
+    plan,
+    pp_bytes_per_token_per_boundary,
+    rank_params,
+    ring_factor,
+    stage_bytes_read,
+    stage_flops,
+    tp_allreduce_bytes_per_layer_per_token,
+    workspace_bytes,
+)
+from harness.spec.catalog import gpu_spec, model_preset
+from harness.spec.layout import Layout
+from harness.spec.spec import load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 CFG_70B = ROOT / "configs" / "llama3-70b-tp2-pp4-h100.yaml"
@@ -213,7 +226,7 @@ def test_harness_plan_answers_under_2s_as_a_subprocess():
 
 
 def test_planner_search_and_claims_do_not_import_torch():
-    code = ("import sys, harness.planner, harness.search, harness.claims.verify, harness.commands.plan, "
+    code = ("import sys, harness.plan.planner, harness.plan.search, harness.verdicts.claims.verify, harness.commands.plan, "
             "harness.commands.verify_claims; print('torch' in sys.modules)")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert p.returncode == 0, p.stderr

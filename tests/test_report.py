@@ -10,15 +10,17 @@ import re
 from pathlib import Path
 
 import pytest
+from run_fixtures import SynthRun, build_synthetic_run, real_cpu_run
 
 from harness.cli import main as cli
-from harness.layout import Layout
 from harness.report import plots
 from harness.report.dag import build_dag, dag_from_run, node_count, to_dot, topological_order, write_dag
-from harness.report.modify import (Evidence, _max_concurrent, best_split, evidence_from_run, moves, recommend)
+from harness.report.modify import Evidence, _max_concurrent, best_split, evidence_from_run, moves, recommend
 from harness.report.render import PLOT_FILES, write_report
-from harness.results import RunWriter, load_run, new_summary
-from run_fixtures import SynthRun, build_synthetic_run, real_cpu_run
+from harness.results.reader import load_run
+from harness.results.summary import new_summary
+from harness.results.writer import RunWriter
+from harness.spec.layout import Layout
 
 PNG = b"\x89PNG\r\n\x1a\n"
 SECTIONS = ("Hardware", "Memory", "Performance vs SLOs", "Load balancing", "TP groups", "PP stages",
@@ -293,7 +295,7 @@ def test_rule_kv_capacity():
 
 
 def test_max_concurrent_by_hand():
-    from harness.metrics import RequestRecord as R
+    from harness.measure.metrics import RequestRecord as R
     recs = [R(0, 0, 0.0, 0.0, 0.1, [], 1.0), R(1, 0, 0.0, 0.5, 0.6, [], 1.5), R(2, 0, 0.0, 1.0, 1.1, [], 2.0),
             R(3, 0, 0.0, 1.2, None, [], None), R(4, 0, 0.0, None, None, [], None)]
     # [0,1) [0.5,1.5) [1,2) [1.2,∞): at 1.2 three are in flight (the finish at 1.0 frees a slot first)
@@ -301,7 +303,7 @@ def test_max_concurrent_by_hand():
 
 
 def test_seed_claims_against_a_cpu_run_name_the_hardware_mismatch(synth, tmp_path):
-    """The real harness.claims on the seed report: H100 claims are not confirmed from a CPU run."""
+    """The real harness.verdicts.claims on the seed report: H100 claims are not confirmed from a CPU run."""
     seed = tmp_path / "seed.md"
     seed.write_text(Path("/work/shared/seed/000_caabd6ac8876f5cc.txt").read_text()
                     if Path("/work/shared/seed/000_caabd6ac8876f5cc.txt").exists() else SEED_FALLBACK)
@@ -324,3 +326,20 @@ SEED_FALLBACK = """### Hardware Compatibility
 ### Communication Nodes
 - **NVLink Utilization**: 15% (excellent efficiency)
 """
+
+
+def test_a_table_the_engine_did_not_produce_is_named_absent(synth, tmp_path):
+    """An engine without a comm trace writes no comm.parquet: the reader names it, the report says so."""
+    import shutil
+    d = tmp_path / "no-comm"
+    shutil.copytree(synth, d)
+    (d / "comm.parquet").unlink()
+    run = load_run(d)
+    assert "comm" in run.absent and "requests" not in run.absent
+    assert len(run.comm) == 0 and list(run.comm.columns)     # an empty frame with the schema's columns
+    write_report(d)
+    assert "Communication not traced (reference engine: no comm table)." in (d / "report.md").read_text()
+    full = tmp_path / "with-comm"
+    shutil.copytree(synth, full)
+    write_report(full)
+    assert "not traced" not in (full / "report.md").read_text()

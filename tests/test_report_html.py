@@ -8,9 +8,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from run_fixtures import REPO, real_cpu_run
 
 from harness.report.render import PLOT_FILES, write_report
-from run_fixtures import REPO, real_cpu_run
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--disable-extensions", "--mute-audio",

@@ -10,15 +10,18 @@ import types
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from run_fixtures import SynthRun, build_synthetic_run
 
 from harness import SCHEMA_VERSION
 from harness.errors import UsageError
+from harness.measure.metrics import RequestRecord
 from harness.measure.nvml import COLUMNS as NVML_COLUMNS
-from harness.metrics import RequestRecord
-from harness.results import (COMM_COLUMNS, COMM_DERIVED, MEASURED_KEYS, TABLES, RunWriter, atomic_write_text,
-                             environment,
-                             load_run, new_summary, overall_verdict, rows_to_table, run_dir_name)
-from run_fixtures import SynthRun, build_synthetic_run
+from harness.results.atomic import atomic_write_text
+from harness.results.environment import environment
+from harness.results.reader import load_run
+from harness.results.schema import COMM_COLUMNS, COMM_DERIVED, MEASURED_KEYS, TABLES, rows_to_table
+from harness.results.summary import new_summary, overall_verdict
+from harness.results.writer import RunWriter, run_dir_name
 
 SUMMARY_KEYS = {"schema_version", "complete", "incomplete_reason", "name", "started_utc", "finished_utc", "wall_s",
                 "warmup_s", "hardware", "layout", "metrics", "slo", "verdict", "measured", "predicted",
@@ -45,11 +48,11 @@ def _check_tables(run_dir, record_tokens=False):
 
 
 def test_schemas_match_the_writers_columns():
-    import harness.comm
+    import harness.engines.reference.comm
     from harness.measure.stages import STAGE_COLUMNS
 
-    assert tuple(TABLES["comm"].names) == harness.comm.COMM_COLUMNS + COMM_DERIVED
-    assert harness.comm.COMM_COLUMNS == COMM_COLUMNS
+    assert tuple(TABLES["comm"].names) == harness.engines.reference.comm.COMM_COLUMNS + COMM_DERIVED
+    assert harness.engines.reference.comm.COMM_COLUMNS == COMM_COLUMNS
     assert tuple(TABLES["nvml"].names) == tuple(NVML_COLUMNS) + ("node",)
     assert tuple(TABLES["stages"].names) == STAGE_COLUMNS
     assert set(RequestRecord.__dataclass_fields__) == set(TABLES["requests"].names)
@@ -135,7 +138,7 @@ def test_a_final_summary_marked_incomplete_stays_incomplete(tmp_path):
 
 
 def test_create_writes_spec_env_summary_and_refuses_an_existing_run(tmp_path):
-    from harness.spec import load_spec
+    from harness.spec.spec import load_spec
 
     spec = load_spec("configs/tiny-tp2-pp4-cpu.yaml")
     d = tmp_path / run_dir_name(spec.name)
@@ -222,7 +225,7 @@ def test_reader_errors_name_the_file_and_the_fix(synth, tmp_path):
 
 
 def test_environment_without_cuda_or_git(monkeypatch):
-    import harness.environment as results
+    import harness.results.environment as results
 
     fake = types.SimpleNamespace(__version__="9.9", version=types.SimpleNamespace(cuda=None),
                                  cuda=types.SimpleNamespace(is_available=lambda: False))
@@ -234,7 +237,7 @@ def test_environment_without_cuda_or_git(monkeypatch):
 
 
 def test_environment_with_gpus_and_git(monkeypatch):
-    import harness.environment as results
+    import harness.results.environment as results
 
     cuda = types.SimpleNamespace(is_available=lambda: True, device_count=lambda: 2,
                                  get_device_name=lambda i: f"NVIDIA H100 80GB HBM3 #{i}",

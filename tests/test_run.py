@@ -13,15 +13,15 @@ from collections import defaultdict
 import pandas as pd
 import pytest
 import torch
-
 from demo_run import DEMO_CONFIG, REPO, harness_run
-from harness import planner
-from harness.comm import single_process_comm
-from harness.layout import Layout
-from harness.model.build import build_stage
-from harness.model.weights import SeededWeights
-from harness.spec import load_spec
-from harness.workload import build_trace
+
+from harness.engines.reference.comm import single_process_comm
+from harness.engines.reference.model.build import build_stage
+from harness.engines.reference.model.weights import SeededWeights
+from harness.plan import planner
+from harness.spec.layout import Layout
+from harness.spec.spec import load_spec
+from harness.spec.workload import build_trace
 
 
 def _summary(run_dir):

@@ -2,8 +2,8 @@
 
 import pytest
 
-from harness.engine.scheduler import Scheduler
-from harness.workload import Request
+from harness.engines.reference.scheduler import Scheduler
+from harness.spec.workload import Request
 
 
 def _reqs(specs):

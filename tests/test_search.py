@@ -6,8 +6,8 @@ import time
 from pathlib import Path
 
 from harness import cli
-from harness.search import factorizations, search
-from harness.spec import load_spec
+from harness.plan.search import factorizations, search
+from harness.spec.spec import load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 CFG_70B = ROOT / "configs" / "llama3-70b-tp2-pp4-h100.yaml"

@@ -25,9 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import slurm_cluster  # noqa: E402
 from slurm_cluster import local_slurm  # noqa: E402,F401  (fixture)
 
-from harness import slurm  # noqa: E402
+from harness.commands import slurm_render as slurm  # noqa: E402
 from harness.errors import UsageError  # noqa: E402
-from harness.spec import load_spec  # noqa: E402
+from harness.spec.spec import load_spec  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 TESTS = REPO / "tests"
@@ -187,7 +187,7 @@ def test_two_torchrun_agents_match_single_node(reference_run, tmp_path):
     agents = [subprocess.Popen(
         [PY, "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=4", "--max-restarts=0",
          "--rdzv-backend=c10d", f"--rdzv-endpoint={endpoint}", "--rdzv-id=two-agents",
-         "-m", "harness.run", str(CPU_SPEC), "--results-dir", str(tmp_path / "two"), *RUN_ARGS],
+         "-m", "harness", "run", str(CPU_SPEC), "--results-dir", str(tmp_path / "two"), *RUN_ARGS],
         env=dict(os.environ, OMP_NUM_THREADS="1"), cwd=REPO,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
     try:

@@ -1,4 +1,4 @@
-"""harness.workload: seeded arrivals and lengths, prompts, JSONL traces, input errors."""
+"""harness.spec.workload: seeded arrivals and lengths, prompts, JSONL traces, input errors."""
 
 import json
 import math
@@ -8,8 +8,17 @@ import numpy as np
 import pytest
 
 from harness.errors import UsageError
-from harness.workload import (Request, build_trace, constant, gamma, load_trace, poisson,
-                              random_prompt, sample_lengths, save_trace)
+from harness.spec.workload import (
+    Request,
+    build_trace,
+    constant,
+    gamma,
+    load_trace,
+    poisson,
+    random_prompt,
+    sample_lengths,
+    save_trace,
+)
 
 VOCAB, CTX = 1000, 2048
 

@@ -1,6 +1,9 @@
 """One module per CLI verb. Each has ``add_arguments(parser)`` and ``main(args) -> int``.
 
 cli.py is the only argv reader: it builds the parsers from these modules and dispatches.
+
+Place: the top of the flow's import order; a verb wires the packages below it together.
+May import: every ``harness`` package. ``slurm_render`` renders the Slurm batch scripts.
 """
 
 # verb -> (module under harness.commands, one-line help)

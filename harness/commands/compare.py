@@ -17,7 +17,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from harness.compare import compare_dirs, to_markdown
+    from harness.verdicts.compare import compare_dirs, to_markdown
 
     cmp = compare_dirs(args.base, args.new, args.threshold, args.force)
     print(json.dumps(cmp.to_dict(), indent=1) if args.json else to_markdown(cmp), end="" if not args.json else "\n")

@@ -45,10 +45,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from harness.spec import load_spec
+    from harness.spec.spec import load_spec
     spec = load_spec(args.config, args.overrides)
-    from harness import emulate as em   # torch: imported after the spec is known to be good
-    from harness.dist import pick_device
+    from harness import emulate as em  # torch: imported after the spec is known to be good
+    from harness.engines.reference.dist import pick_device
     ranks = em.pick_ranks(spec.layout, args.rank, args.stage)
     if args.iters is not None and args.iters < 1:
         raise UsageError(f"--iters: must be >= 1, got {args.iters}")
@@ -60,10 +60,10 @@ def main(args: argparse.Namespace) -> int:
                      args.iters or base.iters, graphs=not args.no_graphs, budget_s=args.budget_s)
     report = em.emulate(spec, ranks, sweep, device, on_point=_progress)
     if args.out:
-        from harness.results import atomic_write_json
+        from harness.results.atomic import atomic_write_json
         atomic_write_json(args.out, report)
     if args.json:
-        from harness.results import _clean_floats
+        from harness.results.atomic import _clean_floats
         sys.stdout.write(json.dumps(_clean_floats(report), indent=1) + "\n")
     else:
         sys.stdout.write(render(report))

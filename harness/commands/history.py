@@ -14,7 +14,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from harness.compare import collect_history, history_markdown, write_history
+    from harness.report.history import history_markdown, write_history
+    from harness.verdicts.history import collect_history
 
     rows, skipped = collect_history(args.dir)
     out = Path(args.out) if args.out else Path(args.dir) / "history.md"

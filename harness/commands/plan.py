@@ -1,6 +1,6 @@
 """``harness plan CONFIG [--json] [--set a.b=c ...] [--search]``: the planner's numbers, no GPU needed.
 
-Rendering only; the numbers come from harness.planner and harness.search (formulas in
+Rendering only; the numbers come from harness.plan.planner and harness.plan.search (formulas in
 docs/formulas.md). Tables are plain text under 100 columns.
 """
 
@@ -9,9 +9,9 @@ from __future__ import annotations
 import argparse
 import json
 
-from harness.planner import Plan, plan
-from harness.search import SearchResult, search
-from harness.spec import load_spec
+from harness.plan.planner import Plan, plan
+from harness.plan.search import SearchResult, search
+from harness.spec.spec import load_spec
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -1,9 +1,11 @@
 """``harness run CONFIG``: the main job.
 
-Outside a torchrun world it validates the spec, then starts torchrun itself with the process
-count the spec needs (``--nnodes``/``--node-rank``/``--rdzv-endpoint`` for several nodes), waits
-and turns the run's summary into the exit code. Inside a torchrun world (``torchrun ... -m
-harness.run CONFIG``, as Slurm jobs start it) it is one rank of the run.
+Outside a torchrun world it validates the spec and the trace, then starts the reference engine's
+torchrun world with the process count the spec needs (``--nnodes``/``--node-rank``/
+``--rdzv-endpoint`` for several nodes), waits and turns the run's summary into the exit code.
+Inside a torchrun world (``torchrun ... -m harness run CONFIG``, as Slurm jobs start it) it is one
+rank of the run: it builds the trace, opens the writer on rank 0 and calls the engine seam
+(``harness.engines.base.Engine.serve``); rank 0 writes the summary from the engine's result.
 
 Exit codes: 0 run complete and every SLO met; 1 run complete and some SLO missed; 2 bad input;
 3 run failed or interrupted (results on disk marked incomplete).
@@ -13,16 +15,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-from harness.errors import UsageError
-
-EXIT_PASS, EXIT_FAIL, EXIT_USAGE, EXIT_INCOMPLETE = 0, 1, 2, 3
+from harness.errors import EXIT_FAIL, EXIT_INCOMPLETE, EXIT_PASS, UsageError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -42,32 +38,31 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--probes", type=int, default=8, help="with --find-capacity: most runs to make (default 8)")
 
 
-def default_run_dir(name: str, root: str = "results") -> Path:
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    return Path(root) / f"{stamp}_{name}"
-
-
 def main(args: argparse.Namespace) -> int:
-    from harness.dist import launch_env
-    from harness.spec import load_spec
+    from harness.engines.reference.dist import launch_env
+    from harness.spec.spec import load_spec
 
     spec = load_spec(args.config, args.overrides)
-    if launch_env().in_torchrun:
+    env = launch_env()
+    if env.in_torchrun:
         if args.find_capacity:
             raise UsageError("--find-capacity: start it outside torchrun (it launches one run per probe)")
-        from harness.run import block_stop_signals, worker
+        from harness.engines.reference.engine import ReferenceEngine
+        from harness.engines.reference.stop import block_stop_signals
+        from harness.results.writer import default_run_dir
         block_stop_signals()
-        return worker(spec, args.results_dir, args.overrides)
+        run_dir = Path(args.results_dir) if args.results_dir else default_run_dir(spec.name)
+        return serve(ReferenceEngine(run_dir), spec, run_dir, reports=env.rank == 0)
     check_workload(spec)
     if args.find_capacity:
         return find_capacity(spec, args)
     return launch(spec, args)
 
 
-def check_workload(spec) -> None:
-    """Build the trace once before any rank starts: a bad trace file or lengths that do not fit
-    the KV slots is a usage error (exit 2), with nothing written."""
-    from harness.workload import build_trace
+def check_workload(spec):
+    """Build the trace (before any rank starts, in the launcher): a bad trace file or lengths that do
+    not fit the KV slots is a usage error (exit 2), with nothing written."""
+    from harness.spec.workload import build_trace
 
     max_seq = spec.run.max_seq_len or spec.shape.max_context
     trace = build_trace(spec.workload, spec.shape.vocab, max_seq)
@@ -75,12 +70,40 @@ def check_workload(spec) -> None:
         if r.input_len + r.output_len - 1 > max_seq:
             raise UsageError(f"run.max_seq_len: request {r.request_id} needs {r.input_len + r.output_len - 1} "
                              f"cached tokens but a KV slot holds {max_seq}; raise it or shorten the lengths")
+    return trace
+
+
+def serve(engine, spec, run_dir: Path, reports: bool) -> int:
+    """Serve the spec's trace through ``engine`` in this process. The reporting process opens the run
+    directory, saves the trace (replay it with ``workload.trace``) and writes the summary from the
+    engine's result. Exit 0 when the run completed (the verdict is the caller's), else 3."""
+    from harness.plan.planner import plan as make_plan
+    from harness.results.summary import final_summary
+    from harness.results.writer import RunWriter
+    from harness.spec.workload import build_trace, save_trace
+
+    trace = build_trace(spec.workload, spec.shape.vocab, spec.run.max_seq_len or spec.shape.max_context)
+    writer = RunWriter.create(run_dir, spec) if reports else None
+    if writer is not None:
+        save_trace(trace, run_dir / "trace.jsonl")
+    failed = True
+    try:
+        result = engine.serve(spec, trace, writer)
+        if writer is not None:
+            summary, tables = final_summary(spec, make_plan(spec).to_dict(), result)
+            writer.write_final(summary, tables, hostnames=result.hardware.get("hosts"))
+            print(f"harness: {summary['verdict']}: results in {run_dir}", file=sys.stderr, flush=True)
+        failed = False
+    finally:
+        engine.close(failed)
+    return EXIT_PASS if result.complete else EXIT_INCOMPLETE
 
 
 def find_capacity(spec, args: argparse.Namespace) -> int:
     """One run per probe under <results-dir>/probe-NN; capacity.json records every probe."""
-    from harness.capacity import capacity, next_probe
-    from harness.results import atomic_write_json
+    from harness.results.atomic import atomic_write_json
+    from harness.results.writer import default_run_dir
+    from harness.verdicts.capacity import capacity, next_probe
 
     if args.probes < 1:
         raise UsageError(f"--probes: must be >= 1, got {args.probes}")
@@ -96,7 +119,7 @@ def find_capacity(spec, args: argparse.Namespace) -> int:
         probe_dir = root / f"probe-{len(history):02d}"
         probe_args = argparse.Namespace(**{**vars(args), "results_dir": str(probe_dir),
                                            "overrides": [*args.overrides, f"{field}={value}"]})
-        from harness.spec import load_spec
+        from harness.spec.spec import load_spec
         rc = launch(load_spec(args.config, probe_args.overrides), probe_args)
         if rc not in (EXIT_PASS, EXIT_FAIL):
             raise UsageError(f"--find-capacity: probe {field}={value} did not complete (exit {rc}); see {probe_dir}")
@@ -117,57 +140,15 @@ def find_capacity(spec, args: argparse.Namespace) -> int:
     return EXIT_PASS if best is not None else EXIT_FAIL
 
 
-def torchrun_command(spec, args: argparse.Namespace, run_dir: Path) -> list[str]:
-    world = spec.world_size
-    nnodes = args.nnodes or (spec.cluster.nodes if args.rdzv_endpoint else 1)
-    if nnodes < 1 or world % nnodes:
-        raise UsageError(f"--nnodes: {nnodes} does not divide the spec's {world} processes")
-    nproc = args.nproc_per_node or world // nnodes
-    if nproc * nnodes != world:
-        raise UsageError(f"--nproc-per-node: {nproc} x {nnodes} nodes != {world} processes the spec needs "
-                         f"(parallel.tp*pp*dp)")
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}", f"--nnodes={nnodes}",
-           "--max-restarts=0", "--monitor-interval=0.5"]
-    if args.rdzv_endpoint:
-        rdzv_id = args.rdzv_id or os.environ.get("SLURM_JOB_ID") or spec.name
-        cmd += ["--rdzv-backend=c10d", f"--rdzv-endpoint={args.rdzv_endpoint}", f"--rdzv-id={rdzv_id}"]
-        if args.node_rank is not None:
-            cmd.append(f"--node-rank={args.node_rank}")
-    elif nnodes == 1:
-        cmd.append("--standalone")
-    else:
-        raise UsageError("--rdzv-endpoint: needed when --nnodes > 1 (HOST:PORT of the first node)")
-    cmd += ["-m", "harness.run", str(Path(args.config).resolve()), "--results-dir", str(run_dir)]
-    for o in args.overrides:
-        cmd += ["--set", o]
-    return cmd
-
-
 def launch(spec, args: argparse.Namespace) -> int:
+    from harness.engines.reference.launcher import run_world
+    from harness.results.writer import default_run_dir
+
     run_dir = Path(args.results_dir) if args.results_dir else default_run_dir(spec.name)
     run_dir = run_dir.resolve()
     if (run_dir / "summary.json").exists():
         raise UsageError(f"--results-dir: {run_dir} already holds a run; give a new folder (nothing was changed)")
-    cmd = torchrun_command(spec, args, run_dir)
-    env = dict(os.environ)
-    env.setdefault("OMP_NUM_THREADS", "1")   # 8 ranks on a few cores: no thread oversubscription
-    print(f"harness run: {spec.name}: {spec.world_size} ranks (tp={spec.parallel.tp} pp={spec.parallel.pp} "
-          f"dp={spec.parallel.dp}) -> {run_dir}", file=sys.stderr, flush=True)
-    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
-
-    def forward(signum, _frame):  # Slurm pre-emption / Ctrl-C reach torchrun, which tells the ranks
-        try:
-            os.killpg(proc.pid, signum)
-        except ProcessLookupError:
-            pass
-
-    old = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        rc = proc.wait()
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-    return exit_code(run_dir, rc)
+    return exit_code(run_dir, run_world(spec, args, run_dir))
 
 
 def slo_table(summary: dict) -> str:

@@ -18,8 +18,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from harness.slurm import render, submit
-    from harness.spec import load_spec
+    from harness.commands.slurm_render import render, submit
+    from harness.spec.spec import load_spec
 
     spec = load_spec(args.config)
     text = render(spec, args.config, partition=args.partition, account=args.account, time=args.time,

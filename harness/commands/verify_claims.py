@@ -10,7 +10,7 @@ import argparse
 import json
 import textwrap
 
-from harness.claims import Report, load_claims, verify
+from harness.verdicts.claims import Report, load_claims, verify
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -30,6 +30,10 @@ Modules, in the order they depend on each other:
   step.py        StaticStep (graph-capturable decode step), eager step, graph capture, output check
   projection.py  measured_compute, MeasuredTiming, project
   rank.py        RankEmulator, emulate_rank, emulate (the whole command's report)
+
+Place: beside the flow; a verb of its own built on the reference engine's model code.
+May import: ``harness.spec``, ``harness.plan``, ``harness.measure``, ``harness.results``,
+``harness.engines``, ``harness.errors``.
 """
 
 from harness.emulate.comm import RecordingComm, StepComm, expected_rank_comm, rank_comm, summarize_comm
@@ -37,8 +41,17 @@ from harness.emulate.projection import MeasuredTiming, measured_compute, project
 from harness.emulate.rank import SCHEMA, RankEmulator, emulate, emulate_rank
 from harness.emulate.records import Point, RankResult
 from harness.emulate.step import StaticStep, capture_graph, eager_forward, same_output
-from harness.emulate.sweep import (CPU_WEIGHT_LIMIT, DTYPES, Sweep, check_cpu_size, check_sweep, default_ranks,
-                                   default_sweep, pick_ranks, stage_kind)
+from harness.emulate.sweep import (
+                                   CPU_WEIGHT_LIMIT,
+                                   DTYPES,
+                                   Sweep,
+                                   check_cpu_size,
+                                   check_sweep,
+                                   default_ranks,
+                                   default_sweep,
+                                   pick_ranks,
+                                   stage_kind,
+)
 from harness.emulate.timing import WARMUP, Peaks, catalog_gpu_for, device_name, measure_peaks, sync, time_median
 
 __all__ = [

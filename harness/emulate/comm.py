@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import torch
 
-from harness import planner
-from harness.comm import Comm, CommRecorder
-from harness.layout import Layout, RankPlace
-from harness.parallel.pp import StepMeta, pack_header
+from harness.engines.reference.comm import Comm, CommRecorder
+from harness.engines.reference.parallel.pp import StepMeta, pack_header
+from harness.plan import planner
+from harness.spec.layout import Layout, RankPlace
 
 
 class _NoWait:
@@ -66,7 +66,7 @@ class RecordingComm(Comm):
 
 
 def rank_comm(layout: Layout, rank: int) -> RecordingComm:
-    """Groups of ``rank`` as ``harness.dist.init`` builds them, with no process group behind them."""
+    """Groups of ``rank`` as ``harness.engines.reference.dist.init`` builds them, with no process group behind them."""
     groups: dict[str, tuple[object, list[int]]] = {"world": (None, list(range(layout.world_size)))}
     for name, all_groups in (("tp", layout.tp_groups()), ("pp", layout.pp_groups()), ("dp", layout.dp_groups())):
         groups[name] = (None, next(g for g in all_groups if rank in g))

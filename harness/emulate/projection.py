@@ -10,11 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from harness import planner
-from harness.catalog import GpuSpec
 from harness.emulate.records import RankResult
 from harness.emulate.sweep import stage_kind
-
+from harness.plan import planner
+from harness.spec.catalog import GpuSpec
 
 # The projection's headline rows, as every renderer shows them: (key, label, scale, format).
 PROJECTION_ROWS = (("tpot_floor_s", "TPOT, 1 row (ms)", 1e3, ".2f"),

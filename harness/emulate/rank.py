@@ -14,18 +14,18 @@ from typing import Callable
 
 import torch
 
-from harness import planner
-from harness.comm import COMM_COLUMNS
 from harness.emulate.comm import StepComm, expected_rank_comm, rank_comm, summarize_comm
 from harness.emulate.projection import project
 from harness.emulate.records import Point, RankResult
 from harness.emulate.step import StaticStep, capture_graph, eager_forward, same_output
 from harness.emulate.sweep import DTYPES, Sweep, check_cpu_size, check_sweep, stage_kind
 from harness.emulate.timing import WARMUP, Peaks, catalog_gpu_for, device_name, measure_peaks, sync, time_median
-from harness.model.build import build_stage
-from harness.model.llama import StageModel
-from harness.model.weights import SeededWeights
-from harness.parallel.pp import StepMeta
+from harness.engines.reference.comm import COMM_COLUMNS
+from harness.engines.reference.model.build import build_stage
+from harness.engines.reference.model.llama import StageModel
+from harness.engines.reference.model.weights import SeededWeights
+from harness.engines.reference.parallel.pp import StepMeta
+from harness.plan import planner
 
 SCHEMA = "harness.emulate/1"
 
@@ -202,7 +202,7 @@ def emulate_rank(spec, rank: int, sweep: Sweep, device: torch.device, peaks: Pea
 def emulate(spec, ranks: list[int], sweep: Sweep, device: torch.device,
             on_point: Callable[[RankResult, Point], None] | None = None) -> dict:
     """Peaks, every rank's points and the projection, as one JSON-ready dict."""
-    from harness.results import environment
+    from harness.results.environment import environment
     check_sweep(spec, sweep)
     check_cpu_size(spec, ranks, device)
     peaks = measure_peaks(device, DTYPES[spec.model.dtype])

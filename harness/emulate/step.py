@@ -11,10 +11,10 @@ import time
 
 import torch
 
-from harness.comm import Comm
 from harness.emulate.timing import WARMUP, sync
-from harness.model.llama import BatchIndex, StageModel
-from harness.parallel.tp import greedy_sample
+from harness.engines.reference.comm import Comm
+from harness.engines.reference.model.llama import BatchIndex, StageModel
+from harness.engines.reference.parallel.tp import greedy_sample
 
 
 class StaticStep:

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 import torch
 
-from harness import planner
 from harness.errors import UsageError
-from harness.layout import Layout
+from harness.plan import planner
+from harness.spec.layout import Layout
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 CPU_WEIGHT_LIMIT = 4 * 2**30      # a CPU emulation beyond this is a mistake (the tiny spec is ~0.2 MB)

@@ -13,7 +13,7 @@ from typing import Callable
 
 import torch
 
-from harness.catalog import GPU_CATALOG, GpuSpec
+from harness.spec.catalog import GPU_CATALOG, GpuSpec
 
 WARMUP = 2                        # eager iterations before timing (and before graph capture)
 

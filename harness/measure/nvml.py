@@ -29,13 +29,21 @@ except ImportError:  # the CPU twin must still work without nvidia-ml-py
     pynvml = None  # type: ignore[assignment]
 
 from harness.errors import UsageError
-from harness.measure.nvml_fields import ALL_LINKS, COLUMNS, GPU_COLUMNS, HOST_COLUMNS, HOST_DEVICE, KIB, MIB
+from harness.measure.nvml_fields import (
+    ALL_LINKS,
+    COLUMNS,
+    GPU_COLUMNS,
+    HOST_COLUMNS,
+    HOST_DEVICE,
+    KIB,
+    MIB,
+    counter_delta,
+)
 from harness.measure.nvml_fields import FIELD_VALUE_MEMBER as _FIELD_VALUE_MEMBER
 from harness.measure.nvml_fields import GPM_COLUMNS as _GPM_COLUMNS
 from harness.measure.nvml_fields import GPM_METRICS as _GPM_METRICS
 from harness.measure.nvml_fields import NVLINK_FIELDS as _NVLINK_FIELDS
 from harness.measure.nvml_fields import SCALAR_READERS as _SCALAR_READERS
-from harness.measure.nvml_fields import counter_delta
 from harness.measure.nvml_summary import summarize_nvml, torch_memory_stats
 
 __all__ = ["ALL_LINKS", "COLUMNS", "GPU_COLUMNS", "HOST_COLUMNS", "HOST_DEVICE", "KIB", "MIB", "NvmlSampler",

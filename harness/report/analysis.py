@@ -5,7 +5,7 @@ plain Python data. Empty tables give empty results, never an exception.
 
 Formulas (times in seconds unless the name says ms):
 - per request (completed, non-warm-up): TTFT = first_token − arrival, E2E = finish − arrival,
-  TPOT = (finish − first_token)/(n − 1) with n = number of token times (as harness.metrics);
+  TPOT = (finish − first_token)/(n − 1) with n = number of token times (as harness.measure.metrics);
 - throughput over time: completions (and output tokens) per bin of width ``bin_s`` / ``bin_s``;
 - stage stats: harness.measure.stages (compute = Σ t_compute_end − t_recv_end, wait = Σ
   t_recv_end − t_recv_start, send = Σ t_send_end − t_compute_end, busy = compute / wall);
@@ -18,23 +18,13 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from harness.measure.metrics import RequestRecord, e2e_s, tokens_out, tpot_s, ttft_s
 from harness.measure.stages import stage_stats as _stage_stats_rows
-from harness.metrics import RequestRecord, e2e_s, tokens_out, tpot_s, ttft_s
+from harness.results.reader import as_number
 
 
 def _rows(df) -> list[dict]:
     return [] if df is None or len(df) == 0 else df.to_dict("records")
-
-
-def as_number(v: Any) -> float | None:
-    """A finite-or-inf float from a table or summary value; None for missing, NaN, bool or text."""
-    if v is None or isinstance(v, bool):
-        return None
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(f) else f
 
 
 def records(requests_df) -> list[RequestRecord]:

@@ -1,7 +1,7 @@
 """The deployment DAG that ran: per-rank compute blocks and communication ops, data-dependency
 edges, measured time and bytes on every node. Exported as JSON and Graphviz DOT (text only).
 
-Nodes of one rank at stage s (L_s layers), mirroring harness.parallel (pp.py, tp.py):
+Nodes of one rank at stage s (L_s layers), mirroring harness.engines.reference.parallel (pp.py, tp.py):
   stage 0:   ``bcast`` (tp > 1: the coordinator's header + token ids to its TP peers), ``embed``,
              ``embed.ar`` (tp > 1: vocab-parallel embedding all-reduce)
   each layer l:  ``L{l}.attn``, ``L{l}.attn.ar`` (tp > 1), ``L{l}.mlp``, ``L{l}.mlp.ar`` (tp > 1)
@@ -31,8 +31,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.layout import Layout
-from harness.results import atomic_write_json, atomic_write_text
+from harness.results.atomic import atomic_write_json, atomic_write_text
+from harness.spec.layout import Layout
 
 # (op, group) in the comm table → the node kind that carries it
 COMM_KINDS = {("all_reduce", "tp"): "ar", ("all_gather", "tp"): "ag", ("broadcast", "tp"): "bcast",
@@ -255,7 +255,7 @@ def block_weights_for(shape, tp: int) -> dict[str, float]:
 
 
 def dag_from_run(run) -> Dag:
-    """The DAG of a loaded run (``harness.results.Run``)."""
+    """The DAG of a loaded run (``harness.results.reader.Run``)."""
     layout = run.layout()
     spec = run.spec or {}
     cluster = spec.get("cluster") or {}
@@ -268,8 +268,8 @@ def dag_from_run(run) -> Dag:
 
 
 def _shape_of(spec: dict):
-    from harness.catalog import model_from_hf_config, model_preset
     from harness.errors import UsageError
+    from harness.spec.catalog import model_from_hf_config, model_preset
     model = spec.get("model") or {}
     try:
         if model.get("preset"):

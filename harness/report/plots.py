@@ -13,7 +13,7 @@ from typing import Any, Callable
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from harness.results import atomic_write_bytes
+from harness.results.atomic import atomic_write_bytes
 
 DPI = 90
 PHASE_COLORS = {"wait": "#c8c8c8", "compute": "#3b75af", "send": "#ef8636"}

@@ -1,9 +1,9 @@
 """``harness report RUN_DIR``: report.md, report.html, plots/*.png, dag.json and dag.dot in the run dir.
 
-Rendering never measures: it reads the run directory (``harness.results.load_run``), derives
+Rendering never measures: it reads the run directory (``harness.results.reader.load_run``), derives
 (``analysis``), draws (``plots``), builds the DAG and the nodes to modify, and writes files.
 With ``claims``, each claim of a strategy report is verified against this run through
-``harness.claims.verify`` and shown beside the predicted and measured values.
+``harness.verdicts.claims.verify`` and shown beside the predicted and measured values.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ from harness.report.dag import dag_from_run, write_dag
 from harness.report.doc import to_html, to_markdown
 from harness.report.modify import evidence_from_run, recommend
 from harness.report.sections import Ctx, build_sections, intro, predicted_claims
-from harness.results import Run, atomic_write_text, load_run
-from harness.slo import parse_target
+from harness.results.atomic import atomic_write_text
+from harness.results.reader import Run, load_run
+from harness.spec.slo import parse_target
 
 PLOTS_DIR = "plots"
 PLOT_FILES = {"latency": "latency_cdf.png", "throughput": "throughput.png", "memory": "memory.png",
@@ -70,12 +71,12 @@ def draw_plots(run: Run, out_dir: Path) -> dict[str, Path]:
 
 
 def verify_claims(claims_path: str, run: Run) -> tuple[list[dict], list[str]]:
-    """Claim verdicts (``harness.claims``: parse the report, verify against the plan and this run)
+    """Claim verdicts (``harness.verdicts.claims``: parse the report, verify against the plan and this run)
     as dicts {id, index, text, claimed, expected, verdict, reason, source, ...}, and its notes."""
     try:
-        from harness.claims import load_claims, verify
+        from harness.verdicts.claims import load_claims, verify
     except ImportError:
-        raise UsageError("--claims: claim verification (harness.claims) is not available in this build; "
+        raise UsageError("--claims: claim verification (harness.verdicts.claims) is not available in this build; "
                          "run the report without --claims") from None
     if not Path(claims_path).is_file():
         raise UsageError(f"--claims: {claims_path} not found; give the strategy report (markdown) or claims YAML")

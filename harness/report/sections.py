@@ -12,8 +12,19 @@ from __future__ import annotations
 from typing import Any
 
 from harness.report.doc import Bullets, Image, Section, Table, Text
-from harness.report.rows import (CLAIM_LABELS, TOL, Ctx, agreement, check_header, check_row, claim_row, fmt,
-                                 fmt_bytes, fmt_s, predicted_claims)
+from harness.report.rows import (
+    CLAIM_LABELS,
+    TOL,
+    Ctx,
+    agreement,
+    check_header,
+    check_row,
+    claim_row,
+    fmt,
+    fmt_bytes,
+    fmt_s,
+    predicted_claims,
+)
 from harness.report.sections_pipeline import communication, dag_section, pp_stages, tp_groups
 from harness.report.sections_resources import hardware, load_balancing, memory
 

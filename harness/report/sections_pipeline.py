@@ -63,8 +63,10 @@ def communication(ctx: Ctx) -> Section:
     c_rows = [[g["group"], g["op"], fmt(g["count"]), fmt_bytes(g["bytes"]), fmt_s(g["time_s"]),
                fmt(len(g["ranks"])), fmt(g["bytes"] / g["count"] if g["count"] else None)] for g in groups]
     blocks = [Table(check_header(ctx), rows)]
+    absent = run.absent_note("comm")
+    empty = f"Communication {absent}." if absent else "No communication was recorded."
     blocks.append(Table(["group", "op", "calls (all ranks)", "bytes", "time (sum over ranks)", "ranks",
-                         "bytes per call"], c_rows) if c_rows else Text("No communication was recorded.", "note"))
+                         "bytes per call"], c_rows) if c_rows else Text(empty, "note"))
     if wall:
         blocks.append(Text(f"Run wall time {fmt(wall)} s; times above are summed over every rank's ops."))
     if any(g["op"] == "send" for g in groups):

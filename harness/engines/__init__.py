@@ -1,0 +1,12 @@
+"""The system under test, behind one small interface (``harness.engines.base.Engine``).
+
+Place in the flow: spec → plan → **engines** → measure → results. An engine serves a trace and
+hands back the common request records plus telemetry; ``harness run`` turns that into the run
+directory.
+
+- ``base``: the seam (``Engine``, ``EngineResult``).
+- ``reference/``: our own TP×PP×DP Llama on a torchrun world (gloo on CPU, NCCL on GPU).
+
+May import: ``harness.spec``, ``harness.plan``, ``harness.measure``, ``harness.results``,
+``harness.errors``.
+"""

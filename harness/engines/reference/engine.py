@@ -1,0 +1,85 @@
+"""The reference engine behind the seam: our TP×PP×DP Llama, one torchrun process per rank.
+
+Every rank calls ``ReferenceEngine(run_dir).serve(spec, trace, writer)`` (``harness run`` inside
+torchrun; ``harness.engines.reference.launcher`` starts that world). Rank 0 holds the writer; at
+the end every rank's payload is gathered to it and it alone returns the records, tables and
+measured values. Other ranks return a result with no records (they report nothing).
+
+Failure: SIGTERM/SIGINT or ``run.timeout_s`` trip the ``StopGuard``: rank 0 writes what completed,
+marked incomplete, and the process ends with exit 3 after a short grace. A rank that raises names
+itself on stderr (rank 0 also writes the partial summary) and exits non-zero; torchrun then stops
+the others.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import torch.distributed as dist
+
+from harness.engines.base import EngineResult
+from harness.engines.reference import dist as hdist
+from harness.engines.reference.stop import StopGuard
+from harness.engines.reference.summary import reference_result
+from harness.engines.reference.worker import run_rank
+from harness.errors import EXIT_INCOMPLETE
+from harness.plan.planner import plan as make_plan
+from harness.results.summary import partial_summary
+
+
+class ReferenceEngine:
+    kind = "reference"
+
+    def __init__(self, run_dir: str | Path):
+        self.run_dir = Path(run_dir)
+        self.ctx = None
+        self.profiled = False
+        self.complete = False
+
+    def serve(self, spec, trace, writer) -> EngineResult:
+        self.ctx = ctx = hdist.init(spec.layout, spec.run.device, spec.parallel.gpu_map, spec.run.comm_timeout_s,
+                                    spec.run.instrument)
+        self.profiled = spec.run.profile_steps > 0
+        state: dict = {"records": [], "t0": None, "run_dir": self.run_dir}
+
+        def on_stop(reason: str) -> None:   # runs on the stop thread; RunWriter serialises writes
+            if writer is not None:
+                writer.write_partial(partial_summary(spec, state["records"], reason), state["records"])
+
+        guard = StopGuard(spec.run.timeout_s, on_stop)
+        try:
+            payload = run_rank(ctx, spec, trace, guard, state, writer)
+            gathered = [None] * ctx.env.world_size if writer is not None else None
+            if ctx.env.world_size > 1:
+                dist.gather_object(payload, gathered, dst=0)
+            else:
+                gathered = [payload]
+            # Only rank 0 sees every replica's coordinator; the others vouch for themselves.
+            complete = guard.reason is None and (writer is None or all(p.finished for p in gathered if p.coordinator))
+            self.complete = complete
+            if writer is None:
+                return EngineResult(records=[], complete=complete, incomplete_reason=guard.reason)
+            return reference_result(spec, make_plan(spec), gathered, complete=complete, reason=guard.reason)
+        except BaseException as e:
+            where = f"rank {ctx.rank} (dp {ctx.place.dp}, stage {ctx.place.stage}, tp {ctx.place.tp})"
+            print(f"harness: {where} failed: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+            if writer is not None:
+                writer.write_partial(partial_summary(spec, state["records"], f"{where} failed: {type(e).__name__}: {e}"),
+                                     state["records"])
+            raise
+
+    def close(self, failed: bool) -> None:
+        if self.ctx is None or failed:
+            return   # a failed rank waits for nobody: torchrun stops the world
+        if self.ctx.env.world_size > 1:
+            dist.barrier()
+        if self.profiled:
+            # Seen with torch 2.13 (CPU): after a torch.profiler window, the process's teardown
+            # (process group, interpreter exit) corrupts the heap ("free(): invalid next size").
+            # Every result is on disk by now, so leave without the teardown.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0 if self.complete else EXIT_INCOMPLETE)
+        hdist.shutdown()

@@ -1,0 +1,93 @@
+"""The coordinator's serving loop: keep up to ``groups`` micro-batches in the pipeline.
+
+Runs on the first stage's TP rank 0 of each DP replica. Every other rank of the replica runs
+``PipelineStage.serve_forever()`` and only follows what this loop submits.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import Callable
+
+import torch
+
+from harness.engines.reference.parallel.pp import PipelineStage, StepMeta
+from harness.engines.reference.scheduler import Batch, Scheduler
+
+# in_flight: micro-batches in the pipeline when the coordinator stopped to wait for this step's
+# tokens; available: sequences that could have joined another micro-batch at that moment (the
+# loop only waits with work available when the pipeline is full).
+STEP_COLUMNS = ("replica", "step", "phase", "n_rows", "n_prefill_rows", "n_decode_rows", "n_tokens",
+                "padded_tokens", "in_flight", "available", "t_submit_s", "t_done_s", "warmup")
+
+
+def batch_tensors(batch: Batch, device: torch.device) -> tuple[StepMeta, torch.Tensor]:
+    rows = batch.rows
+    width = max(len(r.tokens) for r in rows)
+    ids = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, :len(r.tokens)] = torch.tensor(r.tokens, dtype=torch.long)
+    meta = StepMeta(step=batch.step, phase=batch.phase,
+                    slots=torch.tensor([r.slot for r in rows], dtype=torch.long, device=device),
+                    start_pos=torch.tensor([r.start_pos for r in rows], dtype=torch.long, device=device),
+                    n_tokens=torch.tensor([len(r.tokens) for r in rows], dtype=torch.long, device=device))
+    return meta, ids.to(device)
+
+
+class ServeLoop:
+    """Drive one scheduler to completion (or until ``should_stop()``) through the pipeline."""
+
+    def __init__(self, stage: PipelineStage, groups: int, device: torch.device, clock: Callable[[], float],
+                 replica: int, *, should_stop: Callable[[], bool] = lambda: False,
+                 on_tick: Callable[[float], None] | None = None):
+        self.stage, self.groups, self.device = stage, groups, device
+        self.clock, self.replica = clock, replica
+        self.should_stop, self.on_tick = should_stop, on_tick
+        self.step_rows: list[tuple] = []
+
+    def run(self, sched: Scheduler, t0: float, warmup: bool = False) -> bool:
+        """Returns True when every request finished, False when stopped early."""
+        in_flight: deque[tuple[Batch, float]] = deque()
+        comm_rec = self.stage.ctx.comm.rec
+        while not sched.done():
+            if self.should_stop():
+                break
+            now = self.clock() - t0
+            sched.release(now)
+            batch = sched.schedule(now, self.groups - len(in_flight)) if len(in_flight) < self.groups else None
+            if batch is not None:
+                meta, ids = batch_tensors(batch, self.device)
+                comm_rec.step, comm_rec.phase = batch.step, batch.phase
+                t_submit = self.clock() - t0
+                tokens = self.stage.submit(meta, ids)
+                if tokens is not None:          # pp == 1: the stage is also the last
+                    self._finish(sched, batch, tokens, t_submit, t0, 1, sched.available(), warmup)
+                else:
+                    in_flight.append((batch, t_submit))
+            if in_flight and (len(in_flight) >= self.groups or batch is None):
+                self._collect(sched, in_flight, t0, warmup)
+            elif batch is None and not in_flight:
+                nxt = sched.next_arrival()
+                wait = 0.001 if nxt is None else max(0.0, min(0.05, nxt - (self.clock() - t0)))
+                time.sleep(wait)
+            if self.on_tick is not None:
+                self.on_tick(self.clock() - t0)
+        while in_flight:  # stopped early: drain what is in the pipeline so the stages stay in step
+            self._collect(sched, in_flight, t0, warmup)
+        return sched.done()
+
+    def _collect(self, sched: Scheduler, in_flight: deque, t0: float, warmup: bool) -> None:
+        depth, available = len(in_flight), sched.available()
+        batch, t_submit = in_flight.popleft()
+        _, tokens = self.stage.collect()
+        self._finish(sched, batch, tokens, t_submit, t0, depth, available, warmup)
+
+    def _finish(self, sched: Scheduler, batch: Batch, tokens: torch.Tensor, t_submit: float, t0: float,
+                depth: int, available: int, warmup: bool) -> None:
+        now = self.clock() - t0
+        sched.complete(batch, tokens.tolist(), now)
+        n_pre = sum(r.is_prefill for r in batch.rows)
+        self.step_rows.append((self.replica, batch.step, batch.phase, len(batch.rows), n_pre,
+                               len(batch.rows) - n_pre, batch.n_tokens, batch.padded_tokens, depth, available,
+                               t_submit, now, warmup))

@@ -1,0 +1,200 @@
+"""Where parameters come from: seeded random weights, or slices of a Hugging Face checkpoint.
+
+A source hands out one parameter at a time, already in this rank's sharded form, so that a rank
+never holds more than its own share (plus, for seeded weights, one full parameter while it is
+being sliced).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import torch
+
+from harness.errors import UsageError
+
+
+@dataclass(frozen=True)
+class Shard:
+    """An even split of dimension ``dim`` into ``parts``; this rank holds part ``index``."""
+
+    dim: int
+    index: int
+    parts: int
+
+    def local_shape(self, global_shape: tuple[int, ...]) -> tuple[int, ...]:
+        size = global_shape[self.dim]
+        if size % self.parts:
+            raise UsageError(f"parallel.tp: {self.parts} does not divide a weight dimension of {size}")
+        out = list(global_shape)
+        out[self.dim] = size // self.parts
+        return tuple(out)
+
+    def bounds(self, global_shape: tuple[int, ...]) -> tuple[int, int]:
+        n = self.local_shape(global_shape)[self.dim]
+        return self.index * n, (self.index + 1) * n
+
+
+def local_shape(global_shape: tuple[int, ...], shard: Shard | None) -> tuple[int, ...]:
+    return tuple(global_shape) if shard is None else shard.local_shape(global_shape)
+
+
+class WeightSource(Protocol):
+    def load(self, name: str, global_shape: tuple[int, ...], shard: Shard | None, dtype: torch.dtype,
+             device: torch.device) -> torch.Tensor: ...
+
+
+@dataclass
+class LoadStats:
+    """What a source handed out (for the no-full-model check): bytes of every returned shard,
+    and the largest transient tensor it built on the way (a full parameter for seeded weights,
+    the slice itself for a checkpoint)."""
+
+    returned_bytes: int = 0
+    peak_transient_bytes: int = 0
+    loads: int = 0
+
+    def note(self, returned: torch.Tensor, transient_bytes: int) -> None:
+        self.loads += 1
+        self.returned_bytes += returned.numel() * returned.element_size()
+        self.peak_transient_bytes = max(self.peak_transient_bytes, transient_bytes)
+
+
+def name_seed(seed: int, name: str) -> int:
+    """A stable 63-bit seed from (seed, parameter name): sha256, not Python's salted ``hash()``."""
+    digest = hashlib.sha256(f"{seed}:{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+def _is_norm(name: str) -> bool:
+    return name.endswith("norm.weight")
+
+
+@dataclass
+class SeededWeights:
+    """Random weights fixed by (seed, global parameter name): the same full model whatever the layout.
+
+    Every linear and embedding weight is ``N(0, init_std^2)``; norm weights are 1. Each parameter is
+    generated in full, in fp32, on the target device with a ``torch.Generator`` seeded from its
+    name, then sliced to this rank's shard and cast. The transient peak is therefore ONE full
+    parameter in fp32 (for Llama3-70B the embedding: 128256 x 8192 x 4 B = 4.2 GB), freed before
+    the next. The stream depends on the device type (CPU and CUDA generators differ), so a
+    comparison across layouts must use one device type.
+    """
+
+    seed: int
+    init_std: float = 0.02
+    stats: LoadStats = field(default_factory=LoadStats)
+
+    def load(self, name, global_shape, shard, dtype, device) -> torch.Tensor:
+        device = torch.device(device)
+        if _is_norm(name):
+            out = torch.ones(local_shape(global_shape, shard), dtype=dtype, device=device)
+            self.stats.note(out, out.numel() * out.element_size())
+            return out
+        gen = torch.Generator(device=device)
+        gen.manual_seed(name_seed(self.seed, name))
+        full = torch.empty(global_shape, dtype=torch.float32, device=device)
+        full.normal_(0.0, self.init_std, generator=gen)
+        part = full if shard is None else full.narrow(shard.dim, *_start_len(shard, global_shape))
+        out = part.to(dtype).contiguous()
+        if out.untyped_storage().data_ptr() == full.untyped_storage().data_ptr():
+            out = out.clone()   # never hand out a view that keeps the full tensor alive
+        self.stats.note(out, full.numel() * full.element_size())
+        del full, part
+        return out
+
+
+def _start_len(shard: Shard, global_shape) -> tuple[int, int]:
+    lo, hi = shard.bounds(global_shape)
+    return lo, hi - lo
+
+
+class CheckpointWeights:
+    """A Hugging Face folder: ``config.json`` and ``*.safetensors`` (with
+    ``model.safetensors.index.json`` when sharded). Only this rank's slice of each tensor is read,
+    through ``safe_open(...).get_slice(name)[...]``; a whole file is never loaded.
+    """
+
+    def __init__(self, folder: str | Path, field: str = "model.checkpoint"):
+        self.folder = Path(folder)
+        self.field = field
+        self.stats = LoadStats()
+        if not self.folder.is_dir():
+            raise UsageError(f"{field}: checkpoint folder {self.folder} not found; give a Hugging Face model "
+                             "folder with config.json and *.safetensors")
+        if not (self.folder / "config.json").is_file():
+            raise UsageError(f"{field}: {self.folder} has no config.json; give a Hugging Face model folder")
+        self._files = self._index()
+        self._handles: dict[Path, object] = {}
+        self._keys: dict[Path, set[str]] = {}
+
+    def _index(self) -> dict[str, Path]:
+        """Tensor name -> file holding it."""
+        index = self.folder / "model.safetensors.index.json"
+        if index.is_file():
+            try:
+                weight_map = json.loads(index.read_text())["weight_map"]
+            except (json.JSONDecodeError, KeyError, TypeError) as e:
+                raise UsageError(f"{self.field}: {index} is not a valid safetensors index ({e!r}); "
+                                 "it needs a weight_map object") from None
+            files = {name: self.folder / fname for name, fname in weight_map.items()}
+            for f in sorted(set(files.values())):
+                if not f.is_file():
+                    raise UsageError(f"{self.field}: {f.name} is listed in {index.name} but missing from "
+                                     f"{self.folder}")
+            return files
+        single = self.folder / "model.safetensors"
+        if not single.is_file():
+            raise UsageError(f"{self.field}: {self.folder} has neither model.safetensors nor "
+                             "model.safetensors.index.json; save the model with safe_serialization=True")
+        from safetensors import safe_open
+        with safe_open(str(single), framework="pt") as f:
+            return {name: single for name in f.keys()}
+
+    def _handle(self, path: Path):
+        from safetensors import safe_open
+        if path not in self._handles:
+            try:
+                self._handles[path] = safe_open(str(path), framework="pt")
+            except Exception as e:   # safetensors raises its own error types for a bad header
+                raise UsageError(f"{self.field}: {path} is not a readable safetensors file ({e})") from None
+            self._keys[path] = set(self._handles[path].keys())
+        return self._handles[path]
+
+    def load(self, name, global_shape, shard, dtype, device) -> torch.Tensor:
+        if name not in self._files:
+            raise UsageError(f"{self.field}: tensor {name} is missing from the checkpoint in {self.folder}; "
+                             "the checkpoint must match the model config")
+        path = self._files[name]
+        handle = self._handle(path)
+        if name not in self._keys[path]:
+            raise UsageError(f"{self.field}: tensor {name} is missing from {path.name}, though the index lists it")
+        sl = handle.get_slice(name)
+        found = tuple(sl.get_shape())
+        if found != tuple(global_shape):
+            raise UsageError(f"{self.field}: tensor {name} in {path.name} has shape {list(found)}, the model "
+                             f"config needs {list(global_shape)}; the checkpoint does not match the config")
+        index = [slice(None)] * len(found)
+        if shard is not None:
+            index[shard.dim] = slice(*shard.bounds(found))
+        part = sl[tuple(index)]
+        out = part.to(device=device, dtype=dtype).contiguous()
+        self.stats.note(out, part.numel() * part.element_size())
+        return out
+
+    def close(self) -> None:
+        self._handles.clear()
+        self._keys.clear()
+
+
+def full_state_dict(shape, source: WeightSource, dtype: torch.dtype = torch.float32,
+                    device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    """The whole model, HF names to tensors (tests only: to feed transformers)."""
+    from harness.engines.reference.model.llama import hf_param_shapes
+    return {name: source.load(name, shp, None, dtype, torch.device(device))
+            for name, shp in hf_param_shapes(shape).items()}

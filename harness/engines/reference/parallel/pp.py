@@ -1,0 +1,267 @@
+"""Pipeline stages: explicit point-to-point transfers between stages, all through ``Comm``.
+
+Every transfer is a fixed-size int64 header followed by one payload:
+- stage s -> s+1 (same TP rank): header + hidden ``[B, T, hidden]`` in the model dtype;
+- last stage, TP rank 0 -> first stage, TP rank 0 (the coordinator): header + tokens ``[B]`` int64;
+- on the first stage the coordinator broadcasts header + token ids ``[B, T]`` to its TP peers.
+
+Header (length ``4 + 3 * max_batch``): ``[step, B, T, flags, slots..., start_pos..., n_tokens...]``,
+the three vectors padded to ``max_batch``; ``flags`` = stop bit | phase code << 1.
+
+Sends are ``isend``: a stage never blocks on a send, so a full pipeline cannot deadlock. A send's
+buffers stay referenced until it is waited; the oldest are waited once more than ``max_in_flight``
+steps' sends are outstanding, which cannot block because the coordinator never has more than
+``max_in_flight`` steps in flight (``submit`` refuses more), and every outstanding send belongs to
+one of them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import torch
+
+from harness.engines.reference.comm import COMM_COLUMNS
+from harness.engines.reference.dist import DistContext
+from harness.engines.reference.model.llama import StageModel
+from harness.engines.reference.parallel.tp import greedy_sample
+
+PHASES = ("", "prefill", "decode", "mixed")
+_STOP = 1
+_STEP_COL, _PHASE_COL = COMM_COLUMNS.index("step"), COMM_COLUMNS.index("phase")
+
+
+@dataclass
+class StepMeta:
+    step: int
+    slots: torch.Tensor       # [B] int64: KV slot of each row
+    start_pos: torch.Tensor   # [B] int64: tokens already cached for that slot
+    n_tokens: torch.Tensor    # [B] int64: valid tokens in the row
+    stop: bool = False
+    phase: str = ""           # "" -> derived from the rows by step_phase()
+
+    @property
+    def batch(self) -> int:
+        return int(self.slots.shape[0])
+
+
+def step_phase(start_pos: torch.Tensor, n_tokens: torch.Tensor) -> str:
+    """``decode`` if every row adds one token to a non-empty cache, ``prefill`` if none does,
+    ``mixed`` otherwise."""
+    decode = (n_tokens == 1) & (start_pos > 0)
+    n = int(decode.sum())
+    return "decode" if n == len(decode) else "prefill" if n == 0 else "mixed"
+
+
+def header_len(max_batch: int) -> int:
+    return 4 + 3 * max_batch
+
+
+def pack_header(meta: StepMeta, width: int, max_batch: int, device: torch.device) -> torch.Tensor:
+    b = meta.batch
+    if b > max_batch:
+        raise ValueError(f"batch of {b} rows exceeds max_batch={max_batch}")
+    phase = meta.phase or (step_phase(meta.start_pos, meta.n_tokens) if b else "")
+    hdr = torch.zeros(header_len(max_batch), dtype=torch.long, device=device)
+    hdr[:4] = torch.tensor([meta.step, b, width, (_STOP if meta.stop else 0) | (PHASES.index(phase) << 1)])
+    for k, v in enumerate((meta.slots, meta.start_pos, meta.n_tokens)):
+        hdr[4 + k * max_batch: 4 + k * max_batch + b] = v
+    return hdr
+
+
+def unpack_header(hdr: torch.Tensor, max_batch: int) -> tuple[StepMeta, int]:
+    """-> (meta, padded width T). One host sync for the four scalars."""
+    step, b, width, flags = hdr[:4].tolist()
+    vec = [hdr[4 + k * max_batch: 4 + k * max_batch + b] for k in range(3)]
+    return StepMeta(step, vec[0], vec[1], vec[2], stop=bool(flags & _STOP), phase=PHASES[flags >> 1]), width
+
+
+class PipelineStage:
+    """One rank's part of a replica's pipeline. See the module docstring for the wire format."""
+
+    def __init__(self, ctx: DistContext, model: StageModel, max_batch: int, max_tokens: int,
+                 max_in_flight: int = 64):
+        self.ctx, self.model, self.comm = ctx, model, ctx.comm
+        self.max_batch, self.max_tokens, self.max_in_flight = max_batch, max_tokens, max_in_flight
+        layout, place = ctx.layout, ctx.place
+        self.pp, self.stage = layout.pp, place.stage
+        self.is_first, self.is_last = place.stage == 0, place.stage == layout.pp - 1
+        self.is_coordinator = self.is_first and place.tp == 0
+        self.coordinator_rank = layout.rank_of(place.dp, 0, 0)
+        self.return_rank = layout.rank_of(place.dp, layout.pp - 1, 0)   # sends tokens back
+        self.device = ctx.device
+        self.dtype = next(model.parameters()).dtype
+        self.hidden = model.shape.hidden
+        self.timings: list[dict] = []
+        self.on_step = None   # optional callable after each step this rank computes (profiler window)
+        # Host-side sync before the compute-end stamp on CUDA (otherwise it times the launch).
+        self.sync_timing = self.device.type == "cuda"
+        self._in_flight: deque[int] = deque()          # coordinator: steps submitted, not collected
+        self._sends: deque[tuple[list, tuple]] = deque()  # (ops, buffers kept alive)
+        self._hdr_buf = torch.zeros(header_len(max_batch), dtype=torch.long, device=self.device)
+        self._recv_buf = None if self.is_first else torch.empty(max_tokens * self.hidden, dtype=self.dtype,
+                                                                device=self.device)
+        self._ids_buf = torch.empty(max_tokens, dtype=torch.long, device=self.device) if self.is_first else None
+        self._tok_buf = torch.empty(max_batch, dtype=torch.long, device=self.device)
+
+    # ---- helpers -------------------------------------------------------------------------------
+    def _set_rec(self, meta: StepMeta, phase: str | None = None) -> None:
+        self.comm.rec.step = meta.step
+        self.comm.rec.phase = phase or meta.phase or ("control" if meta.stop else "")
+
+    def _header(self, receive, phase: str | None = None) -> tuple[StepMeta, int, torch.Tensor]:
+        """Receive a header; label the trace with its step (its own row was recorded before the
+        step was known, so it is relabelled too). Returns (meta, width, a copy of the header)."""
+        rows = self.comm.rec.rows
+        n_rows = len(rows)
+        hdr = receive().clone()   # a copy: it may travel on (isend) while the buffer takes the next
+        meta, width = unpack_header(hdr, self.max_batch)
+        self._set_rec(meta, phase)
+        if len(rows) > n_rows:
+            rows[-1][_STEP_COL], rows[-1][_PHASE_COL] = self.comm.rec.step, self.comm.rec.phase
+        return meta, width, hdr
+
+    def _isend(self, dst: int, *tensors: torch.Tensor) -> None:
+        tensors = tuple(t.contiguous() for t in tensors)
+        ops = [self.comm.isend(t, dst, "pp") for t in tensors]
+        self._sends.append((ops, tensors))
+        while len(self._sends) > self.max_in_flight:
+            self._wait_oldest_send()
+
+    def _wait_oldest_send(self) -> None:
+        ops, _ = self._sends.popleft()
+        for op in ops:
+            op.wait()
+
+    def _drain_sends(self) -> None:
+        while self._sends:
+            self._wait_oldest_send()
+
+    def _stamp(self) -> float:
+        return time.monotonic()
+
+    def _compute(self, meta: StepMeta, x: torch.Tensor) -> torch.Tensor:
+        out = self.model(x, meta.slots, meta.start_pos, meta.n_tokens)
+        if self.sync_timing:
+            torch.cuda.synchronize(self.device)
+        return out
+
+    def _pass_on(self, meta: StepMeta, hdr: torch.Tensor, out: torch.Tensor) -> None:
+        """After compute: hidden to the next stage, or (last stage) sample and return tokens."""
+        if not self.is_last:
+            self._isend(self.ctx.peer(self.stage + 1), hdr, out)
+            return None
+        self._set_rec(meta, "sample")
+        tokens = greedy_sample(out, self.comm)
+        if not self.is_first and self.ctx.place.tp == 0:
+            self._isend(self.coordinator_rank, hdr, tokens)
+        return tokens
+
+    def _check_size(self, meta: StepMeta, width: int) -> None:
+        if meta.batch > self.max_batch or meta.batch * width > self.max_tokens:
+            raise ValueError(f"step {meta.step}: {meta.batch} rows x {width} tokens exceed max_batch="
+                             f"{self.max_batch} / max_tokens={self.max_tokens}")
+
+    # ---- coordinator (first stage, TP rank 0) --------------------------------------------------
+    def submit(self, meta: StepMeta, token_ids: torch.Tensor) -> torch.Tensor | None:
+        """Run stage 0 on one micro-batch and send it on. pp == 1: returns the sampled tokens."""
+        if not self.is_coordinator:
+            raise RuntimeError("submit() runs on the first stage's TP rank 0 only")
+        if len(self._in_flight) >= self.max_in_flight:
+            raise RuntimeError(f"{len(self._in_flight)} steps already in flight (max_in_flight); collect() first")
+        t0 = self._stamp()
+        width = int(token_ids.shape[1])
+        self._check_size(meta, width)
+        if not meta.phase:
+            meta.phase = step_phase(meta.start_pos, meta.n_tokens)
+        self._set_rec(meta)
+        hdr = pack_header(meta, width, self.max_batch, self.device)
+        ids = token_ids.to(self.device, torch.long).contiguous()
+        if self.comm.size("tp") > 1:
+            self.comm.broadcast(hdr, self.coordinator_rank, "tp")
+            self.comm.broadcast(ids, self.coordinator_rank, "tp")
+        t1 = self._stamp()
+        out = self._compute(meta, ids)
+        t2 = self._stamp()
+        tokens = self._pass_on(meta, hdr, out)
+        if tokens is None:
+            self._in_flight.append(meta.step)
+        self.timings.append(dict(step=meta.step, t_recv_start=t0, t_recv_end=t1, t_compute_end=t2,
+                                 t_send_end=self._stamp()))
+        if self.on_step is not None:
+            self.on_step()
+        return tokens
+
+    def collect(self) -> tuple[StepMeta, torch.Tensor]:
+        """Tokens of the oldest step in flight (steps return in submission order). Its two receives
+        are traced under that step's number and phase (``comm.rec`` is left set to them)."""
+        if not self._in_flight:
+            raise RuntimeError("collect() with no step in flight")
+        meta, _, _ = self._header(lambda: self.comm.recv(self._hdr_buf, self.return_rank, "pp"), "sample")
+        expected = self._in_flight.popleft()
+        if meta.step != expected:
+            raise RuntimeError(f"pipeline returned step {meta.step}, expected {expected}")
+        tokens = self.comm.recv(self._tok_buf[:meta.batch], self.return_rank, "pp").clone()
+        return meta, tokens
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
+
+    def stop(self) -> None:
+        """Collect (and drop) any step still in flight, then send a stop header down the pipeline."""
+        while self._in_flight:
+            self.collect()
+        empty = torch.zeros(0, dtype=torch.long, device=self.device)
+        meta = StepMeta(-1, empty, empty, empty, stop=True)
+        self._set_rec(meta)
+        hdr = pack_header(meta, 0, self.max_batch, self.device)
+        if self.comm.size("tp") > 1:
+            self.comm.broadcast(hdr, self.coordinator_rank, "tp")
+        if not self.is_last:
+            self._isend(self.ctx.peer(1), hdr)
+        self._drain_sends()
+
+    # ---- every other rank ------------------------------------------------------------------------
+    def _receive(self) -> tuple[StepMeta, torch.Tensor, torch.Tensor | None]:
+        """-> (meta, header, input) of the next step; input is None for a stop."""
+        prev = None if self.is_first else self.ctx.peer(self.stage - 1)
+        if self.is_first:
+            meta, width, hdr = self._header(lambda: self.comm.broadcast(self._hdr_buf, self.coordinator_rank, "tp"))
+        else:
+            meta, width, hdr = self._header(lambda: self.comm.recv(self._hdr_buf, prev, "pp"))
+        if meta.stop:
+            return meta, hdr, None
+        self._check_size(meta, width)
+        n = meta.batch * width
+        if self.is_first:
+            x = self.comm.broadcast(self._ids_buf[:n], self.coordinator_rank, "tp").view(meta.batch, width)
+        else:
+            x = self.comm.recv(self._recv_buf[:n * self.hidden], prev, "pp")
+            x = x.view(meta.batch, width, self.hidden)
+        return meta, hdr, x
+
+    def serve_forever(self) -> int:
+        """Follow the coordinator until a stop header arrives; returns the number of steps served."""
+        if self.is_coordinator:
+            raise RuntimeError("the coordinator drives the pipeline with submit()/collect()")
+        served = 0
+        while True:
+            t0 = self._stamp()
+            meta, hdr, x = self._receive()
+            if x is None:
+                if not self.is_last:
+                    self._isend(self.ctx.peer(self.stage + 1), hdr)
+                self._drain_sends()
+                return served
+            t1 = self._stamp()
+            out = self._compute(meta, x)
+            t2 = self._stamp()
+            self._pass_on(meta, hdr, out)
+            self.timings.append(dict(step=meta.step, t_recv_start=t0, t_recv_end=t1, t_compute_end=t2,
+                                     t_send_end=self._stamp()))
+            if self.on_step is not None:
+                self.on_step()
+            served += 1

@@ -1,0 +1,191 @@
+"""Continuous batching for one DP replica: which sequences run in the next micro-batch.
+
+Pure (no torch): the pipeline loop asks ``schedule(now, free)`` for the next micro-batch while
+fewer than ``groups`` are in flight, and hands back the sampled tokens with
+``complete(batch, tokens, now)``.
+
+- Up to ``groups`` micro-batches (default pp) are in the pipeline at once, so that every stage
+  works while the others do. A sequence is in at most one of them (its next token needs the
+  previous one); any sequence not in flight may join the next micro-batch — the KV cache is
+  indexed by slot on every stage, so no sequence is tied to a micro-batch.
+- A request waits (queueing delay) until it has arrived AND a KV slot is free (admission
+  control). With ``free`` micro-batches to fill and ``n`` sequences available (idle running +
+  admissible waiting), a micro-batch takes ceil(n / free) of them (at most ``max_batch``), so
+  enough available sequences always fill every micro-batch.
+- A prefill row carries the prompt (or a chunk of ``prefill_chunk`` tokens); its sampled token
+  is the first output token only when the chunk ends the prompt. A decode row carries the last
+  generated token. A request ends at its target output length (EOS ignored, as benchmarks do).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable
+
+from harness.measure.metrics import RequestRecord
+from harness.spec.workload import Request
+
+
+@dataclass
+class Row:
+    request_id: int
+    slot: int
+    start_pos: int          # tokens already in the slot's cache
+    tokens: list[int]
+    ends_prefill: bool      # the sampled token of this row is an output token
+    is_prefill: bool
+
+
+@dataclass
+class Batch:
+    step: int
+    rows: list[Row]
+
+    @property
+    def phase(self) -> str:
+        kinds = {r.is_prefill for r in self.rows}
+        return "mixed" if len(kinds) == 2 else ("prefill" if True in kinds else "decode")
+
+    @property
+    def n_tokens(self) -> int:
+        return sum(len(r.tokens) for r in self.rows)
+
+    @property
+    def padded_tokens(self) -> int:
+        return len(self.rows) * max(len(r.tokens) for r in self.rows)
+
+
+@dataclass
+class _Seq:
+    req: Request
+    prompt: list[int]
+    record: RequestRecord
+    slot: int = -1
+    prefilled: int = 0
+    generated: list[int] = field(default_factory=list)
+    in_flight: bool = False
+
+
+class Scheduler:
+    def __init__(self, requests: list[Request], prompt_of: Callable[[Request], list[int]], *,
+                 num_slots: int, max_batch: int, max_seq_len: int,
+                 prefill_chunk: int | None = None, closed_loop_concurrency: int | None = None,
+                 replica: int = 0, warmup: bool = False, first_step: int = 0):
+        if num_slots < 1 or max_batch < 1:
+            raise ValueError("num_slots and max_batch must be >= 1")
+        for r in requests:
+            if r.input_len + r.output_len - 1 > max_seq_len:
+                raise ValueError(f"request {r.request_id}: {r.input_len}+{r.output_len} tokens exceed the KV slot "
+                                 f"length {max_seq_len}")
+        self.prompt_of = prompt_of
+        self.num_slots, self.max_batch = num_slots, max_batch
+        self.prefill_chunk = prefill_chunk
+        self.replica, self.warmup = replica, warmup
+        self.closed = closed_loop_concurrency is not None
+        self.pending: deque[Request] = deque(sorted(requests, key=lambda r: (r.arrival_s, r.request_id)))
+        self.waiting: deque[_Seq] = deque()
+        self.running: list[_Seq] = []          # admitted, in admission order
+        self.free_slots: list[int] = list(range(num_slots - 1, -1, -1))
+        self.records: list[RequestRecord] = []
+        self.outputs: dict[int, list[int]] = {}
+        self.step = first_step   # step ids are unique across warm-up and measured phases
+        self._released_closed = 0
+        if self.closed:
+            for _ in range(min(closed_loop_concurrency, len(self.pending))):
+                self._release_closed(0.0)
+
+    # ------------------------------------------------------------ arrivals
+    def _make_seq(self, req: Request, arrival: float) -> _Seq:
+        rec = RequestRecord(request_id=req.request_id, replica=self.replica, arrival_s=arrival, admitted_s=None,
+                            first_token_s=None, input_len=req.input_len, output_len=req.output_len,
+                            warmup=self.warmup)
+        self.records.append(rec)
+        return _Seq(req, self.prompt_of(req), rec)
+
+    def _release_closed(self, now: float) -> None:
+        if self.pending:
+            self.waiting.append(self._make_seq(self.pending.popleft(), now))
+
+    def release(self, now: float) -> None:
+        """Open loop: every request whose scheduled arrival has passed joins the waiting queue."""
+        if self.closed:
+            return
+        while self.pending and self.pending[0].arrival_s <= now:
+            req = self.pending.popleft()
+            self.waiting.append(self._make_seq(req, req.arrival_s))
+
+    def next_arrival(self) -> float | None:
+        if self.closed or not self.pending:
+            return None
+        return self.pending[0].arrival_s
+
+    # ------------------------------------------------------------ state
+    def active(self) -> int:
+        return len(self.running)
+
+    def done(self) -> bool:
+        return not self.pending and not self.waiting and not self.running
+
+    def available(self) -> int:
+        """Sequences that could join a micro-batch now: idle running ones + admissible waiting ones."""
+        idle = sum(not s.in_flight for s in self.running)
+        return idle + min(len(self.waiting), len(self.free_slots))
+
+    # ------------------------------------------------------------ scheduling
+    def schedule(self, now: float, free: int = 1) -> Batch | None:
+        """The next micro-batch, when ``free`` micro-batches may still enter the pipeline."""
+        n = self.available()
+        if n == 0:
+            return None
+        take = min(self.max_batch, math.ceil(n / max(free, 1)))
+        chosen = [s for s in self.running if not s.in_flight][:take]
+        while len(chosen) < take and self.waiting and self.free_slots:
+            s = self.waiting.popleft()
+            s.slot = self.free_slots.pop()
+            s.record.admitted_s = now
+            self.running.append(s)
+            chosen.append(s)
+        rows = []
+        for s in chosen:
+            s.in_flight = True
+            if s.prefilled < s.req.input_len:
+                k = s.req.input_len - s.prefilled
+                if self.prefill_chunk:
+                    k = min(k, self.prefill_chunk)
+                toks = s.prompt[s.prefilled:s.prefilled + k]
+                rows.append(Row(s.req.request_id, s.slot, s.prefilled, toks,
+                                s.prefilled + k == s.req.input_len, True))
+            else:
+                pos = s.req.input_len + len(s.generated) - 1
+                rows.append(Row(s.req.request_id, s.slot, pos, [s.generated[-1]], True, False))
+        batch = Batch(self.step, rows)
+        self.step += 1
+        return batch
+
+    def complete(self, batch: Batch, tokens: list[int], now: float) -> int:
+        """Apply one step's sampled tokens; returns how many requests finished."""
+        seqs = {s.req.request_id: s for s in self.running}
+        finished = 0
+        for row, tok in zip(batch.rows, tokens):
+            s = seqs[row.request_id]
+            s.in_flight = False
+            if row.is_prefill:
+                s.prefilled += len(row.tokens)
+            if not row.ends_prefill:
+                continue
+            s.generated.append(int(tok))
+            s.record.token_times_s.append(now)
+            if len(s.generated) == 1:
+                s.record.first_token_s = now
+            if len(s.generated) >= s.req.output_len:
+                s.record.finish_s = now
+                s.record.completed = True
+                self.outputs[s.req.request_id] = s.generated
+                self.running.remove(s)
+                self.free_slots.append(s.slot)
+                finished += 1
+                if self.closed:
+                    self._release_closed(now)
+        return finished

@@ -1,0 +1,172 @@
+"""One rank of the reference engine: build this rank's stage and TP shard, serve, and pack what it
+recorded (``RankPayload``) for rank 0.
+
+The first stage's TP rank 0 of each DP replica coordinates (schedules and times requests); every
+other rank follows the pipeline. ``harness.engines.reference.engine`` gathers the payloads.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from harness.engines.reference import dist as hdist
+from harness.engines.reference.loop import ServeLoop
+from harness.engines.reference.model.build import build_stage
+from harness.engines.reference.model.weights import CheckpointWeights, SeededWeights
+from harness.engines.reference.parallel.pp import PipelineStage
+from harness.engines.reference.scheduler import Scheduler
+from harness.engines.reference.summary import RankPayload
+from harness.measure.metrics import RequestRecord, progress
+from harness.measure.nvml import NvmlSampler, torch_memory_stats
+from harness.plan.planner import plan as make_plan
+from harness.spec.workload import Request
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+def _slots(plan, spec, max_seq: int) -> int:
+    """KV slots per replica: enough for every micro-batch group at max_batch, within the planned capacity."""
+    want = spec.micro_batches * spec.run.max_batch
+    capacity = min(r.kv_token_capacity for r in plan.ranks) // max_seq
+    return max(1, min(want, capacity))
+
+
+WARMUP_ID_BASE = 1_000_000_000   # warm-up requests get ids no trace uses (and their own seeded prompts)
+
+
+def _warmup_requests(trace_requests: list[Request], n: int) -> list[Request]:
+    """n requests shaped like the trace's first ones, all arriving at once."""
+    base = trace_requests[:n]
+    return [Request(WARMUP_ID_BASE + i, 0.0, r.input_len, r.output_len, None) for i, r in enumerate(base)]
+
+
+def run_rank(ctx, spec, trace, guard, state: dict, writer) -> RankPayload:
+    """Serve ``trace`` on this rank until done or ``guard`` says stop; ``state`` shares the live
+    request records with the stop callback."""
+    place = ctx.place
+    dtype = DTYPES[spec.model.dtype]
+    weights = CheckpointWeights(spec.model.checkpoint) if spec.model.checkpoint else SeededWeights(spec.run.seed)
+    model = build_stage(spec.shape, spec.layout, place, ctx.comm, dtype=dtype, device=ctx.device, weights=weights)
+    plan = make_plan(spec)
+    max_seq = spec.run.max_seq_len or spec.shape.max_context
+    num_slots = _slots(plan, spec, max_seq)
+    kv_bytes = model.allocate_kv(num_slots, max_seq)
+    param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    if hdist.fail_rank_request() == ctx.rank:
+        raise RuntimeError("HARNESS_FAIL_RANK: failing on purpose (test-only)")
+
+    mine = [r for r in trace.requests if r.request_id % spec.layout.dp == place.dp]
+    groups = spec.micro_batches
+    # The widest micro-batch: max_batch rows padded to the longest prompt (or prefill chunk).
+    widest = max((r.input_len for r in trace.requests), default=1)
+    max_tokens = spec.run.max_batch * min(spec.run.prefill_chunk or widest, widest)
+    stage = PipelineStage(ctx, model, spec.run.max_batch, max_tokens)
+    profiler = ProfilerWindow(spec.run.profile_steps, ctx, writer_dir=state.get("run_dir"))
+    stage.on_step = profiler.step if profiler.enabled else None
+    sampler = NvmlSampler(spec.run.nvml_interval_s) if ctx.env.local_rank == 0 else None
+    if sampler is not None:
+        sampler.start()
+    payload = RankPayload(rank=ctx.rank, dp=place.dp, stage=place.stage, tp=place.tp,
+                          coordinator=place.stage == 0 and place.tp == 0, hostname=os.uname().nodename,
+                          param_bytes=param_bytes, kv_bytes=kv_bytes, num_slots=num_slots)
+    clock = time.monotonic
+    if payload.coordinator:
+        ticker = _Progress(ctx.rank == 0, state, writer)
+        loop = ServeLoop(stage, groups, ctx.device, clock, place.dp, should_stop=guard.is_set, on_tick=ticker)
+        warm = Scheduler(_warmup_requests(mine, spec.run.warmup_requests), trace.prompt_ids, num_slots=num_slots,
+                         max_batch=spec.run.max_batch, max_seq_len=max_seq,
+                         prefill_chunk=spec.run.prefill_chunk, replica=place.dp, warmup=True)
+        w0 = clock()
+        if spec.run.warmup_requests > 0:
+            loop.run(warm, w0, warmup=True)
+        payload.warmup_s = clock() - w0
+        payload.warmup_steps = warm.step
+        sched = Scheduler(mine, trace.prompt_ids, num_slots=num_slots, max_batch=spec.run.max_batch,
+                          max_seq_len=max_seq, prefill_chunk=spec.run.prefill_chunk,
+                          closed_loop_concurrency=trace.concurrency if trace.closed_loop else None,
+                          replica=place.dp, first_step=warm.step)
+        state["records"] = sched.records
+        t0 = clock()
+        state["t0"] = t0
+        payload.finished = loop.run(sched, t0)
+        payload.wall_s = clock() - t0
+        stage.stop()
+        payload.t0 = t0
+        payload.records = [r.to_dict() for r in warm.records + sched.records]
+        payload.outputs = {**warm.outputs, **sched.outputs} if spec.run.record_tokens else {}
+        payload.steps = loop.step_rows
+    else:
+        stage.serve_forever()
+    profiler.close()
+    if sampler is not None:
+        sampler.stop()
+        payload.nvml_rows = sampler.rows()
+        payload.nvml_note = sampler.note
+    payload.comm_rows = ctx.comm.rec.as_dicts()
+    payload.stage_rows = list(stage.timings)
+    payload.memory = torch_memory_stats(ctx.device)
+    payload.memory["device_name"] = (torch.cuda.get_device_name(ctx.device) if ctx.device.type == "cuda"
+                                     else "cpu")
+    return payload
+
+
+class ProfilerWindow:
+    """Opt-in (``run.profile_steps: N``): a torch.profiler Chrome trace of N steps of every rank.
+
+    The window skips each rank's first ``SKIP`` steps (start-up, warm-up), then records N steps
+    and writes ``<run dir>/profile/rank<R>.json``. The profiler's own cost falls inside the window
+    only, which is why it is exempt from the instrumentation-overhead budget.
+    """
+
+    SKIP = 8
+
+    def __init__(self, steps: int, ctx, writer_dir):
+        self.enabled = steps > 0
+        self.steps, self.ctx, self.dir = steps, ctx, Path(writer_dir) / "profile" if writer_dir else None
+        self.seen = 0
+        self.prof = None
+
+    def step(self) -> None:
+        self.seen += 1
+        if self.seen == self.SKIP:
+            acts = [torch.profiler.ProfilerActivity.CPU]
+            if self.ctx.device.type == "cuda":
+                acts.append(torch.profiler.ProfilerActivity.CUDA)
+            self.prof = torch.profiler.profile(activities=acts, record_shapes=True)
+            self.prof.__enter__()
+        elif self.seen == self.SKIP + self.steps:
+            self.close()
+
+    def close(self) -> None:
+        if self.prof is None or self.dir is None:
+            return
+        prof, self.prof = self.prof, None
+        prof.__exit__(None, None, None)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        prof.export_chrome_trace(str(self.dir / f"rank{self.ctx.rank}.json"))
+
+
+class _Progress:
+    """Rank 0's progress line (every ~2 s) and periodic flush of completed requests."""
+
+    def __init__(self, enabled: bool, state: dict, writer):
+        self.enabled, self.state, self.writer = enabled, state, writer
+        self._last = 0.0
+
+    def __call__(self, now_s: float) -> None:
+        if not self.enabled or not self.state["records"] or now_s - self._last < 2.0:
+            return   # silent during warm-up (no measured records yet)
+        self._last = now_s
+        recs = [r if isinstance(r, RequestRecord) else RequestRecord.from_dict(r) for r in self.state["records"]]
+        p = progress(recs, now_s)
+        ttft = f"{p.p99_ttft_ms:.0f} ms" if p.p99_ttft_ms is not None else "-"
+        rate = f"{p.request_throughput:.2f}" if p.request_throughput is not None else "-"
+        print(f"harness: [{p.completed}/{len(recs)} done, {p.in_flight} running] {rate} req/s, "
+              f"p99 TTFT {ttft}, {now_s:.0f} s", file=sys.stderr, flush=True)
+        if self.writer is not None:
+            self.writer.flush_requests(self.state["records"])

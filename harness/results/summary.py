@@ -1,0 +1,110 @@
+"""The contents of ``summary.json``: the skeleton a run writes at its start, its ``hardware`` and
+``layout`` header, the ``slo`` rows, the overall verdict rule, and the final (or partial) summary
+of a run from what its engine handed back (``harness.engines.base.EngineResult``).
+
+No torch import: ``report``, ``compare`` and ``history`` read runs without it.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from typing import Any, Iterable, Mapping
+
+from harness import SCHEMA_VERSION, __version__
+from harness.measure.metrics import RequestRecord, summarize
+from harness.spec.slo import judge, overall, per_request_thresholds_ms
+
+
+def utc_now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def new_summary(name: str, hardware: Mapping[str, Any], layout: Mapping[str, Any],
+                predicted: Mapping[str, Any] | None = None, started_utc: str | None = None) -> dict:
+    """The summary a run writes at its start: every key present, ``complete: false``."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "complete": False,
+        "incomplete_reason": "run in progress (or killed before it finished)",
+        "name": name,
+        "started_utc": started_utc or utc_now(),
+        "finished_utc": None,
+        "wall_s": None,
+        "warmup_s": None,
+        "hardware": dict(hardware),
+        "layout": dict(layout),
+        "metrics": {},
+        "slo": [],
+        "verdict": "INCOMPLETE",
+        "measured": {},
+        "predicted": dict(predicted or {}),
+        "stage_stats": [],
+        "cross_checks": [],
+        "notes": [],
+    }
+
+
+def slo_rows(verdicts: Iterable[Any]) -> list[dict]:
+    """``harness.spec.slo.SloVerdict`` list → the summary's ``slo`` rows."""
+    return [{"target": v.target.text, "measured": v.measured, "passed": v.passed, "margin_pct": v.margin_pct}
+            for v in verdicts]
+
+
+def overall_verdict(slo: list[dict], complete: bool) -> str:
+    """INCOMPLETE for an unfinished run; FAIL when any target missed; PASS when every target
+    was measured and met; UNMEASURED otherwise (including a run with no targets)."""
+    if not complete:
+        return "INCOMPLETE"
+    if any(r.get("passed") is False for r in slo):
+        return "FAIL"
+    if slo and all(r.get("passed") is True for r in slo):
+        return "PASS"
+    return "UNMEASURED"
+
+
+def summary_header(spec: Any, env: Mapping[str, Any] | None = None) -> dict:
+    """``hardware`` and ``layout`` of a summary from a validated ``harness.spec.spec.Spec``."""
+    env = env or {}
+    names = env.get("gpu_names") or []
+    lay = spec.layout
+    return {
+        "hardware": {"gpu": spec.cluster.gpu, "gpu_name": names[0] if names else "cpu",
+                     "total_gpus": lay.world_size, "nodes": spec.cluster.nodes,
+                     "backend": env.get("backend") or ("nccl" if names else "gloo")},
+        "layout": {"tp": lay.tp, "pp": lay.pp, "dp": lay.dp, "layer_split": list(lay.layer_split)},
+    }
+
+
+def partial_summary(spec: Any, records: Iterable[Any], reason: str) -> dict:
+    """What the reporting process can say on its own when a run stops early: completed requests only."""
+    recs = [r if isinstance(r, RequestRecord) else RequestRecord.from_dict(r) for r in list(records)]
+    metrics = summarize(recs, slo_thresholds_ms=per_request_thresholds_ms(spec.slo_targets))
+    return {"complete": False, "incomplete_reason": reason, "verdict": "INCOMPLETE", "metrics": metrics,
+            "finished_utc": utc_now()}
+
+
+def final_summary(spec: Any, predicted: Mapping[str, Any], result: Any) -> tuple[dict, dict]:
+    """An engine's result → (summary, tables). The same for every engine: metrics from the common
+    request records (``harness.measure.metrics.summarize``: duration from the first scheduled arrival
+    to the last finish), SLO verdicts from those metrics, the engine's own summary parts beside them.
+    ``tables`` holds the requests table plus every table the engine produced, and no other."""
+    records = list(result.records)
+    metrics = summarize(records, slo_thresholds_ms=per_request_thresholds_ms(spec.slo_targets))
+    verdicts = judge(spec.slo_targets, metrics)
+    measured = dict(result.measured)
+    measured["throughput_rps"] = metrics.get("request_throughput")
+    summary = {
+        "complete": result.complete, "incomplete_reason": result.incomplete_reason, "name": spec.name,
+        "harness_version": __version__, "finished_utc": utc_now(), "wall_s": result.wall_s,
+        "warmup_s": result.warmup_s, "hardware": dict(result.hardware), "layout": dict(result.layout),
+        "metrics": metrics, "slo": slo_rows(verdicts),
+        "verdict": overall(verdicts) if result.complete else "INCOMPLETE",
+        "measured": measured, "predicted": dict(predicted), **result.extra,
+    }
+    requests = []
+    for r in records:
+        row = r.to_dict()
+        if result.tokens is not None:
+            row["tokens"] = result.tokens.get(r.request_id)
+        requests.append(row)
+    return summary, {"requests": requests, **result.tables}

@@ -1,0 +1,393 @@
+"""The strategy spec: one YAML file, validated once into a typed tree.
+
+Sections: model, cluster, parallel, workload, slo, run (see README "Spec format").
+Every error names its dotted field path and the fix, as a ``UsageError``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from harness.errors import UsageError
+from harness.spec.catalog import GpuSpec, ModelShape, gpu_spec, model_from_hf_config, model_preset
+from harness.spec.layout import Layout, even_split
+from harness.spec.slo import SloTarget, resolve_targets
+
+
+@dataclass
+class ModelSpec:
+    preset: str | None = None          # llama3-70b, llama3-8b, llama3.1-405b, tiny
+    config: str | None = None          # path to a Hugging Face config.json (or its folder)
+    checkpoint: str | None = None      # HF checkpoint folder for real weights; None: seeded weights
+    dtype: Literal["bf16", "fp16", "fp32"] = "bf16"
+
+
+@dataclass
+class ClusterSpec:
+    gpu: str = "H100-SXM-80GB"
+    nodes: int = 1
+    gpus_per_node: int = 8
+    overrides: dict = field(default_factory=dict)   # any GpuSpec field, e.g. hbm_gbps: 3000
+
+
+@dataclass
+class ParallelSpec:
+    tp: int = 1
+    pp: int = 1
+    dp: int = 1
+    ep: int = 1
+    layer_split: list[int] | None = None   # decoder layers per stage
+    gpu_map: list[int] | None = None       # global rank -> GPU index (default: identity)
+
+
+@dataclass
+class LengthDist:
+    dist: Literal["fixed", "uniform", "normal", "lognormal"] = "fixed"
+    value: int | None = None
+    min: int | None = None
+    max: int | None = None
+    mean: float | None = None
+    std: float | None = None
+    sigma: float | None = None
+
+
+@dataclass
+class WorkloadSpec:
+    arrival: Literal["poisson", "gamma", "constant", "closed"] = "poisson"
+    rate_rps: float | None = 1.0
+    burstiness: float = 1.0
+    concurrency: int | None = None
+    num_requests: int | None = 100
+    duration_s: float | None = None
+    input_len: LengthDist = field(default_factory=lambda: LengthDist(value=128))
+    output_len: LengthDist = field(default_factory=lambda: LengthDist(value=128))
+    seed: int = 0
+    trace: str | None = None           # JSONL trace to replay instead of generating one
+
+
+@dataclass
+class SloSpec:
+    preset: str | None = None
+    targets: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RunSpec:
+    max_batch: int = 32                 # sequences per micro-batch
+    micro_batches: int | None = None    # micro-batches in flight; default: pp
+    kv_cache_fraction: float = 0.9      # of the memory left after weights and workspace
+    max_seq_len: int | None = None      # KV slot length; default: the model's context
+    warmup_requests: int = 2
+    timeout_s: float = 600.0            # whole run
+    comm_timeout_s: float = 60.0        # one collective / send / recv
+    seed: int = 0                       # seeded weights
+    record_tokens: bool = False
+    prefill_chunk: int | None = None
+    instrument: Literal["off", "counts", "timing"] = "timing"
+    profile_steps: int = 0              # >0: export a torch.profiler trace of that many steps
+    nvml_interval_s: float = 0.1
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+@dataclass
+class Spec:
+    name: str = "run"
+    model: ModelSpec = field(default_factory=ModelSpec)
+    cluster: ClusterSpec = field(default_factory=ClusterSpec)
+    parallel: ParallelSpec = field(default_factory=ParallelSpec)
+    workload: WorkloadSpec = field(default_factory=WorkloadSpec)
+    slo: SloSpec = field(default_factory=SloSpec)
+    run: RunSpec = field(default_factory=RunSpec)
+    # Resolved once by validate(); not read from YAML.
+    shape: ModelShape = field(default=None, init=False, repr=False)          # type: ignore[assignment]
+    gpu: GpuSpec = field(default=None, init=False, repr=False)               # type: ignore[assignment]
+    layout: Layout = field(default=None, init=False, repr=False)             # type: ignore[assignment]
+    slo_targets: list[SloTarget] = field(default_factory=list, init=False, repr=False)
+    source: str | None = field(default=None, init=False, repr=False)
+
+    @property
+    def world_size(self) -> int:
+        return self.layout.world_size
+
+    @property
+    def micro_batches(self) -> int:
+        return self.run.micro_batches or self.parallel.pp
+
+    @property
+    def dtype_bytes(self) -> int:
+        return {"bf16": 2, "fp16": 2, "fp32": 4}[self.model.dtype]
+
+    def to_dict(self) -> dict:
+        """The spec as written (with defaults filled in), for results and round trips."""
+        return {f.name: dataclasses.asdict(getattr(self, f.name)) if dataclasses.is_dataclass(getattr(self, f.name))
+                else getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
+
+
+# ---------------------------------------------------------------- typed loading
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    return getattr(tp, "__name__", str(tp))
+
+
+def _convert(tp: Any, value: Any, path: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _convert(inner[0], value, path)
+    if origin is Literal:
+        if value not in args:
+            raise UsageError(f"{path}: {value!r} is not allowed; use one of {', '.join(map(str, args))}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, path)
+    if origin is list:
+        if not isinstance(value, list):
+            raise UsageError(f"{path}: expected a list, got {value!r}")
+        return [_convert(args[0], v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if tp is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise UsageError(f"{path}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise UsageError(f"{path}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise UsageError(f"{path}: expected a whole number, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise UsageError(f"{path}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise UsageError(f"{path}: expected text, got {value!r}")
+        return str(value)
+    raise TypeError(f"unsupported field type {tp} at {path}")  # a bug in this module, not user input
+
+
+def _build(cls: type, data: Any, path: str) -> Any:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise UsageError(f"{path or 'spec'}: expected a mapping of fields, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    kwargs = {}
+    for key, value in data.items():
+        where = f"{path}.{key}" if path else str(key)
+        if key not in known:
+            raise UsageError(f"{where}: unknown field; known fields here: {', '.join(known)}")
+        kwargs[key] = _convert(hints[key], value, where)
+    return cls(**kwargs)
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Dotted overrides from the command line: ``run.max_batch=8``, ``parallel.tp=4``."""
+    for item in overrides:
+        if "=" not in item:
+            raise UsageError(f"--set {item!r}: write FIELD.PATH=VALUE, e.g. run.max_batch=8")
+        key, _, text = item.partition("=")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            value = text
+        node = raw
+        parts = key.strip().split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise UsageError(f"--set {key}: {p} is not a section")
+        node[parts[-1]] = value
+    return raw
+
+
+def load_spec(path: str | Path, overrides: list[str] | None = None) -> Spec:
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except FileNotFoundError:
+        raise UsageError(f"config: {path} not found; give a spec YAML such as configs/tiny-tp2-pp4-cpu.yaml") from None
+    except (IsADirectoryError, UnicodeDecodeError) as e:
+        raise UsageError(f"config: {path} is not a readable YAML file ({e.__class__.__name__})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise UsageError(f"config: {path}:{where} is not valid YAML ({problem}); fix the syntax there") from None
+    raw = raw if raw is not None else {}
+    spec = spec_from_dict(apply_overrides(raw, overrides or []), base_dir=p.parent)
+    spec.source = str(p)
+    return spec
+
+
+def spec_from_dict(raw: dict, base_dir: Path | None = None) -> Spec:
+    if not isinstance(raw, dict):
+        raise UsageError("config: the top level must be a mapping with model, cluster, parallel, workload, slo, run")
+    spec = _build(Spec, raw, "")
+    validate(spec, base_dir)
+    return spec
+
+
+# ---------------------------------------------------------------- validation
+
+def _resolve_path(p: str, base_dir: Path | None) -> str:
+    q = Path(p).expanduser()
+    if not q.is_absolute() and base_dir is not None and not q.exists() and (base_dir / q).exists():
+        q = base_dir / q
+    return str(q)
+
+
+def validate(spec: Spec, base_dir: Path | None = None) -> None:
+    m, c, par, w, r = spec.model, spec.cluster, spec.parallel, spec.workload, spec.run
+    # model
+    if (m.preset is None) == (m.config is None):
+        if m.checkpoint and m.preset is None and m.config is None:
+            m.config = m.checkpoint
+        else:
+            raise UsageError("model: give exactly one of model.preset (e.g. llama3-70b) or model.config (a config.json path)")
+    if m.checkpoint:
+        m.checkpoint = _resolve_path(m.checkpoint, base_dir)
+    if m.preset is not None:
+        spec.shape = model_preset(m.preset)
+    else:
+        m.config = _resolve_path(m.config, base_dir)
+        spec.shape = model_from_hf_config(m.config)
+    shape = spec.shape
+    # cluster
+    spec.gpu = gpu_spec(c.gpu, c.overrides)
+    for name in ("nodes", "gpus_per_node"):
+        if getattr(c, name) < 1:
+            raise UsageError(f"cluster.{name}: must be >= 1, got {getattr(c, name)}")
+    # parallel
+    for name in ("tp", "pp", "dp", "ep"):
+        if getattr(par, name) < 1:
+            raise UsageError(f"parallel.{name}: must be >= 1, got {getattr(par, name)}")
+    if par.ep != 1:
+        raise UsageError(f"parallel.ep: {par.ep} given but Llama is a dense model with no experts; set ep: 1")
+    gpus = c.nodes * c.gpus_per_node
+    world = par.tp * par.pp * par.dp
+    if world != gpus:
+        raise UsageError(f"parallel: tp*pp*dp = {par.tp}*{par.pp}*{par.dp} = {world} but the cluster has "
+                         f"{gpus} GPUs (cluster.nodes*cluster.gpus_per_node); make them equal")
+    for what, n in (("num_heads", shape.num_heads), ("num_kv_heads", shape.num_kv_heads),
+                    ("intermediate", shape.intermediate), ("vocab", shape.vocab)):
+        if n % par.tp:
+            ok = [d for d in range(1, n + 1) if n % d == 0 and d <= 64]
+            raise UsageError(f"parallel.tp: {par.tp} does not divide the model's {what}={n} "
+                             f"(KV heads are split, not replicated); use tp in {ok}")
+    if shape.num_layers < par.pp:
+        raise UsageError(f"parallel.pp: {par.pp} stages but the model has only {shape.num_layers} layers; "
+                         f"use pp <= {shape.num_layers}")
+    if par.layer_split is not None:
+        split = par.layer_split
+        if len(split) != par.pp:
+            raise UsageError(f"parallel.layer_split: {len(split)} entries for pp={par.pp}; give one per stage")
+        if any(n < 1 for n in split):
+            raise UsageError(f"parallel.layer_split: every stage needs >= 1 layer, got {split}")
+        if sum(split) != shape.num_layers:
+            raise UsageError(f"parallel.layer_split: sums to {sum(split)} but the model has {shape.num_layers} "
+                             f"layers; make it sum to {shape.num_layers}")
+        layer_split = tuple(split)
+    else:
+        layer_split = even_split(shape.num_layers, par.pp)
+    if par.gpu_map is not None and sorted(par.gpu_map) != list(range(world)):
+        raise UsageError(f"parallel.gpu_map: must be a permutation of 0..{world - 1}, got {par.gpu_map}")
+    spec.layout = Layout(par.tp, par.pp, par.dp, layer_split)
+    # workload
+    _validate_workload(w, shape, base_dir)
+    # slo
+    spec.slo_targets = resolve_targets(spec.slo.preset, spec.slo.targets)
+    # run
+    if r.max_batch < 1:
+        raise UsageError(f"run.max_batch: must be >= 1, got {r.max_batch}")
+    if r.micro_batches is not None and r.micro_batches < 1:
+        raise UsageError(f"run.micro_batches: must be >= 1, got {r.micro_batches}")
+    if not 0 < r.kv_cache_fraction <= 1:
+        raise UsageError(f"run.kv_cache_fraction: must be in (0, 1], got {r.kv_cache_fraction}")
+    if r.max_seq_len is not None and not 1 <= r.max_seq_len <= shape.max_context:
+        raise UsageError(f"run.max_seq_len: must be in 1..{shape.max_context} (the model's context), got {r.max_seq_len}")
+    if r.warmup_requests < 0:
+        raise UsageError(f"run.warmup_requests: must be >= 0, got {r.warmup_requests}")
+    for name in ("timeout_s", "comm_timeout_s", "nvml_interval_s"):
+        if getattr(r, name) <= 0:
+            raise UsageError(f"run.{name}: must be > 0, got {getattr(r, name)}")
+    if r.prefill_chunk is not None and r.prefill_chunk < 1:
+        raise UsageError(f"run.prefill_chunk: must be >= 1, got {r.prefill_chunk}")
+    if r.profile_steps < 0:
+        raise UsageError(f"run.profile_steps: must be >= 0, got {r.profile_steps}")
+    if not spec.name or not str(spec.name).replace("-", "").replace("_", "").replace(".", "").isalnum():
+        raise UsageError(f"name: {spec.name!r} must be letters, digits, '-', '_' or '.' (it names the run folder)")
+
+
+def _max_len(d: LengthDist) -> int:
+    """The largest length a distribution can produce (before clipping to the context)."""
+    if d.dist == "fixed":
+        return d.value or 0
+    if d.dist == "uniform":
+        return d.max or 0
+    return d.max or 0  # normal/lognormal are clipped to max when given, else to the context
+
+
+def _validate_length(d: LengthDist, where: str) -> None:
+    need = {"fixed": ("value",), "uniform": ("min", "max"), "normal": ("mean", "std"),
+            "lognormal": ("mean", "sigma")}[d.dist]
+    for k in need:
+        if getattr(d, k) is None:
+            raise UsageError(f"{where}.{k}: required for dist {d.dist}; e.g. {where}: {{dist: {d.dist}, {k}: 128}}")
+    for k in ("value", "min", "max", "mean"):
+        v = getattr(d, k)
+        if v is not None and v <= 0:
+            raise UsageError(f"{where}.{k}: lengths must be > 0, got {v}")
+    for k in ("std", "sigma"):
+        v = getattr(d, k)
+        if v is not None and v < 0:
+            raise UsageError(f"{where}.{k}: must be >= 0, got {v}")
+    if d.dist == "uniform" and d.min > d.max:
+        raise UsageError(f"{where}: min {d.min} > max {d.max}; swap them")
+
+
+def _validate_workload(w: WorkloadSpec, shape: ModelShape, base_dir: Path | None) -> None:
+    if w.trace is not None:
+        w.trace = _resolve_path(w.trace, base_dir)
+        if not Path(w.trace).is_file():
+            raise UsageError(f"workload.trace: {w.trace} not found; give a JSONL trace file")
+    if w.arrival == "closed":
+        if w.concurrency is None or w.concurrency < 1:
+            raise UsageError(f"workload.concurrency: closed-loop arrival needs concurrency >= 1, got {w.concurrency}")
+        if w.num_requests is None and w.trace is None:
+            raise UsageError("workload.num_requests: closed-loop arrival needs num_requests (duration_s alone "
+                             "cannot size it)")
+    elif w.trace is None and (w.rate_rps is None or w.rate_rps <= 0):
+        raise UsageError(f"workload.rate_rps: must be > 0 for {w.arrival} arrivals, got {w.rate_rps}")
+    if w.burstiness <= 0:
+        raise UsageError(f"workload.burstiness: must be > 0, got {w.burstiness}")
+    if w.num_requests is not None and w.num_requests < 1:
+        raise UsageError(f"workload.num_requests: must be >= 1, got {w.num_requests}")
+    if w.duration_s is not None and w.duration_s <= 0:
+        raise UsageError(f"workload.duration_s: must be > 0, got {w.duration_s}")
+    if w.num_requests is None and w.duration_s is None and w.trace is None:
+        raise UsageError("workload.num_requests: give num_requests or duration_s")
+    _validate_length(w.input_len, "workload.input_len")
+    _validate_length(w.output_len, "workload.output_len")
+    total = _max_len(w.input_len) + _max_len(w.output_len)
+    if total > shape.max_context:
+        raise UsageError(f"workload: input_len + output_len can reach {total} tokens, beyond the model's "
+                         f"context of {shape.max_context}; lower the lengths")
