@@ -15,8 +15,18 @@ class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line and exit 2 (argparse prints the usage block too)."""
 
     def error(self, message: str) -> None:  # noqa: D401
-        sys.stderr.write(f"harness {self.prog.split()[-1]}: error: {message} (see --help)\n")
+        # self.prog is "harness" or "harness VERB": the prefix is written once
+        sys.stderr.write(f"{self.prog}: error: {one_line(message)} (see --help)\n")
         raise SystemExit(2)
+
+
+MAX_ERROR_CHARS = 600
+
+
+def one_line(message: str) -> str:
+    """An error message as one bounded line (the values inside are already abbreviated; paths may be long)."""
+    text = " ".join(message.split())
+    return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 3] + "..."
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(_load(args._module).main(args) or 0)
     except UsageError as e:
-        sys.stderr.write(f"harness {args.verb}: error: {e}\n")
+        sys.stderr.write(f"harness {args.verb}: error: {one_line(str(e))}\n")
         return 2
     except KeyboardInterrupt:
         sys.stderr.write(f"harness {args.verb}: interrupted\n")

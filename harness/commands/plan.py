@@ -11,6 +11,7 @@ import json
 
 from harness.plan.planner import Plan, plan
 from harness.plan.search import SearchResult, search
+from harness.spec.inputs import check_inputs
 from harness.spec.spec import load_spec
 
 
@@ -25,6 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     spec = load_spec(args.config, args.overrides)
+    check_inputs(spec)      # the trace and checkpoint, as `harness run` checks them: plan refuses what run refuses
     if args.search:
         res = search(spec)
         print(json.dumps(res.to_dict(), indent=1) if args.json else render_search(spec, res))

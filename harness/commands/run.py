@@ -14,7 +14,6 @@ Exit codes: 0 run complete and every SLO met; 1 run complete and some SLO missed
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -42,35 +41,35 @@ def main(args: argparse.Namespace) -> int:
     from harness.engines.reference.dist import launch_env
     from harness.spec.spec import load_spec
 
-    spec = load_spec(args.config, args.overrides)
     env = launch_env()
     if env.in_torchrun:
+        from harness.engines.reference.lifetime import die_with_parent
+        from harness.engines.reference.stop import StopGuard, block_stop_signals
+        block_stop_signals()
+        die_with_parent()
+        guard = StopGuard()          # from here on, a signal or a dead agent/launcher stops this rank
+        spec = load_spec(args.config, args.overrides)
         if args.find_capacity:
             raise UsageError("--find-capacity: start it outside torchrun (it launches one run per probe)")
         from harness.engines.reference.engine import ReferenceEngine
-        from harness.engines.reference.stop import block_stop_signals
         from harness.results.writer import default_run_dir
-        block_stop_signals()
         run_dir = Path(args.results_dir) if args.results_dir else default_run_dir(spec.name)
-        return serve(ReferenceEngine(run_dir), spec, run_dir, reports=env.rank == 0)
-    check_workload(spec)
+        return serve(ReferenceEngine(run_dir, guard), spec, run_dir, reports=env.rank == 0)
+    spec = load_spec(args.config, args.overrides)
+    check_launch(spec, args)
     if args.find_capacity:
         return find_capacity(spec, args)
     return launch(spec, args)
 
 
-def check_workload(spec):
-    """Build the trace (before any rank starts, in the launcher): a bad trace file or lengths that do
-    not fit the KV slots is a usage error (exit 2), with nothing written."""
-    from harness.spec.workload import build_trace
+def check_launch(spec, args: argparse.Namespace) -> None:
+    """Everything that needs no process group, before any rank starts (exit 2, nothing written):
+    the trace, the checkpoint's headers, the torchrun flags."""
+    from harness.engines.reference.launcher import world_shape
+    from harness.spec.inputs import check_inputs
 
-    max_seq = spec.run.max_seq_len or spec.shape.max_context
-    trace = build_trace(spec.workload, spec.shape.vocab, max_seq)
-    for r in trace.requests:
-        if r.input_len + r.output_len - 1 > max_seq:
-            raise UsageError(f"run.max_seq_len: request {r.request_id} needs {r.input_len + r.output_len - 1} "
-                             f"cached tokens but a KV slot holds {max_seq}; raise it or shorten the lengths")
-    return trace
+    check_inputs(spec)
+    world_shape(spec, args)
 
 
 def serve(engine, spec, run_dir: Path, reports: bool) -> int:
@@ -92,17 +91,21 @@ def serve(engine, spec, run_dir: Path, reports: bool) -> int:
         if writer is not None:
             summary, tables = final_summary(spec, make_plan(spec).to_dict(), result)
             writer.write_final(summary, tables, hostnames=result.hardware.get("hosts"))
-            print(f"harness: {summary['verdict']}: results in {run_dir}", file=sys.stderr, flush=True)
+            print(f"harness: {writer.summary['verdict']}: results in {run_dir}", file=sys.stderr, flush=True)
         failed = False
     finally:
         engine.close(failed)
-    return EXIT_PASS if result.complete else EXIT_INCOMPLETE
+    stopped = writer is not None and not writer.summary.get("complete")
+    return EXIT_PASS if result.complete and not stopped else EXIT_INCOMPLETE
 
 
 def find_capacity(spec, args: argparse.Namespace) -> int:
-    """One run per probe under <results-dir>/probe-NN; capacity.json records every probe."""
+    """One run per probe under <results-dir>/probe-NN; capacity.json records every probe. A probe that
+    fails or times out is recorded as failed and ends the search (exit 3), capacity.json holding
+    what the probes before it found."""
     from harness.results.atomic import atomic_write_json
-    from harness.results.writer import default_run_dir
+    from harness.results.writer import check_new_run_dir, default_run_dir, read_summary_file
+    from harness.spec.spec import load_spec
     from harness.verdicts.capacity import capacity, next_probe
 
     if args.probes < 1:
@@ -110,29 +113,44 @@ def find_capacity(spec, args: argparse.Namespace) -> int:
     closed = spec.workload.arrival == "closed"
     field = "workload.concurrency" if closed else "workload.rate_rps"
     x0 = float(spec.workload.concurrency if closed else spec.workload.rate_rps)
-    root = Path(args.results_dir) if args.results_dir else default_run_dir(spec.name + "-capacity")
-    root.mkdir(parents=True, exist_ok=True)
+    root = check_new_run_dir(args.results_dir or default_run_dir(spec.name + "-capacity"))
     history: list[tuple[float, bool]] = []
     probes: list[dict] = []
+
+    def record(done: bool, **extra) -> None:
+        atomic_write_json(root / "capacity.json", {"field": field, "start": x0, "probes": probes,
+                                                    "capacity": capacity(history), "done": done, **extra})
+
     while (x := next_probe(history, x0, integer=closed, max_probes=args.probes)) is not None:
         value = int(x) if closed else round(x, 6)
         probe_dir = root / f"probe-{len(history):02d}"
         probe_args = argparse.Namespace(**{**vars(args), "results_dir": str(probe_dir),
                                            "overrides": [*args.overrides, f"{field}={value}"]})
-        from harness.spec.spec import load_spec
-        rc = launch(load_spec(args.config, probe_args.overrides), probe_args)
-        if rc not in (EXIT_PASS, EXIT_FAIL):
-            raise UsageError(f"--find-capacity: probe {field}={value} did not complete (exit {rc}); see {probe_dir}")
-        summary = json.loads((probe_dir / "summary.json").read_text())
+        try:
+            probe_spec = load_spec(args.config, probe_args.overrides)
+        except UsageError as e:       # e.g. the doubling passed a field's limit: the search ends there
+            record(True, stopped=f"probe {field}={value}: {e}")
+            break
+        rc = launch(probe_spec, probe_args)
+        summary = read_summary_file(probe_dir) or {}
+        metrics = summary.get("metrics") if isinstance(summary.get("metrics"), dict) else {}
+        row = {"probe": len(probes), field: value, "verdict": summary.get("verdict", "INCOMPLETE"),
+               "run_dir": str(probe_dir), "exit_code": rc, "slo": summary.get("slo") or [],
+               "request_throughput": metrics.get("request_throughput"),
+               "request_goodput": metrics.get("request_goodput")}
+        if rc not in (EXIT_PASS, EXIT_FAIL) or summary.get("complete") is not True:
+            reason = summary.get("incomplete_reason") or f"exit {rc}, no summary"
+            probes.append({**row, "verdict": "INCOMPLETE", "failed": True, "reason": reason})
+            record(False, stopped=f"probe {field}={value} failed: {reason}")
+            print(f"harness run: --find-capacity: probe {field}={value} failed ({reason}); "
+                  f"what the earlier probes found is in {root / 'capacity.json'}", file=sys.stderr)
+            return EXIT_INCOMPLETE
         history.append((x, rc == EXIT_PASS))
-        probes.append({"probe": len(probes), field: value, "verdict": summary["verdict"], "run_dir": str(probe_dir),
-                       "slo": summary["slo"], "request_throughput": summary["metrics"].get("request_throughput"),
-                       "request_goodput": summary["metrics"].get("request_goodput")})
-        atomic_write_json(root / "capacity.json", {"field": field, "start": x0, "probes": probes,
-                                                    "capacity": capacity(history), "done": False})
+        probes.append({**row, "failed": False})
+        record(False)
+    else:
+        record(True)
     best = capacity(history)
-    atomic_write_json(root / "capacity.json", {"field": field, "start": x0, "probes": probes, "capacity": best,
-                                                "done": True})
     print(f"{'probe':>5} {field:>22}  verdict")
     for p in probes:
         print(f"{p['probe']:>5} {p[field]:>22}  {p['verdict']}")
@@ -142,12 +160,9 @@ def find_capacity(spec, args: argparse.Namespace) -> int:
 
 def launch(spec, args: argparse.Namespace) -> int:
     from harness.engines.reference.launcher import run_world
-    from harness.results.writer import default_run_dir
+    from harness.results.writer import check_new_run_dir, default_run_dir
 
-    run_dir = Path(args.results_dir) if args.results_dir else default_run_dir(spec.name)
-    run_dir = run_dir.resolve()
-    if (run_dir / "summary.json").exists():
-        raise UsageError(f"--results-dir: {run_dir} already holds a run; give a new folder (nothing was changed)")
+    run_dir = check_new_run_dir(args.results_dir or default_run_dir(spec.name))
     return exit_code(run_dir, run_world(spec, args, run_dir))
 
 
@@ -171,13 +186,15 @@ def slo_table(summary: dict) -> str:
 
 
 def exit_code(run_dir: Path, torchrun_rc: int) -> int:
-    summary_path = run_dir / "summary.json"
-    if not summary_path.exists():
+    """The exit code from ``summary.json`` alone (the launcher settled it after the world ended)."""
+    from harness.results.writer import read_summary_file
+
+    summary = read_summary_file(run_dir)
+    if summary is None:
         if torchrun_rc == 0:  # a multi-node run: rank 0 and its results live on another node
             return EXIT_PASS
         print(f"harness run: failed before writing results (torchrun exit {torchrun_rc})", file=sys.stderr)
         return EXIT_INCOMPLETE
-    summary = json.loads(summary_path.read_text())
     if not summary.get("complete"):
         print(f"harness run: INCOMPLETE: {summary.get('incomplete_reason')}; partial results in {run_dir}",
               file=sys.stderr)

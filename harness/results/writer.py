@@ -11,10 +11,11 @@ import datetime as _dt
 import functools
 import io
 import json
+import os
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import pyarrow.parquet as pq
 import yaml
@@ -31,6 +32,52 @@ def default_run_dir(name: str, root: str = "results") -> Path:
     """``results/<UTC YYYYmmddTHHMMSSZ>_<name>``: where a run goes when no folder is given."""
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     return Path(root) / f"{stamp}_{name}"
+
+
+def check_new_run_dir(run_dir: str | Path) -> Path:
+    """Refuse, before anything starts, a run directory that cannot become a new run: a file, a
+    folder that already holds a run or holds anything else (a person's files are never written
+    over), or a place that cannot be written. Returns the resolved path (created, empty)."""
+    p = Path(run_dir).expanduser()
+    if p.exists() and not p.is_dir():
+        raise UsageError(f"--results-dir: {p} is a file; give a new folder")
+    if (p / SUMMARY_FILE).exists():
+        raise UsageError(f"--results-dir: {p.resolve()} already holds a run; give a new folder (nothing was changed)")
+    if p.is_dir() and any(p.iterdir()):
+        raise UsageError(f"--results-dir: {p.resolve()} already holds files but no run; give a new or empty folder "
+                         "(nothing was changed)")
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+        probe = p / f".harness-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise UsageError(f"--results-dir: cannot write in {p} ({e.strerror or type(e).__name__}); "
+                         "give a writable folder") from None
+    return p.resolve()
+
+
+def read_summary_file(run_dir: str | Path) -> dict | None:
+    """``summary.json`` as written, or None when it is missing or not a JSON object."""
+    try:
+        summary = json.loads((Path(run_dir) / SUMMARY_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return summary if isinstance(summary, dict) else None
+
+
+def amend_summary(run_dir: str | Path, **fields: Any) -> dict | None:
+    """Change ``summary.json`` of a finished world from outside it (the launcher, once no rank can
+    write any more); ``complete=False`` also makes the verdict INCOMPLETE. None when there is none."""
+    summary = read_summary_file(run_dir)
+    if summary is None:
+        return None
+    path = Path(run_dir) / SUMMARY_FILE
+    summary.update(fields)
+    if not summary.get("complete"):
+        summary["complete"], summary["verdict"] = False, "INCOMPLETE"
+    atomic_write_json(path, summary)
+    return summary
 
 
 def run_dir_name(name: str, when: _dt.datetime | None = None) -> str:
@@ -69,6 +116,10 @@ class RunWriter:
         self.dir = Path(run_dir)
         self.summary: dict | None = None
         self._lock = threading.RLock()
+        # Once a run was stopped (write_partial), no later write may call it complete; and
+        # ``stop_check`` (set by the engine) may veto ``complete: true`` at the moment it is written.
+        self.stopped: str | None = None
+        self.stop_check: Callable[[], str | None] | None = None
 
     @classmethod
     def create(cls, run_dir: str | Path, spec: Any, env: Mapping[str, Any] | None = None,
@@ -103,6 +154,10 @@ class RunWriter:
     def write_summary(self, summary: dict) -> None:
         """summary.json, made consistent: the schema version; an incomplete run's verdict is INCOMPLETE."""
         summary = dict(summary, schema_version=SCHEMA_VERSION)
+        if summary.get("complete"):
+            veto = self.stopped or (self.stop_check() if self.stop_check is not None else None)
+            if veto:
+                summary["complete"], summary["incomplete_reason"] = False, veto
         if not summary.get("complete"):
             summary["complete"] = False
             summary["verdict"] = "INCOMPLETE"
@@ -143,6 +198,7 @@ class RunWriter:
             self.flush_requests(records)
         summary = {**(self.summary or {}), **summary, "complete": False}
         summary["finished_utc"] = summary.get("finished_utc") or utc_now()
+        self.stopped = self.stopped or summary.get("incomplete_reason") or "run stopped"
         self.write_summary(summary)
 
     @_serialised

@@ -9,7 +9,7 @@ import json
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
-from harness.errors import UsageError
+from harness.errors import UsageError, shown
 
 
 @dataclass(frozen=True)
@@ -190,6 +190,10 @@ def gpu_spec(name: str, overrides: dict | None = None, field: str = "cluster.gpu
     for k, v in overrides.items():
         if k not in known:
             raise UsageError(f"cluster.overrides.{k}: unknown catalogue field; use one of {', '.join(sorted(known))}")
-        if k not in ("intra_link", "inter_link", "source") and (not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0):
-            raise UsageError(f"cluster.overrides.{k}: must be a positive number, got {v!r}")
+        if k in ("intra_link", "inter_link", "source"):
+            if not isinstance(v, str):
+                raise UsageError(f"cluster.overrides.{k}: expected text, got {shown(v)}")
+        elif not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 < v <= 1e9:
+            # NaN fails 0 < v too: a NaN bandwidth would give NaN bounds and a PASS
+            raise UsageError(f"cluster.overrides.{k}: must be a positive finite number (at most 1e9), got {shown(v)}")
     return replace(match, **overrides)

@@ -7,18 +7,19 @@ Every error names its dotted field path and the fix, as a ``UsageError``.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
-from harness.errors import UsageError
+from harness.errors import UsageError, shown
+from harness.spec.bounds import check_limits
 from harness.spec.catalog import GpuSpec, ModelShape, gpu_spec, model_from_hf_config, model_preset
 from harness.spec.layout import Layout, even_split
 from harness.spec.slo import SloTarget, resolve_targets
+from harness.spec.yaml_text import apply_overrides, read_yaml_file
 
 
 @dataclass
@@ -147,36 +148,44 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
         inner = [a for a in args if a is not type(None)]
         return _convert(inner[0], value, path)
     if origin is Literal:
-        if value not in args:
-            raise UsageError(f"{path}: {value!r} is not allowed; use one of {', '.join(map(str, args))}")
-        return value
+        if isinstance(value, bool):    # YAML's false/true where a person meant an "off"/"on" choice
+            value = "on" if value else "off"
+        match = next((a for a in args if isinstance(value, str) and value.strip().lower() == str(a).lower()), None)
+        if match is None:
+            raise UsageError(f"{path}: {shown(value)} is not allowed; use one of {', '.join(map(str, args))}")
+        return match
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, path)
     if origin is list:
         if not isinstance(value, list):
-            raise UsageError(f"{path}: expected a list, got {value!r}")
+            raise UsageError(f"{path}: expected a list, got {shown(value)}")
         return [_convert(args[0], v, f"{path}[{i}]") for i, v in enumerate(value)]
     if tp is dict or origin is dict:
         if not isinstance(value, dict):
-            raise UsageError(f"{path}: expected a mapping, got {value!r}")
+            raise UsageError(f"{path}: expected a mapping, got {shown(value)}")
         return dict(value)
     if tp is bool:
+        word = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False}
+        if isinstance(value, str) and value.strip().lower() in word:
+            return word[value.strip().lower()]
         if not isinstance(value, bool):
-            raise UsageError(f"{path}: expected true or false, got {value!r}")
+            raise UsageError(f"{path}: expected true or false, got {shown(value)}")
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             if isinstance(value, float) and value.is_integer():
                 return int(value)
-            raise UsageError(f"{path}: expected a whole number, got {value!r}")
+            raise UsageError(f"{path}: expected a whole number, got {shown(value)}")
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise UsageError(f"{path}: expected a number, got {value!r}")
+            raise UsageError(f"{path}: expected a number, got {shown(value)}")
+        if isinstance(value, int) and abs(value) > 1e300 or not math.isfinite(value):
+            raise UsageError(f"{path}: must be a finite number, got {shown(value)}")
         return float(value)
     if tp is str:
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-            raise UsageError(f"{path}: expected text, got {value!r}")
+            raise UsageError(f"{path}: expected text, got {shown(value)}")
         return str(value)
     raise TypeError(f"unsupported field type {tp} at {path}")  # a bug in this module, not user input
 
@@ -185,54 +194,27 @@ def _build(cls: type, data: Any, path: str) -> Any:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise UsageError(f"{path or 'spec'}: expected a mapping of fields, got {data!r}")
+        raise UsageError(f"{path or 'spec'}: expected a mapping of fields, got {shown(data)}")
     hints = typing.get_type_hints(cls)
     known = {f.name: f for f in dataclasses.fields(cls) if f.init}
     kwargs = {}
     for key, value in data.items():
-        where = f"{path}.{key}" if path else str(key)
+        label = key if isinstance(key, str) and len(key) <= 60 else shown(key, 60)
+        where = f"{path}.{label}" if path else label
         if key not in known:
             raise UsageError(f"{where}: unknown field; known fields here: {', '.join(known)}")
         kwargs[key] = _convert(hints[key], value, where)
     return cls(**kwargs)
 
 
-def apply_overrides(raw: dict, overrides: list[str]) -> dict:
-    """Dotted overrides from the command line: ``run.max_batch=8``, ``parallel.tp=4``."""
-    for item in overrides:
-        if "=" not in item:
-            raise UsageError(f"--set {item!r}: write FIELD.PATH=VALUE, e.g. run.max_batch=8")
-        key, _, text = item.partition("=")
-        try:
-            value = yaml.safe_load(text)
-        except yaml.YAMLError:
-            value = text
-        node = raw
-        parts = key.strip().split(".")
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-            if not isinstance(node, dict):
-                raise UsageError(f"--set {key}: {p} is not a section")
-        node[parts[-1]] = value
-    return raw
-
-
 def load_spec(path: str | Path, overrides: list[str] | None = None) -> Spec:
+    """The spec YAML at ``path`` with ``--set`` overrides, typed and validated (``harness.spec.yaml_text``
+    reads the YAML)."""
     p = Path(path)
-    try:
-        text = p.read_text()
-    except FileNotFoundError:
-        raise UsageError(f"config: {path} not found; give a spec YAML such as configs/tiny-tp2-pp4-cpu.yaml") from None
-    except (IsADirectoryError, UnicodeDecodeError) as e:
-        raise UsageError(f"config: {path} is not a readable YAML file ({e.__class__.__name__})") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise UsageError(f"config: {path}:{where} is not valid YAML ({problem}); fix the syntax there") from None
+    raw = read_yaml_file(p)
     raw = raw if raw is not None else {}
+    if not isinstance(raw, dict):
+        raise UsageError(f"config: {path} must hold a mapping with model, cluster, parallel, workload, slo, run")
     spec = spec_from_dict(apply_overrides(raw, overrides or []), base_dir=p.parent)
     spec.source = str(p)
     return spec
@@ -257,6 +239,7 @@ def _resolve_path(p: str, base_dir: Path | None) -> str:
 
 def validate(spec: Spec, base_dir: Path | None = None) -> None:
     m, c, par, w, r = spec.model, spec.cluster, spec.parallel, spec.workload, spec.run
+    check_limits(spec)   # every number finite and in its range (harness.spec.bounds)
     # model
     if (m.preset is None) == (m.config is None):
         if m.checkpoint and m.preset is None and m.config is None:
@@ -273,13 +256,7 @@ def validate(spec: Spec, base_dir: Path | None = None) -> None:
     shape = spec.shape
     # cluster
     spec.gpu = gpu_spec(c.gpu, c.overrides)
-    for name in ("nodes", "gpus_per_node"):
-        if getattr(c, name) < 1:
-            raise UsageError(f"cluster.{name}: must be >= 1, got {getattr(c, name)}")
     # parallel
-    for name in ("tp", "pp", "dp", "ep"):
-        if getattr(par, name) < 1:
-            raise UsageError(f"parallel.{name}: must be >= 1, got {getattr(par, name)}")
     if par.ep != 1:
         raise UsageError(f"parallel.ep: {par.ep} given but Llama is a dense model with no experts; set ep: 1")
     gpus = c.nodes * c.gpus_per_node
@@ -290,9 +267,11 @@ def validate(spec: Spec, base_dir: Path | None = None) -> None:
     for what, n in (("num_heads", shape.num_heads), ("num_kv_heads", shape.num_kv_heads),
                     ("intermediate", shape.intermediate), ("vocab", shape.vocab)):
         if n % par.tp:
-            ok = [d for d in range(1, n + 1) if n % d == 0 and d <= 64]
+            ok = [d for d in range(1, min(n, 64) + 1) if n % d == 0]
             raise UsageError(f"parallel.tp: {par.tp} does not divide the model's {what}={n} "
                              f"(KV heads are split, not replicated); use tp in {ok}")
+    if shape.num_layers < 1:
+        raise UsageError(f"model: {shape.name} has {shape.num_layers} decoder layers; a model needs at least one")
     if shape.num_layers < par.pp:
         raise UsageError(f"parallel.pp: {par.pp} stages but the model has only {shape.num_layers} layers; "
                          f"use pp <= {shape.num_layers}")
@@ -300,8 +279,6 @@ def validate(spec: Spec, base_dir: Path | None = None) -> None:
         split = par.layer_split
         if len(split) != par.pp:
             raise UsageError(f"parallel.layer_split: {len(split)} entries for pp={par.pp}; give one per stage")
-        if any(n < 1 for n in split):
-            raise UsageError(f"parallel.layer_split: every stage needs >= 1 layer, got {split}")
         if sum(split) != shape.num_layers:
             raise UsageError(f"parallel.layer_split: sums to {sum(split)} but the model has {shape.num_layers} "
                              f"layers; make it sum to {shape.num_layers}")
@@ -309,32 +286,17 @@ def validate(spec: Spec, base_dir: Path | None = None) -> None:
     else:
         layer_split = even_split(shape.num_layers, par.pp)
     if par.gpu_map is not None and sorted(par.gpu_map) != list(range(world)):
-        raise UsageError(f"parallel.gpu_map: must be a permutation of 0..{world - 1}, got {par.gpu_map}")
+        raise UsageError(f"parallel.gpu_map: must be a permutation of 0..{world - 1}, got {shown(par.gpu_map)}")
     spec.layout = Layout(par.tp, par.pp, par.dp, layer_split)
     # workload
     _validate_workload(w, shape, base_dir)
     # slo
     spec.slo_targets = resolve_targets(spec.slo.preset, spec.slo.targets)
     # run
-    if r.max_batch < 1:
-        raise UsageError(f"run.max_batch: must be >= 1, got {r.max_batch}")
-    if r.micro_batches is not None and r.micro_batches < 1:
-        raise UsageError(f"run.micro_batches: must be >= 1, got {r.micro_batches}")
-    if not 0 < r.kv_cache_fraction <= 1:
-        raise UsageError(f"run.kv_cache_fraction: must be in (0, 1], got {r.kv_cache_fraction}")
     if r.max_seq_len is not None and not 1 <= r.max_seq_len <= shape.max_context:
         raise UsageError(f"run.max_seq_len: must be in 1..{shape.max_context} (the model's context), got {r.max_seq_len}")
-    if r.warmup_requests < 0:
-        raise UsageError(f"run.warmup_requests: must be >= 0, got {r.warmup_requests}")
-    for name in ("timeout_s", "comm_timeout_s", "nvml_interval_s"):
-        if getattr(r, name) <= 0:
-            raise UsageError(f"run.{name}: must be > 0, got {getattr(r, name)}")
-    if r.prefill_chunk is not None and r.prefill_chunk < 1:
-        raise UsageError(f"run.prefill_chunk: must be >= 1, got {r.prefill_chunk}")
-    if r.profile_steps < 0:
-        raise UsageError(f"run.profile_steps: must be >= 0, got {r.profile_steps}")
     if not spec.name or not str(spec.name).replace("-", "").replace("_", "").replace(".", "").isalnum():
-        raise UsageError(f"name: {spec.name!r} must be letters, digits, '-', '_' or '.' (it names the run folder)")
+        raise UsageError(f"name: {shown(spec.name)} must be letters, digits, '-', '_' or '.' (it names the run folder)")
 
 
 def _max_len(d: LengthDist) -> int:
@@ -352,14 +314,6 @@ def _validate_length(d: LengthDist, where: str) -> None:
     for k in need:
         if getattr(d, k) is None:
             raise UsageError(f"{where}.{k}: required for dist {d.dist}; e.g. {where}: {{dist: {d.dist}, {k}: 128}}")
-    for k in ("value", "min", "max", "mean"):
-        v = getattr(d, k)
-        if v is not None and v <= 0:
-            raise UsageError(f"{where}.{k}: lengths must be > 0, got {v}")
-    for k in ("std", "sigma"):
-        v = getattr(d, k)
-        if v is not None and v < 0:
-            raise UsageError(f"{where}.{k}: must be >= 0, got {v}")
     if d.dist == "uniform" and d.min > d.max:
         raise UsageError(f"{where}: min {d.min} > max {d.max}; swap them")
 
@@ -377,12 +331,6 @@ def _validate_workload(w: WorkloadSpec, shape: ModelShape, base_dir: Path | None
                              "cannot size it)")
     elif w.trace is None and (w.rate_rps is None or w.rate_rps <= 0):
         raise UsageError(f"workload.rate_rps: must be > 0 for {w.arrival} arrivals, got {w.rate_rps}")
-    if w.burstiness <= 0:
-        raise UsageError(f"workload.burstiness: must be > 0, got {w.burstiness}")
-    if w.num_requests is not None and w.num_requests < 1:
-        raise UsageError(f"workload.num_requests: must be >= 1, got {w.num_requests}")
-    if w.duration_s is not None and w.duration_s <= 0:
-        raise UsageError(f"workload.duration_s: must be > 0, got {w.duration_s}")
     if w.num_requests is None and w.duration_s is None and w.trace is None:
         raise UsageError("workload.num_requests: give num_requests or duration_s")
     _validate_length(w.input_len, "workload.input_len")

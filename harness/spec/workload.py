@@ -20,30 +20,18 @@ Length distributions (integers, clipped, see :func:`sample_lengths`):
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from harness.errors import UsageError
+from harness.spec.trace_file import TRACE_KEYS, Request, load_trace, save_trace  # noqa: F401 (their home was here)
 
 ARRIVALS = ("poisson", "gamma", "constant", "closed")
 DISTS = ("fixed", "uniform", "normal", "lognormal")
-TRACE_KEYS = ("arrival_s", "input_len", "output_len", "prompt")
-
-
-@dataclass(frozen=True)
-class Request:
-    request_id: int
-    arrival_s: float  # scheduled, seconds since the run's start; 0.0 for closed loop
-    input_len: int
-    output_len: int  # target output tokens
-    prompt: list[int] | None = None  # None: derive with Trace.prompt_ids (seeded)
 
 
 @dataclass(frozen=True)
@@ -306,90 +294,3 @@ def build_trace(spec: Any, vocab_size: int, context_len: int) -> Trace:
     reqs = tuple(Request(i, float(t), int(a), int(b))
                  for i, (t, a, b) in enumerate(zip(times, ins, outs)))
     return Trace(reqs, closed, conc, spec.seed, vocab_size, spec.duration_s)
-
-
-# ---------------------------------------------------------------- JSONL traces
-
-
-def save_trace(requests: Sequence[Request] | Trace, path: str | Path,
-               include_prompts: bool = False) -> None:
-    """Write one JSON object per line {"arrival_s", "input_len", "output_len"[, "prompt"]},
-    atomically (temp file in the same directory, then os.replace). With include_prompts
-    and a Trace, seeded prompts are materialised too."""
-    trace = requests if isinstance(requests, Trace) else None
-    reqs = trace.requests if trace is not None else requests
-    lines = []
-    for r in reqs:
-        obj: dict[str, Any] = {"arrival_s": r.arrival_s, "input_len": r.input_len,
-                               "output_len": r.output_len}
-        if r.prompt is not None:
-            obj["prompt"] = list(r.prompt)
-        elif include_prompts and trace is not None:
-            obj["prompt"] = trace.prompt_ids(r)
-        lines.append(json.dumps(obj, separators=(",", ":")))
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write("".join(line + "\n" for line in lines))
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _is_pos_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
-
-
-def load_trace(path: str | Path, context_len: int | None = None,
-               vocab_size: int | None = None) -> list[Request]:
-    """Read a JSONL trace (json only; blank lines skipped). Request ids are 0, 1, … in file
-    order. Every problem raises UsageError "FILE:LINE: what is wrong"."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise UsageError(f"workload.trace: cannot read {path}: {e.strerror}") from None
-    reqs: list[Request] = []
-    prev = 0.0
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{path.name}:{lineno}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UsageError(f"{where}: not valid JSON ({e.msg})") from None
-        if not isinstance(obj, dict):
-            raise UsageError(f"{where}: expected a JSON object, got {type(obj).__name__}")
-        unknown = sorted(set(obj) - set(TRACE_KEYS))
-        if unknown:
-            raise UsageError(f"{where}: unknown key {unknown[0]!r}; allowed: {', '.join(TRACE_KEYS)}")
-        t = obj.get("arrival_s")
-        if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t < 0:
-            raise UsageError(f'{where}: expected "arrival_s" as a number >= 0, got {t!r}')
-        if t < prev:
-            raise UsageError(f'{where}: "arrival_s" {t} is before the previous line\'s {prev}; '
-                             "sort the trace by arrival_s")
-        prev = float(t)
-        for key in ("input_len", "output_len"):
-            if not _is_pos_int(obj.get(key)):
-                raise UsageError(f'{where}: expected "{key}" as a positive integer, '
-                                 f"got {obj.get(key)!r}")
-        i_len, o_len = obj["input_len"], obj["output_len"]
-        if context_len is not None and i_len + o_len > context_len:
-            raise UsageError(f"{where}: input_len {i_len} + output_len {o_len} exceeds the "
-                             f"model context of {context_len} tokens")
-        prompt = obj.get("prompt")
-        if prompt is not None:
-            if not isinstance(prompt, list) or len(prompt) != i_len or not all(
-                    isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in prompt):
-                raise UsageError(f'{where}: expected "prompt" as a list of input_len={i_len} '
-                                 "non-negative token ids")
-            if vocab_size is not None and prompt and max(prompt) >= vocab_size:
-                raise UsageError(f'{where}: "prompt" token id {max(prompt)} is outside the '
-                                 f"vocabulary [0, {vocab_size})")
-        reqs.append(Request(len(reqs), float(t), i_len, o_len, prompt))
-    return reqs

@@ -5,10 +5,11 @@ torchrun; ``harness.engines.reference.launcher`` starts that world). Rank 0 hold
 the end every rank's payload is gathered to it and it alone returns the records, tables and
 measured values. Other ranks return a result with no records (they report nothing).
 
-Failure: SIGTERM/SIGINT or ``run.timeout_s`` trip the ``StopGuard``: rank 0 writes what completed,
-marked incomplete, and the process ends with exit 3 after a short grace. A rank that raises names
-itself on stderr (rank 0 also writes the partial summary) and exits non-zero; torchrun then stops
-the others.
+Failure: SIGTERM/SIGINT/SIGHUP, ``run.timeout_s`` or the loss of the agent or launcher trip the
+``StopGuard``: rank 0 writes what completed, marked incomplete, and the process ends with exit 3
+after a short grace. A rank that raises names itself on stderr, reports itself to the launcher
+(``harness.engines.reference.failures``; rank 0 also writes the partial summary) and exits
+non-zero; torchrun then stops the others, and the launcher names the root cause in the summary.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import torch.distributed as dist
 
 from harness.engines.base import EngineResult
 from harness.engines.reference import dist as hdist
+from harness.engines.reference.failures import describe, own_failure, report_failure
+from harness.engines.reference.lifetime import failure_dir
 from harness.engines.reference.stop import StopGuard
 from harness.engines.reference.summary import reference_result
 from harness.engines.reference.worker import run_rank
@@ -32,24 +35,28 @@ from harness.results.summary import partial_summary
 class ReferenceEngine:
     kind = "reference"
 
-    def __init__(self, run_dir: str | Path):
+    def __init__(self, run_dir: str | Path, guard: StopGuard | None = None):
         self.run_dir = Path(run_dir)
+        self.guard = guard       # started at the rank's start (harness.commands.run); else here
         self.ctx = None
         self.profiled = False
         self.complete = False
 
     def serve(self, spec, trace, writer) -> EngineResult:
-        self.ctx = ctx = hdist.init(spec.layout, spec.run.device, spec.parallel.gpu_map, spec.run.comm_timeout_s,
-                                    spec.run.instrument)
-        self.profiled = spec.run.profile_steps > 0
         state: dict = {"records": [], "t0": None, "run_dir": self.run_dir}
+        guard = self.guard = self.guard or StopGuard()
 
         def on_stop(reason: str) -> None:   # runs on the stop thread; RunWriter serialises writes
             if writer is not None:
                 writer.write_partial(partial_summary(spec, state["records"], reason), state["records"])
 
-        guard = StopGuard(spec.run.timeout_s, on_stop)
+        guard.arm(spec.run.timeout_s, on_stop)
+        if writer is not None:
+            writer.stop_check = guard.check   # no "complete: true" once the agent or launcher is gone
         try:
+            self.ctx = ctx = hdist.init(spec.layout, spec.run.device, spec.parallel.gpu_map,
+                                        spec.run.comm_timeout_s, spec.run.instrument)
+            self.profiled = spec.run.profile_steps > 0
             payload = run_rank(ctx, spec, trace, guard, state, writer)
             gathered = [None] * ctx.env.world_size if writer is not None else None
             if ctx.env.world_size > 1:
@@ -57,17 +64,21 @@ class ReferenceEngine:
             else:
                 gathered = [payload]
             # Only rank 0 sees every replica's coordinator; the others vouch for themselves.
-            complete = guard.reason is None and (writer is None or all(p.finished for p in gathered if p.coordinator))
+            complete = guard.check() is None and (writer is None or all(p.finished for p in gathered if p.coordinator))
             self.complete = complete
             if writer is None:
                 return EngineResult(records=[], complete=complete, incomplete_reason=guard.reason)
             return reference_result(spec, make_plan(spec), gathered, complete=complete, reason=guard.reason)
         except BaseException as e:
-            where = f"rank {ctx.rank} (dp {ctx.place.dp}, stage {ctx.place.stage}, tp {ctx.place.tp})"
-            print(f"harness: {where} failed: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
-            if writer is not None:
-                writer.write_partial(partial_summary(spec, state["records"], f"{where} failed: {type(e).__name__}: {e}"),
-                                     state["records"])
+            rank = hdist.launch_env().rank
+            place = spec.layout.place(rank) if 0 <= rank < spec.layout.world_size else None
+            failure = own_failure(rank, place, e)
+            print(f"harness: {describe(failure)}", file=sys.stderr, flush=True)
+            if guard.reason is None:      # not a consequence of a stop already under way
+                report_failure(failure_dir(), failure)
+                if writer is not None:
+                    summary = partial_summary(spec, state["records"], describe(failure))
+                    writer.write_partial({**summary, "failure": failure}, state["records"])
             raise
 
     def close(self, failed: bool) -> None:

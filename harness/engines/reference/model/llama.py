@@ -25,25 +25,7 @@ from torch import nn
 
 from harness.errors import UsageError
 from harness.spec.catalog import ModelShape
-
-
-def hf_param_shapes(shape: ModelShape) -> dict[str, tuple[int, ...]]:
-    """Global (unsharded) shape of every parameter of the full model, by its Hugging Face name."""
-    h, q, kv, inter = shape.hidden, shape.q_dim, shape.kv_dim, shape.intermediate
-    out: dict[str, tuple[int, ...]] = {"model.embed_tokens.weight": (shape.vocab, h)}
-    for i in range(shape.num_layers):
-        p = f"model.layers.{i}."
-        out.update({
-            p + "self_attn.q_proj.weight": (q, h), p + "self_attn.k_proj.weight": (kv, h),
-            p + "self_attn.v_proj.weight": (kv, h), p + "self_attn.o_proj.weight": (h, q),
-            p + "mlp.gate_proj.weight": (inter, h), p + "mlp.up_proj.weight": (inter, h),
-            p + "mlp.down_proj.weight": (h, inter),
-            p + "input_layernorm.weight": (h,), p + "post_attention_layernorm.weight": (h,),
-        })
-    out["model.norm.weight"] = (h,)
-    if not shape.tie_embeddings:
-        out["lm_head.weight"] = (shape.vocab, h)
-    return out
+from harness.spec.checkpoint import hf_tensor_shapes as hf_param_shapes  # noqa: F401 (HF names, one place)
 
 
 def rope_inv_freq(shape: ModelShape, device: torch.device | None = None) -> torch.Tensor:

@@ -8,7 +8,6 @@ being sliced).
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -16,6 +15,7 @@ from typing import Protocol
 import torch
 
 from harness.errors import UsageError
+from harness.spec.checkpoint import checkpoint_files
 
 
 @dataclass(frozen=True)
@@ -124,37 +124,9 @@ class CheckpointWeights:
         self.folder = Path(folder)
         self.field = field
         self.stats = LoadStats()
-        if not self.folder.is_dir():
-            raise UsageError(f"{field}: checkpoint folder {self.folder} not found; give a Hugging Face model "
-                             "folder with config.json and *.safetensors")
-        if not (self.folder / "config.json").is_file():
-            raise UsageError(f"{field}: {self.folder} has no config.json; give a Hugging Face model folder")
-        self._files = self._index()
+        self._files = checkpoint_files(self.folder, field)   # name -> file; the launcher checked the headers
         self._handles: dict[Path, object] = {}
         self._keys: dict[Path, set[str]] = {}
-
-    def _index(self) -> dict[str, Path]:
-        """Tensor name -> file holding it."""
-        index = self.folder / "model.safetensors.index.json"
-        if index.is_file():
-            try:
-                weight_map = json.loads(index.read_text())["weight_map"]
-            except (json.JSONDecodeError, KeyError, TypeError) as e:
-                raise UsageError(f"{self.field}: {index} is not a valid safetensors index ({e!r}); "
-                                 "it needs a weight_map object") from None
-            files = {name: self.folder / fname for name, fname in weight_map.items()}
-            for f in sorted(set(files.values())):
-                if not f.is_file():
-                    raise UsageError(f"{self.field}: {f.name} is listed in {index.name} but missing from "
-                                     f"{self.folder}")
-            return files
-        single = self.folder / "model.safetensors"
-        if not single.is_file():
-            raise UsageError(f"{self.field}: {self.folder} has neither model.safetensors nor "
-                             "model.safetensors.index.json; save the model with safe_serialization=True")
-        from safetensors import safe_open
-        with safe_open(str(single), framework="pt") as f:
-            return {name: single for name in f.keys()}
 
     def _handle(self, path: Path):
         from safetensors import safe_open
