@@ -16,8 +16,8 @@ import pyarrow.parquet as pq
 import yaml
 
 from harness import SCHEMA_VERSION, __version__
-from harness.errors import UsageError
-from harness.results.schema import ENV_FILE, SPEC_FILE, SUMMARY_FILE, TABLES
+from harness.errors import UsageError, shown
+from harness.results.schema import ENV_FILE, SPEC_FILE, SUMMARY_FILE, SUMMARY_TYPES, TABLES, VERDICTS, check_types
 
 
 @dataclass
@@ -114,6 +114,12 @@ def read_summary(run_dir: str | Path) -> dict:
     if version < 1:
         raise UsageError(f"{p}: schema_version {version} is unknown (this harness reads {SCHEMA_VERSION}); "
                          f"rerun the benchmark with this harness")
+    bad = check_types(data, SUMMARY_TYPES, "summary")
+    if bad is None and data.get("verdict", "INCOMPLETE") not in VERDICTS:
+        bad = f"summary.verdict is {shown(data['verdict'])}, expected one of {', '.join(VERDICTS)}"
+    if bad is not None:
+        raise UsageError(f"{p}: {bad if len(bad) <= 200 else bad[:197] + '...'}; it was not written by `harness run` as it is "
+                         "(edited or damaged): rerun the benchmark")
     return data
 
 
@@ -132,6 +138,14 @@ def _read_table(run_dir: Path, name: str):
     if missing:
         raise UsageError(f"{p}: lacks column(s) {', '.join(missing)}; it was written by another harness version, "
                          f"rerun the benchmark")
+    for f in schema:   # every column of the schema in its type (an int column may be read as float, not text)
+        i = table.column_names.index(f.name)
+        if table.schema.field(i).type != f.type:
+            try:
+                table = table.set_column(i, f.name, table.column(i).cast(f.type))
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+                raise UsageError(f"{p}: column {f.name} holds {table.schema.field(i).type}, expected {f.type}; "
+                                 "it was not written by `harness run` as it is: rerun the benchmark") from None
     df = table.to_pandas()
     return df if isinstance(df, pd.DataFrame) else pd.DataFrame(df)
 

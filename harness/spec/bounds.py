@@ -102,6 +102,21 @@ def numeric_fields(node: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
             yield path, value
 
 
+def numeric_paths(cls: type, prefix: str = "") -> Iterator[str]:
+    """Every numeric field path of a spec class tree (by its type hints, whatever the values)."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        tp, path = hints[f.name], f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(tp):
+            yield from numeric_paths(tp, path + ".")
+        elif _is_number_list(tp):
+            yield path + "[]"
+        elif _is_number_type(tp):
+            yield path
+
+
 def check_limits(spec: Any) -> None:
     """Every number of ``spec`` inside its ``LIMITS`` range; the first one outside is a ``UsageError``.
     A field without a limit (a newer section) is only required to be finite, by the loader."""
