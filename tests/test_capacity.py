@@ -58,3 +58,25 @@ def test_find_capacity_records_every_probe(tmp_path, monkeypatch, capsys):
     assert doc["done"] and doc["capacity"] == 11.0 and len(doc["probes"]) == 6
     assert [p["verdict"] for p in doc["probes"]] == ["PASS", "PASS", "FAIL", "FAIL", "PASS", "PASS"]
     assert "capacity: workload.rate_rps = 11.0" in capsys.readouterr().out
+
+
+def test_a_failed_probe_is_recorded_and_ends_the_search_with_exit_3(tmp_path):
+    """A real probe that times out (run.timeout_s=1): capacity.json names it failed, with its reason,
+    and the search stops there with exit 3 (not 2: the input was fine)."""
+    import json
+    import subprocess
+    import sys
+
+    from demo_run import DEMO_CONFIG, REPO
+
+    out = tmp_path / "cap"
+    p = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(DEMO_CONFIG), "--find-capacity", "--probes",
+                        "4", "--results-dir", str(out), "--set", "run.timeout_s=1"],
+                       cwd=REPO, capture_output=True, text=True, timeout=240)
+    assert p.returncode == 3, p.stderr[-3000:]
+    doc = json.loads((out / "capacity.json").read_text())
+    assert doc["done"] is False and doc["capacity"] is None and len(doc["probes"]) == 1
+    probe = doc["probes"][0]
+    assert probe["failed"] is True and probe["verdict"] == "INCOMPLETE" and probe["exit_code"] == 3
+    assert probe["reason"] == "run.timeout_s=1 s exceeded" and probe["workload.rate_rps"] == 4.0
+    assert "probe workload.rate_rps=4.0 failed (run.timeout_s=1 s exceeded)" in p.stderr

@@ -129,6 +129,11 @@ def test_a_failing_rank_ends_the_whole_job(tmp_path):
     assert "rank 5 (dp 0, stage 2, tp 1) failed: RuntimeError: HARNESS_FAIL_RANK" in res.stderr
     s = _summary(res.run_dir)
     assert s["complete"] is False and s["verdict"] == "INCOMPLETE"
+    # the root cause, not a peer's "Connection closed by peer": the rank, its stage, its exception
+    assert s["incomplete_reason"] == ("rank 5 (dp 0, stage 2, tp 1) failed: RuntimeError: HARNESS_FAIL_RANK: "
+                                      "failing on purpose (test-only)")
+    assert {k: s["failure"][k] for k in ("rank", "stage", "tp", "kind", "exception", "exit_code")} == \
+        {"rank": 5, "stage": 2, "tp": 1, "kind": "exception", "exception": "RuntimeError", "exit_code": 1}
 
 
 def test_sigterm_leaves_completed_requests_marked_incomplete(tmp_path):

@@ -40,6 +40,8 @@ BAD_SETS = [
     ("workload.seed=-1", "workload.seed: must be >= 0, got -1"),
     ("run.kv_cache_fraction=0", "run.kv_cache_fraction: must be > 0, got 0"),
     ("cluster.overrides={hbm_gbps: .nan}", "cluster.overrides.hbm_gbps: must be a positive finite number"),
+    ("slo.targets=['ttft_p99_ms <= 1e999']", "slo.targets[0]: 'ttft_p99_ms <= 1e999' has no finite target"),
+    ("name=" + "x" * 150, "must be at most 100 letters, digits"),
     ("run.instrument=sometimes", "run.instrument: 'sometimes' is not allowed; use one of off, counts, timing"),
 ]
 

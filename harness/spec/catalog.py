@@ -183,7 +183,7 @@ def gpu_spec(name: str, overrides: dict | None = None, field: str = "cluster.gpu
     key = GPU_ALIASES.get(name.strip().lower(), name.strip())
     match = next((g for k, g in GPU_CATALOG.items() if k.lower() == key.lower()), None)
     if match is None:
-        raise UsageError(f"{field}: unknown GPU {name!r}; use one of {', '.join(GPU_CATALOG)}")
+        raise UsageError(f"{field}: unknown GPU {shown(name)}; use one of {', '.join(GPU_CATALOG)}")
     if not overrides:
         return match
     known = {f.name for f in fields(GpuSpec)} - {"name"}

@@ -10,10 +10,12 @@ Margin (%) is the headroom: for ``<=`` (target − measured)/target·100, for ``
 
 from __future__ import annotations
 
+import math
+
 import re
 from dataclasses import dataclass
 
-from harness.errors import UsageError
+from harness.errors import UsageError, shown
 
 LATENCY_METRICS = {"ttft": "ttft", "tpot": "tpot", "itl": "itl", "e2e": "e2el", "queue": "queue"}
 STATS = ("mean", "median", "p50", "p90", "p95", "p99")
@@ -46,15 +48,17 @@ class SloTarget:
 def parse_target(text: str, field: str = "slo.targets") -> SloTarget:
     m = _TARGET.match(str(text))
     if not m:
-        raise UsageError(f"{field}: cannot read {text!r}; write e.g. 'ttft_p99_ms <= 2000' or 'throughput_rps >= 8'")
+        raise UsageError(f"{field}: cannot read {shown(text)}; write e.g. 'ttft_p99_ms <= 2000' or 'throughput_rps >= 8'")
     name, op, raw = m.groups()
     op = {"<": "<=", ">": ">="}.get(op, op)
     try:
         value = float(raw)
     except ValueError:
         raise UsageError(f"{field}: {raw!r} in {text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise UsageError(f"{field}: {shown(text)} has no finite target; give a number such as 2000")
     if value < 0:
-        raise UsageError(f"{field}: {text!r} has a negative target; targets are >= 0")
+        raise UsageError(f"{field}: {shown(text)} has a negative target; targets are >= 0")
     if name in RATE_METRICS:
         if op != ">=":
             raise UsageError(f"{field}: {name} is a rate; write '{name} >= {raw}'")

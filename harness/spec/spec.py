@@ -295,8 +295,8 @@ def validate(spec: Spec, base_dir: Path | None = None) -> None:
     # run
     if r.max_seq_len is not None and not 1 <= r.max_seq_len <= shape.max_context:
         raise UsageError(f"run.max_seq_len: must be in 1..{shape.max_context} (the model's context), got {r.max_seq_len}")
-    if not spec.name or not str(spec.name).replace("-", "").replace("_", "").replace(".", "").isalnum():
-        raise UsageError(f"name: {shown(spec.name)} must be letters, digits, '-', '_' or '.' (it names the run folder)")
+    if not spec.name or len(spec.name) > 100 or not spec.name.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        raise UsageError(f"name: {shown(spec.name)} must be at most 100 letters, digits, '-', '_' or '.' (it names the run folder)")
 
 
 def _max_len(d: LengthDist) -> int:
