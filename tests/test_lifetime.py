@@ -191,3 +191,25 @@ def test_a_zombie_launcher_counts_as_dead():
         launcher.kill()
         launcher.wait()
         rank.kill()
+
+
+def test_an_agent_failing_after_a_complete_summary_leaves_the_run_incomplete(tmp_path, capsys):
+    """The exit code is read from summary.json, and the launcher never leaves `complete: true` for a
+    world whose agent failed (here: exit 1 after rank 0 wrote the results, e.g. a crash at teardown)."""
+    from harness.commands.run import exit_code
+    from harness.engines.reference.launcher import settle
+    from harness.spec.spec import load_spec
+
+    spec = load_spec(DEMO_CONFIG)
+    w, summary = _writer(tmp_path)
+    w.start({}, {}, summary)
+    w.write_final({"complete": True, "slo": [{"target": "t", "measured": 1.0, "passed": True, "margin_pct": 1.0}]}, {})
+    assert _summary(w.dir)["verdict"] == "PASS"
+    (tmp_path / "failures").mkdir()
+    settle(spec, w.dir, 1, tmp_path / "failures")
+    s = _summary(w.dir)
+    assert (s["complete"], s["verdict"]) == (False, "INCOMPLETE")
+    assert s["incomplete_reason"] == "the torchrun agent exited with code 1 after rank 0 wrote the results"
+    assert exit_code(w.dir, 1) == 3
+    settle(spec, w.dir, 0, tmp_path / "failures")          # a clean world changes nothing
+    assert _summary(w.dir) == s
