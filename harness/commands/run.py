@@ -116,6 +116,7 @@ def find_capacity(spec, args: argparse.Namespace) -> int:
     root = check_new_run_dir(args.results_dir or default_run_dir(spec.name + "-capacity"))
     history: list[tuple[float, bool]] = []
     probes: list[dict] = []
+    stopped: dict = {}
 
     def record(done: bool, **extra) -> None:
         atomic_write_json(root / "capacity.json", {"field": field, "start": x0, "probes": probes,
@@ -129,7 +130,7 @@ def find_capacity(spec, args: argparse.Namespace) -> int:
         try:
             probe_spec = load_spec(args.config, probe_args.overrides)
         except UsageError as e:       # e.g. the doubling passed a field's limit: the search ends there
-            record(True, stopped=f"probe {field}={value}: {e}")
+            stopped["stopped"] = f"probe {field}={value}: {e}"
             break
         rc = launch(probe_spec, probe_args)
         summary = read_summary_file(probe_dir) or {}
@@ -148,8 +149,7 @@ def find_capacity(spec, args: argparse.Namespace) -> int:
         history.append((x, rc == EXIT_PASS))
         probes.append({**row, "failed": False})
         record(False)
-    else:
-        record(True)
+    record(True, **stopped)
     best = capacity(history)
     print(f"{'probe':>5} {field:>22}  verdict")
     for p in probes:
