@@ -19,7 +19,7 @@ from harness.measure.nvml import COLUMNS as NVML_COLUMNS
 from harness.results.atomic import atomic_write_text
 from harness.results.environment import environment
 from harness.results.reader import load_run
-from harness.results.schema import COMM_COLUMNS, COMM_DERIVED, MEASURED_KEYS, TABLES, rows_to_table
+from harness.results.schema import COMM_COLUMNS, COMM_DERIVED, MEASURED_KEYS, OPTIONAL_REQUEST_FIELDS, TABLES, rows_to_table
 from harness.results.summary import new_summary, overall_verdict
 from harness.results.writer import RunWriter, run_dir_name
 
@@ -55,7 +55,10 @@ def test_schemas_match_the_writers_columns():
     assert harness.engines.reference.comm.COMM_COLUMNS == COMM_COLUMNS
     assert tuple(TABLES["nvml"].names) == tuple(NVML_COLUMNS) + ("node",)
     assert tuple(TABLES["stages"].names) == STAGE_COLUMNS
-    assert set(RequestRecord.__dataclass_fields__) == set(TABLES["requests"].names)
+    # The record's optional fields are optional columns: runs written before them still read.
+    optional = {"sent_s", "output_tokens"}
+    assert set(RequestRecord.__dataclass_fields__) == set(TABLES["requests"].names) | optional
+    assert optional <= set(OPTIONAL_REQUEST_FIELDS)
     assert {"replica", "step", "phase", "n_rows", "n_prefill_rows", "n_decode_rows", "n_tokens", "padded_tokens",
             "in_flight", "t_submit_s", "t_done_s"} <= set(TABLES["steps"].names)
     assert TABLES["memory"].names == ["rank", "dp", "stage", "tp", "param_bytes", "kv_bytes", "peak_bytes",

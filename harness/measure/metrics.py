@@ -10,6 +10,14 @@ Per-request definitions (r is one record, n = tokens it produced, see :func:`tok
 * TPOT   = (E2E − TTFT) / (n − 1)  = (finish − first_token) / (n − 1); undefined when n ≤ 1
 * ITL_i  = token_times_s[i] − token_times_s[i−1], i = 1 … n−1; all requests' ITLs pooled
 * queue  = r.admitted_s − r.arrival_s
+* client queue = r.sent_s − r.arrival_s          (0 when the request went out at its arrival)
+
+Latency origin. ``vllm bench serve`` measures TTFT and E2EL from the moment its client SENT the
+request, which is later than the scheduled arrival when a client-side concurrency cap held it
+back (its ``--max-concurrency`` with a rate) or the client lagged. ``origin="send"`` gives those
+definitions: TTFT = first_token_s − sent, E2E = finish_s − sent, sent = r.sent_s or r.arrival_s.
+TPOT and ITL do not depend on the origin. The harness's own summary uses ``origin="arrival"``;
+vLLM's "E2EL including client queue" is our E2E from the arrival.
 
 Latency statistics use completed, non-warm-up requests only. Warm-up requests are reported
 apart under ``warmup_*`` keys and never enter the main statistics or throughputs.
@@ -23,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
 from harness.errors import UsageError
+from harness.measure.peaks import peaks
 
 STAT_NAMES = ("mean", "median", "std", "p50", "p90", "p95", "p99")
 PERCENTILES = {"p50": 50.0, "p90": 90.0, "p95": 95.0, "p99": 99.0}
@@ -46,6 +55,12 @@ class RequestRecord:
     output_len: int = 0  # target number of output tokens
     warmup: bool = False
     completed: bool = False
+    # When the request was handed to the system under test, if later than arrival_s (a client-side
+    # concurrency cap, a lagging client); None: at arrival_s.
+    sent_s: float | None = None
+    # Output tokens as the system counted them (vLLM: usage.completion_tokens) where one token time
+    # per token is not known (a stream chunk may carry several); None: len(token_times_s).
+    output_tokens: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -54,6 +69,12 @@ class RequestRecord:
     def from_dict(cls, d: Mapping[str, Any]) -> "RequestRecord":
         d = dict(d)
         d["token_times_s"] = [float(t) for t in d.get("token_times_s") or []]
+        # A table column of optional numbers reads back as NaN where the value was None.
+        for key in ("admitted_s", "first_token_s", "finish_s", "sent_s", "output_tokens"):
+            v = d.get(key)
+            d[key] = None if v is None or (isinstance(v, float) and math.isnan(v)) else v
+        if d.get("output_tokens") is not None:
+            d["output_tokens"] = int(d["output_tokens"])
         return cls(**d)
 
 
@@ -61,21 +82,41 @@ class RequestRecord:
 
 
 def tokens_out(r: RequestRecord) -> int:
-    """Output tokens produced: len(token_times_s); when the engine kept no per-token
-    times, the target ``output_len`` of a completed request (0 otherwise)."""
+    """Output tokens produced: ``output_tokens`` when the engine counted them, else
+    len(token_times_s); when the engine kept no per-token times, the target ``output_len`` of a
+    completed request (0 otherwise)."""
+    if r.output_tokens is not None:
+        return r.output_tokens
     if r.token_times_s:
         return len(r.token_times_s)
     return r.output_len if r.completed else 0
 
 
-def ttft_s(r: RequestRecord) -> float | None:
-    """TTFT = first_token_s − arrival_s (None before the first token)."""
-    return None if r.first_token_s is None else r.first_token_s - r.arrival_s
+ORIGINS = ("arrival", "send")
 
 
-def e2e_s(r: RequestRecord) -> float | None:
-    """E2E = finish_s − arrival_s (None while unfinished)."""
-    return None if r.finish_s is None else r.finish_s - r.arrival_s
+def start_s(r: RequestRecord, origin: str = "arrival") -> float:
+    """Where TTFT and E2E start: the scheduled arrival, or (``origin="send"``) the send."""
+    if origin == "send":
+        return r.arrival_s if r.sent_s is None else r.sent_s
+    if origin != "arrival":
+        raise ValueError(f"latency origin must be one of {ORIGINS}, got {origin!r}")
+    return r.arrival_s
+
+
+def ttft_s(r: RequestRecord, origin: str = "arrival") -> float | None:
+    """TTFT = first_token_s − arrival_s (or − sent, see :func:`start_s`); None before the first token."""
+    return None if r.first_token_s is None else r.first_token_s - start_s(r, origin)
+
+
+def e2e_s(r: RequestRecord, origin: str = "arrival") -> float | None:
+    """E2E = finish_s − arrival_s (or − sent, see :func:`start_s`); None while unfinished."""
+    return None if r.finish_s is None else r.finish_s - start_s(r, origin)
+
+
+def client_queue_s(r: RequestRecord) -> float:
+    """Client queue = sent − arrival_s (0 when the request went out at its arrival)."""
+    return start_s(r, "send") - r.arrival_s
 
 
 def tpot_s(r: RequestRecord) -> float | None:
@@ -169,17 +210,17 @@ def normalize_slo(thresholds_ms: Mapping[str, float] | None) -> dict[str, float]
     return out
 
 
-def meets_slo(r: RequestRecord, thresholds_ms: Mapping[str, float]) -> bool:
-    """True when the completed request meets EVERY threshold (value ≤ threshold, in ms).
-    A 1-token request has no TPOT, so a TPOT threshold is vacuously met (as in vLLM,
-    which counts its TPOT as 0)."""
+def meets_slo(r: RequestRecord, thresholds_ms: Mapping[str, float], origin: str = "arrival") -> bool:
+    """True when the completed request meets EVERY threshold (value ≤ threshold, in ms), TTFT and
+    E2E measured from ``origin`` (see :func:`start_s`). A 1-token request has no TPOT, so a TPOT
+    threshold is vacuously met (as in vLLM, which counts its TPOT as 0)."""
     if not r.completed:
         return False
     for name, limit in thresholds_ms.items():
         if name == "ttft":
-            v = ttft_s(r)
+            v = ttft_s(r, origin)
         elif name == "e2el":
-            v = e2e_s(r)
+            v = e2e_s(r, origin)
         else:
             v = tpot_s(r)
             if v is None and tokens_out(r) <= 1:
@@ -206,31 +247,48 @@ def _per_s(count: float, duration_s: float | None) -> float | None:
     return None if not duration_s or duration_s <= 0 else count / duration_s
 
 
-def _latency_block(done: Sequence[RequestRecord]) -> dict[str, dict[str, float | None]]:
-    """The four vLLM latency families plus queue delay, as stats in ms."""
+def latency_values_s(done: Sequence[RequestRecord], origin: str = "arrival") -> dict[str, list[float]]:
+    """Per family, the values (s) its statistics are taken over, in record order: ``ttft``,
+    ``tpot`` (requests with n > 1 only), ``itl`` (pooled), ``e2el`` (TTFT and E2E from
+    ``origin``), ``queue`` (admitted requests) and ``client_queue``."""
+    def kept(fn):
+        return [v for v in map(fn, done) if v is not None]
     return {
-        "ttft": _ms(stats(v for v in map(ttft_s, done) if v is not None)),
-        "tpot": _ms(stats(v for v in map(tpot_s, done) if v is not None)),
-        "itl": _ms(stats(x for r in done for x in itls_s(r))),
-        "e2el": _ms(stats(v for v in map(e2e_s, done) if v is not None)),
-        "queue": _ms(stats(v for v in map(queue_s, done) if v is not None)),
+        "ttft": kept(lambda r: ttft_s(r, origin)),
+        "tpot": kept(tpot_s),
+        "itl": [x for r in done for x in itls_s(r)],
+        "e2el": kept(lambda r: e2e_s(r, origin)),
+        "queue": kept(queue_s),
+        "client_queue": [client_queue_s(r) for r in done],
     }
 
 
+def _latency_block(done: Sequence[RequestRecord], origin: str = "arrival") -> dict[str, dict[str, float | None]]:
+    """The four vLLM latency families plus queue delay, as stats in ms."""
+    values = latency_values_s(done, origin)
+    return {name: _ms(stats(values[name])) for name in ("ttft", "tpot", "itl", "e2el", "queue")}
+
+
 def summarize(records: Sequence[RequestRecord], duration_s: float | None = None,
-              slo_thresholds_ms: Mapping[str, float] | None = None) -> dict[str, Any]:
+              slo_thresholds_ms: Mapping[str, float] | None = None,
+              latency_origin: str = "arrival") -> dict[str, Any]:
     """Records → one flat dict with vLLM ``bench serve`` field names.
 
     Counts: ``num_requests`` (non-warm-up), ``completed``, ``failed`` (finished but not
     completed, e.g. aborted), ``incomplete`` (never finished, e.g. still in flight at the
     end). Tokens: ``total_input_tokens`` = Σ input_len, ``total_output_tokens`` = Σ
     tokens_out over completed non-warm-up requests.
-    Rates, D = ``duration_s`` (given, else :func:`measured_duration_s`):
+    Rates, D = ``duration_s`` (given, else :func:`measured_duration_s`; give vLLM's own
+    ``duration`` — its client's clock from before the first send to after the last response — to
+    reproduce a ``vllm bench serve`` result's rates):
     ``request_throughput`` = completed / D, ``output_throughput`` = total_output_tokens / D,
     ``total_token_throughput`` = (total_input_tokens + total_output_tokens) / D,
     ``request_goodput`` = (completed requests meeting every SLO threshold) / D (DistServe;
     None without thresholds). Rates are None when D is None or 0.
-    Latencies: ``{mean,median,std,p50,p90,p95,p99}_{ttft,tpot,itl,e2el,queue}_ms``.
+    Latencies: ``{mean,median,std,p50,p90,p95,p99}_{ttft,tpot,itl,e2el,queue}_ms``, TTFT, E2E and
+    goodput measured from ``latency_origin`` ("arrival", ours; "send", vLLM's: see the module
+    docstring), recorded as ``latency_origin``. Peaks: ``max_output_tokens_per_s`` and
+    ``max_concurrent_requests`` (harness.measure.peaks, vLLM's per-second buckets from the send).
     """
     if duration_s is not None and not duration_s > 0:
         raise UsageError(f"duration_s: must be > 0, got {duration_s}")
@@ -242,7 +300,7 @@ def summarize(records: Sequence[RequestRecord], duration_s: float | None = None,
 
     total_in = sum(r.input_len for r in done)
     total_out = sum(tokens_out(r) for r in done)
-    good = None if slo is None else sum(1 for r in done if meets_slo(r, slo))
+    good = None if slo is None else sum(1 for r in done if meets_slo(r, slo, latency_origin))
     out: dict[str, Any] = {
         "num_requests": len(main),
         "completed": len(done),
@@ -257,8 +315,10 @@ def summarize(records: Sequence[RequestRecord], duration_s: float | None = None,
         "slo_thresholds_ms": slo,
         "good_requests": good,
         "request_goodput": None if good is None else _per_s(good, dur),
+        "latency_origin": latency_origin,
+        **peaks((start_s(r, "send"), r.token_times_s, r.finish_s) for r in done if r.finish_s is not None),
     }
-    for metric, st in _latency_block(done).items():
+    for metric, st in _latency_block(done, latency_origin).items():
         for name in STAT_NAMES:
             out[f"{name}_{metric}_ms"] = st[name]
     replicas = sorted({r.replica for r in main})

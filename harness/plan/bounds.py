@@ -43,7 +43,7 @@ def workload_shape(w) -> WorkloadShape:
     """From a spec's ``workload`` section; a trace's lengths are read from the file itself."""
     if w.trace:
         from harness.spec.workload import load_trace  # numpy only, and only for traces
-        reqs = load_trace(w.trace)
+        reqs = load_trace(w.trace, block_size=getattr(w, "trace_block_size", 512))
         if not reqs:
             return WorkloadShape(1.0, 1.0, 1, 1, w.arrival, w.rate_rps, w.concurrency)
         ins, outs = [r.input_len for r in reqs], [r.output_len for r in reqs]

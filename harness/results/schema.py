@@ -27,6 +27,14 @@ REQUESTS_SCHEMA = pa.schema([
     _f("warmup", _BOOL, False), _f("completed", _BOOL, False),
 ])
 TOKENS_FIELD = _f("tokens", pa.list_(_I64))   # only when run.record_tokens
+# Columns a requests table may hold beyond its schema, typed even when every value is null; runs
+# written before them lack them (readers default them to None).
+OPTIONAL_REQUEST_FIELDS = {f.name: f for f in (
+    TOKENS_FIELD,
+    _f("sent_s", _F64),          # harness.measure.metrics.RequestRecord.sent_s
+    _f("output_tokens", _I64),   # RequestRecord.output_tokens
+    _f("error", _STR),           # why a request failed, as the system said (imported vLLM results)
+)}
 
 STEPS_SCHEMA = pa.schema([
     _f("replica", _I64, False), _f("step", _I64, False), _f("phase", _STR, False),
@@ -82,7 +90,7 @@ def rows_to_table(name: str, rows: Iterable[Mapping[str, Any]] | Any) -> pa.Tabl
     """Rows (dicts, or a pandas DataFrame) → an arrow table with the schema of ``TABLES[name]``.
 
     The schema is the minimum: a column outside it is kept with an inferred type (so a newer
-    writer loses nothing), and ``requests`` rows with a ``tokens`` key get ``list<int64>``.
+    writer loses nothing); ``requests`` columns of ``OPTIONAL_REQUEST_FIELDS`` get their own type.
     A missing non-nullable value is a bug in the writer: ``ValueError`` naming table, row, column.
     """
     schema = TABLES[name]
@@ -102,8 +110,8 @@ def rows_to_table(name: str, rows: Iterable[Mapping[str, Any]] | Any) -> pa.Tabl
             if c not in schema.names and c not in extra:
                 extra.append(c)
     for c in extra:
-        if name == "requests" and c == "tokens":
-            schema = schema.append(TOKENS_FIELD)
+        if name == "requests" and c in OPTIONAL_REQUEST_FIELDS:
+            schema = schema.append(OPTIONAL_REQUEST_FIELDS[c])
         else:
             inferred = pa.array([r.get(c) for r in rows]).type
             schema = schema.append(pa.field(c, pa.string() if pa.types.is_null(inferred) else inferred))

@@ -75,10 +75,17 @@ def summary_header(spec: Any, env: Mapping[str, Any] | None = None) -> dict:
     }
 
 
+def goodput_thresholds_ms(spec: Any) -> dict[str, float]:
+    """Per-request goodput thresholds (ms): the spec's own ``slo.goodput`` (vLLM's ``--goodput``) when
+    given, else the tightest latency target per metric (``harness.spec.slo.per_request_thresholds_ms``)."""
+    own = getattr(getattr(spec, "slo", None), "goodput", None)
+    return dict(own) if own else per_request_thresholds_ms(spec.slo_targets)
+
+
 def partial_summary(spec: Any, records: Iterable[Any], reason: str) -> dict:
     """What the reporting process can say on its own when a run stops early: completed requests only."""
     recs = [r if isinstance(r, RequestRecord) else RequestRecord.from_dict(r) for r in list(records)]
-    metrics = summarize(recs, slo_thresholds_ms=per_request_thresholds_ms(spec.slo_targets))
+    metrics = summarize(recs, slo_thresholds_ms=goodput_thresholds_ms(spec))
     return {"complete": False, "incomplete_reason": reason, "verdict": "INCOMPLETE", "metrics": metrics,
             "finished_utc": utc_now()}
 
@@ -89,7 +96,7 @@ def final_summary(spec: Any, predicted: Mapping[str, Any], result: Any) -> tuple
     to the last finish), SLO verdicts from those metrics, the engine's own summary parts beside them.
     ``tables`` holds the requests table plus every table the engine produced, and no other."""
     records = list(result.records)
-    metrics = summarize(records, slo_thresholds_ms=per_request_thresholds_ms(spec.slo_targets))
+    metrics = summarize(records, slo_thresholds_ms=goodput_thresholds_ms(spec))
     verdicts = judge(spec.slo_targets, metrics)
     measured = dict(result.measured)
     measured["throughput_rps"] = metrics.get("request_throughput")

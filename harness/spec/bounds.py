@@ -55,6 +55,8 @@ LIMITS: dict[str, Limit] = {
     "workload.num_requests": Limit(1, MAX_REQUESTS, unit=" requests"),
     "workload.duration_s": Limit(0, 30 * DAY_S, open_low=True, unit=" s (30 days)"),
     "workload.seed": Limit(0, MAX_SEED),
+    "workload.trace_block_size": Limit(1, MAX_TOKENS, unit=" tokens"),
+    "workload.max_concurrency": Limit(1, 100_000),
     **_LENGTHS,
     "run.max_batch": Limit(1, 65536), "run.micro_batches": Limit(1, 65536),
     "run.kv_cache_fraction": Limit(0, 1, open_low=True),
@@ -66,6 +68,7 @@ LIMITS: dict[str, Limit] = {
     "run.prefill_chunk": Limit(1, MAX_TOKENS, unit=" tokens"),
     "run.profile_steps": Limit(0, 100_000),
     "run.nvml_interval_s": Limit(0.001, 3600.0, unit=" s"),
+    "run.metric_percentiles[]": Limit(0, 100),
 }
 
 

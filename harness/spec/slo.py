@@ -1,9 +1,14 @@
-"""SLO targets as data ("ttft_p99_ms <= 2000") and their verdicts against a run summary.
+"""SLO targets as data ("p99_ttft_ms <= 2000") and their verdicts against a run summary.
 
-A target reads ``<metric>[_<stat>]_<unit> <op> <value>``:
-- latency metrics ``ttft``, ``tpot``, ``itl``, ``e2e``, ``queue`` with a statistic
-  (``mean``, ``median``, ``p50``, ``p90``, ``p95``, ``p99``) and a unit (``ms`` or ``s``);
-- rates ``throughput_rps``, ``goodput_rps`` (requests/s) and ``output_tps`` (tokens/s).
+A target is ``<name> <op> <value>``, the name spelled as ``vllm bench serve`` writes its result keys
+(which are also the summary's):
+- latencies ``<stat>_<metric>_ms <= X``: metric ``ttft``, ``tpot``, ``itl``, ``e2el``, ``queue``;
+  stat ``mean``, ``median``, ``std``, ``p50``, ``p90``, ``p95``, ``p99``;
+- rates ``request_throughput``, ``request_goodput`` (requests/s), ``output_throughput`` and
+  ``total_token_throughput`` (tokens/s), ``>= X``.
+The older spelling is read too: ``<metric>_<stat>_<ms|s>`` (``ttft_p99_ms``, ``e2e_p90_s``; ``e2e``
+is ``e2el``) and ``throughput_rps``, ``goodput_rps``, ``output_tps``; either names one target, and a
+later target on the same statistic replaces an earlier one.
 Margin (%) is the headroom: for ``<=`` (target − measured)/target·100, for ``>=``
 (measured − target)/target·100; a negative margin is a miss.
 """
@@ -11,16 +16,19 @@ Margin (%) is the headroom: for ``<=`` (target − measured)/target·100, for ``
 from __future__ import annotations
 
 import math
-
 import re
 from dataclasses import dataclass
 
 from harness.errors import UsageError, shown
 
 LATENCY_METRICS = {"ttft": "ttft", "tpot": "tpot", "itl": "itl", "e2e": "e2el", "queue": "queue"}
-STATS = ("mean", "median", "p50", "p90", "p95", "p99")
+STATS = ("mean", "median", "std", "p50", "p90", "p95", "p99")
 RATE_METRICS = {"throughput_rps": "request_throughput", "goodput_rps": "request_goodput",
                 "output_tps": "output_throughput"}
+# vLLM's names: summary key → the target's metric (the older spelling's name, which the planner reads).
+VLLM_RATES = {"request_throughput": "throughput_rps", "request_goodput": "goodput_rps",
+              "output_throughput": "output_tps", "total_token_throughput": "total_token_throughput"}
+_FAMILY = {"ttft": "ttft", "tpot": "tpot", "itl": "itl", "e2el": "e2e", "e2e": "e2e", "queue": "queue"}
 
 SLO_PRESETS: dict[str, list[str]] = {
     # MLPerf Inference v4+ Llama2-70B scenarios (source: MLCommons inference rules).
@@ -28,13 +36,14 @@ SLO_PRESETS: dict[str, list[str]] = {
     "mlperf-llama2-70b-interactive": ["ttft_p99_ms <= 450", "tpot_p99_ms <= 40"],
 }
 
-_TARGET = re.compile(r"^\s*([a-z0-9_]+)\s*(<=|>=|<|>)\s*([-+0-9.eE]+)\s*$")
+_TARGET = re.compile(r"^\s*([a-z0-9_.]+)\s*(<=|>=|<|>)\s*([-+0-9.eE]+)\s*$")
 
 
 @dataclass(frozen=True)
 class SloTarget:
     text: str
-    metric: str          # ttft | tpot | itl | e2e | queue | throughput_rps | goodput_rps | output_tps
+    metric: str          # ttft | tpot | itl | e2e | queue | throughput_rps | goodput_rps | output_tps |
+                         # total_token_throughput
     stat: str | None     # for latency metrics
     op: str              # "<=" or ">="
     value: float         # in ms for latencies, as written for rates
@@ -45,10 +54,23 @@ class SloTarget:
         return self.stat is not None
 
 
+def _latency(text: str, field: str, raw: str, op: str, value: float, metric: str, stat: str,
+             unit: str, name: str) -> SloTarget:
+    if stat not in STATS:
+        raise UsageError(f"{field}: unknown statistic {stat!r} in {text!r}; use one of {', '.join(STATS)}")
+    if unit not in ("ms", "s"):
+        raise UsageError(f"{field}: unknown unit {unit!r} in {text!r}; use ms or s")
+    if op != "<=":
+        raise UsageError(f"{field}: {name} is a latency; write '{name} <= {raw}'")
+    ms = value * 1000.0 if unit == "s" else value
+    return SloTarget(text.strip(), metric, stat, op, ms, f"{stat}_{LATENCY_METRICS[metric]}_ms")
+
+
 def parse_target(text: str, field: str = "slo.targets") -> SloTarget:
     m = _TARGET.match(str(text))
     if not m:
-        raise UsageError(f"{field}: cannot read {shown(text)}; write e.g. 'ttft_p99_ms <= 2000' or 'throughput_rps >= 8'")
+        raise UsageError(f"{field}: cannot read {shown(text)}; write e.g. 'p99_ttft_ms <= 2000' or "
+                         "'request_throughput >= 8'")
     name, op, raw = m.groups()
     op = {"<": "<=", ">": ">="}.get(op, op)
     try:
@@ -59,24 +81,21 @@ def parse_target(text: str, field: str = "slo.targets") -> SloTarget:
         raise UsageError(f"{field}: {shown(text)} has no finite target; give a number such as 2000")
     if value < 0:
         raise UsageError(f"{field}: {shown(text)} has a negative target; targets are >= 0")
-    if name in RATE_METRICS:
+    if name in RATE_METRICS or name in VLLM_RATES:
         if op != ">=":
             raise UsageError(f"{field}: {name} is a rate; write '{name} >= {raw}'")
-        return SloTarget(text.strip(), name, None, op, value, RATE_METRICS[name])
+        metric = VLLM_RATES.get(name, name)
+        key = name if name in VLLM_RATES else RATE_METRICS[name]
+        return SloTarget(text.strip(), metric, None, op, value, key)
     parts = name.split("_")
-    if len(parts) == 3 and parts[0] in LATENCY_METRICS:
-        metric, stat, unit = parts
-        if stat not in STATS:
-            raise UsageError(f"{field}: unknown statistic {stat!r} in {text!r}; use one of {', '.join(STATS)}")
-        if unit not in ("ms", "s"):
-            raise UsageError(f"{field}: unknown unit {unit!r} in {text!r}; use ms or s")
-        if op != "<=":
-            raise UsageError(f"{field}: {name} is a latency; write '{name} <= {raw}'")
-        ms = value * 1000.0 if unit == "s" else value
-        stat_key = "median" if stat == "median" else stat
-        return SloTarget(text.strip(), metric, stat, op, ms, f"{stat_key}_{LATENCY_METRICS[metric]}_ms")
-    raise UsageError(f"{field}: unknown metric {name!r} in {text!r}; use <ttft|tpot|itl|e2e|queue>_<stat>_<ms|s> "
-                     f"or one of {', '.join(RATE_METRICS)}")
+    if len(parts) == 3 and parts[0] in _FAMILY:   # the older spelling: ttft_p99_ms, e2e_p90_s
+        return _latency(text, field, raw, op, value, _FAMILY[parts[0]], parts[1], parts[2], name)
+    if len(parts) == 3 and parts[1] in _FAMILY:   # vLLM's: p99_ttft_ms, mean_e2el_ms
+        if parts[2] != "ms":
+            raise UsageError(f"{field}: vLLM's latency keys are in ms: write '{parts[0]}_{parts[1]}_ms' in {text!r}")
+        return _latency(text, field, raw, op, value, _FAMILY[parts[1]], parts[0], "ms", name)
+    raise UsageError(f"{field}: unknown metric {name!r} in {text!r}; use <mean|median|std|p50|p90|p95|p99>_"
+                     f"<ttft|tpot|itl|e2el|queue>_ms or one of {', '.join(VLLM_RATES)}")
 
 
 def resolve_targets(preset: str | None, targets: list[str], field: str = "slo") -> list[SloTarget]:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from harness.errors import UsageError, shown
+from harness.spec.bench_flags import check_bench_fields
 from harness.spec.bounds import check_limits
 from harness.spec.catalog import GpuSpec, ModelShape, gpu_spec, model_from_hf_config, model_preset
 from harness.spec.layout import Layout, even_split
@@ -71,12 +72,15 @@ class WorkloadSpec:
     output_len: LengthDist = field(default_factory=lambda: LengthDist(value=128))
     seed: int = 0
     trace: str | None = None           # JSONL trace to replay instead of generating one
+    trace_block_size: int = 512        # tokens per hash_ids block of a Mooncake/AIPerf trace
+    max_concurrency: int | None = None # cap on requests in flight with a rate (vLLM --max-concurrency)
 
 
 @dataclass
 class SloSpec:
     preset: str | None = None
     targets: list[str] = field(default_factory=list)
+    goodput: dict = field(default_factory=dict)   # ms per request, vLLM --goodput; default: the targets'
 
 
 @dataclass
@@ -95,6 +99,8 @@ class RunSpec:
     profile_steps: int = 0              # >0: export a torch.profiler trace of that many steps
     nvml_interval_s: float = 0.1
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    percentile_metrics: list[str] = field(default_factory=lambda: ["ttft", "tpot", "itl", "e2el"])  # vLLM-keyed
+    metric_percentiles: list[float] = field(default_factory=lambda: [99.0])   # result file's statistics
 
 
 @dataclass
@@ -292,6 +298,7 @@ def validate(spec: Spec, base_dir: Path | None = None) -> None:
     _validate_workload(w, shape, base_dir)
     # slo
     spec.slo_targets = resolve_targets(spec.slo.preset, spec.slo.targets)
+    check_bench_fields(w, spec.slo, r)   # the fields vLLM's bench flags map onto
     # run
     if r.max_seq_len is not None and not 1 <= r.max_seq_len <= shape.max_context:
         raise UsageError(f"run.max_seq_len: must be in 1..{shape.max_context} (the model's context), got {r.max_seq_len}")

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UsageError, shown
+from harness.spec.traces import load_mooncake, trace_format
 
 TRACE_KEYS = ("arrival_s", "input_len", "output_len", "prompt")
 
@@ -61,10 +62,13 @@ def _is_pos_int(v: Any) -> bool:
 
 
 def load_trace(path: str | Path, context_len: int | None = None,
-               vocab_size: int | None = None) -> list[Request]:
-    """Read a JSONL trace (json only; blank lines skipped). Request ids are 0, 1, … in file
-    order. Every problem raises UsageError "FILE:LINE: what is wrong"."""
+               vocab_size: int | None = None, block_size: int = 512) -> list[Request]:
+    """Read a JSONL trace (json only; blank lines skipped): this format, or a Mooncake/AIPerf one
+    (harness.spec.traces, ``block_size`` tokens per hash id), told apart per file. Request ids are
+    0, 1, … in file order. Every problem raises UsageError "FILE:LINE: what is wrong"."""
     path = Path(path)
+    if trace_format(path) == "mooncake":
+        return [Request(i, *row) for i, row in enumerate(load_mooncake(path, context_len, vocab_size, block_size))]
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:

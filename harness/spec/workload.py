@@ -272,7 +272,8 @@ def build_trace(spec: Any, vocab_size: int, context_len: int) -> Trace:
     closed = spec.arrival == "closed"
     conc = spec.concurrency if closed else None
     if spec.trace is not None:
-        reqs = load_trace(spec.trace, context_len=context_len, vocab_size=vocab_size)
+        reqs = load_trace(spec.trace, context_len=context_len, vocab_size=vocab_size,
+                          block_size=getattr(spec, "trace_block_size", 512))
         if spec.num_requests is not None:
             reqs = reqs[: spec.num_requests]
         if spec.duration_s is not None and not closed:
