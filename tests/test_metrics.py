@@ -181,3 +181,36 @@ def test_progress_snapshot():
 def test_record_dict_round_trip():
     r = scenario()[0]
     assert RequestRecord.from_dict(r.to_dict()) == r
+
+
+def test_latency_origin_send_and_counted_tokens():
+    """A request held 0.3 s at the client (sent 0.3 s after its arrival) and a stream whose chunks
+    carried 5 tokens in 3 chunks: TTFT/E2E from the send are 0.3 s shorter, TPOT uses the 5."""
+    r = RequestRecord(0, 0, 1.0, None, 1.5, [1.5, 1.7, 2.1], 2.1, 10, 5, completed=True,
+                      sent_s=1.3, output_tokens=5)
+    ours, vllm = summarize([r]), summarize([r], latency_origin="send")
+    assert ours["mean_ttft_ms"] == A(500.0) and vllm["mean_ttft_ms"] == A(200.0)
+    assert ours["mean_e2el_ms"] == A(1100.0) and vllm["mean_e2el_ms"] == A(800.0)
+    assert ours["mean_tpot_ms"] == vllm["mean_tpot_ms"] == A((2.1 - 1.5) / 4 * 1e3)   # n = 5, not 3 chunks
+    assert ours["total_output_tokens"] == 5 and vllm["latency_origin"] == "send"
+    assert ours["mean_itl_ms"] == A(300.0)            # the chunks' gaps 0.2 and 0.4
+    # goodput against a 400 ms TTFT threshold: met from the send (200 ms), missed from the arrival (500 ms)
+    assert summarize([r], slo_thresholds_ms={"ttft": 400}, latency_origin="send")["good_requests"] == 1
+    assert summarize([r], slo_thresholds_ms={"ttft": 400})["good_requests"] == 0
+    back = RequestRecord.from_dict({**r.to_dict(), "sent_s": float("nan"), "output_tokens": float("nan")})
+    assert back.sent_s is None and back.output_tokens is None and tpot_s(back) == A(0.3)
+
+
+def test_peaks_count_vllm_one_second_buckets():
+    """t0 = 10.0 (first send). r0: sent 10.0, tokens 10.5 10.9 11.2, finish 11.2 → buckets 0,0,1;
+    touches seconds 0-1. r1: sent 10.8 (⌊0.8⌋ = 0), tokens 11.1 11.3 12.05, finish 12.05 → buckets
+    1,1,2; touches 0-2. B = ⌈12.05 − 10⌉ + 1 = 4: tokens [2, 3, 1, 0], requests [2, 2, 1, 0]."""
+    from harness.measure.peaks import peak_buckets, peaks
+
+    spans = [(10.0, [10.5, 10.9, 11.2], 11.2), (10.8, [11.1, 11.3, 12.05], 12.05)]
+    assert peak_buckets(spans) == ([2, 3, 1, 0], [2, 2, 1, 0])
+    assert peaks(spans) == {"max_output_tokens_per_s": 3.0, "max_concurrent_requests": 2}
+    assert peaks([]) == {"max_output_tokens_per_s": 0.0, "max_concurrent_requests": 0}
+    recs = [RequestRecord(i, 0, s, None, t[0], t, e, 4, 3, completed=True) for i, (s, t, e) in enumerate(spans)]
+    s = summarize(recs)
+    assert (s["max_output_tokens_per_s"], s["max_concurrent_requests"]) == (3.0, 2)

@@ -169,13 +169,41 @@ def header_from_run(spec: Mapping[str, Any], summary: Mapping[str, Any]) -> dict
     rate = "inf" if closed or w.get("trace") or w.get("rate_rps") is None else float(w["rate_rps"])
     burst = {"gamma": w.get("burstiness", 1.0), "constant": "inf"}.get(w.get("arrival"), 1.0)
     engine = summary.get("engine") if isinstance(summary.get("engine"), dict) else {}
-    model_id = engine.get("model_id") or model.get("checkpoint") or model.get("config") or model.get("preset")
+    model_id = model.get("checkpoint") or model.get("config") or model.get("preset")
     m = summary.get("metrics") or {}
-    return {"date": _vllm_date(summary.get("started_utc")), "endpoint_type": engine.get("kind") or "reference",
-            "backend": engine.get("kind") or "reference", "label": spec.get("name") or summary.get("name"),
-            "model_id": model_id, "tokenizer_id": engine.get("tokenizer_id") or model_id,
-            "num_prompts": m.get("num_requests"), "request_rate": rate, "burstiness": burst,
-            "max_concurrency": w.get("concurrency") if closed else w.get("max_concurrency")}
+    backend = engine.get("kind") or "reference"
+    header = {"date": _vllm_date(summary.get("started_utc")), "endpoint_type": backend, "backend": backend,
+              "label": spec.get("name") or summary.get("name"),
+              "model_id": model_id, "tokenizer_id": model_id,
+              "num_prompts": m.get("num_requests"), "request_rate": rate, "burstiness": burst,
+              "max_concurrency": w.get("concurrency") if closed else w.get("max_concurrency")}
+    # An imported vllm bench serve result keeps its own header (harness.commands.import_bench).
+    header.update({k: engine[k] for k in HEADER_KEYS if k in engine})
+    return header
+
+
+def bench_result_of_run(run: Any, detailed: bool = True) -> dict[str, Any]:
+    """A loaded run (``harness.results.reader.load_run``) → its vLLM result object: the spec's
+    ``run.percentile_metrics``/``run.metric_percentiles``; goodput over ``slo.goodput``, else the
+    targets' per-request thresholds (as the run's summary); duration the run's measured one (an
+    imported run: vLLM's own, and the statistics its file carried)."""
+    from harness.spec.slo import per_request_thresholds_ms, resolve_targets
+
+    spec, summary = run.spec or {}, run.summary
+    engine = summary.get("engine") if isinstance(summary.get("engine"), dict) else {}
+    run_opts, slo = spec.get("run") or {}, spec.get("slo") or {}
+    if "goodput_ms" in engine:   # an imported result: its own --goodput thresholds, or none
+        goodput = engine["goodput_ms"]
+    else:
+        goodput = slo.get("goodput") or \
+            per_request_thresholds_ms(resolve_targets(slo.get("preset"), slo.get("targets") or [])) or None
+    records, errors = run_records(run.requests.to_dict("records"))
+    duration = engine.get("duration_s") or (summary.get("metrics") or {}).get("duration_s")
+    return bench_result(records, header_from_run(spec, summary), duration, goodput_ms=goodput,
+                        percentile_metrics=engine.get("percentile_metrics") or run_opts.get("percentile_metrics")
+                        or DEFAULT_PERCENTILE_METRICS,
+                        metric_percentiles=engine.get("metric_percentiles") or run_opts.get("metric_percentiles")
+                        or DEFAULT_METRIC_PERCENTILES, detailed=detailed, errors=errors)
 
 
 def result_filename(header: Mapping[str, Any]) -> str:
