@@ -39,8 +39,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from harness import __version__
 from harness.errors import UsageError
-from harness.measure.metrics import (RequestRecord, e2e_s, itls_s, meets_slo, normalize_slo, percentile,
-                                     start_s, stats, tokens_out, tpot_s, ttft_s)
+from harness.measure.metrics import (RequestRecord, client_queue_s, e2e_s, itls_s, latency_values_s, meets_slo,
+                                     normalize_slo, percentile, start_s, stats, tokens_out, ttft_s)
 from harness.measure.peaks import peaks
 from harness.results.atomic import _json_default, atomic_write_text
 
@@ -72,17 +72,11 @@ def metric_stats_ms(metric: str, values_s: Sequence[float], percentiles: Iterabl
 
 
 def _values_s(done: Sequence[RequestRecord]) -> dict[str, list[float]]:
-    def kept(fn):
-        return [v for v in map(fn, done) if v is not None]
-    return {
-        "ttft": kept(lambda r: ttft_s(r, "send")),
-        "tpot": kept(tpot_s),
-        "itl": [x for r in done for x in itls_s(r)],
-        "e2el": kept(lambda r: e2e_s(r, "send")),
-        "client_queue_time": [start_s(r, "send") - r.arrival_s for r in done],
-        "e2el_including_client_queue": kept(e2e_s),
-        "ttft_including_client_queue": kept(ttft_s),
-    }
+    """Per family of the file, the values (s): vLLM's from the send, ours from the arrival."""
+    send, arrival = latency_values_s(done, "send"), latency_values_s(done, "arrival")
+    return {"ttft": send["ttft"], "tpot": send["tpot"], "itl": send["itl"], "e2el": send["e2el"],
+            "client_queue_time": send["client_queue"], "e2el_including_client_queue": arrival["e2el"],
+            "ttft_including_client_queue": arrival["ttft"]}
 
 
 def _error(r: RequestRecord, errors: Mapping[int, str]) -> str:
@@ -136,7 +130,7 @@ def bench_result(records: Iterable[RequestRecord], header: Mapping[str, Any], du
             "itls": [itls_s(r) for r in main],
             "latencies": [e2e_s(r, "send") if r.completed else 0.0 for r in main],
             "start_times": [start_s(r, "send") for r in main],
-            "queue_times": [start_s(r, "send") - r.arrival_s for r in main],
+            "queue_times": [client_queue_s(r) for r in main],
             "errors": [_error(r, errs) for r in main],
         })
     result.update(peaks((start_s(r, "send"), r.token_times_s, r.finish_s) for r in done if r.finish_s is not None))
