@@ -50,7 +50,7 @@ def test_summary_reproduces_the_files_numbers(imported, name):
     for key in keys:
         assert _close(m[key], vllm[key]), (key, m[key], vllm[key])
     assert len(keys) >= 22 + (8 if name == "goodput" else 0)
-    assert m["duration_s"] == vllm["duration"] and m["latency_origin"] == "send"
+    assert m["duration_s"] == vllm["duration"] and run.summary["engine"]["latency_origin"] == "send"
     assert name != "goodput" or m["request_goodput"] == pytest.approx(3 / vllm["duration"])
     eng = run.summary["engine"]
     assert eng["kind"] == "openai" and eng["backend"] == "vllm" and eng["unreproduced"] == []

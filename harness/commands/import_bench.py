@@ -109,7 +109,7 @@ def main(args: argparse.Namespace) -> int:
               **{k: data.get(k) for k in ("backend", "endpoint_type", "model_id", "tokenizer_id", "label",
                                           "date", "request_rate", "burstiness", "max_concurrency",
                                           "num_prompts")},
-              "duration_s": float(data["duration"]), "percentile_metrics": pct_metrics,
+              "duration_s": float(data["duration"]), "latency_origin": "send", "percentile_metrics": pct_metrics,
               "metric_percentiles": pct, "goodput_ms": goodput, "file_metrics": file_metrics(data),
               "unreproduced": missed}
     summary = new_summary(name, hardware, layout, predicted, started_utc=_started_utc(data.get("date")))

@@ -287,7 +287,7 @@ def summarize(records: Sequence[RequestRecord], duration_s: float | None = None,
     None without thresholds). Rates are None when D is None or 0.
     Latencies: ``{mean,median,std,p50,p90,p95,p99}_{ttft,tpot,itl,e2el,queue}_ms``, TTFT, E2E and
     goodput measured from ``latency_origin`` ("arrival", ours; "send", vLLM's: see the module
-    docstring), recorded as ``latency_origin``. Peaks: ``max_output_tokens_per_s`` and
+    docstring; the summary is all numbers, so the caller records which). Peaks: ``max_output_tokens_per_s`` and
     ``max_concurrent_requests`` (harness.measure.peaks, vLLM's per-second buckets from the send).
     """
     if duration_s is not None and not duration_s > 0:
@@ -315,7 +315,6 @@ def summarize(records: Sequence[RequestRecord], duration_s: float | None = None,
         "slo_thresholds_ms": slo,
         "good_requests": good,
         "request_goodput": None if good is None else _per_s(good, dur),
-        "latency_origin": latency_origin,
         **peaks((start_s(r, "send"), r.token_times_s, r.finish_s) for r in done if r.finish_s is not None),
     }
     for metric, st in _latency_block(done, latency_origin).items():
