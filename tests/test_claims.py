@@ -318,8 +318,9 @@ def test_report_405b_two_nodes_of_h200(tmp_path):
     assert v[("stage_memory_gb", 0)].verdict == "CONFIRMED"               # 8 x 50.74 GB = 405.9
     s1 = v[("stage_memory_gb", 1)]
     assert s1.verdict == "REFUTED" and s1.unit_slip == "xtp"             # one GPU's share, not the stage's
-    ar = v[("tp_allreduce_bytes_per_layer", None)]
-    assert ar.verdict == "REFUTED" and ar.expected == 65_536 and ar.unit_slip == "KiB/KB"
+    ar = v[("tp_allreduce_bytes_per_layer", None)]        # 64 KB holds when KB is read as KiB: 65,536 B
+    assert ar.verdict == "CONFIRMED" and ar.expected == 65_536 and ar.claimed == 65_536
+    assert ar.reading == "binary, 1 KB = 1 KiB = 2^10 B" and "reading: binary" in ar.reason
     assert v[("pp_sendrecv_bytes_per_stage", None)].verdict == "CONFIRMED"
     assert v[("tp_group_gpus", 1)].verdict == "CONFIRMED" and v[("stage_layers", 1)].verdict == "CONFIRMED"
     assert v[("throughput_rps", None)].verdict == "UNVERIFIED"

@@ -15,6 +15,7 @@ The spec and run context live in ``harness.verdicts.claims.context``, the tolera
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -24,6 +25,7 @@ from harness.verdicts.claims.parse import Claim, ClaimsDoc
 from harness.verdicts.claims.tolerance import EPS_ABS, REL_RUNTIME, REL_STATIC, Verdict, compare_claim
 from harness.verdicts.claims.tolerance import Alt as _Alt
 from harness.verdicts.claims.tolerance import fmt as _fmt
+from harness.verdicts.claims.units import Reading, capacity_readings, readings
 
 RUNTIME = {"throughput_rps", "gpu_utilization_pct", "nvlink_utilization_pct", "bubble_ratio",
            "slo_margin_pct", "latency_slos_met"}
@@ -89,8 +91,10 @@ class Checker:
     # -- comparison with tolerance, ratio and slips
     def compare(self, c: Claim, expected: float, reason: str, source: str, rel: float = REL_STATIC,
                 abs_tol: float | None = None, alts: tuple[_Alt, ...] = (), tp_slip: bool = False,
-                binary: bool = False) -> Verdict:
-        return compare_claim(c, expected, reason, source, self.spec.layout.tp, rel, abs_tol, alts, tp_slip, binary)
+                binary: bool = False, reads: tuple[Reading, ...] | None = None) -> Verdict:
+        """``reads``: the readings to try; default, those of the claim's own unit (GB: 10^9 B or GiB)."""
+        return compare_claim(c, expected, reason, source, self.spec.layout.tp, rel, abs_tol, alts, tp_slip, binary,
+                             reads or readings(c.unit))
 
     def unverified(self, c: Claim, reason: str, source: str = "stated", expected: Any = None) -> Verdict:
         return Verdict(c.id, c.index, c.text, c.claimed, expected, "UNVERIFIED", reason, source)
@@ -106,14 +110,8 @@ class Checker:
 
     def _gpu_memory_gb(self, c: Claim) -> Verdict:
         g = self.spec.gpu
-        reason = (f"{g.name} has {g.memory_gib:g} GiB usable ({g.memory_bytes / 1e9:.1f} GB); a GPU's nominal "
-                  f"'80GB' is binary (GiB), so either reading is accepted")
-        v = self.compare(c, g.memory_gib, reason, "predicted")
-        if v.verdict == "REFUTED" and abs(c.claimed - g.memory_bytes / 1e9) <= max(REL_STATIC * g.memory_bytes / 1e9,
-                                                                                  c.quantum):
-            v = Verdict(c.id, c.index, c.text, c.claimed, g.memory_bytes / 1e9, "CONFIRMED", reason, "predicted",
-                        c.claimed / (g.memory_bytes / 1e9))
-        return v
+        reason = f"{g.name} has {g.memory_gib:g} GiB usable = {g.memory_bytes / 1e9:.1f} GB"
+        return self.compare(c, g.memory_bytes / 1e9, reason, "predicted")
 
     def _gpu_allocation_pct(self, c: Claim) -> Verdict:
         avail = self.doc.total_gpus or self.spec.cluster.nodes * self.spec.cluster.gpus_per_node
@@ -158,17 +156,30 @@ class Checker:
                   f"weights only, the KV cache comes on top" + self._run_note(why))
         return self.compare(c, hi / 1e9, reason, "predicted", alts=self._no_tp_alts(), tp_slip=True, binary=True)
 
+    def _capacities(self, c: Claim) -> list[tuple[str, float]]:
+        """What a memory percentage may be "of": the GPU's usable memory (the catalogue), then the capacity
+        the claim's line states, else the one the report states (its hardware line), else the GPU's
+        nominal size; each stated one under every reading of its unit."""
+        g = self.spec.gpu
+        out = [(f"{g.name}'s {g.memory_gib:g} GiB usable", float(g.memory_bytes))]
+        if c.context.get("capacity"):
+            return out + capacity_readings(*c.context["capacity"], "the line's")
+        hw = next((x for x in self.doc.claims if x.id == "gpu_memory_gb"), None)
+        if hw is not None:
+            return out + capacity_readings(hw.claimed, hw.unit, "the report's")
+        nominal = re.search(r"(\d+)GB$", g.name)
+        return out + (capacity_readings(float(nominal.group(1)), "GB", f"{g.name}'s nominal") if nominal else [])
+
     def _memory_utilization_pct(self, c: Claim) -> Verdict:
         hi, _, _ = self._weights()
-        mem = self.spec.gpu.memory_bytes
-        exp = 100.0 * hi / mem
-        reason = (f"weights {hi / 1e9:.2f} GB on the fullest GPU / {mem / 1e9:.1f} GB ({self.spec.gpu.memory_gib:g} "
-                  f"GiB) of {self.spec.gpu.name}; the KV cache may use the rest")
+        caps = self._capacities(c)
+        reason = f"weights {hi / 1e9:.2f} GB on the fullest GPU / its memory; the KV cache may use the rest"
         own = c.context
-        if own.get("memory_per_gpu_gb") and own.get("capacity_gb"):
+        if own.get("memory_per_gpu_gb") and own.get("capacity"):
             reason += (f"; the claim is the report's own {_fmt(own['memory_per_gpu_gb'])} GB / "
-                       f"{_fmt(own['capacity_gb'])} GB")
-        return self.compare(c, exp, reason, "predicted", tp_slip=True)
+                       f"{_fmt(own['capacity'][0])} GB")
+        reads = tuple(Reading(f"% of {label}", 1.0, 100.0 * hi / cap) for label, cap in caps)
+        return self.compare(c, 100.0 * hi / caps[0][1], reason, "predicted", tp_slip=True, reads=reads)
 
     def _memory_balance_epsilon(self, c: Claim) -> Verdict:
         v, why = self.measured(c)
@@ -210,8 +221,13 @@ class Checker:
             return Verdict(c.id, c.index, c.text, c.claimed, None, "REFUTED",
                            f"{self.strategy} has no stage {c.index} (pp={lay.pp})", "predicted")
         r = lay.layers_of_stage(c.index)
-        return self.compare(c, len(r), f"stage {c.index} holds layers {r.start}-{r.stop - 1} of the split "
-                            f"{list(lay.layer_split)}", "predicted")
+        reason = f"stage {c.index} holds layers {r.start}-{r.stop - 1} of the split {list(lay.layer_split)}"
+        v = self.compare(c, len(r), reason, "predicted")
+        if v.verdict == "CONFIRMED" and c.context.get("layers", [r.start, r.stop - 1]) != [r.start, r.stop - 1]:
+            a, b = c.context["layers"]
+            v = Verdict(c.id, c.index, c.text, c.claimed, len(r), "REFUTED",
+                        f"its layers are {r.start}-{r.stop - 1}, not {a}-{b} ({reason})", "predicted", 1.0)
+        return v
 
     def _tp_group_gpus(self, c: Claim) -> Verdict:
         lay, gmap = self.spec.layout, self.spec.parallel.gpu_map

@@ -3,6 +3,7 @@ against its id's shape (number, [low, high], per-stage/per-group list or mapping
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,22 @@ from harness.verdicts.claims.facts import GPU_NAMES, STRATEGY, read_facts
 
 
 def _quantum_of(v: Any) -> float:
+    if isinstance(v, str):
+        return number(v)[1]
     return number(repr(float(v)).rstrip("0").rstrip(".") if isinstance(v, float) else str(v))[1]
+
+
+def _count(v: Any, where: str) -> int | None:
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 1 << 20:
+        raise UsageError(f"{where}: give a whole number >= 1, got {_short(v)}")
+    return v
+
+
+def _short(v: Any) -> str:
+    r = repr(v)
+    return r if len(r) <= 60 else r[:57] + "..."
 
 
 _DOC_KEYS = ("schema_version", "model", "dtype", "hardware", "strategy", "config", "claims")
@@ -35,9 +51,10 @@ def parse_yaml(data: dict, path: str) -> ClaimsDoc:
     elif isinstance(hw, dict):
         g = str(hw.get("gpu", ""))
         doc.gpu = GPU_NAMES.get(g.lower(), g) or None
-        doc.nodes, doc.gpus_per_node = hw.get("nodes"), hw.get("gpus_per_node")
+        doc.nodes = _count(hw.get("nodes"), f"{path}: hardware.nodes")
+        doc.gpus_per_node = _count(hw.get("gpus_per_node"), f"{path}: hardware.gpus_per_node")
         if doc.nodes and doc.gpus_per_node:
-            doc.total_gpus = int(doc.nodes) * int(doc.gpus_per_node)
+            doc.total_gpus = doc.nodes * doc.gpus_per_node
     elif hw is not None:
         raise UsageError(f"{path}: hardware: give a mapping {{gpu, nodes, gpus_per_node}} or text like '8x H100'")
     st = data.get("strategy")
@@ -48,7 +65,7 @@ def parse_yaml(data: dict, path: str) -> ClaimsDoc:
         doc.strategy = dict(zip(("tp", "pp", "dp", "ep"), (int(g) if g else 1 for g in m.groups())))
     elif isinstance(st, dict):
         bad = [k for k in st if k not in ("tp", "pp", "dp", "ep")]
-        if bad or not all(isinstance(v, int) and v >= 1 for v in st.values()):
+        if bad or not all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 1 << 20 for v in st.values()):
             raise UsageError(f"{path}: strategy: give tp, pp, dp (ep) as whole numbers >= 1")
         doc.strategy = {"tp": 1, "pp": 1, "dp": 1, "ep": 1, **st}
     if data.get("config") is not None:
@@ -72,10 +89,11 @@ def _yaml_claim(cid: str, value: Any, path: str) -> list[Claim]:
                              "or a mapping index -> value")
         out = []
         for i, v in items:
-            if not isinstance(i, int) or i < 0:
+            if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < 1 << 20:
                 raise UsageError(f"{where}: index {i!r} must be a whole number >= 0")
             if cid in PER_GROUP:
-                if not isinstance(v, list) or not all(isinstance(x, int) and not isinstance(x, bool) for x in v):
+                if not isinstance(v, list) or not all(isinstance(x, int) and not isinstance(x, bool) for x in v) \
+                        or len(v) > 1 << 16:
                     raise UsageError(f"{where}[{i}]: give the group's GPU indices as a list, e.g. [0, 1]")
                 out.append(Claim(cid, list(v), f"{cid}[{i}]: {v}", i, 0.0))
             else:
@@ -93,11 +111,25 @@ def _yaml_claim(cid: str, value: Any, path: str) -> list[Claim]:
     v = _num(value, where)
     if cid == "slo_margin_pct":
         return [Claim(cid, [v, v], f"{cid}: {value}", None, _quantum_of(value))]
-    return [Claim(cid, v, f"{cid}: {value}", None, _quantum_of(value))]
+    # The schema fixes GB = 1e9 B, except for a GPU's capacity: its nominal "80" is binary as often as not.
+    unit = "GB" if cid == "gpu_memory_gb" else None
+    return [Claim(cid, v, f"{cid}: {value}", None, _quantum_of(value), unit=unit)]
 
 
 def _num(v: Any, where: str) -> float:
+    """A finite number; text that reads as one too (PyYAML reads 2.5e9, without a '.', as text)."""
+    if isinstance(v, str):
+        try:
+            return float(number(v, where)[0])
+        except UsageError:
+            raise UsageError(f"{where}: expected a number, got {_short(v)}") from None
     if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise UsageError(f"{where}: expected a number, got {v!r}")
-    return float(v)
+        raise UsageError(f"{where}: expected a number, got {_short(v)}")
+    try:
+        f = float(v)
+    except OverflowError:
+        f = math.inf
+    if not math.isfinite(f):
+        raise UsageError(f"{where}: {_short(v)} is not a finite number; give the claimed value")
+    return f
 
