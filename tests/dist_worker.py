@@ -8,6 +8,8 @@
    in creating the process groups, which torch requires of every rank), and for each weight
    source (seeded, checkpoint): greedy-generate 16 tokens for 4 prompts; the last stage's
    prefill logits are captured by a forward hook and gathered over TP.
+3. tp2-pp2 with a vocabulary of 255 (ODD: tp does not divide it; the vocab-parallel shards are
+   padded to 2 x 128 rows): the same generation, seeded weights.
 
 Every rank writes ``DIR/rank{R}.json`` (atomically); the test compares with transformers.
 """
@@ -15,6 +17,7 @@ Every rank writes ``DIR/rank{R}.json`` (atomically); the test compares with tran
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import gc
 import json
@@ -47,6 +50,8 @@ TIMEOUT_S = 60.0
 # Full weights 159.4 MB fp32; one tp2-pp4 rank holds at most 24.1 MB of them.
 WIDE = ModelShape("wide", hidden=512, num_layers=8, num_heads=8, num_kv_heads=4, head_dim=64, intermediate=2048,
                   vocab=8192, max_context=512, rope_theta=10000.0)
+
+ODD = dataclasses.replace(model_preset("tiny"), name="tiny-vocab-255", vocab=255)
 
 
 def label(tp, pp, dp) -> str:
@@ -203,6 +208,25 @@ def run_layout(ctx: hdist.DistContext, weights_name: str, checkpoint: str) -> di
                 steps=steps, steps_total=len(stage.timings), **extra)
 
 
+def odd_vocab_run(ctx: hdist.DistContext) -> dict:
+    """tp2-pp2 of ODD: the shards of the embedding and lm_head hold 128 rows each, rank tp=1's last
+    one padding whose logit must never win."""
+    model = build_stage(ODD, ctx.layout, ctx.place, ctx.comm, dtype=torch.float32, device=ctx.device,
+                        weights=SeededWeights(SEED))
+    model.allocate_kv(len(PROMPTS), 64)
+    captured: list[torch.Tensor] = []
+    if model.is_last:
+        model.register_forward_hook(lambda _m, _i, out: captured.append(out.clone()) if not captured else None)
+    stage = PipelineStage(ctx, model, max_batch=len(PROMPTS), max_tokens=len(PROMPTS) * 16)
+    tokens = generate(ctx, stage, PROMPTS, NEW_TOKENS)
+    logits = gather_logits(captured[0], ctx.comm, ODD.vocab).tolist() if model.is_last else None
+    return dict(rank=ctx.rank, stage=ctx.place.stage, tp=ctx.place.tp, tokens=tokens,
+                param_bytes=stage_param_bytes(model), logits=logits if ctx.place.tp == 0 else None,
+                local_logit_columns=len(captured[0][0]) if captured else None,
+                last_local_logit=float(captured[0][:, -1].max()) if captured else None,
+                shapes={n: list(p.shape) for n, p in model.named_parameters() if "embed" in n or "lm_head" in n})
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
@@ -220,6 +244,9 @@ def main() -> None:
             for weights_name in ("seeded", "checkpoint"):
                 result["runs"].append(run_layout(ctx, weights_name, args.checkpoint))
         world.comm.barrier("world")
+    ctx = sub_context(Layout(2, 2, 1, even_split(8, 2)), cache)
+    result["odd_vocab"] = odd_vocab_run(ctx) if ctx is not None else None
+    world.comm.barrier("world")
     out = Path(args.out) / f"rank{world.rank}.json"
     tmp = out.with_suffix(".tmp")
     tmp.write_text(json.dumps(result))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from dist_worker import LAYOUTS, NEW_TOKENS, PROMPTS, SEED, WIDE, label
+from dist_worker import LAYOUTS, NEW_TOKENS, ODD, PROMPTS, SEED, WIDE, label
 
 from harness.engines.reference.model.weights import SeededWeights, full_state_dict
 from harness.plan.planner import rank_params
@@ -216,3 +216,24 @@ def test_every_collective_and_transfer_is_traced_per_step_and_phase(world):
             assert r["ops"] == _expected_ops(tp, pp, r["stage"], r["tp"], len(r["layers"])), (r["layout"], r["rank"])
             assert r["steps"] == NEW_TOKENS
             assert r["steps_total"] == NEW_TOKENS * (1 + len(PROMPTS) * ("pipelined_tokens" in r))
+
+
+def test_odd_vocab_at_tp2_is_padded_and_matches_transformers(world, hf):
+    """Vocabulary 255 at tp=2: each rank holds ceil(255/2) = 128 rows of the embedding and lm_head (the
+    last of rank tp=1 zero padding, as vLLM pads); the padded logit is never sampled, so the greedy
+    tokens and the 255 real logits equal transformers' on the unpadded model."""
+    runs = {r["rank"]: r for r in (rank["odd_vocab"] for rank in world[0]) if r is not None}
+    assert sorted(runs) == [0, 1, 2, 3]
+    ref = hf.model(ODD, full_state_dict(ODD, SeededWeights(SEED)))
+    assert runs[0]["tokens"] == hf.greedy(ref, PROMPTS, NEW_TOKENS)
+    last = runs[2]                                       # stage 1, tp rank 0 (TP innermost: ranks 2, 3)
+    assert last["stage"] == 1 and last["tp"] == 0 and runs[3]["local_logit_columns"] == 128
+    assert runs[3]["last_local_logit"] == float("-inf") and last["last_local_logit"] > float("-inf")
+    err = (torch.tensor(last["logits"]) - hf.last_logits(ref, PROMPTS)).abs().max().item()
+    assert torch.tensor(last["logits"]).shape == (len(PROMPTS), 255) and err < 1e-4
+    lay = Layout(2, 2, 1, (4, 4))
+    for r in runs.values():
+        assert all(shape == [128, 64] for shape in r["shapes"].values()) and len(r["shapes"]) == 1
+        # hand formula: 4 layers x (36864/2 + 128) + 128 padded rows x 64, fp32
+        assert r["param_bytes"] == 4 * (4 * 18560 + 128 * 64 + (64 if r["stage"] == 1 else 0))
+        assert r["param_bytes"] == 4 * rank_params(ODD, lay, r["stage"])

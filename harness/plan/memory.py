@@ -14,20 +14,21 @@ LOGIT_BYTES = 4             # logits are kept in fp32 for sampling
 def rank_params(shape: ModelShape, layout: Layout, stage: int) -> int:
     """Parameters held by one TP rank of ``stage``.
 
-    L_s·(P_layer − 2h)/t + L_s·2h + [first] V·h/t + [last] (V·h/t + h): the matmul weights of a
+    L_s·(P_layer − 2h)/t + L_s·2h + [first] ⌈V/t⌉·h + [last] (⌈V/t⌉·h + h): the matmul weights of a
     layer are split over TP, its two RMSNorm weights are replicated on every TP rank, the
-    embedding and lm_head are vocab-parallel (V/t rows each), the final norm is replicated.
+    embedding and lm_head are vocab-parallel (⌈V/t⌉ rows each: a vocabulary t does not divide is
+    padded, as vLLM pads it), the final norm is replicated.
     A tied lm_head is the embedding itself: counted once when stage 0 is also the last stage.
     """
     t, h, layers = layout.tp, shape.hidden, layout.layer_split[stage]
     n = layers * (shape.layer_params() - 2 * h) // t + layers * 2 * h
     first, last = stage == 0, stage == layout.pp - 1
     if first:
-        n += shape.vocab * h // t
+        n += shape.vocab_shard(t) * h
     if last:
         n += h
         if not (shape.tie_embeddings and first):
-            n += shape.vocab * h // t
+            n += shape.vocab_shard(t) * h
     return n
 
 
@@ -48,12 +49,12 @@ def workspace_bytes(shape: ModelShape, tp: int, last: bool, dtype_bytes: int, ro
     MLP's gate, up and their product (3·I/t), the peak inside a decoder layer (attention's q, k,
     v and output are smaller for Llama; flash/memory-efficient attention is assumed, so no
     width² score matrix). The last stage adds rows · V/t · 4 bytes of fp32 logits (the last
-    position of each row). The KV-cache fraction (< 1) leaves room for what this misses
+    position of each row, ⌈V/t⌉ padded columns). The KV-cache fraction (< 1) leaves room for what this misses
     (CUDA context, communicator buffers, allocator fragmentation).
     """
     n = rows * width
     act = n * (2 * shape.hidden + 3 * shape.intermediate // tp) * dtype_bytes
-    return act + (rows * (shape.vocab // tp) * LOGIT_BYTES if last else 0)
+    return act + (rows * shape.vocab_shard(tp) * LOGIT_BYTES if last else 0)
 
 
 def epsilon(values: list[float]) -> float:

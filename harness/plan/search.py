@@ -47,7 +47,7 @@ def factorizations(n: int) -> list[tuple[int, int, int]]:
 def structural_reasons(shape, gpus_per_node: int, tp: int, pp: int) -> list[str]:
     out = []
     for what, n in (("heads", shape.num_heads), ("KV heads", shape.num_kv_heads),
-                    ("MLP width", shape.intermediate), ("vocab", shape.vocab)):
+                    ("MLP width", shape.intermediate)):        # the vocabulary is padded instead
         if n % tp:
             out.append(f"tp={tp} does not divide {what} ({n})")
     if pp > shape.num_layers:

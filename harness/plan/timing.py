@@ -16,7 +16,7 @@ from harness.spec.layout import Layout
 
 def stage_flops(shape: ModelShape, layout: Layout, stage: int, rows: int, tokens: int, context: float) -> float:
     """FLOPs of one TP rank of ``stage`` for ``rows`` rows of ``tokens`` new tokens after
-    ``context`` cached ones: 2·M_s·B·T + [last] 2·(V·h/t)·B + 4·L_s·(q_dim/t)·B·(T·c + T(T+1)/2),
+    ``context`` cached ones: 2·M_s·B·T + [last] 2·(⌈V/t⌉·h)·B + 4·L_s·(q_dim/t)·B·(T·c + T(T+1)/2),
     M_s = L_s·(P_layer − 2h)/t the layers' matmul weights; lm_head runs on the last position of
     each row only; attention QKᵀ and AV cost 2·2·q_dim/t per (query, key) pair, causal."""
     t, h = layout.tp, shape.hidden
@@ -24,7 +24,7 @@ def stage_flops(shape: ModelShape, layout: Layout, stage: int, rows: int, tokens
     matmul = layers * (shape.layer_params() - 2 * h) / t
     f = 2.0 * matmul * rows * tokens
     if stage == layout.pp - 1:
-        f += 2.0 * shape.vocab * h / t * rows
+        f += 2.0 * shape.vocab_shard(t) * h * rows
     f += 4.0 * layers * shape.q_dim / t * rows * (tokens * context + tokens * (tokens + 1) / 2)
     return f
 
@@ -33,11 +33,11 @@ def stage_bytes_read(shape: ModelShape, layout: Layout, stage: int, dtype_bytes:
                      rows: int, tokens: int, context: float) -> float:
     """HBM bytes one TP rank of ``stage`` must touch: its weights (the embedding table only for
     the B·T rows looked up) + the KV cache of the batch's context and new tokens:
-    W_s − [first]·(V·h/t)·d + [first]·B·T·(h/t)·d + B·(c + T)·kv_s."""
+    W_s − [first]·(⌈V/t⌉·h)·d + [first]·B·T·(h/t)·d + B·(c + T)·kv_s."""
     w = rank_params(shape, layout, stage) * dtype_bytes
     if stage == 0:
         if not (shape.tie_embeddings and layout.pp == 1):   # a tied table is read whole by the lm_head
-            w -= shape.vocab * shape.hidden // layout.tp * dtype_bytes
+            w -= shape.vocab_shard(layout.tp) * shape.hidden * dtype_bytes
         w += rows * tokens * shape.hidden // layout.tp * dtype_bytes
     return w + rows * (context + tokens) * kv_bytes_per_token(shape, layout, stage, dtype_bytes)
 

@@ -269,7 +269,8 @@ def dag_from_run(run) -> Dag:
 
 def _shape_of(spec: dict):
     from harness.errors import UsageError
-    from harness.spec.catalog import model_from_hf_config, model_preset
+    from harness.spec.catalog import model_preset
+    from harness.spec.hf_config import model_from_hf_config
     model = spec.get("model") or {}
     try:
         if model.get("preset"):

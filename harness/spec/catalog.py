@@ -5,9 +5,7 @@ Pure data; no torch import, so planning works on a laptop.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, fields, replace
-from pathlib import Path
 
 from harness.errors import UsageError, shown
 
@@ -38,6 +36,11 @@ class ModelShape:
     @property
     def kv_dim(self) -> int:
         return self.num_kv_heads * self.head_dim
+
+    def vocab_shard(self, tp: int) -> int:
+        """Vocabulary rows each of ``tp`` ranks holds: ceil(V/tp). As vLLM does, a vocabulary ``tp`` does
+        not divide is padded to tp·ceil(V/tp) rows (zero weights whose logits are never sampled)."""
+        return -(-self.vocab // tp)
 
     def layer_params(self) -> int:
         """Parameters of one decoder layer: q,k,v,o + gate,up,down + two RMSNorm weights."""
@@ -87,53 +90,6 @@ def model_preset(name: str, field: str = "model.preset") -> ModelShape:
         raise UsageError(f"{field}: unknown model preset {name!r}; use one of "
                          f"{', '.join(MODEL_PRESETS)} or a path to a Hugging Face config.json")
     return MODEL_PRESETS[key]
-
-
-def model_from_hf_config(path: str | Path, field: str = "model.config") -> ModelShape:
-    """Read a Hugging Face Llama ``config.json`` (a file, or a folder holding one)."""
-    p = Path(path)
-    if p.is_dir():
-        p = p / "config.json"
-    try:
-        cfg = json.loads(p.read_text())
-    except FileNotFoundError:
-        raise UsageError(f"{field}: {path} not found; give a Hugging Face config.json or a preset name") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UsageError(f"{field}: {p} is not valid JSON ({e}); give a Hugging Face config.json") from None
-    if not isinstance(cfg, dict):
-        raise UsageError(f"{field}: {p} must hold a JSON object")
-    arch = cfg.get("model_type", "llama")
-    if arch != "llama":
-        raise UsageError(f"{field}: model_type {arch!r} is not supported; only Llama-family configs are")
-    try:
-        heads = int(cfg["num_attention_heads"])
-        hidden = int(cfg["hidden_size"])
-        return ModelShape(
-            name=cfg.get("_name_or_path") or p.parent.name or "hf-config",
-            hidden=hidden, num_layers=int(cfg["num_hidden_layers"]), num_heads=heads,
-            num_kv_heads=int(cfg.get("num_key_value_heads") or heads),
-            head_dim=int(cfg.get("head_dim") or hidden // heads),
-            intermediate=int(cfg["intermediate_size"]), vocab=int(cfg["vocab_size"]),
-            max_context=int(cfg.get("max_position_embeddings", 8192)),
-            rope_theta=float(cfg.get("rope_theta", (cfg.get("rope_parameters") or {}).get("rope_theta", 10000.0))),
-            rms_norm_eps=float(cfg.get("rms_norm_eps", 1e-5)),
-            tie_embeddings=bool(cfg.get("tie_word_embeddings", False)),
-            rope_scaling=_rope_scaling(cfg),
-        )
-    except KeyError as e:
-        raise UsageError(f"{field}: {p} lacks {e.args[0]!r}; a Llama config.json needs it") from None
-    except (TypeError, ValueError) as e:
-        raise UsageError(f"{field}: {p} has a non-numeric size ({e})") from None
-
-
-def _rope_scaling(cfg: dict) -> dict | None:
-    rs = cfg.get("rope_scaling") or cfg.get("rope_parameters")
-    if not isinstance(rs, dict):
-        return None
-    kind = rs.get("rope_type") or rs.get("type")
-    if kind in (None, "default"):
-        return None
-    return dict(rs, rope_type=kind)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,8 @@ from typing import Any, Literal
 from harness.errors import UsageError, shown
 from harness.spec.bench_flags import check_bench_fields
 from harness.spec.bounds import check_limits
-from harness.spec.catalog import GpuSpec, ModelShape, gpu_spec, model_from_hf_config, model_preset
+from harness.spec.catalog import GpuSpec, ModelShape, gpu_spec, model_preset
+from harness.spec.hf_config import model_from_hf_config
 from harness.spec.layout import Layout, even_split
 from harness.spec.slo import SloTarget, resolve_targets
 from harness.spec.yaml_text import apply_overrides, read_yaml_file
@@ -271,7 +272,7 @@ def validate(spec: Spec, base_dir: Path | None = None) -> None:
         raise UsageError(f"parallel: tp*pp*dp = {par.tp}*{par.pp}*{par.dp} = {world} but the cluster has "
                          f"{gpus} GPUs (cluster.nodes*cluster.gpus_per_node); make them equal")
     for what, n in (("num_heads", shape.num_heads), ("num_kv_heads", shape.num_kv_heads),
-                    ("intermediate", shape.intermediate), ("vocab", shape.vocab)):
+                    ("intermediate", shape.intermediate)):     # a vocabulary is padded instead
         if n % par.tp:
             ok = [d for d in range(1, min(n, 64) + 1) if n % d == 0]
             raise UsageError(f"parallel.tp: {par.tp} does not divide the model's {what}={n} "

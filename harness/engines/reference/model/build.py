@@ -23,12 +23,13 @@ __all__ = ["StageModel", "build_stage", "check_tp", "stage_param_bytes"]
 
 
 def check_tp(shape: ModelShape, tp: int) -> None:
-    """Every TP-split dimension must divide evenly; KV heads are split, never replicated."""
+    """Every TP-split dimension must divide evenly (the vocabulary is padded instead); KV heads are
+    split, never replicated."""
     if shape.num_kv_heads < tp:
         raise UsageError(f"parallel.tp: {tp} exceeds model.num_kv_heads={shape.num_kv_heads}; KV heads are split "
                          f"across TP ranks, not replicated; use tp <= {shape.num_kv_heads}")
     for what, n in (("num_heads", shape.num_heads), ("num_kv_heads", shape.num_kv_heads),
-                    ("intermediate", shape.intermediate), ("vocab", shape.vocab)):
+                    ("intermediate", shape.intermediate)):
         if n % tp:
             raise UsageError(f"parallel.tp: {tp} does not divide model.{what}={n}; pick a tp that divides it")
 

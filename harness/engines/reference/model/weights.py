@@ -20,23 +20,42 @@ from harness.spec.checkpoint import checkpoint_files
 
 @dataclass(frozen=True)
 class Shard:
-    """An even split of dimension ``dim`` into ``parts``; this rank holds part ``index``."""
+    """A split of dimension ``dim`` into ``parts``; this rank holds part ``index``.
+
+    Even unless ``padded``: then every part has ceil(size/parts) rows, the last part(s) ending in
+    zero rows past the tensor's end (the vocab-parallel embedding and lm_head of a vocabulary the TP
+    degree does not divide, as vLLM pads them)."""
 
     dim: int
     index: int
     parts: int
+    padded: bool = False
 
     def local_shape(self, global_shape: tuple[int, ...]) -> tuple[int, ...]:
         size = global_shape[self.dim]
-        if size % self.parts:
+        if size % self.parts and not self.padded:
             raise UsageError(f"parallel.tp: {self.parts} does not divide a weight dimension of {size}")
         out = list(global_shape)
-        out[self.dim] = size // self.parts
+        out[self.dim] = -(-size // self.parts)
         return tuple(out)
 
     def bounds(self, global_shape: tuple[int, ...]) -> tuple[int, int]:
-        n = self.local_shape(global_shape)[self.dim]
-        return self.index * n, (self.index + 1) * n
+        """The rows of the global tensor this part holds (fewer than its local size when padded)."""
+        n, size = self.local_shape(global_shape)[self.dim], global_shape[self.dim]
+        return min(self.index * n, size), min((self.index + 1) * n, size)
+
+
+def pad_to_shard(part: torch.Tensor, shard: Shard | None, global_shape: tuple[int, ...]) -> torch.Tensor:
+    """``part`` (the shard's real rows) with zero rows appended up to the shard's local size."""
+    if shard is None or not shard.padded:
+        return part
+    want = shard.local_shape(global_shape)[shard.dim]
+    missing = want - part.shape[shard.dim]
+    if missing == 0:
+        return part
+    pad_shape = list(part.shape)
+    pad_shape[shard.dim] = missing
+    return torch.cat([part, part.new_zeros(pad_shape)], dim=shard.dim)
 
 
 def local_shape(global_shape: tuple[int, ...], shard: Shard | None) -> tuple[int, ...]:
@@ -101,7 +120,7 @@ class SeededWeights:
         full = torch.empty(global_shape, dtype=torch.float32, device=device)
         full.normal_(0.0, self.init_std, generator=gen)
         part = full if shard is None else full.narrow(shard.dim, *_start_len(shard, global_shape))
-        out = part.to(dtype).contiguous()
+        out = pad_to_shard(part.to(dtype), shard, global_shape).contiguous()
         if out.untyped_storage().data_ptr() == full.untyped_storage().data_ptr():
             out = out.clone()   # never hand out a view that keeps the full tensor alive
         self.stats.note(out, full.numel() * full.element_size())
@@ -155,7 +174,7 @@ class CheckpointWeights:
         if shard is not None:
             index[shard.dim] = slice(*shard.bounds(found))
         part = sl[tuple(index)]
-        out = part.to(device=device, dtype=dtype).contiguous()
+        out = pad_to_shard(part.to(device=device, dtype=dtype), shard, found).contiguous()
         self.stats.note(out, part.numel() * part.element_size())
         return out
 

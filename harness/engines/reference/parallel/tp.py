@@ -8,8 +8,12 @@
   summed by ``comm.all_reduce(group="tp")``. O and down.
 - ``vocab``: the embedding's rows (vocab) are split; ids outside a rank's range give 0, and the
   all-reduce assembles the full embedding.
-- ``lm_head`` is ``colwise``: each rank computes logits over its vocab slice; sampling combines
-  them (``greedy_sample``: one all_gather of (max, argmax) per row).
+- ``vocab_colwise`` (``lm_head``): ``colwise`` over the vocabulary; each rank computes logits over
+  its vocab slice; sampling combines them (``greedy_sample``: one all_gather of (max, argmax) per row).
+
+A vocabulary the TP degree does not divide is padded as vLLM pads it: each rank holds ceil(V/tp)
+rows, the last rank's rows past V are zero (the embedding never looks them up: ids are < V), and
+their logits are set to -inf by a hook on the lm_head, so they are never sampled.
 
 Per token and layer that is 2 all-reduces of ``hidden`` elements (O and down), plus one for the
 embedding on the first stage and one all_gather of 2 values per row for sampling on the last.
@@ -35,10 +39,11 @@ LLAMA_TP_PLAN: dict[str, str] = {
     "model.layers.*.mlp.gate_proj": "colwise",
     "model.layers.*.mlp.up_proj": "colwise",
     "model.layers.*.mlp.down_proj": "rowwise",
-    "lm_head": "colwise",
+    "lm_head": "vocab_colwise",
 }
 
-_SPLIT_DIM = {"colwise": 0, "rowwise": 1, "vocab": 0}
+_SPLIT_DIM = {"colwise": 0, "rowwise": 1, "vocab": 0, "vocab_colwise": 0}
+_PADDED = ("vocab", "vocab_colwise")   # split over the vocabulary: padded when tp does not divide it
 
 
 def tp_rank(comm: Comm) -> int:
@@ -83,7 +88,7 @@ def apply_tp(model: nn.Module, plan: dict[str, str], comm: Comm) -> dict[str, Sh
             continue
         if style not in _SPLIT_DIM:
             raise ValueError(f"unknown TP style {style!r} for {name}")
-        shard = Shard(_SPLIT_DIM[style], index, parts)
+        shard = Shard(_SPLIT_DIM[style], index, parts, padded=style in _PADDED)
         global_shape = tuple(module.weight.shape)
         local = shard.local_shape(global_shape)
         if style == "vocab":
@@ -96,6 +101,9 @@ def apply_tp(model: nn.Module, plan: dict[str, str], comm: Comm) -> dict[str, Sh
                 module.in_features, module.out_features = local[1], local[0]
             if style == "rowwise":
                 module.register_forward_hook(_all_reduce_output(comm))
+            lo, hi = shard.bounds(global_shape)
+            if style == "vocab_colwise" and hi - lo < local[0]:
+                module.register_forward_hook(_mask_padding(hi - lo))
         shards[name + ".weight"] = shard
     return shards
 
@@ -106,8 +114,15 @@ def _all_reduce_output(comm: Comm):
     return hook
 
 
+def _mask_padding(real: int):
+    """Logits of the padded vocabulary rows (local columns >= ``real``) become -inf: never the argmax."""
+    def hook(_module, _inputs, output):
+        return output.index_fill(-1, torch.arange(real, output.shape[-1], device=output.device), float("-inf"))
+    return hook
+
+
 def greedy_sample(local_logits: torch.Tensor, comm: Comm) -> torch.Tensor:
-    """Argmax over the full vocabulary from each rank's slice ``[B, vocab/tp]`` -> ids ``[B]`` int64.
+    """Argmax over the full vocabulary from each rank's slice ``[B, ceil(vocab/tp)]`` -> ids ``[B]`` int64.
 
     One all_gather of ``[B, 2]`` float64 (local max, global id; both exact in float64). Ties go
     to the lowest id, as ``torch.argmax``: within a rank argmax takes the first, and across
@@ -123,6 +138,6 @@ def greedy_sample(local_logits: torch.Tensor, comm: Comm) -> torch.Tensor:
     return gathered[..., 1].gather(0, best[None]).squeeze(0).long()
 
 
-def gather_logits(local_logits: torch.Tensor, comm: Comm) -> torch.Tensor:
-    """Full-vocabulary logits from every rank's slice (tests)."""
-    return torch.cat(comm.all_gather(local_logits, "tp"), dim=-1)
+def gather_logits(local_logits: torch.Tensor, comm: Comm, vocab: int | None = None) -> torch.Tensor:
+    """Full-vocabulary logits from every rank's slice (tests); ``vocab``: drop the padded columns."""
+    return torch.cat(comm.all_gather(local_logits, "tp"), dim=-1)[..., :vocab]
