@@ -113,11 +113,20 @@ class FakeNvml:
                     mg.metrics[i].nvmlReturn, mg.metrics[i].value = 0, v
             return mg
 
+        def by_uuid(uuid):
+            self.calls["by_uuid"] += 1
+            prefix, _, i = str(uuid).rpartition("-")
+            if prefix != "GPU-fake" or not i.isdigit() or int(i) >= self.n:
+                raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_FOUND)
+            return int(i)
+
         fns = {
             "nvmlInit": init,
             "nvmlShutdown": shutdown,
             "nvmlDeviceGetCount": lambda: self.n,
             "nvmlDeviceGetHandleByIndex": lambda i: i,  # the handle is the index: the fake keys scripts by it
+            "nvmlDeviceGetHandleByUUID": by_uuid,
+            "nvmlDeviceGetIndex": lambda h: h,
             "nvmlDeviceGetMemoryInfo": mem,
             "nvmlDeviceGetUtilizationRates": util,
             "nvmlDeviceGetPowerUsage": lambda h: self._next("power_mw", h),
@@ -367,3 +376,37 @@ def test_torch_memory_stats_cuda_reads_allocator_peaks(monkeypatch):
     cuda.is_available = lambda: False
     st = torch_memory_stats(0)
     assert st["source"] == "process" and "not available" in st["label"] and st["max_memory_allocated_bytes"] is None
+
+
+def test_devices_by_uuid_exactly_those(monkeypatch):
+    """Device "GPU-fake-i" is NVML index i: the sampler reads the named GPUs only, in the given order."""
+    fake = FakeNvml(4, **_defaults()).install(monkeypatch)
+    rows = run_passes(NvmlSampler(interval_s=60, uuids=["GPU-fake-3", "GPU-fake-1"]), extra=0)
+    assert [r["device"] for r in rows] == [3, 1, 3, 1]
+    assert {dev for (name, dev) in fake.pos if not name.startswith("gpm")} == {1, 3}   # (the fake keys GPM by 0)
+    assert fake.calls["by_uuid"] == 2
+    # one unknown UUID: the other is sampled, the miss is kept; none known: the process instead
+    s = NvmlSampler(interval_s=60, uuids=["GPU-fake-0", "GPU-other"])
+    assert {r["device"] for r in run_passes(s, extra=0)} == {0}
+    assert s.errors == ["device GPU-other: nvmlDeviceGetHandleByUUID: Not Found"]
+    s = NvmlSampler(interval_s=60, uuids=["GPU-other"])
+    assert {r["device"] for r in run_passes(s, extra=0)} == {-1}
+    assert s.note == "NVML unavailable: no NVML device has the UUID(s) GPU-other"
+    with pytest.raises(UsageError, match="devices .* or uuids, not both"):
+        NvmlSampler(devices=[0], uuids=["GPU-fake-0"])
+
+
+def test_summaries_key_a_gpu_by_node_and_index():
+    """Device 0 of two nodes is two GPUs: each moves 3000 B over 2 s = 1500 B/s, not 3000 B/s pooled."""
+    def row(t, node, dev, tx):
+        r = dict.fromkeys(COLUMNS)
+        r.update(t_s=t, device=dev, node=node, nvlink_tx_delta_bytes=tx, gpu_util_pct=50.0 if node == "a" else 70.0)
+        return r
+
+    rows = [row(t, n, 0, None if t == 0 else 1500) for n in ("a", "b") for t in (0.0, 1.0, 2.0)]
+    rows.append(dict(row(0.0, "a", -1, None), cpu_pct=5.0))          # host rows are not a GPU
+    s = nv.summarize_nvml_by_node(rows)
+    assert set(s) == {("a", 0), ("b", 0)}
+    assert [d["mean_nvlink_tx_bytes_per_s"] for d in s.values()] == [1500.0, 1500.0]
+    assert s[("a", 0)]["mean_gpu_util_pct"] == 50.0 and s[("b", 0)]["mean_gpu_util_pct"] == 70.0
+    assert summarize_nvml(rows)[0]["mean_nvlink_tx_bytes_per_s"] == 3000.0   # pooled by index alone: doubled

@@ -48,13 +48,13 @@ def main(args: argparse.Namespace) -> int:
     from harness.spec.spec import load_spec
     spec = load_spec(args.config, args.overrides)
     from harness import emulate as em  # torch: imported after the spec is known to be good
-    from harness.engines.reference.dist import pick_device
+    from harness.engines.reference.dist import LaunchEnv, pick_device
     ranks = em.pick_ranks(spec.layout, args.rank, args.stage)
     if args.iters is not None and args.iters < 1:
         raise UsageError(f"--iters: must be >= 1, got {args.iters}")
     if args.budget_s is not None and args.budget_s <= 0:
         raise UsageError(f"--budget-s: must be > 0, got {args.budget_s}")
-    device = pick_device(spec.run.device, 0, None)
+    device = pick_device(spec.run.device, LaunchEnv(0, 1, 0, 1, None, False), None)   # one process, device 0
     base = em.default_sweep(device)
     sweep = em.Sweep(args.batches or base.batches, args.contexts or base.contexts, args.prefill or base.prefill,
                      args.iters or base.iters, graphs=not args.no_graphs, budget_s=args.budget_s)

@@ -98,7 +98,7 @@ def project(spec, results: list[RankResult], device_label: str, local_gpu: GpuSp
     Scaled to the spec's GPU by the per-point floor ratio when the local device is another GPU."""
     pl = planner.plan(spec)
     base = planner.Timing(spec.shape, spec.layout, spec.gpu, spec.dtype_bytes, spec.run.max_batch,
-                          planner.links(spec.layout, spec.gpu, spec.cluster.gpus_per_node, spec.parallel.gpu_map))
+                          planner.links(spec.layout, spec.gpu, spec.cluster.gpus_per_node))
     scale = (local_gpu is not None and "cpu" not in (local_gpu.name, spec.gpu.name)
              and local_gpu.name != spec.gpu.name)
     tm = MeasuredTiming(*[getattr(base, f) for f in ("shape", "layout", "gpu", "dtype_bytes", "max_batch", "links")],

@@ -29,6 +29,7 @@ except ImportError:  # the CPU twin must still work without nvidia-ml-py
     pynvml = None  # type: ignore[assignment]
 
 from harness.errors import UsageError
+from harness.measure.nvml_devices import device_handles
 from harness.measure.nvml_fields import (
     ALL_LINKS,
     COLUMNS,
@@ -44,10 +45,10 @@ from harness.measure.nvml_fields import GPM_COLUMNS as _GPM_COLUMNS
 from harness.measure.nvml_fields import GPM_METRICS as _GPM_METRICS
 from harness.measure.nvml_fields import NVLINK_FIELDS as _NVLINK_FIELDS
 from harness.measure.nvml_fields import SCALAR_READERS as _SCALAR_READERS
-from harness.measure.nvml_summary import summarize_nvml, torch_memory_stats
+from harness.measure.nvml_summary import summarize_nvml, summarize_nvml_by_node, torch_memory_stats
 
 __all__ = ["ALL_LINKS", "COLUMNS", "GPU_COLUMNS", "HOST_COLUMNS", "HOST_DEVICE", "KIB", "MIB", "NvmlSampler",
-           "counter_delta", "summarize_nvml", "torch_memory_stats"]
+           "counter_delta", "summarize_nvml", "summarize_nvml_by_node", "torch_memory_stats"]
 
 
 @dataclass
@@ -69,17 +70,23 @@ class _Device:
 class NvmlSampler:
     """Background sampler of NVML device telemetry, or of this process when NVML is absent.
 
-    ``devices`` are NVML indices on this node (None: all).  ``clock`` stamps ``t_s`` (one read
-    per pass, shared by that pass's rows); the thread's schedule uses ``time.monotonic``.
+    ``devices`` are NVML indices on this node (None: all); ``uuids`` name the devices instead, by the
+    UUID CUDA reports for them (``harness.engines.reference.dist.device_uuid``), so that a job samples
+    exactly the GPUs its ranks use whatever CUDA_VISIBLE_DEVICES or the CUDA device order did to the
+    indices; an empty list samples no GPU (a CPU rank: this process instead). ``clock`` stamps ``t_s``
+    (one read per pass, shared by that pass's rows); the thread's schedule uses ``time.monotonic``.
     Counters: ``passes`` = sample passes taken (baseline + ``loop_iterations`` + final).
     """
 
     def __init__(self, interval_s: float = 0.1, devices: list[int] | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, uuids: list[str] | None = None) -> None:
         if not interval_s > 0:
             raise UsageError(f"nvml.interval_s: {interval_s!r} must be > 0 seconds, e.g. 0.1")
+        if devices is not None and uuids is not None:
+            raise UsageError("nvml: give devices (NVML indices) or uuids, not both")
         self.interval_s = float(interval_s)
         self._requested = None if devices is None else [int(d) for d in devices]
+        self._uuids = None if uuids is None else [str(u) for u in uuids]
         self._clock = clock
         self.note: str | None = None
         self.errors: list[str] = []
@@ -166,6 +173,8 @@ class NvmlSampler:
 
     def _open_nvml(self) -> str | None:
         """Init NVML and take handles; the reason it is unusable, or None on success."""
+        if self._uuids == []:
+            return "this process uses no GPU"
         if pynvml is None:
             return "nvidia-ml-py (pynvml) is not installed"
         try:
@@ -174,31 +183,20 @@ class NvmlSampler:
             return str(e)
         self._nvml_open = True
         try:
-            count = pynvml.nvmlDeviceGetCount()
-        except pynvml.NVMLError as e:
+            handles, reason = device_handles(self._requested, self._uuids, self.errors)
+        except UsageError:
             self._close()
-            return f"nvmlDeviceGetCount: {e}"
-        if count == 0:
-            self._close()
-            return "no devices"
-        indices = list(range(count)) if self._requested is None else self._requested
-        bad = [i for i in indices if not 0 <= i < count]
-        if bad:
-            self._close()
-            raise UsageError(f"nvml.devices: {bad} not in 0..{count - 1}; pass NVML indices of this node's GPUs")
-        for i in indices:
-            try:
-                dev = _Device(index=i, handle=pynvml.nvmlDeviceGetHandleByIndex(i))
-            except pynvml.NVMLError as e:
-                self.errors.append(f"device {i}: nvmlDeviceGetHandleByIndex: {e}")
-                continue
+            raise
+        for index, handle in handles:
+            dev = _Device(index=index, handle=handle)
             self._setup_nvlink(dev)
             self._setup_gpm(dev)
             self._devices.append(dev)
-        if not self._devices:
+        if reason is None and not self._devices:
+            reason = "no device handle could be opened"
+        if reason is not None:
             self._close()
-            return "no device handle could be opened"
-        return None
+        return reason
 
     def _close(self) -> None:
         for dev in self._devices:

@@ -116,3 +116,14 @@ def summarize_nvml(rows: Iterable[dict]) -> dict[int, dict]:
         summary["mean_cpu_pct"] = _mean(col("cpu_pct"))
         out[dev] = summary
     return out
+
+
+def summarize_nvml_by_node(rows: Iterable[dict]) -> dict[tuple[str, int], dict]:
+    """``summarize_nvml`` per (node, device) of GPU rows (device >= 0): an NVML index names a GPU on its
+    own node only, so device 0 of two nodes is two GPUs, each with its own rates (``node`` as the
+    results' nvml table writes it; rows without one count as one node)."""
+    by_node: dict[str, list[dict]] = {}
+    for r in rows:
+        if r.get("device") is not None and int(r["device"]) >= 0:
+            by_node.setdefault(str(r.get("node") or ""), []).append(r)
+    return {(node, dev): d for node, rs in sorted(by_node.items()) for dev, d in summarize_nvml(rs).items()}

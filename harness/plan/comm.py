@@ -91,11 +91,13 @@ class Links:
     pp_gbps: tuple[float, ...]
 
 
-def links(layout: Layout, gpu: GpuSpec, gpus_per_node: int, gpu_map: list[int] | None = None) -> Links:
+def links(layout: Layout, gpu: GpuSpec, gpus_per_node: int) -> Links:
     """TP groups inside one node use the intra-node link (link_gbps), else the inter-node one
-    (internode_gbps); likewise a PP hop whose two ranks sit on different nodes."""
+    (internode_gbps); likewise a PP hop whose two ranks sit on different nodes. Rank r runs on node
+    r // gpus_per_node (torchrun gives each node a contiguous block of ranks; ``parallel.gpu_map`` only
+    picks the device within the node)."""
     def node(rank: int) -> int:
-        return (gpu_map[rank] if gpu_map else rank) // gpus_per_node
+        return rank // gpus_per_node
 
     tp_inter, pp_inter = [], []
     for s in range(layout.pp):

@@ -154,10 +154,8 @@ def forward_width(spec, wl: WorkloadShape) -> int:
 
 
 def plan(spec, layout: Layout | None = None) -> Plan:
-    """The whole plan of a validated spec; ``layout`` replaces the spec's (as ``--search`` does;
-    the spec's gpu_map then no longer applies)."""
+    """The whole plan of a validated spec; ``layout`` replaces the spec's (as ``--search`` does)."""
     lay = layout or spec.layout
-    gpu_map = spec.parallel.gpu_map if layout is None else None
     shape, gpu, d, r = spec.shape, spec.gpu, spec.dtype_bytes, spec.run
     per_node = spec.cluster.gpus_per_node
     wl = workload_shape(spec.workload)
@@ -177,14 +175,14 @@ def plan(spec, layout: Layout | None = None) -> Plan:
         cap = budget // kvt
         total = w + ws + budget
         fits = free > 0 and cap >= slot
-        ranks.append(RankPlan(k, pl.dp, pl.stage, pl.tp, (gpu_map[k] if gpu_map else k) // per_node,
+        ranks.append(RankPlan(k, pl.dp, pl.stage, pl.tp, k // per_node,
                               lay.layer_split[pl.stage], params, w, kvt, ws, budget, cap, total, mem,
                               mem - total, fits))
         if not fits and pl.dp == 0 and pl.tp == 0:
             why = (f"weights {w / 1e9:.1f} GB + workspace {ws / 1e9:.1f} GB exceed {mem / 1e9:.1f} GB"
                    if free <= 0 else f"KV budget holds {cap} tokens < one {slot}-token slot")
             problems.append(f"stage {pl.stage} does not fit: {why}")
-    lk = links(lay, gpu, per_node, gpu_map)
+    lk = links(lay, gpu, per_node)
     stages = []
     ar_layer = tp_allreduce_bytes_per_layer_per_token(shape, d) if lay.tp > 1 else 0
     pp_tok = pp_bytes_per_token_per_boundary(shape, d)

@@ -89,9 +89,10 @@ def node_count(layout: Layout) -> int:
 
 
 def _gpu_label(rank: int, gpus_per_node: int, gpu_map: list[int] | None) -> str:
+    """Rank r runs on node r // gpus_per_node, on device gpu_map[r % gpus_per_node] there (per-node map)."""
     node, local = divmod(rank, gpus_per_node)
-    if gpu_map:
-        local = gpu_map[rank % len(gpu_map)] if len(gpu_map) > rank else local
+    if gpu_map and len(gpu_map) == gpus_per_node:
+        local = gpu_map[local]
     return f"node{node}/gpu{local}"
 
 

@@ -47,7 +47,7 @@ class ParallelSpec:
     dp: int = 1
     ep: int = 1
     layer_split: list[int] | None = None   # decoder layers per stage
-    gpu_map: list[int] | None = None       # global rank -> GPU index (default: identity)
+    gpu_map: list[int] | None = None       # per node: local rank -> CUDA device index (default: identity)
 
 
 @dataclass
@@ -292,8 +292,9 @@ def validate(spec: Spec, base_dir: Path | None = None) -> None:
         layer_split = tuple(split)
     else:
         layer_split = even_split(shape.num_layers, par.pp)
-    if par.gpu_map is not None and sorted(par.gpu_map) != list(range(world)):
-        raise UsageError(f"parallel.gpu_map: must be a permutation of 0..{world - 1}, got {shown(par.gpu_map)}")
+    if par.gpu_map is not None and sorted(par.gpu_map) != list(range(c.gpus_per_node)):
+        raise UsageError(f"parallel.gpu_map: one device per local rank, the same on every node: a permutation of "
+                         f"0..{c.gpus_per_node - 1} (cluster.gpus_per_node), got {shown(par.gpu_map)}")
     spec.layout = Layout(par.tp, par.pp, par.dp, layer_split)
     # workload
     _validate_workload(w, shape, base_dir)

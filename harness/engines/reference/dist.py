@@ -1,7 +1,7 @@
 """Process groups, backend, device and timeouts. The only reader of torch distributed env vars.
 
 Backend: NCCL when the run uses CUDA, gloo on CPU. Device from ``LOCAL_RANK`` (through the
-spec's ``parallel.gpu_map`` when given). One process group per TP group, PP group and DP group,
+spec's per-node ``parallel.gpu_map`` when given). One process group per TP group, PP group and DP group,
 created on every rank in the same order (torch requires that).
 """
 
@@ -51,17 +51,38 @@ def fail_rank_request() -> int | None:
     return int(v) if v not in (None, "") else None
 
 
-def pick_device(kind: str, local_rank: int, gpu_map: list[int] | None) -> torch.device:
+def device_index(env: LaunchEnv, gpu_map: list[int] | None) -> int:
+    """The CUDA device of this rank on its node: ``gpu_map[LOCAL_RANK]``, identity without a map.
+
+    ``parallel.gpu_map`` is per node (docs/architecture.md, "GPU placement"): entry i is the device
+    index of local rank i on every node, so its length is the processes per node. A map for another
+    count of processes per node is a UsageError here (the spec checked it against gpus_per_node)."""
+    if not gpu_map:
+        return env.local_rank
+    if len(gpu_map) != env.local_world_size:
+        raise UsageError(f"parallel.gpu_map: {len(gpu_map)} entries but this node runs {env.local_world_size} "
+                         "ranks; give one device index per local rank")
+    return gpu_map[env.local_rank]
+
+
+def pick_device(kind: str, env: LaunchEnv, gpu_map: list[int] | None) -> torch.device:
     want_cuda = kind == "cuda" or (kind == "auto" and torch.cuda.is_available())
     if not want_cuda:
         return torch.device("cpu")
     if not torch.cuda.is_available():
         raise UsageError("run.device: cuda requested but no CUDA device is visible; use device: cpu or auto")
-    index = gpu_map[local_rank] if gpu_map else local_rank
+    index = device_index(env, gpu_map)
     if index >= torch.cuda.device_count():
         raise UsageError(f"parallel.gpu_map: GPU {index} requested but only {torch.cuda.device_count()} visible")
     torch.cuda.set_device(index)
     return torch.device("cuda", index)
+
+
+def device_uuid(device: torch.device) -> str:
+    """The NVML name of a CUDA device, 'GPU-<uuid>', from the UUID CUDA reports for it (what
+    ``nvmlDeviceGetHandleByUUID`` takes; a MIG slice's may not resolve, and the sampler then says so)."""
+    uuid = str(torch.cuda.get_device_properties(device).uuid)
+    return uuid if uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}"
 
 
 @dataclass
@@ -97,7 +118,7 @@ def init(layout: Layout, device_kind: str, gpu_map: list[int] | None, timeout_s:
         raise UsageError(f"parallel: the spec needs {layout.world_size} processes (tp*pp*dp) but this world has "
                          f"{env.world_size}; start torchrun with --nproc-per-node/--nnodes that multiply to "
                          f"{layout.world_size}")
-    device = pick_device(device_kind, env.local_rank, gpu_map)
+    device = pick_device(device_kind, env, gpu_map)
     backend = "nccl" if device.type == "cuda" else "gloo"
     timeout = datetime.timedelta(seconds=timeout_s)
     if env.world_size > 1 and not dist.is_initialized():

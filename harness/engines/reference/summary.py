@@ -22,7 +22,7 @@ from harness.engines.base import EngineResult
 from harness.engines.reference.loop import STEP_COLUMNS
 from harness.measure.comm_stats import per_group_op, with_bandwidth
 from harness.measure.metrics import RequestRecord
-from harness.measure.nvml import summarize_nvml
+from harness.measure.nvml import summarize_nvml_by_node
 from harness.measure.stages import pipeline_summary
 from harness.plan import planner
 
@@ -156,7 +156,7 @@ def reference_result(spec, plan, payloads: list[RankPayload], *, complete: bool,
                        "ok": exp == p.param_bytes, "detail": "planner weight bytes vs parameters built"})
 
     nvml_rows = [dict(r, node=p.hostname) for p in payloads for r in p.nvml_rows]
-    nvml = summarize_nvml([r for r in nvml_rows if r.get("device", -1) >= 0]) if nvml_rows else {}
+    nvml = summarize_nvml_by_node(nvml_rows)
     gpu_util = [d["mean_gpu_util_pct"] for d in nvml.values() if d.get("mean_gpu_util_pct") is not None]
     link_bps = spec.gpu.link_gbps * 1e9
     nvlink = [(d.get("mean_nvlink_tx_bytes_per_s") or 0) / link_bps * 100 for d in nvml.values()

@@ -68,7 +68,7 @@ def run_rank(ctx, spec, trace, guard, state: dict, writer) -> RankPayload:
     stage = PipelineStage(ctx, model, spec.run.max_batch, max_tokens)
     profiler = ProfilerWindow(spec.run.profile_steps, ctx, writer_dir=state.get("run_dir"))
     stage.on_step = profiler.step if profiler.enabled else None
-    sampler = NvmlSampler(spec.run.nvml_interval_s) if ctx.env.local_rank == 0 else None
+    sampler = telemetry_sampler(ctx.device, ctx.env.local_rank, spec.run.nvml_interval_s)
     if sampler is not None:
         sampler.start()
     payload = RankPayload(rank=ctx.rank, dp=place.dp, stage=place.stage, tp=place.tp,
@@ -113,6 +113,15 @@ def run_rank(ctx, spec, trace, guard, state: dict, writer) -> RankPayload:
     payload.memory["device_name"] = (torch.cuda.get_device_name(ctx.device) if ctx.device.type == "cuda"
                                      else "cpu")
     return payload
+
+
+def telemetry_sampler(device: torch.device, local_rank: int, interval_s: float) -> NvmlSampler | None:
+    """Each CUDA rank samples exactly its own GPU, found in NVML by the UUID CUDA gives it (not every
+    GPU of a shared node, not an index CUDA and NVML may number differently). On CPU no GPU is used:
+    local rank 0 samples its own process instead (the CPU twin's telemetry)."""
+    if device.type == "cuda":
+        return NvmlSampler(interval_s, uuids=[hdist.device_uuid(device)])
+    return NvmlSampler(interval_s, uuids=[]) if local_rank == 0 else None
 
 
 class ProfilerWindow:

@@ -230,8 +230,9 @@ class Checker:
         return v
 
     def _tp_group_gpus(self, c: Claim) -> Verdict:
-        lay, gmap = self.spec.layout, self.spec.parallel.gpu_map
-        groups = [[gmap[r] if gmap else r for r in g] for g in lay.tp_groups()]
+        lay, gmap, gpn = self.spec.layout, self.spec.parallel.gpu_map, self.spec.cluster.gpus_per_node
+        # GPU numbers run node by node: rank r is on node r // gpn, device gpu_map[r % gpn] there
+        groups = [[r // gpn * gpn + gmap[r % gpn] if gmap else r for r in g] for g in lay.tp_groups()]
         if c.index >= len(groups):
             return Verdict(c.id, c.index, c.text, c.claimed, None, "REFUTED",
                            f"{self.strategy} has {len(groups)} TP groups (0-{len(groups) - 1})", "predicted")
