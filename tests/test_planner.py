@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -231,3 +232,20 @@ def test_planner_search_and_claims_do_not_import_torch():
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip() == "False"
+
+
+def test_check_weights_counts_again_with_accelerate(capsys, tmp_path):
+    """accelerate's compute_module_sizes of each meta-device stage equals the planner's bytes, exactly,
+    and both equal the hand numbers (70B TP2-PP4 bf16; tiny with a vocabulary of 255 at tp=2: padded)."""
+    assert cli.main(["plan", str(CFG_70B), "--json", "--check-weights"]) == 0
+    checks = json.loads(capsys.readouterr().out)["weight_cross_check"]
+    assert len(checks) == 8 and all(c["ok"] for c in checks)
+    assert [c["measured"] for c in checks] == [2 * n for n in (STAGE0_70B,) * 2 + (MID_70B,) * 4 + (LAST_70B,) * 2]
+    from harness.engines.reference.model.accounting import meta_rank_bytes
+    odd = dataclasses.replace(model_preset("tiny"), vocab=255)
+    lay = Layout(2, 1, 1, (8,))
+    layer = (2 * 64 * 64 + 2 * 64 * 32 + 3 * 64 * 128) // 2 + 2 * 64
+    assert meta_rank_bytes(odd, lay, 1, "fp32") == 4 * (8 * layer + 2 * 128 * 64 + 64)   # 128 rows each
+    assert cli.main(["plan", str(CFG_70B), "--check-weights"]) == 0
+    assert "weights cross-check (accelerate compute_module_sizes, meta-device stages): = planner on 8/8 ranks" \
+        in capsys.readouterr().out

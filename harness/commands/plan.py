@@ -1,4 +1,6 @@
-"""``harness plan CONFIG [--json] [--set a.b=c ...] [--search]``: the planner's numbers, no GPU needed.
+"""``harness plan CONFIG [--json] [--set a.b=c ...] [--search] [--check-weights]``: the planner's numbers, no
+GPU needed; ``--check-weights`` counts every rank's weight bytes again with accelerate (exit 1 when they
+differ from the planner's).
 
 Rendering only; the numbers come from harness.plan.planner and harness.plan.search (formulas in
 docs/formulas.md). Tables are plain text under 100 columns.
@@ -22,6 +24,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="override a spec field, e.g. --set parallel.tp=4 (repeatable)")
     p.add_argument("--search", action="store_true",
                    help="rank every (tp, pp, dp) layout of the cluster by capacity under the SLOs")
+    p.add_argument("--check-weights", action="store_true",
+                   help="cross-check every stage's weight bytes with accelerate's module-size accounting of "
+                        "the stage built on the meta device (imports torch: a few seconds more)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -32,8 +37,13 @@ def main(args: argparse.Namespace) -> int:
         print(json.dumps(res.to_dict(), indent=1) if args.json else render_search(spec, res))
         return 0
     pl = plan(spec)
-    print(json.dumps(pl.to_dict(), indent=1) if args.json else render_plan(pl))
-    return 0
+    checks = None
+    if args.check_weights:   # torch and accelerate only when asked: the plan itself needs neither
+        from harness.engines.reference.model.accounting import weight_cross_check
+        checks = weight_cross_check(spec, pl)
+    data = {**pl.to_dict(), "weight_cross_check": checks} if checks is not None else pl.to_dict()
+    print(json.dumps(data, indent=1) if args.json else render_plan(pl, checks))
+    return 0 if not checks or all(c["ok"] for c in checks) else 1
 
 
 def _gb(b: float) -> str:
@@ -74,7 +84,16 @@ def _wrap(first: str, text: str, width: int = 99, indent: int = 17) -> list[str]
     return out + [line]
 
 
-def render_plan(pl: Plan) -> str:
+def render_weight_check(checks: list[dict]) -> list[str]:
+    """The independent count of weight bytes (accelerate, meta-device stages) against the planner's."""
+    bad = [c for c in checks if not c["ok"]]
+    head = (f"weights cross-check (accelerate compute_module_sizes, meta-device stages): "
+            f"{f'differs on {len(bad)}' if bad else f'= planner on {len(checks)}'}/{len(checks)} ranks")
+    return [head] + [f"  MISMATCH {c['name']}: planner {c['expected']:,} B, accelerate {c['measured']:,} B"
+                     for c in bad]
+
+
+def render_plan(pl: Plan, checks: list[dict] | None = None) -> str:
     lay, run, b = pl.layout, pl.run, pl.bounds
     out = [f"plan {pl.name}: {pl.model['name']} {pl.dtype}, TP{lay['tp']}-PP{lay['pp']}-DP{lay['dp']} on "
            f"{pl.cluster['nodes']}x{pl.cluster['gpus_per_node']} {pl.gpu['name']} "
@@ -96,6 +115,7 @@ def render_plan(pl: Plan) -> str:
                    "fits"], rows, left=(0, 1, 2), sep=" ")
     out.append(f"balance: weights eps = {pl.weight_epsilon:.4f}, total eps = {pl.total_epsilon:.4f} "
                f"(max/mean - 1 over ranks)")
+    out += render_weight_check(checks) if checks else []
     c = pl.comm
     out += ["", "Communication per token"]
     if c.tp_allreduces_per_layer:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from harness.engines.base import EngineResult
 from harness.engines.reference.loop import STEP_COLUMNS
+from harness.engines.reference.model.accounting import weight_cross_check
 from harness.measure.comm_stats import per_group_op, with_bandwidth
 from harness.measure.metrics import RequestRecord
 from harness.measure.nvml import summarize_nvml_by_node
@@ -154,6 +155,7 @@ def reference_result(spec, plan, payloads: list[RankPayload], *, complete: bool,
         exp = plan_ranks[p.rank].weight_bytes
         checks.append({"name": f"weights rank {p.rank}", "expected": exp, "measured": p.param_bytes,
                        "ok": exp == p.param_bytes, "detail": "planner weight bytes vs parameters built"})
+    checks += weight_cross_check(spec, plan)
 
     nvml_rows = [dict(r, node=p.hostname) for p in payloads for r in p.nvml_rows]
     nvml = summarize_nvml_by_node(nvml_rows)
