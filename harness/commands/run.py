@@ -181,6 +181,11 @@ def slo_table(summary: dict) -> str:
                  f"goodput {fmt(m.get('request_goodput'), 'req/s')}, output {fmt(m.get('output_throughput'), 'tok/s')}")
     lines.append(f"TTFT p50/p99 {fmt(m.get('p50_ttft_ms'), 'ms')} / {fmt(m.get('p99_ttft_ms'), 'ms')}, "
                  f"TPOT p50/p99 {fmt(m.get('p50_tpot_ms'), 'ms')} / {fmt(m.get('p99_tpot_ms'), 'ms')}")
+    caveat = summary.get("slo_preset") if isinstance(summary.get("slo_preset"), dict) else None
+    if caveat:   # a named preset borrows a benchmark's limits, not its rules
+        lines.append(f"preset {caveat.get('preset')}: {caveat.get('note')}")
+        if caveat.get("warning"):
+            lines.append(f"WARNING: {caveat['warning']}")
     lines.append(f"overall: {summary.get('verdict')}")
     return "\n".join(lines)
 

@@ -59,9 +59,13 @@ def performance(ctx: Ctx) -> Section:
     counts = (f"{m.get('completed', 0)} of {m.get('num_requests', 0)} requests completed "
               f"({m.get('failed', 0)} failed, {m.get('incomplete', 0)} unfinished) over {fmt(m.get('duration_s'))} s; "
               f"warm-up: {m.get('warmup_requests', 0)} requests in {fmt(run.summary.get('warmup_s'))} s, excluded.")
+    caveat = run.summary.get("slo_preset") if isinstance(run.summary.get("slo_preset"), dict) else {}
+    preset = [Text(f"Preset {caveat.get('preset')}: {caveat.get('note')}." + (
+        f" Warning: {caveat['warning']}." if caveat.get("warning") else ""), "note")] if caveat else []
     return Section("Performance vs SLOs", [
         Text(f"Overall: {run.summary.get('verdict')}"), Text(counts),
         Table(hdr, slo_rows) if slo_rows else Text("No SLO targets in the spec: verdict UNMEASURED.", "note"),
+        *preset,
         Table(check_header(ctx), rates),
         Table(["latency (ms)", "mean", "median", "p90", "p99"], lat_rows),
         Image(ctx.plots["latency"], "TTFT / TPOT / E2E CDFs with the SLO targets"),

@@ -12,7 +12,7 @@ from typing import Any, Iterable, Mapping
 
 from harness import SCHEMA_VERSION, __version__
 from harness.measure.metrics import RequestRecord, summarize
-from harness.spec.slo import judge, overall, per_request_thresholds_ms
+from harness.spec.slo import judge, overall, per_request_thresholds_ms, preset_caveat
 
 
 def utc_now() -> str:
@@ -108,6 +108,11 @@ def final_summary(spec: Any, predicted: Mapping[str, Any], result: Any) -> tuple
         "verdict": overall(verdicts) if result.complete else "INCOMPLETE",
         "measured": measured, "predicted": dict(predicted), **result.extra,
     }
+    caveat = preset_caveat(spec.slo.preset, metrics.get("duration_s"))
+    if caveat is not None:
+        summary["slo_preset"] = caveat
+        summary["notes"] = list(summary.get("notes") or []) + [caveat["note"]] + \
+            ([caveat["warning"]] if caveat["warning"] else [])
     requests = []
     for r in records:
         row = r.to_dict()

@@ -36,6 +36,29 @@ SLO_PRESETS: dict[str, list[str]] = {
     "mlperf-llama2-70b-interactive": ["ttft_p99_ms <= 450", "tpot_p99_ms <= 40"],
 }
 
+# What a named preset is, and what it is not: MLPerf's latency limits are borrowed; its rules are not
+# applied (MLCommons inference rules: every scenario runs at least 600 s and a minimum query count, on
+# the dataset's prompts, with an accuracy run beside the performance one).
+PRESET_NOTES: dict[str, str] = {
+    name: ("MLPerf Inference Llama2-70B latency limits only (" + ", ".join(SLO_PRESETS[name]) + "); not an MLPerf "
+           "run: no minimum duration (MLPerf: 600 s) or query count, no accuracy run, random prompts")
+    for name in SLO_PRESETS if name.startswith("mlperf-")}
+PRESET_MIN_DURATION_S: dict[str, float] = {name: 600.0 for name in PRESET_NOTES}
+
+
+def preset_caveat(preset: str | None, duration_s: float | None) -> dict | None:
+    """What a run judged by ``preset`` can and cannot claim: {preset, note, min_duration_s, duration_s,
+    warning}; ``warning`` when the measured duration is below the benchmark's minimum. None: no preset
+    (or one that borrows nothing)."""
+    if preset not in PRESET_NOTES:
+        return None
+    need = PRESET_MIN_DURATION_S[preset]
+    short = duration_s is not None and duration_s < need
+    return {"preset": preset, "note": PRESET_NOTES[preset], "min_duration_s": need, "duration_s": duration_s,
+            "warning": (f"the run measured {duration_s:.0f} s, shorter than MLPerf's minimum {need:.0f} s: its "
+                        "tail latencies rest on fewer requests than an MLPerf result's") if short else None}
+
+
 _TARGET = re.compile(r"^\s*([a-z0-9_.]+)\s*(<=|>=|<|>)\s*([-+0-9.eE]+)\s*$")
 
 
