@@ -223,3 +223,28 @@ def test_label_variants_of_the_seed_format(tmp_path):
         ("stage_layers", 2): "REFUTED", ("stage_memory_gb", 2): "CONFIRMED",     # 40-60 is 21 layers
         ("pp_sendrecv_bytes_per_stage", None): "CONFIRMED"}
     assert v[("stage_layers", 1)].claimed == 20 and v[("stage_layers", 2)].expected == 20
+
+
+def test_more_variants_and_other_models(tmp_path):
+    text = ("TP8-PP2-DP1 for Llama-2-70B-Chat on 16x H100 (2 nodes)\n"
+            "- **Expected Throughput**: 3.5 RPS\n- **Average GPU Utilization**: 80%\n"
+            "- **TP Group 1**: GPUs [8-15] - Stage 1\n- **TP Group 0**: GPU 0, GPU 1, GPU 2, GPU 3, GPU 4, GPU 5, "
+            "GPU 6, GPU 7\n- **Activation Transfer**: 16 KB per stage\n- **Model Memory**: 138GB\n")
+    rep = verify(load_claims(_write_md(tmp_path, text)))
+    assert rep.model["name"] == "llama2-70b"
+    v = {(x.id, x.index): x for x in rep.claims}
+    assert v[("tp_group_gpus", 1)].claimed == list(range(8, 16)) and v[("tp_group_gpus", 1)].verdict == "CONFIRMED"
+    assert v[("tp_group_gpus", 0)].claimed == list(range(8)) and v[("tp_group_gpus", 0)].verdict == "CONFIRMED"
+    assert v[("pp_sendrecv_bytes_per_stage", None)].verdict == "CONFIRMED"      # 8192 x 2 B, KB read as KiB
+    mm = v[("model_memory_gb", None)]                                         # 68,976,648,192 x 2 B = 137.95 GB
+    assert mm.verdict == "CONFIRMED" and mm.expected == pytest.approx(137.953296384)
+    assert v[("throughput_rps", None)].verdict == v[("gpu_utilization_pct", None)].verdict == "UNVERIFIED"
+    # Llama 3.3 70B has Llama 3's shape
+    assert verify(load_claims(_write_md(tmp_path, "Llama 3.3 70B, TP2-PP4 on 8x H100\n- **Total GPUs**: 8\n"))
+                  ).model["name"] == "llama3-70b"
+
+
+def _write_md(tmp_path, text: str):
+    p = tmp_path / "v.md"
+    p.write_text(text)
+    return p

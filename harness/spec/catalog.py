@@ -67,6 +67,13 @@ MODEL_PRESETS: dict[str, ModelShape] = {
         intermediate=53248, vocab=128256, max_context=131072,
         rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
                       "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}),
+    # Sources: the config.json files published with Meta's Llama 2 checkpoints (MLPerf's Llama2-70B).
+    "llama2-70b": ModelShape("llama2-70b", hidden=8192, num_layers=80, num_heads=64, num_kv_heads=8,
+                             head_dim=128, intermediate=28672, vocab=32000, max_context=4096, rope_theta=10000.0),
+    "llama2-13b": ModelShape("llama2-13b", hidden=5120, num_layers=40, num_heads=40, num_kv_heads=40,
+                             head_dim=128, intermediate=13824, vocab=32000, max_context=4096, rope_theta=10000.0),
+    "llama2-7b": ModelShape("llama2-7b", hidden=4096, num_layers=32, num_heads=32, num_kv_heads=32,
+                            head_dim=128, intermediate=11008, vocab=32000, max_context=4096, rope_theta=10000.0),
     # The CPU twin: same architecture, small enough for 8 gloo ranks on 2 cores.
     "tiny": ModelShape("tiny", hidden=64, num_layers=8, num_heads=4, num_kv_heads=2, head_dim=16,
                        intermediate=128, vocab=256, max_context=512, rope_theta=10000.0,
@@ -80,6 +87,8 @@ MODEL_ALIASES = {
     "llama3.1-405b-instruct": "llama3.1-405b", "llama-3.1-405b": "llama3.1-405b",
     "llama3.1-70b": "llama3-70b", "llama3.1-70b-instruct": "llama3-70b",
     "llama3.1-8b": "llama3-8b", "llama3.1-8b-instruct": "llama3-8b",
+    "llama-2-70b": "llama2-70b", "llama2-70b-chat": "llama2-70b", "llama-2-13b": "llama2-13b",
+    "llama2-13b-chat": "llama2-13b", "llama-2-7b": "llama2-7b", "llama2-7b-chat": "llama2-7b",
 }
 
 

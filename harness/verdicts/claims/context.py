@@ -6,6 +6,7 @@ for the claims (other hardware, model, layout, or an incomplete run).
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from typing import Any
 import yaml
 
 from harness.errors import UsageError
-from harness.spec.catalog import gpu_spec, model_preset
+from harness.spec.catalog import MODEL_PRESETS, gpu_spec, model_preset
 from harness.spec.spec import load_spec, spec_from_dict
 from harness.verdicts.claims.parse import ClaimsDoc
 
@@ -33,12 +34,13 @@ class RunResults:
 
 def _preset(name: str):
     base = name.lower().replace("-instruct", "").replace("-chat", "")
-    for cand in (name, base, base.replace("llama3.1-", "llama3-"), base.replace("llama3-", "llama3.1-")):
+    same_shape = re.sub(r"^llama3\.\d-", "llama3-", base)     # 3.1 / 3.3 70B and 3.1 8B: the shapes of 3.0
+    for cand in (name, base, same_shape, base.replace("llama3-", "llama3.1-")):
         try:
             return model_preset(cand)
         except UsageError:
             continue
-    raise UsageError(f"report: model {name!r} is not a known preset (llama3-70b, llama3-8b, llama3.1-405b); "
+    raise UsageError(f"report: model {name!r} is not a known preset ({', '.join(MODEL_PRESETS)}); "
                      "give --config CONFIG with model.config")
 
 

@@ -162,12 +162,17 @@ MAX_GPUS = 1 << 16    # no cluster a report describes holds more; a wider range 
 
 
 def _gpu_list(value: str) -> list[int] | None:
-    """'GPUs [0,1]', 'GPUs 0, 1', 'GPUs 0-3' or 'GPUs 0-1, 4-5'."""
-    m = _first(r"\[([\d,\s]+)\]", value) or _first(r"GPUs?\s*:?\s*(\d+(?:\s*[,–-]\s*\d+)*)", value)
+    """'GPUs [0,1]', 'GPUs [0-7]', 'GPUs 0, 1', 'GPUs 0-3', 'GPUs 0-1, 4-5' or 'GPU 0, GPU 1'."""
+    each = re.findall(r"\bGPU[-_ #]?(\d+)\b", value, re.I)
+    if len(each) > 1:
+        return [int(x) for x in each[:MAX_GPUS]]
+    m = _first(r"\[([\d,\s–-]+)\]", value) or _first(r"GPUs?\s*:?\s*(\d+(?:\s*[,–-]\s*\d+)*)", value)
     if not m:
         return None
     out: list[int] = []
     for item in m.group(1).split(","):
+        if not item.strip():
+            continue
         ends = [int(x) for x in re.split(r"\s*[-–]\s*", item.strip()) if x]
         if len(ends) == 2 and ends[1] - ends[0] >= MAX_GPUS or len(out) + len(ends) > MAX_GPUS:
             raise UsageError(f"GPUs {item.strip()!r} name more than {MAX_GPUS} GPUs; list the group's GPUs")
@@ -243,14 +248,15 @@ RULES: list[tuple[str, Callable]] = [
      _memory_per_gpu),
     (r"^(gpu )?memory (utili[sz]ation|efficiency)", _memory_utilization),
     (r"^(memory balance|load balance|memory distribution)", _balance),
-    (r"^(throughput|request throughput)", _simple("throughput_rps", _plain)),
-    (r"^(gpu|sm|compute) utili[sz]ation", _simple("gpu_utilization_pct", _pct)),
+    (r"^(expected |estimated |measured |achieved |overall )?(request )?throughput", _simple("throughput_rps", _plain)),
+    (r"^(average |mean |expected |estimated )?(gpu|sm|compute) utili[sz]ation", _simple("gpu_utilization_pct", _pct)),
     (r"^nvlink\b.*(utili[sz]ation|usage)", _simple("nvlink_utilization_pct", _pct)),
     (r"bubble|^pipeline efficiency", _bubble),
     (r"^tp group (\d+)\b", _tp_group),
     (r"^(?:pp |pipeline )?stage (\d+)\b", _stage),
     (r"all-?reduce|^tensor parallel", _simple("tp_allreduce_bytes_per_layer", _bytes_value)),
-    (r"send/?recv|^pipeline (parallel|communication)|p2p", _simple("pp_sendrecv_bytes_per_stage", _bytes_value)),
+    (r"send/?recv|^pipeline (parallel|communication)|p2p|^activation (transfer|communication|size)",
+     _simple("pp_sendrecv_bytes_per_stage", _bytes_value)),
     (r"slos?\b", _slo),
     (r"^latency", _latency),
 ]
