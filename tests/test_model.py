@@ -219,3 +219,21 @@ def test_greedy_sample_single_rank_ties_to_lowest_id():
     comm = single_process_comm()
     logits = torch.tensor([[0.0, 2.0, 2.0, 1.0], [5.0, 1.0, 5.0, 5.0]])
     assert greedy_sample(logits, comm).tolist() == [1, 0]
+
+
+def test_padded_vocab_shards_hold_the_real_rows_then_zeros(tiny, hf, tmp_path):
+    """Vocabulary 255 over tp=2: part 0 holds rows 0-127, part 1 rows 128-254 and one zero row (vLLM's
+    padding), from seeded weights and from a checkpoint alike; an unpadded uneven split stays an error."""
+    odd = dataclasses.replace(tiny, vocab=255)
+    ref = hf.model(odd, seed=3)
+    ref.save_pretrained(tmp_path, safe_serialization=True)
+    full = ref.state_dict()["model.embed_tokens.weight"]
+    seeded_full = SeededWeights(5).load("lm_head.weight", (255, 64), None, torch.float32, CPU)
+    for source, want in ((CheckpointWeights(tmp_path), full), (SeededWeights(5), seeded_full)):
+        name = "model.embed_tokens.weight" if isinstance(source, CheckpointWeights) else "lm_head.weight"
+        p0 = source.load(name, (255, 64), Shard(0, 0, 2, padded=True), torch.float32, CPU)
+        p1 = source.load(name, (255, 64), Shard(0, 1, 2, padded=True), torch.float32, CPU)
+        assert p0.shape == p1.shape == (128, 64)
+        assert torch.equal(p0, want[:128]) and torch.equal(p1[:127], want[128:]) and not p1[127].any()
+    with pytest.raises(UsageError, match="2 does not divide a weight dimension of 255"):
+        Shard(0, 1, 2).local_shape((255, 64))

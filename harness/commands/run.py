@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 from pathlib import Path
 
 from harness.errors import EXIT_FAIL, EXIT_INCOMPLETE, EXIT_PASS, UsageError
@@ -183,9 +184,9 @@ def slo_table(summary: dict) -> str:
                  f"TPOT p50/p99 {fmt(m.get('p50_tpot_ms'), 'ms')} / {fmt(m.get('p99_tpot_ms'), 'ms')}")
     caveat = summary.get("slo_preset") if isinstance(summary.get("slo_preset"), dict) else None
     if caveat:   # a named preset borrows a benchmark's limits, not its rules
-        lines.append(f"preset {caveat.get('preset')}: {caveat.get('note')}")
+        lines += textwrap.wrap(f"preset {caveat.get('preset')}: {caveat.get('note')}", 99, subsequent_indent="  ")
         if caveat.get("warning"):
-            lines.append(f"WARNING: {caveat['warning']}")
+            lines += textwrap.wrap(f"WARNING: {caveat['warning']}", 99, subsequent_indent="  ")
     lines.append(f"overall: {summary.get('verdict')}")
     return "\n".join(lines)
 
