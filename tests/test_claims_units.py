@@ -143,7 +143,8 @@ def test_seed_known_wrong_numbers_stay_refuted(tmp_path):
 
 
 def test_claims_without_units_are_judged_as_before(tmp_path):
-    text = report(DECIMAL).replace("20 layers", "21 layers", 1).replace("Total GPUs Required**: 8", "Total GPUs Required**: 16")
+    text = report(DECIMAL).replace("20 layers", "21 layers", 1)
+    text = text.replace("Total GPUs Required**: 8", "Total GPUs Required**: 16")
     v = check(tmp_path, text)
     assert v[("stage_layers", 0)].verdict == "REFUTED" and v[("stage_layers", 1)].verdict == "CONFIRMED"
     assert v[("total_gpus", None)].verdict == "REFUTED" and v[("total_gpus", None)].reading is None

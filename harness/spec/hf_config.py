@@ -90,7 +90,8 @@ def _check_raw(raw: dict, p: Path, field: str) -> None:
             raise UsageError(f"{field}: {p}: {key} = {_short(raw[key])}: projections with biases are not "
                              f"implemented (their bias would never be loaded); use {key}: false")
     if raw.get("tie_word_embeddings") not in (None, True, False):
-        raise UsageError(f"{field}: {p}: tie_word_embeddings = {_short(raw['tie_word_embeddings'])}; give true or false")
+        raise UsageError(f"{field}: {p}: tie_word_embeddings = {_short(raw['tie_word_embeddings'])}; "
+                         "give true or false")
     for key in ("rope_scaling", "rope_parameters"):
         rs = raw.get(key)
         if rs is None:
