@@ -1,8 +1,10 @@
 """Claims of a seed-format markdown report, read from "**Label**: value" lines by label (see RULES).
 
-Each claim keeps its source line and the half unit of its last stated digit (``quantum``) for the
-tolerance rule of harness.verdicts.claims.verify. Canonical units: GB = 1e9 bytes, bytes, percent,
-fractions (ε, bubble), requests/s.
+Each claim keeps its source line, the half unit of its last stated digit (``quantum``) for the
+tolerance rule of harness.verdicts.claims.verify, the size unit it was stated in (whose readings,
+GB as 10^9 B or GiB ..., harness.verdicts.claims.units gives), the capacity a percentage is "of",
+and whether it states a bound ("< 0.05"). Canonical units (decimal reading): GB = 1e9 bytes, bytes,
+percent, fractions (ε, bubble), requests/s.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Read a strategy report into claims: a claims YAML (docs/claims.md) or a seed-format markdown report.
 
 The entry point ``load_claims`` picks the reader. The records live in claim, the whole-text facts
-(model, hardware, strategy) in facts, the markdown label rules in markdown_rules and the YAML
-schema in yaml_schema; their public names are re-exported here.
+(model, hardware, strategy) in facts, the markdown label rules in markdown_rules, the YAML schema in
+yaml_schema and the readings of size units in units; their public names are re-exported here.
 """
 
 from __future__ import annotations
