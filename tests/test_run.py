@@ -69,6 +69,9 @@ def test_every_cross_check_holds_and_measured_bytes_per_token(demo_run):
     s = _summary(demo_run.run_dir)
     bad = [c for c in s["cross_checks"] if not c["ok"]]
     assert not bad, bad
+    # every rank's weight bytes counted a third way, by accelerate on its meta-device stage
+    assert sorted(c["name"] for c in s["cross_checks"] if "(accelerate)" in c["name"]) == \
+        sorted(f"weights rank {r} (accelerate)" for r in range(8))
     spec = load_spec(DEMO_CONFIG)
     hidden, d = spec.shape.hidden, spec.dtype_bytes
     assert s["measured"]["tp_allreduce_bytes_per_layer"] == 2 * hidden * d     # 2 all-reduces per layer

@@ -16,6 +16,7 @@ import torch
 
 from harness.engines.reference import dist as hdist
 from harness.engines.reference.loop import ServeLoop
+from harness.engines.reference.model.accounting import meta_rank_bytes
 from harness.engines.reference.model.build import build_stage
 from harness.engines.reference.model.weights import CheckpointWeights, SeededWeights
 from harness.engines.reference.parallel.pp import PipelineStage
@@ -52,6 +53,8 @@ def run_rank(ctx, spec, trace, guard, state: dict, writer) -> RankPayload:
     dtype = DTYPES[spec.model.dtype]
     weights = CheckpointWeights(spec.model.checkpoint) if spec.model.checkpoint else SeededWeights(spec.run.seed)
     model = build_stage(spec.shape, spec.layout, place, ctx.comm, dtype=dtype, device=ctx.device, weights=weights)
+    # counted before serving: after a torch.profiler window the CPU heap is not to be trusted (engine.close)
+    counted = meta_rank_bytes(spec.shape, spec.layout, ctx.rank, spec.model.dtype)
     plan = make_plan(spec)
     max_seq = spec.run.max_seq_len or spec.shape.max_context
     num_slots = _slots(plan, spec, max_seq)
@@ -73,7 +76,8 @@ def run_rank(ctx, spec, trace, guard, state: dict, writer) -> RankPayload:
         sampler.start()
     payload = RankPayload(rank=ctx.rank, dp=place.dp, stage=place.stage, tp=place.tp,
                           coordinator=place.stage == 0 and place.tp == 0, hostname=os.uname().nodename,
-                          param_bytes=param_bytes, kv_bytes=kv_bytes, num_slots=num_slots)
+                          param_bytes=param_bytes, kv_bytes=kv_bytes, num_slots=num_slots,
+                          accelerate_weight_bytes=counted)
     clock = time.monotonic
     if payload.coordinator:
         ticker = _Progress(ctx.rank == 0, state, writer)

@@ -6,6 +6,8 @@ device (no memory): the stage's modules, then the TP plan shrinking them to this
 (padding included); and accelerate's module-size accounting (``accelerate.utils.compute_module_sizes``,
 what ``infer_auto_device_map`` plans with) counts its parameters at the run's dtype. Two
 computations that share no arithmetic: when they disagree the formula (or the model code) is wrong.
+Every rank of a run counts its own stage before serving (``cross_checks`` of its summary);
+``harness plan --check-weights`` counts every stage without a run.
 """
 
 from __future__ import annotations
