@@ -194,6 +194,8 @@ SUMMARY_TYPES = Fields({
     "comm": ListOf(Fields({"group": str, "op": str, "ops": NUM, "bytes": NUM, "time_s": Opt(NUM)})),
     "failure": Opt(Fields({"rank": int, "kind": str, "stage": Opt(int), "signal": Opt(str), "message": Opt(str)})),
     "engine": Opt(MapOf(ANY)),
+    "slo_preset": Opt(Fields({"preset": str, "note": str, "min_duration_s": NUM, "duration_s": Opt(NUM),
+                              "warning": Opt(str)})),
 })
 
 
