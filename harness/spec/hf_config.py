@@ -17,9 +17,8 @@ import json
 import math
 import re
 from pathlib import Path
-from typing import Any
 
-from harness.errors import UsageError
+from harness.errors import UsageError, shown
 from harness.spec.catalog import ModelShape
 
 SIZES = ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "intermediate_size",
@@ -27,11 +26,6 @@ SIZES = ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_val
 MAX_SIZE = 2**31 - 1      # torch indexes with int64, but no dimension of a real model comes near int32
 LLAMA3_ROPE = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
 ACTIVATIONS = ("silu", "swish")     # transformers' ACT2FN: both are x * sigmoid(x)
-
-
-def _short(v: Any) -> str:
-    r = repr(v)
-    return r if len(r) <= 60 else r[:57] + "..."
 
 
 def model_from_hf_config(path: str | Path, field: str = "model.config") -> ModelShape:
@@ -65,39 +59,39 @@ def _positive(raw: dict, key: str, p: Path, field: str) -> None:
     if v is None:
         return
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-        raise UsageError(f"{field}: {p}: {key} = {_short(v)}; it must be a finite number > 0")
+        raise UsageError(f"{field}: {p}: {key} = {shown(v)}; it must be a finite number > 0")
 
 
 def _check_raw(raw: dict, p: Path, field: str) -> None:
     """What must hold before transformers computes with the values (it divides by the head count)."""
     kind = raw.get("model_type", "llama")
     if kind != "llama":
-        raise UsageError(f"{field}: {p}: model_type {_short(kind)} is not supported; only Llama configs are")
+        raise UsageError(f"{field}: {p}: model_type {shown(kind)} is not supported; only Llama configs are")
     for key in SIZES:
         v = raw.get(key)
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_SIZE):
-            raise UsageError(f"{field}: {p}: {key} = {_short(v)}; it must be a whole number in 1..{MAX_SIZE}")
+            raise UsageError(f"{field}: {p}: {key} = {shown(v)}; it must be a whole number in 1..{MAX_SIZE}")
     for key in ("rms_norm_eps", "rope_theta"):
         _positive(raw, key, p, field)
     _consistent(raw.get("hidden_size"), raw.get("num_attention_heads"), raw.get("num_key_value_heads"),
                 raw.get("head_dim"), f"{field}: {p}")
     act = raw.get("hidden_act", "silu")
     if act not in ACTIVATIONS:
-        raise UsageError(f"{field}: {p}: hidden_act {_short(act)} is not implemented (the MLP is SiLU-gated); "
+        raise UsageError(f"{field}: {p}: hidden_act {shown(act)} is not implemented (the MLP is SiLU-gated); "
                          "use a config with hidden_act silu")
     for key in ("attention_bias", "mlp_bias"):
         if raw.get(key) not in (None, False):
-            raise UsageError(f"{field}: {p}: {key} = {_short(raw[key])}: projections with biases are not "
+            raise UsageError(f"{field}: {p}: {key} = {shown(raw[key])}: projections with biases are not "
                              f"implemented (their bias would never be loaded); use {key}: false")
     if raw.get("tie_word_embeddings") not in (None, True, False):
-        raise UsageError(f"{field}: {p}: tie_word_embeddings = {_short(raw['tie_word_embeddings'])}; "
+        raise UsageError(f"{field}: {p}: tie_word_embeddings = {shown(raw['tie_word_embeddings'])}; "
                          "give true or false")
     for key in ("rope_scaling", "rope_parameters"):
         rs = raw.get(key)
         if rs is None:
             continue
         if not isinstance(rs, dict):
-            raise UsageError(f"{field}: {p}: {key} = {_short(rs)}; give a mapping with rope_type, or null")
+            raise UsageError(f"{field}: {p}: {key} = {shown(rs)}; give a mapping with rope_type, or null")
         _check_rope(rs, f"{field}: {p}: {key}")
 
 
@@ -106,14 +100,14 @@ def _check_rope(rs: dict, where: str) -> None:
     if kind in (None, "default"):
         return
     if kind != "llama3":
-        raise UsageError(f"{where}.rope_type {_short(kind)} is not implemented; use llama3 or the default rope")
+        raise UsageError(f"{where}.rope_type {shown(kind)} is not implemented; use llama3 or the default rope")
     missing = [k for k in LLAMA3_ROPE if rs.get(k) is None]
     if missing:
         raise UsageError(f"{where}: llama3 rope scaling lacks {', '.join(missing)}; it needs {', '.join(LLAMA3_ROPE)}")
     for k in LLAMA3_ROPE:
         v = rs[k]
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-            raise UsageError(f"{where}.{k} = {_short(v)}; it must be a finite number > 0")
+            raise UsageError(f"{where}.{k} = {shown(v)}; it must be a finite number > 0")
     if not rs["low_freq_factor"] < rs["high_freq_factor"]:
         raise UsageError(f"{where}: low_freq_factor {rs['low_freq_factor']} must be below high_freq_factor "
                          f"{rs['high_freq_factor']}")

@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from harness.errors import UsageError
+from harness.errors import UsageError, shown
 from harness.verdicts.claims.claim import CLAIM_IDS, PER_GROUP, PER_STAGE, Claim, ClaimsDoc, number
 from harness.verdicts.claims.facts import GPU_NAMES, STRATEGY, read_facts
 
@@ -22,13 +22,8 @@ def _count(v: Any, where: str) -> int | None:
     if v is None:
         return None
     if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 1 << 20:
-        raise UsageError(f"{where}: give a whole number >= 1, got {_short(v)}")
+        raise UsageError(f"{where}: give a whole number >= 1, got {shown(v)}")
     return v
-
-
-def _short(v: Any) -> str:
-    r = repr(v)
-    return r if len(r) <= 60 else r[:57] + "..."
 
 
 _DOC_KEYS = ("schema_version", "model", "dtype", "hardware", "strategy", "config", "claims")
@@ -122,14 +117,14 @@ def _num(v: Any, where: str) -> float:
         try:
             return float(number(v, where)[0])
         except UsageError:
-            raise UsageError(f"{where}: expected a number, got {_short(v)}") from None
+            raise UsageError(f"{where}: expected a number, got {shown(v)}") from None
     if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise UsageError(f"{where}: expected a number, got {_short(v)}")
+        raise UsageError(f"{where}: expected a number, got {shown(v)}")
     try:
         f = float(v)
     except OverflowError:
         f = math.inf
     if not math.isfinite(f):
-        raise UsageError(f"{where}: {_short(v)} is not a finite number; give the claimed value")
+        raise UsageError(f"{where}: {shown(v)} is not a finite number; give the claimed value")
     return f
 
