@@ -56,7 +56,7 @@ def _deployment(args: argparse.Namespace, data: dict) -> tuple[dict, dict, dict,
         header = summary_header(spec)
         header["hardware"]["backend"] = None   # the server's own collectives are not in the file
         return spec.to_dict(), header["hardware"], header["layout"], spec.slo_targets, make_plan(spec).to_dict()
-    from harness.spec.catalog import model_from_hf_config
+    from harness.spec.hf_config import model_from_hf_config
     from harness.spec.layout import even_split
 
     model_id = str(data.get("model_id") or "")
