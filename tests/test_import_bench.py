@@ -55,8 +55,8 @@ def test_summary_reproduces_the_files_numbers(imported, name):
     eng = run.summary["engine"]
     assert eng["kind"] == "openai" and eng["backend"] == "vllm" and eng["unreproduced"] == []
     assert run.engine_kind() == "openai" and run.complete
-    assert run.absent == {"steps", "comm", "stages", "nvml", "memory"}
-    assert run.absent_note("comm") == "not traced (openai engine: no comm table)"
+    assert run.absent == {"steps", "comm", "stages", "nvml", "memory", "server_metrics"}
+    assert run.absent_note("comm") == "not traced (external engine openai: no comm table)"
 
 
 def test_requests_table_and_spec_say_what_the_file_says(imported):
@@ -104,7 +104,7 @@ def test_round_trip_file_run_file(imported, name):
 def test_report_compare_history_and_claims_read_it(imported, tmp_path, capsys):
     assert cli(["report", str(imported / "goodput")]) == 0
     md = (imported / "goodput" / "report.md").read_text()
-    assert "not traced (openai engine: no comm table)" in md and "imported from" in md
+    assert "not traced (external engine openai: no comm table)" in md and "imported from" in md
     assert "| TTFT | 569 | 548 | 899 | 1,235 |" in md        # the file's mean/median/p90/p99 TTFT
     assert cli(["compare", str(imported / "poisson"), str(imported / "goodput")]) in (0, 1)
     hist = tmp_path / "runs"

@@ -7,6 +7,9 @@ Inside a torchrun world (``torchrun ... -m harness run CONFIG``, as Slurm jobs s
 rank of the run: it builds the trace, opens the writer on rank 0 and calls the engine seam
 (``harness.engines.base.Engine.serve``); rank 0 writes the summary from the engine's result.
 
+An external engine (``engine.kind: vllm | openai``) runs in this process instead:
+``harness.commands.run_external``.
+
 Exit codes: 0 run complete and every SLO met; 1 run complete and some SLO missed; 2 bad input;
 3 run failed or interrupted (results on disk marked incomplete).
 """
@@ -57,6 +60,9 @@ def main(args: argparse.Namespace) -> int:
         run_dir = Path(args.results_dir) if args.results_dir else default_run_dir(spec.name)
         return serve(ReferenceEngine(run_dir, guard), spec, run_dir, reports=env.rank == 0)
     spec = load_spec(args.config, args.overrides)
+    if spec.engine.kind != "reference":      # a server, driven from this process
+        from harness.commands.run_external import main_external
+        return main_external(spec, args, sys.modules[__name__])   # this verb's steps, without an import cycle
     check_launch(spec, args)
     if args.find_capacity:
         return find_capacity(spec, args)
@@ -100,10 +106,11 @@ def serve(engine, spec, run_dir: Path, reports: bool) -> int:
     return EXIT_PASS if result.complete and not stopped else EXIT_INCOMPLETE
 
 
-def find_capacity(spec, args: argparse.Namespace) -> int:
+def find_capacity(spec, args: argparse.Namespace, launch_probe=None) -> int:
     """One run per probe under <results-dir>/probe-NN; capacity.json records every probe. A probe that
     fails or times out is recorded as failed and ends the search (exit 3), capacity.json holding
-    what the probes before it found."""
+    what the probes before it found. ``launch_probe(spec, args) -> exit code`` runs one probe
+    (default: ``launch``, a torchrun world)."""
     from harness.results.atomic import atomic_write_json
     from harness.results.writer import check_new_run_dir, default_run_dir, read_summary_file
     from harness.spec.spec import load_spec
@@ -133,7 +140,7 @@ def find_capacity(spec, args: argparse.Namespace) -> int:
         except UsageError as e:       # e.g. the doubling passed a field's limit: the search ends there
             stopped["stopped"] = f"probe {field}={value}: {e}"
             break
-        rc = launch(probe_spec, probe_args)
+        rc = (launch_probe or launch)(probe_spec, probe_args)
         summary = read_summary_file(probe_dir) or {}
         metrics = summary.get("metrics") if isinstance(summary.get("metrics"), dict) else {}
         row = {"probe": len(probes), field: value, "verdict": summary.get("verdict", "INCOMPLETE"),

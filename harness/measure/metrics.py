@@ -11,6 +11,8 @@ Per-request definitions (r is one record, n = tokens it produced, see :func:`tok
 * ITL_i  = token_times_s[i] − token_times_s[i−1], i = 1 … n−1; all requests' ITLs pooled
 * queue  = r.admitted_s − r.arrival_s
 * client queue = r.sent_s − r.arrival_s          (0 when the request went out at its arrival)
+  (for the harness's own client of an external engine this is its lag against the schedule:
+  :func:`client_lag`, a slow client, not a slow server)
 
 Latency origin. ``vllm bench serve`` measures TTFT and E2EL from the moment its client SENT the
 request, which is later than the scheduled arrival when a client-side concurrency cap held it
@@ -117,6 +119,22 @@ def e2e_s(r: RequestRecord, origin: str = "arrival") -> float | None:
 def client_queue_s(r: RequestRecord) -> float:
     """Client queue = sent − arrival_s (0 when the request went out at its arrival)."""
     return start_s(r, "send") - r.arrival_s
+
+
+def client_lag(records: Sequence[RequestRecord], warn_ms: float = 5.0) -> dict[str, Any] | None:
+    """The client's lag (:func:`client_queue_s`) over the non-warm-up requests that carry ``sent_s``:
+    ``sent``, ``p50_ms``, ``p99_ms``, ``max_ms`` (same percentile rule as everywhere) and ``warning``
+    (text when p99 > ``warn_ms``, else None); None when no request carries ``sent_s``."""
+    lags = [client_queue_s(r) for r in records if not r.warmup and r.sent_s is not None]
+    if not lags:
+        return None
+    st = _ms(stats(lags))
+    warning = None
+    if st["p99"] > warn_ms:
+        warning = (f"client lag p99 {st['p99']:.1f} ms > {warn_ms:g} ms: the harness's client sent requests late "
+                   f"against the schedule; latencies include that delay (a slow client, not a slow server)")
+    return {"sent": len(lags), "p50_ms": st["p50"], "p99_ms": st["p99"], "max_ms": max(lags) * 1e3,
+            "warning": warning}
 
 
 def tpot_s(r: RequestRecord) -> float | None:

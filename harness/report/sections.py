@@ -25,6 +25,7 @@ from harness.report.rows import (
     fmt_s,
     predicted_claims,
 )
+from harness.report.sections_engine import engine_section
 from harness.report.sections_pipeline import communication, dag_section, pp_stages, tp_groups
 from harness.report.sections_resources import hardware, load_balancing, memory
 
@@ -155,8 +156,9 @@ def cross_checks(ctx: Ctx) -> Section:
 
 
 def build_sections(ctx: Ctx) -> list[Section]:
-    out = [hardware(ctx), memory(ctx), performance(ctx), load_balancing(ctx), tp_groups(ctx), pp_stages(ctx),
-           communication(ctx), dag_section(ctx), nodes_to_modify(ctx)]
+    out = [hardware(ctx), memory(ctx), performance(ctx), engine_section(ctx), load_balancing(ctx), tp_groups(ctx),
+           pp_stages(ctx), communication(ctx), dag_section(ctx), nodes_to_modify(ctx)]
+    out = [s for s in out if s is not None]     # engine_section: external engines only
     c = claims(ctx)
     if c is not None:
         out.append(c)
@@ -175,6 +177,10 @@ def intro(ctx: Ctx) -> list:
                   f"({hw.get('backend')}) · tp {lay.get('tp')} pp {lay.get('pp')} dp {lay.get('dp')} "
                   f"split {lay.get('layer_split')}"),
              Text(f"Run directory: {ctx.run.path}")]
+    eng = s.get("engine") if isinstance(s.get("engine"), dict) else None
+    if eng and eng.get("kind") not in (None, "reference"):
+        lines.append(Text(f"Served by an external engine: {eng.get('kind')} {eng.get('version') or ''}".rstrip()
+                          + " (see System under test); no communication or stage trace."))
     if not s.get("complete"):
         lines.append(Text("This run did not finish: every number below covers only what completed.", "note"))
     return lines

@@ -41,8 +41,16 @@ class Run:
         if name not in self.absent:
             return None
         what = {"comm": "not traced", "stages": "no stage timing", "steps": "no step records",
-                "nvml": "no device sampling", "memory": "no per-rank memory"}.get(name, "not recorded")
-        return f"{what} ({self.engine_kind()} engine: no {name} table)"
+                "nvml": "no device sampling", "memory": "no per-rank memory",
+                "server_metrics": "no server metrics"}.get(name, "not recorded")
+        kind = self.engine_kind()
+        engine = "external engine " + kind if self.external else kind + " engine"
+        return f"{what} ({engine}: no {name} table)"
+
+    @property
+    def external(self) -> bool:
+        """The system under test was a server outside the harness (vllm, openai): no comm/stage trace."""
+        return self.engine_kind() != "reference"
 
     def table(self, name: str):
         return self.tables[name]

@@ -70,9 +70,17 @@ MEMORY_SCHEMA = pa.schema(
     + [_f(c, _I64) for c in ("param_bytes", "kv_bytes", "peak_bytes", "predicted_weight_bytes",
                              "predicted_kv_bytes")])
 
+# An external engine's Prometheus /metrics, one row per kept sample per scrape (long format):
+# t_s = seconds since the run's start (0 = the scrape just before it), sample = the Prometheus
+# sample name (vllm:num_requests_running, vllm:time_to_first_token_seconds_bucket, ...), labels =
+# its labels but model_name and le as "k=v,k=v", le = a bucket's bound, value.
+SERVER_METRICS_SCHEMA = pa.schema([_f("t_s", _F64, False), _f("sample", _STR, False), _f("labels", _STR),
+                                   _f("le", _F64), _f("value", _F64)])
+
 TABLES: dict[str, pa.Schema] = {
     "requests": REQUESTS_SCHEMA, "steps": STEPS_SCHEMA, "comm": COMM_SCHEMA,
     "stages": STAGES_SCHEMA, "nvml": NVML_SCHEMA, "memory": MEMORY_SCHEMA,
+    "server_metrics": SERVER_METRICS_SCHEMA,
 }
 
 SUMMARY_FILE, SPEC_FILE, ENV_FILE = "summary.json", "spec.yaml", "env.json"

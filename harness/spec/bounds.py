@@ -69,6 +69,9 @@ LIMITS: dict[str, Limit] = {
     "run.profile_steps": Limit(0, 100_000),
     "run.nvml_interval_s": Limit(0.001, 3600.0, unit=" s"),
     "run.metric_percentiles[]": Limit(0, 100),
+    "engine.start_timeout_s": Limit(0, DAY_S, open_low=True, unit=" s (1 day)"),
+    "engine.port": Limit(1, 65535),
+    "engine.metrics_interval_s": Limit(0.01, 3600.0, unit=" s"),
 }
 
 

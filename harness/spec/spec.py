@@ -1,6 +1,6 @@
 """The strategy spec: one YAML file, validated once into a typed tree.
 
-Sections: model, cluster, parallel, workload, slo, run (see README "Spec format").
+Sections: model, cluster, parallel, workload, slo, run, engine (see README "Spec format").
 Every error names its dotted field path and the fix, as a ``UsageError``.
 """
 
@@ -19,6 +19,7 @@ from harness.spec.bench_flags import check_bench_fields
 from harness.spec.bounds import check_limits
 from harness.spec.catalog import GpuSpec, ModelShape, gpu_spec, model_preset
 from harness.spec.hf_config import model_from_hf_config
+from harness.spec.engine import EngineSpec, validate_engine
 from harness.spec.layout import Layout, even_split
 from harness.spec.slo import SloTarget, resolve_targets
 from harness.spec.yaml_text import apply_overrides, read_yaml_file
@@ -113,6 +114,7 @@ class Spec:
     workload: WorkloadSpec = field(default_factory=WorkloadSpec)
     slo: SloSpec = field(default_factory=SloSpec)
     run: RunSpec = field(default_factory=RunSpec)
+    engine: EngineSpec = field(default_factory=EngineSpec)
     # Resolved once by validate(); not read from YAML.
     shape: ModelShape = field(default=None, init=False, repr=False)          # type: ignore[assignment]
     gpu: GpuSpec = field(default=None, init=False, repr=False)               # type: ignore[assignment]
@@ -259,7 +261,7 @@ def validate(spec: Spec, base_dir: Path | None = None) -> None:
         spec.shape = model_preset(m.preset)
     else:
         m.config = _resolve_path(m.config, base_dir)
-        spec.shape = model_from_hf_config(m.config)
+        spec.shape = model_from_hf_config(m.config, "model.checkpoint" if m.config == m.checkpoint else "model.config")
     shape = spec.shape
     # cluster
     spec.gpu = gpu_spec(c.gpu, c.overrides)
@@ -306,6 +308,7 @@ def validate(spec: Spec, base_dir: Path | None = None) -> None:
         raise UsageError(f"run.max_seq_len: must be in 1..{shape.max_context} (the model's context), got {r.max_seq_len}")
     if not spec.name or len(spec.name) > 100 or not spec.name.replace("-", "").replace("_", "").replace(".", "").isalnum():
         raise UsageError(f"name: {shown(spec.name)} must be at most 100 letters, digits, '-', '_' or '.' (it names the run folder)")
+    validate_engine(spec, Path(__file__).resolve().parents[2], base_dir)
 
 
 def _max_len(d: LengthDist) -> int:

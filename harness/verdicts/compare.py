@@ -6,7 +6,9 @@ Per metric: delta % = (new − base) / |base| · 100. Direction-aware verdict wi
   otherwise "same"; "n/a" when either value is missing; "info" rows (utilisation, memory) never
   decide. A base of 0 gives no percentage (n/a) unless both are 0 (same).
 Runs of different models or layouts are not comparable: UsageError unless ``force``; so is an
-incomplete run. Hardware or workload differences are named as warnings.
+incomplete run. Hardware or workload differences are named as warnings. Runs of the same model and
+layout by different engines (the reference engine vs a vLLM deployment) are compared side by side:
+the table names each engine and adds ratio = new / base.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ METRICS += [
     ("measured", "gpu_utilization_pct", "GPU utilisation (%)", INFO),
     ("measured", "nvlink_utilization_pct", "NVLink utilisation (%)", INFO),
     ("measured", "memory_per_gpu_gb", "weights per GPU (GB)", INFO),
+    ("client", "p99_ms", "client lag p99 (ms, external engines)", INFO),
 ]
 
 
@@ -57,6 +60,7 @@ class Comparison:
     threshold_pct: float
     rows: list[Delta] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    engines: tuple[str, str] | None = None     # (base, new) when the engines differ
 
     @property
     def regressions(self) -> list[Delta]:
@@ -69,7 +73,7 @@ class Comparison:
     def to_dict(self) -> dict:
         return {"base": self.base, "new": self.new, "threshold_pct": self.threshold_pct, "verdict": self.verdict,
                 "regressions": [r.key for r in self.regressions], "warnings": self.warnings,
-                "rows": [asdict(r) for r in self.rows]}
+                "engines": list(self.engines) if self.engines else None, "rows": [asdict(r) for r in self.rows]}
 
 
 def delta_pct(base: float | None, new: float | None) -> float | None:
@@ -103,6 +107,12 @@ def _context(run: Run) -> dict[str, Any]:
             "slo": (run.spec or {}).get("slo")}
 
 
+def engine_name(run: Run) -> str:
+    """``reference``, or an external engine's kind and version (``vllm 0.32.0``)."""
+    eng = run.summary.get("engine") if isinstance(run.summary.get("engine"), dict) else {}
+    return " ".join(str(x) for x in (run.engine_kind(), eng.get("version")) if x)
+
+
 def compare_runs(base: Run, new: Run, threshold_pct: float = 5.0, force: bool = False) -> Comparison:
     if not threshold_pct >= 0:
         raise UsageError(f"--threshold: must be a percentage >= 0, got {threshold_pct}")
@@ -121,6 +131,8 @@ def compare_runs(base: Run, new: Run, threshold_pct: float = 5.0, force: bool = 
             if not force:
                 raise UsageError(f"{msg}; these runs are not comparable (pass --force to compare anyway)")
             cmp.warnings.append(msg + " (compared with --force)")
+    if base.engine_kind() != new.engine_kind():
+        cmp.engines = (engine_name(base), engine_name(new))
     cb, cn = _context(base), _context(new)
     for what in ("hardware", "workload", "slo"):
         if cb[what] != cn[what]:
@@ -145,13 +157,21 @@ def _f(v: float | None) -> str:
 
 
 def to_markdown(cmp: Comparison) -> str:
-    lines = [f"# Compare: {cmp.verdict}", "", f"BASE {cmp.base}", f"NEW  {cmp.new}",
-             f"threshold {cmp.threshold_pct:g} %", ""]
+    title = f"# Compare: {cmp.verdict}"
+    if cmp.engines:
+        forced = any("(compared with --force)" in w for w in cmp.warnings)
+        title += f" — {cmp.engines[0]} vs {cmp.engines[1]}, side by side" + ("" if forced else
+                                                                            " (same model and layout)")
+    lines = [title, "", f"BASE {cmp.base}", f"NEW  {cmp.new}", f"threshold {cmp.threshold_pct:g} %", ""]
     lines += [f"> warning: {w}" for w in cmp.warnings]
-    lines += ["", "| metric | better | base | new | delta | verdict |", "|---|---|---|---|---|---|"]
+    b, n = (f"base: {cmp.engines[0]}", f"new: {cmp.engines[1]}") if cmp.engines else ("base", "new")
+    ratio = cmp.engines is not None
+    lines += ["", f"| metric | better | {b} | {n} |" + (" ratio |" if ratio else "") + " delta | verdict |",
+              "|---|---|---|---|" + ("---|" if ratio else "") + "---|---|"]
     for r in cmp.rows:
         d = "—" if r.delta_pct is None else f"{r.delta_pct:+.1f} %"
-        lines.append(f"| {r.label} | {r.better} | {_f(r.base)} | {_f(r.new)} | {d} | {r.verdict} |")
+        q = "" if not ratio else (f" {r.new / r.base:.3g} |" if r.base and r.new is not None else " — |")
+        lines.append(f"| {r.label} | {r.better} | {_f(r.base)} | {_f(r.new)} |{q} {d} | {r.verdict} |")
     if cmp.regressions:
         lines += ["", "Regressions: " + ", ".join(r.label for r in cmp.regressions)]
     return "\n".join(lines) + "\n"

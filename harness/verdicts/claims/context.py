@@ -30,6 +30,7 @@ class RunResults:
     layout: dict | None = None
     offered_rps: float | None = None
     slo: list = field(default_factory=list)
+    engine: str = "reference"          # summary.engine.kind: vllm/openai runs have no comm or stage trace
 
 
 def _preset(name: str):
@@ -125,9 +126,11 @@ def load_results(run_dir: str) -> RunResults:
         except (yaml.YAMLError, AttributeError, OSError):
             pass
     rate = (data.get("workload") or {}).get("rate_rps") if isinstance(data.get("workload"), dict) else None
+    engine = data.get("engine") if isinstance(data.get("engine"), dict) else {}
     return RunResults(str(run_dir), data["complete"], hw, measured, model, dtype,
                       data.get("layout") if isinstance(data.get("layout"), dict) else None,
-                      data.get("offered_rps", rate), data.get("slo") if isinstance(data.get("slo"), list) else [])
+                      data.get("offered_rps", rate), data.get("slo") if isinstance(data.get("slo"), list) else [],
+                      str(engine.get("kind") or "reference"))
 
 
 def _gpu_name(name: str) -> str:

@@ -33,6 +33,8 @@ HARDWARE_DEPENDENT = RUNTIME | {"total_gpus", "gpu_memory_gb", "memory_utilizati
 MODEL_DEPENDENT = {"model_memory_gb", "memory_per_gpu_gb", "memory_balance_epsilon", "stage_memory_gb",
                    "tp_allreduce_bytes_per_layer", "pp_sendrecv_bytes_per_stage"} | RUNTIME
 LAYOUT_DEPENDENT = {"memory_per_gpu_gb", "memory_balance_epsilon", "stage_memory_gb"} | RUNTIME
+# Measured only from the reference engine's trace (comm table: bytes per op; stages table: idle time).
+NEEDS_TRACE = {"tp_allreduce_bytes_per_layer", "pp_sendrecv_bytes_per_stage", "bubble_ratio"}
 
 
 @dataclass
@@ -100,6 +102,10 @@ class Checker:
         return Verdict(c.id, c.index, c.text, c.claimed, expected, "UNVERIFIED", reason, source)
 
     def check(self, c: Claim) -> Verdict:
+        if self.res is not None and self.res.engine != "reference" and c.id in NEEDS_TRACE:
+            return self.unverified(c, f"not traced (external engine: {self.res.engine}): the claim needs the run's "
+                                      f"comm/stage trace, which only the reference engine records; run the same "
+                                      f"spec with engine.kind reference to measure it", "measured")
         return getattr(self, f"_{c.id}")(c)
 
     # -- hardware and counts

@@ -1,0 +1,117 @@
+"""One spec through both engines in one invocation: the reference engine (8 gloo ranks) and a real
+vLLM server with the same layout, on the same checkpoint and the same trace, each metric with the
+ratio vLLM / reference.
+
+    .venv/bin/python benchmarks/engines_side_by_side.py [--config configs/tiny-tp2-pp4-vllm-cpu.yaml]
+        [--checkpoint results/tiny-llama] [--requests 48] [--input 32] [--output 16]
+        [--concurrency 8] [--rate 4] [--out DIR]
+
+For each workload (a closed loop of ``--concurrency``, then Poisson at ``--rate``): the reference run
+first (its 8 ranks and the 15 GB vLLM server do not fit a 24 GB machine together), then the vLLM
+server is started once (the harness's own launch: reaper, readiness) and both workloads are sent to
+it as ``engine.kind: openai`` runs; the server is stopped at the end. Runs go one after the other,
+never at the same time. Every run is a ``harness run`` in ``--out`` (default a temporary folder), so
+``harness report``/``compare`` work on them afterwards. The timing of a loaded machine is noise:
+read the ratios, and compare only numbers measured in the same invocation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+METRICS = [("request_throughput", "throughput (req/s)"), ("output_throughput", "output tokens/s"),
+           ("p50_ttft_ms", "TTFT p50 (ms)"), ("p99_ttft_ms", "TTFT p99 (ms)"), ("p50_tpot_ms", "TPOT p50 (ms)"),
+           ("p99_tpot_ms", "TPOT p99 (ms)"), ("p50_itl_ms", "ITL p50 (ms)"), ("p99_itl_ms", "ITL p99 (ms)"),
+           ("p99_e2el_ms", "E2E p99 (ms)")]
+
+
+def harness_run(config: Path, run_dir: Path, sets: list[str]) -> dict:
+    cmd = [sys.executable, "-m", "harness.cli", "run", str(config), "--results-dir", str(run_dir)]
+    for s in sets:
+        cmd += ["--set", s]
+    t0 = time.monotonic()
+    p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() else {}
+    if p.returncode not in (0, 1) or not summary.get("complete"):
+        raise SystemExit(f"run {run_dir} failed (exit {p.returncode}):\n{p.stderr[-3000:]}")
+    print(f"  {run_dir.name}: {time.monotonic() - t0:.0f} s, verdict {summary['verdict']}", file=sys.stderr)
+    return summary
+
+
+def _fmt(v) -> str:
+    return "—" if v is None else f"{v:.4g}"
+
+
+def table(name: str, ref: dict, vllm: dict) -> str:
+    lines = [f"{name}", f"  {'metric':<22} {'reference':>11} {'vLLM':>11} {'vLLM/ref':>9}"]
+    for key, label in METRICS:
+        a, b = ref["metrics"].get(key), vllm["metrics"].get(key)
+        ratio = f"{b / a:.3g}" if a and b is not None else "—"
+        lines.append(f"  {label:<22} {_fmt(a):>11} {_fmt(b):>11} {ratio:>9}")
+    lag = vllm.get("client") or {}
+    srv = (vllm.get("server_metrics") or {}).get("ttft") or {}
+    lines.append(f"  vLLM client lag p50/p99 {_fmt(lag.get('p50_ms'))} / {_fmt(lag.get('p99_ms'))} ms; "
+                 f"server-side TTFT mean {_fmt(srv.get('mean_ms'))} ms (client mean {_fmt(vllm['metrics'].get('mean_ttft_ms'))})")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--config", default=str(REPO / "configs" / "tiny-tp2-pp4-vllm-cpu.yaml"))
+    ap.add_argument("--checkpoint", default=str(REPO / "results" / "tiny-llama"))
+    ap.add_argument("--requests", type=int, default=48)
+    ap.add_argument("--input", type=int, default=32)
+    ap.add_argument("--output", type=int, default=16)
+    ap.add_argument("--concurrency", type=int, default=8)
+    ap.add_argument("--rate", type=float, default=4.0)
+    ap.add_argument("--out", default=None, help="folder for the runs (default: a temporary one)")
+    args = ap.parse_args()
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from tiny_checkpoint import write_tiny_checkpoint
+
+    from harness.engines.vllm.engine import bring_up, launch_server, stop_and_record
+    from harness.spec.spec import load_spec
+
+    ckpt = Path(args.checkpoint)
+    if not (ckpt / "config.json").exists():
+        write_tiny_checkpoint(ckpt)
+    out = Path(args.out or tempfile.mkdtemp(prefix="engines-"))
+    out.mkdir(parents=True, exist_ok=True)
+    common = [f"model.checkpoint={ckpt}", f"workload.num_requests={args.requests}",
+              f"workload.input_len={{dist: fixed, value: {args.input}}}",
+              f"workload.output_len={{dist: fixed, value: {args.output}}}"]
+    workloads = [(f"closed loop, concurrency {args.concurrency}",
+                  ["workload.arrival=closed", f"workload.concurrency={args.concurrency}"]),
+                 (f"Poisson {args.rate:g}/s", ["workload.arrival=poisson", f"workload.rate_rps={args.rate}"])]
+    print(f"runs in {out}", file=sys.stderr)
+    refs = [harness_run(Path(args.config), out / f"reference-{i}", common + wl + ["engine={kind: reference}"])
+            for i, (_, wl) in enumerate(workloads)]
+
+    spec = load_spec(args.config, common)
+    server = launch_server(spec, out)
+    try:
+        info = asyncio.run(bring_up(spec, server, asyncio.Event()))
+        target = f"engine={{kind: openai, url: '{server.launch.url}', model: '{server.launch.model}'}}"
+        vllms = [harness_run(Path(args.config), out / f"vllm-{i}", common + wl + [target])
+                 for i, (_, wl) in enumerate(workloads)]
+    finally:
+        stop_and_record(server, out)
+    lay = spec.layout
+    print(f"{spec.name}: TP{lay.tp}-PP{lay.pp}-DP{lay.dp}, {args.requests} requests of {args.input} in / "
+          f"{args.output} out, one after the other; vLLM {info.version} ready after {info.ready_s:.0f} s")
+    for (name, _), ref, vl in zip(workloads, refs, vllms):
+        print(table(name, ref, vl))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

