@@ -9,7 +9,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 # import name -> distribution name, where they differ
-DISTRIBUTION = {"yaml": "pyyaml", "pynvml": "nvidia-ml-py"}
+DISTRIBUTION = {"yaml": "pyyaml", "pynvml": "nvidia-ml-py", "prometheus_client": "prometheus-client"}
 
 
 def _imported() -> dict[str, set[str]]:
