@@ -108,8 +108,8 @@ class StepComm:
         self.next = layout.rank_of(d, s + 1, k) if s < p - 1 else None
         self.ret = layout.rank_of(d, p - 1, 0)
 
-    def header(self, meta: StepMeta, width: int) -> torch.Tensor:
-        return pack_header(meta, width, self.header_batch, self.device)
+    def header(self, meta: StepMeta, n_tok: int) -> torch.Tensor:
+        return pack_header(meta, n_tok, self.header_batch, self.device)
 
     def before(self, hdr: torch.Tensor, x: torch.Tensor) -> None:
         if self.first:

@@ -31,9 +31,10 @@ SCHEMA = "harness.emulate/1"
 
 
 def _inputs(model: StageModel, rows: int, tokens: int, device, dtype, gen: torch.Generator):
+    """Packed inputs of rows x tokens, as a real step's: ids ``[N]`` or hidden ``[N, hidden]``."""
     if model.is_first:
-        return torch.randint(0, model.shape.vocab, (rows, tokens), device=device, generator=gen)
-    return torch.randn(rows, tokens, model.shape.hidden, device=device, generator=gen).to(dtype)
+        return torch.randint(0, model.shape.vocab, (rows * tokens,), device=device, generator=gen)
+    return torch.randn(rows * tokens, model.shape.hidden, device=device, generator=gen).to(dtype)
 
 
 def _fill_kv(model: StageModel, gen: torch.Generator) -> None:
@@ -80,7 +81,7 @@ class RankEmulator:
         rec = self.comm.rec
         hb = max(self.spec.run.max_batch, pt.batch)
         sc = StepComm(self.comm, self.spec.layout, self.place, hb, self.device)
-        hdr = sc.header(StepMeta(step, slots, start, n, phase=pt.phase), pt.tokens)
+        hdr = sc.header(StepMeta(step, slots, start, n, phase=pt.phase), pt.batch * pt.tokens)
         first_row = len(rec.rows)
         rec.level, rec.step, rec.phase = "counts", step, pt.phase
         try:

@@ -13,25 +13,25 @@ import torch
 
 from harness.emulate.timing import WARMUP, sync
 from harness.engines.reference.comm import Comm
-from harness.engines.reference.model.llama import BatchIndex, StageModel
+from harness.engines.reference.model.llama import StageModel
 from harness.engines.reference.parallel.tp import greedy_sample
 
 
 class StaticStep:
     """``StageModel.forward`` (+ greedy sampling on the last stage) over fixed inputs, with the
-    ``BatchIndex`` built once here: building it syncs the host (``nonzero``, ``int(max)``), which
-    a CUDA graph cannot capture. ``forward_indexed`` is the same modules and kernels, so the
+    ``BatchIndex`` built once here: building it syncs the host (the rows as ints), which a CUDA
+    graph cannot capture. ``x`` is packed (``[N]`` ids or ``[N, hidden]``). ``forward_indexed`` is the same modules and kernels, so the
     output equals ``forward``'s; ``pre`` keeps the tensor before sampling (hidden, or the last
     stage's logits) for that check."""
 
     def __init__(self, model: StageModel, comm: Comm, x, slots, start_pos, n_tokens):
         self.model, self.comm, self.x, self.n_tokens = model, comm, x, n_tokens
-        self.batch = BatchIndex(slots, start_pos, n_tokens, x.shape[1], model.max_seq_len)
+        self.batch = model.index(slots, start_pos, n_tokens)
         self.pre: torch.Tensor | None = None
 
     @torch.no_grad()
     def __call__(self) -> torch.Tensor:
-        self.pre = self.model.forward_indexed(self.x, self.batch, self.n_tokens)
+        self.pre = self.model.forward_indexed(self.x, self.batch)
         if not self.model.is_last:
             return self.pre
         self.comm.rec.phase = "sample"

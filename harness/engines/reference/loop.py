@@ -23,11 +23,9 @@ STEP_COLUMNS = ("replica", "step", "phase", "n_rows", "n_prefill_rows", "n_decod
 
 
 def batch_tensors(batch: Batch, device: torch.device) -> tuple[StepMeta, torch.Tensor]:
+    """The step's header fields and its token ids, packed ``[N]`` (rows in order, no padding)."""
     rows = batch.rows
-    width = max(len(r.tokens) for r in rows)
-    ids = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, :len(r.tokens)] = torch.tensor(r.tokens, dtype=torch.long)
+    ids = torch.tensor([t for r in rows for t in r.tokens], dtype=torch.long)
     meta = StepMeta(step=batch.step, phase=batch.phase,
                     slots=torch.tensor([r.slot for r in rows], dtype=torch.long, device=device),
                     start_pos=torch.tensor([r.start_pos for r in rows], dtype=torch.long, device=device),

@@ -10,9 +10,9 @@ Parameter names are those of Hugging Face's ``LlamaForCausalLM`` (``model.embed_
 ``model.layers.{i}.self_attn.q_proj.weight``, ..., ``model.norm.weight``, ``lm_head.weight``):
 the layers live in a ``ModuleDict`` keyed by their global index, so checkpoints map 1:1.
 
-KV cache: one preallocated ``[num_slots, local_kv_heads, max_seq_len, head_dim]`` K and V buffer
-per layer, indexed by sequence slot, so rows of a batch may belong to any sequence at any
-position (prefill, decode or both in one batch).
+KV cache and attention: harness/engines/reference/model/attention.py (one preallocated K and V
+per layer, indexed by sequence slot, read in place). Tokens run packed (``[N]`` ids or ``[N,
+hidden]``, rows contiguous); ``forward`` also takes the padded ``[B, T]`` form and answers in it.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from harness.engines.reference.model.attention import (BatchIndex, attend, paged_kernel_applies, slot_tokens,
+                                                       write_kv)
 from harness.errors import UsageError
 from harness.spec.catalog import ModelShape
 from harness.spec.checkpoint import hf_tensor_shapes as hf_param_shapes  # noqa: F401 (HF names, one place)
@@ -68,7 +70,7 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 
 def rope_cos_sin(inv_freq: torch.Tensor, positions: torch.Tensor, dtype: torch.dtype):
-    """cos and sin ``[B, T, head_dim]`` for integer positions ``[B, T]``, computed in fp32 then cast."""
+    """cos and sin ``[..., head_dim]`` for integer positions ``[...]`` (packed: ``[N]``), in fp32 then cast."""
     freqs = positions.float()[..., None] * inv_freq
     emb = torch.cat((freqs, freqs), dim=-1)
     return emb.cos().to(dtype), emb.sin().to(dtype)
@@ -99,43 +101,33 @@ class Attention(nn.Module):
         self.k_proj = nn.Linear(h, shape.kv_dim, bias=False)
         self.v_proj = nn.Linear(h, shape.kv_dim, bias=False)
         self.o_proj = nn.Linear(shape.q_dim, h, bias=False)
-        self.k_cache: torch.Tensor | None = None   # [slots, local_kv_heads, max_seq_len, head_dim]
+        self.k_cache: torch.Tensor | None = None   # [slots, slot_tokens, local_kv_heads, head_dim]
         self.v_cache: torch.Tensor | None = None
 
     @property
     def local_kv_heads(self) -> int:
         return self.k_proj.weight.shape[0] // self.head_dim
 
-    def allocate_kv(self, num_slots: int, max_seq_len: int) -> int:
+    def allocate_kv(self, num_slots: int, slot_len: int) -> int:
         w = self.k_proj.weight
-        # Zeros, not empty: masked-out cache entries still enter the matmul (0 * NaN = NaN).
+        # Zeros, not empty: a kernel may touch a page past a row's end (0 * NaN = NaN).
         kw = dict(dtype=w.dtype, device=w.device)
-        self.k_cache = torch.zeros(num_slots, self.local_kv_heads, max_seq_len, self.head_dim, **kw)
+        self.k_cache = torch.zeros(num_slots, slot_len, self.local_kv_heads, self.head_dim, **kw)
         self.v_cache = torch.zeros_like(self.k_cache)
         return 2 * self.k_cache.numel() * self.k_cache.element_size()
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, batch: "BatchIndex") -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, batch: BatchIndex) -> torch.Tensor:
         if self.k_cache is None:
             raise RuntimeError("KV cache not allocated: call StageModel.allocate_kv first")
-        B, T, _ = x.shape
-        d = self.head_dim
-        q = self.q_proj(x).view(B, T, -1, d)
-        k = self.k_proj(x).view(B, T, -1, d)
-        v = self.v_proj(x).view(B, T, -1, d)
-        c, s = cos[:, :, None, :], sin[:, :, None, :]
+        n, d = x.shape[0], self.head_dim
+        q = self.q_proj(x).view(n, -1, d)
+        k = self.k_proj(x).view(n, -1, d)
+        v = self.v_proj(x).view(n, -1, d)
+        c, s = cos[:, None, :], sin[:, None, :]
         q = q * c + _rotate_half(q) * s
         k = k * c + _rotate_half(k) * s
-        # Only valid tokens enter the cache, at their own positions of their own slot.
-        self.k_cache[batch.w_slot, :, batch.w_pos] = k[batch.w_row, batch.w_col]
-        self.v_cache[batch.w_slot, :, batch.w_pos] = v[batch.w_row, batch.w_col]
-        keys = self.k_cache[batch.slots, :, :batch.span]          # [B, Hkv, L, d]
-        vals = self.v_cache[batch.slots, :, :batch.span]
-        rep = q.shape[2] // keys.shape[1]
-        if rep > 1:   # query head j uses KV head j // rep
-            keys = keys.repeat_interleave(rep, dim=1)
-            vals = vals.repeat_interleave(rep, dim=1)
-        out = F.scaled_dot_product_attention(q.transpose(1, 2), keys, vals, attn_mask=batch.mask)
-        return self.o_proj(out.transpose(1, 2).reshape(B, T, -1))
+        write_kv(self.k_cache, self.v_cache, k, v, batch)
+        return self.o_proj(attend(q, self.k_cache, self.v_cache, batch).reshape(n, -1))
 
 
 class MLP(nn.Module):
@@ -162,33 +154,6 @@ class DecoderLayer(nn.Module):
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
-class BatchIndex:
-    """Where a padded batch's tokens live: cache write indices, read span and attention mask.
-
-    Row b holds ``n_tokens[b]`` valid tokens at positions ``start_pos[b] + t``. Token t of row b
-    may attend to cache positions ``<= start_pos[b] + t`` of slot ``slots[b]`` only. Padded
-    tokens (t >= n_tokens[b]) are computed but never written to the cache, and no valid token
-    sees them; their outputs are discarded.
-    """
-
-    def __init__(self, slots: torch.Tensor, start_pos: torch.Tensor, n_tokens: torch.Tensor, T: int,
-                 max_seq_len: int):
-        device = slots.device
-        t = torch.arange(T, device=device)
-        self.slots = slots
-        self.positions = start_pos[:, None] + t[None, :]                       # [B, T]
-        valid = t[None, :] < n_tokens[:, None]
-        self.w_row, self.w_col = valid.nonzero(as_tuple=True)
-        self.w_slot = slots[self.w_row]
-        self.w_pos = self.positions[self.w_row, self.w_col]
-        # Read span: the longest row's end. Host sync once per step (not per layer).
-        self.span = int((start_pos + n_tokens).max())
-        if self.span > max_seq_len:
-            raise ValueError(f"sequence reaches position {self.span} but the KV cache holds {max_seq_len}")
-        keys = torch.arange(self.span, device=device)
-        self.mask = (keys[None, None, :] <= self.positions[:, :, None])[:, None]  # [B, 1, T, L]
-
-
 class StageModel(nn.Module):
     """The layers ``layer_ids`` of a Llama decoder; embedding if first, norm + lm_head if last."""
 
@@ -203,14 +168,24 @@ class StageModel(nn.Module):
         self.lm_head = nn.Linear(shape.hidden, shape.vocab, bias=False) if is_last else None
         self.inv_freq: torch.Tensor | None = None   # set by init_rope once the device is known
         self.max_seq_len = 0
+        self.slot_len = 0          # positions a slot's cache holds (max_seq_len, whole pages when paged)
+        self.paged = False         # the paged flash kernel serves this device and dtype (model/attention.py)
 
     def init_rope(self, device: torch.device) -> None:
         self.inv_freq = rope_inv_freq(self.shape, device)
 
     def allocate_kv(self, num_slots: int, max_seq_len: int) -> int:
         """Preallocate every layer's K and V cache; returns their bytes."""
-        self.max_seq_len = max_seq_len
-        return sum(layer.self_attn.allocate_kv(num_slots, max_seq_len) for layer in self.model.layers.values())
+        w = next(self.parameters())
+        self.paged = paged_kernel_applies(w.device, w.dtype, self.shape.head_dim)
+        self.max_seq_len, self.slot_len = max_seq_len, slot_tokens(max_seq_len, self.paged)
+        return sum(layer.self_attn.allocate_kv(num_slots, self.slot_len) for layer in self.model.layers.values())
+
+    def index(self, slots: torch.Tensor, start_pos: torch.Tensor, n_tokens: torch.Tensor,
+              width: int | None = None) -> BatchIndex:
+        """The step's ``BatchIndex`` for this stage's cache (``width``: the inputs are padded)."""
+        return BatchIndex(slots, start_pos, n_tokens, self.max_seq_len, width=width, paged=self.paged,
+                          slot_len=self.slot_len)
 
     def _embed(self, x: torch.Tensor) -> torch.Tensor:
         if self.is_first:
@@ -223,40 +198,50 @@ class StageModel(nn.Module):
         cos, sin = rope_cos_sin(self.inv_freq, batch.positions, h.dtype)
         for layer in self.model.layers.values():
             h = layer(h, cos, sin, batch)
+        self.paged = self.paged and batch.paged     # the kernel fell back once: stay on the rows kernel
         return h
 
-    def _hidden(self, x, slots, start_pos, n_tokens) -> torch.Tensor:
-        h = self._embed(x)
-        batch = BatchIndex(slots, start_pos, n_tokens, h.shape[1], self.max_seq_len)
-        return self._layers(h, batch)
+    def _padded(self, x: torch.Tensor) -> bool:
+        """Padded input: ids ``[B, T]`` on the first stage, hidden ``[B, T, hidden]`` after it."""
+        return x.dim() == (2 if self.is_first else 3)
+
+    def _hidden(self, x, slots, start_pos, n_tokens) -> tuple[torch.Tensor, BatchIndex]:
+        """-> (packed hidden ``[N, hidden]`` after this stage's layers, the step's index)."""
+        padded = self._padded(x)
+        batch = self.index(slots, start_pos, n_tokens, x.shape[1] if padded else None)
+        h = self._embed(batch.pack(x) if padded else x)
+        return self._layers(h, batch), batch
 
     def _logits(self, h: torch.Tensor) -> torch.Tensor:
         return self.lm_head(self.model.norm(h)).float()
 
-    def _last_logits(self, h: torch.Tensor, n_tokens: torch.Tensor) -> torch.Tensor:
-        last = h[torch.arange(h.shape[0], device=h.device), n_tokens - 1]   # [B, hidden]
-        return self._logits(last)
+    def _output(self, h: torch.Tensor, batch: BatchIndex) -> torch.Tensor:
+        if self.is_last:
+            return self._logits(h[batch.last])      # [B, local_vocab]: each row's last token
+        return h if batch.width is None else batch.unpack(h)
 
     @torch.no_grad()
     def forward(self, x, slots, start_pos, n_tokens) -> torch.Tensor:
-        """Not last stage: hidden ``[B, T, hidden]``. Last stage: fp32 logits of each row's last
-        valid token over this rank's vocabulary slice, ``[B, local_vocab]``."""
-        h = self._hidden(x, slots, start_pos, n_tokens)
-        return h if not self.is_last else self._last_logits(h, n_tokens)
+        """``x``: packed ``[N]`` ids / ``[N, hidden]`` (rows contiguous, ``N = sum(n_tokens)``) or
+        padded ``[B, T]`` / ``[B, T, hidden]``. Not last stage: hidden in the input's form. Last
+        stage: fp32 logits of each row's last token over this rank's vocabulary slice, ``[B, local_vocab]``."""
+        h, batch = self._hidden(x, slots, start_pos, n_tokens)
+        return self._output(h, batch)
 
     @torch.no_grad()
-    def forward_indexed(self, x: torch.Tensor, batch: BatchIndex, n_tokens: torch.Tensor) -> torch.Tensor:
-        """``forward`` on a ``BatchIndex`` the caller built from (slots, start_pos, n_tokens, T,
-        max_seq_len): the same modules and kernels, so the same output and cache writes. Building
-        the index is where ``forward`` syncs the host (``nonzero``, ``int(max)``); this path has
-        no sync, so a CUDA graph can capture it (harness/emulate/step.py) and replay it while
-        the inputs and the index stay where they are."""
-        h = self._layers(self._embed(x), batch)
-        return h if not self.is_last else self._last_logits(h, n_tokens)
+    def forward_indexed(self, x: torch.Tensor, batch: BatchIndex) -> torch.Tensor:
+        """``forward`` of packed ``x`` on a ``BatchIndex`` the caller built with ``index``: the same
+        modules and kernels, so the same output and cache writes. Building the index is where
+        ``forward`` syncs the host (the rows as ints); this path has none, so a CUDA graph can
+        capture it (harness/emulate/step.py) and replay it while the inputs and the index stay put."""
+        return self._output(self._layers(self._embed(x), batch), batch)
 
     @torch.no_grad()
     def forward_all_logits(self, x, slots, start_pos, n_tokens) -> torch.Tensor:
-        """Last stage only: fp32 logits of every position, ``[B, T, local_vocab]``."""
+        """Last stage only: fp32 logits of every token, ``[N, local_vocab]`` (padded input:
+        ``[B, T, local_vocab]``, zeros at padding)."""
         if not self.is_last:
             raise RuntimeError("forward_all_logits needs the last stage")
-        return self._logits(self._hidden(x, slots, start_pos, n_tokens))
+        h, batch = self._hidden(x, slots, start_pos, n_tokens)
+        logits = self._logits(h)
+        return logits if batch.width is None else batch.unpack(logits)

@@ -1,12 +1,18 @@
 """Pipeline stages: explicit point-to-point transfers between stages, all through ``Comm``.
 
 Every transfer is a fixed-size int64 header followed by one payload:
-- stage s -> s+1 (same TP rank): header + hidden ``[B, T, hidden]`` in the model dtype;
+- stage s -> s+1 (same TP rank): header + hidden ``[N, hidden]`` in the model dtype;
 - last stage, TP rank 0 -> first stage, TP rank 0 (the coordinator): header + tokens ``[B]`` int64;
-- on the first stage the coordinator broadcasts header + token ids ``[B, T]`` to its TP peers.
+- on the first stage the coordinator broadcasts header + token ids ``[N]`` to its TP peers.
 
-Header (length ``4 + 3 * max_batch``): ``[step, B, T, flags, slots..., start_pos..., n_tokens...]``,
+Tokens travel packed: N = Σ n_tokens, each row's tokens contiguous, no padding (``submit`` also
+takes padded ``[B, T]`` ids and packs them).
+
+Header (length ``4 + 3 * max_batch``): ``[step, B, N, flags, slots..., start_pos..., n_tokens...]``,
 the three vectors padded to ``max_batch``; ``flags`` = stop bit | phase code << 1.
+
+Stage timing (``timings``): four stamps per step from ``StageClock`` — on CUDA device events,
+resolved later, so timing adds no host synchronize to a step.
 
 Sends are ``isend``: a stage never blocks on a send, so a full pipeline cannot deadlock. A send's
 buffers stay referenced until it is waited; the oldest are waited once more than ``max_in_flight``
@@ -17,7 +23,6 @@ one of them.
 
 from __future__ import annotations
 
-import time
 from collections import deque
 from dataclasses import dataclass
 
@@ -26,6 +31,7 @@ import torch
 from harness.engines.reference.comm import COMM_COLUMNS
 from harness.engines.reference.dist import DistContext
 from harness.engines.reference.model.llama import StageModel
+from harness.engines.reference.parallel.stage_clock import StageClock
 from harness.engines.reference.parallel.tp import greedy_sample
 
 PHASES = ("", "prefill", "decode", "mixed")
@@ -59,23 +65,30 @@ def header_len(max_batch: int) -> int:
     return 4 + 3 * max_batch
 
 
-def pack_header(meta: StepMeta, width: int, max_batch: int, device: torch.device) -> torch.Tensor:
+def pack_ids(token_ids: torch.Tensor, n_tokens: torch.Tensor) -> torch.Tensor:
+    """Padded ``[B, T]`` ids -> packed ``[N]`` (row b's first ``n_tokens[b]``, rows in order)."""
+    width = token_ids.shape[1]
+    keep = torch.arange(width, device=token_ids.device)[None, :] < n_tokens.to(token_ids.device)[:, None]
+    return token_ids[keep]
+
+
+def pack_header(meta: StepMeta, n_tok: int, max_batch: int, device: torch.device) -> torch.Tensor:
     b = meta.batch
     if b > max_batch:
         raise ValueError(f"batch of {b} rows exceeds max_batch={max_batch}")
     phase = meta.phase or (step_phase(meta.start_pos, meta.n_tokens) if b else "")
     hdr = torch.zeros(header_len(max_batch), dtype=torch.long, device=device)
-    hdr[:4] = torch.tensor([meta.step, b, width, (_STOP if meta.stop else 0) | (PHASES.index(phase) << 1)])
+    hdr[:4] = torch.tensor([meta.step, b, n_tok, (_STOP if meta.stop else 0) | (PHASES.index(phase) << 1)])
     for k, v in enumerate((meta.slots, meta.start_pos, meta.n_tokens)):
         hdr[4 + k * max_batch: 4 + k * max_batch + b] = v
     return hdr
 
 
 def unpack_header(hdr: torch.Tensor, max_batch: int) -> tuple[StepMeta, int]:
-    """-> (meta, padded width T). One host sync for the four scalars."""
-    step, b, width, flags = hdr[:4].tolist()
+    """-> (meta, N packed tokens). One host sync for the four scalars."""
+    step, b, n_tok, flags = hdr[:4].tolist()
     vec = [hdr[4 + k * max_batch: 4 + k * max_batch + b] for k in range(3)]
-    return StepMeta(step, vec[0], vec[1], vec[2], stop=bool(flags & _STOP), phase=PHASES[flags >> 1]), width
+    return StepMeta(step, vec[0], vec[1], vec[2], stop=bool(flags & _STOP), phase=PHASES[flags >> 1]), n_tok
 
 
 class PipelineStage:
@@ -94,10 +107,8 @@ class PipelineStage:
         self.device = ctx.device
         self.dtype = next(model.parameters()).dtype
         self.hidden = model.shape.hidden
-        self.timings: list[dict] = []
+        self.clock = StageClock(self.device.type == "cuda")
         self.on_step = None   # optional callable after each step this rank computes (profiler window)
-        # Host-side sync before the compute-end stamp on CUDA (otherwise it times the launch).
-        self.sync_timing = self.device.type == "cuda"
         self._in_flight: deque[int] = deque()          # coordinator: steps submitted, not collected
         self._sends: deque[tuple[list, tuple]] = deque()  # (ops, buffers kept alive)
         self._hdr_buf = torch.zeros(header_len(max_batch), dtype=torch.long, device=self.device)
@@ -113,15 +124,15 @@ class PipelineStage:
 
     def _header(self, receive, phase: str | None = None) -> tuple[StepMeta, int, torch.Tensor]:
         """Receive a header; label the trace with its step (its own row was recorded before the
-        step was known, so it is relabelled too). Returns (meta, width, a copy of the header)."""
+        step was known, so it is relabelled too). Returns (meta, N tokens, a copy of the header)."""
         rows = self.comm.rec.rows
         n_rows = len(rows)
         hdr = receive().clone()   # a copy: it may travel on (isend) while the buffer takes the next
-        meta, width = unpack_header(hdr, self.max_batch)
+        meta, n_tok = unpack_header(hdr, self.max_batch)
         self._set_rec(meta, phase)
         if len(rows) > n_rows:
             rows[-1][_STEP_COL], rows[-1][_PHASE_COL] = self.comm.rec.step, self.comm.rec.phase
-        return meta, width, hdr
+        return meta, n_tok, hdr
 
     def _isend(self, dst: int, *tensors: torch.Tensor) -> None:
         tensors = tuple(t.contiguous() for t in tensors)
@@ -139,14 +150,13 @@ class PipelineStage:
         while self._sends:
             self._wait_oldest_send()
 
-    def _stamp(self) -> float:
-        return time.monotonic()
+    @property
+    def timings(self) -> list[dict]:
+        """One row per step this rank computed (``StageClock``); resolving syncs the device once."""
+        return self.clock.resolve()
 
     def _compute(self, meta: StepMeta, x: torch.Tensor) -> torch.Tensor:
-        out = self.model(x, meta.slots, meta.start_pos, meta.n_tokens)
-        if self.sync_timing:
-            torch.cuda.synchronize(self.device)
-        return out
+        return self.model(x, meta.slots, meta.start_pos, meta.n_tokens)
 
     def _pass_on(self, meta: StepMeta, hdr: torch.Tensor, out: torch.Tensor) -> None:
         """After compute: hidden to the next stage, or (last stage) sample and return tokens."""
@@ -159,37 +169,38 @@ class PipelineStage:
             self._isend(self.coordinator_rank, hdr, tokens)
         return tokens
 
-    def _check_size(self, meta: StepMeta, width: int) -> None:
-        if meta.batch > self.max_batch or meta.batch * width > self.max_tokens:
-            raise ValueError(f"step {meta.step}: {meta.batch} rows x {width} tokens exceed max_batch="
+    def _check_size(self, meta: StepMeta, n_tok: int) -> None:
+        if meta.batch > self.max_batch or n_tok > self.max_tokens:
+            raise ValueError(f"step {meta.step}: {meta.batch} rows, {n_tok} tokens exceed max_batch="
                              f"{self.max_batch} / max_tokens={self.max_tokens}")
 
     # ---- coordinator (first stage, TP rank 0) --------------------------------------------------
     def submit(self, meta: StepMeta, token_ids: torch.Tensor) -> torch.Tensor | None:
-        """Run stage 0 on one micro-batch and send it on. pp == 1: returns the sampled tokens."""
+        """Run stage 0 on one micro-batch (ids packed ``[N]`` or padded ``[B, T]``) and send it
+        on. pp == 1: returns the sampled tokens."""
         if not self.is_coordinator:
             raise RuntimeError("submit() runs on the first stage's TP rank 0 only")
         if len(self._in_flight) >= self.max_in_flight:
             raise RuntimeError(f"{len(self._in_flight)} steps already in flight (max_in_flight); collect() first")
-        t0 = self._stamp()
-        width = int(token_ids.shape[1])
-        self._check_size(meta, width)
+        t0 = self.clock.stamp()
+        ids = token_ids.to(self.device, torch.long)
+        ids = (pack_ids(ids, meta.n_tokens) if ids.dim() == 2 else ids).contiguous()
+        n_tok = int(ids.shape[0])
+        self._check_size(meta, n_tok)
         if not meta.phase:
             meta.phase = step_phase(meta.start_pos, meta.n_tokens)
         self._set_rec(meta)
-        hdr = pack_header(meta, width, self.max_batch, self.device)
-        ids = token_ids.to(self.device, torch.long).contiguous()
+        hdr = pack_header(meta, n_tok, self.max_batch, self.device)
         if self.comm.size("tp") > 1:
             self.comm.broadcast(hdr, self.coordinator_rank, "tp")
             self.comm.broadcast(ids, self.coordinator_rank, "tp")
-        t1 = self._stamp()
+        t1 = self.clock.stamp()
         out = self._compute(meta, ids)
-        t2 = self._stamp()
+        t2 = self.clock.stamp()
         tokens = self._pass_on(meta, hdr, out)
         if tokens is None:
             self._in_flight.append(meta.step)
-        self.timings.append(dict(step=meta.step, t_recv_start=t0, t_recv_end=t1, t_compute_end=t2,
-                                 t_send_end=self._stamp()))
+        self.clock.add(meta.step, [t0, t1, t2, self.clock.stamp()])
         if self.on_step is not None:
             self.on_step()
         return tokens
@@ -229,18 +240,16 @@ class PipelineStage:
         """-> (meta, header, input) of the next step; input is None for a stop."""
         prev = None if self.is_first else self.ctx.peer(self.stage - 1)
         if self.is_first:
-            meta, width, hdr = self._header(lambda: self.comm.broadcast(self._hdr_buf, self.coordinator_rank, "tp"))
+            meta, n, hdr = self._header(lambda: self.comm.broadcast(self._hdr_buf, self.coordinator_rank, "tp"))
         else:
-            meta, width, hdr = self._header(lambda: self.comm.recv(self._hdr_buf, prev, "pp"))
+            meta, n, hdr = self._header(lambda: self.comm.recv(self._hdr_buf, prev, "pp"))
         if meta.stop:
             return meta, hdr, None
-        self._check_size(meta, width)
-        n = meta.batch * width
+        self._check_size(meta, n)
         if self.is_first:
-            x = self.comm.broadcast(self._ids_buf[:n], self.coordinator_rank, "tp").view(meta.batch, width)
+            x = self.comm.broadcast(self._ids_buf[:n], self.coordinator_rank, "tp")
         else:
-            x = self.comm.recv(self._recv_buf[:n * self.hidden], prev, "pp")
-            x = x.view(meta.batch, width, self.hidden)
+            x = self.comm.recv(self._recv_buf[:n * self.hidden], prev, "pp").view(n, self.hidden)
         return meta, hdr, x
 
     def serve_forever(self) -> int:
@@ -249,19 +258,18 @@ class PipelineStage:
             raise RuntimeError("the coordinator drives the pipeline with submit()/collect()")
         served = 0
         while True:
-            t0 = self._stamp()
+            t0 = self.clock.stamp()
             meta, hdr, x = self._receive()
             if x is None:
                 if not self.is_last:
                     self._isend(self.ctx.peer(self.stage + 1), hdr)
                 self._drain_sends()
                 return served
-            t1 = self._stamp()
+            t1 = self.clock.stamp()
             out = self._compute(meta, x)
-            t2 = self._stamp()
+            t2 = self.clock.stamp()
             self._pass_on(meta, hdr, out)
-            self.timings.append(dict(step=meta.step, t_recv_start=t0, t_recv_end=t1, t_compute_end=t2,
-                                     t_send_end=self._stamp()))
+            self.clock.add(meta.step, [t0, t1, t2, self.clock.stamp()])
             if self.on_step is not None:
                 self.on_step()
             served += 1
