@@ -302,7 +302,7 @@ def test_gpu_check_summary_of_a_gpu_run(reports, tmp_path, capsys):
 def test_forward_indexed_equals_forward_on_a_mixed_batch(stage, monkeypatch):
     """``StageModel.forward_indexed`` (what the CUDA graph captures) on a prebuilt ``BatchIndex``
     gives ``forward``'s output and cache writes bit for bit on a batch mixing a decode row, a fresh
-    prefill and a chunk after cached tokens (padded); it never builds an index itself (the host sync)."""
+    prefill and a chunk after cached tokens (``forward`` padded, ``forward_indexed`` packed); it never builds an index itself (the host sync)."""
     import torch
 
     from harness.emulate import rank_comm
@@ -332,14 +332,14 @@ def test_forward_indexed_equals_forward_on_a_mixed_batch(stage, monkeypatch):
     for a, (k, v) in zip(attn, before):
         a.k_cache.copy_(k)
         a.v_cache.copy_(v)
-    batch = llama.BatchIndex(slots, start, n, 5, model.max_seq_len)
+    batch = model.index(slots, start, n, width=5)
 
-    def no_index(*args):
+    def no_index(*args, **kw):
         raise AssertionError("forward_indexed built a BatchIndex")
 
     monkeypatch.setattr(llama, "BatchIndex", no_index)
-    got = model.forward_indexed(x, batch, n)
-    assert got.shape == ((3, shape.vocab) if stage == 2 else (3, 5, shape.hidden))
+    got = model.forward_indexed(batch.pack(x), batch)          # packed in: 9 tokens, not 3 x 5
+    assert got.shape == ((3, shape.vocab) if stage == 2 else (3, 5, shape.hidden))   # out in the index's form
     assert torch.equal(got, want)
     for a, (k, v) in zip(attn, want_kv):
         assert torch.equal(a.k_cache, k) and torch.equal(a.v_cache, v)

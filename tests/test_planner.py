@@ -100,8 +100,8 @@ def test_workspace_formula():
     # 64 rows x 1536 tokens x (2*8192 + 3*28672/2) x 2 B; the last stage adds 64 x 128256/2 x 4 B of logits
     act = 64 * 1536 * (2 * 8192 + 3 * 14336) * 2
     assert act == 11_676_942_336
-    assert workspace_bytes(L70, 2, False, 2, 64, 1536) == act
-    assert workspace_bytes(L70, 2, True, 2, 64, 1536) == act + 64 * 64128 * 4
+    assert workspace_bytes(L70, 2, False, 2, 64, 64 * 1536) == act        # packed: tokens, not rows x width
+    assert workspace_bytes(L70, 2, True, 2, 64, 64 * 1536) == act + 64 * 64128 * 4
 
 
 def test_expected_comm_tp2_pp4():
@@ -181,8 +181,9 @@ def test_plan_of_the_seed_strategy():
     mem = int(79.6 * 2**30)
     r0 = pl.ranks[0]
     assert r0.memory_bytes == mem
-    assert r0.workspace_bytes == 11_676_942_336        # 64 rows x the longest prompt, 1536
-    assert r0.kv_budget_bytes == int(0.9 * (mem - 18_164_088_832 - 11_676_942_336))
+    # the widest forward: the default token budget, 2048 packed tokens (< 64 rows x the longest prompt, 1536)
+    assert r0.workspace_bytes == 2048 * (2 * 8192 + 3 * 14336) * 2 == 243_269_632
+    assert r0.kv_budget_bytes == int(0.9 * (mem - 18_164_088_832 - 243_269_632))
     assert r0.kv_token_capacity == r0.kv_budget_bytes // 40_960
     assert r0.total_bytes + r0.headroom_bytes == mem and r0.fits
     assert pl.comm.tp_allreduce_bytes_per_layer_per_token == 32_768

@@ -88,11 +88,11 @@ def test_traced_ops_equal_the_planner_for_prefill_decode_and_mixed_steps(demo_ru
     steps = steps[~steps["warmup"]]
     phases = set(steps["phase"])
     assert {"prefill", "decode"} <= phases
-    width = {row.step: (row.n_rows, row.padded_tokens // row.n_rows, row.phase) for row in steps.itertuples()}
+    width = {row.step: (row.n_rows, row.padded_tokens, row.phase) for row in steps.itertuples()}
     place = {r: spec.layout.place(r) for r in range(spec.world_size)}
     expected, measured = defaultdict(lambda: [0, 0]), defaultdict(lambda: [0, 0])
     for step, (rows, tokens, phase) in width.items():
-        exp = planner.expected_comm(spec.shape, spec.layout, spec.dtype_bytes, spec.run.max_batch, rows, tokens)
+        exp = planner.expected_comm(spec.shape, spec.layout, spec.dtype_bytes, spec.run.max_batch, rows, 1, tokens)
         for rank, p in place.items():
             for (stage, tp_rank, op, group), v in exp.items():
                 if stage == p.stage and tp_rank in (None, p.tp):

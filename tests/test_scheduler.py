@@ -113,3 +113,52 @@ def test_closed_loop_releases_one_per_finish():
 def test_request_longer_than_slot_is_rejected():
     with pytest.raises(ValueError, match="exceed the KV slot"):
         Scheduler(_reqs([(0, 6, 4)]), _prompt, num_slots=1, max_batch=1, max_seq_len=8)
+
+
+def test_token_budget_decode_rows_first_then_prefill_chunks_fill_the_rest():
+    # 3 sequences decoding, then a 20-token prompt arrives: budget 8 = 3 decode tokens + a 5-token chunk.
+    s = Scheduler(_reqs([(0, 2, 9), (0, 2, 9), (0, 2, 9), (1, 20, 2)]), _prompt, num_slots=4, max_batch=4,
+                  max_seq_len=32, token_budget=8)
+    s.release(0)
+    first = s.schedule(0)
+    assert [len(r.tokens) for r in first.rows] == [2, 2, 2] and first.n_tokens == 6
+    s.complete(first, [7, 7, 7], 0.5)
+    s.release(1)
+    b = s.schedule(1)
+    assert [(r.is_prefill, r.start_pos, len(r.tokens)) for r in b.rows] == [(False, 2, 1)] * 3 + [(True, 0, 5)]
+    assert b.n_tokens == 8 and not b.rows[-1].ends_prefill
+    s.complete(b, [8, 8, 8, 99], 1.5)
+    b = s.schedule(1.5)                                   # the prompt goes on where it stopped
+    assert [(r.is_prefill, r.start_pos, len(r.tokens)) for r in b.rows][-1] == (True, 5, 5)
+
+
+def test_token_budget_is_shared_by_prefills_and_never_exceeded():
+    s = Scheduler(_reqs([(0, 6, 2), (0, 6, 2), (0, 13, 3)]), _prompt, num_slots=3, max_batch=3, max_seq_len=32,
+                  token_budget=8)
+    s.release(0)
+    b = s.schedule(0)
+    assert [len(r.tokens) for r in b.rows] == [6, 2]       # the second prompt gets what the first leaves
+    seen, in_flight, now = [], [b], 1.0
+    while in_flight:
+        done = in_flight.pop(0)
+        seen.append(done.n_tokens)
+        s.complete(done, [5] * len(done.rows), now)
+        now += 1
+        nxt = s.schedule(now)
+        if nxt is not None:
+            in_flight.append(nxt)
+    assert s.done() and max(seen) <= 8
+    assert {rid: len(t) for rid, t in s.outputs.items()} == {0: 2, 1: 2, 2: 3}
+    assert all(r.completed and len(r.token_times_s) == r.output_len for r in s.records)
+
+
+def test_prefill_chunk_caps_each_row_under_the_budget():
+    s = Scheduler(_reqs([(0, 10, 1), (0, 10, 1)]), _prompt, num_slots=2, max_batch=2, max_seq_len=16,
+                  prefill_chunk=3, token_budget=16)
+    s.release(0)
+    assert [len(r.tokens) for r in s.schedule(0).rows] == [3, 3]
+
+
+def test_token_budget_below_max_batch_is_refused():
+    with pytest.raises(ValueError, match="token_budget 3 < max_batch 4"):
+        Scheduler(_reqs([(0, 2, 2)]), _prompt, num_slots=1, max_batch=4, max_seq_len=8, token_budget=3)

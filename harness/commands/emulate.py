@@ -105,8 +105,10 @@ def render(r: dict) -> str:
              f"TP{r['spec']['tp']}-PP{r['spec']['pp']}-DP{r['spec']['dp']}) on {dev['name']}"]
     if dev["note"]:
         lines.append(f"NOTE: {dev['note']}")
-    lines.append(f"measured ceilings: copy {pk['copy_gbps']:.1f} GB/s, {pk['matmul_dtype']} matmul "
-                 f"{pk['matmul_tflops']:.2f} TFLOP/s ({pk['matmul_n']}^3)")
+    lines.append(f"measured ceilings (fastest of {pk['iters']}): copy {pk['copy_gbps_measured']:.1f} GB/s, "
+                 f"{pk['matmul_dtype']} matmul {pk['matmul_tflops_measured']:.3g} TFLOP/s ({pk['matmul_n']}^3)")
+    for note in pk.get("notes") or []:
+        lines.append(f"  {note}")
     for rk in r["ranks"]:
         lines.append("")
         lines.append(f"rank {rk['rank']} ({rk['kind']} stage {rk['stage']}, tp {rk['tp_rank']}): layers "
@@ -131,4 +133,6 @@ def render(r: dict) -> str:
     lines.append("  stages: " + ", ".join(f"{s}: {src}" for s, src in r["stage_sources"].items()))
     for prob in p["problems"]:
         lines.append(f"  projection: {prob}")
+    for err in r.get("planner_errors") or []:
+        lines.append(f"  {err}")
     return "\n".join(lines) + "\n"

@@ -15,16 +15,19 @@ Every time is the median of N iterations with a device sync before each timer re
       the embedding only for the rows looked up, + the KV cache of c + T positions per row);
   TFLOP/s = flops / step time, flops = ``planner.stage_flops`` (2·matmul params·tokens + the
       lm_head on each row's last token + attention 4·L·q_dim/t per (query, key) pair);
-  both against the local device's measured copy bandwidth and matmul peak (``measure_peaks``).
+  both against the local device's measured copy bandwidth and matmul peak (``measure_peaks``:
+  the fastest of N; a ceiling a point beat is raised to that point, ``raise_to_points``, so no
+  point shows more than 100 %).
 
 ``project`` feeds the measured stage times (interpolated; a stage type that was not measured is
 scaled from a measured one by the planner's floor ratio) plus the planner's communication time
 into the planner's own workload bounds, so the projection and the analytic floors are computed
-by one formula and differ only in where the compute time comes from.
+by one formula and differ only in where the compute time comes from; an analytic floor above the
+projection (or an upper bound below it) is reported as a planner error (``planner_errors``).
 
 Modules, in the order they depend on each other:
   comm.py        RecordingComm (groups at real sizes, nothing issued), StepComm, planner comparison
-  timing.py      Peaks, measure_peaks, time_median, the device's catalogue entry
+  timing.py      Peaks, measure_peaks, raise_to_points, time_median/time_best, the device's catalogue entry
   records.py     Point, RankResult
   sweep.py       Sweep, the ranks to emulate, input checks
   step.py        StaticStep (graph-capturable decode step), eager step, graph capture, output check
@@ -37,7 +40,7 @@ May import: ``harness.spec``, ``harness.plan``, ``harness.measure``, ``harness.r
 """
 
 from harness.emulate.comm import RecordingComm, StepComm, expected_rank_comm, rank_comm, summarize_comm
-from harness.emulate.projection import MeasuredTiming, measured_compute, project
+from harness.emulate.projection import MeasuredTiming, measured_compute, planner_errors, project
 from harness.emulate.rank import SCHEMA, RankEmulator, emulate, emulate_rank
 from harness.emulate.records import Point, RankResult
 from harness.emulate.step import StaticStep, capture_graph, eager_forward, same_output
@@ -52,12 +55,23 @@ from harness.emulate.sweep import (
                                    pick_ranks,
                                    stage_kind,
 )
-from harness.emulate.timing import WARMUP, Peaks, catalog_gpu_for, device_name, measure_peaks, sync, time_median
+from harness.emulate.timing import (
+                                    WARMUP,
+                                    Peaks,
+                                    catalog_gpu_for,
+                                    device_name,
+                                    measure_peaks,
+                                    raise_to_points,
+                                    sync,
+                                    time_best,
+                                    time_median,
+)
 
 __all__ = [
     "CPU_WEIGHT_LIMIT", "DTYPES", "SCHEMA", "WARMUP", "MeasuredTiming", "Peaks", "Point", "RankEmulator",
     "RankResult", "RecordingComm", "StaticStep", "StepComm", "Sweep", "capture_graph", "catalog_gpu_for",
     "check_cpu_size", "check_sweep", "default_ranks", "default_sweep", "device_name", "eager_forward", "emulate",
     "emulate_rank", "expected_rank_comm", "measure_peaks", "measured_compute", "pick_ranks", "project",
-    "rank_comm", "same_output", "stage_kind", "summarize_comm", "sync", "time_median",
+    "rank_comm", "same_output", "stage_kind", "summarize_comm", "sync", "time_median", "time_best",
+    "raise_to_points", "planner_errors",
 ]

@@ -105,7 +105,8 @@ def project(spec, results: list[RankResult], device_label: str, local_gpu: GpuSp
                         measured={r.stage: r for r in results}, local_gpu=local_gpu if scale else None)
     capacity = min(st.kv_token_capacity for st in pl.stages)
     wl = planner.workload_shape(spec.workload)
-    proj = planner.workload_bounds(tm, wl, capacity, spec.micro_batches, spec.slo_targets)
+    proj = planner.workload_bounds(tm, wl, capacity, spec.micro_batches, spec.slo_targets,
+                                   chunk=planner.prefill_chunk_tokens(spec))
     sources = {s: tm.source(s) for s in range(spec.layout.pp)}
     basis = (f"stage compute measured on {device_label}"
              + (f", scaled to {spec.gpu.name} by the planner's floor ratio per point" if scale else "")
@@ -113,4 +114,27 @@ def project(spec, results: list[RankResult], device_label: str, local_gpu: GpuSp
     out = {"projection": _bounds_dict(proj, "projection", basis),
            "analytic": _bounds_dict(pl.bounds, "analytic floor", f"planner roofline on {spec.gpu.name}"),
            "stage_sources": {str(s): ("measured" if s == r else f"scaled from stage {r}") for s, r in sources.items()}}
+    comparable = local_gpu is not None and (scale or local_gpu.name == spec.gpu.name)
+    out["planner_errors"] = planner_errors(out["analytic"], out["projection"]) if comparable else []
     return out
+
+
+FLOOR_KEYS = ("tpot_floor_s", "tpot_at_rows_s", "ttft_floor_s", "e2e_floor_s")   # lower bounds on times
+
+
+def planner_errors(analytic: dict, projection: dict, tol: float = 1e-3) -> list[str]:
+    """A floor must never exceed a measurement of the same thing, nor an upper bound (``rps_bound``)
+    fall below one: each case where the planner's analytic value contradicts the projection from
+    measured stages (same formula, same workload; differing only in where compute time comes from)."""
+    errors = []
+    for key, label, scale, fmt in PROJECTION_ROWS:
+        a, p = analytic.get(key), projection.get(key)
+        if a is None or p is None or a != a or p != p:
+            continue
+        if key in FLOOR_KEYS and a > p * (1 + tol):
+            errors.append(f"planner error: analytic floor {label} {a * scale:{fmt}} is above the measured "
+                          f"projection {p * scale:{fmt}}")
+        elif key == "rps_bound" and a < p * (1 - tol):
+            errors.append(f"planner error: analytic bound {label} {a * scale:{fmt}} is below the measured "
+                          f"projection {p * scale:{fmt}}")
+    return errors

@@ -19,7 +19,16 @@ from harness.emulate.projection import project
 from harness.emulate.records import Point, RankResult
 from harness.emulate.step import StaticStep, capture_graph, eager_forward, same_output
 from harness.emulate.sweep import DTYPES, Sweep, check_cpu_size, check_sweep, stage_kind
-from harness.emulate.timing import WARMUP, Peaks, catalog_gpu_for, device_name, measure_peaks, sync, time_median
+from harness.emulate.timing import (
+                                    WARMUP,
+                                    Peaks,
+                                    catalog_gpu_for,
+                                    device_name,
+                                    measure_peaks,
+                                    raise_to_points,
+                                    sync,
+                                    time_median,
+)
 from harness.engines.reference.comm import COMM_COLUMNS
 from harness.engines.reference.model.build import build_stage
 from harness.engines.reference.model.llama import StageModel
@@ -75,6 +84,7 @@ class RankEmulator:
         if pt.step_s:
             pt.gbps, pt.tflops = pt.bytes / pt.step_s / 1e9, pt.flops / pt.step_s / 1e12
             pt.copy_frac, pt.peak_frac = pt.gbps / self.peaks.copy_gbps, pt.tflops / self.peaks.matmul_tflops
+            # (provisional: raise_to_points sets them against the final ceilings once every point is in)
 
     def _recorded_step(self, pt: Point, step: int, x, slots, start, n, forward: Callable[[], torch.Tensor]):
         """One eager step with the recorder on: the ops (and bytes) a real rank issues for it."""
@@ -208,6 +218,7 @@ def emulate(spec, ranks: list[int], sweep: Sweep, device: torch.device,
     check_cpu_size(spec, ranks, device)
     peaks = measure_peaks(device, DTYPES[spec.model.dtype])
     results = [emulate_rank(spec, r, sweep, device, peaks, on_point) for r in ranks]
+    raise_to_points(peaks, [p for r in results for p in r.decode + r.prefill])
     label = device_name(device)
     return {
         "schema": SCHEMA,

@@ -65,8 +65,11 @@ class Bounds:
     - kv_rows_limit = ⌊capacity_tokens / (m·(Lin + Lout))⌋; decode_rows B = min(max_batch, that)
     - tpot_floor = Σ_s step_s(1): one request alone
     - tpot_at_rows(B) = max(Σ_s step_s(B), m·max_s occ_s(B)): every micro-batch holding B rows
-    - ttft_floor = Σ_s prefill latency of one Lin-token prompt; e2e_floor = ttft + (Lout−1)·tpot
-    - per request, a replica spends ≥ max(max_s [pre_occ_s(Lin) + Lout·occ_s(B)/B],
+    - ttft_floor = Σ_k Σ_s prefill latency of chunk k of one Lin-token prompt: chunks of
+      ``chunk`` tokens (the token budget, capped by run.prefill_chunk; one chunk when Lin fits),
+      chunk k after k·chunk cached tokens, one after the other (a sequence is in one micro-batch
+      at a time); e2e_floor = ttft + (Lout−1)·tpot
+    - per request, a replica spends ≥ max(max_s [pre_occ_s(Lin) + Lout·occ_s(B)/B] (pre_occ: Σ over chunks),
       Lout·Σ_s step_s(B)/(m·B)) (the busiest stage; the m micro-batches' round trip);
       rps_bound = dp / that (closed loop: also ≤ concurrency / e2e_floor)
     - slo_rows: the largest B whose tpot_at_rows (and e2e) meets the targets; rps_slo = the
@@ -77,6 +80,8 @@ class Bounds:
 
     input_mean: float
     output_mean: float
+    prefill_chunk: int           # tokens of a prompt per step (the mean prompt's chunks)
+    prefill_chunks: int
     decode_context: float
     micro_batches: int
     bubble_ratio: float
@@ -109,8 +114,14 @@ def slo_limits(targets) -> dict:
     return out
 
 
+def _chunks(n_in: int, chunk: int | None) -> list[tuple[int, int]]:
+    """(tokens, tokens already cached) of each step that prefills an n_in-token prompt."""
+    c = max(1, min(chunk or n_in, n_in))
+    return [(min(c, n_in - k), k) for k in range(0, n_in, c)]
+
+
 def workload_bounds(tm: Timing, wl: WorkloadShape, capacity_tokens: int, micro_batches: int,
-                    targets=()) -> Bounds:
+                    targets=(), chunk: int | None = None) -> Bounds:
     lay, m = tm.layout, micro_batches
     lin, lout = max(wl.input_mean, 1.0), max(wl.output_mean, 1.0)
     c = lin + lout / 2
@@ -121,8 +132,9 @@ def workload_bounds(tm: Timing, wl: WorkloadShape, capacity_tokens: int, micro_b
         rows_cap = min(rows_cap, max(1, math.ceil(wl.concurrency / (lay.dp * m))))
     b_max = max(1, min(rows_cap, kv_rows))
     n_in = max(1, round(lin))
-    pre_lat = [tm.latency(s, 1, n_in, 0.0) for s in stages]
-    pre_occ = [tm.occupancy(s, 1, n_in, 0.0) for s in stages]
+    steps = _chunks(n_in, chunk)
+    pre_lat = [sum(tm.latency(s, 1, n, float(k)) for n, k in steps) for s in stages]
+    pre_occ = [sum(tm.occupancy(s, 1, n, float(k)) for n, k in steps) for s in stages]
 
     def step(b: int) -> list[float]:
         return [tm.latency(s, b, 1, c) for s in stages]
@@ -169,6 +181,6 @@ def workload_bounds(tm: Timing, wl: WorkloadShape, capacity_tokens: int, micro_b
         rps_slo = rps(slo_rows) if ok else 0.0
         if "throughput_rps" in lim and rps_slo < lim["throughput_rps"] and kv_rows >= 1:
             problems.append(f"capacity bound {rps_slo:.2f} RPS < target {lim['throughput_rps']:g} RPS")
-    return Bounds(lin, lout, c, m, bubble_ratio(lay.pp, m), kv_rows, b_max, tuple(step(b_max)),
+    return Bounds(lin, lout, steps[0][0], len(steps), c, m, bubble_ratio(lay.pp, m), kv_rows, b_max, tuple(step(b_max)),
                   tuple(x / n_in for x in pre_lat), tpot1, tpot_at(b_max), ttft, e2e, rps(b_max), slo_rows,
                   rps_slo, wl.rate_rps, {k: v for k, v in lim.items()}, tuple(problems))

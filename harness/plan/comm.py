@@ -43,12 +43,15 @@ def sampling_gather_ops(rows: int) -> list[tuple[str, int]]:
 
 
 def expected_comm(shape: ModelShape, layout: Layout, dtype_bytes: int, max_batch: int,
-                  rows: int, tokens: int) -> dict[tuple[int, int | None, str, str], dict[str, int]]:
-    """Ops ONE rank issues for one micro-batch forward of ``rows`` × ``tokens`` padded tokens.
+                  rows: int, tokens: int, total_tokens: int | None = None
+                  ) -> dict[tuple[int, int | None, str, str], dict[str, int]]:
+    """Ops ONE rank issues for one micro-batch forward of ``rows`` rows of ``tokens`` tokens each,
+    or of ``total_tokens`` packed tokens over ``rows`` rows (a batch of unequal rows).
 
     Key (stage, tp_rank, op, group); tp_rank None means every TP rank of the stage, 0 only TP
     rank 0. Value {count, bytes}: ops and the sum of their local tensor bytes. A group of one
-    rank issues nothing. With B = rows, T = tokens, H = 8·(4 + 3·max_batch) header bytes:
+    rank issues nothing. With B = rows, B·T = the tokens (``total_tokens`` when given),
+    H = 8·(4 + 3·max_batch) header bytes:
       TP (t > 1): all_reduce (2·L_s + [s = 0]) × B·T·h·d  (the +1: vocab-parallel embedding);
         stage 0: broadcast 2 ops, H + 8·B·T (header, token ids);
         last stage: all_gather 1 op, 16·B (per row: local max and global id as 2 float64).
@@ -58,14 +61,15 @@ def expected_comm(shape: ModelShape, layout: Layout, dtype_bytes: int, max_batch
     """
     out: dict[tuple[int, int | None, str, str], dict[str, int]] = {}
     t, p = layout.tp, layout.pp
-    act = rows * tokens * shape.hidden * dtype_bytes
+    n_tok = rows * tokens if total_tokens is None else total_tokens
+    act = n_tok * shape.hidden * dtype_bytes
     header = 8 * header_numel(max_batch)
     for s in range(p):
         if t > 1:
             n_ar = 2 * layout.layer_split[s] + (1 if s == 0 else 0)
             out[(s, None, "all_reduce", "tp")] = {"count": n_ar, "bytes": n_ar * act}
             if s == 0:
-                out[(s, None, "broadcast", "tp")] = {"count": 2, "bytes": header + 8 * rows * tokens}
+                out[(s, None, "broadcast", "tp")] = {"count": 2, "bytes": header + 8 * n_tok}
             if s == p - 1:
                 ops = sampling_gather_ops(rows)
                 out[(s, None, "all_gather", "tp")] = {"count": len(ops), "bytes": sum(b for _, b in ops)}

@@ -9,6 +9,7 @@ from harness.spec.catalog import ModelShape
 from harness.spec.layout import Layout
 
 LOGIT_BYTES = 4             # logits are kept in fp32 for sampling
+KV_PAGE_TOKENS = 256        # positions per page of the paged KV layout (flash attention's paged KV)
 
 
 def rank_params(shape: ModelShape, layout: Layout, stage: int) -> int:
@@ -42,8 +43,14 @@ def kv_bytes_per_token(shape: ModelShape, layout: Layout, stage: int, dtype_byte
     return 2 * layout.layer_split[stage] * (shape.num_kv_heads // layout.tp) * shape.head_dim * dtype_bytes
 
 
-def workspace_bytes(shape: ModelShape, tp: int, last: bool, dtype_bytes: int, rows: int, width: int) -> int:
-    """Transient memory of the widest forward: N = rows·width padded tokens.
+def kv_slot_tokens(seq_len: int, paged: bool) -> int:
+    """Positions one KV slot holds: seq_len, rounded up to whole KV_PAGE_TOKENS pages where the
+    paged flash kernel runs (a GPU in 16-bit; harness/engines/reference/model/attention.py)."""
+    return -(-seq_len // KV_PAGE_TOKENS) * KV_PAGE_TOKENS if paged else seq_len
+
+
+def workspace_bytes(shape: ModelShape, tp: int, last: bool, dtype_bytes: int, rows: int, tokens: int) -> int:
+    """Transient memory of the widest forward: N = tokens (packed, no padding) over ``rows`` rows.
 
     activations = N · (2h + 3·I/t) · d — the residual stream and the layer input (2h) plus the
     MLP's gate, up and their product (3·I/t), the peak inside a decoder layer (attention's q, k,
@@ -52,7 +59,7 @@ def workspace_bytes(shape: ModelShape, tp: int, last: bool, dtype_bytes: int, ro
     position of each row, ⌈V/t⌉ padded columns). The KV-cache fraction (< 1) leaves room for what this misses
     (CUDA context, communicator buffers, allocator fragmentation).
     """
-    n = rows * width
+    n = tokens
     act = n * (2 * shape.hidden + 3 * shape.intermediate // tp) * dtype_bytes
     return act + (rows * shape.vocab_shard(tp) * LOGIT_BYTES if last else 0)
 

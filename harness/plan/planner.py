@@ -34,14 +34,24 @@ from harness.plan.comm import (
     sampling_gather_ops,
     tp_allreduce_bytes_per_layer_per_token,
 )
-from harness.plan.memory import LOGIT_BYTES, epsilon, kv_bytes_per_token, rank_params, stage_holds, workspace_bytes
+from harness.plan.memory import (
+    KV_PAGE_TOKENS,
+    LOGIT_BYTES,
+    epsilon,
+    kv_bytes_per_token,
+    kv_slot_tokens,
+    rank_params,
+    stage_holds,
+    workspace_bytes,
+)
 from harness.plan.timing import Timing, compute_floor_s, stage_bytes_read, stage_flops
 from harness.spec.catalog import GpuSpec
 from harness.spec.layout import Layout
 
 __all__ = [
     "PLAN_SCHEMA_VERSION", "HEADER_EXTRA", "SAMPLE_PAIR_BYTES", "LOGIT_BYTES",
-    "rank_params", "stage_holds", "kv_bytes_per_token", "workspace_bytes", "epsilon",
+    "rank_params", "stage_holds", "kv_bytes_per_token", "kv_slot_tokens", "KV_PAGE_TOKENS", "workspace_bytes",
+    "epsilon", "paged_kv", "slot_tokens", "forward_tokens", "prefill_chunk_tokens",
     "tp_allreduce_bytes_per_layer_per_token", "pp_bytes_per_token_per_boundary", "ring_factor", "header_numel",
     "sampling_gather_ops", "expected_comm", "Links", "links", "comm_time_s",
     "stage_flops", "stage_bytes_read", "compute_floor_s", "Timing",
@@ -146,11 +156,34 @@ def seq_len(spec) -> int:
     return spec.run.max_seq_len or spec.shape.max_context
 
 
+def paged_kv(spec) -> bool:
+    """The paged flash kernel serves the spec's device: a GPU (not the CPU twin) in 16-bit."""
+    hd = spec.shape.head_dim
+    return spec.gpu.name != "cpu" and spec.run.device != "cpu" and spec.dtype_bytes == 2 and hd % 8 == 0 and hd <= 256
+
+
+def slot_tokens(spec) -> int:
+    """Positions a KV slot is allocated with: seq_len, in whole pages when the KV is paged."""
+    return kv_slot_tokens(seq_len(spec), paged_kv(spec))
+
+
 def forward_width(spec, wl: WorkloadShape) -> int:
-    """Widest padded row of a forward: the prefill chunk, else the longest prompt (bounded), else the slot."""
+    """Most tokens one row of a forward carries: the prefill chunk, else the longest prompt
+    (bounded), else the slot; never more than the token budget."""
     if spec.run.prefill_chunk:
-        return min(spec.run.prefill_chunk, seq_len(spec))
-    return min(wl.input_max or seq_len(spec), seq_len(spec))
+        return min(spec.run.prefill_chunk, seq_len(spec), spec.token_budget)
+    return min(wl.input_max or seq_len(spec), seq_len(spec), spec.token_budget)
+
+
+def forward_tokens(spec, wl: WorkloadShape) -> int:
+    """Most tokens one forward carries (packed): min(token budget, max_batch · forward_width)."""
+    return min(spec.token_budget, spec.run.max_batch * forward_width(spec, wl))
+
+
+def prefill_chunk_tokens(spec) -> int:
+    """Tokens of one prompt per step when the request is alone: the token budget, capped by
+    run.prefill_chunk."""
+    return min(spec.token_budget, spec.run.prefill_chunk or spec.token_budget)
 
 
 def plan(spec, layout: Layout | None = None) -> Plan:
@@ -160,7 +193,8 @@ def plan(spec, layout: Layout | None = None) -> Plan:
     per_node = spec.cluster.gpus_per_node
     wl = workload_shape(spec.workload)
     width = forward_width(spec, wl)
-    slot = seq_len(spec)
+    n_fwd = forward_tokens(spec, wl)
+    slot = slot_tokens(spec)
     mem = gpu.memory_bytes
     ranks, problems = [], []
     for k in range(lay.world_size):
@@ -169,7 +203,7 @@ def plan(spec, layout: Layout | None = None) -> Plan:
         params = rank_params(shape, lay, pl.stage)
         w = params * d
         kvt = kv_bytes_per_token(shape, lay, pl.stage, d)
-        ws = workspace_bytes(shape, lay.tp, last, d, r.max_batch, width)
+        ws = workspace_bytes(shape, lay.tp, last, d, r.max_batch, n_fwd)
         free = mem - w - ws
         budget = int(r.kv_cache_fraction * free) if free > 0 else 0
         cap = budget // kvt
@@ -202,7 +236,7 @@ def plan(spec, layout: Layout | None = None) -> Plan:
     capacity = min(st.kv_token_capacity for st in stages)
     tm = Timing(shape, lay, gpu, d, r.max_batch, lk)
     m = spec.run.micro_batches or lay.pp          # spec.micro_batches, for this layout
-    bounds = workload_bounds(tm, wl, capacity, m, spec.slo_targets)
+    bounds = workload_bounds(tm, wl, capacity, m, spec.slo_targets, chunk=prefill_chunk_tokens(spec))
     weights = [x.weight_bytes for x in ranks]
     comm = CommPlan(ar_layer, 2 if lay.tp > 1 else 0, ring_factor(lay.tp), pp_tok if lay.pp > 1 else 0,
                     lay.pp - 1, 8 * header_numel(r.max_batch))
@@ -215,7 +249,8 @@ def plan(spec, layout: Layout | None = None) -> Plan:
         cluster={"nodes": spec.cluster.nodes, "gpus_per_node": per_node},
         layout={"tp": lay.tp, "pp": lay.pp, "dp": lay.dp, "layer_split": list(lay.layer_split)},
         run={"max_batch": r.max_batch, "micro_batches": m, "kv_cache_fraction": r.kv_cache_fraction,
-             "seq_len": slot, "forward_width": width},
+             "seq_len": seq_len(spec), "slot_tokens": slot, "forward_width": width, "forward_tokens": n_fwd,
+             "max_num_batched_tokens": spec.token_budget, "prefill_chunk": prefill_chunk_tokens(spec)},
         params_total=shape.total_params(), model_weight_bytes=sum(st.weight_bytes for st in stages),
         ranks=tuple(ranks), stages=tuple(stages), weight_epsilon=epsilon(weights),
         total_epsilon=epsilon([x.weight_bytes + x.workspace_bytes + x.kv_budget_bytes for x in ranks]),

@@ -66,6 +66,7 @@ LIMITS: dict[str, Limit] = {
     "run.comm_timeout_s": Limit(0, DAY_S, open_low=True, unit=" s (1 day)"),
     "run.seed": Limit(0, MAX_SEED),
     "run.prefill_chunk": Limit(1, MAX_TOKENS, unit=" tokens"),
+    "run.max_num_batched_tokens": Limit(1, MAX_TOKENS, unit=" tokens"),
     "run.profile_steps": Limit(0, 100_000),
     "run.nvml_interval_s": Limit(0.001, 3600.0, unit=" s"),
     "run.metric_percentiles[]": Limit(0, 100),

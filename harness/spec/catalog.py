@@ -133,10 +133,13 @@ GPU_CATALOG: dict[str, GpuSpec] = {
                              "InfiniBand HDR 200 Gb/s per GPU",
                              "NVIDIA A100 datasheet: 80 GB HBM2e, 2039 GB/s, 312 TFLOPS bf16 dense, "
                              "NVLink 600 GB/s bidirectional"),
-    # The CPU twin: notional numbers of one gloo rank on a small shared host; only the shape
-    # of the plan matters here, never these absolute values.
-    "cpu": GpuSpec("cpu", 2.0, 10.0, 0.05, 2.0, 1.0, "loopback (gloo)", "TCP (gloo)",
-                   "notional CPU rank: 2 GiB, 10 GB/s memory, 50 GFLOP/s"),
+    # The CPU twin: one gloo rank on the project's host (2 AMD EPYC cores, AVX-512). Memory
+    # bandwidth and the matmul rate are the ceilings `harness emulate` measured there (the
+    # fastest of 10: a 512 MiB copy 22.7 GB/s, an fp32 1024^3 product 187 GFLOP/s; 2026-12-01),
+    # rounded up, so the planner's floors stay below what the host does; memory and links notional.
+    "cpu": GpuSpec("cpu", 2.0, 23.0, 0.19, 2.0, 1.0, "loopback (gloo)", "TCP (gloo)",
+                   "CPU host, measured ceilings (harness emulate, 2026-12-01): 23 GB/s copy, 0.19 TFLOP/s "
+                   "fp32 matmul; 2 GiB and the gloo links notional"),
 }
 
 GPU_ALIASES = {"h100": "H100-SXM-80GB", "h100-80gb": "H100-SXM-80GB", "h100-sxm": "H100-SXM-80GB",

@@ -12,9 +12,15 @@ fewer than ``groups`` are in flight, and hands back the sampled tokens with
   control). With ``free`` micro-batches to fill and ``n`` sequences available (idle running +
   admissible waiting), a micro-batch takes ceil(n / free) of them (at most ``max_batch``), so
   enough available sequences always fill every micro-batch.
-- A prefill row carries the prompt (or a chunk of ``prefill_chunk`` tokens); its sampled token
-  is the first output token only when the chunk ends the prompt. A decode row carries the last
-  generated token. A request ends at its target output length (EOS ignored, as benchmarks do).
+- Chunked prefill under a token budget (``token_budget``, vLLM's ``max_num_batched_tokens``): a
+  micro-batch carries at most that many tokens. Decode rows come first (one token each, they
+  always fit: the budget is >= max_batch); prefill rows — prompts under way first, then newly
+  admitted ones — take chunks of what is left, so a long prompt never holds decoding rows back
+  by more than the budget. ``prefill_chunk`` caps any one row's chunk as well; with neither, a
+  prompt is prefilled whole.
+- A prefill row's sampled token is the first output token only when its chunk ends the prompt.
+  A decode row carries the last generated token. A request ends at its target output length
+  (EOS ignored, as benchmarks do).
 """
 
 from __future__ import annotations
@@ -54,7 +60,8 @@ class Batch:
 
     @property
     def padded_tokens(self) -> int:
-        return len(self.rows) * max(len(r.tokens) for r in self.rows)
+        """Tokens the forward computes: the batch runs packed, so no padding (== n_tokens)."""
+        return self.n_tokens
 
 
 @dataclass
@@ -71,17 +78,20 @@ class _Seq:
 class Scheduler:
     def __init__(self, requests: list[Request], prompt_of: Callable[[Request], list[int]], *,
                  num_slots: int, max_batch: int, max_seq_len: int,
-                 prefill_chunk: int | None = None, closed_loop_concurrency: int | None = None,
+                 prefill_chunk: int | None = None, token_budget: int | None = None,
+                 closed_loop_concurrency: int | None = None,
                  replica: int = 0, warmup: bool = False, first_step: int = 0):
         if num_slots < 1 or max_batch < 1:
             raise ValueError("num_slots and max_batch must be >= 1")
+        if token_budget is not None and token_budget < max_batch:
+            raise ValueError(f"token_budget {token_budget} < max_batch {max_batch}: every decode row must fit")
         for r in requests:
             if r.input_len + r.output_len - 1 > max_seq_len:
                 raise ValueError(f"request {r.request_id}: {r.input_len}+{r.output_len} tokens exceed the KV slot "
                                  f"length {max_seq_len}")
         self.prompt_of = prompt_of
         self.num_slots, self.max_batch = num_slots, max_batch
-        self.prefill_chunk = prefill_chunk
+        self.prefill_chunk, self.token_budget = prefill_chunk, token_budget
         self.replica, self.warmup = replica, warmup
         self.closed = closed_loop_concurrency is not None
         self.pending: deque[Request] = deque(sorted(requests, key=lambda r: (r.arrival_s, r.request_id)))
@@ -140,29 +150,36 @@ class Scheduler:
         if n == 0:
             return None
         take = min(self.max_batch, math.ceil(n / max(free, 1)))
-        chosen = [s for s in self.running if not s.in_flight][:take]
-        while len(chosen) < take and self.waiting and self.free_slots:
-            s = self.waiting.popleft()
-            s.slot = self.free_slots.pop()
-            s.record.admitted_s = now
-            self.running.append(s)
-            chosen.append(s)
+        budget = self.token_budget or math.inf
+        idle = [s for s in self.running if not s.in_flight]
         rows = []
-        for s in chosen:
-            s.in_flight = True
-            if s.prefilled < s.req.input_len:
-                k = s.req.input_len - s.prefilled
-                if self.prefill_chunk:
-                    k = min(k, self.prefill_chunk)
-                toks = s.prompt[s.prefilled:s.prefilled + k]
-                rows.append(Row(s.req.request_id, s.slot, s.prefilled, toks,
-                                s.prefilled + k == s.req.input_len, True))
-            else:
-                pos = s.req.input_len + len(s.generated) - 1
-                rows.append(Row(s.req.request_id, s.slot, pos, [s.generated[-1]], True, False))
+        for s in [s for s in idle if s.prefilled >= s.req.input_len][:take]:     # decode rows first
+            pos = s.req.input_len + len(s.generated) - 1
+            rows.append(self._take(s, Row(s.req.request_id, s.slot, pos, [s.generated[-1]], True, False)))
+        budget -= len(rows)
+        prefilling = iter([s for s in idle if s.prefilled < s.req.input_len])
+        while len(rows) < take and budget >= 1:
+            s = next(prefilling, None)
+            if s is None:
+                if not (self.waiting and self.free_slots):
+                    break
+                s = self.waiting.popleft()
+                s.slot = self.free_slots.pop()
+                s.record.admitted_s = now
+                self.running.append(s)
+            k = min(s.req.input_len - s.prefilled, self.prefill_chunk or math.inf, budget)
+            toks = s.prompt[s.prefilled:s.prefilled + k]
+            rows.append(self._take(s, Row(s.req.request_id, s.slot, s.prefilled, toks,
+                                          s.prefilled + k == s.req.input_len, True)))
+            budget -= k
         batch = Batch(self.step, rows)
         self.step += 1
         return batch
+
+    @staticmethod
+    def _take(s: _Seq, row: Row) -> Row:
+        s.in_flight = True
+        return row
 
     def complete(self, batch: Batch, tokens: list[int], now: float) -> int:
         """Apply one step's sampled tokens; returns how many requests finished."""

@@ -77,9 +77,8 @@ def comm_cross_checks(spec, payloads, steps: dict) -> list[dict]:
         for (replica, step), s in steps.items():
             if replica != p.dp:
                 continue
-            width = s["padded_tokens"] // s["n_rows"]
             exp = planner.expected_comm(spec.shape, spec.layout, spec.dtype_bytes, spec.run.max_batch,
-                                        rows=s["n_rows"], tokens=width)
+                                        rows=s["n_rows"], tokens=1, total_tokens=s["padded_tokens"])
             for (stage, tp_rank, op, group), v in exp.items():
                 if stage == p.stage and tp_rank in (None, p.tp):
                     key = (p.stage, op, group)

@@ -30,10 +30,10 @@ from harness.spec.workload import Request
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
-def _slots(plan, spec, max_seq: int) -> int:
+def _slots(plan, spec) -> int:
     """KV slots per replica: enough for every micro-batch group at max_batch, within the planned capacity."""
     want = spec.micro_batches * spec.run.max_batch
-    capacity = min(r.kv_token_capacity for r in plan.ranks) // max_seq
+    capacity = min(r.kv_token_capacity for r in plan.ranks) // plan.run["slot_tokens"]
     return max(1, min(want, capacity))
 
 
@@ -57,7 +57,7 @@ def run_rank(ctx, spec, trace, guard, state: dict, writer) -> RankPayload:
     counted = meta_rank_bytes(spec.shape, spec.layout, ctx.rank, spec.model.dtype)
     plan = make_plan(spec)
     max_seq = spec.run.max_seq_len or spec.shape.max_context
-    num_slots = _slots(plan, spec, max_seq)
+    num_slots = _slots(plan, spec)
     kv_bytes = model.allocate_kv(num_slots, max_seq)
     param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     if hdist.fail_rank_request() == ctx.rank:
@@ -65,9 +65,9 @@ def run_rank(ctx, spec, trace, guard, state: dict, writer) -> RankPayload:
 
     mine = [r for r in trace.requests if r.request_id % spec.layout.dp == place.dp]
     groups = spec.micro_batches
-    # The widest micro-batch: max_batch rows padded to the longest prompt (or prefill chunk).
+    # The most tokens a micro-batch carries: the token budget, or max_batch whole prompts (chunks) if fewer.
     widest = max((r.input_len for r in trace.requests), default=1)
-    max_tokens = spec.run.max_batch * min(spec.run.prefill_chunk or widest, widest)
+    max_tokens = min(spec.token_budget, spec.run.max_batch * min(spec.run.prefill_chunk or widest, widest))
     stage = PipelineStage(ctx, model, spec.run.max_batch, max_tokens)
     profiler = ProfilerWindow(spec.run.profile_steps, ctx, writer_dir=state.get("run_dir"))
     stage.on_step = profiler.step if profiler.enabled else None
@@ -84,14 +84,15 @@ def run_rank(ctx, spec, trace, guard, state: dict, writer) -> RankPayload:
         loop = ServeLoop(stage, groups, ctx.device, clock, place.dp, should_stop=guard.is_set, on_tick=ticker)
         warm = Scheduler(_warmup_requests(mine, spec.run.warmup_requests), trace.prompt_ids, num_slots=num_slots,
                          max_batch=spec.run.max_batch, max_seq_len=max_seq,
-                         prefill_chunk=spec.run.prefill_chunk, replica=place.dp, warmup=True)
+                         prefill_chunk=spec.run.prefill_chunk, token_budget=spec.token_budget, replica=place.dp,
+                         warmup=True)
         w0 = clock()
         if spec.run.warmup_requests > 0:
             loop.run(warm, w0, warmup=True)
         payload.warmup_s = clock() - w0
         payload.warmup_steps = warm.step
         sched = Scheduler(mine, trace.prompt_ids, num_slots=num_slots, max_batch=spec.run.max_batch,
-                          max_seq_len=max_seq, prefill_chunk=spec.run.prefill_chunk,
+                          max_seq_len=max_seq, prefill_chunk=spec.run.prefill_chunk, token_budget=spec.token_budget,
                           closed_loop_concurrency=trace.concurrency if trace.closed_loop else None,
                           replica=place.dp, first_step=warm.step)
         state["records"] = sched.records

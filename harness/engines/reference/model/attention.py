@@ -30,7 +30,8 @@ import sys
 import torch
 import torch.nn.functional as F
 
-KV_PAGE_TOKENS = 256    # positions per page of the paged layout (flash attention's paged KV wants multiples of 256)
+from harness.plan.memory import KV_PAGE_TOKENS, kv_slot_tokens
+
 
 
 def paged_kernel_applies(device: torch.device, dtype: torch.dtype, head_dim: int) -> bool:
@@ -46,8 +47,9 @@ def paged_kernel_applies(device: torch.device, dtype: torch.dtype, head_dim: int
 
 
 def slot_tokens(max_seq_len: int, paged: bool) -> int:
-    """Positions one slot holds: ``max_seq_len``, rounded up to whole pages for the paged kernel."""
-    return math.ceil(max_seq_len / KV_PAGE_TOKENS) * KV_PAGE_TOKENS if paged else max_seq_len
+    """Positions one slot holds: ``max_seq_len``, rounded up to whole pages for the paged kernel
+    (the planner's ``kv_slot_tokens``, so plan and allocation agree)."""
+    return kv_slot_tokens(max_seq_len, paged)
 
 
 class BatchIndex:

@@ -63,12 +63,22 @@ def build_stage(shape: ModelShape, layout: Layout, place: RankPlace, comm: Comm,
         tensor = weights.load(_source_name(name, shape), gshape, shard, dtype, device)
         if tuple(tensor.shape) != want:
             raise RuntimeError(f"{name}: weight source returned {tuple(tensor.shape)}, expected {want}")
+        if device.type == "cpu" and name.endswith(("_proj.weight", "lm_head.weight")):
+            tensor = _gemm_friendly(tensor)
         owner_name, _, pname = name.rpartition(".")
         setattr(model.get_submodule(owner_name), pname, nn.Parameter(tensor, requires_grad=False))
     if shape.tie_embeddings and model.is_first and model.is_last:
         model.lm_head.weight = model.model.embed_tokens.weight   # one tensor, as HF ties them
     model.init_rope(device)
     return model.eval()
+
+
+def _gemm_friendly(weight: torch.Tensor) -> torch.Tensor:
+    """The same ``[out, in]`` values stored column-major (a transposed view of an ``[in, out]``
+    buffer): ``F.linear`` then hands the CPU BLAS a row-major right operand. On this project's CPU
+    (MKL on AMD EPYC, fp32) that is 1.3-2x faster at 32-64 rows than the transposed operand a
+    row-major weight gives, and no slower at 1 or 512 rows (docs/performance.md)."""
+    return weight.t().contiguous().t()
 
 
 def stage_param_bytes(model: nn.Module) -> int:

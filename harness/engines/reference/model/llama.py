@@ -233,7 +233,8 @@ class StageModel(nn.Module):
         """``forward`` of packed ``x`` on a ``BatchIndex`` the caller built with ``index``: the same
         modules and kernels, so the same output and cache writes. Building the index is where
         ``forward`` syncs the host (the rows as ints); this path has none, so a CUDA graph can
-        capture it (harness/emulate/step.py) and replay it while the inputs and the index stay put."""
+        capture it (harness/emulate/step.py) and replay it while the inputs and the index stay put.
+        The output is in the index's form (padded ``[B, width, hidden]`` when built with ``width``)."""
         return self._output(self._layers(self._embed(x), batch), batch)
 
     @torch.no_grad()
