@@ -121,3 +121,66 @@ def test_attention_equals_the_gather_implementation_on_mixed_batches(tiny, which
         for i, r in enumerate(rows):
             torch.testing.assert_close(got[i, :len(r)], want[i, :len(r)], atol=2e-5, rtol=1e-5)
         assert got.abs().max() > 0.01           # real logits, not zeros on both sides
+
+
+def _paged_reference(q, key, value, cu_q, cu_k, max_q, max_k, *, window_size, enable_gqa, seqused_k, block_table):
+    """``varlen_attn``'s documented semantics, in plain torch (flash attention does not run on a
+    CPU): row b's keys are pages ``block_table[b]`` of the pool, the first ``seqused_k[b]`` of them
+    used; causal aligned to the bottom right; KV head j // rep serves query head j."""
+    assert window_size == (-1, 0) and enable_gqa and key.shape[1] % 256 == 0
+    assert cu_q.dtype == cu_k.dtype == seqused_k.dtype == block_table.dtype == torch.int32
+    assert int(cu_k[-1]) == int(seqused_k.sum()) and max_k == int(seqused_k.max())
+    out = torch.empty_like(q)
+    page = key.shape[1]
+    for b in range(len(seqused_k)):
+        s0, s1, n_k = int(cu_q[b]), int(cu_q[b + 1]), int(seqused_k[b])
+        pages = block_table[b, :-(-n_k // page)].long()
+        k = key[pages].reshape(-1, *key.shape[2:])[:n_k].transpose(0, 1)      # [kv_heads, n_k, d]
+        v = value[pages].reshape(-1, *value.shape[2:])[:n_k].transpose(0, 1)
+        n_q = s1 - s0
+        mask = torch.arange(n_k)[None, :] <= (n_k - n_q + torch.arange(n_q))[:, None]
+        o = F.scaled_dot_product_attention(q[s0:s1].transpose(0, 1)[None], k[None], v[None], attn_mask=mask,
+                                           enable_gqa=True)
+        out[s0:s1] = o[0].transpose(0, 1)
+    return out
+
+
+def _tiny_gqa4(tiny, paged, monkeypatch):
+    from harness.engines.reference.model import llama
+    monkeypatch.setattr(llama, "paged_kernel_applies", lambda *a: paged)
+    shape = dataclasses.replace(tiny, name="gqa4", **SHAPES["gqa4"])
+    lay = Layout(1, 1, 1, (shape.num_layers,))
+    model = build_stage(shape, lay, lay.place(0), single_process_comm(), dtype=torch.float32,
+                        device=torch.device("cpu"), weights=SeededWeights(3))
+    model.allocate_kv(SLOTS, MAX_SEQ)
+    return model
+
+
+def test_paged_index_gives_the_rows_result(tiny, monkeypatch):
+    """The paged path's index (block table over a page-padded cache, cu_seq, seqused_k) read with
+    the kernel's documented semantics gives what the rows kernel gives, step after step."""
+    import torch.nn.attention.varlen as varlen
+    monkeypatch.setattr(varlen, "varlen_attn", _paged_reference)
+    paged = _tiny_gqa4(tiny, True, monkeypatch)
+    rows = _tiny_gqa4(tiny, False, monkeypatch)
+    assert paged.slot_len == 256 and rows.slot_len == MAX_SEQ
+    assert next(iter(paged.model.layers.values())).self_attn.k_cache.shape == (SLOTS, 256, 2, 8)
+    for step_rows, slots, start in _steps():
+        ids, n = _padded(step_rows), _t([len(r) for r in step_rows])
+        got = paged.forward_all_logits(ids, _t(slots), _t(start), n)
+        want = rows.forward_all_logits(ids, _t(slots), _t(start), n)
+        torch.testing.assert_close(got, want, atol=2e-5, rtol=1e-5)
+    assert paged.paged          # the paged path ran throughout
+
+
+def test_paged_kernel_failure_falls_back_to_rows(tiny, monkeypatch, capsys):
+    """Flash attention does not run on a CPU: a paged model there falls back, with one line, to
+    the rows kernel, and computes the same logits."""
+    paged = _tiny_gqa4(tiny, True, monkeypatch)
+    rows = _tiny_gqa4(tiny, False, monkeypatch)
+    step_rows, slots, start = _steps()[0]
+    ids, n = _padded(step_rows), _t([len(r) for r in step_rows])
+    got = paged.forward_all_logits(ids, _t(slots), _t(start), n)
+    torch.testing.assert_close(got, rows.forward_all_logits(ids, _t(slots), _t(start), n), atol=2e-5, rtol=1e-5)
+    assert not paged.paged
+    assert capsys.readouterr().err.count("paged flash attention unavailable") == 1

@@ -343,3 +343,32 @@ def test_forward_indexed_equals_forward_on_a_mixed_batch(stage, monkeypatch):
     assert torch.equal(got, want)
     for a, (k, v) in zip(attn, want_kv):
         assert torch.equal(a.k_cache, k) and torch.equal(a.v_cache, v)
+
+
+def test_a_ceiling_a_point_beat_is_raised_to_that_point():
+    """Hand numbers: copy measured 10 GB/s, matmul 0.02 TFLOP/s; a decode point moved 1.5 GB in
+    0.1 s (15 GB/s) and a prefill did 0.144 TFLOP in 2 s (0.072 TFLOP/s, the '360 %' of before)."""
+    from harness.emulate import Peaks, Point, raise_to_points
+    peaks = Peaks("CPU", 10.0, 1, 0.02, 512, "float32", 10)
+    dec = Point("decode", 1, 1, 128, step_s=0.1, bytes=1.5e9, flops=3e9, gbps=15.0, tflops=0.03)
+    pre = Point("prefill", 1, 128, 0, step_s=2.0, bytes=2e9, flops=1.44e11, gbps=1.0, tflops=0.072)
+    raise_to_points(peaks, [dec, pre, Point("decode", 4, 1, 128)])      # an untimed point is left alone
+    assert (peaks.copy_gbps, peaks.matmul_tflops) == (15.0, 0.072)
+    assert (peaks.copy_gbps_measured, peaks.matmul_tflops_measured) == (10.0, 0.02)
+    assert dec.copy_frac == 1.0 and pre.peak_frac == 1.0
+    assert pre.copy_frac == pytest.approx(1 / 15) and dec.peak_frac == pytest.approx(0.03 / 0.072)
+    assert len(peaks.notes) == 2 and "the decode point B=1 T=1 ctx=128" in peaks.notes[0]
+    assert "matmul peak raised from 0.02 to 0.072" in peaks.notes[1]
+
+
+def test_planner_error_when_a_floor_is_above_the_measured_projection():
+    from harness.emulate import planner_errors
+    analytic = {"tpot_floor_s": 0.5, "tpot_at_rows_s": 0.8, "ttft_floor_s": 72.0, "e2e_floor_s": 100.0,
+                "rps_bound": 0.02, "rps_slo": None}
+    measured = {"tpot_floor_s": 0.6, "tpot_at_rows_s": 0.8, "ttft_floor_s": 30.0, "e2e_floor_s": 120.0,
+                "rps_bound": 0.03, "rps_slo": None}
+    errors = planner_errors(analytic, measured)
+    assert errors == ["planner error: analytic floor TTFT, mean prompt (ms) 72000.0 is above the measured "
+                      "projection 30000.0",
+                      "planner error: analytic bound max RPS 0.02 is below the measured projection 0.03"]
+    assert planner_errors(measured | {"ttft_floor_s": 29.0, "rps_bound": 0.04}, measured) == []

@@ -13,6 +13,7 @@ import pytest
 
 from harness import cli
 from harness.plan.planner import (
+    Timing,
     bubble_ratio,
     comm_time_s,
     compute_floor_s,
@@ -22,6 +23,7 @@ from harness.plan.planner import (
     links,
     plan,
     pp_bytes_per_token_per_boundary,
+    slot_tokens,
     rank_params,
     ring_factor,
     stage_bytes_read,
@@ -198,6 +200,34 @@ def test_plan_of_the_seed_strategy():
     assert b.tpot_floor_s == pytest.approx(floor, rel=1e-3)
     assert 0 < b.rps_slo <= b.rps_bound and not pl.problems and pl.fits
     json.dumps(pl.to_dict())          # JSON-ready
+
+
+def test_token_budget_bounds_the_forward_and_chunks_the_ttft_floor():
+    """run.max_num_batched_tokens=256: the widest forward is 256 packed tokens, and the mean
+    1024-token prompt is prefilled in 4 chunks of 256, each after the ones before it, through
+    every stage in turn (one sequence is in one micro-batch at a time)."""
+    spec = load_spec(CFG_70B, ["run.max_num_batched_tokens=256"])
+    pl = plan(spec)
+    assert pl.run["max_num_batched_tokens"] == 256 and pl.run["forward_tokens"] == 256
+    assert pl.ranks[0].workspace_bytes == 256 * (2 * 8192 + 3 * 14336) * 2
+    b = pl.bounds
+    assert (b.prefill_chunk, b.prefill_chunks) == (256, 4)
+    tm = Timing(spec.shape, spec.layout, spec.gpu, 2, 64, links(spec.layout, spec.gpu, 8))
+    want = sum(tm.latency(s, 1, 256, 256.0 * k) for k in range(4) for s in range(4))
+    assert b.ttft_floor_s == pytest.approx(want, rel=1e-12)
+    assert plan(load_spec(CFG_70B)).run["max_num_batched_tokens"] == 2048             # the default budget
+    assert load_spec(CFG_70B, ["run.max_batch=4096"]).token_budget == 4096            # never below max_batch
+    whole = plan(load_spec(CFG_70B)).bounds             # default budget 2048: the prompt in one step
+    assert (whole.prefill_chunk, whole.prefill_chunks) == (1024, 1)
+    # each 256-token chunk re-reads the stage's weights: 4 x 18.2 GB at 3.35 TB/s > one compute-bound prefill
+    assert b.ttft_floor_s > whole.ttft_floor_s
+    assert plan(load_spec(CFG_70B, ["run.prefill_chunk=512"])).bounds.prefill_chunks == 2   # caps each chunk
+
+
+def test_kv_slot_is_paged_on_a_gpu_in_16_bit_only():
+    assert slot_tokens(load_spec(CFG_70B, ["run.max_seq_len=2000"])) == 2048          # 8 pages of 256
+    assert slot_tokens(load_spec(CFG_70B, ["run.max_seq_len=2000", "model.dtype=fp32"])) == 2000
+    assert slot_tokens(load_spec(ROOT / "configs" / "tiny-tp2-pp4-cpu.yaml")) == 128   # the CPU twin
 
 
 def test_plan_that_does_not_fit_says_so_with_numbers(capsys):

@@ -343,3 +343,24 @@ def test_a_table_the_engine_did_not_produce_is_named_absent(synth, tmp_path):
     shutil.copytree(synth, full)
     write_report(full)
     assert "not traced" not in (full / "report.md").read_text()
+
+
+def test_a_planner_floor_above_the_measured_median_is_flagged():
+    from harness.report.sections import floor_errors
+    bounds = {"tpot_floor_s": 0.050, "ttft_floor_s": 72.0, "e2e_floor_s": 1.0}
+    metrics = {"median_tpot_ms": 80.0, "median_ttft_ms": 30_000.0, "median_e2el_ms": 900.0}
+    assert floor_errors(bounds, metrics) == [
+        "Planner error: the TTFT floor 7.2e+04 ms is above the measured median 3e+04 ms (the planner's device "
+        "numbers or formula are off; see harness plan).",
+        "Planner error: the E2E floor 1e+03 ms is above the measured median 900 ms (the planner's device "
+        "numbers or formula are off; see harness plan)."]
+    assert floor_errors(bounds, {"median_tpot_ms": 80.0}) == []          # nothing measured: nothing claimed
+
+
+def test_real_run_report_states_the_token_budget_and_no_planner_error(real):
+    md = (real / "report.md").read_text() if (real / "report.md").exists() else None
+    if md is None:
+        assert cli(["report", str(real)]) == 0
+        md = (real / "report.md").read_text()
+    assert "Chunked prefill: at most 2048 tokens per micro-batch, decode rows first" in md
+    assert "Planner error" not in md     # the CPU catalogue's ceilings are the host's measured ones

@@ -73,6 +73,8 @@ CASES = [
     ("slo bad operator", _set("slo", {"targets": ["ttft_p99_ms >= 100"]}), "ttft_p99_ms is a latency"),
     ("slo unknown preset", _set("slo.preset", "mlperf-gpt5"), "slo.preset: unknown preset 'mlperf-gpt5'"),
     ("wrong type", _set("run.max_batch", "many"), "run.max_batch: expected a whole number"),
+    ("token budget below max_batch", _set("run.max_num_batched_tokens", 32),
+     "run.max_num_batched_tokens: 32 < run.max_batch 64; every decode row must fit"),
 ]
 
 

@@ -63,14 +63,36 @@ def performance(ctx: Ctx) -> Section:
     caveat = run.summary.get("slo_preset") if isinstance(run.summary.get("slo_preset"), dict) else {}
     preset = [Text(f"Preset {caveat.get('preset')}: {caveat.get('note')}." + (
         f" Warning: {caveat['warning']}." if caveat.get("warning") else ""), "note")] if caveat else []
+    budget = ((run.summary.get("predicted") or {}).get("run") or {}).get("max_num_batched_tokens")
+    if budget:
+        counts += (f" Chunked prefill: at most {budget} tokens per micro-batch, decode rows first "
+                   f"(predicted TTFT: the mean prompt in {bounds.get('prefill_chunks', 1)} chunk(s)).")
+    errors = [Text(e, "note") for e in floor_errors(bounds, m)]
     return Section("Performance vs SLOs", [
-        Text(f"Overall: {run.summary.get('verdict')}"), Text(counts),
+        Text(f"Overall: {run.summary.get('verdict')}"), Text(counts), *errors,
         Table(hdr, slo_rows) if slo_rows else Text("No SLO targets in the spec: verdict UNMEASURED.", "note"),
         *preset,
         Table(check_header(ctx), rates),
         Table(["latency (ms)", "mean", "median", "p90", "p99"], lat_rows),
         Image(ctx.plots["latency"], "TTFT / TPOT / E2E CDFs with the SLO targets"),
         Image(ctx.plots["throughput"], "Throughput over time")])
+
+
+FLOORS = (("TPOT", "tpot_floor_s", "median_tpot_ms"), ("TTFT", "ttft_floor_s", "median_ttft_ms"),
+          ("E2E", "e2e_floor_s", "median_e2el_ms"))
+
+
+def floor_errors(bounds: dict, metrics: dict) -> list[str]:
+    """A planner floor above a measurement of the same thing is the planner's error, never the
+    run's: the floor (one request alone, mean lengths) above the median request's measured time
+    means most requests did better than the physics the planner claims."""
+    out = []
+    for name, floor_key, measured_key in FLOORS:
+        floor, measured = bounds.get(floor_key), metrics.get(measured_key)
+        if floor is not None and measured is not None and floor * 1e3 > measured * 1.0001:
+            out.append(f"Planner error: the {name} floor {floor * 1e3:.3g} ms is above the measured median "
+                       f"{measured:.3g} ms (the planner's device numbers or formula are off; see harness plan).")
+    return out
 
 
 def _bound_verdict(bound: Any, measured: Any) -> str:
