@@ -28,6 +28,7 @@ from harness.plan.planner import (
     ring_factor,
     stage_bytes_read,
     stage_flops,
+    token_budget,
     tp_allreduce_bytes_per_layer_per_token,
     workspace_bytes,
 )
@@ -216,7 +217,7 @@ def test_token_budget_bounds_the_forward_and_chunks_the_ttft_floor():
     want = sum(tm.latency(s, 1, 256, 256.0 * k) for k in range(4) for s in range(4))
     assert b.ttft_floor_s == pytest.approx(want, rel=1e-12)
     assert plan(load_spec(CFG_70B)).run["max_num_batched_tokens"] == 2048             # the default budget
-    assert load_spec(CFG_70B, ["run.max_batch=4096"]).token_budget == 4096            # never below max_batch
+    assert token_budget(load_spec(CFG_70B, ["run.max_batch=4096"])) == 4096            # never below max_batch
     whole = plan(load_spec(CFG_70B)).bounds             # default budget 2048: the prompt in one step
     assert (whole.prefill_chunk, whole.prefill_chunks) == (1024, 1)
     # each 256-token chunk re-reads the stage's weights: 4 x 18.2 GB at 3.35 TB/s > one compute-bound prefill

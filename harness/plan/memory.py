@@ -43,6 +43,15 @@ def kv_bytes_per_token(shape: ModelShape, layout: Layout, stage: int, dtype_byte
     return 2 * layout.layer_split[stage] * (shape.num_kv_heads // layout.tp) * shape.head_dim * dtype_bytes
 
 
+DEFAULT_BATCHED_TOKENS = 2048   # chunked prefill's token budget per micro-batch when the spec gives none
+
+
+def token_budget(spec) -> int:
+    """Tokens one micro-batch may carry (vLLM's max_num_batched_tokens): run.max_num_batched_tokens,
+    else DEFAULT_BATCHED_TOKENS, never below run.max_batch (every decode row fits)."""
+    return spec.run.max_num_batched_tokens or max(DEFAULT_BATCHED_TOKENS, spec.run.max_batch)
+
+
 def kv_slot_tokens(seq_len: int, paged: bool) -> int:
     """Positions one KV slot holds: seq_len, rounded up to whole KV_PAGE_TOKENS pages where the
     paged flash kernel runs (a GPU in 16-bit; harness/engines/reference/model/attention.py)."""

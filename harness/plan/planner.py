@@ -42,6 +42,7 @@ from harness.plan.memory import (
     kv_slot_tokens,
     rank_params,
     stage_holds,
+    token_budget,
     workspace_bytes,
 )
 from harness.plan.timing import Timing, compute_floor_s, stage_bytes_read, stage_flops
@@ -51,7 +52,7 @@ from harness.spec.layout import Layout
 __all__ = [
     "PLAN_SCHEMA_VERSION", "HEADER_EXTRA", "SAMPLE_PAIR_BYTES", "LOGIT_BYTES",
     "rank_params", "stage_holds", "kv_bytes_per_token", "kv_slot_tokens", "KV_PAGE_TOKENS", "workspace_bytes",
-    "epsilon", "paged_kv", "slot_tokens", "forward_tokens", "prefill_chunk_tokens",
+    "epsilon", "token_budget", "paged_kv", "slot_tokens", "forward_tokens", "prefill_chunk_tokens",
     "tp_allreduce_bytes_per_layer_per_token", "pp_bytes_per_token_per_boundary", "ring_factor", "header_numel",
     "sampling_gather_ops", "expected_comm", "Links", "links", "comm_time_s",
     "stage_flops", "stage_bytes_read", "compute_floor_s", "Timing",
@@ -171,19 +172,19 @@ def forward_width(spec, wl: WorkloadShape) -> int:
     """Most tokens one row of a forward carries: the prefill chunk, else the longest prompt
     (bounded), else the slot; never more than the token budget."""
     if spec.run.prefill_chunk:
-        return min(spec.run.prefill_chunk, seq_len(spec), spec.token_budget)
-    return min(wl.input_max or seq_len(spec), seq_len(spec), spec.token_budget)
+        return min(spec.run.prefill_chunk, seq_len(spec), token_budget(spec))
+    return min(wl.input_max or seq_len(spec), seq_len(spec), token_budget(spec))
 
 
 def forward_tokens(spec, wl: WorkloadShape) -> int:
     """Most tokens one forward carries (packed): min(token budget, max_batch · forward_width)."""
-    return min(spec.token_budget, spec.run.max_batch * forward_width(spec, wl))
+    return min(token_budget(spec), spec.run.max_batch * forward_width(spec, wl))
 
 
 def prefill_chunk_tokens(spec) -> int:
     """Tokens of one prompt per step when the request is alone: the token budget, capped by
     run.prefill_chunk."""
-    return min(spec.token_budget, spec.run.prefill_chunk or spec.token_budget)
+    return min(token_budget(spec), spec.run.prefill_chunk or token_budget(spec))
 
 
 def plan(spec, layout: Layout | None = None) -> Plan:
@@ -250,7 +251,7 @@ def plan(spec, layout: Layout | None = None) -> Plan:
         layout={"tp": lay.tp, "pp": lay.pp, "dp": lay.dp, "layer_split": list(lay.layer_split)},
         run={"max_batch": r.max_batch, "micro_batches": m, "kv_cache_fraction": r.kv_cache_fraction,
              "seq_len": seq_len(spec), "slot_tokens": slot, "forward_width": width, "forward_tokens": n_fwd,
-             "max_num_batched_tokens": spec.token_budget, "prefill_chunk": prefill_chunk_tokens(spec)},
+             "max_num_batched_tokens": token_budget(spec), "prefill_chunk": prefill_chunk_tokens(spec)},
         params_total=shape.total_params(), model_weight_bytes=sum(st.weight_bytes for st in stages),
         ranks=tuple(ranks), stages=tuple(stages), weight_epsilon=epsilon(weights),
         total_epsilon=epsilon([x.weight_bytes + x.workspace_bytes + x.kv_budget_bytes for x in ranks]),

@@ -85,9 +85,6 @@ class SloSpec:
     goodput: dict = field(default_factory=dict)   # ms per request, vLLM --goodput; default: the targets'
 
 
-DEFAULT_BATCHED_TOKENS = 2048    # chunked prefill's token budget per micro-batch when the spec gives none
-
-
 @dataclass
 class RunSpec:
     max_batch: int = 32                 # sequences per micro-batch
@@ -100,7 +97,7 @@ class RunSpec:
     seed: int = 0                       # seeded weights
     record_tokens: bool = False
     prefill_chunk: int | None = None    # cap on one row's prefill tokens per step
-    max_num_batched_tokens: int | None = None   # tokens per micro-batch (chunked prefill); default below
+    max_num_batched_tokens: int | None = None   # tokens per micro-batch; default: plan.memory.token_budget
     instrument: Literal["off", "counts", "timing"] = "timing"
     profile_steps: int = 0              # >0: export a torch.profiler trace of that many steps
     nvml_interval_s: float = 0.1
@@ -133,12 +130,6 @@ class Spec:
     @property
     def micro_batches(self) -> int:
         return self.run.micro_batches or self.parallel.pp
-
-    @property
-    def token_budget(self) -> int:
-        """Tokens one micro-batch may carry (vLLM's max_num_batched_tokens): the spec's, else
-        DEFAULT_BATCHED_TOKENS (never below max_batch, so every decode row fits)."""
-        return self.run.max_num_batched_tokens or max(DEFAULT_BATCHED_TOKENS, self.run.max_batch)
 
     @property
     def dtype_bytes(self) -> int:
@@ -317,8 +308,8 @@ def validate(spec: Spec, base_dir: Path | None = None) -> None:
     if r.max_seq_len is not None and not 1 <= r.max_seq_len <= shape.max_context:
         raise UsageError(f"run.max_seq_len: must be in 1..{shape.max_context} (the model's context), got {r.max_seq_len}")
     if r.max_num_batched_tokens is not None and r.max_num_batched_tokens < r.max_batch:
-        raise UsageError(f"run.max_num_batched_tokens: {r.max_num_batched_tokens} < run.max_batch {r.max_batch}; "
-                         f"every decode row must fit: use >= {r.max_batch}")
+        raise UsageError(f"run.max_num_batched_tokens: {r.max_num_batched_tokens} < run.max_batch {r.max_batch}; every "
+                         f"decode row must fit: use >= {r.max_batch}")
     if not spec.name or len(spec.name) > 100 or not spec.name.replace("-", "").replace("_", "").replace(".", "").isalnum():
         raise UsageError(f"name: {shown(spec.name)} must be at most 100 letters, digits, '-', '_' or '.' (it names the run folder)")
     validate_engine(spec, Path(__file__).resolve().parents[2], base_dir)

@@ -25,6 +25,7 @@ from harness.engines.reference.summary import RankPayload
 from harness.measure.metrics import RequestRecord, progress
 from harness.measure.nvml import NvmlSampler, torch_memory_stats
 from harness.plan.planner import plan as make_plan
+from harness.plan.planner import token_budget
 from harness.spec.workload import Request
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -67,7 +68,7 @@ def run_rank(ctx, spec, trace, guard, state: dict, writer) -> RankPayload:
     groups = spec.micro_batches
     # The most tokens a micro-batch carries: the token budget, or max_batch whole prompts (chunks) if fewer.
     widest = max((r.input_len for r in trace.requests), default=1)
-    max_tokens = min(spec.token_budget, spec.run.max_batch * min(spec.run.prefill_chunk or widest, widest))
+    max_tokens = min(token_budget(spec), spec.run.max_batch * min(spec.run.prefill_chunk or widest, widest))
     stage = PipelineStage(ctx, model, spec.run.max_batch, max_tokens)
     profiler = ProfilerWindow(spec.run.profile_steps, ctx, writer_dir=state.get("run_dir"))
     stage.on_step = profiler.step if profiler.enabled else None
@@ -84,7 +85,7 @@ def run_rank(ctx, spec, trace, guard, state: dict, writer) -> RankPayload:
         loop = ServeLoop(stage, groups, ctx.device, clock, place.dp, should_stop=guard.is_set, on_tick=ticker)
         warm = Scheduler(_warmup_requests(mine, spec.run.warmup_requests), trace.prompt_ids, num_slots=num_slots,
                          max_batch=spec.run.max_batch, max_seq_len=max_seq,
-                         prefill_chunk=spec.run.prefill_chunk, token_budget=spec.token_budget, replica=place.dp,
+                         prefill_chunk=spec.run.prefill_chunk, token_budget=token_budget(spec), replica=place.dp,
                          warmup=True)
         w0 = clock()
         if spec.run.warmup_requests > 0:
@@ -92,7 +93,7 @@ def run_rank(ctx, spec, trace, guard, state: dict, writer) -> RankPayload:
         payload.warmup_s = clock() - w0
         payload.warmup_steps = warm.step
         sched = Scheduler(mine, trace.prompt_ids, num_slots=num_slots, max_batch=spec.run.max_batch,
-                          max_seq_len=max_seq, prefill_chunk=spec.run.prefill_chunk, token_budget=spec.token_budget,
+                          max_seq_len=max_seq, prefill_chunk=spec.run.prefill_chunk, token_budget=token_budget(spec),
                           closed_loop_concurrency=trace.concurrency if trace.closed_loop else None,
                           replica=place.dp, first_step=warm.step)
         state["records"] = sched.records
