@@ -101,8 +101,9 @@ def render_plan(pl: Plan, checks: list[dict] | None = None) -> str:
            f"parameters {pl.params_total:,} = {_size(pl.params_total * pl.dtype_bytes)} in {pl.dtype}; "
            f"one replica holds {_size(pl.model_weight_bytes)}",
            "", "Memory per GPU (GB = 1e9 B; every TP rank and replica of a stage alike)",
-           f"work: activations of a {run['max_batch']} x {run['forward_width']}-token forward (+ logits); "
-           f"KV: {run['kv_cache_fraction']:g} of the rest; slot {run['seq_len']} tokens"]
+           f"work: activations of a {run['forward_tokens']}-token forward over {run['max_batch']} rows (token budget "
+           f"{run['max_num_batched_tokens']}) (+ logits); KV: {run['kv_cache_fraction']:g} of the rest; slot "
+           f"{run['slot_tokens']} tokens"]
     rows = []
     for st in pl.stages:
         r = pl.ranks[st.ranks[0]]
@@ -139,7 +140,7 @@ def render_plan(pl: Plan, checks: list[dict] | None = None) -> str:
             f"bubble (p-1)/(m+p-1) = {b.bubble_ratio:.3f}",
             f"TPOT >= {_ms(b.tpot_floor_s)} ms alone; {_ms(b.tpot_at_rows_s)} ms at {b.decode_rows} rows "
             f"per micro-batch (KV allows {b.kv_rows_limit})",
-            f"TTFT >= {_ms(b.ttft_floor_s)} ms; E2E >= "
+            f"TTFT >= {_ms(b.ttft_floor_s)} ms (prompt in {b.prefill_chunks} chunk(s) of <= {b.prefill_chunk}); E2E >= "
             + (f"{b.e2e_floor_s:.2f} s" if b.e2e_floor_s >= 1 else f"{_ms(b.e2e_floor_s)} ms"),
             f"RPS <= {b.rps_bound:.2f}" + (f" (offered {b.offered_rps:g})" if b.offered_rps else "")]
     if b.rps_slo is not None:
