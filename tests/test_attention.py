@@ -184,3 +184,29 @@ def test_paged_kernel_failure_falls_back_to_rows(tiny, monkeypatch, capsys):
     torch.testing.assert_close(got, rows.forward_all_logits(ids, _t(slots), _t(start), n), atol=2e-5, rtol=1e-5)
     assert not paged.paged
     assert capsys.readouterr().err.count("paged flash attention unavailable") == 1
+
+
+def test_decode_reads_the_cache_in_place_with_no_mask(tiny, monkeypatch):
+    """A decode-only step: every key and value tensor attention gets is a view of the layer's own
+    cache (no gather copy), with the KV heads as they are stored (no repeat to the query heads:
+    the grouped query heads ride the query axis) and no mask."""
+    from harness.engines.reference.model import attention
+    model = _tiny_gqa4(tiny, False, monkeypatch)
+    for rows, slots, start in _steps()[:3]:                 # fill some cache first
+        model.forward_all_logits(_padded(rows), _t(slots), _t(start), _t([len(r) for r in rows]))
+    attn = [layer.self_attn for layer in model.model.layers.values()]
+    caches = {c.untyped_storage().data_ptr() for a in attn for c in (a.k_cache, a.v_cache)}
+    seen, real = [], F.scaled_dot_product_attention
+
+    def spy(q, k, v, attn_mask=None, is_causal=False, **kw):
+        seen.append((q.shape, k.shape, k.untyped_storage().data_ptr(), v.untyped_storage().data_ptr(),
+                     attn_mask, is_causal, kw.get("enable_gqa", False)))
+        return real(q, k, v, attn_mask=attn_mask, is_causal=is_causal, **kw)
+
+    monkeypatch.setattr(attention.F, "scaled_dot_product_attention", spy)
+    model(_t([[9], [10], [11]]), _t([0, 3, 5]), _t([9, 8, 4]), _t([1, 1, 1]))
+    assert len(seen) == 3 * 3                               # 3 rows x 3 layers
+    for q_shape, k_shape, k_ptr, v_ptr, mask, causal, gqa in seen:
+        assert k_ptr in caches and v_ptr in caches
+        assert q_shape[1:3] == (2, 4) and k_shape[1] == 2  # [1, kv_heads, rep, d] against [1, kv_heads, L, d]
+        assert mask is None and not causal and not gqa
