@@ -101,9 +101,9 @@ def render_plan(pl: Plan, checks: list[dict] | None = None) -> str:
            f"parameters {pl.params_total:,} = {_size(pl.params_total * pl.dtype_bytes)} in {pl.dtype}; "
            f"one replica holds {_size(pl.model_weight_bytes)}",
            "", "Memory per GPU (GB = 1e9 B; every TP rank and replica of a stage alike)",
-           f"work: activations of a {run['forward_tokens']}-token forward over {run['max_batch']} rows (token budget "
-           f"{run['max_num_batched_tokens']}) (+ logits); KV: {run['kv_cache_fraction']:g} of the rest; slot "
-           f"{run['slot_tokens']} tokens"]
+           f"work: activations of a {run['forward_tokens']}-token forward over {run['max_batch']} rows "
+           f"(+ logits; token budget {run['max_num_batched_tokens']})",
+           f"KV: {run['kv_cache_fraction']:g} of the rest; slot {run['slot_tokens']} tokens"]
     rows = []
     for st in pl.stages:
         r = pl.ranks[st.ranks[0]]
