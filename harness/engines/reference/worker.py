@@ -82,6 +82,8 @@ def run_rank(ctx, spec, trace, guard, state: dict, writer) -> RankPayload:
     clock = time.monotonic
     if payload.coordinator:
         ticker = _Progress(ctx.rank == 0, state, writer)
+        if ticker.enabled and writer is not None:
+            warm_table_writer()
         loop = ServeLoop(stage, groups, ctx.device, clock, place.dp, should_stop=guard.is_set, on_tick=ticker)
         warm = Scheduler(_warmup_requests(mine, spec.run.warmup_requests), trace.prompt_ids, num_slots=num_slots,
                          max_batch=spec.run.max_batch, max_seq_len=max_seq,
@@ -164,6 +166,18 @@ class ProfilerWindow:
         prof.__exit__(None, None, None)
         self.dir.mkdir(parents=True, exist_ok=True)
         prof.export_chrome_trace(str(self.dir / f"rank{self.ctx.rank}.json"))
+
+
+def warm_table_writer() -> None:
+    """One empty parquet write to memory before serving: a process's first parquet write spends
+    ~0.3 s setting pyarrow up, and inside the serving loop (the first progress flush, 2 s in) that
+    stalls every rank's pipeline: it was the demo's worst inter-token gap (docs/performance.md)."""
+    import io
+
+    import pyarrow.parquet as pq
+
+    from harness.results.schema import rows_to_table
+    pq.write_table(rows_to_table("requests", []), io.BytesIO())
 
 
 class _Progress:
