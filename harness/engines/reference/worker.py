@@ -53,7 +53,8 @@ def run_rank(ctx, spec, trace, guard, state: dict, writer) -> RankPayload:
     place = ctx.place
     dtype = DTYPES[spec.model.dtype]
     weights = CheckpointWeights(spec.model.checkpoint) if spec.model.checkpoint else SeededWeights(spec.run.seed)
-    model = build_stage(spec.shape, spec.layout, place, ctx.comm, dtype=dtype, device=ctx.device, weights=weights)
+    model = build_stage(spec.shape, spec.layout, place, ctx.comm, dtype=dtype, device=ctx.device, weights=weights,
+                        column_major=spec.run.profile_steps == 0)   # see build_stage: the profiler and the heap
     # counted before serving: after a torch.profiler window the CPU heap is not to be trusted (engine.close)
     counted = meta_rank_bytes(spec.shape, spec.layout, ctx.rank, spec.model.dtype)
     plan = make_plan(spec)
