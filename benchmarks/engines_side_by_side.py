@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -37,12 +38,13 @@ def harness_run(config: Path, run_dir: Path, sets: list[str]) -> dict:
     cmd = [sys.executable, "-m", "harness.cli", "run", str(config), "--results-dir", str(run_dir)]
     for s in sets:
         cmd += ["--set", s]
-    t0 = time.monotonic()
+    t0, load0 = time.monotonic(), os.getloadavg()[0]
     p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() else {}
     if p.returncode not in (0, 1) or not summary.get("complete"):
         raise SystemExit(f"run {run_dir} failed (exit {p.returncode}):\n{p.stderr[-3000:]}")
-    print(f"  {run_dir.name}: {time.monotonic() - t0:.0f} s, verdict {summary['verdict']}", file=sys.stderr)
+    print(f"  {run_dir.name}: {time.monotonic() - t0:.0f} s, verdict {summary['verdict']}, load average "
+          f"{load0:.1f} -> {os.getloadavg()[0]:.1f}", file=sys.stderr)
     return summary
 
 
@@ -58,7 +60,9 @@ def table(name: str, ref: dict, vllm: dict) -> str:
         lines.append(f"  {label:<22} {_fmt(a):>11} {_fmt(b):>11} {ratio:>9}")
     lag = vllm.get("client") or {}
     srv = (vllm.get("server_metrics") or {}).get("ttft") or {}
-    lines.append(f"  vLLM client lag p50/p99 {_fmt(lag.get('p50_ms'))} / {_fmt(lag.get('p99_ms'))} ms; "
+    lines.append(f"  vLLM client lag p50/p99 {_fmt(lag.get('p50_ms'))} / {_fmt(lag.get('p99_ms'))} ms "
+                 f"({lag.get('scheduling')}); server-side ITL p99 "
+                 f"{_fmt(((vllm.get('server_metrics') or {}).get('itl') or {}).get('p99_ms'))} ms; "
                  f"server-side TTFT mean {_fmt(srv.get('mean_ms'))} ms (client mean {_fmt(vllm['metrics'].get('mean_ttft_ms'))})")
     return "\n".join(lines)
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import aiohttp
 
 from harness.engines.vllm.client import StreamResult, stream_request
+from harness.engines.vllm.priority import realtime_thread
 from harness.engines.vllm.scrape import counter_total, kept_lines, parse_metrics, snapshot
 from harness.measure.metrics import RequestRecord, percentile, ttft_s
 from harness.spec.workload import Request, random_prompt
@@ -57,6 +58,7 @@ class Drive:
     warmup_s: float | None = None
     wall_s: float | None = None
     finished: bool = False
+    scheduling: str | None = None       # the loop thread's policy during the run (harness.engines.vllm.priority)
 
 
 class Driver:
@@ -86,7 +88,8 @@ class Driver:
         gc.collect()
         gc.freeze()
         try:
-            return await self._run()
+            with realtime_thread() as self.out.scheduling:
+                return await self._run()
         finally:
             gc.unfreeze()
             sys.setswitchinterval(old_switch)

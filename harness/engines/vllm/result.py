@@ -40,6 +40,8 @@ def external_result(spec, kind: str, drive, *, info, command: str | None, sample
     lay = spec.layout
     view = server_view(drive.baseline, drive.final, drive.snapshots)
     lag = client_lag(drive.records)
+    if lag is not None:
+        lag["scheduling"] = drive.scheduling
     notes: list[str] = []
     if lag and lag["warning"]:
         notes.append(lag["warning"])
