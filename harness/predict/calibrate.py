@@ -3,14 +3,13 @@ coordinator's own time per step) from a run directory's tables or from a ``harne
 
 From a run (``from_run``), every measured (non-warm-up) step gives, per stage s:
 - service time: stage 0 (the coordinator runs it inside ``submit``) t_send_end − t_recv_start of
-  the coordinator's row (TP broadcast + compute + send); a later stage max_tp t_send_end −
-  max_tp t_recv_end (it starts when its last TP rank has the activations, ends when the last has
-  sent); features from the steps table (tokens, rows, attn_pairs);
-- hop into stage s: max_tp t_recv_end(s) − max_tp t_send_end(s−1), over the steps where stage s
-  was already waiting (min_tp t_recv_start(s) before the send); the return hop: t_done of the step
-  − t_send_end of the last stage's TP rank 0, over the steps where the coordinator was already
-  waiting (its last submit's stage-0 work and its previous collect ended before that send). The
-  model keeps each hop's mean and its samples (the simulator draws from them);
+  the coordinator's row (TP broadcast + compute + send); a later stage s max_tp t_send_end(s) −
+  max(max_tp t_recv_start(s), max_tp t_send_end(s−1)): from when it was free and the activations
+  were sent to when its last TP rank has sent on, so the receive (the PP hop) is part of it;
+  features from the steps table (tokens, rows, attn_pairs) and the step's in-flight depth;
+- the return hop: t_done of the step − max(t_send_end of the last stage's TP rank 0, when the
+  coordinator was last busy before it): the tokens' way back and the collect; its mean and its
+  samples (the simulator draws from them);
 - coordinator time per step (``loop_s``): the mean gap from the coordinator's last event (end
   of its stage-0 work, or the last collected step) to the next submit: scheduling, packing,
   applying tokens — the serving loop's own Python.
@@ -44,19 +43,29 @@ EMULATE_SCHEMA = "harness.emulate/1"
 @dataclass
 class PipelineModel:
     stages: list[StageCost]
-    hop_s: list[float]               # hop_s[s]: mean hop into stage s (hop_s[0] = 0)
+    hop_s: list[float]               # hop_s[s]: a hop into stage s outside its cost (0 when calibrated)
     return_s: float                  # mean hop, last stage -> coordinator
     loop_s: float                    # the coordinator's own time per step
     source: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
-    hop_samples: list[list[float]] = field(default_factory=list)    # measured hops per stage (may be empty)
     return_samples: list[float] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {"stages": [s.to_dict() for s in self.stages], "hop_s": list(self.hop_s),
                 "return_s": self.return_s, "loop_s": self.loop_s, "source": dict(self.source),
-                "hop_samples": [len(h) for h in self.hop_samples], "return_samples": len(self.return_samples),
+                "return_samples": len(self.return_samples),
                 "notes": list(self.notes)}
+
+
+def in_flight_depth(by_step: dict[int, dict]) -> dict[int, int]:
+    """Per step: micro-batches in the pipeline once it entered, itself included (1 + earlier steps
+    submitted before it and collected after it) — what ``SimStage.submit`` sees as 1 + pending."""
+    order = sorted(by_step)
+    out = {}
+    for i, k in enumerate(order):
+        t = float(by_step[k]["t_submit_s"])
+        out[k] = 1 + sum(1 for j in order[max(0, i - 64):i] if float(by_step[j]["t_done_s"] or 0.0) > t)
+    return out
 
 
 def step_features(row: dict) -> dict[str, float]:
@@ -109,11 +118,9 @@ def from_run(run_dir: str | Path, spec) -> PipelineModel:
     cols = ["t_recv_start_s", "t_recv_end_s", "t_send_end_s"]
     # plain dicts: a pandas lookup per step and stage is what would make calibration slow
     agg = {k: dict(zip(cols, v)) for k, v in zip(*_keyed(st.groupby(["stage", "step"])[cols].max()))}
-    lo = {k: dict(zip(cols, v)) for k, v in zip(*_keyed(st.groupby(["stage", "step"])[cols].min()))}
     coord = {int(r["step"]): r for r in st[(st["stage"] == 0) & (st["tp"] == 0)].to_dict("records")}
     last0 = {int(r["step"]): r for r in st[(st["stage"] == pp - 1) & (st["tp"] == 0)].to_dict("records")}
     samples: list[list] = [[] for _ in range(pp)]
-    hops: list[list] = [[] for _ in range(pp)]
     back, loop_gaps = [], []
     done_times = sorted(float(r["t_done_s"]) for r in by_step.values() if r.get("t_done_s") is not None)
     coord_ends = sorted((float(c["t_recv_start_s"]), float(c["t_send_end_s"])) for k, c in coord.items()
@@ -125,22 +132,21 @@ def from_run(run_dir: str | Path, spec) -> PipelineModel:
         i, j = bisect_left(coord_begins, t), bisect_left(done_times, t)
         return max(coord_ends[i - 1][1] if i else 0.0, done_times[j - 1] if j else 0.0)
 
+    depth = in_flight_depth(by_step)
     for step, row in by_step.items():
-        feats = step_features(row)
+        feats = {**step_features(row), "depth": float(depth[step])}
         if step in coord:
             c = coord[step]
             samples[0].append((feats, float(c["t_send_end_s"] - c["t_recv_start_s"])))
         for s in range(1, pp):
             if (s, step) in agg and (s - 1, step) in agg:
                 a, prev = agg[(s, step)], agg[(s - 1, step)]
-                samples[s].append((feats, float(a["t_send_end_s"] - a["t_recv_end_s"])))
-                if lo[(s, step)]["t_recv_start_s"] <= prev["t_send_end_s"]:
-                    hops[s].append(float(a["t_recv_end_s"] - prev["t_send_end_s"]))
+                ready = max(a["t_recv_start_s"], prev["t_send_end_s"])   # free, and the data sent
+                samples[s].append((feats, float(a["t_send_end_s"] - ready)))
         t_done = row.get("t_done_s")
         if step in last0 and t_done is not None:
             sent = float(last0[step]["t_send_end_s"])
-            if busy_until(float(t_done)) <= sent:
-                back.append(float(t_done) - sent)
+            back.append(float(t_done) - max(sent, busy_until(float(t_done))))
     # the coordinator's own time: from its last event before a submit to the submit
     for step, row in by_step.items():
         nxt = by_step.get(step + 1)
@@ -160,9 +166,7 @@ def from_run(run_dir: str | Path, spec) -> PipelineModel:
     notes = []
     if "attn_pairs" not in steps or steps["attn_pairs"].isna().all():
         notes.append("the run's steps table predates attn_pairs: the context term is not fitted")
-    return PipelineModel(stages=stages, hop_s=[0.0] + [mean(h) for h in hops[1:]], return_s=mean(back),
-                         loop_s=mean(loop_gaps),
-                         hop_samples=[[]] + [[max(0.0, v) for v in h] for h in hops[1:]],
+    return PipelineModel(stages=stages, hop_s=[0.0] * pp, return_s=mean(back), loop_s=mean(loop_gaps),
                          return_samples=[max(0.0, v) for v in back],
                          source={"kind": "run", "path": str(path), "name": run.summary.get("name"),
                                  "steps": len(by_step), "hardware": run.summary.get("hardware")}, notes=notes)
@@ -173,11 +177,11 @@ def _emulate_points(rank: dict) -> list[tuple[dict[str, float], float]]:
     for p in rank.get("decode") or []:
         if p.get("step_s"):
             b, c = p["batch"], p["context"]
-            out.append(({"tokens": b, "rows": b, "attn_pairs": b * (c + 1)}, p["step_s"]))
+            out.append(({"tokens": b, "rows": b, "attn_pairs": b * (c + 1), "depth": 1}, p["step_s"]))
     for p in rank.get("prefill") or []:
         if p.get("step_s"):
             t, b = p["tokens"], p.get("batch", 1)
-            out.append(({"tokens": b * t, "rows": b, "attn_pairs": b * t * (t + 1) / 2}, p["step_s"]))
+            out.append(({"tokens": b * t, "rows": b, "attn_pairs": b * t * (t + 1) / 2, "depth": 1}, p["step_s"]))
     return out
 
 
@@ -230,7 +234,8 @@ def from_emulate(path: str | Path, spec) -> PipelineModel:
         per_tok = tm.comm(s, 1, 2) - comm
         stages.append(StageCost(stage=s, intercept_s=f.intercept_s + comm - per_tok,
                                 coef={**f.coef, "tokens": f.coef["tokens"] + per_tok}, residuals=f.residuals,
-                                range=f.range, unfitted=f.unfitted,
+                                # one device per stage in the deployment: its depth is no extrapolation
+                                range={k: v for k, v in f.range.items() if k != "depth"}, unfitted=f.unfitted,
                                 source="emulated" if ref == s else f"emulated stage {ref} (same kind)"))
     dev = data.get("device") or {}
     return PipelineModel(stages=stages, hop_s=[0.0] * pp, return_s=0.0, loop_s=0.0,

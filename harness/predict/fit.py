@@ -2,11 +2,13 @@
 
 A stage's service time for one micro-batch is
 
-    cost_s = c0 + c_tok · tokens + c_row · rows + c_attn · attn_pairs          (seconds)
+    cost_s = c0 + c_tok · tokens + c_row · rows + c_attn · attn_pairs + c_depth · depth   (seconds)
 
 tokens = Σ rows' new tokens (the matmuls), rows = rows in the micro-batch (the lm_head, sampling,
 per-row overheads), attn_pairs = Σ_rows n·start + n(n+1)/2 (causal attention's (query, key)
-pairs; the context length enters here). The stage's own TP collectives run inside its compute and
+pairs; the context length enters here), depth = micro-batches in the pipeline once this one
+entered (itself included): on a host whose stages share cores (the CPU twin: 8 ranks, 2 cores) a
+stage is slower the more stages are busy; with a device per stage c_depth fits to ~0. The stage's own TP collectives run inside its compute and
 are part of its cost; the pipeline hop (activations to the next stage, tokens back to the
 coordinator) is a separate constant (``harness.predict.calibrate``).
 
@@ -31,7 +33,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-FEATURES = ("tokens", "rows", "attn_pairs")
+FEATURES = ("tokens", "rows", "attn_pairs", "depth")
 OUTLIER_MADS = 6.0
 
 

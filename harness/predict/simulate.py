@@ -14,8 +14,8 @@ when idle — exactly as in a run. Only time is simulated:
 - ``SimStage.collect`` returns the oldest micro-batch's tokens at max(now, last stage's end +
   return hop), advancing the clock to it.
 
-Each stage cost adds a residual drawn from its fit's own (``StageCost.draw``) and each hop is drawn
-from the measured hops (seeded: the same inputs give the same forecast); a model without samples
+Each stage cost adds a residual drawn from its fit's own (``StageCost.draw``) and the return hop is
+drawn from the measured ones (seeded: the same inputs give the same forecast); a model without samples
 (an exact fit) is deterministic.
 
 With pp == 1 ``submit`` returns the tokens at once, as ``PipelineStage.submit`` does. Every
@@ -88,7 +88,7 @@ class SimStage:
         return float(samples[self.rng.integers(len(samples))]) if samples else mean
 
     def submit(self, meta, token_ids) -> torch.Tensor | None:
-        feats = batch_features(meta)
+        feats = {**batch_features(meta), "depth": float(len(self.pending) + 1)}
         if not self.fit_context:
             feats["attn_pairs"] = 0.0
         self.steps += 1
@@ -97,8 +97,7 @@ class SimStage:
         self.clock.now = t                 # the coordinator computes stage 0 itself
         self.busy_until[0] = t
         for s in range(1, len(self.model.stages)):
-            hops = self.model.hop_samples[s] if s < len(self.model.hop_samples) else []
-            start = max(t + self._hop(hops, self.model.hop_s[s]), self.busy_until[s])
+            start = max(t + self.model.hop_s[s], self.busy_until[s])
             t = start + self._cost(s, feats)
             self.busy_until[s] = t
         tokens = torch.zeros(meta.batch, dtype=torch.long)
