@@ -16,7 +16,7 @@ from harness.predict.calibrate import PipelineModel
 from harness.predict.forecast import simulate_spec
 from harness.verdicts.capacity import capacity, next_probe
 
-SIM_PROBES = 24
+SIM_PROBES = 12
 
 
 def predicted_capacity(spec, model: PipelineModel, load: Callable[[list[str]], object],

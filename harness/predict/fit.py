@@ -111,9 +111,11 @@ def fit_stage(stage: int, samples: list[tuple[dict[str, float], float]], source:
     beta = _nonneg(x, y, cols)
     res = y - x @ beta
     mad = float(np.median(np.abs(res - np.median(res))))
-    keep = np.abs(res) <= OUTLIER_MADS * max(mad, 1e-12) if mad > 0 else np.ones(len(y), bool)
+    keep = np.abs(res - np.median(res)) <= OUTLIER_MADS * mad + 1e-9     # 1 ns: an exact fit keeps all
     if keep.sum() >= len(cols) and keep.sum() < len(y):
         beta = _nonneg(x[keep], y[keep], cols)
+    else:
+        keep = np.ones(len(y), bool)
     xk, yk = x[keep], y[keep]
     rk = yk - xk @ beta
     ss_tot = float(((yk - yk.mean()) ** 2).sum())

@@ -27,6 +27,7 @@ from __future__ import annotations
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from types import SimpleNamespace
+from typing import Callable
 
 import numpy as np
 import torch
@@ -37,14 +38,21 @@ from harness.predict.calibrate import PipelineModel
 
 
 class SimClock:
-    def __init__(self) -> None:
+    """The loop's clock. ``sleep`` is the loop's idle wait: it only happens with nothing in flight
+    and nothing to schedule, so nothing changes before the next arrival and the clock jumps there
+    (``next_arrival``: the scheduler's) instead of stepping 50 ms at a time as the real loop polls."""
+
+    def __init__(self, next_arrival: Callable[[], float | None] | None = None) -> None:
         self.now = 0.0
+        self.next_arrival = next_arrival
 
     def __call__(self) -> float:
         return self.now
 
     def sleep(self, dt: float) -> None:
-        self.now += max(dt, 1e-6)     # never a zero step: the loop's idle wait always passes time
+        t = self.now + max(dt, 1e-6)     # never a zero step: the loop's idle wait always passes time
+        nxt = self.next_arrival() if self.next_arrival is not None else None
+        self.now = max(t, nxt) if nxt is not None else t
 
     def advance_to(self, t: float) -> None:
         self.now = max(self.now, t)
@@ -143,6 +151,7 @@ def simulate(spec, trace, model: PipelineModel, num_slots: int) -> Simulation:
                           max_seq_len=spec.run.max_seq_len or spec.shape.max_context,
                           prefill_chunk=spec.run.prefill_chunk, token_budget=token_budget(spec),
                           closed_loop_concurrency=trace.concurrency if trace.closed_loop else None, replica=dp)
+        clock.next_arrival = sched.next_arrival
         loop.run(sched, 0.0)
         records += sched.records
         rows += loop.step_rows
