@@ -80,7 +80,7 @@ def render(p: dict) -> str:
         for e in p["extrapolation"]:
             lines.append(f"    stage {e['stage']} {e['feature']}: forecast {_f(e['forecast_range'][0])}.."
                          f"{_f(e['forecast_range'][1])}, fitted on {_f(e['fitted_range'][0])}.."
-                         f"{_f(e['fitted_range'][1])}")
+                         f"{_f(e['fitted_range'][1])} ({_f(e.get('beyond_pct'), '.0f')} % of the range beyond it)")
     else:
         lines.append("  within the measured range (no extrapolation)")
     sim = p["simulation"]

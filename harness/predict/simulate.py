@@ -123,7 +123,9 @@ class SimStage:
         out = []
         for (s, k), (lo, hi) in sorted(self.extrapolated.items()):
             mlo, mhi = self.model.stages[s].range[k]
-            out.append({"stage": s, "feature": k, "fitted_range": [mlo, mhi], "forecast_range": [lo, hi]})
+            beyond = max(hi - mhi, mlo - lo, 0.0) / max(mhi - mlo, abs(mhi), 1e-12)
+            out.append({"stage": s, "feature": k, "fitted_range": [mlo, mhi], "forecast_range": [lo, hi],
+                        "beyond_pct": 100.0 * beyond})
         return out
 
 

@@ -88,7 +88,8 @@ def predicted_section(ctx: Ctx, pred: dict | None) -> Section | None:
                    f"{fmt((r.get('rmse_s') or 0) * 1e3)} ms, mean |residual| / mean {fmt(r.get('rel_mae'))}, "
                    f"R² {fmt(r.get('r2'))}")
     extra = [f"extrapolated: stage {e.get('stage')} {e.get('feature')} {fmt(e['forecast_range'][0])}.."
-             f"{fmt(e['forecast_range'][1])} (fitted on {fmt(e['fitted_range'][0])}..{fmt(e['fitted_range'][1])})"
+             f"{fmt(e['forecast_range'][1])} (fitted on {fmt(e['fitted_range'][0])}..{fmt(e['fitted_range'][1])}, "
+             f"{fmt(e.get('beyond_pct'))} % of the range beyond it)"
              for e in pred.get("extrapolation") or []]
     blocks.append(Bullets(fit + (extra or ["no feature beyond the fitted range"])))
     return Section("Predicted (calibrated) vs measured", blocks)
