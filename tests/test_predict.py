@@ -240,3 +240,31 @@ def test_bad_input_exits_2_with_one_line(tmp_path, demo_dir):
         load_prediction(demo_dir, str(other))
     res = _cli("run", str(DEMO_CONFIG), "--find-capacity", "--predict")
     assert res.returncode == 2 and "--from" in res.stderr
+
+
+def test_forecast_from_an_emulate_profile_is_labelled_unchecked(tmp_path):
+    """A one-device profile of stages 0, 1 and 3 (hand times: 1 ms + 0.01 ms per token) forecasts
+    the 8-rank deployment: stage 2 takes stage 1's fit (same kind), each stage adds the planner's
+    communication floor, and the forecast says no 8-GPU measurement checked it."""
+    from harness.plan import planner
+
+    def rank(stage):
+        dec = [{"phase": "decode", "batch": b, "tokens": 1, "context": c, "step_s": 0.001 + 1e-5 * b}
+               for b in (1, 4, 8) for c in (32, 96)]
+        pre = [{"phase": "prefill", "batch": 1, "tokens": t, "context": 0, "step_s": 0.001 + 1e-5 * t}
+               for t in (16, 64)]
+        return {"stage": stage, "decode": dec, "prefill": pre}
+    prof = tmp_path / "emulate.json"
+    prof.write_text(json.dumps({"schema": "harness.emulate/1", "device": {"type": "cuda", "name": "H100"},
+                                "spec": {"model": "tiny", "dtype": "fp32", "tp": 2, "pp": 4},
+                                "ranks": [rank(0), rank(1), rank(3)]}))
+    spec = load_spec(DEMO_CONFIG, ["workload.num_requests=12"])
+    pred = forecast(spec, str(prof))
+    assert pred["checked"].startswith("not checked against an 8-GPU measurement")
+    stages = pred["model"]["stages"]
+    assert stages[2]["source"] == "emulated stage 1 (same kind)"
+    tm = planner.Timing(spec.shape, spec.layout, spec.gpu, spec.dtype_bytes, spec.run.max_batch,
+                        planner.links(spec.layout, spec.gpu, spec.cluster.gpus_per_node))
+    comm_1tok = tm.comm(0, 1, 1)
+    assert stages[0]["intercept_s"] + stages[0]["coef"]["tokens"] == pytest.approx(0.001 + 1e-5 + comm_1tok, rel=1e-6)
+    assert pred["metrics"]["completed"] == 12 and pred["model"]["loop_s"] == 0.0
