@@ -143,11 +143,13 @@ def test_scheduler_invariants_hold_in_simulation(monkeypatch):
 
 def _hand_run(tmp_path: Path) -> Path:
     """A 2-stage run whose steps never overlap: stage 0 costs 2 ms + 0.1 ms/token + 0.5 ms/row,
-    stage 1 3 ms + 0.2 ms/token, the tokens come back 1.5 ms after stage 1 sends."""
+    stage 1 3 ms + 0.2 ms/token, the tokens come back 1.5 ms after stage 1 sends, and the next step
+    is submitted 0.5 ms after that (the coordinator's own time)."""
     run = build_synthetic_run(tmp_path / "hand", tp=1, pp=2, steps=4)
     steps, stages = [], []
+    t = 0.0
     for k, (tokens, rows) in enumerate([(1, 1), (5, 2), (9, 3), (33, 1), (2, 2), (40, 4), (7, 7), (3, 1)]):
-        t = 1.0 * k
+        t = t + (steps[-1]["t_done_s"] - t + 0.0005 if steps else 0.0)
         a0, a1 = 0.002 + 1e-4 * tokens + 5e-4 * rows, 0.003 + 2e-4 * tokens
         stages.append({"rank": 0, "dp": 0, "stage": 0, "tp": 0, "step": k, "t_recv_start_s": t,
                        "t_recv_end_s": t, "t_compute_end_s": t + a0, "t_send_end_s": t + a0})
@@ -171,6 +173,7 @@ def test_calibration_from_run_tables_recovers_hand_stage_costs(tmp_path):
     assert s1.intercept_s == pytest.approx(0.003, abs=1e-9) and s1.coef["tokens"] == pytest.approx(2e-4, rel=1e-5)
     assert s1.coef["rows"] == pytest.approx(0.0, abs=1e-9)
     assert model.return_s == pytest.approx(0.0015, abs=1e-9)
+    assert model.loop_s == pytest.approx(0.0005, abs=1e-9)
     assert "depth" in s0.unfitted        # the steps never overlapped
 
 
@@ -268,3 +271,35 @@ def test_forecast_from_an_emulate_profile_is_labelled_unchecked(tmp_path):
     comm_1tok = tm.comm(0, 1, 1)
     assert stages[0]["intercept_s"] + stages[0]["coef"]["tokens"] == pytest.approx(0.001 + 1e-5 + comm_1tok, rel=1e-6)
     assert pred["metrics"]["completed"] == 12 and pred["model"]["loop_s"] == 0.0
+
+
+def test_predicted_capacity_then_one_confirming_run(tmp_path):
+    """--find-capacity --predict --confirm: the search runs on the simulator, then exactly one real
+    run (here a stand-in that writes a PASS summary) at the predicted capacity."""
+    import argparse
+
+    from harness.commands.run_predict import find_capacity_predicted
+    from harness.results.atomic import atomic_write_json
+
+    calib = _hand_run(tmp_path)
+    overrides = ["parallel.tp=1", "parallel.pp=2", "cluster.gpus_per_node=2", "workload.num_requests=40", "run.max_batch=2",
+                 "workload.input_len={dist: fixed, value: 8}", "workload.output_len={dist: fixed, value: 4}",
+                 "slo.targets=[ttft_p99_ms <= 60]"]
+    spec = load_spec(DEMO_CONFIG, overrides)
+    launched = []
+
+    def fake_probe(probe_spec, probe_args):
+        launched.append(probe_spec.workload.rate_rps)
+        Path(probe_args.results_dir).mkdir(parents=True)
+        atomic_write_json(Path(probe_args.results_dir) / "summary.json",
+                          {"complete": True, "verdict": "PASS", "metrics": {"request_throughput": 1.0}})
+        return 0
+
+    args = argparse.Namespace(config=str(DEMO_CONFIG), overrides=overrides, predict_from=str(calib), confirm=True,
+                              results_dir=str(tmp_path / "cap"), probes=8)
+    rc = find_capacity_predicted(spec, args, fake_probe)
+    cap = json.loads((tmp_path / "cap" / "capacity.json").read_text())
+    verdicts = {p["workload.rate_rps"]: p["verdict"] for p in cap["probes"]}
+    assert "FAIL" in verdicts.values() and verdicts[cap["capacity"]] == "PASS"
+    assert launched == [cap["capacity"]]
+    assert cap["confirm"]["verdict"] == "PASS" and cap["done"] is True and rc == 0

@@ -10,7 +10,9 @@ From a run (``from_run``), every measured (non-warm-up) step gives, per stage s:
 - the return hop: t_done of the step − max(t_send_end of the last stage's TP rank 0, when the
   coordinator was last busy before it): the tokens' way back and the collect; its mean and its
   samples (the simulator draws from them);
-- coordinator time per step (``loop_s``): the mean gap from the coordinator's last event (end
+- coordinator time per step (``loop_s``): over the steps submitted while another was in flight
+  (so the loop was not idling for an arrival; a run that never had two in flight: the lower decile
+  of its gaps), the mean gap from the coordinator's last event (end
   of its stage-0 work, or the last collected step) to the next submit: scheduling, packing,
   applying tokens — the serving loop's own Python.
 
@@ -121,7 +123,7 @@ def from_run(run_dir: str | Path, spec) -> PipelineModel:
     coord = {int(r["step"]): r for r in st[(st["stage"] == 0) & (st["tp"] == 0)].to_dict("records")}
     last0 = {int(r["step"]): r for r in st[(st["stage"] == pp - 1) & (st["tp"] == 0)].to_dict("records")}
     samples: list[list] = [[] for _ in range(pp)]
-    back, loop_gaps = [], []
+    back, loop_gaps, idle_gaps = [], [], []
     done_times = sorted(float(r["t_done_s"]) for r in by_step.values() if r.get("t_done_s") is not None)
     coord_ends = sorted((float(c["t_recv_start_s"]), float(c["t_send_end_s"])) for k, c in coord.items()
                         if k in by_step)
@@ -155,8 +157,8 @@ def from_run(run_dir: str | Path, spec) -> PipelineModel:
         t_next = float(nxt["t_submit_s"])
         j = bisect_right(done_times, t_next)
         last = max(float(coord[step]["t_send_end_s"]), done_times[j - 1] if j else 0.0)
-        if t_next >= last:
-            loop_gaps.append(t_next - last)
+        if t_next >= last:   # busy: another step still in flight (else the loop may have idled for an arrival)
+            (loop_gaps if depth.get(step + 1, 1) >= 2 else idle_gaps).append(t_next - last)
     stages = []
     for s in range(pp):
         if not samples[s]:
@@ -166,7 +168,8 @@ def from_run(run_dir: str | Path, spec) -> PipelineModel:
     notes = []
     if "attn_pairs" not in steps or steps["attn_pairs"].isna().all():
         notes.append("the run's steps table predates attn_pairs: the context term is not fitted")
-    return PipelineModel(stages=stages, hop_s=[0.0] * pp, return_s=mean(back), loop_s=mean(loop_gaps),
+    return PipelineModel(stages=stages, hop_s=[0.0] * pp, return_s=mean(back), loop_s=mean(loop_gaps) if loop_gaps else
+                         (float(np.quantile(idle_gaps, 0.1)) if idle_gaps else 0.0),
                          return_samples=[max(0.0, v) for v in back],
                          source={"kind": "run", "path": str(path), "name": run.summary.get("name"),
                                  "steps": len(by_step), "hardware": run.summary.get("hardware")}, notes=notes)
