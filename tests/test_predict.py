@@ -282,7 +282,8 @@ def test_predicted_capacity_then_one_confirming_run(tmp_path):
     from harness.results.atomic import atomic_write_json
 
     calib = _hand_run(tmp_path)
-    overrides = ["parallel.tp=1", "parallel.pp=2", "cluster.gpus_per_node=2", "workload.num_requests=40", "run.max_batch=2",
+    overrides = ["parallel.tp=1", "parallel.pp=2", "cluster.gpus_per_node=2", "workload.num_requests=40",
+                 "run.max_batch=2",
                  "workload.input_len={dist: fixed, value: 8}", "workload.output_len={dist: fixed, value: 4}",
                  "slo.targets=[ttft_p99_ms <= 60]"]
     spec = load_spec(DEMO_CONFIG, overrides)

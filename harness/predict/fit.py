@@ -8,9 +8,9 @@ tokens = Σ rows' new tokens (the matmuls), rows = rows in the micro-batch (the 
 per-row overheads), attn_pairs = Σ_rows n·start + n(n+1)/2 (causal attention's (query, key)
 pairs; the context length enters here), depth = micro-batches in the pipeline once this one
 entered (itself included): on a host whose stages share cores (the CPU twin: 8 ranks, 2 cores) a
-stage is slower the more stages are busy; with a device per stage c_depth fits to ~0. The stage's own TP collectives run inside its compute and
-are part of its cost; the pipeline hop (activations to the next stage, tokens back to the
-coordinator) is a separate constant (``harness.predict.calibrate``).
+stage is slower the more stages are busy; with a device per stage c_depth fits to ~0. The stage's
+own TP collectives and its receive of the activations (the PP hop) are part of its cost; the
+tokens' way back to the coordinator is fitted apart (``harness.predict.calibrate``).
 
 Fit (``fit_stage``): ordinary least squares on the samples, then two guards a linear cost needs:
 - robustness: points whose residual exceeds ``OUTLIER_MADS`` median absolute deviations (a loaded
@@ -19,8 +19,8 @@ Fit (``fit_stage``): ordinary least squares on the samples, then two guards a li
   steps where tokens == rows) is removed and the rest refitted, until none is negative.
 A feature that does not vary in the samples cannot be fitted and stays at 0 (``unfitted``).
 
-Every sample's residual (``spread_s``, the dropped outliers too: a stall recurs) travels with the fit: the simulator adds one, drawn at random,
-to each simulated step, so the forecast sees the measured step-to-step spread (on a shared host it
+Every sample's residual (``spread_s``, the dropped outliers too: a stall recurs) travels with the
+fit: the simulator adds one, drawn at random, to each simulated step, so the forecast sees the measured step-to-step spread (on a shared host it
 is what makes micro-batches queue behind each other), not only the mean.
 
 Residuals (``Residuals``): n, RMSE, mean |residual| / mean y, max |residual|, R²

@@ -40,9 +40,11 @@ def load_prediction(run_dir: Path, path: str | None) -> dict | None:
     try:
         data = json.loads(p.read_text())
     except FileNotFoundError:
-        raise UsageError(f"--predicted: {p} not found; write one with `harness predict CONFIG --from RUN --out FILE`") from None
+        raise UsageError(f"--predicted: {p} not found; write one with "
+                         "`harness predict CONFIG --from RUN --out FILE`") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UsageError(f"--predicted: {p} is not JSON ({e.__class__.__name__}); rewrite it with harness predict") from None
+        raise UsageError(f"--predicted: {p} is not JSON ({e.__class__.__name__}); "
+                         "rewrite it with harness predict") from None
     if not isinstance(data, dict) or data.get("kind") != PREDICT_KIND or not isinstance(data.get("metrics"), dict):
         raise UsageError(f"--predicted: {p} is not a `harness predict` forecast ({PREDICT_KIND}); "
                          "write one with `harness predict CONFIG --from RUN --out FILE`")
