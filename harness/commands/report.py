@@ -1,4 +1,5 @@
-"""``harness report RUN_DIR [--claims REPORT] [--predicted PRED_JSON]``: (re)render report.md / report.html for a run."""
+"""``harness report RUN_DIR [--claims REPORT] [--predicted PRED_JSON]``: (re)render report.md /
+report.html for a run."""
 
 from __future__ import annotations
 

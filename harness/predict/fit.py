@@ -20,8 +20,8 @@ Fit (``fit_stage``): ordinary least squares on the samples, then two guards a li
 A feature that does not vary in the samples cannot be fitted and stays at 0 (``unfitted``).
 
 Every sample's residual (``spread_s``, the dropped outliers too: a stall recurs) travels with the
-fit: the simulator adds one, drawn at random, to each simulated step, so the forecast sees the measured step-to-step spread (on a shared host it
-is what makes micro-batches queue behind each other), not only the mean.
+fit: the simulator adds one, drawn at random, to each simulated step, so the forecast sees the
+measured step-to-step spread (on a shared host it is what makes micro-batches queue behind each other), not only the mean.
 
 Residuals (``Residuals``): n, RMSE, mean |residual| / mean y, max |residual|, R²
 (1 − SS_res / SS_tot; 1 when SS_tot = 0 and the fit is exact).
