@@ -21,7 +21,8 @@ A feature that does not vary in the samples cannot be fitted and stays at 0 (``u
 
 Every sample's residual (``spread_s``, the dropped outliers too: a stall recurs) travels with the
 fit: the simulator adds one, drawn at random, to each simulated step, so the forecast sees the
-measured step-to-step spread (on a shared host it is what makes micro-batches queue behind each other), not only the mean.
+measured step-to-step spread (on a shared host it is what makes micro-batches queue behind each
+other), not only the mean.
 
 Residuals (``Residuals``): n, RMSE, mean |residual| / mean y, max |residual|, R²
 (1 − SS_res / SS_tot; 1 when SS_tot = 0 and the fit is exact).
