@@ -9,7 +9,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1] / "harness"
 # Lowest first; a package may import only packages lower in this list (and itself).
 LAYERS = ["errors", "spec", "plan", "measure", "results", "engines", "verdicts", "report", "emulate",
-          "commands", "cli"]
+          "predict", "commands", "cli"]
 TOP_LEVEL_FILES = {"__init__.py", "__main__.py", "cli.py", "errors.py"}
 
 

@@ -16,5 +16,6 @@ VERBS: dict[str, tuple[str, str]] = {
     "compare": ("compare", "compare a run with a baseline; exit 1 on regression"),
     "history": ("history", "table and plot of key metrics across runs"),
     "emulate": ("emulate", "run one rank's exact shapes on the local device and project the deployment"),
+    "predict": ("predict", "forecast a workload by simulating the scheduler on step costs fitted from a run"),
     "slurm": ("slurm", "render (and submit) a Slurm batch script for a spec"),
 }

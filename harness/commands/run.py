@@ -39,6 +39,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="search the highest request rate (closed loop: concurrency) meeting every SLO: doubling, "
                         "then bisection; each probe is a run in <results-dir>/probe-NN")
     p.add_argument("--probes", type=int, default=8, help="with --find-capacity: most runs to make (default 8)")
+    p.add_argument("--predict", action="store_true", help="with --find-capacity: search on the simulator calibrated "
+                   "by --from (harness predict), seconds instead of a run per probe")
+    p.add_argument("--from", dest="predict_from", metavar="RUN_DIR|EMULATE_JSON", default=None,
+                   help="with --predict: the calibration (a reference-engine run or `harness emulate --out` JSON)")
+    p.add_argument("--confirm", action="store_true",
+                   help="with --find-capacity --predict: one real run at the predicted capacity")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -64,6 +70,11 @@ def main(args: argparse.Namespace) -> int:
         from harness.commands.run_external import main_external
         return main_external(spec, args, sys.modules[__name__])   # this verb's steps, without an import cycle
     check_launch(spec, args)
+    if (args.predict or args.confirm or args.predict_from) and not (args.find_capacity and args.predict):
+        raise UsageError("--predict, --from and --confirm go with --find-capacity --predict")
+    if args.find_capacity and args.predict:
+        from harness.commands.run_predict import find_capacity_predicted
+        return find_capacity_predicted(spec, args, launch)
     if args.find_capacity:
         return find_capacity(spec, args)
     return launch(spec, args)

@@ -18,6 +18,7 @@ from harness.report.dag import dag_from_run, write_dag
 from harness.report.doc import to_html, to_markdown
 from harness.report.modify import evidence_from_run, recommend
 from harness.report.sections import Ctx, build_sections, intro, predicted_claims
+from harness.report.sections_predicted import load_prediction, predicted_section
 from harness.results.atomic import atomic_write_text
 from harness.results.reader import Run, load_run
 from harness.spec.slo import parse_target
@@ -84,9 +85,12 @@ def verify_claims(claims_path: str, run: Run) -> tuple[list[dict], list[str]]:
     return [asdict(v) for v in report.claims], list(report.notes)
 
 
-def write_report(run_dir: str | Path, claims: str | None = None, out_dir: str | Path | None = None) -> ReportFiles:
-    """Render the report of ``run_dir`` into ``out_dir`` (default: the run directory itself)."""
+def write_report(run_dir: str | Path, claims: str | None = None, out_dir: str | Path | None = None,
+                 predicted: str | None = None) -> ReportFiles:
+    """Render the report of ``run_dir`` into ``out_dir`` (default: the run directory itself); with a
+    ``harness predict`` forecast (``predicted``, else the run's prediction.json) beside the measurement."""
     run = load_run(run_dir)
+    forecast = load_prediction(run.path, predicted)
     out = Path(out_dir) if out_dir else run.path
     out.mkdir(parents=True, exist_ok=True)
     claim_rows, claim_notes = verify_claims(claims, run) if claims else (None, [])
@@ -98,6 +102,10 @@ def write_report(run_dir: str | Path, claims: str | None = None, out_dir: str | 
               claims=claim_rows, claims_source=claims, claim_notes=claim_notes,
               predicted=predicted_claims(run.summary.get("predicted") or {}, run.layout()))
     sections = build_sections(ctx)
+    pred_section = predicted_section(ctx, forecast)
+    if pred_section is not None:    # right after "Performance vs SLOs"
+        at = next((i + 1 for i, sec in enumerate(sections) if sec.title == "Performance vs SLOs"), len(sections))
+        sections.insert(at, pred_section)
     title = f"Run report: {run.summary.get('name') or run.path.name}"
     head = intro(ctx)
     md = atomic_write_text(out / "report.md", to_markdown(title, head, sections))

@@ -17,9 +17,16 @@ from harness.engines.reference.scheduler import Batch, Scheduler
 
 # in_flight: micro-batches in the pipeline when the coordinator stopped to wait for this step's
 # tokens; available: sequences that could have joined another micro-batch at that moment (the
-# loop only waits with work available when the pipeline is full).
+# loop only waits with work available when the pipeline is full); attn_pairs: the step's attention
+# (query, key) pairs, Σ_rows n·start + n(n+1)/2 (harness.predict fits step cost on it; outside the
+# steps schema, so runs written before it still read: rows_to_table keeps the extra column).
 STEP_COLUMNS = ("replica", "step", "phase", "n_rows", "n_prefill_rows", "n_decode_rows", "n_tokens",
-                "padded_tokens", "in_flight", "available", "t_submit_s", "t_done_s", "warmup")
+                "padded_tokens", "in_flight", "available", "t_submit_s", "t_done_s", "warmup", "attn_pairs")
+
+
+def attn_pairs(batch: Batch) -> int:
+    """(query, key) pairs the step's causal attention computes: Σ_rows n·start + n(n+1)/2."""
+    return sum(len(r.tokens) * r.start_pos + len(r.tokens) * (len(r.tokens) + 1) // 2 for r in batch.rows)
 
 
 def batch_tensors(batch: Batch, device: torch.device) -> tuple[StepMeta, torch.Tensor]:
@@ -34,13 +41,16 @@ def batch_tensors(batch: Batch, device: torch.device) -> tuple[StepMeta, torch.T
 
 
 class ServeLoop:
-    """Drive one scheduler to completion (or until ``should_stop()``) through the pipeline."""
+    """Drive one scheduler to completion (or until ``should_stop()``) through the pipeline.
+
+    ``clock`` and ``sleep`` are the loop's only view of time: ``harness.predict`` runs this same loop
+    on a simulated clock, with a stage that advances it by fitted step costs."""
 
     def __init__(self, stage: PipelineStage, groups: int, device: torch.device, clock: Callable[[], float],
                  replica: int, *, should_stop: Callable[[], bool] = lambda: False,
-                 on_tick: Callable[[float], None] | None = None):
+                 on_tick: Callable[[float], None] | None = None, sleep: Callable[[float], None] = time.sleep):
         self.stage, self.groups, self.device = stage, groups, device
-        self.clock, self.replica = clock, replica
+        self.clock, self.replica, self.sleep = clock, replica, sleep
         self.should_stop, self.on_tick = should_stop, on_tick
         self.step_rows: list[tuple] = []
 
@@ -68,7 +78,7 @@ class ServeLoop:
             elif batch is None and not in_flight:
                 nxt = sched.next_arrival()
                 wait = 0.001 if nxt is None else max(0.0, min(0.05, nxt - (self.clock() - t0)))
-                time.sleep(wait)
+                self.sleep(wait)
             if self.on_tick is not None:
                 self.on_tick(self.clock() - t0)
         while in_flight:  # stopped early: drain what is in the pipeline so the stages stay in step
@@ -88,4 +98,4 @@ class ServeLoop:
         n_pre = sum(r.is_prefill for r in batch.rows)
         self.step_rows.append((self.replica, batch.step, batch.phase, len(batch.rows), n_pre,
                                len(batch.rows) - n_pre, batch.n_tokens, batch.padded_tokens, depth, available,
-                               t_submit, now, warmup))
+                               t_submit, now, warmup, attn_pairs(batch)))

@@ -1,0 +1,76 @@
+"""A forecast: calibrate, simulate the spec's workload, and judge it like a run.
+
+``forecast(spec, source)`` returns a JSON-ready dict whose ``metrics``, ``slo`` and ``verdict``
+are computed from the simulated request records by the same code as a run's ``summary.json``
+(``harness.measure.metrics.summarize``, ``harness.spec.slo.judge``, ``harness.results.summary``),
+so every metric key and formula is the run's. Beside them: the fitted model with its residuals,
+``extrapolation`` (each stage feature the workload drives outside the fitted range), and
+``checked``: whether the source measured this deployment (a run of the same layout) or it is a
+projection no measurement has confirmed (an emulate profile of one device).
+"""
+
+from __future__ import annotations
+
+import time
+
+from harness.predict.calibrate import PipelineModel, calibrate
+from harness.predict.simulate import simulate
+
+KIND = "harness.predict/1"
+LABEL = "predicted (calibrated)"
+UNCHECKED = "not checked against an {n}-GPU measurement"
+
+
+def kv_slots(spec) -> int:
+    """KV slots per replica, as the reference engine allocates them (``worker._slots``)."""
+    from harness.engines.reference.worker import _slots
+    from harness.plan.planner import plan as make_plan
+    return _slots(make_plan(spec), spec)
+
+
+def simulate_spec(spec, model: PipelineModel) -> dict:
+    """Simulate ``spec``'s workload on ``model``; the summary-shaped result (no model block)."""
+    from harness.results.summary import goodput_thresholds_ms, slo_rows
+    from harness.measure.metrics import summarize
+    from harness.spec.slo import judge, overall
+    from harness.spec.workload import build_trace
+
+    trace = build_trace(spec.workload, spec.shape.vocab, spec.run.max_seq_len or spec.shape.max_context)
+    t0 = time.perf_counter()
+    sim = simulate(spec, trace, model, kv_slots(spec))
+    wall = time.perf_counter() - t0
+    metrics = summarize(sim.records, slo_thresholds_ms=goodput_thresholds_ms(spec))
+    verdicts = judge(spec.slo_targets, metrics)
+    return {"metrics": metrics, "slo": slo_rows(verdicts), "verdict": overall(verdicts),
+            "extrapolation": sim.extrapolation,
+            "simulation": {"steps": sim.steps, "simulated_s": sim.sim_s, "wall_s": wall,
+                           "requests": len(sim.records)}}
+
+
+def forecast(spec, source: str, model: PipelineModel | None = None) -> dict:
+    """Calibrate from ``source`` (a run dir or an emulate JSON) and forecast ``spec``."""
+    model = model or calibrate(source, spec)
+    out = simulate_spec(spec, model)
+    gpus = spec.layout.world_size
+    if model.source.get("kind") == "run":
+        checked = f"calibrated on a measured run of this layout ({model.source.get('path')})"
+    else:
+        checked = UNCHECKED.format(n=gpus) + (f": stage costs emulated on one {model.source.get('device')}"
+                                              if model.source.get("device") else "")
+    return {"kind": KIND, "label": LABEL, "name": spec.name, "from": str(source), "checked": checked,
+            "layout": {"tp": spec.layout.tp, "pp": spec.layout.pp, "dp": spec.layout.dp,
+                       "micro_batches": spec.micro_batches, "total_gpus": gpus},
+            "workload": {"arrival": spec.workload.arrival, "rate_rps": spec.workload.rate_rps,
+                         "concurrency": spec.workload.concurrency, "num_requests": spec.workload.num_requests},
+            **out, "model": model.to_dict()}
+
+
+def errors_vs(prediction: dict, measured: dict, keys=None) -> dict[str, float | None]:
+    """Relative error (predicted − measured) / measured per metric key (None when either is missing)."""
+    keys = keys or ("median_ttft_ms", "median_tpot_ms", "median_itl_ms", "median_e2el_ms", "p99_ttft_ms",
+                    "p99_tpot_ms", "request_throughput", "output_throughput", "request_goodput")
+    out = {}
+    for k in keys:
+        p, m = prediction.get(k), measured.get(k)
+        out[k] = None if p is None or m in (None, 0) else (p - m) / m
+    return out

@@ -1,0 +1,97 @@
+"""The report's "Predicted (calibrated) vs measured" section, when a ``harness predict`` forecast is
+given (``harness report RUN --predicted FILE``) or the run directory holds ``prediction.json``.
+
+Per metric: the planner's bound (a floor for latencies, a ceiling for throughput), the calibrated
+forecast, the measurement, and the forecast's error (predicted − measured) / measured. Then the
+forecast's SLO verdicts beside the run's, what it was calibrated on (``checked``), the fit's
+residuals and every feature it extrapolated. Reads the forecast's JSON only (no torch).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from harness.errors import UsageError
+from harness.report.doc import Bullets, Section, Table, Text
+from harness.report.rows import Ctx, fmt
+
+PREDICTION_FILE = "prediction.json"
+PREDICT_KIND = "harness.predict/1"
+
+# (label, metric key, planner bound key, bound scale to the metric's unit, bound sense)
+ROWS = (("TTFT median (ms)", "median_ttft_ms", "ttft_floor_s", 1e3, "≥"),
+        ("TTFT p99 (ms)", "p99_ttft_ms", "ttft_floor_s", 1e3, "≥"),
+        ("TPOT median (ms)", "median_tpot_ms", "tpot_at_rows_s", 1e3, "≥"),
+        ("TPOT p99 (ms)", "p99_tpot_ms", "tpot_at_rows_s", 1e3, "≥"),
+        ("ITL median (ms)", "median_itl_ms", None, 1.0, ""),
+        ("E2E median (ms)", "median_e2el_ms", "e2e_floor_s", 1e3, "≥"),
+        ("throughput (req/s)", "request_throughput", "rps_bound", 1.0, "≤"),
+        ("goodput (req/s)", "request_goodput", None, 1.0, ""),
+        ("output tokens/s", "output_throughput", None, 1.0, ""))
+
+
+def load_prediction(run_dir: Path, path: str | None) -> dict | None:
+    """The forecast given by ``--predicted`` (UsageError if it is not one), else ``prediction.json``
+    of the run directory when present, else None."""
+    p = Path(path) if path else run_dir / PREDICTION_FILE
+    if not path and not p.exists():
+        return None
+    try:
+        data = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise UsageError(f"--predicted: {p} not found; write one with "
+                         "`harness predict CONFIG --from RUN --out FILE`") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UsageError(f"--predicted: {p} is not JSON ({e.__class__.__name__}); "
+                         "rewrite it with harness predict") from None
+    if not isinstance(data, dict) or data.get("kind") != PREDICT_KIND or not isinstance(data.get("metrics"), dict):
+        raise UsageError(f"--predicted: {p} is not a `harness predict` forecast ({PREDICT_KIND}); "
+                         "write one with `harness predict CONFIG --from RUN --out FILE`")
+    return data
+
+
+def error_pct(predicted, measured) -> str:
+    if predicted is None or measured in (None, 0):
+        return "—"
+    return f"{(predicted - measured) / measured * 100:+.1f} %"
+
+
+def predicted_section(ctx: Ctx, pred: dict | None) -> Section | None:
+    if pred is None:
+        return None
+    m = ctx.run.summary.get("metrics") or {}
+    pm = pred.get("metrics") or {}
+    bounds = (ctx.run.summary.get("predicted") or {}).get("bounds") or {}
+    rows = []
+    for label, key, bkey, scale, sense in ROWS:
+        b = bounds.get(bkey) if bkey else None
+        rows.append([label, f"{sense} {fmt(b * scale)}" if b is not None else "—", fmt(pm.get(key)),
+                     fmt(m.get(key)), error_pct(pm.get(key), m.get(key))])
+    measured_slo = {str(r.get("target")): r for r in ctx.run.summary.get("slo") or []}
+    verdict = {True: "PASS", False: "FAIL", None: "UNMEASURED"}
+    slo_rows = [[str(r.get("target")), fmt(r.get("measured")), verdict[r.get("passed")],
+                 fmt((measured_slo.get(str(r.get("target"))) or {}).get("measured")),
+                 verdict[(measured_slo.get(str(r.get("target"))) or {}).get("passed")]]
+                for r in pred.get("slo") or []]
+    wl = pred.get("workload") or {}
+    blocks = [Text(f"Forecast by harness predict from {pred.get('from')}: {pred.get('checked')}. "
+                   f"Workload forecast: {wl.get('arrival')}, rate {wl.get('rate_rps')}, concurrency "
+                   f"{wl.get('concurrency')}, {wl.get('num_requests')} requests; predicted verdict "
+                   f"{pred.get('verdict')}, measured {ctx.run.summary.get('verdict')}."),
+              Table(["quantity", "bound (planner)", "predicted (calibrated)", "measured", "error"], rows)]
+    if slo_rows:
+        blocks.append(Table(["SLO target", "predicted", "predicted verdict", "measured", "measured verdict"],
+                            slo_rows))
+    fit = []
+    for sc in (pred.get("model") or {}).get("stages") or []:
+        r = sc.get("residuals") or {}
+        fit.append(f"stage {sc.get('stage')} ({sc.get('source')}): n {r.get('n')}, RMSE "
+                   f"{fmt((r.get('rmse_s') or 0) * 1e3)} ms, mean |residual| / mean {fmt(r.get('rel_mae'))}, "
+                   f"R² {fmt(r.get('r2'))}")
+    extra = [f"extrapolated: stage {e.get('stage')} {e.get('feature')} {fmt(e['forecast_range'][0])}.."
+             f"{fmt(e['forecast_range'][1])} (fitted on {fmt(e['fitted_range'][0])}..{fmt(e['fitted_range'][1])}, "
+             f"{fmt(e.get('beyond_pct'))} % of the range beyond it)"
+             for e in pred.get("extrapolation") or []]
+    blocks.append(Bullets(fit + (extra or ["no feature beyond the fitted range"])))
+    return Section("Predicted (calibrated) vs measured", blocks)
