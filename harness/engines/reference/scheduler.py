@@ -34,6 +34,15 @@ from harness.measure.metrics import RequestRecord
 from harness.spec.workload import Request
 
 
+def replica_share(cap: int | None, dp: int, replica: int) -> int | None:
+    """Replica ``replica``'s part of a cap of ``cap`` requests in flight over ``dp`` replicas: the
+    replicas serve fixed shares of the trace (request id mod dp) and coordinate nothing, so the cap
+    is split, cap // dp each and one more for the first cap % dp (together exactly ``cap``)."""
+    if cap is None:
+        return None
+    return cap // dp + (1 if replica < cap % dp else 0)
+
+
 @dataclass
 class Row:
     request_id: int
@@ -79,10 +88,12 @@ class Scheduler:
     def __init__(self, requests: list[Request], prompt_of: Callable[[Request], list[int]], *,
                  num_slots: int, max_batch: int, max_seq_len: int,
                  prefill_chunk: int | None = None, token_budget: int | None = None,
-                 closed_loop_concurrency: int | None = None,
+                 closed_loop_concurrency: int | None = None, max_in_flight: int | None = None,
                  replica: int = 0, warmup: bool = False, first_step: int = 0):
         if num_slots < 1 or max_batch < 1:
             raise ValueError("num_slots and max_batch must be >= 1")
+        if max_in_flight is not None and max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
         if token_budget is not None and token_budget < max_batch:
             raise ValueError(f"token_budget {token_budget} < max_batch {max_batch}: every decode row must fit")
         for r in requests:
@@ -94,6 +105,8 @@ class Scheduler:
         self.prefill_chunk, self.token_budget = prefill_chunk, token_budget
         self.replica, self.warmup = replica, warmup
         self.closed = closed_loop_concurrency is not None
+        self.max_in_flight = None if self.closed else max_in_flight
+        self._capped_since: float | None = None   # when the cap began to bind (continuously since)
         self.pending: deque[Request] = deque(sorted(requests, key=lambda r: (r.arrival_s, r.request_id)))
         self.waiting: deque[_Seq] = deque()
         self.running: list[_Seq] = []          # admitted, in admission order
@@ -119,16 +132,43 @@ class Scheduler:
             self.waiting.append(self._make_seq(self.pending.popleft(), now))
 
     def release(self, now: float) -> None:
-        """Open loop: every request whose scheduled arrival has passed joins the waiting queue."""
+        """Open loop: every request whose scheduled arrival has passed joins the waiting queue (under
+        ``max_in_flight``: while fewer than that are in flight)."""
         if self.closed:
             return
-        while self.pending and self.pending[0].arrival_s <= now:
+        while self.pending and self.pending[0].arrival_s <= now and not self.capped():
             req = self.pending.popleft()
-            self.waiting.append(self._make_seq(req, req.arrival_s))
+            self._send(req, req.arrival_s)
+
+    def in_flight(self) -> int:
+        """Requests released and not finished (waiting for a KV slot, or running)."""
+        return len(self.waiting) + len(self.running)
+
+    def capped(self) -> bool:
+        """True while the ``max_in_flight`` cap holds arrivals back."""
+        return self.max_in_flight is not None and self.in_flight() >= self.max_in_flight
+
+    def _send(self, req: Request, sent: float) -> None:
+        seq = self._make_seq(req, req.arrival_s)
+        if sent > req.arrival_s:
+            seq.record.sent_s = sent
+        self.waiting.append(seq)
+        if self.capped() and self._capped_since is None:
+            self._capped_since = sent
+
+    def _release_held(self, now: float) -> None:
+        """After a finish at ``now``: the requests due since the cap began to bind were held; they go
+        now (sent at ``now``). One due before that was only late in the loop: it keeps its arrival."""
+        while self.pending and self.pending[0].arrival_s <= now and not self.capped():
+            req = self.pending.popleft()
+            held = self._capped_since is not None and req.arrival_s >= self._capped_since
+            self._send(req, now if held else req.arrival_s)
+        if not self.capped():
+            self._capped_since = None
 
     def next_arrival(self) -> float | None:
-        if self.closed or not self.pending:
-            return None
+        if self.closed or not self.pending or self.capped():
+            return None        # closed, drained, or the next release waits for a finish
         return self.pending[0].arrival_s
 
     # ------------------------------------------------------------ state
@@ -205,4 +245,6 @@ class Scheduler:
                 finished += 1
                 if self.closed:
                     self._release_closed(now)
+                elif self.max_in_flight is not None:
+                    self._release_held(now)
         return finished
