@@ -49,10 +49,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from harness.commands.run_flags import with_bench_overrides
+
+    args = with_bench_overrides(args)        # vLLM bench flags -> --set strings (also inside a Slurm world)
     from harness.engines.reference.dist import launch_env
     from harness.spec.spec import load_spec
 
-    args = with_bench_overrides(args)        # vLLM bench flags -> --set strings (also inside a Slurm world)
     env = launch_env()
     if env.in_torchrun:
         from harness.engines.reference.lifetime import die_with_parent
