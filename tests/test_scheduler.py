@@ -195,7 +195,8 @@ def test_max_in_flight_counts_requests_waiting_for_a_slot_and_never_holds_a_late
     s = Scheduler(_reqs([(0.0, 2, 1), (0.0, 2, 1), (0.0, 2, 1), (2.5, 2, 1)]), _prompt, num_slots=1,
                   max_batch=1, max_seq_len=8, max_in_flight=2)
     s.release(0.0)
-    assert len(s.waiting) == 2 and len(s.pending) == 2 and s.capped() and s.next_arrival() is None
+    assert len(s.waiting) == 2 and len(s.held) == 1 and len(s.pending) == 1 and s.capped()
+    assert len(s.records) == 3 and s.next_arrival() is None    # a held request is recorded from its arrival
     _drain(s, groups=1)
     recs = sorted(s.records, key=lambda r: r.request_id)
     assert [r.sent_s for r in recs] == [None, None, 1.0, None]

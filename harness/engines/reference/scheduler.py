@@ -21,6 +21,12 @@ fewer than ``groups`` are in flight, and hands back the sampled tokens with
 - A prefill row's sampled token is the first output token only when its chunk ends the prompt.
   A decode row carries the last generated token. A request ends at its target output length
   (EOS ignored, as benchmarks do).
+- ``max_in_flight`` (vLLM's ``--max-concurrency`` with a rate, ``workload.max_concurrency``; this
+  replica's share): arrivals keep their schedule (and their records from then on), but one due
+  while that many are in flight (released, not finished: waiting for a slot or running) is held at
+  the client and released when one finishes, at that finish's time (its record's ``sent_s``), in
+  arrival order (vLLM's asyncio semaphore is FIFO). TTFT stays measured from the scheduled arrival
+  (``harness.measure.metrics``); vLLM's is from the send.
 """
 
 from __future__ import annotations
@@ -109,6 +115,7 @@ class Scheduler:
         self._capped_since: float | None = None   # when the cap began to bind (continuously since)
         self.pending: deque[Request] = deque(sorted(requests, key=lambda r: (r.arrival_s, r.request_id)))
         self.waiting: deque[_Seq] = deque()
+        self.held: deque[_Seq] = deque()       # arrived, held at the client by max_in_flight
         self.running: list[_Seq] = []          # admitted, in admission order
         self.free_slots: list[int] = list(range(num_slots - 1, -1, -1))
         self.records: list[RequestRecord] = []
@@ -133,12 +140,9 @@ class Scheduler:
 
     def release(self, now: float) -> None:
         """Open loop: every request whose scheduled arrival has passed joins the waiting queue (under
-        ``max_in_flight``: while fewer than that are in flight)."""
-        if self.closed:
-            return
-        while self.pending and self.pending[0].arrival_s <= now and not self.capped():
-            req = self.pending.popleft()
-            self._send(req, req.arrival_s)
+        ``max_in_flight``: while fewer than that are in flight; the others are held, recorded)."""
+        if not self.closed:
+            self._advance(now)
 
     def in_flight(self) -> int:
         """Requests released and not finished (waiting for a KV slot, or running)."""
@@ -148,21 +152,21 @@ class Scheduler:
         """True while the ``max_in_flight`` cap holds arrivals back."""
         return self.max_in_flight is not None and self.in_flight() >= self.max_in_flight
 
-    def _send(self, req: Request, sent: float) -> None:
-        seq = self._make_seq(req, req.arrival_s)
-        if sent > req.arrival_s:
-            seq.record.sent_s = sent
-        self.waiting.append(seq)
-        if self.capped() and self._capped_since is None:
-            self._capped_since = sent
-
-    def _release_held(self, now: float) -> None:
-        """After a finish at ``now``: the requests due since the cap began to bind were held; they go
-        now (sent at ``now``). One due before that was only late in the loop: it keeps its arrival."""
-        while self.pending and self.pending[0].arrival_s <= now and not self.capped():
+    def _advance(self, now: float) -> None:
+        """Arrivals due by ``now`` join the held queue; held requests go while the cap allows. One
+        due since the cap began to bind was held: sent at ``now`` (a finish). One due before that was
+        only late in the loop: it keeps its arrival, as without a cap."""
+        while self.pending and self.pending[0].arrival_s <= now:
             req = self.pending.popleft()
-            held = self._capped_since is not None and req.arrival_s >= self._capped_since
-            self._send(req, now if held else req.arrival_s)
+            self.held.append(self._make_seq(req, req.arrival_s))
+        while self.held and not self.capped():
+            seq = self.held.popleft()
+            rec = seq.record
+            if self._capped_since is not None and rec.arrival_s >= self._capped_since and now > rec.arrival_s:
+                rec.sent_s = now
+            self.waiting.append(seq)
+            if self.capped() and self._capped_since is None:
+                self._capped_since = rec.arrival_s if rec.sent_s is None else rec.sent_s
         if not self.capped():
             self._capped_since = None
 
@@ -176,7 +180,7 @@ class Scheduler:
         return len(self.running)
 
     def done(self) -> bool:
-        return not self.pending and not self.waiting and not self.running
+        return not self.pending and not self.held and not self.waiting and not self.running
 
     def available(self) -> int:
         """Sequences that could join a micro-batch now: idle running ones + admissible waiting ones."""
@@ -246,5 +250,5 @@ class Scheduler:
                 if self.closed:
                     self._release_closed(now)
                 elif self.max_in_flight is not None:
-                    self._release_held(now)
+                    self._advance(now)
         return finished
