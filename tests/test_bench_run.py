@@ -20,6 +20,7 @@ import yaml
 from demo_run import DEMO_CONFIG, REPO
 
 from harness.cli import main as cli
+from harness.report.rows import fmt
 from harness.results.reader import load_run
 
 CAP, N, RATE = 3, 12, 40.0
@@ -147,6 +148,9 @@ def test_the_run_wrote_its_report(bench_run):
     run_dir = bench_run["run_dir"]
     md = (run_dir / "report.md").read_text()
     assert (run_dir / "report.html").stat().st_size > 0 and "p99" in md.lower()
+    send = json.loads((run_dir / "summary.json").read_text())["metrics_from_send"]
+    row = next(ln for ln in md.splitlines() if ln.startswith("| TTFT from the send |"))
+    assert row.split("|")[-2].strip() == fmt(send["p99_ttft_ms"])      # both origins in the latency table
     assert f"report: {run_dir / 'report.html'}" in bench_run["stderr"]
     assert f"vLLM result file: {bench_run['file']}" in bench_run["stderr"]
 
