@@ -191,8 +191,9 @@ class Driver:
     # ---- requests
     async def _one(self, req: Request, rec: RequestRecord, prompt: list[int], cap=None) -> None:
         self.out.records.append(rec)                     # from its arrival on, held by ``cap`` or not
+        waits = cap is not None and cap.locked()          # C in flight: it waits for a finish
         async with cap or contextlib.nullcontext():
-            if cap is not None and self.clock() > rec.arrival_s:
+            if waits:
                 self.out.released[req.request_id] = self.clock()
             res: StreamResult = await stream_request(self.session, self.target.url, self.target.model, prompt,
                                                      rec, self.clock)
