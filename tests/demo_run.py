@@ -27,8 +27,8 @@ class RunResult:
 
 
 def harness_run(run_dir: Path, *overrides: str, config: Path = DEMO_CONFIG, env: dict | None = None,
-                timeout: float = 240) -> RunResult:
-    cmd = [sys.executable, "-m", "harness.cli", "run", str(config), "--results-dir", str(run_dir)]
+                timeout: float = 240, flags: tuple[str, ...] = ()) -> RunResult:
+    cmd = [sys.executable, "-m", "harness.cli", "run", str(config), "--results-dir", str(run_dir), *flags]
     for o in overrides:
         cmd += ["--set", o]
     t0 = time.monotonic()

@@ -76,15 +76,22 @@ def test_rate_inf_is_a_closed_loop(tmp_path):
         bench_overrides(BenchFlags(request_rate=math.inf, max_concurrency=2, burstiness=0.5), {})
 
 
-def test_a_cap_with_a_rate_is_a_spec_field_the_engines_do_not_serve_yet(tmp_path):
+def test_a_cap_with_a_rate_is_the_spec_field_max_concurrency(tmp_path):
     path = _spec_file(tmp_path, {"num_requests": 4, **SHORT})
-    sets = bench_overrides(BenchFlags(request_rate=4.0, max_concurrency=2), yaml.safe_load(path.read_text()))
+    sets, spec = _apply(path, BenchFlags(request_rate=4.0, max_concurrency=2))
     assert sets == ["workload.rate_rps=4.0", "workload.max_concurrency=2"]
-    with pytest.raises(UsageError, match="workload.max_concurrency: a cap on in-flight requests with a request "
-                                         "rate is not served by the engines yet"):
-        load_spec(path, sets)
+    assert spec.workload.max_concurrency == 2 and spec.workload.rate_rps == 4.0
+    trace = build_trace(spec.workload, spec.shape.vocab, 128)
+    assert trace.max_concurrency == 2 and not trace.closed_loop
+    # the reference engine splits the cap over its DP replicas: each needs a share of at least 1
+    dp2 = ["parallel.tp=2", "parallel.pp=2", "parallel.dp=2"]
+    assert load_spec(path, [*dp2, "workload.max_concurrency=2"]).workload.max_concurrency == 2
+    with pytest.raises(UsageError, match=r"workload.max_concurrency: 1 < parallel.dp 2; each DP replica"):
+        load_spec(path, [*dp2, "workload.max_concurrency=1"])
     closed = _spec_file(tmp_path, {"arrival": "closed", "concurrency": 2, "num_requests": 4, **SHORT})
     assert _apply(closed, BenchFlags(max_concurrency=2))[1].workload.concurrency == 2
+    with pytest.raises(UsageError, match="a closed loop's cap is workload.concurrency"):
+        load_spec(closed, ["workload.max_concurrency=2"])
 
 
 def test_a_flag_contradicting_the_spec_names_both(tmp_path):

@@ -162,3 +162,50 @@ def test_prefill_chunk_caps_each_row_under_the_budget():
 def test_token_budget_below_max_batch_is_refused():
     with pytest.raises(ValueError, match="token_budget 3 < max_batch 4"):
         Scheduler(_reqs([(0, 2, 2)]), _prompt, num_slots=1, max_batch=4, max_seq_len=8, token_budget=3)
+
+
+def _in_flight_max(records) -> int:
+    """The most requests in flight at one instant, from [send, finish) intervals (a request sent at
+    another's finish time follows it)."""
+    events = sorted([(r.finish_s, -1) for r in records] + [(r.sent_s or r.arrival_s, 1) for r in records])
+    most = now = 0
+    for _, step in events:
+        now += step
+        most = max(most, now)
+    return most
+
+
+def test_max_in_flight_holds_arrivals_until_a_finish():
+    # 6 requests due at once, 2 output tokens each, a cap of 2: they go in pairs, each pair sent at
+    # the finish of the pair before it
+    s = Scheduler(_reqs([(0.0, 2, 2)] * 6), _prompt, num_slots=8, max_batch=8, max_seq_len=8, max_in_flight=2)
+    _drain(s, groups=1)
+    recs = sorted(s.records, key=lambda r: r.request_id)
+    assert all(r.completed for r in recs) and _in_flight_max(recs) == 2
+    assert [r.sent_s for r in recs] == [None, None, 2.0, 2.0, 4.0, 4.0]
+    assert [r.admitted_s for r in recs] == [0.0, 0.0, 2.0, 2.0, 4.0, 4.0]
+    assert [r.finish_s for r in recs] == [2.0, 2.0, 4.0, 4.0, 6.0, 6.0]
+    # the arrival stays the scheduled one: TTFT from the arrival includes the client-side wait
+    assert all(r.arrival_s == 0.0 for r in recs)
+
+
+def test_max_in_flight_counts_requests_waiting_for_a_slot_and_never_holds_a_late_arrival():
+    # one KV slot, a cap of 2: the second request waits for the slot inside the engine (in flight),
+    # the third waits at the client; one due while only one is in flight is not held
+    s = Scheduler(_reqs([(0.0, 2, 1), (0.0, 2, 1), (0.0, 2, 1), (2.5, 2, 1)]), _prompt, num_slots=1,
+                  max_batch=1, max_seq_len=8, max_in_flight=2)
+    s.release(0.0)
+    assert len(s.waiting) == 2 and len(s.held) == 1 and len(s.pending) == 1 and s.capped()
+    assert len(s.records) == 3 and s.next_arrival() is None    # a held request is recorded from its arrival
+    _drain(s, groups=1)
+    recs = sorted(s.records, key=lambda r: r.request_id)
+    assert [r.sent_s for r in recs] == [None, None, 1.0, None]
+    assert [r.finish_s for r in recs] == [1.0, 2.0, 3.0, 4.0]
+    assert _in_flight_max(recs) == 2
+
+
+def test_replica_shares_of_a_cap_add_up_to_it():
+    from harness.engines.reference.scheduler import replica_share
+    assert [replica_share(7, 3, k) for k in range(3)] == [3, 2, 2]
+    assert [replica_share(4, 2, k) for k in range(2)] == [2, 2]
+    assert replica_share(None, 2, 0) is None

@@ -144,8 +144,7 @@ def test_poisson_run_report_claims_and_compare(ckpt, reference_run, server, tmp_
     assert (main["sent_s"] >= main["arrival_s"]).all()
     assert "ttft_p99_ms" in res.stdout                                  # the SLO table
 
-    rep = _harness("report", str(tmp_path / "run"))
-    assert rep.returncode == 0, rep.stderr[-2000:]
+    assert f"report: {tmp_path / 'run' / 'report.html'}" in res.stderr   # written by the run itself
     md = (tmp_path / "run" / "report.md").read_text()
     assert "Communication not traced (external engine openai: no comm table)." in md
     assert "## System under test" in md and "| TTFT | server |" in md and "| TTFT | client |" in md
@@ -189,3 +188,28 @@ def test_closed_loop_releases_a_request_per_finish(ckpt, server, tmp_path):
     finishes = sorted(main["finish_s"])
     for a in main["arrival_s"].iloc[4:]:                                # every later one follows a finish
         assert min(abs(a - f) for f in finishes if f <= a + 1e-9) < 0.25
+
+
+def test_a_cap_with_a_rate_holds_requests_at_the_client(ckpt, server, tmp_path):
+    """vLLM's --max-concurrency with a rate: arrivals on schedule, at most 2 in flight, the others
+    sent as one finishes; vLLM's result file times TTFT from the send, the summary from the arrival."""
+    config = write_spec(tmp_path / "vllm.yaml", _openai(ckpt, server, rate_rps=20, num_requests=8))
+    res = _harness("run", str(config), "--results-dir", str(tmp_path / "run"), "--max-concurrency", "2",
+                   "--save-result", "--save-detailed", "--result-filename", "capped.json")
+    assert res.returncode in (0, 1), res.stderr[-3000:]
+    s = _check_complete(tmp_path / "run", 8)
+    req = pd.read_parquet(tmp_path / "run" / "requests.parquet")
+    main = req[~req["warmup"]].sort_values("request_id")
+    sent, finish = main["sent_s"].to_numpy(), main["finish_s"].to_numpy()
+    assert max(int(((sent <= t) & (finish > t)).sum()) for t in sent) == 2     # never more than the cap
+    # the cap bound: requests went late, each right as another finished (within 0.1 s)
+    held = [t for t, a in zip(sent, main["arrival_s"]) if t > a + 0.2 and any(0 <= t - f < 0.1 for f in finish)]
+    assert len(held) >= 4
+    f = json.loads((tmp_path / "run" / "capped.json").read_text())
+    assert f["max_concurrency"] == 2 and f["request_rate"] == 20.0 and f["completed"] == 8
+    assert f["ttfts"] == pytest.approx(list(main["first_token_s"] - main["sent_s"]), abs=1e-9)
+    send = s["metrics_from_send"]
+    assert f["p99_ttft_ms"] == pytest.approx(send["p99_ttft_ms"]) and send["p99_ttft_ms"] < s["metrics"]["p99_ttft_ms"]
+    assert f["p99_ttft_including_client_queue_ms"] == pytest.approx(s["metrics"]["p99_ttft_ms"])
+    # the wait for the cap is client queue, not client lag
+    assert s["client"]["p50_ms"] < 0.1 * send["p50_client_queue_ms"]

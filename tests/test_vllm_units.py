@@ -137,6 +137,10 @@ def test_client_lag_by_hand():
     assert lag["max_ms"] == pytest.approx(10.0) and "client lag p99 9.8 ms > 5 ms" in lag["warning"]
     assert client_lag(recs[:3])["warning"] is None
     assert client_lag([RequestRecord(0, 0, 0.0, None, None)]) is None
+    # request 3 was held by a --max-concurrency cap until 3.009: its lag is 1 ms, its 9 ms wait at
+    # the client is the cap's (client queue), not a slow client
+    held = client_lag(recs, released_s={3: 3.009})
+    assert held["max_ms"] == pytest.approx(3.0) and held["warning"] is None
 
 
 # A stand-in process tree shaped like vLLM's: a parent that starts grandchildren which ignore SIGTERM.

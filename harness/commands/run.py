@@ -10,6 +10,10 @@ rank of the run: it builds the trace, opens the writer on rank 0 and calls the e
 An external engine (``engine.kind: vllm | openai``) runs in this process instead:
 ``harness.commands.run_external``.
 
+``vllm bench serve``'s flags map onto the spec (``harness.commands.run_flags``); at the end the run
+directory gets its report and, with ``--save-result``, vLLM's result file
+(``harness.commands.run_outputs``), without changing the exit code.
+
 Exit codes: 0 run complete and every SLO met; 1 run complete and some SLO missed; 2 bad input;
 3 run failed or interrupted (results on disk marked incomplete).
 """
@@ -45,9 +49,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="with --predict: the calibration (a reference-engine run or `harness emulate --out` JSON)")
     p.add_argument("--confirm", action="store_true",
                    help="with --find-capacity --predict: one real run at the predicted capacity")
+    from harness.commands.run_flags import add_bench_arguments
+    add_bench_arguments(p)
 
 
 def main(args: argparse.Namespace) -> int:
+    from harness.commands.run_flags import with_bench_overrides
+
+    args = with_bench_overrides(args)        # vLLM bench flags -> --set strings (also inside a Slurm world)
     from harness.engines.reference.dist import launch_env
     from harness.spec.spec import load_spec
 
@@ -64,7 +73,11 @@ def main(args: argparse.Namespace) -> int:
         from harness.engines.reference.engine import ReferenceEngine
         from harness.results.writer import default_run_dir
         run_dir = Path(args.results_dir) if args.results_dir else default_run_dir(spec.name)
-        return serve(ReferenceEngine(run_dir, guard), spec, run_dir, reports=env.rank == 0)
+        rc = serve(ReferenceEngine(run_dir, guard), spec, run_dir, reports=env.rank == 0)
+        if env.rank == 0 and not launched_by_harness():   # a world Slurm started: no launcher writes them
+            from harness.commands.run_outputs import write_outputs
+            write_outputs(run_dir, args)
+        return rc
     spec = load_spec(args.config, args.overrides)
     if spec.engine.kind != "reference":      # a server, driven from this process
         from harness.commands.run_external import main_external
@@ -77,7 +90,15 @@ def main(args: argparse.Namespace) -> int:
         return find_capacity_predicted(spec, args, launch)
     if args.find_capacity:
         return find_capacity(spec, args)
-    return launch(spec, args)
+    return launch(spec, args, outputs=True)
+
+
+def launched_by_harness() -> bool:
+    """This rank's world was started by ``harness run``'s launcher (which writes the outputs after it)."""
+    import os
+
+    from harness.engines.reference.lifetime import LAUNCHER_ENV
+    return bool(os.environ.get(LAUNCHER_ENV))
 
 
 def check_launch(spec, args: argparse.Namespace) -> None:
@@ -177,12 +198,17 @@ def find_capacity(spec, args: argparse.Namespace, launch_probe=None) -> int:
     return EXIT_PASS if best is not None else EXIT_FAIL
 
 
-def launch(spec, args: argparse.Namespace) -> int:
+def launch(spec, args: argparse.Namespace, outputs: bool = False) -> int:
+    """One torchrun world; ``outputs``: then the report and the result file (not for capacity probes)."""
     from harness.engines.reference.launcher import run_world
     from harness.results.writer import check_new_run_dir, default_run_dir
 
     run_dir = check_new_run_dir(args.results_dir or default_run_dir(spec.name))
-    return exit_code(run_dir, run_world(spec, args, run_dir))
+    rc = exit_code(run_dir, run_world(spec, args, run_dir))
+    if outputs:
+        from harness.commands.run_outputs import write_outputs
+        write_outputs(run_dir, args)
+    return rc
 
 
 def slo_table(summary: dict) -> str:
@@ -227,5 +253,5 @@ def exit_code(run_dir: Path, torchrun_rc: int) -> int:
         return EXIT_INCOMPLETE
     verdict = summary.get("verdict")
     print(slo_table(summary))
-    print(f"harness run: {verdict}; results in {run_dir} (report: harness report {run_dir})", file=sys.stderr)
+    print(f"harness run: {verdict}; results in {run_dir}", file=sys.stderr)
     return EXIT_PASS if verdict == "PASS" else EXIT_FAIL

@@ -57,7 +57,10 @@ def main_external(spec, args: argparse.Namespace, run_verb) -> int:
     run_dir = check_new_run_dir(args.results_dir or default_run_dir(spec.name))
     with StopSignals() as signals:
         rc = run_verb.serve(_engine(spec, run_dir, signals), spec, run_dir, reports=True)
-        return run_verb.exit_code(run_dir, rc)
+        rc = run_verb.exit_code(run_dir, rc)
+    from harness.commands.run_outputs import write_outputs
+    write_outputs(run_dir, args)     # the report, --save-result's file: the exit code stays the run's
+    return rc
 
 
 def _engine(spec, run_dir: Path, signals, server=None, info=None):

@@ -121,11 +121,13 @@ def client_queue_s(r: RequestRecord) -> float:
     return start_s(r, "send") - r.arrival_s
 
 
-def client_lag(records: Sequence[RequestRecord], warn_ms: float = 5.0) -> dict[str, Any] | None:
-    """The client's lag (:func:`client_queue_s`) over the non-warm-up requests that carry ``sent_s``:
-    ``sent``, ``p50_ms``, ``p99_ms``, ``max_ms`` (same percentile rule as everywhere) and ``warning``
-    (text when p99 > ``warn_ms``, else None); None when no request carries ``sent_s``."""
-    lags = [client_queue_s(r) for r in records if not r.warmup and r.sent_s is not None]
+def client_lag(records: Sequence[RequestRecord], warn_ms: float = 5.0,
+               released_s: Mapping[int, float] | None = None) -> dict[str, Any] | None:
+    """The client's lag, sent − (arrival, or ``released_s[id]`` when a client-side cap let it go: the
+    cap's wait is client queue, not lag), over the non-warm-up requests with ``sent_s``: ``sent``,
+    ``p50_ms``, ``p99_ms``, ``max_ms`` and ``warning`` (text when p99 > ``warn_ms``); None without any."""
+    lags = [r.sent_s - max(r.arrival_s, (released_s or {}).get(r.request_id, 0.0))
+            for r in records if not r.warmup and r.sent_s is not None]
     if not lags:
         return None
     st = _ms(stats(lags))

@@ -53,6 +53,10 @@ def performance(ctx: Ctx) -> Section:
     lat_rows = []
     for name, key in (("TTFT", "ttft"), ("TPOT", "tpot"), ("ITL", "itl"), ("E2E", "e2el"), ("queue", "queue")):
         lat_rows.append([name] + [fmt(m.get(f"{st}_{key}_ms")) for st in ("mean", "median", "p90", "p99")])
+    send = run.summary.get("metrics_from_send")   # a request went after its arrival: vLLM's origin too
+    for name, key in (("TTFT from the send", "ttft"), ("E2E from the send", "e2el"), ("client queue", "client_queue")):
+        if isinstance(send, dict):
+            lat_rows.append([name] + [fmt(send.get(f"{st}_{key}_ms")) for st in ("mean", "median", "p90", "p99")])
     rates = [claim_row(ctx, "throughput_rps", 1e9, "throughput (requests/s; predicted = upper bound)"),
              check_row(ctx, "goodput (requests/s meeting every SLO)", None, m.get("request_goodput"), "measured only"),
              check_row(ctx, "output tokens/s", None, m.get("output_throughput"), "measured only")]

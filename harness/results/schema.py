@@ -194,7 +194,7 @@ SUMMARY_TYPES = Fields({
                         "hosts": ListOf(str), "backend": Opt(str)}),
     "layout": Fields({"tp": int, "pp": int, "dp": int, "layer_split": ListOf(int), "micro_batches": Opt(int),
                       "kv_slots_per_replica": Opt(int)}),
-    "metrics": MapOf(OneOf(Opt(NUM), MapOf(Opt(NUM)))),
+    "metrics": MapOf(OneOf(Opt(NUM), MapOf(Opt(NUM)))), "metrics_from_send": Opt(MapOf(Opt(NUM))),
     "slo": ListOf(Fields({"target": str, "measured": Opt(NUM), "passed": Opt(bool), "margin_pct": Opt(NUM)})),
     "verdict": str, "measured": MapOf(_NUMBERS), "predicted": _PREDICTED,
     "stage_stats": ListOf(MapOf(Opt(NUM))), "stage_imbalance": Opt(NUM),

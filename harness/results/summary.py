@@ -11,7 +11,7 @@ import datetime as _dt
 from typing import Any, Iterable, Mapping
 
 from harness import SCHEMA_VERSION, __version__
-from harness.measure.metrics import RequestRecord, summarize
+from harness.measure.metrics import STAT_NAMES, RequestRecord, client_queue_s, stats, summarize
 from harness.spec.slo import judge, overall, per_request_thresholds_ms, preset_caveat
 
 
@@ -90,6 +90,23 @@ def partial_summary(spec: Any, records: Iterable[Any], reason: str) -> dict:
             "finished_utc": utc_now()}
 
 
+def metrics_from_send(records: Iterable[RequestRecord], thresholds_ms: Mapping[str, float] | None) -> dict | None:
+    """vLLM's definitions where they differ from the summary's ``metrics`` (TTFT and E2E from the
+    scheduled arrival): ``{stat}_ttft_ms``, ``{stat}_e2el_ms``, ``good_requests`` and
+    ``request_goodput`` with TTFT and E2E from the SEND, and ``{stat}_client_queue_ms`` (send −
+    arrival, the wait a client-side cap or a lagging client added). None when no request records a
+    send apart from its arrival (then both definitions agree)."""
+    recs = list(records)
+    if not any(r.sent_s is not None for r in recs if not r.warmup):
+        return None
+    m = summarize(recs, slo_thresholds_ms=thresholds_ms, latency_origin="send")
+    out = {k: v for k, v in m.items() if k.endswith(("_ttft_ms", "_e2el_ms")) and not k.startswith("warmup")}
+    out.update(good_requests=m["good_requests"], request_goodput=m["request_goodput"])
+    waits = stats(client_queue_s(r) for r in recs if not r.warmup and r.completed)
+    out.update({f"{name}_client_queue_ms": None if waits[name] is None else waits[name] * 1e3 for name in STAT_NAMES})
+    return out
+
+
 def final_summary(spec: Any, predicted: Mapping[str, Any], result: Any) -> tuple[dict, dict]:
     """An engine's result → (summary, tables). The same for every engine: metrics from the common
     request records (``harness.measure.metrics.summarize``: duration from the first scheduled arrival
@@ -108,6 +125,9 @@ def final_summary(spec: Any, predicted: Mapping[str, Any], result: Any) -> tuple
         "verdict": overall(verdicts) if result.complete else "INCOMPLETE",
         "measured": measured, "predicted": dict(predicted), **result.extra,
     }
+    send = metrics_from_send(records, goodput_thresholds_ms(spec))
+    if send is not None:
+        summary["metrics_from_send"] = send
     caveat = preset_caveat(spec.slo.preset, metrics.get("duration_s"))
     if caveat is not None:
         summary["slo_preset"] = caveat

@@ -315,17 +315,18 @@ def _lengths(out: _Overrides, flags: BenchFlags) -> None:
 # ---------------------------------------------------------------- the spec fields they need
 
 
-def check_bench_fields(workload: Any, slo: Any, run: Any) -> None:
+def check_bench_fields(workload: Any, slo: Any, run: Any, replicas: int = 1) -> None:
     """Validate the spec fields the flags map onto (called by harness.spec.spec.validate, after the
-    numeric ranges of harness.spec.bounds)."""
-    if workload.max_concurrency is not None:   # its range: harness.spec.bounds
+    numeric ranges of harness.spec.bounds). ``replicas``: the DP replicas that split a cap on
+    requests in flight among them (the reference engine's; 1 for a server behind one client)."""
+    cap = workload.max_concurrency
+    if cap is not None:   # its range: harness.spec.bounds
         if workload.arrival == "closed":
             raise UsageError("workload.max_concurrency: a closed loop's cap is workload.concurrency; drop "
                              "max_concurrency")
-        # The field is the spec half of vLLM's --max-concurrency with a rate; no engine holds requests
-        # back yet, and a cap that is silently ignored would measure another workload.
-        raise UsageError("workload.max_concurrency: a cap on in-flight requests with a request rate is not "
-                         "served by the engines yet; drop it, or use arrival: closed with concurrency")
+        if cap < replicas:
+            raise UsageError(f"workload.max_concurrency: {cap} < parallel.dp {replicas}; each DP replica holds "
+                             f"its own share of the cap, so give at least {replicas}")
     parse_goodput([f"{k}:{v}" for k, v in (slo.goodput or {}).items()], "slo.goodput")
     parse_percentile_metrics(",".join(run.percentile_metrics), "run.percentile_metrics")
     parse_percentiles(",".join(str(q) for q in run.metric_percentiles), "run.metric_percentiles")

@@ -303,7 +303,7 @@ def validate(spec: Spec, base_dir: Path | None = None) -> None:
     _validate_workload(w, shape, base_dir)
     # slo
     spec.slo_targets = resolve_targets(spec.slo.preset, spec.slo.targets)
-    check_bench_fields(w, spec.slo, r)   # the fields vLLM's bench flags map onto
+    check_bench_fields(w, spec.slo, r, par.dp if spec.engine.kind == "reference" else 1)   # vLLM bench flags' fields
     # run
     if r.max_seq_len is not None and not 1 <= r.max_seq_len <= shape.max_context:
         raise UsageError(f"run.max_seq_len: must be in 1..{shape.max_context} (the model's context), got {r.max_seq_len}")

@@ -42,6 +42,9 @@ class Trace:
     seed: int
     vocab_size: int
     duration_s: float | None = None  # stop releasing requests after this (if set)
+    # open loop: at most this many requests in flight, later arrivals wait at the client for a
+    # finish (vLLM's --max-concurrency with a rate; workload.max_concurrency); None: no cap
+    max_concurrency: int | None = None
 
     def prompt_ids(self, req: Request) -> list[int]:
         """The request's prompt: its own ids, else the seeded ones of :func:`random_prompt`."""
@@ -280,7 +283,7 @@ def build_trace(spec: Any, vocab_size: int, context_len: int) -> Trace:
             reqs = [r for r in reqs if r.arrival_s < spec.duration_s]
         if closed:
             reqs = [Request(r.request_id, 0.0, r.input_len, r.output_len, r.prompt) for r in reqs]
-        return Trace(tuple(reqs), closed, conc, spec.seed, vocab_size, spec.duration_s)
+        return Trace(tuple(reqs), closed, conc, spec.seed, vocab_size, spec.duration_s, _cap(spec))
 
     _check_context(spec, context_len)
     s_arr, s_in, s_out = np.random.SeedSequence(spec.seed).spawn(3)
@@ -294,4 +297,9 @@ def build_trace(spec: Any, vocab_size: int, context_len: int) -> Trace:
                           "workload.output_len")
     reqs = tuple(Request(i, float(t), int(a), int(b))
                  for i, (t, a, b) in enumerate(zip(times, ins, outs)))
-    return Trace(reqs, closed, conc, spec.seed, vocab_size, spec.duration_s)
+    return Trace(reqs, closed, conc, spec.seed, vocab_size, spec.duration_s, _cap(spec))
+
+
+def _cap(spec: Any) -> int | None:
+    """The open loop's cap on requests in flight (none for a closed loop: its concurrency is the cap)."""
+    return None if spec.arrival == "closed" else getattr(spec, "max_concurrency", None)

@@ -21,6 +21,12 @@ fewer than ``groups`` are in flight, and hands back the sampled tokens with
 - A prefill row's sampled token is the first output token only when its chunk ends the prompt.
   A decode row carries the last generated token. A request ends at its target output length
   (EOS ignored, as benchmarks do).
+- ``max_in_flight`` (vLLM's ``--max-concurrency`` with a rate, ``workload.max_concurrency``; this
+  replica's share): arrivals keep their schedule (and their records from then on), but one due
+  while that many are in flight (released, not finished: waiting for a slot or running) is held at
+  the client and released when one finishes, at that finish's time (its record's ``sent_s``), in
+  arrival order (vLLM's asyncio semaphore is FIFO). TTFT stays measured from the scheduled arrival
+  (``harness.measure.metrics``); vLLM's is from the send.
 """
 
 from __future__ import annotations
@@ -32,6 +38,15 @@ from typing import Callable
 
 from harness.measure.metrics import RequestRecord
 from harness.spec.workload import Request
+
+
+def replica_share(cap: int | None, dp: int, replica: int) -> int | None:
+    """Replica ``replica``'s part of a cap of ``cap`` requests in flight over ``dp`` replicas: the
+    replicas serve fixed shares of the trace (request id mod dp) and coordinate nothing, so the cap
+    is split, cap // dp each and one more for the first cap % dp (together exactly ``cap``)."""
+    if cap is None:
+        return None
+    return cap // dp + (1 if replica < cap % dp else 0)
 
 
 @dataclass
@@ -79,10 +94,12 @@ class Scheduler:
     def __init__(self, requests: list[Request], prompt_of: Callable[[Request], list[int]], *,
                  num_slots: int, max_batch: int, max_seq_len: int,
                  prefill_chunk: int | None = None, token_budget: int | None = None,
-                 closed_loop_concurrency: int | None = None,
+                 closed_loop_concurrency: int | None = None, max_in_flight: int | None = None,
                  replica: int = 0, warmup: bool = False, first_step: int = 0):
         if num_slots < 1 or max_batch < 1:
             raise ValueError("num_slots and max_batch must be >= 1")
+        if max_in_flight is not None and max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
         if token_budget is not None and token_budget < max_batch:
             raise ValueError(f"token_budget {token_budget} < max_batch {max_batch}: every decode row must fit")
         for r in requests:
@@ -94,8 +111,11 @@ class Scheduler:
         self.prefill_chunk, self.token_budget = prefill_chunk, token_budget
         self.replica, self.warmup = replica, warmup
         self.closed = closed_loop_concurrency is not None
+        self.max_in_flight = None if self.closed else max_in_flight
+        self._capped_since: float | None = None   # when the cap began to bind (continuously since)
         self.pending: deque[Request] = deque(sorted(requests, key=lambda r: (r.arrival_s, r.request_id)))
         self.waiting: deque[_Seq] = deque()
+        self.held: deque[_Seq] = deque()       # arrived, held at the client by max_in_flight
         self.running: list[_Seq] = []          # admitted, in admission order
         self.free_slots: list[int] = list(range(num_slots - 1, -1, -1))
         self.records: list[RequestRecord] = []
@@ -119,16 +139,40 @@ class Scheduler:
             self.waiting.append(self._make_seq(self.pending.popleft(), now))
 
     def release(self, now: float) -> None:
-        """Open loop: every request whose scheduled arrival has passed joins the waiting queue."""
-        if self.closed:
-            return
+        """Open loop: every request whose scheduled arrival has passed joins the waiting queue (under
+        ``max_in_flight``: while fewer than that are in flight; the others are held, recorded)."""
+        if not self.closed:
+            self._advance(now)
+
+    def in_flight(self) -> int:
+        """Requests released and not finished (waiting for a KV slot, or running)."""
+        return len(self.waiting) + len(self.running)
+
+    def capped(self) -> bool:
+        """True while the ``max_in_flight`` cap holds arrivals back."""
+        return self.max_in_flight is not None and self.in_flight() >= self.max_in_flight
+
+    def _advance(self, now: float) -> None:
+        """Arrivals due by ``now`` join the held queue; held requests go while the cap allows. One
+        due since the cap began to bind was held: sent at ``now`` (a finish). One due before that was
+        only late in the loop: it keeps its arrival, as without a cap."""
         while self.pending and self.pending[0].arrival_s <= now:
             req = self.pending.popleft()
-            self.waiting.append(self._make_seq(req, req.arrival_s))
+            self.held.append(self._make_seq(req, req.arrival_s))
+        while self.held and not self.capped():
+            seq = self.held.popleft()
+            rec = seq.record
+            if self._capped_since is not None and rec.arrival_s >= self._capped_since and now > rec.arrival_s:
+                rec.sent_s = now
+            self.waiting.append(seq)
+            if self.capped() and self._capped_since is None:
+                self._capped_since = rec.arrival_s if rec.sent_s is None else rec.sent_s
+        if not self.capped():
+            self._capped_since = None
 
     def next_arrival(self) -> float | None:
-        if self.closed or not self.pending:
-            return None
+        if self.closed or not self.pending or self.capped():
+            return None        # closed, drained, or the next release waits for a finish
         return self.pending[0].arrival_s
 
     # ------------------------------------------------------------ state
@@ -136,7 +180,7 @@ class Scheduler:
         return len(self.running)
 
     def done(self) -> bool:
-        return not self.pending and not self.waiting and not self.running
+        return not self.pending and not self.held and not self.waiting and not self.running
 
     def available(self) -> int:
         """Sequences that could join a micro-batch now: idle running ones + admissible waiting ones."""
@@ -205,4 +249,6 @@ class Scheduler:
                 finished += 1
                 if self.closed:
                     self._release_closed(now)
+                elif self.max_in_flight is not None:
+                    self._advance(now)
         return finished

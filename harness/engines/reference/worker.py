@@ -20,7 +20,7 @@ from harness.engines.reference.model.accounting import meta_rank_bytes
 from harness.engines.reference.model.build import build_stage
 from harness.engines.reference.model.weights import CheckpointWeights, SeededWeights
 from harness.engines.reference.parallel.pp import PipelineStage
-from harness.engines.reference.scheduler import Scheduler
+from harness.engines.reference.scheduler import Scheduler, replica_share
 from harness.engines.reference.summary import RankPayload
 from harness.measure.metrics import RequestRecord, progress
 from harness.measure.nvml import NvmlSampler, torch_memory_stats
@@ -98,6 +98,7 @@ def run_rank(ctx, spec, trace, guard, state: dict, writer) -> RankPayload:
         sched = Scheduler(mine, trace.prompt_ids, num_slots=num_slots, max_batch=spec.run.max_batch,
                           max_seq_len=max_seq, prefill_chunk=spec.run.prefill_chunk, token_budget=token_budget(spec),
                           closed_loop_concurrency=trace.concurrency if trace.closed_loop else None,
+                          max_in_flight=replica_share(trace.max_concurrency, spec.layout.dp, place.dp),
                           replica=place.dp, first_step=warm.step)
         state["records"] = sched.records
         t0 = clock()

@@ -3,7 +3,9 @@ loop) or as a closed loop, with the server's /metrics scraped and the requests f
 they complete. Asynchronous (asyncio + aiohttp), so a send never waits for another request.
 
 Open loop: request i is sent at t0 + arrival_s (its scheduled arrival); ``sent_s`` records when it
-actually left, so the client's lag is measured, never hidden. Closed loop (``trace.closed_loop``):
+actually left, so the client's lag is measured, never hidden. With ``trace.max_concurrency`` C (vLLM's
+``--max-concurrency`` with a rate) at most C are in flight: a request due while C are waits at the
+client (an asyncio semaphore, FIFO as vLLM's) and ``sent_s`` is when it went. Closed loop (``trace.closed_loop``):
 ``concurrency`` requests start at t0 and each finish releases the next; a request's arrival is its
 release time (as in the reference engine). ``trace.duration_s`` stops new releases after it.
 Warm-up: ``run.warmup_requests`` requests shaped like the trace's first ones (their own seeded
@@ -17,6 +19,7 @@ lines and stored, and parsed (prometheus_client, milliseconds of CPU each) after
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import sys
 import threading
@@ -49,6 +52,7 @@ class Drive:
     records: list[RequestRecord] = field(default_factory=list)
     tokens: dict[int, list[int]] = field(default_factory=dict)
     errors: dict[int, str] = field(default_factory=dict)
+    released: dict[int, float] = field(default_factory=dict)   # when the cap let a held request go
     metric_rows: list[dict] = field(default_factory=list)
     snapshots: list[dict] = field(default_factory=list)     # the measured window's scrapes, in order
     baseline: dict | None = None
@@ -185,10 +189,14 @@ class Driver:
         return False
 
     # ---- requests
-    async def _one(self, req: Request, rec: RequestRecord, prompt: list[int]) -> None:
-        self.out.records.append(rec)
-        res: StreamResult = await stream_request(self.session, self.target.url, self.target.model, prompt,
-                                                 rec, self.clock)
+    async def _one(self, req: Request, rec: RequestRecord, prompt: list[int], cap=None) -> None:
+        self.out.records.append(rec)                     # from its arrival on, held by ``cap`` or not
+        waits = cap is not None and cap.locked()          # C in flight: it waits for a finish
+        async with cap or contextlib.nullcontext():
+            if waits:
+                self.out.released[req.request_id] = self.clock()
+            res: StreamResult = await stream_request(self.session, self.target.url, self.target.model, prompt,
+                                                     rec, self.clock)
         if self.spec.run.record_tokens:
             self.out.tokens[req.request_id] = res.tokens
         if res.error:
@@ -208,11 +216,12 @@ class Driver:
 
     async def _open_loop(self) -> None:
         tasks = []
+        cap = asyncio.Semaphore(self.trace.max_concurrency) if self.trace.max_concurrency else None
         for req in sorted(self.trace.requests, key=lambda r: (r.arrival_s, r.request_id)):
             while (delay := req.arrival_s - self.clock()) > 0:     # asyncio may wake a timer a hair early
                 await asyncio.sleep(delay)
             rec = self._record(req, req.arrival_s)
-            tasks.append(asyncio.create_task(self._one(req, rec, self.trace.prompt_ids(req))))
+            tasks.append(asyncio.create_task(self._one(req, rec, self.trace.prompt_ids(req), cap)))
         try:
             await asyncio.gather(*tasks)
         finally:

@@ -39,7 +39,7 @@ def external_result(spec, kind: str, drive, *, info, command: str | None, sample
     """``kind`` vllm (launched here, ``command`` its command line) or openai (someone else's server)."""
     lay = spec.layout
     view = server_view(drive.baseline, drive.final, drive.snapshots)
-    lag = client_lag(drive.records)
+    lag = client_lag(drive.records, released_s=drive.released)
     if lag is not None:
         lag["scheduling"] = drive.scheduling
     notes: list[str] = []
