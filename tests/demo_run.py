@@ -27,8 +27,12 @@ class RunResult:
 
 
 def harness_run(run_dir: Path, *overrides: str, config: Path = DEMO_CONFIG, env: dict | None = None,
-                timeout: float = 240, flags: tuple[str, ...] = ()) -> RunResult:
+                timeout: float = 240, flags: tuple[str, ...] = (), report: bool = False) -> RunResult:
+    """``report=False``: ``--no-report`` (rendering costs ~3-6 s a run; the tests that read a run's
+    own report ask for it)."""
     cmd = [sys.executable, "-m", "harness.cli", "run", str(config), "--results-dir", str(run_dir), *flags]
+    if not report:
+        cmd.append("--no-report")
     for o in overrides:
         cmd += ["--set", o]
     t0 = time.monotonic()

@@ -37,7 +37,7 @@ class World:
     """One `harness run` of the demo, started in its own session; its process tree once serving."""
 
     def __init__(self, run_dir, env=None):
-        cmd = [sys.executable, "-m", "harness.cli", "run", str(DEMO_CONFIG), "--results-dir", str(run_dir)]
+        cmd = [sys.executable, "-m", "harness.cli", "run", str(DEMO_CONFIG), "--results-dir", str(run_dir), "--no-report"]
         for o in LONG:
             cmd += ["--set", o]
         self.run_dir = run_dir

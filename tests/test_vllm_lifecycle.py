@@ -34,8 +34,8 @@ def ckpt(tmp_path_factory):
 
 
 def _start(config, run_dir) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "harness.cli", "run", str(config), "--results-dir", str(run_dir)],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen([sys.executable, "-m", "harness.cli", "run", str(config), "--results-dir", str(run_dir),
+                             "--no-report"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def _server_pid(run_dir) -> int | None:
@@ -122,8 +122,8 @@ def test_server_dying_during_start_up_exits_3_with_its_log(ckpt, tmp_path):
     config = write_spec(tmp_path / "vllm.yaml", spec_dict(ckpt, engine, tp=1, pp=1))
     run_dir = tmp_path / "run"
     t0 = time.monotonic()
-    res = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(config), "--results-dir", str(run_dir)],
-                         cwd=REPO, capture_output=True, text=True, timeout=450)
+    res = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(config), "--results-dir", str(run_dir),
+                          "--no-report"], cwd=REPO, capture_output=True, text=True, timeout=450)
     assert res.returncode == 3, res.stderr[-3000:]
     assert time.monotonic() - t0 < 400                              # well within engine.start_timeout_s
     assert "exited with code 1 during start-up" in res.stderr

@@ -28,8 +28,8 @@ def _harness(*args: str, timeout: float = 400) -> subprocess.CompletedProcess:
                           timeout=timeout)
 
 
-def _run(config, run_dir, *sets: str, timeout: float = 400) -> subprocess.CompletedProcess:
-    args = ["run", str(config), "--results-dir", str(run_dir)]
+def _run(config, run_dir, *sets: str, timeout: float = 400, report: bool = False) -> subprocess.CompletedProcess:
+    args = ["run", str(config), "--results-dir", str(run_dir)] + ([] if report else ["--no-report"])
     for s in sets:
         args += ["--set", s]
     return _harness(*args, timeout=timeout)
@@ -134,7 +134,7 @@ def _check_complete(run_dir, n: int) -> dict:
 
 def test_poisson_run_report_claims_and_compare(ckpt, reference_run, server, tmp_path):
     config = write_spec(tmp_path / "vllm.yaml", _openai(ckpt, server))
-    res = _run(config, tmp_path / "run")
+    res = _run(config, tmp_path / "run", report=True)
     assert res.returncode == (0 if _summary(tmp_path / "run")["verdict"] == "PASS" else 1), res.stderr[-3000:]
     s = _check_complete(tmp_path / "run", 16)
     req = pd.read_parquet(tmp_path / "run" / "requests.parquet")
