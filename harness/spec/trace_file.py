@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from harness.errors import UsageError, shown
+from harness.spec.jsonl import read_objects, write_lines
 from harness.spec.traces import load_mooncake, trace_format
 
 TRACE_KEYS = ("arrival_s", "input_len", "output_len", "prompt")
@@ -45,16 +44,7 @@ def save_trace(requests: Any, path: str | Path,
         elif include_prompts and trace is not None:
             obj["prompt"] = trace.prompt_ids(r)
         lines.append(json.dumps(obj, separators=(",", ":")))
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write("".join(line + "\n" for line in lines))
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_lines(path, lines)
 
 
 def _is_pos_int(v: Any) -> bool:
@@ -69,25 +59,9 @@ def load_trace(path: str | Path, context_len: int | None = None,
     path = Path(path)
     if trace_format(path) == "mooncake":
         return [Request(i, *row) for i, row in enumerate(load_mooncake(path, context_len, vocab_size, block_size))]
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise UsageError(f"workload.trace: {path} is not UTF-8 text (a binary file?); give a JSONL trace, "
-                         "one JSON object per line") from None
-    except OSError as e:
-        raise UsageError(f"workload.trace: cannot read {path}: {e.strerror}") from None
     reqs: list[Request] = []
     prev = 0.0
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{path.name}:{lineno}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UsageError(f"{where}: not valid JSON ({e.msg})") from None
-        if not isinstance(obj, dict):
-            raise UsageError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    for where, obj in read_objects(path):
         unknown = sorted(set(obj) - set(TRACE_KEYS))
         if unknown:
             raise UsageError(f"{where}: unknown key {shown(unknown[0])}; allowed: {', '.join(TRACE_KEYS)}")

@@ -28,14 +28,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from harness.errors import UsageError, shown
+from harness.spec.jsonl import read_objects, write_lines
 
 MOONCAKE_KEYS = ("timestamp", "input_length", "output_length", "hash_ids")
 DEFAULT_BLOCK_SIZE = 512
@@ -114,22 +113,9 @@ def load_mooncake(path: str | Path, context_len: int | None = None, vocab_size: 
     path = Path(path)
     if not _int(block_size, 1):
         raise UsageError(f"workload.trace_block_size: must be >= 1 token, got {block_size!r}")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise UsageError(f"workload.trace: cannot read {path} as text ({e.__class__.__name__})") from None
     rows: list[tuple[float, int, int, BlockPrompt | None]] = []
     prev = -math.inf
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{path.name}:{lineno}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UsageError(f"{where}: not valid JSON ({e.msg})") from None
-        if not isinstance(obj, dict):
-            raise UsageError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    for where, obj in read_objects(path):
         unknown = sorted(set(obj) - set(MOONCAKE_KEYS))
         if unknown:
             raise UsageError(f"{where}: key {shown(unknown[0])} is not read here (a Mooncake trace line holds "
@@ -197,13 +183,4 @@ def save_mooncake(requests: Any, path: str | Path, block_size: int = DEFAULT_BLO
         ms = round(r.arrival_s * 1000.0, 6)
         lines.append(json.dumps({"timestamp": int(ms) if ms == int(ms) else ms, "input_length": r.input_len,
                                  "output_length": r.output_len, "hash_ids": row}))
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write("".join(line + "\n" for line in lines))
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_lines(path, lines)
