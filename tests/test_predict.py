@@ -19,6 +19,7 @@ import pytest
 from demo_run import DEMO_CONFIG, REPO, demo
 from harness.errors import UsageError
 from harness.predict.calibrate import PipelineModel, from_run
+from harness.predict.closure import close_on, scaled
 from harness.predict.fit import StageCost, fit_stage
 from harness.predict.forecast import forecast, simulate_spec
 from harness.predict.simulate import SimStage, simulate
@@ -123,6 +124,31 @@ class _CheckedStage(SimStage):
         return super().submit(meta, token_ids)
 
 
+def test_closure_scales_every_time_until_the_run_is_met():
+    """The 2-stage timeline above has ITL 20 ms by hand. Closed on a run that measured 26 ms: the
+    factor is 1.3, every stage cost and residual is scaled by it, and the scaled model's simulation
+    gives 26 ms; the model it was given is left as it was. A run 10× off hits the bound and says so;
+    a run with no decode interval is left unclosed."""
+    spec = _spec("workload.arrival=closed", "workload.concurrency=2", "workload.num_requests=2", pp=2)
+    model = _constant(2, 0.010)
+    closed = close_on(model, spec, 26.0)
+    assert closed.closure["factor"] == pytest.approx(1.3, rel=1e-9)
+    assert closed.closure["error_before"] == pytest.approx(20.0 / 26.0 - 1.0, rel=1e-9)
+    assert abs(closed.closure["error_after"]) < 1e-9
+    assert [s.intercept_s for s in closed.stages] == pytest.approx([0.013, 0.013], rel=1e-12)
+    assert [s.intercept_s for s in model.stages] == [0.010, 0.010]
+    assert simulate_spec(spec, closed)["metrics"]["mean_itl_ms"] == pytest.approx(26.0, rel=1e-9)
+    assert simulate_spec(spec, closed)["metrics"]["median_ttft_ms"] == pytest.approx(1.3 * 25.0, rel=1e-9)
+    noisy = _constant(2, 0.010)
+    noisy.stages[1].spread_s, noisy.return_samples, noisy.loop_s = [0.001, -0.002], [0.004], 0.0005
+    big = scaled(noisy, 1.5)
+    assert [*big.stages[1].spread_s, *big.return_samples, big.loop_s] == pytest.approx([0.0015, -0.003, 0.006, 0.00075])
+    far = close_on(model, spec, 200.0)
+    assert far.closure["factor"] == 2.0 and any("unreliable" in n for n in far.notes)
+    none = close_on(model, spec, None)
+    assert none.closure["factor"] == 1.0 and "skipped" in none.closure and none.stages[0].intercept_s == 0.010
+
+
 def test_scheduler_invariants_hold_in_simulation(monkeypatch):
     spec = _spec("workload.rate_rps=40", "workload.num_requests=60", "run.max_num_batched_tokens=16",
                  "workload.input_len={dist: uniform, min: 4, max: 40}", pp=4, tp=2)
@@ -191,6 +217,11 @@ def test_forecast_of_the_measured_workload_is_near_the_run(demo_dir, tmp_path):
     measured = json.loads((demo_dir / "summary.json").read_text())["metrics"]
     for key in ("median_ttft_ms", "median_tpot_ms", "request_throughput"):
         assert pred["metrics"][key] == pytest.approx(measured[key], rel=0.5), key
+    # closed on the run itself: its own mean ITL is met (the factor is the part the stage model missed)
+    closure = pred["model"]["closure"]
+    assert 0.5 <= closure["factor"] <= 2.0 and "skipped" not in closure
+    assert pred["metrics"]["mean_itl_ms"] == pytest.approx(measured["mean_itl_ms"], rel=0.02)
+    assert closure["error_before"] == pytest.approx(closure["simulated_before"] / measured["mean_itl_ms"] - 1)
     assert set(measured) <= set(pred["metrics"])           # the summary's metric keys, every one
     assert [r["target"] for r in pred["slo"]] == [r["target"] for r in
                                                   json.loads((demo_dir / "summary.json").read_text())["slo"]]

@@ -73,6 +73,11 @@ def render(p: dict) -> str:
                      f"dropped {res.get('dropped')}")
     mdl = p["model"]
     lines.append(f"    return hop {mdl['return_s'] * 1e3:.3g} ms, coordinator {mdl['loop_s'] * 1e3:.3g} ms per step")
+    cl = mdl.get("closure") or {}
+    if cl.get("factor") is not None and not cl.get("skipped"):
+        lines.append(f"    closure: every time × {cl['factor']:.3f} so the calibration's own {cl['metric']} "
+                     f"({_f(cl.get('measured'))}) is met ({100 * cl['error_before']:+.1f} % before, "
+                     f"{100 * cl['error_after']:+.1f} % after)")
     for note in mdl.get("notes") or []:
         lines.append(f"    note: {note}")
     if p["extrapolation"]:
@@ -85,5 +90,6 @@ def render(p: dict) -> str:
         lines.append("  within the measured range (no extrapolation)")
     sim = p["simulation"]
     lines.append(f"  simulated {sim['requests']} requests, {sim['steps']} steps, {sim['simulated_s']:.3g} s "
-                 f"of serving in {sim['wall_s']:.2f} s")
+                 f"of serving, × {sim.get('replications', 1)} replications (metrics: their mean) in "
+                 f"{sim['wall_s']:.2f} s")
     return "\n".join(lines) + "\n"

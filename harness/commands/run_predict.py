@@ -17,7 +17,7 @@ from harness.errors import EXIT_FAIL, EXIT_INCOMPLETE, EXIT_PASS, UsageError
 
 
 def find_capacity_predicted(spec, args: argparse.Namespace, launch_probe) -> int:
-    from harness.predict.calibrate import calibrate
+    from harness.predict.closure import calibrated
     from harness.predict.capacity import predicted_capacity
     from harness.results.atomic import atomic_write_json
     from harness.results.writer import check_new_run_dir, default_run_dir, read_summary_file
@@ -25,7 +25,7 @@ def find_capacity_predicted(spec, args: argparse.Namespace, launch_probe) -> int
 
     if not args.predict_from:
         raise UsageError("--predict: give the calibration with --from RUN_DIR|EMULATE_JSON")
-    model = calibrate(args.predict_from, spec)
+    model = calibrated(args.predict_from, spec)
     root = check_new_run_dir(args.results_dir or default_run_dir(spec.name + "-capacity"))
     found = predicted_capacity(spec, model, lambda extra: load_spec(args.config, [*args.overrides, *extra]))
     found["from"] = str(args.predict_from)

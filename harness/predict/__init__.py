@@ -6,6 +6,7 @@ Modules, in the order they depend on each other:
   fit.py        StageCost: the linear cost of one stage's micro-batch, least squares, residuals
   calibrate.py  PipelineModel from a run directory or an emulate JSON (hops, coordinator time)
   simulate.py   SimClock, SimStage (the PipelineStage surface), simulate: Scheduler + ServeLoop
+  closure.py    one factor on every fitted time so the calibration run's own mean ITL is met
   forecast.py   forecast(spec, source): summary-shaped metrics, SLO verdicts, extrapolation flags
   capacity.py   the capacity search on the simulator
 

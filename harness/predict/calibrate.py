@@ -51,11 +51,12 @@ class PipelineModel:
     source: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     return_samples: list[float] = field(default_factory=list)
+    closure: dict = field(default_factory=dict)   # harness.predict.closure: the factor on every time
 
     def to_dict(self) -> dict:
         return {"stages": [s.to_dict() for s in self.stages], "hop_s": list(self.hop_s),
                 "return_s": self.return_s, "loop_s": self.loop_s, "source": dict(self.source),
-                "return_samples": len(self.return_samples),
+                "return_samples": len(self.return_samples), "closure": dict(self.closure),
                 "notes": list(self.notes)}
 
 

@@ -3,7 +3,8 @@
 ``forecast(spec, source)`` returns a JSON-ready dict whose ``metrics``, ``slo`` and ``verdict``
 are computed from the simulated request records by the same code as a run's ``summary.json``
 (``harness.measure.metrics.summarize``, ``harness.spec.slo.judge``, ``harness.results.summary``),
-so every metric key and formula is the run's. Beside them: the fitted model with its residuals,
+so every metric key and formula is the run's; each metric is its mean over the simulation's
+Monte-Carlo replications (``harness.predict.simulate.simulate_metrics``). Beside them: the fitted model with its residuals,
 ``extrapolation`` (each stage feature the workload drives outside the fitted range), and
 ``checked``: whether the source measured this deployment (a run of the same layout) or it is a
 projection no measurement has confirmed (an emulate profile of one device).
@@ -11,45 +12,30 @@ projection no measurement has confirmed (an emulate profile of one device).
 
 from __future__ import annotations
 
-import time
-
-from harness.predict.calibrate import PipelineModel, calibrate
-from harness.predict.simulate import simulate
+from harness.predict.calibrate import PipelineModel
+from harness.predict.closure import calibrated
+from harness.predict.simulate import simulate_metrics
 
 KIND = "harness.predict/1"
 LABEL = "predicted (calibrated)"
 UNCHECKED = "not checked against an {n}-GPU measurement"
 
 
-def kv_slots(spec) -> int:
-    """KV slots per replica, as the reference engine allocates them (``worker._slots``)."""
-    from harness.engines.reference.worker import _slots
-    from harness.plan.planner import plan as make_plan
-    return _slots(make_plan(spec), spec)
-
-
 def simulate_spec(spec, model: PipelineModel) -> dict:
-    """Simulate ``spec``'s workload on ``model``; the summary-shaped result (no model block)."""
+    """Simulate ``spec``'s workload on ``model`` (``simulate_metrics``: the mean over Monte-Carlo
+    replications); the summary-shaped result with SLO verdicts (no model block)."""
     from harness.results.summary import goodput_thresholds_ms, slo_rows
-    from harness.measure.metrics import summarize
     from harness.spec.slo import judge, overall
-    from harness.spec.workload import build_trace
 
-    trace = build_trace(spec.workload, spec.shape.vocab, spec.run.max_seq_len or spec.shape.max_context)
-    t0 = time.perf_counter()
-    sim = simulate(spec, trace, model, kv_slots(spec))
-    wall = time.perf_counter() - t0
-    metrics = summarize(sim.records, slo_thresholds_ms=goodput_thresholds_ms(spec))
-    verdicts = judge(spec.slo_targets, metrics)
-    return {"metrics": metrics, "slo": slo_rows(verdicts), "verdict": overall(verdicts),
-            "extrapolation": sim.extrapolation,
-            "simulation": {"steps": sim.steps, "simulated_s": sim.sim_s, "wall_s": wall,
-                           "requests": len(sim.records)}}
+    out = simulate_metrics(spec, model, slo_thresholds_ms=goodput_thresholds_ms(spec))
+    verdicts = judge(spec.slo_targets, out["metrics"])
+    return {"metrics": out["metrics"], "slo": slo_rows(verdicts), "verdict": overall(verdicts),
+            "extrapolation": out["extrapolation"], "simulation": out["simulation"]}
 
 
 def forecast(spec, source: str, model: PipelineModel | None = None) -> dict:
     """Calibrate from ``source`` (a run dir or an emulate JSON) and forecast ``spec``."""
-    model = model or calibrate(source, spec)
+    model = model or calibrated(source, spec)
     out = simulate_spec(spec, model)
     gpus = spec.layout.world_size
     if model.source.get("kind") == "run":
