@@ -87,8 +87,7 @@ def close_on(model: PipelineModel, spec, target: float | None) -> PipelineModel:
     out.closure = {"metric": METRIC, "factor": factor, "measured": target, "simulated_before": before,
                    "simulated_after": now, "error_before": before / target - 1.0, "error_after": now / target - 1.0,
                    "iterations": iterations}
-    out.notes = [*model.notes, f"closed on the calibration run's own {METRIC}: every fitted time × {factor:.3f} "
-                 f"(its own workload simulated {100 * (before / target - 1):+.1f} % → {100 * (now / target - 1):+.1f} %)"]
+    out.notes = list(model.notes)
     if factor in BOUNDS:
         out.notes.append(f"the closure factor hit its bound {factor}: the stage model misses the run by more than a "
                          "scale; treat this forecast as unreliable")
