@@ -1,7 +1,7 @@
 """The forecast's error on unseen workloads of the CPU demo (harness predict, issue #17).
 
     .venv/bin/python benchmarks/predict_error.py [--config configs/tiny-tp2-pp4-cpu.yaml]
-        [--requests 48] [--rate 4] [--unseen-rate 2] [--concurrency 8] [--extra-rate R ...] [--out DIR]
+        [--requests 144] [--rate 4] [--unseen-rate 2] [--concurrency 8] [--extra-rate R ...] [--out DIR]
 
 For each unseen workload — Poisson at ``--unseen-rate``, a closed loop of ``--concurrency``, and any
 ``--extra-rate`` — in turn:
@@ -58,7 +58,7 @@ def harness_run(config: Path, run_dir: Path, sets: list[str]) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", default=str(REPO / "configs" / "tiny-tp2-pp4-cpu.yaml"))
-    ap.add_argument("--requests", type=int, default=48)
+    ap.add_argument("--requests", type=int, default=144, help="per run; 48 runs are too short to average this host's run-to-run spread")
     ap.add_argument("--rate", type=float, default=4.0, help="the calibration run's Poisson rate")
     ap.add_argument("--unseen-rate", type=float, default=2.0)
     ap.add_argument("--concurrency", type=int, default=8, help="the unseen closed loop's concurrency")
