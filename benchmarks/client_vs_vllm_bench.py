@@ -361,19 +361,14 @@ def main() -> int:
     args = ap.parse_args()
 
     sys.path.insert(0, str(REPO / "benchmarks"))
-    from tiny_checkpoint import write_tiny_checkpoint
+    from tiny_checkpoint import fixed_length_sets
 
     from harness.engines.vllm.engine import bring_up, launch_server, stop_and_record
     from harness.spec.spec import load_spec
 
-    ckpt = Path(args.checkpoint)
-    if not (ckpt / "config.json").exists():
-        write_tiny_checkpoint(ckpt)
+    common = [*fixed_length_sets(args.checkpoint, args.requests, args.input, args.output), *args.extra]
     out = Path(args.out or tempfile.mkdtemp(prefix="clients-"))
     out.mkdir(parents=True, exist_ok=True)
-    common = [f"model.checkpoint={ckpt}", f"workload.num_requests={args.requests}",
-              f"workload.input_len={{dist: fixed, value: {args.input}}}",
-              f"workload.output_len={{dist: fixed, value: {args.output}}}", *args.extra]
     common += [f"parallel.tp={args.tp}"] if args.tp else []
     common += [f"parallel.pp={args.pp}"] if args.pp else []
     wls = {"closed": {"name": f"closed loop, concurrency {args.concurrency}", "closed": True,

@@ -80,19 +80,14 @@ def main() -> int:
     args = ap.parse_args()
 
     sys.path.insert(0, str(REPO / "benchmarks"))
-    from tiny_checkpoint import write_tiny_checkpoint
+    from tiny_checkpoint import fixed_length_sets
 
     from harness.engines.vllm.engine import bring_up, launch_server, stop_and_record
     from harness.spec.spec import load_spec
 
-    ckpt = Path(args.checkpoint)
-    if not (ckpt / "config.json").exists():
-        write_tiny_checkpoint(ckpt)
+    common = fixed_length_sets(args.checkpoint, args.requests, args.input, args.output)
     out = Path(args.out or tempfile.mkdtemp(prefix="engines-"))
     out.mkdir(parents=True, exist_ok=True)
-    common = [f"model.checkpoint={ckpt}", f"workload.num_requests={args.requests}",
-              f"workload.input_len={{dist: fixed, value: {args.input}}}",
-              f"workload.output_len={{dist: fixed, value: {args.output}}}"]
     workloads = [(f"closed loop, concurrency {args.concurrency}",
                   ["workload.arrival=closed", f"workload.concurrency={args.concurrency}"]),
                  (f"Poisson {args.rate:g}/s", ["workload.arrival=poisson", f"workload.rate_rps={args.rate}"])]

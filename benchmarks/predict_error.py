@@ -87,16 +87,17 @@ def main() -> int:
                 "errors": errors_vs(pred["metrics"], measured["metrics"], [k for k, _ in KEYS]),
                 "extrapolation": pred["extrapolation"], "closure": model.closure}
 
-    results, controls, calibs = {}, {}, []
+    results, controls, calibs, models = {}, {}, [], []
     calib = harness_run(config, out / "calibration-0", calib_sets)
     for i, (name, sets) in enumerate(unseen.items()):
         calibs.append(calib)
         model = calibrated(calib["run_dir"], load_spec(config, base))
+        models.append(model)
         results[name] = check(sets, out / f"unseen-{i}", calib, model)
         ctrl = f"control {i}: calibration-{i + 1} from calibration-{i}"
         controls[ctrl] = check(calib_sets[len(base):], out / f"calibration-{i + 1}", calib, model)
         calib = controls[ctrl]["measured"]
-    model = calibrated(calibs[0]["run_dir"], load_spec(config, base))
+    model = models[0]
     big = load_spec(config, ["workload.num_requests=1000", "workload.arrival=poisson",
                              f"workload.rate_rps={args.rate}"])
     t0 = time.perf_counter()

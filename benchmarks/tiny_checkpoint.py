@@ -20,6 +20,17 @@ from pathlib import Path
 SPECIALS = ("<unk>", "<s>", "</s>")
 
 
+def fixed_length_sets(checkpoint: str | Path, requests: int, input_len: int, output_len: int) -> list[str]:
+    """The ``--set`` strings a benchmark on this checkpoint shares: the checkpoint (written here when
+    it is not there yet), the request count and fixed input/output lengths."""
+    ckpt = Path(checkpoint)
+    if not (ckpt / "config.json").exists():
+        write_tiny_checkpoint(ckpt)
+    return [f"model.checkpoint={ckpt}", f"workload.num_requests={requests}",
+            f"workload.input_len={{dist: fixed, value: {input_len}}}",
+            f"workload.output_len={{dist: fixed, value: {output_len}}}"]
+
+
 def write_tiny_checkpoint(out: str | Path, seed: int = 0, hidden: int = 256, heads: int = 4, kv_heads: int = 2,
                           layers: int = 4, intermediate: int = 512, vocab: int = 512, max_positions: int = 512,
                           scale: float = 5.0) -> Path:

@@ -24,6 +24,7 @@ micro-batch's features are checked against the fitted range of each stage (``ext
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -209,8 +210,6 @@ def simulate_metrics(spec, model: PipelineModel, slo_thresholds_ms=None) -> dict
     """``spec``'s workload simulated ``replications()`` times (seeds 0..R−1): the metrics of
     ``summary.json`` (each the mean over replications), the extrapolations of any replication, and
     the simulation's size and wall time."""
-    import time
-
     from harness.measure.metrics import summarize
     from harness.spec.workload import build_trace
 
