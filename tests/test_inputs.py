@@ -8,13 +8,14 @@ import dataclasses
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import pytest
-from demo_run import DEMO_CONFIG
+from demo_run import DEMO_CONFIG, REPO
 
 from harness import cli
 
@@ -162,6 +163,10 @@ def _as_user(*argv: str, cwd: Path) -> subprocess.CompletedProcess:
         if not shutil.which("setpriv"):
             pytest.skip("running as root without util-linux setpriv: cannot drop privileges to test file modes")
         drop = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+        for need in (REPO, Path(sys.executable).parent):
+            if not all(p.stat().st_mode & stat.S_IXOTH for p in (need.resolve(), *need.resolve().parents)):
+                pytest.skip(f"{need} sits below a folder others cannot enter (e.g. a mktemp -d clone, 0700): "
+                            "an unprivileged user cannot run the harness from it")
     return subprocess.run([*drop, sys.executable, "-m", "harness.cli", *argv], cwd=cwd, capture_output=True,
                           text=True, timeout=120, env=dict(os.environ, HOME=str(cwd)))
 
