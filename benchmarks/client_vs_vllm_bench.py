@@ -4,7 +4,8 @@ the same (then it is the machine)?
 
     flock /tmp/harness-vllm.lock .venv/bin/python benchmarks/client_vs_vllm_bench.py \
         [--config configs/tiny-tp2-pp4-vllm-cpu.yaml] [--tp 2 --pp 4] [--rounds 2] \
-        [--clients harness,harness-nocap,vllm,vllm-rt] [--workloads closed,poisson] [--requests 48] [--out DIR]
+        [--clients harness,harness-nocap,vllm,vllm-rt] [--workloads closed,poisson] [--requests 48]
+        [--out DIR]
 
 Clients (each a fresh process, given the same trace: arrival times, lengths, prompt token ids):
 - ``harness``: ``harness run --set engine={kind: openai, ...}``, the product path (its driver,
@@ -47,6 +48,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 # ---------------------------------------------------------------- clients (run as child processes)
 
+
 def _trace(path: str) -> dict:
     return json.loads(Path(path).read_text())
 
@@ -58,39 +60,85 @@ def vllm_client(trace_path: str, out_path: str) -> None:
     from vllm.utils.gc_utils import freeze_gc_heap
 
     t = _trace(trace_path)
-    reqs = [SampleRequest(prompt=r["prompt"], prompt_len=r["input_len"], expected_output_len=r["output_len"],
-                          timestamp=r["arrival_s"], request_id=str(r["id"])) for r in t["requests"]]
+    reqs = [
+        SampleRequest(
+            prompt=r["prompt"],
+            prompt_len=r["input_len"],
+            expected_output_len=r["output_len"],
+            timestamp=r["arrival_s"],
+            request_id=str(r["id"]),
+        )
+        for r in t["requests"]
+    ]
     mark = {}
     original = serve.get_request
 
-    async def get_request(*a, **k):       # its schedule starts at the first step of this generator
+    async def get_request(*a, **k):  # its schedule starts at the first step of this generator
         mark["t0"] = time.perf_counter()
         async for x in original(*a, **k):
             yield x
 
     serve.get_request = get_request
-    freeze_gc_heap()                      # as serve.main does
+    freeze_gc_heap()  # as serve.main does
     closed = t["closed"]
-    res = asyncio.run(serve.benchmark(
-        task_type=serve.TaskType.GENERATION, endpoint_type="vllm", api_url=t["url"] + "/v1/completions",
-        base_url=t["url"], model_id=t["model"], model_name=None, tokenizer=None, input_requests=reqs,
-        logprobs=None, request_rate=float("inf") if closed else 1.0, burstiness=1.0, disable_tqdm=True,
-        num_warmups=0, profile=False, selected_percentile_metrics=["ttft", "tpot", "itl", "e2el"],
-        selected_percentiles=[50.0, 99.0], ignore_eos=True, goodput_config_dict={},
-        max_concurrency=t["concurrency"] if closed else None, lora_modules=None, extra_headers=None,
-        extra_body={"temperature": 0.0}, ready_check_timeout_sec=0, self_timed=not closed))
+    res = asyncio.run(
+        serve.benchmark(
+            task_type=serve.TaskType.GENERATION,
+            endpoint_type="vllm",
+            api_url=t["url"] + "/v1/completions",
+            base_url=t["url"],
+            model_id=t["model"],
+            model_name=None,
+            tokenizer=None,
+            input_requests=reqs,
+            logprobs=None,
+            request_rate=float("inf") if closed else 1.0,
+            burstiness=1.0,
+            disable_tqdm=True,
+            num_warmups=0,
+            profile=False,
+            selected_percentile_metrics=["ttft", "tpot", "itl", "e2el"],
+            selected_percentiles=[50.0, 99.0],
+            ignore_eos=True,
+            goodput_config_dict={},
+            max_concurrency=t["concurrency"] if closed else None,
+            lora_modules=None,
+            extra_headers=None,
+            extra_body={"temperature": 0.0},
+            ready_check_timeout_sec=0,
+            self_timed=not closed,
+        )
+    )
     t0 = mark["t0"]
     out = []
-    for r, st, ttft, itl, err in zip(t["requests"], res["start_times"], res["ttfts"], res["itls"], res["errors"]):
+    for r, st, ttft, itl, err in zip(
+        t["requests"], res["start_times"], res["ttfts"], res["itls"], res["errors"]
+    ):
         times, now = [], st + (ttft or 0.0)
         if ttft:
             times.append(now)
             for g in itl:
                 now += g
                 times.append(now)
-        out.append({"sched": r["arrival_s"], "sent": st - t0, "times": [x - t0 for x in times], "ok": not err})
-    Path(out_path).write_text(json.dumps({"records": out, "own": {k: res.get(k) for k in (
-        "request_throughput", "p99_ttft_ms", "p99_itl_ms", "p99_tpot_ms")}}))
+        out.append(
+            {
+                "sched": r["arrival_s"],
+                "sent": st - t0,
+                "times": [x - t0 for x in times],
+                "ok": not err,
+            }
+        )
+    Path(out_path).write_text(
+        json.dumps(
+            {
+                "records": out,
+                "own": {
+                    k: res.get(k)
+                    for k in ("request_throughput", "p99_ttft_ms", "p99_itl_ms", "p99_tpot_ms")
+                },
+            }
+        )
+    )
 
 
 def bare_client(trace_path: str, out_path: str) -> None:
@@ -104,16 +152,27 @@ def bare_client(trace_path: str, out_path: str) -> None:
 
     async def go() -> list:
         t0 = time.monotonic()
-        clock = lambda: time.monotonic() - t0                                     # noqa: E731
-        sem = asyncio.Semaphore(t["concurrency"] if t["closed"] else 10 ** 6)
+        clock = lambda: time.monotonic() - t0  # noqa: E731
+        sem = asyncio.Semaphore(t["concurrency"] if t["closed"] else 10**6)
         conn = aiohttp.TCPConnector(limit=0)
-        async with aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=None)) as s:
+        async with aiohttp.ClientSession(
+            connector=conn, timeout=aiohttp.ClientTimeout(total=None)
+        ) as s:
+
             async def one(r):
-                rec = RequestRecord(request_id=r["id"], replica=0, arrival_s=r["arrival_s"], admitted_s=None,
-                                    first_token_s=None, input_len=r["input_len"], output_len=r["output_len"])
+                rec = RequestRecord(
+                    request_id=r["id"],
+                    replica=0,
+                    arrival_s=r["arrival_s"],
+                    admitted_s=None,
+                    first_token_s=None,
+                    input_len=r["input_len"],
+                    output_len=r["output_len"],
+                )
                 async with sem:
                     await stream_request(s, t["url"], t["model"], r["prompt"], rec, clock)
                 return rec
+
             tasks = []
             for r in t["requests"]:
                 if not t["closed"] and (d := r["arrival_s"] - clock()) > 0:
@@ -122,11 +181,25 @@ def bare_client(trace_path: str, out_path: str) -> None:
             return await asyncio.gather(*tasks)
 
     recs = asyncio.run(go())
-    Path(out_path).write_text(json.dumps({"records": [
-        {"sched": r.arrival_s, "sent": r.sent_s, "times": r.token_times_s, "ok": r.completed} for r in recs]}))
+    Path(out_path).write_text(
+        json.dumps(
+            {
+                "records": [
+                    {
+                        "sched": r.arrival_s,
+                        "sent": r.sent_s,
+                        "times": r.token_times_s,
+                        "ok": r.completed,
+                    }
+                    for r in recs
+                ]
+            }
+        )
+    )
 
 
 # ---------------------------------------------------------------- the machine: /proc
+
 
 def _proc_times(pid: int) -> tuple[float, float, float] | None:
     """(CPU s, run-queue wait s) of a process, summed over its threads (/proc/PID/task/*/schedstat),
@@ -168,6 +241,7 @@ class ProcWatch:
 
     def __init__(self, server_sid: int, client_pid: int):
         from harness.engines.vllm.tree import session_members
+
         self.members = lambda: [p for p, _ in session_members(server_sid)]
         self.client_pid = client_pid
         self.series: list[tuple[float, list[int], dict[int, tuple]]] = []
@@ -196,8 +270,10 @@ class ProcWatch:
         self._stop.set()
         self._thread.join()
         core = [p for p, r in self.roles.items() if r == "engine_core"]
+
         def core_cpu(i):
             return sum(self.series[i][2].get(p, (0.0, 0.0, 0.0))[0] for p in core)
+
         active = [i for i in range(1, len(self.series)) if core_cpu(i) - core_cpu(i - 1) > 0.01]
         if not active:
             return {"window_s": 0.0}
@@ -205,14 +281,20 @@ class ProcWatch:
         d = [b - a for a, b in zip(sa, sb)]
         hz = os.sysconf("SC_CLK_TCK")
         total = sum(d[:8]) or 1
-        out = {"window_s": tb - ta, "busy_pct": 100.0 * (total - d[3] - d[4]) / total,
-               "steal_pct": 100.0 * d[7] / total, "machine_busy_cpu_s": (total - d[3] - d[4]) / hz,
-               "load1_end": os.getloadavg()[0]}
+        out = {
+            "window_s": tb - ta,
+            "busy_pct": 100.0 * (total - d[3] - d[4]) / total,
+            "steal_pct": 100.0 * d[7] / total,
+            "machine_busy_cpu_s": (total - d[3] - d[4]) / hz,
+            "load1_end": os.getloadavg()[0],
+        }
         for pid, role in self.roles.items():
             if pid not in pb:
                 continue
             a, b = pa.get(pid, pb[pid]), pb[pid]
-            r = out.setdefault(role, {"cpu_s": 0.0, "runq_wait_s": 0.0, "main_thread_wait_s": 0.0, "procs": 0})
+            r = out.setdefault(
+                role, {"cpu_s": 0.0, "runq_wait_s": 0.0, "main_thread_wait_s": 0.0, "procs": 0}
+            )
             r["cpu_s"] += b[0] - a[0]
             r["runq_wait_s"] += b[1] - a[1]
             r["main_thread_wait_s"] += b[2] - a[2]
@@ -224,41 +306,61 @@ class ProcWatch:
 
 # ---------------------------------------------------------------- metrics
 
+
 def client_metrics(recs: list[dict], closed: bool, conc: int) -> dict:
-    from harness.measure.metrics import percentile
+    from harness.measure.percentiles import percentile
 
     ok = [r for r in recs if r["ok"] and r["times"]]
-    if closed:          # the i-th send after the first C is released by the (i−C)-th finish
+    if closed:  # the i-th send after the first C is released by the (i−C)-th finish
         sends, fins = sorted(r["sent"] for r in ok), sorted(r["times"][-1] for r in ok)
         lags = [s - fins[i - conc] for i, s in enumerate(sends) if i >= conc]
     else:
         lags = [r["sent"] - r["sched"] for r in ok]
     ttft = [r["times"][0] - r["sent"] for r in ok]
     itl = [b - a for r in ok for a, b in zip(r["times"], r["times"][1:])]
-    tpot = [(r["times"][-1] - r["times"][0]) / (len(r["times"]) - 1) for r in ok if len(r["times"]) > 1]
+    tpot = [
+        (r["times"][-1] - r["times"][0]) / (len(r["times"]) - 1) for r in ok if len(r["times"]) > 1
+    ]
     e2e = [r["times"][-1] - r["sent"] for r in ok]
-    span = max(r["times"][-1] for r in ok) - min(r["sched"] if not closed else r["sent"] for r in ok)
-    ms = lambda xs, q: None if not xs else 1e3 * percentile(xs, q)             # noqa: E731
-    return {"completed": len(ok), "throughput_rps": len(ok) / span,
-            "lag_p50_ms": ms(lags, 50), "lag_p99_ms": ms(lags, 99), "lag_max_ms": 1e3 * max(lags, default=0.0),
-            "ttft_p50_ms": ms(ttft, 50), "ttft_p99_ms": ms(ttft, 99), "itl_p50_ms": ms(itl, 50),
-            "itl_p99_ms": ms(itl, 99), "tpot_p50_ms": ms(tpot, 50), "tpot_p99_ms": ms(tpot, 99),
-            "e2e_p99_ms": ms(e2e, 99)}
+    span = max(r["times"][-1] for r in ok) - min(
+        r["sched"] if not closed else r["sent"] for r in ok
+    )
+    ms = lambda xs, q: None if not xs else 1e3 * percentile(xs, q)  # noqa: E731
+    return {
+        "completed": len(ok),
+        "throughput_rps": len(ok) / span,
+        "lag_p50_ms": ms(lags, 50),
+        "lag_p99_ms": ms(lags, 99),
+        "lag_max_ms": 1e3 * max(lags, default=0.0),
+        "ttft_p50_ms": ms(ttft, 50),
+        "ttft_p99_ms": ms(ttft, 99),
+        "itl_p50_ms": ms(itl, 50),
+        "itl_p99_ms": ms(itl, 99),
+        "tpot_p50_ms": ms(tpot, 50),
+        "tpot_p99_ms": ms(tpot, 99),
+        "e2e_p99_ms": ms(e2e, 99),
+    }
 
 
 def scrape(url: str) -> str:
     from harness.engines.vllm.scrape import kept_lines
-    with urllib.request.urlopen(url + "/metrics", timeout=30) as r:           # noqa: S310 (our server)
+
+    with urllib.request.urlopen(url + "/metrics", timeout=30) as r:  # noqa: S310 (our server)
         return kept_lines(r.read().decode())
 
 
 def server_side(before: str, after: str) -> dict:
     from harness.engines.vllm.scrape import parse_metrics, server_view, snapshot
+
     v = server_view(snapshot(parse_metrics(before)), snapshot(parse_metrics(after)), [])
-    return {k: {s: v[k][s] for s in ("count", "mean_ms", "p50_ms", "p99_ms")} for k in ("ttft", "itl", "e2el")}
+    return {
+        k: {s: v[k][s] for s in ("count", "mean_ms", "p50_ms", "p99_ms")}
+        for k in ("ttft", "itl", "e2el")
+    }
 
 
 # ---------------------------------------------------------------- phases
+
 
 def run_phase(kind: str, wl: dict, trace_file: Path, server, out: Path, args) -> dict:
     url = server.launch.url
@@ -266,12 +368,27 @@ def run_phase(kind: str, wl: dict, trace_file: Path, server, out: Path, args) ->
     kind, _, how = kind.partition("-")
     if kind == "harness":
         target = f"engine={{kind: openai, url: '{url}', model: '{server.launch.model}'}}"
-        cmd = [sys.executable, "-m", "harness.cli", "run", args.config, "--results-dir", str(out / "run"),
-               "--set", target, "--set", "run.warmup_requests=0", *sum((["--set", s] for s in wl["sets"]), [])]
+        cmd = [
+            sys.executable,
+            "-m",
+            "harness.cli",
+            "run",
+            args.config,
+            "--results-dir",
+            str(out / "run"),
+            "--set",
+            target,
+            "--set",
+            "run.warmup_requests=0",
+            *sum((["--set", s] for s in wl["sets"]), []),
+        ]
     else:
         py = str(REPO / ".venv-vllm" / "bin" / "python") if kind == "vllm" else sys.executable
         cmd = [py, __file__, f"--client-mode={kind}", str(trace_file), str(res_file)]
-    prefix = {"rt": ["chrt", "-f", "1"], "nocap": ["setpriv", "--bounding-set=-sys_nice", "--inh-caps=-sys_nice"]}
+    prefix = {
+        "rt": ["chrt", "-f", "1"],
+        "nocap": ["setpriv", "--bounding-set=-sys_nice", "--inh-caps=-sys_nice"],
+    }
     cmd = prefix.get(how, []) + cmd
     before = scrape(url)
     p = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -282,54 +399,119 @@ def run_phase(kind: str, wl: dict, trace_file: Path, server, out: Path, args) ->
     (out / "client.log").write_text(log)
     if kind == "harness":
         import pyarrow.parquet as pq
+
         rows = pq.read_table(out / "run" / "requests.parquet").to_pylist()
-        recs = [{"sched": r["arrival_s"], "sent": r["sent_s"] if r["sent_s"] is not None else r["arrival_s"],
-                 "times": list(r["token_times_s"]), "ok": r["completed"]} for r in rows if not r["warmup"]]
+        recs = [
+            {
+                "sched": r["arrival_s"],
+                "sent": r["sent_s"] if r["sent_s"] is not None else r["arrival_s"],
+                "times": list(r["token_times_s"]),
+                "ok": r["completed"],
+            }
+            for r in rows
+            if not r["warmup"]
+        ]
     elif res_file.exists():
         recs = json.loads(res_file.read_text())["records"]
     else:
         recs = []
     if p.returncode not in (0, 1) or not recs:
         raise SystemExit(f"{kind} client failed (exit {p.returncode}):\n{log[-3000:]}")
-    return {"client": client_metrics(recs, wl["closed"], args.concurrency), "server": server_side(before, after),
-            "machine": machine}
+    return {
+        "client": client_metrics(recs, wl["closed"], args.concurrency),
+        "server": server_side(before, after),
+        "machine": machine,
+    }
 
 
 def write_trace(spec, url: str, model: str, path: Path) -> None:
     from harness.spec.workload import build_trace
-    tr = build_trace(spec.workload, spec.shape.vocab, spec.run.max_seq_len or spec.shape.max_context)
-    path.write_text(json.dumps({"url": url, "model": model, "closed": tr.closed_loop, "concurrency": tr.concurrency,
-                                "requests": [{"id": r.request_id, "arrival_s": r.arrival_s, "input_len": r.input_len,
-                                              "output_len": r.output_len, "prompt": tr.prompt_ids(r)}
-                                             for r in tr.requests]}))
+
+    tr = build_trace(
+        spec.workload, spec.shape.vocab, spec.run.max_seq_len or spec.shape.max_context
+    )
+    path.write_text(
+        json.dumps(
+            {
+                "url": url,
+                "model": model,
+                "closed": tr.closed_loop,
+                "concurrency": tr.concurrency,
+                "requests": [
+                    {
+                        "id": r.request_id,
+                        "arrival_s": r.arrival_s,
+                        "input_len": r.input_len,
+                        "output_len": r.output_len,
+                        "prompt": tr.prompt_ids(r),
+                    }
+                    for r in tr.requests
+                ],
+            }
+        )
+    )
 
 
-KEYS = ["throughput_rps", "lag_p50_ms", "lag_p99_ms", "ttft_p50_ms", "ttft_p99_ms", "itl_p50_ms", "itl_p99_ms",
-        "tpot_p50_ms", "tpot_p99_ms", "e2e_p99_ms"]
+KEYS = [
+    "throughput_rps",
+    "lag_p50_ms",
+    "lag_p99_ms",
+    "ttft_p50_ms",
+    "ttft_p99_ms",
+    "itl_p50_ms",
+    "itl_p99_ms",
+    "tpot_p50_ms",
+    "tpot_p99_ms",
+    "e2e_p99_ms",
+]
 
 
 def report(name: str, phases: list[tuple[str, int, dict]], clients: list[str]) -> str:
     from statistics import median
-    f = lambda v: "—" if v is None else f"{v:.4g}"                              # noqa: E731
-    lines = [f"== {name} (median over rounds; per-round values in results.json)",
-             f"  {'metric':<16}" + "".join(f"{c:>11}" for c in clients)
-             + "".join(f"{c + '/' + clients[0]:>14}" for c in clients[1:])]
-    med = {c: {k: median([p["client"][k] for kk, _, p in phases if kk == c and p["client"][k] is not None] or [0])
-               for k in KEYS} for c in clients}
+
+    f = lambda v: "—" if v is None else f"{v:.4g}"  # noqa: E731
+    lines = [
+        f"== {name} (median over rounds; per-round values in results.json)",
+        f"  {'metric':<16}"
+        + "".join(f"{c:>11}" for c in clients)
+        + "".join(f"{c + '/' + clients[0]:>14}" for c in clients[1:]),
+    ]
+    med = {
+        c: {
+            k: median(
+                [p["client"][k] for kk, _, p in phases if kk == c and p["client"][k] is not None]
+                or [0]
+            )
+            for k in KEYS
+        }
+        for c in clients
+    }
     for k in KEYS:
         row = f"  {k:<16}" + "".join(f"{f(med[c][k]):>11}" for c in clients)
-        row += "".join(f"{(f(med[c][k] / med[clients[0]][k]) if med[clients[0]][k] else '—'):>14}" for c in clients[1:])
+        row += "".join(
+            f"{(f(med[c][k] / med[clients[0]][k]) if med[clients[0]][k] else '—'):>14}"
+            for c in clients[1:]
+        )
         lines.append(row)
     for kind, rnd, p in phases:
         s, m = p["server"], p["machine"]
-        roles = ", ".join(f"{r} {m[r]['cpu_s']:.2f}/{m[r]['runq_wait_s']:.1f} (main {m[r]['main_thread_wait_s']:.1f})" for r in
-                          ("client", "api_server", "engine_core", "workers") if r in m)
-        lines.append(f"  [{kind} r{rnd}] server TTFT p50/p99 {f(s['ttft']['p50_ms'])}/{f(s['ttft']['p99_ms'])}, ITL "
-                     f"p50/p99 {f(s['itl']['p50_ms'])}/{f(s['itl']['p99_ms'])}, E2E p99 {f(s['e2el']['p99_ms'])} ms "
-                     f"(n={s['ttft']['count']:.0f}); client ITL p99 {f(p['client']['itl_p99_ms'])}; "
-                     f"window {m['window_s']:.1f} s, load {m.get('load1_end', 0):.1f}, busy {m.get('busy_pct', 0):.0f}%, "
-                     f"steal {m.get('steal_pct', 0):.1f}%, others' CPU {m.get('others_cpu_s', 0):.1f} s; "
-                     f"CPU s/run-queue wait s: {roles}")
+        roles = ", ".join(
+            f"{r} {m[r]['cpu_s']:.2f}/{m[r]['runq_wait_s']:.1f} (main "
+            f"{m[r]['main_thread_wait_s']:.1f})"
+            for r in ("client", "api_server", "engine_core", "workers")
+            if r in m
+        )
+        lines.append(
+            f"  [{kind} r{rnd}] server TTFT p50/p99 "
+            f"{f(s['ttft']['p50_ms'])}/{f(s['ttft']['p99_ms'])}, ITL "
+            f"p50/p99 {f(s['itl']['p50_ms'])}/{f(s['itl']['p99_ms'])}, E2E p99 "
+            f"{f(s['e2el']['p99_ms'])} ms "
+            f"(n={s['ttft']['count']:.0f}); client ITL p99 {f(p['client']['itl_p99_ms'])}; "
+            f"window {m['window_s']:.1f} s, load {m.get('load1_end', 0):.1f}, busy "
+            f"{m.get('busy_pct', 0):.0f}%, "
+            f"steal {m.get('steal_pct', 0):.1f}%, others' CPU {m.get('others_cpu_s', 0):.1f} s; "
+            f"CPU s/run-queue wait s: {roles}"
+        )
     return "\n".join(lines)
 
 
@@ -355,55 +537,95 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--clients", default="harness,harness-nocap,vllm,vllm-rt")
     ap.add_argument("--workloads", default="closed,poisson")
-    ap.add_argument("--set", dest="extra", action="append", default=[], help="extra spec overrides (server)")
+    ap.add_argument(
+        "--set", dest="extra", action="append", default=[], help="extra spec overrides (server)"
+    )
     ap.add_argument("--out", default=None)
-    ap.add_argument("--server", default=None, help="URL,SID,MODEL of a running server (its session id): no launch")
+    ap.add_argument(
+        "--server",
+        default=None,
+        help="URL,SID,MODEL of a running server (its session id): no launch",
+    )
     args = ap.parse_args()
 
     sys.path.insert(0, str(REPO / "benchmarks"))
-    from tiny_checkpoint import fixed_length_sets
-
     from harness.engines.vllm.engine import bring_up, launch_server, stop_and_record
     from harness.spec.spec import load_spec
+    from tiny_checkpoint import fixed_length_sets
 
-    common = [*fixed_length_sets(args.checkpoint, args.requests, args.input, args.output), *args.extra]
+    common = [
+        *fixed_length_sets(args.checkpoint, args.requests, args.input, args.output),
+        *args.extra,
+    ]
     out = Path(args.out or tempfile.mkdtemp(prefix="clients-"))
     out.mkdir(parents=True, exist_ok=True)
     common += [f"parallel.tp={args.tp}"] if args.tp else []
     common += [f"parallel.pp={args.pp}"] if args.pp else []
-    wls = {"closed": {"name": f"closed loop, concurrency {args.concurrency}", "closed": True,
-                      "sets": common + ["workload.arrival=closed", f"workload.concurrency={args.concurrency}"]},
-           "poisson": {"name": f"Poisson {args.rate:g}/s", "closed": False,
-                       "sets": common + ["workload.arrival=poisson", f"workload.rate_rps={args.rate}"]}}
+    wls = {
+        "closed": {
+            "name": f"closed loop, concurrency {args.concurrency}",
+            "closed": True,
+            "sets": common
+            + ["workload.arrival=closed", f"workload.concurrency={args.concurrency}"],
+        },
+        "poisson": {
+            "name": f"Poisson {args.rate:g}/s",
+            "closed": False,
+            "sets": common + ["workload.arrival=poisson", f"workload.rate_rps={args.rate}"],
+        },
+    }
     clients = args.clients.split(",")
     spec = load_spec(args.config, common)
     print(f"runs in {out}", file=sys.stderr)
     server = launch_server(spec, out) if args.server is None else _Running(*args.server.split(","))
-    results: dict = {"command": sys.argv, "layout": f"TP{spec.layout.tp}-PP{spec.layout.pp}", "phases": []}
+    results: dict = {
+        "command": sys.argv,
+        "layout": f"TP{spec.layout.tp}-PP{spec.layout.pp}",
+        "phases": [],
+    }
     try:
         info = asyncio.run(bring_up(spec, server, asyncio.Event())) if args.server is None else None
         results["ready_s"] = info.ready_s if info else None
         for w in args.workloads.split(","):
-            write_trace(load_spec(args.config, wls[w]["sets"]), server.launch.url, server.launch.model,
-                        out / f"trace-{w}.json")
+            write_trace(
+                load_spec(args.config, wls[w]["sets"]),
+                server.launch.url,
+                server.launch.model,
+                out / f"trace-{w}.json",
+            )
         warm = out / "warm"
         warm.mkdir()
-        run_phase("bare", wls["closed"], out / f"trace-{args.workloads.split(',')[0]}.json", server, warm, args)
+        run_phase(
+            "bare",
+            wls["closed"],
+            out / f"trace-{args.workloads.split(',')[0]}.json",
+            server,
+            warm,
+            args,
+        )
         for w in args.workloads.split(","):
             for rnd in range(args.rounds):
-                order = clients if rnd % 2 == 0 else clients[::-1]      # alternate who goes first
+                order = clients if rnd % 2 == 0 else clients[::-1]  # alternate who goes first
                 for kind in order:
                     d = out / f"{w}-{kind}-{rnd}"
                     d.mkdir()
                     p = run_phase(kind, wls[w], out / f"trace-{w}.json", server, d, args)
                     results["phases"].append({"workload": w, "kind": kind, "round": rnd, **p})
-                    print(f"  {w} {kind} r{rnd}: {json.dumps(p['client'])}", file=sys.stderr, flush=True)
+                    print(
+                        f"  {w} {kind} r{rnd}: {json.dumps(p['client'])}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                     (out / "results.json").write_text(json.dumps(results, indent=1))
     finally:
         if args.server is None:
             stop_and_record(server, out)
-    print(f"{spec.name}: {results['layout']}, {args.requests} requests of {args.input} in / {args.output} out, "
-          f"{args.rounds} rounds alternating; vLLM ready after {results['ready_s'] or 0:.0f} s; runs in {out}")
+    print(
+        f"{spec.name}: {results['layout']}, {args.requests} requests of {args.input} in / "
+        f"{args.output} out, "
+        f"{args.rounds} rounds alternating; vLLM ready after {results['ready_s'] or 0:.0f} s; runs "
+        f"in {out}"
+    )
     for w in args.workloads.split(","):
         ph = [(p["kind"], p["round"], p) for p in results["phases"] if p["workload"] == w]
         print(report(wls[w]["name"], ph, clients))

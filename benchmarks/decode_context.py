@@ -1,4 +1,5 @@
-"""Decode step time against context, side by side in one process: does attention cost what its bytes do?
+"""Decode step time against context, side by side in one process: does attention cost what its bytes
+do?
 
     python benchmarks/decode_context.py configs/llama3-8b-tp2-pp8-cpu.yaml --stage 1 --batch 32 \
         --contexts 128,1024 --rounds 5 --out /tmp/decode_context.json
@@ -10,7 +11,8 @@ bandwidth (a 512 MiB copy, the fastest of 5): the contexts and the ceiling see t
 moment, so a shared machine's drift hits them alike. Per context: the median over rounds.
 
     bytes(c)     = planner.stage_bytes_read(stage, B rows, 1 token, context c)
-    cost ratio   = (t(c_max) / t(c_min)) / (bytes(c_max) / bytes(c_min))   (1: time grows like bytes)
+    cost ratio   = (t(c_max) / t(c_min)) / (bytes(c_max) / bytes(c_min))   (1: time grows like
+    bytes)
     % copy BW    = bytes(c) / t(c) / copy bandwidth
 
 Only the model's public forward (padded ``[B, 1]`` inputs) is used, so the same script times an
@@ -68,43 +70,84 @@ def main() -> int:
     place = lay.place(rank)
     dtype = DTYPES[spec.model.dtype]
     cpu = torch.device("cpu")
-    model = build_stage(spec.shape, lay, place, rank_comm(lay, rank), dtype=dtype, device=cpu,
-                        weights=SeededWeights(spec.run.seed))
+    model = build_stage(
+        spec.shape,
+        lay,
+        place,
+        rank_comm(lay, rank),
+        dtype=dtype,
+        device=cpu,
+        weights=SeededWeights(spec.run.seed),
+    )
     model.allocate_kv(b, max(contexts) + 1)
     gen = torch.Generator().manual_seed(1)
     for layer in model.model.layers.values():
         for c in (layer.self_attn.k_cache, layer.self_attn.v_cache):
             c.copy_(torch.randn(c.shape, generator=gen).to(c.dtype))
-    x = (torch.randint(0, spec.shape.vocab, (b, 1), generator=gen) if model.is_first
-         else torch.randn(b, 1, spec.shape.hidden, generator=gen).to(dtype))
+    x = (
+        torch.randint(0, spec.shape.vocab, (b, 1), generator=gen)
+        if model.is_first
+        else torch.randn(b, 1, spec.shape.hidden, generator=gen).to(dtype)
+    )
     slots, ones = torch.arange(b), torch.ones(b, dtype=torch.long)
     times = {c: [] for c in contexts}
     copies = []
-    for c in contexts:                                  # warm-up, not timed
+    for c in contexts:  # warm-up, not timed
         model(x, slots, torch.full((b,), c), ones)
     for r in range(args.rounds):
         for c in contexts:
             start = torch.full((b,), c)
-            times[c].append(statistics.median(_time(lambda: model(x, slots, start, ones)) for _ in range(args.iters)))
+            times[c].append(
+                statistics.median(
+                    _time(lambda: model(x, slots, start, ones)) for _ in range(args.iters)
+                )
+            )
         copies.append(copy_gbps())
-        print(f"round {r}: " + ", ".join(f"ctx {c} {times[c][-1] * 1e3:.1f} ms" for c in contexts)
-              + f", copy {copies[-1]:.1f} GB/s", file=sys.stderr, flush=True)
+        print(
+            f"round {r}: "
+            + ", ".join(f"ctx {c} {times[c][-1] * 1e3:.1f} ms" for c in contexts)
+            + f", copy {copies[-1]:.1f} GB/s",
+            file=sys.stderr,
+            flush=True,
+        )
     bw = statistics.median(copies)
-    out = {"config": args.config, "stage": args.stage, "rank": rank, "batch": b, "rounds": args.rounds,
-           "iters": args.iters, "copy_gbps": bw, "points": []}
+    out = {
+        "config": args.config,
+        "stage": args.stage,
+        "rank": rank,
+        "batch": b,
+        "rounds": args.rounds,
+        "iters": args.iters,
+        "copy_gbps": bw,
+        "points": [],
+    }
     for c in contexts:
         nbytes = planner.stage_bytes_read(spec.shape, lay, args.stage, spec.dtype_bytes, b, 1, c)
         t = statistics.median(times[c])
-        out["points"].append({"context": c, "step_s": t, "bytes": nbytes, "gbps": nbytes / t / 1e9,
-                              "copy_frac": nbytes / t / 1e9 / bw, "step_s_rounds": times[c]})
+        out["points"].append(
+            {
+                "context": c,
+                "step_s": t,
+                "bytes": nbytes,
+                "gbps": nbytes / t / 1e9,
+                "copy_frac": nbytes / t / 1e9 / bw,
+                "step_s_rounds": times[c],
+            }
+        )
     lo, hi = out["points"][0], out["points"][-1]
     out["time_ratio"] = hi["step_s"] / lo["step_s"]
     out["bytes_ratio"] = hi["bytes"] / lo["bytes"]
     out["cost_ratio"] = out["time_ratio"] / out["bytes_ratio"]
     for p in out["points"]:
-        print(f"ctx {p['context']}: {p['step_s'] * 1e3:.1f} ms, {p['bytes'] / 1e9:.3f} GB, {p['gbps']:.2f} GB/s, "
-              f"{p['copy_frac']:.0%} of copy {bw:.1f} GB/s")
-    print(f"time ratio {out['time_ratio']:.3f} / bytes ratio {out['bytes_ratio']:.3f} = {out['cost_ratio']:.3f}")
+        print(
+            f"ctx {p['context']}: {p['step_s'] * 1e3:.1f} ms, {p['bytes'] / 1e9:.3f} GB, "
+            f"{p['gbps']:.2f} GB/s, "
+            f"{p['copy_frac']:.0%} of copy {bw:.1f} GB/s"
+        )
+    print(
+        f"time ratio {out['time_ratio']:.3f} / bytes ratio {out['bytes_ratio']:.3f} = "
+        f"{out['cost_ratio']:.3f}"
+    )
     if args.out:
         with open(args.out, "w") as f:
             json.dump(out, f, indent=1)

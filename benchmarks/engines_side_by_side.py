@@ -2,11 +2,13 @@
 vLLM server with the same layout, on the same checkpoint and the same trace, each metric with the
 ratio vLLM / reference.
 
-    .venv/bin/python benchmarks/engines_side_by_side.py [--config configs/tiny-tp2-pp4-vllm-cpu.yaml]
+    .venv/bin/python benchmarks/engines_side_by_side.py [--config
+    configs/tiny-tp2-pp4-vllm-cpu.yaml]
         [--checkpoint results/tiny-llama] [--requests 48] [--input 32] [--output 16]
         [--concurrency 8] [--rate 4] [--out DIR]
 
-For each workload (a closed loop of ``--concurrency``, then Poisson at ``--rate``): the reference run
+For each workload (a closed loop of ``--concurrency``, then Poisson at ``--rate``): the reference
+run
 first (its 8 ranks and the 15 GB vLLM server do not fit a 24 GB machine together), then the vLLM
 server is started once (the harness's own launch: reaper, readiness) and both workloads are sent to
 it as ``engine.kind: openai`` runs; the server is stopped at the end. Runs go one after the other,
@@ -28,10 +30,17 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-METRICS = [("request_throughput", "throughput (req/s)"), ("output_throughput", "output tokens/s"),
-           ("p50_ttft_ms", "TTFT p50 (ms)"), ("p99_ttft_ms", "TTFT p99 (ms)"), ("p50_tpot_ms", "TPOT p50 (ms)"),
-           ("p99_tpot_ms", "TPOT p99 (ms)"), ("p50_itl_ms", "ITL p50 (ms)"), ("p99_itl_ms", "ITL p99 (ms)"),
-           ("p99_e2el_ms", "E2E p99 (ms)")]
+METRICS = [
+    ("request_throughput", "throughput (req/s)"),
+    ("output_throughput", "output tokens/s"),
+    ("p50_ttft_ms", "TTFT p50 (ms)"),
+    ("p99_ttft_ms", "TTFT p99 (ms)"),
+    ("p50_tpot_ms", "TPOT p50 (ms)"),
+    ("p99_tpot_ms", "TPOT p99 (ms)"),
+    ("p50_itl_ms", "ITL p50 (ms)"),
+    ("p99_itl_ms", "ITL p99 (ms)"),
+    ("p99_e2el_ms", "E2E p99 (ms)"),
+]
 
 
 def harness_run(config: Path, run_dir: Path, sets: list[str]) -> dict:
@@ -40,11 +49,19 @@ def harness_run(config: Path, run_dir: Path, sets: list[str]) -> dict:
         cmd += ["--set", s]
     t0, load0 = time.monotonic(), os.getloadavg()[0]
     p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
-    summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() else {}
+    summary = (
+        json.loads((run_dir / "summary.json").read_text())
+        if (run_dir / "summary.json").exists()
+        else {}
+    )
     if p.returncode not in (0, 1) or not summary.get("complete"):
         raise SystemExit(f"run {run_dir} failed (exit {p.returncode}):\n{p.stderr[-3000:]}")
-    print(f"  {run_dir.name}: {time.monotonic() - t0:.0f} s, verdict {summary['verdict']}, load average "
-          f"{load0:.1f} -> {os.getloadavg()[0]:.1f}", file=sys.stderr)
+    print(
+        f"  {run_dir.name}: {time.monotonic() - t0:.0f} s, verdict {summary['verdict']}, load "
+        f"average "
+        f"{load0:.1f} -> {os.getloadavg()[0]:.1f}",
+        file=sys.stderr,
+    )
     return summary
 
 
@@ -60,10 +77,13 @@ def table(name: str, ref: dict, vllm: dict) -> str:
         lines.append(f"  {label:<22} {_fmt(a):>11} {_fmt(b):>11} {ratio:>9}")
     lag = vllm.get("client") or {}
     srv = (vllm.get("server_metrics") or {}).get("ttft") or {}
-    lines.append(f"  vLLM client lag p50/p99 {_fmt(lag.get('p50_ms'))} / {_fmt(lag.get('p99_ms'))} ms "
-                 f"({lag.get('scheduling')}); server-side ITL p99 "
-                 f"{_fmt(((vllm.get('server_metrics') or {}).get('itl') or {}).get('p99_ms'))} ms; "
-                 f"server-side TTFT mean {_fmt(srv.get('mean_ms'))} ms (client mean {_fmt(vllm['metrics'].get('mean_ttft_ms'))})")
+    lines.append(
+        f"  vLLM client lag p50/p99 {_fmt(lag.get('p50_ms'))} / {_fmt(lag.get('p99_ms'))} ms "
+        f"({lag.get('scheduling')}); server-side ITL p99 "
+        f"{_fmt(((vllm.get('server_metrics') or {}).get('itl') or {}).get('p99_ms'))} ms; "
+        f"server-side TTFT mean {_fmt(srv.get('mean_ms'))} ms (client mean "
+        f"{_fmt(vllm['metrics'].get('mean_ttft_ms'))})"
+    )
     return "\n".join(lines)
 
 
@@ -80,33 +100,51 @@ def main() -> int:
     args = ap.parse_args()
 
     sys.path.insert(0, str(REPO / "benchmarks"))
-    from tiny_checkpoint import fixed_length_sets
-
     from harness.engines.vllm.engine import bring_up, launch_server, stop_and_record
     from harness.spec.spec import load_spec
+    from tiny_checkpoint import fixed_length_sets
 
     common = fixed_length_sets(args.checkpoint, args.requests, args.input, args.output)
     out = Path(args.out or tempfile.mkdtemp(prefix="engines-"))
     out.mkdir(parents=True, exist_ok=True)
-    workloads = [(f"closed loop, concurrency {args.concurrency}",
-                  ["workload.arrival=closed", f"workload.concurrency={args.concurrency}"]),
-                 (f"Poisson {args.rate:g}/s", ["workload.arrival=poisson", f"workload.rate_rps={args.rate}"])]
+    workloads = [
+        (
+            f"closed loop, concurrency {args.concurrency}",
+            ["workload.arrival=closed", f"workload.concurrency={args.concurrency}"],
+        ),
+        (
+            f"Poisson {args.rate:g}/s",
+            ["workload.arrival=poisson", f"workload.rate_rps={args.rate}"],
+        ),
+    ]
     print(f"runs in {out}", file=sys.stderr)
-    refs = [harness_run(Path(args.config), out / f"reference-{i}", common + wl + ["engine={kind: reference}"])
-            for i, (_, wl) in enumerate(workloads)]
+    refs = [
+        harness_run(
+            Path(args.config), out / f"reference-{i}", common + wl + ["engine={kind: reference}"]
+        )
+        for i, (_, wl) in enumerate(workloads)
+    ]
 
     spec = load_spec(args.config, common)
     server = launch_server(spec, out)
     try:
         info = asyncio.run(bring_up(spec, server, asyncio.Event()))
-        target = f"engine={{kind: openai, url: '{server.launch.url}', model: '{server.launch.model}'}}"
-        vllms = [harness_run(Path(args.config), out / f"vllm-{i}", common + wl + [target])
-                 for i, (_, wl) in enumerate(workloads)]
+        target = (
+            f"engine={{kind: openai, url: '{server.launch.url}', model: '{server.launch.model}'}}"
+        )
+        vllms = [
+            harness_run(Path(args.config), out / f"vllm-{i}", common + wl + [target])
+            for i, (_, wl) in enumerate(workloads)
+        ]
     finally:
         stop_and_record(server, out)
     lay = spec.layout
-    print(f"{spec.name}: TP{lay.tp}-PP{lay.pp}-DP{lay.dp}, {args.requests} requests of {args.input} in / "
-          f"{args.output} out, one after the other; vLLM {info.version} ready after {info.ready_s:.0f} s")
+    print(
+        f"{spec.name}: TP{lay.tp}-PP{lay.pp}-DP{lay.dp}, {args.requests} requests of {args.input} "
+        f"in / "
+        f"{args.output} out, one after the other; vLLM {info.version} ready after "
+        f"{info.ready_s:.0f} s"
+    )
     for (name, _), ref, vl in zip(workloads, refs, vllms):
         print(table(name, ref, vl))
     return 0

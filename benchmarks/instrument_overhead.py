@@ -11,7 +11,8 @@ measured cost per op × the busiest rank's ops per round / the ``off`` round tim
 
 Coverage: every torch.distributed op function is wrapped with a counter (which sees every
 hand-written collective, the only kind the runtime issues); in each round the number of calls
-must equal the number of rows the trace gained. A mismatch means an op bypassed harness.engines.reference.comm.
+must equal the number of rows the trace gained. A mismatch means an op bypassed
+harness.engines.reference.comm.
 """
 
 from __future__ import annotations
@@ -32,9 +33,25 @@ from harness.engines.reference.model.weights import SeededWeights
 from harness.engines.reference.parallel.pp import PipelineStage
 from harness.spec.spec import load_spec
 
-OPS = ("all_reduce", "all_gather", "broadcast", "send", "recv", "isend", "irecv", "reduce_scatter",
-       "all_to_all", "gather", "scatter", "reduce", "all_gather_into_tensor", "reduce_scatter_tensor",
-       "batch_isend_irecv", "all_gather_object", "broadcast_object_list")
+OPS = (
+    "all_reduce",
+    "all_gather",
+    "broadcast",
+    "send",
+    "recv",
+    "isend",
+    "irecv",
+    "reduce_scatter",
+    "all_to_all",
+    "gather",
+    "scatter",
+    "reduce",
+    "all_gather_into_tensor",
+    "reduce_scatter_tensor",
+    "batch_isend_irecv",
+    "all_gather_object",
+    "broadcast_object_list",
+)
 LEVELS = ("off", "counts", "timing")
 
 
@@ -48,6 +65,7 @@ def count_dist_calls() -> dict[str, int]:
         def wrapped(*a, __fn=fn, __op=op, **kw):
             counts[__op] += 1
             return __fn(*a, **kw)
+
         setattr(dist, op, wrapped)
     return counts
 
@@ -72,22 +90,35 @@ def main() -> int:
     ap.add_argument("--tokens", type=int, default=32)
     ap.add_argument("--out", default=None)
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE")
-    ap.add_argument("--inject-bypass", action="store_true",
-                    help="negative control: issue one all_reduce behind harness.engines.reference.comm's back in each round")
+    ap.add_argument(
+        "--inject-bypass",
+        action="store_true",
+        help="negative control: issue one all_reduce behind harness.engines.reference.comm's back "
+        "in each round",
+    )
     args = ap.parse_args()
     spec = load_spec(args.config, args.overrides)
     calls = count_dist_calls()
     ctx = hdist.init(spec.layout, "auto", None, spec.run.comm_timeout_s, "off")
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[spec.model.dtype]
-    model = build_stage(spec.shape, spec.layout, ctx.place, ctx.comm, dtype=dtype, device=ctx.device,
-                        weights=SeededWeights(spec.run.seed))
+    model = build_stage(
+        spec.shape,
+        spec.layout,
+        ctx.place,
+        ctx.comm,
+        dtype=dtype,
+        device=ctx.device,
+        weights=SeededWeights(spec.run.seed),
+    )
     prompts = [[(7 * i + j) % spec.shape.vocab for j in range(8 + 4 * i)] for i in range(4)]
     model.allocate_kv(len(prompts), max(map(len, prompts)) + args.tokens + 1)
     stage = PipelineStage(ctx, model, max_batch=len(prompts), max_tokens=len(prompts) * 32)
     rec = ctx.comm.rec
     times: dict[str, list[float]] = {lv: [] for lv in LEVELS}
     uncovered = []
-    schedule = [LEVELS[i % 3] for i in range(3 * args.rounds + 1)]  # first round: warm-up, not timed
+    schedule = [
+        LEVELS[i % 3] for i in range(3 * args.rounds + 1)
+    ]  # first round: warm-up, not timed
     for i, level in enumerate(schedule):
         rec.level = level
         before_rows = len(rec.rows)
@@ -106,10 +137,13 @@ def main() -> int:
             n_calls = sum(calls.values()) - calls_after_barrier
             n_rows = len(rec.rows) - before_rows
             if n_calls != n_rows:
-                uncovered.append({"round": i, "level": level, "dist_calls": n_calls, "trace_rows": n_rows})
+                uncovered.append(
+                    {"round": i, "level": level, "dist_calls": n_calls, "trace_rows": n_rows}
+                )
         if i > 0:
             times[level].append(elapsed)
-    ops_per_round = (len(rec.rows) / (2 * args.rounds)) if rec.rows else 0.0   # counts+timing rounds traced
+    # counts+timing rounds traced
+    ops_per_round = (len(rec.rows) / (2 * args.rounds)) if rec.rows else 0.0
     cost = {lv: recorder_cost_s(lv, ctx) for lv in ("counts", "timing")}
     per_rank = {"rank": ctx.rank, "ops_per_round": ops_per_round, "cost_s_per_op": cost}
     result = None
@@ -117,10 +151,17 @@ def main() -> int:
         med = {lv: statistics.median(v) for lv, v in times.items()}
         # Paired: each cycle (off, counts, timing) runs back to back; the median of the per-cycle
         # ratios resists the slow drifts of a shared machine better than a ratio of medians.
-        paired = {lv: statistics.median(t / o for t, o in zip(times[lv], times["off"])) - 1
-                  for lv in ("counts", "timing")}
-        result = {"rounds": args.rounds, "tokens": args.tokens, "median_round_s": med,
-                  "overhead_counts": paired["counts"], "overhead_timing": paired["timing"]}
+        paired = {
+            lv: statistics.median(t / o for t, o in zip(times[lv], times["off"])) - 1
+            for lv in ("counts", "timing")
+        }
+        result = {
+            "rounds": args.rounds,
+            "tokens": args.tokens,
+            "median_round_s": med,
+            "overhead_counts": paired["counts"],
+            "overhead_timing": paired["timing"],
+        }
     everyone = [None] * ctx.env.world_size if ctx.rank == 0 else None
     if ctx.env.world_size > 1:
         dist.gather_object((uncovered, per_rank), everyone, dst=0)
@@ -133,8 +174,11 @@ def main() -> int:
         busiest = max(everyone, key=lambda e: e[1]["ops_per_round"])[1]
         for lv in ("counts", "timing"):
             result[f"recorder_us_per_op_{lv}"] = busiest["cost_s_per_op"][lv] * 1e6
-            result[f"overhead_bound_{lv}"] = (busiest["ops_per_round"] * busiest["cost_s_per_op"][lv]
-                                              / result["median_round_s"]["off"])
+            result[f"overhead_bound_{lv}"] = (
+                busiest["ops_per_round"]
+                * busiest["cost_s_per_op"][lv]
+                / result["median_round_s"]["off"]
+            )
         result["ops_per_round_busiest_rank"] = busiest["ops_per_round"]
         result["coverage_ok"] = not result["uncovered"]
         text = json.dumps(result, indent=2)

@@ -24,13 +24,16 @@ MAX_ERROR_CHARS = 600
 
 
 def one_line(message: str) -> str:
-    """An error message as one bounded line (the values inside are already abbreviated; paths may be long)."""
+    """An error message as one bounded line (the values inside are already abbreviated; paths may be
+    long)."""
     text = " ".join(message.split())
     return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 3] + "..."
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="harness", description="Verify a parallel LLM serving strategy on real hardware.")
+    parser = _Parser(
+        prog="harness", description="Verify a parallel LLM serving strategy on real hardware."
+    )
     parser.add_argument("--version", action="version", version=f"harness {__version__}")
     sub = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
     for verb, (module, help_text) in VERBS.items():

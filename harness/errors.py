@@ -18,7 +18,6 @@ class UsageError(Exception):
     """
 
 
-
 def _bounded_repr(limit: int) -> reprlib.Repr:
     r = reprlib.Repr()
     r.maxlevel, r.maxlist, r.maxtuple, r.maxdict, r.maxset = 3, 6, 6, 6, 6

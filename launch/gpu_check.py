@@ -1,8 +1,10 @@
 """The Python body of launch/gpu_check.sh (run from the repo root with PYTHONPATH=.).
 
-  gpu_check.py versions FILE          GPU, driver, CUDA, torch, NCCL, transformers versions -> FILE (JSON)
+  gpu_check.py versions FILE          GPU, driver, CUDA, torch, NCCL, transformers versions -> FILE
+  (JSON)
   gpu_check.py peaks FILE             copy bandwidth and bf16 matmul peak on cuda:0 -> FILE (JSON)
-  gpu_check.py summarize WORK OUTDIR  step logs and results in WORK -> OUTDIR/gpu_check.{json,md,log}
+  gpu_check.py summarize WORK OUTDIR  step logs and results in WORK ->
+  OUTDIR/gpu_check.{json,md,log}
 
 Each is one step of the shell script, under its own timeout. ``summarize`` never raises for a
 missing or broken input: a step that failed reads as failed, a number not measured reads
@@ -22,16 +24,29 @@ RANK_FILES = ("first", "middle", "last")
 COMMAND = "bash launch/gpu_check.sh OUTDIR"
 
 
+def _note(note) -> str:
+    return f"; {note}" if note else ""
+
+
 def versions(path: str) -> int:
     from harness.results.atomic import atomic_write_json
     from harness.results.environment import environment
+
     env = environment()
     import torch
+
     env["cuda_available"] = torch.cuda.is_available()
     atomic_write_json(path, env)
     gpu = ", ".join(env["gpu_names"]) or "none (no CUDA device visible)"
-    for k, v in (("GPU", gpu), ("driver", env["driver"]), ("CUDA", env["cuda"]), ("torch", env["torch"]),
-                 ("NCCL", env["nccl"]), ("transformers", env["transformers"]), ("python", env["python"])):
+    for k, v in (
+        ("GPU", gpu),
+        ("driver", env["driver"]),
+        ("CUDA", env["cuda"]),
+        ("torch", env["torch"]),
+        ("NCCL", env["nccl"]),
+        ("transformers", env["transformers"]),
+        ("python", env["python"]),
+    ):
         print(f"{k:13} {v}")
     return 0
 
@@ -41,14 +56,18 @@ def peaks(path: str) -> int:
 
     from harness.emulate import measure_peaks
     from harness.results.atomic import atomic_write_json
+
     p = measure_peaks(torch.device("cuda", 0), torch.bfloat16, iters=20)
     atomic_write_json(path, p.__dict__)
-    print(f"copy {p.copy_gbps:.0f} GB/s (read+write of {p.copy_bytes / 2**30:.0f} GiB), bf16 matmul "
-          f"{p.matmul_tflops:.0f} TFLOP/s ({p.matmul_n}^3, median of {p.iters})")
+    print(
+        f"copy {p.copy_gbps:.0f} GB/s (read+write of {p.copy_bytes / 2**30:.0f} GiB), bf16 matmul "
+        f"{p.matmul_tflops:.0f} TFLOP/s ({p.matmul_n}^3, median of {p.iters})"
+    )
     return 0
 
 
 # ---------------------------------------------------------------- summary
+
 
 def _load(path: Path):
     try:
@@ -60,14 +79,29 @@ def _load(path: Path):
 def _steps(work: Path) -> list[dict]:
     out = []
     tsv = work / "steps.tsv"
-    for line in (tsv.read_text().splitlines() if tsv.exists() else []):
+    for line in tsv.read_text().splitlines() if tsv.exists() else []:
         name, rc, wall, limit = (line.split("\t") + ["", "", "", ""])[:4]
-        status = ("ok" if rc == "0" else "skipped" if rc == "skipped" else
-                  "timeout" if rc in ("124", "137") else "failed")
+        status = (
+            "ok"
+            if rc == "0"
+            else "skipped"
+            if rc == "skipped"
+            else "timeout"
+            if rc in ("124", "137")
+            else "failed"
+        )
         log = work / f"{name}.log"
         tail = log.read_text(errors="replace").splitlines()[-15:] if log.exists() else []
-        out.append({"name": name, "status": status, "rc": None if rc == "skipped" else int(rc),
-                    "wall_s": float(wall) if wall else None, "timeout_s": limit, "log_tail": tail})
+        out.append(
+            {
+                "name": name,
+                "status": status,
+                "rc": None if rc == "skipped" else int(rc),
+                "wall_s": float(wall) if wall else None,
+                "timeout_s": limit,
+                "log_tail": tail,
+            }
+        )
     return out
 
 
@@ -83,8 +117,17 @@ def _junit(path: Path) -> dict | None:
             e = c.find(tag)
             if e is not None:
                 outcome, msg = tag, (e.get("message") or "")[:300]
-        cases.append({"name": c.get("name"), "outcome": outcome, "message": msg, "time_s": float(c.get("time", 0))})
-    count = {k: sum(c["outcome"] == k for c in cases) for k in ("passed", "failure", "error", "skipped")}
+        cases.append(
+            {
+                "name": c.get("name"),
+                "outcome": outcome,
+                "message": msg,
+                "time_s": float(c.get("time", 0)),
+            }
+        )
+    count = {
+        k: sum(c["outcome"] == k for c in cases) for k in ("passed", "failure", "error", "skipped")
+    }
     return {**count, "cases": cases}
 
 
@@ -94,13 +137,19 @@ def _goals(ranks: list[dict]) -> dict:
     for rk in ranks:
         dec = {str(p["context"]): p["copy_frac"] for p in rk["decode"] if p["batch"] == 1}
         pre = next((p["peak_frac"] for p in rk["prefill"] if p["tokens"] == 2048), None)
-        out["per_rank"][str(rk["rank"])] = {"kind": rk["kind"], "decode_b1_copy_frac": dec,
-                                            "prefill_2048_peak_frac": pre}
+        out["per_rank"][str(rk["rank"])] = {
+            "kind": rk["kind"],
+            "decode_b1_copy_frac": dec,
+            "prefill_2048_peak_frac": pre,
+        }
     dec_all = [v for r in out["per_rank"].values() for v in r["decode_b1_copy_frac"].values()]
     pre_all = [r["prefill_2048_peak_frac"] for r in out["per_rank"].values()]
-    out["decode_met"] = bool(dec_all) and all(v is not None and v >= GOALS["decode_b1_copy_frac"] for v in dec_all)
-    out["prefill_met"] = bool(pre_all) and all(v is not None and v >= GOALS["prefill_2048_peak_frac"]
-                                               for v in pre_all)
+    out["decode_met"] = bool(dec_all) and all(
+        v is not None and v >= GOALS["decode_b1_copy_frac"] for v in dec_all
+    )
+    out["prefill_met"] = bool(pre_all) and all(
+        v is not None and v >= GOALS["prefill_2048_peak_frac"] for v in pre_all
+    )
     return out
 
 
@@ -112,6 +161,7 @@ def _combined_projection(reports: dict) -> dict | None:
         return None
     from harness.emulate import RankResult, catalog_gpu_for, project
     from harness.spec.spec import load_spec
+
     spec = load_spec(got[0]["spec"]["source"])
     ranks = [RankResult.from_dict(rk) for r in got for rk in r["ranks"]]
     name = got[0]["device"]["name"]
@@ -124,16 +174,29 @@ def _run_summary(run_dir: Path) -> dict | str:
     if not s:
         return "not measured: the run-1gpu step did not write a summary"
     m = s.get("metrics") or {}
-    keys = ("completed", "request_throughput", "output_throughput", "p50_ttft_ms", "p99_ttft_ms",
-            "p50_tpot_ms", "p99_tpot_ms")
-    return {"complete": s.get("complete"), "verdict": s.get("verdict"), "gpu_name": (s.get("hardware") or {}).get(
-        "gpu_name"), **{k: m.get(k) for k in keys}, "slo": s.get("slo"),
-        "failed_cross_checks": [c["name"] for c in s.get("cross_checks") or [] if not c.get("ok")]}
+    keys = (
+        "completed",
+        "request_throughput",
+        "output_throughput",
+        "p50_ttft_ms",
+        "p99_ttft_ms",
+        "p50_tpot_ms",
+        "p99_tpot_ms",
+    )
+    return {
+        "complete": s.get("complete"),
+        "verdict": s.get("verdict"),
+        "gpu_name": (s.get("hardware") or {}).get("gpu_name"),
+        **{k: m.get(k) for k in keys},
+        "slo": s.get("slo"),
+        "failed_cross_checks": [c["name"] for c in s.get("cross_checks") or [] if not c.get("ok")],
+    }
 
 
 def summarize(work_dir: str, out_dir: str) -> int:
     from harness.results.atomic import atomic_write_json, atomic_write_text
     from harness.results.summary import utc_now
+
     work, out = Path(work_dir), Path(out_dir)
     ver = _load(work / "versions.json") or {}
     gpu = bool(ver.get("cuda_available"))
@@ -148,16 +211,22 @@ def summarize(work_dir: str, out_dir: str) -> int:
     if gpu:
         try:
             proj = _combined_projection(emul)
-        except Exception as e:   # the summary must still be written
+        except Exception as e:  # the summary must still be written
             proj = {"error": f"{type(e).__name__}: {e}"}
     elif emul["tiny"]:
         proj = {k: emul["tiny"][k] for k in ("projection", "analytic", "stage_sources")}
     data = {
-        "schema": "harness.gpu_check/1", "created_utc": utc_now(), "command": COMMAND, "gpu": gpu,
+        "schema": "harness.gpu_check/1",
+        "created_utc": utc_now(),
+        "command": COMMAND,
+        "gpu": gpu,
         "message": "" if gpu else "no GPU present: GPU fields not measured; CPU-side checks only",
         "versions": ver,
-        "peaks": {"copy_gbps": pk["copy_gbps"] if pk else NOT_MEASURED,
-                  "matmul_tflops": pk["matmul_tflops"] if pk else NOT_MEASURED, "detail": pk},
+        "peaks": {
+            "copy_gbps": pk["copy_gbps"] if pk else NOT_MEASURED,
+            "matmul_tflops": pk["matmul_tflops"] if pk else NOT_MEASURED,
+            "detail": pk,
+        },
         "steps": steps,
         "tests": _junit(work / "pytest.xml") if gpu else NOT_MEASURED,
         "emulation": emul,
@@ -168,8 +237,15 @@ def summarize(work_dir: str, out_dir: str) -> int:
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "gpu_check.json", data)
     atomic_write_text(out / "gpu_check.md", render(data))
-    logs = "".join(f"===== {s['name']} ({s['status']})\n" + ((work / f"{s['name']}.log").read_text(errors="replace")
-                   if (work / f"{s['name']}.log").exists() else "") for s in steps)
+    logs = "".join(
+        f"===== {s['name']} ({s['status']})\n"
+        + (
+            (work / f"{s['name']}.log").read_text(errors="replace")
+            if (work / f"{s['name']}.log").exists()
+            else ""
+        )
+        for s in steps
+    )
     atomic_write_text(out / "gpu_check.log", logs)
     print(render_short(data), end="")
     return 0 if all(s["status"] in ("ok", "skipped") for s in steps) else 1
@@ -188,44 +264,81 @@ def render(d: dict) -> str:
     lines = ["# GPU check", "", f"Command: `{d['command']}` ({d['created_utc']})", ""]
     if not d["gpu"]:
         lines += [f"**{d['message']}.**", ""]
-    lines += [f"- GPU: {', '.join(v.get('gpu_names') or []) or 'none (no GPU)'}; driver {v.get('driver')}; "
-              f"CUDA {v.get('cuda')}; torch {v.get('torch')}; NCCL {v.get('nccl')}; "
-              f"transformers {v.get('transformers')}; python {v.get('python')}",
-              f"- copy bandwidth: {_num(d['peaks']['copy_gbps'], '.0f', unit=' GB/s')}; bf16 matmul peak: "
-              f"{_num(d['peaks']['matmul_tflops'], '.0f', unit=' TFLOP/s')}", ""]
+    lines += [
+        f"- GPU: {', '.join(v.get('gpu_names') or []) or 'none (no GPU)'}; driver "
+        f"{v.get('driver')}; "
+        f"CUDA {v.get('cuda')}; torch {v.get('torch')}; NCCL {v.get('nccl')}; "
+        f"transformers {v.get('transformers')}; python {v.get('python')}",
+        f"- copy bandwidth: {_num(d['peaks']['copy_gbps'], '.0f', unit=' GB/s')}; bf16 matmul "
+        f"peak: "
+        f"{_num(d['peaks']['matmul_tflops'], '.0f', unit=' TFLOP/s')}",
+        "",
+    ]
     t = d["tests"]
     if isinstance(t, dict):
-        lines += [f"GPU tests: {t['passed']} passed, {t['failure']} failed, {t['error']} errors, "
-                  f"{t['skipped']} skipped"] + [f"- {c['name']}: {c['outcome']} {c['message']}" for c in t["cases"]
-                                                if c["outcome"] != "passed"] + [""]
+        lines += (
+            [
+                f"GPU tests: {t['passed']} passed, {t['failure']} failed, {t['error']} errors, "
+                f"{t['skipped']} skipped"
+            ]
+            + [
+                f"- {c['name']}: {c['outcome']} {c['message']}"
+                for c in t["cases"]
+                if c["outcome"] != "passed"
+            ]
+            + [""]
+        )
     g = d["goals"]
     if isinstance(g, dict):
-        lines += ["| rank | kind | decode B=1 / copy BW (by context) | prefill 2048 / bf16 peak |", "|---|---|---|---|"]
+        lines += [
+            "| rank | kind | decode B=1 / copy BW (by context) | prefill 2048 / bf16 peak |",
+            "|---|---|---|---|",
+        ]
         for rank, r in g["per_rank"].items():
-            dec = ", ".join(f"{c}: {_pct(x)}" for c, x in r["decode_b1_copy_frac"].items()) or NOT_MEASURED
+            dec = (
+                ", ".join(f"{c}: {_pct(x)}" for c, x in r["decode_b1_copy_frac"].items())
+                or NOT_MEASURED
+            )
             lines.append(f"| {rank} | {r['kind']} | {dec} | {_pct(r['prefill_2048_peak_frac'])} |")
-        lines += ["", f"Goals: decode >= 85 % of copy bandwidth: {'met' if g['decode_met'] else 'NOT met'}; "
-                      f"prefill >= 60 % of bf16 peak: {'met' if g['prefill_met'] else 'NOT met'}", ""]
+        lines += [
+            "",
+            f"Goals: decode >= 85 % of copy bandwidth: {'met' if g['decode_met'] else 'NOT met'}; "
+            f"prefill >= 60 % of bf16 peak: {'met' if g['prefill_met'] else 'NOT met'}",
+            "",
+        ]
     for key, rep in d["emulation"].items():
         if not rep:
             lines += [f"Emulation {key}: no result (see the step's log)", ""]
             continue
-        lines += [f"Emulation {key} ({rep['device']['name']}{'; ' + rep['device']['note'] if rep['device']['note'] else ''}):",
-                  "", "| rank | phase | B | T | ctx | ms | GB/s | % copy | TFLOP/s | % peak | mode | check |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            f"Emulation {key} ({rep['device']['name']}{_note(rep['device']['note'])}):",
+            "",
+            "| rank | phase | B | T | ctx | ms | GB/s | % copy | TFLOP/s | % peak | mode | check |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
         for rk in rep["ranks"]:
             for pt in rk["decode"] + rk["prefill"]:
-                lines.append(f"| {rk['rank']} {rk['kind']} | {pt['phase']} | {pt['batch']} | {pt['tokens']} | "
-                             f"{pt['context']} | {_num(pt['step_s'], '.3f', 1e3)} | {_num(pt['gbps'], '.3g')} | "
-                             f"{_pct(pt['copy_frac'])} | {_num(pt['tflops'], '.3g')} | {_pct(pt['peak_frac'])} | "
-                             f"{pt['mode'] or '-'} | {pt['check'] or pt['note'] or '-'} |")
+                lines.append(
+                    f"| {rk['rank']} {rk['kind']} | {pt['phase']} | {pt['batch']} | {pt['tokens']} "
+                    f"| "
+                    f"{pt['context']} | {_num(pt['step_s'], '.3f', 1e3)} | "
+                    f"{_num(pt['gbps'], '.3g')} | "
+                    f"{_pct(pt['copy_frac'])} | {_num(pt['tflops'], '.3g')} | "
+                    f"{_pct(pt['peak_frac'])} | "
+                    f"{pt['mode'] or '-'} | {pt['check'] or pt['note'] or '-'} |"
+                )
         lines.append("")
     p = d.get("projection") or {}
     if "projection" in p:
         a, q = p["analytic"], p["projection"]
-        lines += [f"Projection ({q['basis']}):", "",
-                  "| | projection | analytic floor |", "|---|---|---|"]
+        lines += [
+            f"Projection ({q['basis']}):",
+            "",
+            "| | projection | analytic floor |",
+            "|---|---|---|",
+        ]
         from harness.emulate.projection import PROJECTION_ROWS
+
         for key, label, scale, fmt in PROJECTION_ROWS:
             lines.append(f"| {label} | {_num(q[key], fmt, scale)} | {_num(a[key], fmt, scale)} |")
         lines.append("")
@@ -239,29 +352,66 @@ def render(d: dict) -> str:
 def render_short(d: dict) -> str:
     """The table printed last: what a reader needs from one glance."""
     v, rows = d["versions"], []
-    rows.append(("GPU", ", ".join(v.get("gpu_names") or []) or "NONE: no GPU present, GPU fields not measured"))
-    rows.append(("driver / CUDA / torch / NCCL", f"{v.get('driver')} / {v.get('cuda')} / {v.get('torch')} / {v.get('nccl')}"))
+    rows.append(
+        (
+            "GPU",
+            ", ".join(v.get("gpu_names") or []) or "NONE: no GPU present, GPU fields not measured",
+        )
+    )
+    rows.append(
+        (
+            "driver / CUDA / torch / NCCL",
+            f"{v.get('driver')} / {v.get('cuda')} / {v.get('torch')} / {v.get('nccl')}",
+        )
+    )
     rows.append(("copy bandwidth", _num(d["peaks"]["copy_gbps"], ".0f", unit=" GB/s")))
     rows.append(("bf16 matmul peak", _num(d["peaks"]["matmul_tflops"], ".0f", unit=" TFLOP/s")))
     t = d["tests"]
-    rows.append(("pytest -m gpu", f"{t['passed']} passed, {t['failure'] + t['error']} failed" if isinstance(t, dict)
-                 else NOT_MEASURED))
+    rows.append(
+        (
+            "pytest -m gpu",
+            f"{t['passed']} passed, {t['failure'] + t['error']} failed"
+            if isinstance(t, dict)
+            else NOT_MEASURED,
+        )
+    )
     g = d["goals"]
     if isinstance(g, dict):
         for rank, r in g["per_rank"].items():
-            dec = ", ".join(f"ctx {c} {_pct(x)}" for c, x in r["decode_b1_copy_frac"].items()) or NOT_MEASURED
-            rows.append((f"rank {rank} ({r['kind']})", f"decode B=1 {dec} of copy BW (goal 85%); prefill 2048 "
-                         f"{_pct(r['prefill_2048_peak_frac'])} of bf16 peak (goal 60%)"))
+            dec = (
+                ", ".join(f"ctx {c} {_pct(x)}" for c, x in r["decode_b1_copy_frac"].items())
+                or NOT_MEASURED
+            )
+            rows.append(
+                (
+                    f"rank {rank} ({r['kind']})",
+                    f"decode B=1 {dec} of copy BW (goal 85%); prefill 2048 "
+                    f"{_pct(r['prefill_2048_peak_frac'])} of bf16 peak (goal 60%)",
+                )
+            )
     else:
         rows.append(("goals (decode 85% copy BW, prefill 60% peak)", NOT_MEASURED))
     p = (d.get("projection") or {}).get("projection")
     a = (d.get("projection") or {}).get("analytic")
     if p and a:
-        rows.append(("projection / analytic TPOT 1 row", f"{_num(p['tpot_floor_s'], '.2f', 1e3)} / "
-                     f"{_num(a['tpot_floor_s'], '.2f', 1e3)} ms"))
-        rows.append(("projection / analytic TTFT", f"{_num(p['ttft_floor_s'], '.1f', 1e3)} / "
-                     f"{_num(a['ttft_floor_s'], '.1f', 1e3)} ms"))
-        rows.append(("projection / analytic max RPS in SLOs", f"{_num(p['rps_slo'], '.2f')} / {_num(a['rps_slo'], '.2f')}"))
+        rows.append(
+            (
+                "projection / analytic TPOT 1 row",
+                f"{_num(p['tpot_floor_s'], '.2f', 1e3)} / {_num(a['tpot_floor_s'], '.2f', 1e3)} ms",
+            )
+        )
+        rows.append(
+            (
+                "projection / analytic TTFT",
+                f"{_num(p['ttft_floor_s'], '.1f', 1e3)} / {_num(a['ttft_floor_s'], '.1f', 1e3)} ms",
+            )
+        )
+        rows.append(
+            (
+                "projection / analytic max RPS in SLOs",
+                f"{_num(p['rps_slo'], '.2f')} / {_num(a['rps_slo'], '.2f')}",
+            )
+        )
     rows.append(("steps", ", ".join(f"{s['name']} {s['status']}" for s in d["steps"])))
     w = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{w}}  {val}" for k, val in rows) + "\n"

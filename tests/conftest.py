@@ -16,12 +16,23 @@ class HFReference:
     @staticmethod
     def config(shape):
         from transformers import LlamaConfig
-        kw = dict(vocab_size=shape.vocab, hidden_size=shape.hidden, intermediate_size=shape.intermediate,
-                  num_hidden_layers=shape.num_layers, num_attention_heads=shape.num_heads,
-                  num_key_value_heads=shape.num_kv_heads, head_dim=shape.head_dim,
-                  max_position_embeddings=shape.max_context, rms_norm_eps=shape.rms_norm_eps,
-                  rope_theta=shape.rope_theta, tie_word_embeddings=shape.tie_embeddings,
-                  attention_bias=False, mlp_bias=False, attn_implementation="eager")
+
+        kw = dict(
+            vocab_size=shape.vocab,
+            hidden_size=shape.hidden,
+            intermediate_size=shape.intermediate,
+            num_hidden_layers=shape.num_layers,
+            num_attention_heads=shape.num_heads,
+            num_key_value_heads=shape.num_kv_heads,
+            head_dim=shape.head_dim,
+            max_position_embeddings=shape.max_context,
+            rms_norm_eps=shape.rms_norm_eps,
+            rope_theta=shape.rope_theta,
+            tie_word_embeddings=shape.tie_embeddings,
+            attention_bias=False,
+            mlp_bias=False,
+            attn_implementation="eager",
+        )
         if shape.rope_scaling:
             kw["rope_scaling"] = dict(shape.rope_scaling)
         return LlamaConfig(**kw)
@@ -30,6 +41,7 @@ class HFReference:
         """The reference model holding ``state_dict`` (or transformers' own init under ``seed``)."""
         import torch
         from transformers import LlamaForCausalLM
+
         if seed is not None:
             torch.manual_seed(seed)
         m = LlamaForCausalLM(self.config(shape)).float().eval()
@@ -40,12 +52,14 @@ class HFReference:
     @staticmethod
     def all_logits(model, prompt):
         import torch
+
         with torch.no_grad():
-            return model(torch.tensor([prompt]), use_cache=False).logits[0].float()   # [T, vocab]
+            return model(torch.tensor([prompt]), use_cache=False).logits[0].float()  # [T, vocab]
 
     def last_logits(self, model, prompts):
         import torch
-        return torch.stack([self.all_logits(model, p)[-1] for p in prompts])     # [B, vocab]
+
+        return torch.stack([self.all_logits(model, p)[-1] for p in prompts])  # [B, vocab]
 
     def greedy(self, model, prompts, n: int) -> list[list[int]]:
         out = []
@@ -53,7 +67,7 @@ class HFReference:
             seq = list(p)
             for _ in range(n):
                 seq.append(int(self.all_logits(model, seq)[-1].argmax()))
-            out.append(seq[len(p):])
+            out.append(seq[len(p) :])
         return out
 
 
@@ -65,11 +79,17 @@ def hf():
 @pytest.fixture(scope="session")
 def tiny():
     from harness.spec.catalog import MODEL_PRESETS
+
     return MODEL_PRESETS["tiny"]
 
 
 # Prompts of different lengths over the tiny vocabulary (256), shared by the model tests.
-PROMPTS = [[17, 3, 250, 99, 41], [8, 8, 120, 7, 33, 201, 5, 64, 12], [200, 1, 77], [i * 37 % 256 for i in range(14)]]
+PROMPTS = [
+    [17, 3, 250, 99, 41],
+    [8, 8, 120, 7, 33, 201, 5, 64, 12],
+    [200, 1, 77],
+    [i * 37 % 256 for i in range(14)],
+]
 
 
 @pytest.fixture(scope="session")

@@ -26,11 +26,27 @@ class RunResult:
     wall_s: float
 
 
-def harness_run(run_dir: Path, *overrides: str, config: Path = DEMO_CONFIG, env: dict | None = None,
-                timeout: float = 240, flags: tuple[str, ...] = (), report: bool = False) -> RunResult:
+def harness_run(
+    run_dir: Path,
+    *overrides: str,
+    config: Path = DEMO_CONFIG,
+    env: dict | None = None,
+    timeout: float = 240,
+    flags: tuple[str, ...] = (),
+    report: bool = False,
+) -> RunResult:
     """``report=False``: ``--no-report`` (rendering costs ~3-6 s a run; the tests that read a run's
     own report ask for it)."""
-    cmd = [sys.executable, "-m", "harness.cli", "run", str(config), "--results-dir", str(run_dir), *flags]
+    cmd = [
+        sys.executable,
+        "-m",
+        "harness.cli",
+        "run",
+        str(config),
+        "--results-dir",
+        str(run_dir),
+        *flags,
+    ]
     if not report:
         cmd.append("--no-report")
     for o in overrides:
@@ -47,7 +63,9 @@ def demo(tmp_path_factory) -> RunResult:
     """The demo run, made on first use and shared by every test module of the session."""
     if "run" not in _DEMO:
         res = harness_run(tmp_path_factory.mktemp("demo") / "run", "run.record_tokens=true")
-        assert res.returncode in (0, 1), f"demo run failed ({res.returncode}):\n{res.stderr[-4000:]}"
+        assert res.returncode in (0, 1), (
+            f"demo run failed ({res.returncode}):\n{res.stderr[-4000:]}"
+        )
         _DEMO["run"] = res
     return _DEMO["run"]
 

@@ -43,13 +43,28 @@ from harness.spec.catalog import ModelShape, model_preset  # noqa: E402
 from harness.spec.layout import Layout, even_split  # noqa: E402
 
 LAYOUTS = [(1, 1, 1), (2, 1, 1), (1, 2, 1), (2, 2, 1), (2, 4, 1), (2, 2, 2)]
-PROMPTS = [[17, 3, 250, 99, 41], [8, 8, 120, 7, 33, 201, 5, 64, 12], [200, 1, 77], [i * 37 % 256 for i in range(14)]]
+PROMPTS = [
+    [17, 3, 250, 99, 41],
+    [8, 8, 120, 7, 33, 201, 5, 64, 12],
+    [200, 1, 77],
+    [i * 37 % 256 for i in range(14)],
+]
 SEED = 7
 NEW_TOKENS = 16
 TIMEOUT_S = 60.0
 # Full weights 159.4 MB fp32; one tp2-pp4 rank holds at most 24.1 MB of them.
-WIDE = ModelShape("wide", hidden=512, num_layers=8, num_heads=8, num_kv_heads=4, head_dim=64, intermediate=2048,
-                  vocab=8192, max_context=512, rope_theta=10000.0)
+WIDE = ModelShape(
+    "wide",
+    hidden=512,
+    num_layers=8,
+    num_heads=8,
+    num_kv_heads=4,
+    head_dim=64,
+    intermediate=2048,
+    vocab=8192,
+    max_context=512,
+    rope_theta=10000.0,
+)
 
 ODD = dataclasses.replace(model_preset("tiny"), name="tiny-vocab-255", vocab=255)
 
@@ -68,7 +83,12 @@ class GroupCache:
     def __init__(self, world: hdist.DistContext):
         self.world = world
         w = world.layout
-        self.known = {tuple(g) for gs in (w.tp_groups(), w.pp_groups(), w.dp_groups()) for g in gs if len(g) > 1}
+        self.known = {
+            tuple(g)
+            for gs in (w.tp_groups(), w.pp_groups(), w.dp_groups())
+            for g in gs
+            if len(g) > 1
+        }
         self.mine = {tuple(ranks): pg for pg, ranks in world.comm.groups.values() if len(ranks) > 1}
 
     def get(self, ranks: list[int]):
@@ -84,11 +104,16 @@ class GroupCache:
 
 
 def sub_context(layout: Layout, cache: GroupCache) -> hdist.DistContext | None:
-    """A DistContext for a layout on ranks 0..layout.world_size-1 of the larger world (harness.engines.reference.dist.init
+    """A DistContext for a layout on ranks 0..layout.world_size-1 of the larger world
+    (harness.engines.reference.dist.init
     needs world == layout)."""
     world = cache.world
     groups = {"world": (None, list(range(world.env.world_size)))}
-    for name, all_groups in (("tp", layout.tp_groups()), ("pp", layout.pp_groups()), ("dp", layout.dp_groups())):
+    for name, all_groups in (
+        ("tp", layout.tp_groups()),
+        ("pp", layout.pp_groups()),
+        ("dp", layout.dp_groups()),
+    ):
         for ranks in all_groups:
             pg = cache.get(ranks)
             if world.rank in ranks:
@@ -96,7 +121,9 @@ def sub_context(layout: Layout, cache: GroupCache) -> hdist.DistContext | None:
     if world.rank >= layout.world_size:
         return None
     comm = Comm(groups, CommRecorder(world.rank, "counts"))
-    return hdist.DistContext(world.env, layout, layout.place(world.rank), world.device, world.backend, comm)
+    return hdist.DistContext(
+        world.env, layout, layout.place(world.rank), world.device, world.backend, comm
+    )
 
 
 def _rss_kib(field: str) -> int:
@@ -116,8 +143,15 @@ def memory_check(ctx: hdist.DistContext) -> dict:
     """
     # Warm-up: the first meta-device model imports torch's meta kernels (~77 MB RSS, once per
     # process, whatever the model size); build the tiny model first so the reading sees only WIDE.
-    warm = build_stage(model_preset("tiny"), ctx.layout, ctx.place, ctx.comm, dtype=torch.float32,
-                       device=ctx.device, weights=SeededWeights(0))
+    warm = build_stage(
+        model_preset("tiny"),
+        ctx.layout,
+        ctx.place,
+        ctx.comm,
+        dtype=torch.float32,
+        device=ctx.device,
+        weights=SeededWeights(0),
+    )
     del warm
     gc.collect()
     try:
@@ -127,13 +161,25 @@ def memory_check(ctx: hdist.DistContext) -> dict:
         reset = False
     before = _rss_kib("VmRSS")
     weights = SeededWeights(SEED)
-    model = build_stage(WIDE, ctx.layout, ctx.place, ctx.comm, dtype=torch.float32, device=ctx.device,
-                        weights=weights)
+    model = build_stage(
+        WIDE,
+        ctx.layout,
+        ctx.place,
+        ctx.comm,
+        dtype=torch.float32,
+        device=ctx.device,
+        weights=weights,
+    )
     peak = _rss_kib("VmHWM") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    out = dict(param_bytes=stage_param_bytes(model), returned_bytes=weights.stats.returned_bytes,
-               peak_transient_bytes=weights.stats.peak_transient_bytes, rss_growth_bytes=(peak - before) * 1024,
-               hwm_reset=reset, shapes={n: list(p.shape) for n, p in model.named_parameters()},
-               devices=sorted({str(p.device) for p in model.parameters()}))
+    out = dict(
+        param_bytes=stage_param_bytes(model),
+        returned_bytes=weights.stats.returned_bytes,
+        peak_transient_bytes=weights.stats.peak_transient_bytes,
+        rss_growth_bytes=(peak - before) * 1024,
+        hwm_reset=reset,
+        shapes={n: list(p.shape) for n, p in model.named_parameters()},
+        devices=sorted({str(p.device) for p in model.parameters()}),
+    )
     del model
     gc.collect()
     return out
@@ -179,14 +225,23 @@ def tie_check(ctx: hdist.DistContext) -> list[int]:
 def run_layout(ctx: hdist.DistContext, weights_name: str, checkpoint: str) -> dict:
     shape = model_preset("tiny")
     weights = SeededWeights(SEED) if weights_name == "seeded" else CheckpointWeights(checkpoint)
-    model = build_stage(shape, ctx.layout, ctx.place, ctx.comm, dtype=torch.float32, device=ctx.device,
-                        weights=weights)
+    model = build_stage(
+        shape,
+        ctx.layout,
+        ctx.place,
+        ctx.comm,
+        dtype=torch.float32,
+        device=ctx.device,
+        weights=weights,
+    )
     model.allocate_kv(len(PROMPTS), 64)
     captured: list[torch.Tensor] = []
     if model.is_last:
-        model.register_forward_hook(lambda _m, _i, out: captured.append(out.clone()) if not captured else None)
+        model.register_forward_hook(
+            lambda _m, _i, out: captured.append(out.clone()) if not captured else None
+        )
     stage = PipelineStage(ctx, model, max_batch=len(PROMPTS), max_tokens=len(PROMPTS) * 16)
-    prompts = PROMPTS if ctx.place.dp == 0 else PROMPTS[::-1]   # replica 1 gets another row order
+    prompts = PROMPTS if ctx.place.dp == 0 else PROMPTS[::-1]  # replica 1 gets another row order
     ctx.comm.rec.rows.clear()
     tokens = generate(ctx, stage, prompts, NEW_TOKENS)
     ops = Counter(f"{r['op']}/{r['group']}/{r['phase']}" for r in ctx.comm.rec.as_dicts())
@@ -202,29 +257,59 @@ def run_layout(ctx: hdist.DistContext, weights_name: str, checkpoint: str) -> di
     if weights_name == "seeded" and ctx.layout.tp > 1 and model.is_last:
         extra["tie_check"] = tie_check(ctx)
     p = ctx.place
-    return dict(layout=label(ctx.layout.tp, ctx.layout.pp, ctx.layout.dp), weights=weights_name, rank=ctx.rank,
-                dp=p.dp, stage=p.stage, tp=p.tp, layers=list(model.layer_ids), param_bytes=stage_param_bytes(model),
-                tokens=tokens, prompt_order="reversed" if p.dp else "as-given", logits=logits, ops=dict(ops),
-                steps=steps, steps_total=len(stage.timings), **extra)
+    return dict(
+        layout=label(ctx.layout.tp, ctx.layout.pp, ctx.layout.dp),
+        weights=weights_name,
+        rank=ctx.rank,
+        dp=p.dp,
+        stage=p.stage,
+        tp=p.tp,
+        layers=list(model.layer_ids),
+        param_bytes=stage_param_bytes(model),
+        tokens=tokens,
+        prompt_order="reversed" if p.dp else "as-given",
+        logits=logits,
+        ops=dict(ops),
+        steps=steps,
+        steps_total=len(stage.timings),
+        **extra,
+    )
 
 
 def odd_vocab_run(ctx: hdist.DistContext) -> dict:
     """tp2-pp2 of ODD: the shards of the embedding and lm_head hold 128 rows each, rank tp=1's last
     one padding whose logit must never win."""
-    model = build_stage(ODD, ctx.layout, ctx.place, ctx.comm, dtype=torch.float32, device=ctx.device,
-                        weights=SeededWeights(SEED))
+    model = build_stage(
+        ODD,
+        ctx.layout,
+        ctx.place,
+        ctx.comm,
+        dtype=torch.float32,
+        device=ctx.device,
+        weights=SeededWeights(SEED),
+    )
     model.allocate_kv(len(PROMPTS), 64)
     captured: list[torch.Tensor] = []
     if model.is_last:
-        model.register_forward_hook(lambda _m, _i, out: captured.append(out.clone()) if not captured else None)
+        model.register_forward_hook(
+            lambda _m, _i, out: captured.append(out.clone()) if not captured else None
+        )
     stage = PipelineStage(ctx, model, max_batch=len(PROMPTS), max_tokens=len(PROMPTS) * 16)
     tokens = generate(ctx, stage, PROMPTS, NEW_TOKENS)
     logits = gather_logits(captured[0], ctx.comm, ODD.vocab).tolist() if model.is_last else None
-    return dict(rank=ctx.rank, stage=ctx.place.stage, tp=ctx.place.tp, tokens=tokens,
-                param_bytes=stage_param_bytes(model), logits=logits if ctx.place.tp == 0 else None,
-                local_logit_columns=len(captured[0][0]) if captured else None,
-                last_local_logit=float(captured[0][:, -1].max()) if captured else None,
-                shapes={n: list(p.shape) for n, p in model.named_parameters() if "embed" in n or "lm_head" in n})
+    return dict(
+        rank=ctx.rank,
+        stage=ctx.place.stage,
+        tp=ctx.place.tp,
+        tokens=tokens,
+        param_bytes=stage_param_bytes(model),
+        logits=logits if ctx.place.tp == 0 else None,
+        local_logit_columns=len(captured[0][0]) if captured else None,
+        last_local_logit=float(captured[0][:, -1].max()) if captured else None,
+        shapes={
+            n: list(p.shape) for n, p in model.named_parameters() if "embed" in n or "lm_head" in n
+        },
+    )
 
 
 def main() -> None:
@@ -232,7 +317,7 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--checkpoint", required=True)
     args = ap.parse_args()
-    torch.set_num_threads(1)   # 8 ranks on 2 cores
+    torch.set_num_threads(1)  # 8 ranks on 2 cores
     full = Layout(2, 4, 1, even_split(8, 4))
     world = hdist.init(full, "cpu", None, TIMEOUT_S, "counts")
     result = {"rank": world.rank, "memory": memory_check(world), "runs": []}

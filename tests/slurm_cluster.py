@@ -41,8 +41,17 @@ SETUP_SCRIPT = REPO / ".ci" / "slurm_setup.sh"
 REQUIRED = ("munged", "slurmctld", "slurmd", "sbatch", "scontrol", "scancel", "shellcheck")
 HOSTS_FILE = Path("/etc/hosts")
 TERMINAL_STATES = frozenset(
-    {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "PREEMPTED",
-     "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE"}
+    {
+        "COMPLETED",
+        "FAILED",
+        "CANCELLED",
+        "TIMEOUT",
+        "NODE_FAIL",
+        "PREEMPTED",
+        "OUT_OF_MEMORY",
+        "BOOT_FAIL",
+        "DEADLINE",
+    }
 )
 
 
@@ -118,20 +127,33 @@ class SlurmCluster:
         return env
 
     def client(self, *args: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
-        return subprocess.run(list(args), env=kw.pop("env", self.env), capture_output=True,
-                              text=True, check=check, timeout=kw.pop("timeout", 30), **kw)
+        return subprocess.run(
+            list(args),
+            env=kw.pop("env", self.env),
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=kw.pop("timeout", 30),
+            **kw,
+        )
 
     # -- jobs ---------------------------------------------------------------------
-    def sbatch(self, script: Path | str, *opts: str, env: dict[str, str] | None = None,
-               cwd: Path | str | None = None) -> str:
+    def sbatch(
+        self,
+        script: Path | str,
+        *opts: str,
+        env: dict[str, str] | None = None,
+        cwd: Path | str | None = None,
+    ) -> str:
         """Submit and return the job id. ``script`` is a path or the script text."""
         run_env = self.env | (env or {})
         if isinstance(script, Path):
             args = ["sbatch", "--parsable", *opts, str(script)]
             proc = self.client(*args, check=False, env=run_env, cwd=cwd)
         else:
-            proc = self.client("sbatch", "--parsable", *opts, check=False, env=run_env,
-                               cwd=cwd, input=script)
+            proc = self.client(
+                "sbatch", "--parsable", *opts, check=False, env=run_env, cwd=cwd, input=script
+            )
         if proc.returncode != 0:
             raise RuntimeError(f"sbatch failed ({proc.returncode}): {proc.stderr.strip()}")
         return proc.stdout.strip().split(";")[0]
@@ -157,8 +179,9 @@ class SlurmCluster:
                 return JobResult(job_id, state, code, sig, text)
             if time.monotonic() > deadline:
                 self.client("scancel", job_id, check=False)
-                raise TimeoutError(f"job {job_id} still {state} after {timeout:.0f}s\n"
-                                   + self.logs())
+                raise TimeoutError(
+                    f"job {job_id} still {state} after {timeout:.0f}s\n" + self.logs()
+                )
             time.sleep(poll)
 
     def wait_running(self, job_id: str, timeout: float = 60.0) -> None:
@@ -210,8 +233,15 @@ def _remove_hosts_line(marker: str) -> None:
         f.write("".join(kept))
 
 
-def _slurm_conf(root: Path, nodes: list[str], ports: list[int], ctld_port: int,
-                cpus: int, partition: str, max_time: str) -> str:
+def _slurm_conf(
+    root: Path,
+    nodes: list[str],
+    ports: list[int],
+    ctld_port: int,
+    cpus: int,
+    partition: str,
+    max_time: str,
+) -> str:
     host = socket.gethostname()
     node_lines = "\n".join(
         f"NodeName={n} NodeHostname={host} NodeAddr=127.0.0.1 Port={p} "
@@ -271,8 +301,9 @@ def _wait_for(pred, timeout: float, what: str, cluster: SlurmCluster | None = No
         time.sleep(0.1)
 
 
-def start_cluster(nodes: int = 2, cpus_per_node: int = 8, *, partition: str = "debug",
-                  max_time: str = "10:00") -> SlurmCluster:
+def start_cluster(
+    nodes: int = 2, cpus_per_node: int = 8, *, partition: str = "debug", max_time: str = "10:00"
+) -> SlurmCluster:
     """Install-if-needed and start a private cluster with ``nodes`` nodes.
 
     Raises :class:`SlurmUnavailable` (message = skip reason) when the packages
@@ -287,36 +318,63 @@ def start_cluster(nodes: int = 2, cpus_per_node: int = 8, *, partition: str = "d
     os.chmod(root / "munge", 0o700)
     tag = f"h{os.getpid()}x{os.urandom(2).hex()}"
     names = [f"{tag}n{i}" for i in range(1, nodes + 1)]
-    cluster = SlurmCluster(root=root, conf=root / "etc" / "slurm.conf", nodes=names,
-                           cpus_per_node=cpus_per_node, partition=partition)
+    cluster = SlurmCluster(
+        root=root,
+        conf=root / "etc" / "slurm.conf",
+        nodes=names,
+        cpus_per_node=cpus_per_node,
+        partition=partition,
+    )
     try:
         key = root / "munge" / "munge.key"
         key.write_bytes(os.urandom(1024))
         os.chmod(key, 0o600)
         munge_sock = root / "munge" / "munge.socket"
-        cluster.procs.append(subprocess.Popen(
-            ["munged", "--foreground", "--force", f"--key-file={key}", f"--socket={munge_sock}",
-             f"--pid-file={root}/munge/munged.pid", f"--log-file={root}/log/munged.log",
-             f"--seed-file={root}/munge/munged.seed"],
-            stdout=subprocess.DEVNULL, stderr=open(root / "log" / "munged.err.log", "w")))
+        cluster.procs.append(
+            subprocess.Popen(
+                [
+                    "munged",
+                    "--foreground",
+                    "--force",
+                    f"--key-file={key}",
+                    f"--socket={munge_sock}",
+                    f"--pid-file={root}/munge/munged.pid",
+                    f"--log-file={root}/log/munged.log",
+                    f"--seed-file={root}/munge/munged.seed",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=open(root / "log" / "munged.err.log", "w"),
+            )
+        )
         _wait_for(munge_sock.exists, 10, "munged", cluster)
 
         *node_ports, ctld_port = _free_ports(nodes + 1)
-        cluster.conf.write_text(_slurm_conf(root, names, node_ports, ctld_port,
-                                            cpus_per_node, partition, max_time))
+        cluster.conf.write_text(
+            _slurm_conf(root, names, node_ports, ctld_port, cpus_per_node, partition, max_time)
+        )
         cluster.hosts_marker = f"# harness-slurm-test {tag}"
         _add_hosts_line(names, cluster.hosts_marker)
         for n in names:
             (root / "spool" / n).mkdir()
 
         daemon_env = cluster.env
-        cluster.procs.append(subprocess.Popen(
-            ["slurmctld", "-D", "-i", "-f", str(cluster.conf)], env=daemon_env,
-            stdout=subprocess.DEVNULL, stderr=open(root / "log" / "slurmctld.err.log", "w")))
+        cluster.procs.append(
+            subprocess.Popen(
+                ["slurmctld", "-D", "-i", "-f", str(cluster.conf)],
+                env=daemon_env,
+                stdout=subprocess.DEVNULL,
+                stderr=open(root / "log" / "slurmctld.err.log", "w"),
+            )
+        )
         for n in names:
-            cluster.procs.append(subprocess.Popen(
-                ["slurmd", "-D", "-f", str(cluster.conf), "-N", n], env=daemon_env,
-                stdout=subprocess.DEVNULL, stderr=open(root / "log" / f"slurmd-{n}.err.log", "w")))
+            cluster.procs.append(
+                subprocess.Popen(
+                    ["slurmd", "-D", "-f", str(cluster.conf), "-N", n],
+                    env=daemon_env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=open(root / "log" / f"slurmd-{n}.err.log", "w"),
+                )
+            )
 
         def all_idle() -> bool:
             dead = [p.args[0] for p in cluster.procs if p.poll() is not None]

@@ -1,4 +1,5 @@
-"""harness.spec.bench_flags: vLLM bench serve's flags → spec overrides, with vLLM's semantics, and the
+"""harness.spec.bench_flags: vLLM bench serve's flags → spec overrides, with vLLM's semantics, and
+the
 rule that a flag contradicting the spec file is an error naming both."""
 
 from __future__ import annotations
@@ -39,28 +40,49 @@ def _apply(path: Path, flags: BenchFlags, overrides=()):
 
 def test_rate_burstiness_lengths_seed_onto_the_spec(tmp_path):
     path = _spec_file(tmp_path, {})
-    flags = BenchFlags(request_rate=8.0, burstiness=0.5, num_prompts=40, random_input_len=32,
-                       random_output_len=10, random_range_ratio=0.25, seed=7)
+    flags = BenchFlags(
+        request_rate=8.0,
+        burstiness=0.5,
+        num_prompts=40,
+        random_input_len=32,
+        random_output_len=10,
+        random_range_ratio=0.25,
+        seed=7,
+    )
     sets, spec = _apply(path, flags)
     w = spec.workload
-    assert (w.arrival, w.rate_rps, w.burstiness, w.num_requests, w.seed) == ("gamma", 8.0, 0.5, 40, 7)
-    # vLLM: uniform integers on [floor(32·0.75), ceil(32·1.25)] = [24, 40], [floor(7.5), ceil(12.5)] = [7, 13]
+    assert (w.arrival, w.rate_rps, w.burstiness, w.num_requests, w.seed) == (
+        "gamma",
+        8.0,
+        0.5,
+        40,
+        7,
+    )
+    # vLLM: uniform integers on [floor(32·0.75), ceil(32·1.25)] = [24, 40], [floor(7.5), ceil(12.5)]
+    # = [7, 13]
     assert (w.input_len.dist, w.input_len.min, w.input_len.max) == ("uniform", 24, 40)
     assert (w.output_len.dist, w.output_len.min, w.output_len.max) == ("uniform", 7, 13)
     assert "workload.rate_rps=8.0" in sets and 'workload.arrival="gamma"' in sets
     trace = build_trace(w, spec.shape.vocab, 128)
     assert len(trace.requests) == 40 and {r.input_len for r in trace.requests} <= set(range(24, 41))
     gaps = [b.arrival_s - a.arrival_s for a, b in zip(trace.requests, trace.requests[1:])]
-    assert 0 < sum(gaps) / len(gaps) < 1.0      # mean gap 1/8 s, gamma draws
+    assert 0 < sum(gaps) / len(gaps) < 1.0  # mean gap 1/8 s, gamma draws
     assert BenchFlags() and bench_overrides(BenchFlags(), {}) == []
 
 
 def test_burstiness_one_is_poisson_and_inf_is_constant(tmp_path):
     path = _spec_file(tmp_path, {"num_requests": 4, **SHORT})
-    assert _apply(path, BenchFlags(request_rate=2.0, burstiness=1.0))[1].workload.arrival == "poisson"
+    assert (
+        _apply(path, BenchFlags(request_rate=2.0, burstiness=1.0))[1].workload.arrival == "poisson"
+    )
     spec = _apply(path, BenchFlags(request_rate=2.0, burstiness=math.inf))[1]
     assert spec.workload.arrival == "constant"
-    assert [r.arrival_s for r in build_trace(spec.workload, spec.shape.vocab, 128).requests] == [0, 0.5, 1.0, 1.5]
+    assert [r.arrival_s for r in build_trace(spec.workload, spec.shape.vocab, 128).requests] == [
+        0,
+        0.5,
+        1.0,
+        1.5,
+    ]
 
 
 def test_rate_inf_is_a_closed_loop(tmp_path):
@@ -86,23 +108,39 @@ def test_a_cap_with_a_rate_is_the_spec_field_max_concurrency(tmp_path):
     # the reference engine splits the cap over its DP replicas: each needs a share of at least 1
     dp2 = ["parallel.tp=2", "parallel.pp=2", "parallel.dp=2"]
     assert load_spec(path, [*dp2, "workload.max_concurrency=2"]).workload.max_concurrency == 2
-    with pytest.raises(UsageError, match=r"workload.max_concurrency: 1 < parallel.dp 2; each DP replica"):
+    with pytest.raises(
+        UsageError, match=r"workload.max_concurrency: 1 < parallel.dp 2; each DP replica"
+    ):
         load_spec(path, [*dp2, "workload.max_concurrency=1"])
-    closed = _spec_file(tmp_path, {"arrival": "closed", "concurrency": 2, "num_requests": 4, **SHORT})
+    closed = _spec_file(
+        tmp_path, {"arrival": "closed", "concurrency": 2, "num_requests": 4, **SHORT}
+    )
     assert _apply(closed, BenchFlags(max_concurrency=2))[1].workload.concurrency == 2
     with pytest.raises(UsageError, match="a closed loop's cap is workload.concurrency"):
         load_spec(closed, ["workload.max_concurrency=2"])
 
 
 def test_a_flag_contradicting_the_spec_names_both(tmp_path):
-    path = _spec_file(tmp_path)          # rate_rps: 4, input_len uniform 16..64, num_requests 24, poisson
+    path = _spec_file(tmp_path)  # rate_rps: 4, input_len uniform 16..64, num_requests 24, poisson
     raw = yaml.safe_load(path.read_text())
     cases = [
-        (BenchFlags(request_rate=8.0), f"--request-rate 8 contradicts workload.rate_rps: 4 in {path}"),
-        (BenchFlags(request_rate=math.inf, max_concurrency=4), "contradicts workload.arrival: poisson"),
-        (BenchFlags(num_prompts=10), f"--num-prompts 10 contradicts workload.num_requests: 24 in {path}"),
-        (BenchFlags(random_input_len=32), '--random-input-len 32 contradicts workload.input_len: {"dist": '
-                                          '"uniform", "max": 64, "min": 16}'),
+        (
+            BenchFlags(request_rate=8.0),
+            f"--request-rate 8 contradicts workload.rate_rps: 4 in {path}",
+        ),
+        (
+            BenchFlags(request_rate=math.inf, max_concurrency=4),
+            "contradicts workload.arrival: poisson",
+        ),
+        (
+            BenchFlags(num_prompts=10),
+            f"--num-prompts 10 contradicts workload.num_requests: 24 in {path}",
+        ),
+        (
+            BenchFlags(random_input_len=32),
+            '--random-input-len 32 contradicts workload.input_len: {"dist": '
+            '"uniform", "max": 64, "min": 16}',
+        ),
         (BenchFlags(seed=3), "--seed 3 contradicts workload.seed: 0"),
         (BenchFlags(burstiness=2.0), "--burstiness 2 contradicts workload.arrival: poisson"),
     ]
@@ -111,7 +149,9 @@ def test_a_flag_contradicting_the_spec_names_both(tmp_path):
             bench_overrides(flags, raw, str(path))
     # the same values are no contradiction; --set entries count as the spec too
     assert bench_overrides(BenchFlags(request_rate=4.0, num_prompts=24, seed=0), raw, str(path))
-    with pytest.raises(UsageError, match=r"--num-prompts 10 contradicts --set workload.num_requests=30"):
+    with pytest.raises(
+        UsageError, match=r"--num-prompts 10 contradicts --set workload.num_requests=30"
+    ):
         bench_overrides(BenchFlags(num_prompts=10), raw, str(path), ["workload.num_requests=30"])
     closed = {"workload": {"arrival": "closed", "concurrency": 2}}
     with pytest.raises(UsageError, match="--request-rate 4 contradicts workload.arrival: closed"):
@@ -120,19 +160,36 @@ def test_a_flag_contradicting_the_spec_names_both(tmp_path):
 
 def test_goodput_and_percentile_flags(tmp_path):
     path = _spec_file(tmp_path, {"num_requests": 4, **SHORT})
-    sets, spec = _apply(path, BenchFlags(goodput=["ttft:500", "tpot:100"], percentile_metrics="ttft,e2el",
-                                         metric_percentiles="50,99.9"))
+    sets, spec = _apply(
+        path,
+        BenchFlags(
+            goodput=["ttft:500", "tpot:100"],
+            percentile_metrics="ttft,e2el",
+            metric_percentiles="50,99.9",
+        ),
+    )
     assert spec.slo.goodput == {"ttft": 500.0, "tpot": 100.0}
-    assert spec.run.percentile_metrics == ["ttft", "e2el"] and spec.run.metric_percentiles == [50.0, 99.9]
-    assert spec.to_dict()["slo"]["goodput"] == {"ttft": 500.0, "tpot": 100.0}      # recorded in spec.yaml
-    for flags, message in [(BenchFlags(goodput=["ttft=500"]), "--goodput: 'ttft=500': use KEY:MS"),
-                           (BenchFlags(goodput=["tpot:-1"]), "must be a number of ms >= 0"),
-                           (BenchFlags(percentile_metrics="ttft,foo"), "--percentile-metrics: 'foo' is not a metric"),
-                           (BenchFlags(metric_percentiles="50,101"), "--metric-percentiles: '101' is not a percentile"),
-                           (BenchFlags(random_range_ratio=0.2), "--random-range-ratio: give --random-input-len"),
-                           (BenchFlags(random_input_len=8, random_range_ratio=1.0), "must be in \\[0, 1\\)"),
-                           (BenchFlags(request_rate=0.0), "--request-rate: must be > 0"),
-                           (BenchFlags(max_concurrency=0), "--max-concurrency: must be a whole number >= 1")]:
+    assert spec.run.percentile_metrics == ["ttft", "e2el"] and spec.run.metric_percentiles == [
+        50.0,
+        99.9,
+    ]
+    assert spec.to_dict()["slo"]["goodput"] == {
+        "ttft": 500.0,
+        "tpot": 100.0,
+    }  # recorded in spec.yaml
+    for flags, message in [
+        (BenchFlags(goodput=["ttft=500"]), "--goodput: 'ttft=500': use KEY:MS"),
+        (BenchFlags(goodput=["tpot:-1"]), "must be a number of ms >= 0"),
+        (BenchFlags(percentile_metrics="ttft,foo"), "--percentile-metrics: 'foo' is not a metric"),
+        (
+            BenchFlags(metric_percentiles="50,101"),
+            "--metric-percentiles: '101' is not a percentile",
+        ),
+        (BenchFlags(random_range_ratio=0.2), "--random-range-ratio: give --random-input-len"),
+        (BenchFlags(random_input_len=8, random_range_ratio=1.0), "must be in \\[0, 1\\)"),
+        (BenchFlags(request_rate=0.0), "--request-rate: must be > 0"),
+        (BenchFlags(max_concurrency=0), "--max-concurrency: must be a whole number >= 1"),
+    ]:
         with pytest.raises(UsageError, match=message):
             bench_overrides(flags, {})
     with pytest.raises(UsageError, match="slo.goodput: 'e2e:5'"):
@@ -144,13 +201,25 @@ def test_range_ratio_follows_vllm(tmp_path):
     # ceil(100 · 1.1) = ceil(110.00000000000001) = 111, in vLLM's float arithmetic too
     assert random_lengths(100, 0.1, 0, "x") == {"dist": "uniform", "min": 90, "max": 111}
     assert random_lengths(100, 0.25, 0, "x") == {"dist": "uniform", "min": 75, "max": 125}
-    assert random_lengths(3, 0.5, 1, "x") == {"dist": "uniform", "min": 1, "max": 5}     # floor(1.5), ceil(4.5)
+    assert random_lengths(3, 0.5, 1, "x") == {
+        "dist": "uniform",
+        "min": 1,
+        "max": 5,
+    }  # floor(1.5), ceil(4.5)
     with pytest.raises(UsageError, match="leaves --random-input-len 1 lengths down to 0"):
         random_lengths(1, 0.5, 0, "--random-input-len")
-    sets = bench_overrides(BenchFlags(random_input_len=100, random_output_len=10,
-                                      random_range_ratio='{"input": 0.25, "output": 0}'), {})
-    assert sets == ['workload.input_len={"dist": "uniform", "min": 75, "max": 125}',
-                    'workload.output_len={"dist": "fixed", "value": 10}']
+    sets = bench_overrides(
+        BenchFlags(
+            random_input_len=100,
+            random_output_len=10,
+            random_range_ratio='{"input": 0.25, "output": 0}',
+        ),
+        {},
+    )
+    assert sets == [
+        'workload.input_len={"dist": "uniform", "min": 75, "max": 125}',
+        'workload.output_len={"dist": "fixed", "value": 10}',
+    ]
     assert parse_goodput(["e2el:3000"]) == {"e2el": 3000.0}
 
 

@@ -17,16 +17,34 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from demo_run import DEMO_CONFIG, REPO
 
+from demo_run import DEMO_CONFIG, REPO
 from harness.cli import main as cli
 from harness.report.rows import fmt
 from harness.results.reader import load_run
 
 CAP, N, RATE = 3, 12, 40.0
-FLAGS = ["--request-rate", str(RATE), "--max-concurrency", str(CAP), "--num-prompts", str(N),
-         "--random-input-len", "24", "--random-output-len", "6", "--random-range-ratio", "0.5", "--seed", "3",
-         "--goodput", "ttft:3000", "tpot:400", "--metric-percentiles", "50,99"]
+FLAGS = [
+    "--request-rate",
+    str(RATE),
+    "--max-concurrency",
+    str(CAP),
+    "--num-prompts",
+    str(N),
+    "--random-input-len",
+    "24",
+    "--random-output-len",
+    "6",
+    "--random-range-ratio",
+    "0.5",
+    "--seed",
+    "3",
+    "--goodput",
+    "ttft:3000",
+    "tpot:400",
+    "--metric-percentiles",
+    "50,99",
+]
 
 
 def _spec_file(tmp_path):
@@ -43,8 +61,20 @@ def _spec_file(tmp_path):
 def bench_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("bench")
     run_dir, out = root / "run", root / "out"
-    cmd = [sys.executable, "-m", "harness.cli", "run", str(_spec_file(root)), "--results-dir", str(run_dir),
-           *FLAGS, "--save-result", "--save-detailed", "--result-dir", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "harness.cli",
+        "run",
+        str(_spec_file(root)),
+        "--results-dir",
+        str(run_dir),
+        *FLAGS,
+        "--save-result",
+        "--save-detailed",
+        "--result-dir",
+        str(out),
+    ]
     p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert p.returncode in (0, 1), p.stderr[-4000:]
     files = sorted(out.glob("*.json"))
@@ -65,8 +95,15 @@ def test_the_flags_are_the_runs_spec(bench_run):
     spec = yaml.safe_load((bench_run["run_dir"] / "spec.yaml").read_text())
     w = spec["workload"]
     assert (w["rate_rps"], w["max_concurrency"], w["num_requests"], w["seed"]) == (RATE, CAP, N, 3)
-    assert w["input_len"] == {"dist": "uniform", "min": 12, "max": 36, "value": None, "mean": None, "std": None,
-                              "sigma": None}
+    assert w["input_len"] == {
+        "dist": "uniform",
+        "min": 12,
+        "max": 36,
+        "value": None,
+        "mean": None,
+        "std": None,
+        "sigma": None,
+    }
     assert (w["output_len"]["min"], w["output_len"]["max"]) == (3, 9)
     assert spec["slo"]["goodput"] == {"ttft": 3000.0, "tpot": 400.0}
     assert spec["run"]["metric_percentiles"] == [50.0, 99.0]
@@ -92,11 +129,13 @@ def test_summary_carries_ttft_from_the_arrival_and_from_the_send(bench_run):
     s = json.loads((bench_run["run_dir"] / "summary.json").read_text())
     req = _requests(bench_run["run_dir"])
     first, sent, arrival = req["first_token_s"].to_numpy(), _sent(req), req["arrival_s"].to_numpy()
-    assert s["metrics"]["p99_ttft_ms"] == pytest.approx(np.percentile(first - arrival, 99) * 1e3, rel=1e-9)
+    assert s["metrics"]["p99_ttft_ms"] == pytest.approx(
+        np.percentile(first - arrival, 99) * 1e3, rel=1e-9
+    )
     send = s["metrics_from_send"]
     assert send["p99_ttft_ms"] == pytest.approx(np.percentile(first - sent, 99) * 1e3, rel=1e-9)
     assert send["mean_client_queue_ms"] == pytest.approx(np.mean(sent - arrival) * 1e3, rel=1e-9)
-    assert send["p99_ttft_ms"] < s["metrics"]["p99_ttft_ms"]       # the client-side wait is in ours only
+    assert send["p99_ttft_ms"] < s["metrics"]["p99_ttft_ms"]  # the client-side wait is in ours only
 
 
 def test_result_file_is_vllms_and_equals_the_runs_numbers(bench_run):
@@ -104,20 +143,41 @@ def test_result_file_is_vllms_and_equals_the_runs_numbers(bench_run):
     s = json.loads((run_dir / "summary.json").read_text())
     m, send = s["metrics"], s["metrics_from_send"]
     f = json.loads(path.read_text())
-    assert path.name == f"{s['name']}-{RATE}qps-concurrency{CAP}-tiny-{f['date']}.json"   # vLLM's default name
-    assert (f["request_rate"], f["max_concurrency"], f["burstiness"], f["num_prompts"]) == (RATE, CAP, 1.0, N)
-    for key in ("completed", "total_input_tokens", "total_output_tokens", "request_throughput",
-                "output_throughput", "total_token_throughput", "max_output_tokens_per_s", "max_concurrent_requests",
-                "mean_tpot_ms", "p99_tpot_ms", "median_itl_ms", "p99_itl_ms"):
+    # vLLM's default name
+    assert path.name == f"{s['name']}-{RATE}qps-concurrency{CAP}-tiny-{f['date']}.json"
+    assert (f["request_rate"], f["max_concurrency"], f["burstiness"], f["num_prompts"]) == (
+        RATE,
+        CAP,
+        1.0,
+        N,
+    )
+    for key in (
+        "completed",
+        "total_input_tokens",
+        "total_output_tokens",
+        "request_throughput",
+        "output_throughput",
+        "total_token_throughput",
+        "max_output_tokens_per_s",
+        "max_concurrent_requests",
+        "mean_tpot_ms",
+        "p99_tpot_ms",
+        "median_itl_ms",
+        "p99_itl_ms",
+    ):
         assert f[key] == pytest.approx(m[key], rel=1e-12), key
     assert f["duration"] == pytest.approx(m["duration_s"], rel=1e-12) and f["failed"] == 0
-    for stat in ("mean", "median", "p50", "p99"):      # vLLM's keys from the send; ours named apart
+    for stat in ("mean", "median", "p50", "p99"):  # vLLM's keys from the send; ours named apart
         assert f[f"{stat}_ttft_ms"] == pytest.approx(send[f"{stat}_ttft_ms"], rel=1e-12)
         assert f[f"{stat}_e2el_ms"] == pytest.approx(send[f"{stat}_e2el_ms"], rel=1e-12)
-        assert f[f"{stat}_ttft_including_client_queue_ms"] == pytest.approx(m[f"{stat}_ttft_ms"], rel=1e-12)
-        assert f[f"{stat}_e2el_including_client_queue_ms"] == pytest.approx(m[f"{stat}_e2el_ms"], rel=1e-12)
+        assert f[f"{stat}_ttft_including_client_queue_ms"] == pytest.approx(
+            m[f"{stat}_ttft_ms"], rel=1e-12
+        )
+        assert f[f"{stat}_e2el_including_client_queue_ms"] == pytest.approx(
+            m[f"{stat}_e2el_ms"], rel=1e-12
+        )
     assert f["request_goodput"] == pytest.approx(send["request_goodput"], rel=1e-12)
-    assert "p90_ttft_ms" not in f          # --metric-percentiles 50,99 only
+    assert "p90_ttft_ms" not in f  # --metric-percentiles 50,99 only
     req = _requests(run_dir)
     sent = _sent(req)
     assert f["ttfts"] == pytest.approx(list(req["first_token_s"] - sent), abs=1e-12)
@@ -129,19 +189,42 @@ def test_result_file_is_vllms_and_equals_the_runs_numbers(bench_run):
 
 def test_import_bench_of_the_file_reproduces_it(bench_run):
     imported = bench_run["root"] / "imported"
-    assert cli(["import-bench", str(bench_run["file"]), str(imported), "--config", str(DEMO_CONFIG),
-                "--goodput", "ttft:3000", "tpot:400"]) == 0
+    assert (
+        cli(
+            [
+                "import-bench",
+                str(bench_run["file"]),
+                str(imported),
+                "--config",
+                str(DEMO_CONFIG),
+                "--goodput",
+                "ttft:3000",
+                "tpot:400",
+            ]
+        )
+        == 0
+    )
     run = load_run(imported)
     assert run.summary["engine"]["unreproduced"] == []
     f = json.loads(bench_run["file"].read_text())
     m = run.summary["metrics"]
-    for key in ("completed", "request_throughput", "request_goodput", "p99_ttft_ms", "mean_e2el_ms", "p99_tpot_ms"):
+    for key in (
+        "completed",
+        "request_throughput",
+        "request_goodput",
+        "p99_ttft_ms",
+        "mean_e2el_ms",
+        "p99_tpot_ms",
+    ):
         assert math.isclose(m[key], f[key], rel_tol=1e-9), key
     assert run.summary["engine"]["max_concurrency"] == CAP
     ours = _requests(bench_run["run_dir"])
     back = run.requests.sort_values("request_id")
-    # the arrival comes back as the send minus the client queue: the schedule, held requests included
-    assert list(back["arrival_s"]) == pytest.approx(list(ours["arrival_s"] - ours["arrival_s"].min()), abs=1e-9)
+    # the arrival comes back as the send minus the client queue: the schedule, held requests
+    # included
+    assert list(back["arrival_s"]) == pytest.approx(
+        list(ours["arrival_s"] - ours["arrival_s"].min()), abs=1e-9
+    )
 
 
 def test_the_run_wrote_its_report(bench_run):
@@ -150,28 +233,44 @@ def test_the_run_wrote_its_report(bench_run):
     assert (run_dir / "report.html").stat().st_size > 0 and "p99" in md.lower()
     send = json.loads((run_dir / "summary.json").read_text())["metrics_from_send"]
     row = next(ln for ln in md.splitlines() if ln.startswith("| TTFT from the send |"))
-    assert row.split("|")[-2].strip() == fmt(send["p99_ttft_ms"])      # both origins in the latency table
+    # both origins in the latency table
+    assert row.split("|")[-2].strip() == fmt(send["p99_ttft_ms"])
     assert f"report: {run_dir / 'report.html'}" in bench_run["stderr"]
     assert f"vLLM result file: {bench_run['file']}" in bench_run["stderr"]
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--request-rate", "fast"], "argument --request-rate: invalid float value: 'fast'"),
-    (["--max-concurrency", "0"], "--max-concurrency: must be a whole number >= 1, got 0"),
-    (["--num-prompts", "30"], "--num-prompts 30 contradicts workload.num_requests: 24 in"),
-    (["--request-rate", "8"], "--request-rate 8 contradicts workload.rate_rps: 4 in"),
-    (["--goodput", "ttft"], "--goodput: 'ttft': the threshold must be a number of ms"),
-    (["--save-detailed"], "--save-detailed: applies to the result file; add --save-result"),
-    (["--result-dir", "x"], "--result-dir: applies to the result file; add --save-result"),
-    (["--save-result", "--find-capacity"], "--save-result: one file per run, and --find-capacity"),
-    (["--set", "workload.max_concurrency=2", "--set", "workload.arrival=closed", "--set", "workload.concurrency=2"],
-     "workload.max_concurrency: a closed loop's cap is workload.concurrency"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--request-rate", "fast"], "argument --request-rate: invalid float value: 'fast'"),
+        (["--max-concurrency", "0"], "--max-concurrency: must be a whole number >= 1, got 0"),
+        (["--num-prompts", "30"], "--num-prompts 30 contradicts workload.num_requests: 24 in"),
+        (["--request-rate", "8"], "--request-rate 8 contradicts workload.rate_rps: 4 in"),
+        (["--goodput", "ttft"], "--goodput: 'ttft': the threshold must be a number of ms"),
+        (["--save-detailed"], "--save-detailed: applies to the result file; add --save-result"),
+        (["--result-dir", "x"], "--result-dir: applies to the result file; add --save-result"),
+        (
+            ["--save-result", "--find-capacity"],
+            "--save-result: one file per run, and --find-capacity",
+        ),
+        (
+            [
+                "--set",
+                "workload.max_concurrency=2",
+                "--set",
+                "workload.arrival=closed",
+                "--set",
+                "workload.concurrency=2",
+            ],
+            "workload.max_concurrency: a closed loop's cap is workload.concurrency",
+        ),
+    ],
+)
 def test_bad_flags_are_one_line_and_exit_2_before_anything_starts(tmp_path, capsys, argv, message):
     run_dir = tmp_path / "run"
     try:
         rc = cli(["run", str(DEMO_CONFIG), "--results-dir", str(run_dir), *argv])
-    except SystemExit as e:          # argparse's own checks (a value of the wrong type)
+    except SystemExit as e:  # argparse's own checks (a value of the wrong type)
         rc = e.code
     assert rc == 2
     err = capsys.readouterr().err

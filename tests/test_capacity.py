@@ -11,8 +11,8 @@ def _search(x0, limit, integer=False, max_probes=12):
 
 def test_doubling_then_bisection_by_hand():
     hist = _search(1.0, 5.3)
-    assert [x for x, _ in hist[:4]] == [1.0, 2.0, 4.0, 8.0]          # doubling until 8 fails
-    assert [x for x, _ in hist[4:6]] == [6.0, 5.0]                    # bisection 4..8, then 4..6 -> 5
+    assert [x for x, _ in hist[:4]] == [1.0, 2.0, 4.0, 8.0]  # doubling until 8 fails
+    assert [x for x, _ in hist[4:6]] == [6.0, 5.0]  # bisection 4..8, then 4..6 -> 5
     assert 5.0 <= capacity(hist) <= 5.3 and len(hist) <= 12
 
 
@@ -44,14 +44,25 @@ def test_find_capacity_records_every_probe(tmp_path, monkeypatch, capsys):
         d = __import__("pathlib").Path(args.results_dir)
         d.mkdir(parents=True)
         ok = rate <= 11
-        (d / "summary.json").write_text(json.dumps({"complete": True, "verdict": "PASS" if ok else "FAIL",
-                                                     "slo": [], "metrics": {"request_throughput": rate}}))
+        (d / "summary.json").write_text(
+            json.dumps(
+                {
+                    "complete": True,
+                    "verdict": "PASS" if ok else "FAIL",
+                    "slo": [],
+                    "metrics": {"request_throughput": rate},
+                }
+            )
+        )
         return 0 if ok else 1
 
     monkeypatch.setattr(run_cmd, "launch", fake_launch)
     out = tmp_path / "cap"
     from demo_run import DEMO_CONFIG
-    rc = main(["run", str(DEMO_CONFIG), "--find-capacity", "--probes", "6", "--results-dir", str(out)])
+
+    rc = main(
+        ["run", str(DEMO_CONFIG), "--find-capacity", "--probes", "6", "--results-dir", str(out)]
+    )
     assert rc == 0
     assert seen == [4.0, 8.0, 16.0, 12.0, 10.0, 11.0]
     doc = json.loads((out / "capacity.json").read_text())
@@ -61,7 +72,8 @@ def test_find_capacity_records_every_probe(tmp_path, monkeypatch, capsys):
 
 
 def test_a_failed_probe_is_recorded_and_ends_the_search_with_exit_3(tmp_path):
-    """A real probe that times out (run.timeout_s=1): capacity.json names it failed, with its reason,
+    """A real probe that times out (run.timeout_s=1): capacity.json names it failed, with its
+    reason,
     and the search stops there with exit 3 (not 2: the input was fine)."""
     import json
     import subprocess
@@ -70,9 +82,26 @@ def test_a_failed_probe_is_recorded_and_ends_the_search_with_exit_3(tmp_path):
     from demo_run import DEMO_CONFIG, REPO
 
     out = tmp_path / "cap"
-    p = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(DEMO_CONFIG), "--find-capacity", "--probes",
-                        "4", "--results-dir", str(out), "--set", "run.timeout_s=1"],
-                       cwd=REPO, capture_output=True, text=True, timeout=240)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "harness.cli",
+            "run",
+            str(DEMO_CONFIG),
+            "--find-capacity",
+            "--probes",
+            "4",
+            "--results-dir",
+            str(out),
+            "--set",
+            "run.timeout_s=1",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert p.returncode == 3, p.stderr[-3000:]
     doc = json.loads((out / "capacity.json").read_text())
     assert doc["done"] is False and doc["capacity"] is None and len(doc["probes"]) == 1

@@ -1,4 +1,5 @@
-"""verify-claims: the seed report, two more reports in its format, claims YAML, --results, bad input."""
+"""verify-claims: the seed report, two more reports in its format, claims YAML, --results, bad
+input."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_SEED = ROOT.parent / "shared" / "seed" / "000_caabd6ac8876f5cc.txt"
 CFG_70B = ROOT / "configs" / "llama3-70b-tp2-pp4-h100.yaml"
 
-# The seed report (../shared/seed/000_caabd6ac8876f5cc.txt), verbatim: a clean clone has no ../shared.
+# The seed report (../shared/seed/000_caabd6ac8876f5cc.txt), verbatim: a clean clone has no
+# ../shared.
 SEED_TEXT = """# Nodes to Modify - Parallel Strategy Verification
 
 ## Verification Results Summary
@@ -181,7 +183,9 @@ def seed(tmp_path) -> Path:
 
 def test_embedded_seed_is_the_shared_one():
     if not SHARED_SEED.exists():
-        pytest.skip("no ../shared/seed next to this checkout (a clean clone); the embedded copy is used")
+        pytest.skip(
+            "no ../shared/seed next to this checkout (a clean clone); the embedded copy is used"
+        )
     assert SHARED_SEED.read_text() == SEED_TEXT
 
 
@@ -210,6 +214,7 @@ def _run_cli(argv, capsys) -> tuple[int, str, str]:
 
 # ---------------------------------------------------------------- numbers and the seed
 
+
 def test_number_and_half_unit():
     assert number("35") == (35, 0.5)
     assert number("43.75") == (43.75, 0.005)
@@ -233,7 +238,7 @@ def test_seed_exact_verdict_per_claim(seed):
     assert mpg.expected == pytest.approx(18.164105216) and mpg.unit_slip == "÷tp"
     assert "KV cache comes on top" in mpg.reason
     util = v[("memory_utilization_pct", None)]
-    assert util.expected == pytest.approx(100 * 18_164_105_216 / int(79.6 * 2**30))      # 21.25 %
+    assert util.expected == pytest.approx(100 * 18_164_105_216 / int(79.6 * 2**30))  # 21.25 %
     assert util.unit_slip == "÷tp"
     eps = v[("memory_balance_epsilon", None)]
     assert eps.expected == pytest.approx(0.0297838, abs=1e-7) and eps.unit_slip is None
@@ -247,7 +252,11 @@ def test_seed_exact_verdict_per_claim(seed):
     assert pp.expected == 16_384 and pp.unit_slip == "x1024"
     assert v[("tp_group_gpus", 2)].expected == [4, 5]
     assert "no workload" in v[("throughput_rps", None)].reason
-    assert all(x.source == "predicted" for x in rep.claims if x.verdict != "UNVERIFIED" and x.id != "gpu_allocation_pct")
+    assert all(
+        x.source == "predicted"
+        for x in rep.claims
+        if x.verdict != "UNVERIFIED" and x.id != "gpu_allocation_pct"
+    )
 
 
 def test_seed_cli_json_exit_1(capsys, seed):
@@ -255,15 +264,30 @@ def test_seed_cli_json_exit_1(capsys, seed):
     assert rc == 1
     d = json.loads(out)
     assert {"claims", "model", "layout", "hardware"} <= set(d)
-    assert set(d["claims"][0]) >= {"id", "text", "claimed", "expected", "verdict", "reason", "source"}
-    assert d["model"]["name"] == "llama3-70b" and d["layout"]["tp"] == 2 and d["hardware"]["gpu"] == "H100-SXM-80GB"
+    assert set(d["claims"][0]) >= {
+        "id",
+        "text",
+        "claimed",
+        "expected",
+        "verdict",
+        "reason",
+        "source",
+    }
+    assert (
+        d["model"]["name"] == "llama3-70b"
+        and d["layout"]["tp"] == 2
+        and d["hardware"]["gpu"] == "H100-SXM-80GB"
+    )
 
 
 def test_seed_with_config_states_the_workload(tmp_path, seed):
     rep = verify(load_claims(seed), str(CFG_70B))
     v = _verdicts(rep)
     bound = plan(load_spec(CFG_70B)).bounds.rps_bound
-    assert v[("throughput_rps", None)].verdict == "UNVERIFIED" and f"{bound:.3g} RPS" in v[("throughput_rps", None)].reason
+    assert (
+        v[("throughput_rps", None)].verdict == "UNVERIFIED"
+        and f"{bound:.3g} RPS" in v[("throughput_rps", None)].reason
+    )
     assert rep.workload_stated
     # a config that pins 8 micro-batches in flight makes the bubble checkable: (4-1)/(8+4-1)
     cfg = _config(tmp_path, run={"micro_batches": 8})
@@ -276,7 +300,9 @@ def test_seed_with_config_states_the_workload(tmp_path, seed):
     assert slow < 8.5 and t.verdict == "REFUTED" and t.expected == pytest.approx(slow)
 
 
-# ---------------------------------------------------------------- other reports of the seed's format
+# ---------------------------------------------------------------- other reports of the seed's
+# format
+
 
 def test_report_llama3_8b_tp1_pp2_dp4_on_a100(tmp_path):
     rep = verify(load_claims(_write(tmp_path, "r8b.md", REPORT_8B)))
@@ -284,20 +310,25 @@ def test_report_llama3_8b_tp1_pp2_dp4_on_a100(tmp_path):
     v = _verdicts(rep)
     got = {k: x.verdict for k, x in v.items()}
     assert got == {
-        ("total_gpus", None): "CONFIRMED", ("gpu_memory_gb", None): "CONFIRMED",
+        ("total_gpus", None): "CONFIRMED",
+        ("gpu_memory_gb", None): "CONFIRMED",
         ("gpu_allocation_pct", None): "CONFIRMED",
-        ("model_memory_gb", None): "CONFIRMED",          # 8,030,261,248 x 2 B = 16.06 GB
-        ("memory_per_gpu_gb", None): "CONFIRMED",        # 4,015,132,672 x 2 B = 8.03 GB
-        ("memory_utilization_pct", None): "CONFIRMED",   # 8.03 GB / 85.9 GB = 9.35 %
-        ("memory_balance_epsilon", None): "CONFIRMED",   # 5e-7
-        ("throughput_rps", None): "UNVERIFIED", ("gpu_utilization_pct", None): "UNVERIFIED",
+        ("model_memory_gb", None): "CONFIRMED",  # 8,030,261,248 x 2 B = 16.06 GB
+        ("memory_per_gpu_gb", None): "CONFIRMED",  # 4,015,132,672 x 2 B = 8.03 GB
+        ("memory_utilization_pct", None): "CONFIRMED",  # 8.03 GB / 85.9 GB = 9.35 %
+        ("memory_balance_epsilon", None): "CONFIRMED",  # 5e-7
+        ("throughput_rps", None): "UNVERIFIED",
+        ("gpu_utilization_pct", None): "UNVERIFIED",
         ("bubble_ratio", None): "UNVERIFIED",
-        ("tp_group_gpus", 0): "CONFIRMED", ("tp_group_gpus", 1): "CONFIRMED",
-        ("tp_group_gpus", 2): "REFUTED",                 # GPU 2 is replica 1's stage 0
-        ("stage_layers", 0): "CONFIRMED", ("stage_memory_gb", 0): "CONFIRMED",
-        ("stage_layers", 1): "REFUTED", ("stage_memory_gb", 1): "CONFIRMED",
-        ("tp_allreduce_bytes_per_layer", None): "CONFIRMED",   # tp = 1: none
-        ("pp_sendrecv_bytes_per_stage", None): "CONFIRMED",    # 8 KB ~ 8,192 B within half a KB
+        ("tp_group_gpus", 0): "CONFIRMED",
+        ("tp_group_gpus", 1): "CONFIRMED",
+        ("tp_group_gpus", 2): "REFUTED",  # GPU 2 is replica 1's stage 0
+        ("stage_layers", 0): "CONFIRMED",
+        ("stage_memory_gb", 0): "CONFIRMED",
+        ("stage_layers", 1): "REFUTED",
+        ("stage_memory_gb", 1): "CONFIRMED",
+        ("tp_allreduce_bytes_per_layer", None): "CONFIRMED",  # tp = 1: none
+        ("pp_sendrecv_bytes_per_stage", None): "CONFIRMED",  # 8 KB ~ 8,192 B within half a KB
     }
     assert v[("model_memory_gb", None)].expected == pytest.approx(8_030_261_248 * 2 / 1e9)
     assert v[("memory_per_gpu_gb", None)].expected == pytest.approx(4_015_132_672 * 2 / 1e9)
@@ -310,26 +341,33 @@ def test_report_405b_two_nodes_of_h200(tmp_path):
     rep = verify(load_claims(_write(tmp_path, "r405.md", REPORT_405B)))
     assert rep.hardware == {"gpu": "H200-SXM-141GB", "nodes": 2, "gpus_per_node": 8}
     v = _verdicts(rep)
-    stage0 = 63 * (3_187_703_808 - 32768) // 8 + 63 * 32768 + 128256 * 16384 // 8         # per GPU
+    stage0 = 63 * (3_187_703_808 - 32768) // 8 + 63 * 32768 + 128256 * 16384 // 8  # per GPU
     assert stage0 == 25_367_642_112
     assert v[("memory_per_gpu_gb", None)].verdict == "CONFIRMED"
     assert v[("memory_per_gpu_gb", None)].expected == pytest.approx((stage0 + 16384) * 2 / 1e9)
-    assert v[("model_memory_gb", None)].verdict == "CONFIRMED"            # 810 vs 811.7 GB
-    assert v[("stage_memory_gb", 0)].verdict == "CONFIRMED"               # 8 x 50.74 GB = 405.9
+    assert v[("model_memory_gb", None)].verdict == "CONFIRMED"  # 810 vs 811.7 GB
+    assert v[("stage_memory_gb", 0)].verdict == "CONFIRMED"  # 8 x 50.74 GB = 405.9
     s1 = v[("stage_memory_gb", 1)]
-    assert s1.verdict == "REFUTED" and s1.unit_slip == "xtp"             # one GPU's share, not the stage's
-    ar = v[("tp_allreduce_bytes_per_layer", None)]        # 64 KB holds when KB is read as KiB: 65,536 B
+    assert s1.verdict == "REFUTED" and s1.unit_slip == "xtp"  # one GPU's share, not the stage's
+    ar = v[("tp_allreduce_bytes_per_layer", None)]  # 64 KB holds when KB is read as KiB: 65,536 B
     assert ar.verdict == "CONFIRMED" and ar.expected == 65_536 and ar.claimed == 65_536
     assert ar.reading == "binary, 1 KB = 1 KiB = 2^10 B" and "reading: binary" in ar.reason
     assert v[("pp_sendrecv_bytes_per_stage", None)].verdict == "CONFIRMED"
-    assert v[("tp_group_gpus", 1)].verdict == "CONFIRMED" and v[("stage_layers", 1)].verdict == "CONFIRMED"
+    assert (
+        v[("tp_group_gpus", 1)].verdict == "CONFIRMED"
+        and v[("stage_layers", 1)].verdict == "CONFIRMED"
+    )
     assert v[("throughput_rps", None)].verdict == "UNVERIFIED"
 
 
 def test_405b_throughput_above_the_bound_is_refuted_with_a_config(tmp_path):
-    cfg = _config(tmp_path, model={"preset": "llama3.1-405b"},
-                  cluster={"gpu": "H200-SXM-141GB", "nodes": 2, "gpus_per_node": 8},
-                  parallel={"tp": 8, "pp": 2, "dp": 1, "layer_split": None}, slo={"targets": []})
+    cfg = _config(
+        tmp_path,
+        model={"preset": "llama3.1-405b"},
+        cluster={"gpu": "H200-SXM-141GB", "nodes": 2, "gpus_per_node": 8},
+        parallel={"tp": 8, "pp": 2, "dp": 1, "layer_split": None},
+        slo={"targets": []},
+    )
     rep = verify(load_claims(_write(tmp_path, "r405.md", REPORT_405B)), str(cfg))
     t = _verdicts(rep)[("throughput_rps", None)]
     bound = plan(load_spec(cfg)).bounds.rps_bound
@@ -361,7 +399,10 @@ def test_claims_yaml_all_right(tmp_path, capsys):
     p = _write(tmp_path, "claims.yaml", CLAIMS_YAML)
     rep = verify(load_claims(p))
     v = _verdicts(rep)
-    assert v[("stage_memory_gb", 3)].verdict == "CONFIRMED" and v[("tp_group_gpus", 1)].verdict == "CONFIRMED"
+    assert (
+        v[("stage_memory_gb", 3)].verdict == "CONFIRMED"
+        and v[("tp_group_gpus", 1)].verdict == "CONFIRMED"
+    )
     assert v[("throughput_rps", None)].verdict == "UNVERIFIED"
     assert [x.verdict for x in rep.claims].count("CONFIRMED") == len(rep.claims) - 1
     rc, out, _ = _run_cli(["verify-claims", str(p)], capsys)
@@ -370,25 +411,40 @@ def test_claims_yaml_all_right(tmp_path, capsys):
 
 def test_claims_yaml_with_its_own_config(tmp_path, capsys):
     cfg = _config(tmp_path)
-    p = _write(tmp_path, "claims.yaml", "config: spec.yaml\nclaims:\n  throughput_rps: 1000\n  bubble_ratio: 0.05\n")
+    p = _write(
+        tmp_path,
+        "claims.yaml",
+        "config: spec.yaml\nclaims:\n  throughput_rps: 1000\n  bubble_ratio: 0.05\n",
+    )
     rc, out, _ = _run_cli(["verify-claims", str(p), "--json"], capsys)
     d = json.loads(out)
     assert rc == 1 and d["workload_stated"] is True
     t = next(c for c in d["claims"] if c["id"] == "throughput_rps")
-    assert t["verdict"] == "REFUTED" and t["expected"] == pytest.approx(plan(load_spec(cfg)).bounds.rps_bound)
+    assert t["verdict"] == "REFUTED" and t["expected"] == pytest.approx(
+        plan(load_spec(cfg)).bounds.rps_bound
+    )
 
 
-@pytest.mark.parametrize("text, needle", [
-    ("claims:\n  foo_gb: 1\n", "claims.foo_gb: unknown claim id"),
-    ("claims: {}\n", "claims: give a mapping"),
-    ("claims:\n  total_gpus: [1, 2\n", "is not valid YAML"),
-    ("model: llama3-70b\nhardware: 8x H100\nstrategy: TP2-PP4-DP1\nclaims:\n  stage_layers: 20\n",
-     "claims.stage_layers: give a list"),
-    ("model: llama3-70b\nhardware: 8x H100\nstrategy: TP3-PP4-DP1\nclaims:\n  total_gpus: 12\n",
-     "cannot run llama3-70b"),
-    ("hardware: 8x H100\nstrategy: TP2-PP4-DP1\nclaims:\n  total_gpus: 8\n", "names no model"),
-    ("whatever: 1\nclaims:\n  total_gpus: 8\n", "whatever: unknown key"),
-])
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ("claims:\n  foo_gb: 1\n", "claims.foo_gb: unknown claim id"),
+        ("claims: {}\n", "claims: give a mapping"),
+        ("claims:\n  total_gpus: [1, 2\n", "is not valid YAML"),
+        (
+            "model: llama3-70b\nhardware: 8x H100\nstrategy: TP2-PP4-DP1\nclaims:\n  stage_layers: "
+            "20\n",
+            "claims.stage_layers: give a list",
+        ),
+        (
+            "model: llama3-70b\nhardware: 8x H100\nstrategy: TP3-PP4-DP1\nclaims:\n  total_gpus: "
+            "12\n",
+            "cannot run llama3-70b",
+        ),
+        ("hardware: 8x H100\nstrategy: TP2-PP4-DP1\nclaims:\n  total_gpus: 8\n", "names no model"),
+        ("whatever: 1\nclaims:\n  total_gpus: 8\n", "whatever: unknown key"),
+    ],
+)
 def test_bad_claims_yaml_exit_2_one_line(tmp_path, capsys, text, needle):
     p = _write(tmp_path, "claims.yaml", text)
     rc, out, err = _run_cli(["verify-claims", str(p)], capsys)
@@ -407,27 +463,65 @@ def test_report_without_claims_or_missing_exit_2(tmp_path, capsys):
 def test_bad_report_as_subprocess_no_traceback(tmp_path, seed):
     p = _write(tmp_path, "notes.txt", "Just prose.\n")
     exe = Path(sys.executable).parent / "harness"
-    r = subprocess.run([str(exe), "verify-claims", str(p)], capture_output=True, text=True, timeout=60)
-    assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
-    r = subprocess.run([str(exe), "verify-claims", str(seed), "--json"], capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [str(exe), "verify-claims", str(p)], capture_output=True, text=True, timeout=60
+    )
+    assert (
+        r.returncode == 2
+        and "Traceback" not in r.stderr
+        and len(r.stderr.strip().splitlines()) == 1
+    )
+    r = subprocess.run(
+        [str(exe), "verify-claims", str(seed), "--json"], capture_output=True, text=True, timeout=60
+    )
     assert r.returncode == 1 and json.loads(r.stdout)["claims"]
 
 
 # ---------------------------------------------------------------- --results
 
+
 def _summary(tmp_path: Path, name: str, **over) -> Path:
     d = tmp_path / name
     d.mkdir()
-    s = {"schema_version": 1, "complete": True,
-         "hardware": {"gpu": "H100-SXM-80GB", "gpu_name": "NVIDIA H100 80GB HBM3", "total_gpus": 8, "nodes": 1},
-         "layout": {"tp": 2, "pp": 4, "dp": 1},
-         "predicted": {"model": {"name": "llama3-70b"}, "dtype": "bf16"},
-         "measured": {"throughput_rps": 9.1, "gpu_utilization_pct": 71.0, "bubble_ratio": 0.06,
-                      "nvlink_utilization_pct": None, "memory_per_gpu_gb": 18.164, "memory_balance_epsilon": 0.0298,
-                      "tp_allreduce_bytes_per_layer": 32768.0, "pp_sendrecv_bytes_per_stage": 16384.0,
-                      "stage_memory_gb": [36.33, 34.23, 34.23, 36.33], "model_memory_gb": 141.1, "total_gpus": 8},
-         "slo": [{"target": "ttft_p99_ms <= 2000", "measured": 1700.0, "passed": True, "margin_pct": 15.0},
-                 {"target": "tpot_p99_ms <= 200", "measured": 172.5, "passed": True, "margin_pct": 13.75}]}
+    s = {
+        "schema_version": 1,
+        "complete": True,
+        "hardware": {
+            "gpu": "H100-SXM-80GB",
+            "gpu_name": "NVIDIA H100 80GB HBM3",
+            "total_gpus": 8,
+            "nodes": 1,
+        },
+        "layout": {"tp": 2, "pp": 4, "dp": 1},
+        "predicted": {"model": {"name": "llama3-70b"}, "dtype": "bf16"},
+        "measured": {
+            "throughput_rps": 9.1,
+            "gpu_utilization_pct": 71.0,
+            "bubble_ratio": 0.06,
+            "nvlink_utilization_pct": None,
+            "memory_per_gpu_gb": 18.164,
+            "memory_balance_epsilon": 0.0298,
+            "tp_allreduce_bytes_per_layer": 32768.0,
+            "pp_sendrecv_bytes_per_stage": 16384.0,
+            "stage_memory_gb": [36.33, 34.23, 34.23, 36.33],
+            "model_memory_gb": 141.1,
+            "total_gpus": 8,
+        },
+        "slo": [
+            {
+                "target": "ttft_p99_ms <= 2000",
+                "measured": 1700.0,
+                "passed": True,
+                "margin_pct": 15.0,
+            },
+            {
+                "target": "tpot_p99_ms <= 200",
+                "measured": 172.5,
+                "passed": True,
+                "margin_pct": 13.75,
+            },
+        ],
+    }
     for k, v in over.items():
         if isinstance(v, dict) and isinstance(s.get(k), dict):
             s[k] = {**s[k], **v}
@@ -440,29 +534,51 @@ def _summary(tmp_path: Path, name: str, **over) -> Path:
 def test_results_on_matching_hardware_replace_predictions(tmp_path, seed):
     run = _summary(tmp_path, "h100")
     v = _verdicts(verify(load_claims(seed), None, str(run)))
-    assert (v[("throughput_rps", None)].verdict, v[("throughput_rps", None)].source) == ("CONFIRMED", "measured")
-    assert (v[("gpu_utilization_pct", None)].verdict, v[("gpu_utilization_pct", None)].source) == ("CONFIRMED",
-                                                                                                    "measured")
+    assert (v[("throughput_rps", None)].verdict, v[("throughput_rps", None)].source) == (
+        "CONFIRMED",
+        "measured",
+    )
+    assert (v[("gpu_utilization_pct", None)].verdict, v[("gpu_utilization_pct", None)].source) == (
+        "CONFIRMED",
+        "measured",
+    )
     bub = v[("bubble_ratio", None)]
     assert bub.verdict == "REFUTED" and bub.source == "measured" and bub.expected == 0.06
     assert v[("nvlink_utilization_pct", None)].verdict == "UNVERIFIED"
     assert "did not measure" in v[("nvlink_utilization_pct", None)].reason
     mpg = v[("memory_per_gpu_gb", None)]
     assert mpg.verdict == "REFUTED" and mpg.source == "measured" and mpg.unit_slip == "÷tp"
-    assert v[("stage_memory_gb", 1)].source == "measured" and v[("stage_memory_gb", 1)].expected == 34.23
-    assert v[("slo_margin_pct", None)].verdict == "CONFIRMED" and v[("latency_slos_met", None)].verdict == "CONFIRMED"
+    assert (
+        v[("stage_memory_gb", 1)].source == "measured"
+        and v[("stage_memory_gb", 1)].expected == 34.23
+    )
+    assert (
+        v[("slo_margin_pct", None)].verdict == "CONFIRMED"
+        and v[("latency_slos_met", None)].verdict == "CONFIRMED"
+    )
     assert v[("stage_layers", 0)].source == "predicted"
 
 
 def test_results_from_a_cpu_run_do_not_confirm_hardware_claims(tmp_path, capsys, seed):
-    run = _summary(tmp_path, "cpu", hardware={"gpu": "cpu", "gpu_name": "cpu", "total_gpus": 8, "nodes": 1},
-                   predicted={"model": {"name": "tiny"}, "dtype": "fp32"},
-                   measured={"throughput_rps": 3.9, "tp_allreduce_bytes_per_layer": 512.0,
-                             "memory_per_gpu_gb": 0.00018, "bubble_ratio": 0.3})
+    run = _summary(
+        tmp_path,
+        "cpu",
+        hardware={"gpu": "cpu", "gpu_name": "cpu", "total_gpus": 8, "nodes": 1},
+        predicted={"model": {"name": "tiny"}, "dtype": "fp32"},
+        measured={
+            "throughput_rps": 3.9,
+            "tp_allreduce_bytes_per_layer": 512.0,
+            "memory_per_gpu_gb": 0.00018,
+            "bubble_ratio": 0.3,
+        },
+    )
     rep = verify(load_claims(seed), None, str(run))
     v = _verdicts(rep)
     t = v[("throughput_rps", None)]
-    assert t.verdict == "UNVERIFIED" and "run on cpu (8 ranks); claims are for 8x H100-SXM-80GB" in t.reason
+    assert (
+        t.verdict == "UNVERIFIED"
+        and "run on cpu (8 ranks); claims are for 8x H100-SXM-80GB" in t.reason
+    )
     assert v[("bubble_ratio", None)].verdict == "UNVERIFIED"
     ar = v[("tp_allreduce_bytes_per_layer", None)]
     assert (ar.verdict, ar.source, ar.expected) == ("REFUTED", "predicted", 32_768)
@@ -474,7 +590,9 @@ def test_results_from_a_cpu_run_do_not_confirm_hardware_claims(tmp_path, capsys,
 
 def test_results_on_other_hardware_still_give_model_facts(tmp_path, seed):
     # the same model run on CPU ranks: bytes per all-reduce per token do not depend on the hardware
-    run = _summary(tmp_path, "cpu70b", hardware={"gpu": "cpu", "gpu_name": "cpu", "total_gpus": 8, "nodes": 1})
+    run = _summary(
+        tmp_path, "cpu70b", hardware={"gpu": "cpu", "gpu_name": "cpu", "total_gpus": 8, "nodes": 1}
+    )
     v = _verdicts(verify(load_claims(seed), None, str(run)))
     ar = v[("tp_allreduce_bytes_per_layer", None)]
     assert (ar.verdict, ar.source, ar.expected) == ("REFUTED", "measured", 32768.0)
@@ -490,12 +608,18 @@ def test_incomplete_run_gives_no_rates(tmp_path, seed):
     assert v[("memory_per_gpu_gb", None)].source == "measured"
 
 
-@pytest.mark.parametrize("content, needle", [
-    (None, "not found"),
-    ("{not json", "not readable JSON"),
-    (json.dumps({"schema_version": 2, "complete": True, "hardware": {}, "measured": {}}), "schema_version 2 unknown"),
-    (json.dumps({"schema_version": 1, "hardware": {}}), "lacks complete/hardware/measured"),
-])
+@pytest.mark.parametrize(
+    "content, needle",
+    [
+        (None, "not found"),
+        ("{not json", "not readable JSON"),
+        (
+            json.dumps({"schema_version": 2, "complete": True, "hardware": {}, "measured": {}}),
+            "schema_version 2 unknown",
+        ),
+        (json.dumps({"schema_version": 1, "hardware": {}}), "lacks complete/hardware/measured"),
+    ],
+)
 def test_bad_results_exit_2(tmp_path, capsys, content, needle, seed):
     d = tmp_path / "run"
     d.mkdir()
@@ -516,9 +640,14 @@ def test_format_variants_of_the_same_claims(tmp_path):
     doc = load_claims(_write(tmp_path, "variants.md", text))
     assert doc.model == "llama3-70b" and doc.dtype == "bf16"
     v = _verdicts(verify(doc))
-    assert v[("tp_group_gpus", 1)].claimed == [2, 3] and v[("tp_group_gpus", 1)].verdict == "CONFIRMED"
-    assert v[("stage_memory_gb", 2)].verdict == "CONFIRMED" and v[("stage_layers", 2)].verdict == "CONFIRMED"
-    mpg = v[("memory_per_gpu_gb", None)]                   # 16.9 GiB = 18.15 GB vs 18.16 GB
+    assert (
+        v[("tp_group_gpus", 1)].claimed == [2, 3] and v[("tp_group_gpus", 1)].verdict == "CONFIRMED"
+    )
+    assert (
+        v[("stage_memory_gb", 2)].verdict == "CONFIRMED"
+        and v[("stage_layers", 2)].verdict == "CONFIRMED"
+    )
+    mpg = v[("memory_per_gpu_gb", None)]  # 16.9 GiB = 18.15 GB vs 18.16 GB
     assert mpg.claimed == pytest.approx(16.9 * 2**30 / 1e9) and mpg.verdict == "CONFIRMED"
     assert v[("bubble_ratio", None)].claimed == pytest.approx(0.05)
     ar = v[("tp_allreduce_bytes_per_layer", None)]

@@ -4,19 +4,25 @@ import subprocess
 import sys
 
 from demo_run import REPO
-
 from harness.cli import main
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "harness.cli", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "harness.cli", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_bad_run_input_is_one_line_exit_2_and_writes_nothing(tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text("model: {preset: tiny, dtype: fp32}\ncluster: {gpu: cpu, gpus_per_node: 8}\n"
-                   "parallel: {tp: 3, pp: 1}\n")
+    bad.write_text(
+        "model: {preset: tiny, dtype: fp32}\ncluster: {gpu: cpu, gpus_per_node: 8}\n"
+        "parallel: {tp: 3, pp: 1}\n"
+    )
     out = tmp_path / "run"
     p = _cli("run", str(bad), "--results-dir", str(out))
     assert p.returncode == 2
@@ -27,13 +33,18 @@ def test_bad_run_input_is_one_line_exit_2_and_writes_nothing(tmp_path):
 
 def test_a_results_dir_holding_a_run_is_refused_and_kept(tmp_path, capsys):
     (tmp_path / "summary.json").write_text('{"complete": true}')
-    assert main(["run", str(REPO / "configs/tiny-tp2-pp4-cpu.yaml"), "--results-dir", str(tmp_path)]) == 2
+    assert (
+        main(["run", str(REPO / "configs/tiny-tp2-pp4-cpu.yaml"), "--results-dir", str(tmp_path)])
+        == 2
+    )
     assert "already holds a run" in capsys.readouterr().err
     assert (tmp_path / "summary.json").read_text() == '{"complete": true}'
 
 
 def test_bad_override_and_unknown_flag(capsys):
-    assert main(["run", str(REPO / "configs/tiny-tp2-pp4-cpu.yaml"), "--set", "run.max_batch=0"]) == 2
+    assert (
+        main(["run", str(REPO / "configs/tiny-tp2-pp4-cpu.yaml"), "--set", "run.max_batch=0"]) == 2
+    )
     assert "run.max_batch: must be >= 1" in capsys.readouterr().err
     p = _cli("plan", "configs/tiny-tp2-pp4-cpu.yaml", "--no-such-flag")
     assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1

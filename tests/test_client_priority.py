@@ -33,8 +33,14 @@ def _probe() -> dict:
         inside = os.sched_getscheduler(0) & ~os.SCHED_RESET_ON_FORK
         prio = os.sched_getparam(0).sched_priority
         child = _in_thread(lambda: {"policy": os.sched_getscheduler(0)})["policy"]
-    return {"got": got, "before": before, "inside": inside, "prio": prio, "child": child,
-            "after": os.sched_getscheduler(0)}
+    return {
+        "got": got,
+        "before": before,
+        "inside": inside,
+        "prio": prio,
+        "child": child,
+        "after": os.sched_getscheduler(0),
+    }
 
 
 def test_fifo_inside_normal_for_new_threads_and_restored_after():
@@ -49,15 +55,23 @@ def test_fifo_inside_normal_for_new_threads_and_restored_after():
     assert r["child"] == os.SCHED_OTHER
 
 
-@pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs util-linux setpriv to drop CAP_SYS_NICE")
+@pytest.mark.skipif(
+    shutil.which("setpriv") is None, reason="needs util-linux setpriv to drop CAP_SYS_NICE"
+)
 def test_without_the_privilege_it_runs_normal_and_says_why():
-    code = ("import os; from harness.engines.vllm.priority import realtime_thread\n"
-            "with realtime_thread() as got: print(got); print(os.sched_getscheduler(0))")
-    p = subprocess.run(["setpriv", "--bounding-set=-sys_nice", "--inh-caps=-sys_nice", sys.executable, "-c", code],
-                       capture_output=True, text=True, timeout=120)
+    code = (
+        "import os; from harness.engines.vllm.priority import realtime_thread\n"
+        "with realtime_thread() as got: print(got); print(os.sched_getscheduler(0))"
+    )
+    p = subprocess.run(
+        ["setpriv", "--bounding-set=-sys_nice", "--inh-caps=-sys_nice", sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert p.returncode == 0, p.stderr
     got, policy = p.stdout.splitlines()
-    if resource.getrlimit(resource.RLIMIT_RTPRIO)[0] >= 1:      # the rlimit alone allows priority 1
+    if resource.getrlimit(resource.RLIMIT_RTPRIO)[0] >= 1:  # the rlimit alone allows priority 1
         assert got == "SCHED_FIFO 1"
     else:
         assert got.startswith("normal (SCHED_FIFO refused: Operation not permitted")

@@ -6,8 +6,8 @@ from harness.engines.reference.comm import COMM_COLUMNS, CommRecorder
 
 
 class FakeEvent:
-    clock_ms = 0.0          # the "device" clock
-    done_up_to_ms = 1e18    # events recorded at or before this have completed
+    clock_ms = 0.0  # the "device" clock
+    done_up_to_ms = 1e18  # events recorded at or before this have completed
 
     def __init__(self, enable_timing=True):
         self.t = None
@@ -30,19 +30,19 @@ def test_cuda_events_resolve_without_sync_in_the_hot_path(monkeypatch):
     rec.RESOLVE_EVERY = 3
     t = torch.zeros(4)
     FakeEvent.done_up_to_ms = 1e18
-    for i in range(2):                     # ops 0, 1: 10 ms apart, each 2 ms long
+    for i in range(2):  # ops 0, 1: 10 ms apart, each 2 ms long
         FakeEvent.clock_ms = 10.0 * i
         tok = rec.begin()
         FakeEvent.clock_ms += 2.0
         rec.end(tok, "all_reduce", "tp", 2, -1, t)
-    assert len(syncs) == 2                 # only the base event's, at the first op
-    FakeEvent.done_up_to_ms = 15.0         # op 2 not finished yet
+    assert len(syncs) == 2  # only the base event's, at the first op
+    FakeEvent.done_up_to_ms = 15.0  # op 2 not finished yet
     FakeEvent.clock_ms = 20.0
     tok = rec.begin()
     FakeEvent.clock_ms = 23.0
-    rec.end(tok, "send", "pp", 2, 3, t)    # 3 pending -> non-blocking resolve of the finished prefix
+    rec.end(tok, "send", "pp", 2, 3, t)  # 3 pending -> non-blocking resolve of the finished prefix
     assert len(syncs) == 2 and len(rec._pending) == 1
-    rows = rec.as_dicts()                  # end of window: one sync, everything resolved
+    rows = rec.as_dicts()  # end of window: one sync, everything resolved
     assert len(syncs) == 3 and not rec._pending
     base = rec._base_s
     got = [(r["t_start_s"] - base, r["t_end_s"] - base) for r in rows]

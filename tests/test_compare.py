@@ -6,12 +6,12 @@ import json
 import shutil
 
 import pytest
-from run_fixtures import SynthRun, build_synthetic_run
 
 from harness.cli import main as cli
 from harness.errors import UsageError
 from harness.verdicts.compare import compare_dirs, delta_pct, judge
 from harness.verdicts.history import collect_history
+from run_fixtures import SynthRun, build_synthetic_run
 
 SMALL = dict(steps=12, with_nvml=False)
 
@@ -20,14 +20,17 @@ SMALL = dict(steps=12, with_nvml=False)
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("cmp")
     base = build_synthetic_run(root / "base", SynthRun(**SMALL))
-    slower = build_synthetic_run(root / "slower", SynthRun(latency_scale=1.10, **SMALL))   # every latency +10 %
+    # every latency +10 %
+    slower = build_synthetic_run(root / "slower", SynthRun(latency_scale=1.10, **SMALL))
     faster = build_synthetic_run(root / "faster", SynthRun(latency_scale=0.80, **SMALL))
     return root, base, slower, faster
 
 
 def test_delta_and_direction_aware_verdicts():
     assert delta_pct(100.0, 110.0) == pytest.approx(10.0)
-    assert delta_pct(0.0, 0.0) == 0.0 and delta_pct(0.0, 1.0) is None and delta_pct(None, 1.0) is None
+    assert (
+        delta_pct(0.0, 0.0) == 0.0 and delta_pct(0.0, 1.0) is None and delta_pct(None, 1.0) is None
+    )
     assert judge("lower", 10.0, 5.0) == "regression" and judge("lower", -10.0, 5.0) == "improved"
     assert judge("higher", -10.0, 5.0) == "regression" and judge("higher", 10.0, 5.0) == "improved"
     assert judge("lower", 4.9, 5.0) == "same" and judge("higher", None, 5.0) == "n/a"
@@ -51,7 +54,7 @@ def test_ten_percent_latency_regression_is_flagged(runs, capsys):
         assert key in bad
         assert bad[key].delta_pct == pytest.approx(10.0, abs=0.01)
         assert bad[key].new == pytest.approx(bad[key].base * 1.10)
-    assert "request_throughput" not in bad          # the same arrivals: throughput barely moves
+    assert "request_throughput" not in bad  # the same arrivals: throughput barely moves
     assert cli(["compare", str(base), str(slower), "--json"]) == 1
     out = json.loads(capsys.readouterr().out)
     assert out["verdict"] == "REGRESSION" and "p99_ttft_ms" in out["regressions"]
@@ -115,7 +118,7 @@ def test_history_table_csv_parquet_and_plot(tmp_path, runs, capsys):
         d = hist / f"nightly-{i}"
         shutil.copytree(src, d)
         s = json.loads((d / "summary.json").read_text())
-        s["started_utc"] = f"2025-01-0{3 - i}T00:00:00Z"      # oldest last on disk, first in the table
+        s["started_utc"] = f"2025-01-0{3 - i}T00:00:00Z"  # oldest last on disk, first in the table
         (d / "summary.json").write_text(json.dumps(s))
     (hist / "broken").mkdir()
     (hist / "broken" / "summary.json").write_text("{")

@@ -9,7 +9,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 # import name -> distribution name, where they differ
-DISTRIBUTION = {"yaml": "pyyaml", "pynvml": "nvidia-ml-py", "prometheus_client": "prometheus-client"}
+DISTRIBUTION = {
+    "yaml": "pyyaml",
+    "pynvml": "nvidia-ml-py",
+    "prometheus_client": "prometheus-client",
+}
 
 
 def _imported() -> dict[str, set[str]]:
@@ -26,17 +30,24 @@ def _imported() -> dict[str, set[str]]:
             for name in names:
                 top = name.split(".")[0]
                 if top != "harness" and top not in sys.stdlib_module_names:
-                    out.setdefault(DISTRIBUTION.get(top, top), set()).add(str(path.relative_to(ROOT)))
+                    out.setdefault(DISTRIBUTION.get(top, top), set()).add(
+                        str(path.relative_to(ROOT))
+                    )
     return out
 
 
 def test_every_import_is_declared_and_every_dependency_imported():
-    text = (ROOT / "pyproject.toml").read_text()     # [project] dependencies = [ "name>=x", ... ] (no tomllib on 3.10)
-    deps = re.findall(r'"([^"]+)"', re.search(r"^dependencies = \[(.*?)^\]", text, re.M | re.S).group(1))
+    text = (
+        ROOT / "pyproject.toml"
+    ).read_text()  # [project] dependencies = [ "name>=x", ... ] (no tomllib on 3.10)
+    deps = re.findall(
+        r'"([^"]+)"', re.search(r"^dependencies = \[(.*?)^\]", text, re.M | re.S).group(1)
+    )
     declared = {re.split(r"[<>=!~ \[;]", d, maxsplit=1)[0].lower() for d in deps}
     imported = _imported()
     assert set(imported) - declared == set(), {k: imported[k] for k in set(imported) - declared}
     assert declared - set(imported) == set()
-    # the two the project's users name: accelerate cross-checks the weight bytes, transformers reads configs
+    # the two the project's users name: accelerate cross-checks the weight bytes, transformers reads
+    # configs
     assert "harness/engines/reference/model/accounting.py" in imported["accelerate"]
     assert "harness/spec/hf_config.py" in imported["transformers"]

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from dist_worker import LAYOUTS, NEW_TOKENS, ODD, PROMPTS, SEED, WIDE, label
 
+from dist_worker import LAYOUTS, NEW_TOKENS, ODD, PROMPTS, SEED, WIDE, label
 from harness.engines.reference.model.weights import SeededWeights, full_state_dict
 from harness.plan.planner import rank_params
 from harness.spec.layout import Layout, even_split
@@ -33,18 +33,42 @@ def world(tmp_path_factory, hf, tiny):
     ckpt_model.save_pretrained(tmp / "ckpt", safe_serialization=True, max_shard_size="300KB")
     assert len(list((tmp / "ckpt").glob("*.safetensors"))) >= 2
     (tmp / "out").mkdir()
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(WORLD),
-           str(WORKER), "--out", str(tmp / "out"), "--checkpoint", str(tmp / "ckpt")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        str(WORLD),
+        str(WORKER),
+        "--out",
+        str(tmp / "out"),
+        "--checkpoint",
+        str(tmp / "ckpt"),
+    ]
     t0 = time.monotonic()
     # Own session: on a timeout the whole torchrun tree (agent + 8 workers) is killed, nothing else.
-    proc = subprocess.Popen(cmd, cwd=REPO, env=dict(os.environ, OMP_NUM_THREADS="1"), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    models = {"seeded": hf.model(tiny, full_state_dict(tiny, SeededWeights(SEED))), "checkpoint": ckpt_model}
+    proc = subprocess.Popen(
+        cmd,
+        cwd=REPO,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    models = {
+        "seeded": hf.model(tiny, full_state_dict(tiny, SeededWeights(SEED))),
+        "checkpoint": ckpt_model,
+    }
     refs = {}
     for name, model in models.items():
         for order, prompts in (("as-given", PROMPTS), ("reversed", PROMPTS[::-1])):
-            refs[name, order] = (hf.last_logits(model, prompts), hf.greedy(model, prompts, NEW_TOKENS))
-    try:   # ~35 s on an idle 2-core machine; the margin is for a machine shared with other runs
+            refs[name, order] = (
+                hf.last_logits(model, prompts),
+                hf.greedy(model, prompts, NEW_TOKENS),
+            )
+    try:  # ~35 s on an idle 2-core machine; the margin is for a machine shared with other runs
         log, _ = proc.communicate(timeout=240)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
@@ -57,7 +81,12 @@ def world(tmp_path_factory, hf, tiny):
 
 
 def _runs(world, layout_label, weights):
-    return [r for rank in world[0] for r in rank["runs"] if r["layout"] == layout_label and r["weights"] == weights]
+    return [
+        r
+        for rank in world[0]
+        for r in rank["runs"]
+        if r["layout"] == layout_label and r["weights"] == weights
+    ]
 
 
 CASES = [(t, w) for t in LAYOUTS for w in ("seeded", "checkpoint")]
@@ -97,7 +126,8 @@ def test_many_micro_batches_in_flight_give_the_same_tokens(world, layout):
 
 def test_vocab_parallel_argmax_ties_go_to_the_lowest_id(world):
     checks = [r["tie_check"] for rank in world[0] for r in rank["runs"] if "tie_check" in r]
-    assert len(checks) == 2 * 1 + 2 * 1 + 2 * 1 + 2 * 2   # last-stage ranks of tp2 pp1/pp2/pp4 and dp2
+    # last-stage ranks of tp2 pp1/pp2/pp4 and dp2
+    assert len(checks) == 2 * 1 + 2 * 1 + 2 * 1 + 2 * 2
     assert all(c == [5, 131] for c in checks)
 
 
@@ -106,30 +136,51 @@ def _tiny_share_bytes(tp: int, n_layers: int, first: bool, last: bool) -> int:
     a layer = (2*64*64 + 2*64*32 + 3*64*128) / tp + 2*64 norm weights; embedding and lm_head
     256*64 / tp each; final norm 64."""
     layer = 36864 // tp + 128
-    return 4 * (n_layers * layer + (16384 // tp if first else 0) + (16384 // tp + 64 if last else 0))
+    return 4 * (
+        n_layers * layer + (16384 // tp if first else 0) + (16384 // tp + 64 if last else 0)
+    )
 
 
 def test_each_rank_holds_exactly_its_share(world, tiny):
     # hand-computed anchors for tp2-pp4 (2 layers per stage): 4*(2*18560 + 8192), 4*(2*18560), +64
-    assert [_tiny_share_bytes(2, 2, s == 0, s == 3) for s in range(4)] == [181248, 148480, 148480, 181504]
+    assert [_tiny_share_bytes(2, 2, s == 0, s == 3) for s in range(4)] == [
+        181248,
+        148480,
+        148480,
+        181504,
+    ]
     seen = 0
     for rank in world[0]:
         for r in rank["runs"]:
             tp, pp = int(r["layout"][2]), int(r["layout"].split("-")[1][2:])
             n = len(r["layers"])
-            start = sum(even_split(8, pp)[:r["stage"]])
+            start = sum(even_split(8, pp)[: r["stage"]])
             assert r["layers"] == list(range(start, start + n))
-            assert r["param_bytes"] == _tiny_share_bytes(tp, n, r["stage"] == 0, r["stage"] == pp - 1), r
+            assert r["param_bytes"] == _tiny_share_bytes(
+                tp, n, r["stage"] == 0, r["stage"] == pp - 1
+            ), r
             dp = int(r["layout"][-1])
-            assert r["param_bytes"] == 4 * rank_params(tiny, Layout(tp, pp, dp, even_split(8, pp)), r["stage"])
+            assert r["param_bytes"] == 4 * rank_params(
+                tiny, Layout(tp, pp, dp, even_split(8, pp)), r["stage"]
+            )
             seen += 1
     assert seen == 2 * sum(t * p * d for t, p, d in LAYOUTS)
 
 
 def _wide_local_shape(name: str, shape: tuple[int, ...]) -> tuple[int, ...]:
-    """TP2 shards by hand: colwise halves dim 0, rowwise halves dim 1, vocab-parallel halves rows."""
-    if name.endswith(("q_proj.weight", "k_proj.weight", "v_proj.weight", "gate_proj.weight", "up_proj.weight",
-                      "embed_tokens.weight", "lm_head.weight")):
+    """TP2 shards by hand: colwise halves dim 0, rowwise halves dim 1, vocab-parallel halves
+    rows."""
+    if name.endswith(
+        (
+            "q_proj.weight",
+            "k_proj.weight",
+            "v_proj.weight",
+            "gate_proj.weight",
+            "up_proj.weight",
+            "embed_tokens.weight",
+            "lm_head.weight",
+        )
+    ):
         return (shape[0] // 2, shape[1])
     if name.endswith(("o_proj.weight", "down_proj.weight")):
         return (shape[0], shape[1] // 2)
@@ -147,14 +198,21 @@ def test_no_rank_materialises_the_full_model(world):
     """
     h, inter, vocab = WIDE.hidden, WIDE.intermediate, WIDE.vocab
     full_bytes = WIDE.total_params() * 4
-    assert full_bytes == 4 * (8 * (2 * h * h + 2 * h * 256 + 3 * h * inter + 2 * h) + 2 * vocab * h + h)
+    assert full_bytes == 4 * (
+        8 * (2 * h * h + 2 * h * 256 + 3 * h * inter + 2 * h) + 2 * vocab * h + h
+    )
     layer = (2 * h * h + 2 * h * 256 + 3 * h * inter) // 2 + 2 * h
     from harness.engines.reference.model.llama import hf_param_shapes
+
     global_shapes = hf_param_shapes(WIDE)
     for rank in world[0]:
         m = rank["memory"]
         stage = rank["rank"] // 2
-        share = 4 * (2 * layer + (vocab * h // 2 if stage == 0 else 0) + (vocab * h // 2 + h if stage == 3 else 0))
+        share = 4 * (
+            2 * layer
+            + (vocab * h // 2 if stage == 0 else 0)
+            + (vocab * h // 2 + h if stage == 3 else 0)
+        )
         assert full_bytes >= 4 * share
         assert m["param_bytes"] == m["returned_bytes"] == share
         assert share == 4 * rank_params(WIDE, Layout(2, 4, 1, (2,) * 4), stage)
@@ -167,12 +225,16 @@ def test_no_rank_materialises_the_full_model(world):
         biggest = vocab * h * 4 if stage in (0, 3) else inter * h * 4
         assert m["peak_transient_bytes"] == biggest
         assert m["hwm_reset"]
-        assert share // 2 <= m["rss_growth_bytes"] <= share + biggest + 16 * MiB, (rank["rank"], m["rss_growth_bytes"])
+        assert share // 2 <= m["rss_growth_bytes"] <= share + biggest + 16 * MiB, (
+            rank["rank"],
+            m["rss_growth_bytes"],
+        )
         assert m["rss_growth_bytes"] < full_bytes / 2
 
 
 def _expected_ops(tp: int, pp: int, stage: int, tp_rank: int, n_layers: int) -> dict[str, int]:
-    """Trace counts of one generate (1 prefill + 15 decode steps, then stop), labelled op/group/phase.
+    """Trace counts of one generate (1 prefill + 15 decode steps, then stop), labelled
+    op/group/phase.
 
     TP (tp > 1): 2 all-reduces per layer (O, down) + 1 on stage 0 (embedding); stage 0 receives
     header + ids by broadcast (2 per step) and the stop (1); the last stage gathers (max, id) once
@@ -213,20 +275,24 @@ def test_every_collective_and_transfer_is_traced_per_step_and_phase(world):
     for rank in world[0]:
         for r in rank["runs"]:
             tp, pp = int(r["layout"][2]), int(r["layout"].split("-")[1][2:])
-            assert r["ops"] == _expected_ops(tp, pp, r["stage"], r["tp"], len(r["layers"])), (r["layout"], r["rank"])
+            assert r["ops"] == _expected_ops(tp, pp, r["stage"], r["tp"], len(r["layers"])), (
+                r["layout"],
+                r["rank"],
+            )
             assert r["steps"] == NEW_TOKENS
             assert r["steps_total"] == NEW_TOKENS * (1 + len(PROMPTS) * ("pipelined_tokens" in r))
 
 
 def test_odd_vocab_at_tp2_is_padded_and_matches_transformers(world, hf):
-    """Vocabulary 255 at tp=2: each rank holds ceil(255/2) = 128 rows of the embedding and lm_head (the
+    """Vocabulary 255 at tp=2: each rank holds ceil(255/2) = 128 rows of the embedding and lm_head
+    (the
     last of rank tp=1 zero padding, as vLLM pads); the padded logit is never sampled, so the greedy
     tokens and the 255 real logits equal transformers' on the unpadded model."""
     runs = {r["rank"]: r for r in (rank["odd_vocab"] for rank in world[0]) if r is not None}
     assert sorted(runs) == [0, 1, 2, 3]
     ref = hf.model(ODD, full_state_dict(ODD, SeededWeights(SEED)))
     assert runs[0]["tokens"] == hf.greedy(ref, PROMPTS, NEW_TOKENS)
-    last = runs[2]                                       # stage 1, tp rank 0 (TP innermost: ranks 2, 3)
+    last = runs[2]  # stage 1, tp rank 0 (TP innermost: ranks 2, 3)
     assert last["stage"] == 1 and last["tp"] == 0 and runs[3]["local_logit_columns"] == 128
     assert runs[3]["last_local_logit"] == float("-inf") and last["last_local_logit"] > float("-inf")
     err = (torch.tensor(last["logits"]) - hf.last_logits(ref, PROMPTS)).abs().max().item()

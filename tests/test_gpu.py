@@ -17,13 +17,26 @@ import torch
 
 from harness.spec.catalog import ModelShape
 
-pytestmark = [pytest.mark.gpu,
-              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run launch/gpu_check.sh)")]
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(
+        not torch.cuda.is_available(), reason="needs a CUDA GPU (run launch/gpu_check.sh)"
+    ),
+]
 
 ROOT = Path(__file__).resolve().parent.parent
 # Small enough to build in a second, large enough for real GEMM and attention kernels.
-SHAPE = ModelShape("gpu-test", hidden=1024, num_layers=4, num_heads=16, num_kv_heads=4, head_dim=64,
-                   intermediate=2816, vocab=8192, max_context=2048)
+SHAPE = ModelShape(
+    "gpu-test",
+    hidden=1024,
+    num_layers=4,
+    num_heads=16,
+    num_kv_heads=4,
+    head_dim=64,
+    intermediate=2816,
+    vocab=8192,
+    max_context=2048,
+)
 ROWS, T = 4, 96
 
 
@@ -32,9 +45,17 @@ def _ours(dtype: torch.dtype):
     from harness.engines.reference.model.build import build_stage
     from harness.engines.reference.model.weights import SeededWeights
     from harness.spec.layout import Layout
+
     lay = Layout(1, 1, 1, (SHAPE.num_layers,))
-    model = build_stage(SHAPE, lay, lay.place(0), single_process_comm(), dtype=dtype,
-                        device=torch.device("cuda"), weights=SeededWeights(0))
+    model = build_stage(
+        SHAPE,
+        lay,
+        lay.place(0),
+        single_process_comm(),
+        dtype=dtype,
+        device=torch.device("cuda"),
+        weights=SeededWeights(0),
+    )
     model.allocate_kv(ROWS, T)
     return model
 
@@ -43,6 +64,7 @@ def _ours(dtype: torch.dtype):
 def reference(hf):
     """fp32 logits [ROWS, T, vocab] of transformers' model with the same seeded weights, on CUDA."""
     from harness.engines.reference.model.weights import SeededWeights, full_state_dict
+
     sd = full_state_dict(SHAPE, SeededWeights(0), torch.float32, "cuda")
     ref = hf.model(SHAPE, {k: v.cpu() for k, v in sd.items()}).cuda()
     gen = torch.Generator(device="cuda").manual_seed(7)
@@ -57,8 +79,12 @@ def reference(hf):
 def _logits(model, ids):
     n = ids.shape[0]
     dev = ids.device
-    return model.forward_all_logits(ids, torch.arange(n, device=dev), torch.zeros(n, dtype=torch.long, device=dev),
-                                    torch.full((n,), ids.shape[1], dtype=torch.long, device=dev))
+    return model.forward_all_logits(
+        ids,
+        torch.arange(n, device=dev),
+        torch.zeros(n, dtype=torch.long, device=dev),
+        torch.full((n,), ids.shape[1], dtype=torch.long, device=dev),
+    )
 
 
 def _rel(a, b) -> float:
@@ -77,7 +103,7 @@ def test_bf16_stage_close_to_fp32_reference(reference):
     ids, ref = reference
     out = _logits(_ours(torch.bfloat16), ids)
     assert torch.isfinite(out).all()
-    assert _rel(out, ref) < 3e-2                                         # bf16 operands: 1e-3 .. 1e-2
+    assert _rel(out, ref) < 3e-2  # bf16 operands: 1e-3 .. 1e-2
     agree = (out.argmax(-1) == ref.argmax(-1)).float().mean().item()
     assert agree >= 0.75, f"greedy tokens agree at {agree:.0%} of positions"
 
@@ -89,11 +115,23 @@ def test_bf16_decode_steps_follow_prefill(reference):
     full = _logits(model, ids)[:, -9:-1]
     dev, n, k = ids.device, ids.shape[0], T - 8
     slots = torch.arange(n, device=dev)
-    steps = [model(ids[:, :k], slots, torch.zeros(n, dtype=torch.long, device=dev),
-                   torch.full((n,), k, dtype=torch.long, device=dev))]
+    steps = [
+        model(
+            ids[:, :k],
+            slots,
+            torch.zeros(n, dtype=torch.long, device=dev),
+            torch.full((n,), k, dtype=torch.long, device=dev),
+        )
+    ]
     for i in range(k, T - 1):
-        steps.append(model(ids[:, i:i + 1], slots, torch.full((n,), i, dtype=torch.long, device=dev),
-                           torch.ones(n, dtype=torch.long, device=dev)))
+        steps.append(
+            model(
+                ids[:, i : i + 1],
+                slots,
+                torch.full((n,), i, dtype=torch.long, device=dev),
+                torch.ones(n, dtype=torch.long, device=dev),
+            )
+        )
     stepped = torch.stack(steps, dim=1)
     assert _rel(stepped, full) < 2e-2
     assert (stepped.argmax(-1) == full.argmax(-1)).float().mean().item() >= 0.8
@@ -103,9 +141,12 @@ def test_bf16_decode_steps_follow_prefill(reference):
 def test_cuda_graph_decode_equals_eager_step(rank):
     from harness.emulate import Peaks, Sweep, emulate_rank
     from harness.spec.spec import load_spec
-    spec = load_spec(ROOT / "configs" / "tiny-tp2-pp4-cpu.yaml", ["run.device=cuda", "model.dtype=bf16"])
+
+    spec = load_spec(
+        ROOT / "configs" / "tiny-tp2-pp4-cpu.yaml", ["run.device=cuda", "model.dtype=bf16"]
+    )
     dev = torch.device("cuda")
-    ceilings = Peaks("unused here", 1.0, 1, 1.0, 1, "bfloat16", 1)   # only the ratios use them
+    ceilings = Peaks("unused here", 1.0, 1, 1.0, 1, "bfloat16", 1)  # only the ratios use them
     res = emulate_rank(spec, rank, Sweep((1, 4), (32,), (16,), 3), dev, ceilings)
     for pt in res.decode:
         assert pt.mode == "cuda_graph", pt.note
@@ -117,6 +158,7 @@ def test_cuda_graph_decode_equals_eager_step(rank):
 
 def test_nvml_sampler_reads_the_gpu():
     from harness.measure.nvml import NvmlSampler, summarize_nvml
+
     a = torch.randn(4096, 4096, device="cuda")
     with NvmlSampler(interval_s=0.05) as s:
         for _ in range(50):
@@ -137,7 +179,7 @@ def _steps_on(model, steps, dev):
         width = max(len(r) for r in rows)
         ids = torch.zeros(len(rows), width, dtype=torch.long, device=dev)
         for i, r in enumerate(rows):
-            ids[i, :len(r)] = torch.tensor(r, device=dev)
+            ids[i, : len(r)] = torch.tensor(r, device=dev)
         t = lambda xs: torch.tensor(xs, dtype=torch.long, device=dev)  # noqa: E731
         out.append(model.forward_all_logits(ids, t(slots), t(start), t([len(r) for r in rows])))
     return out
@@ -146,12 +188,17 @@ def _steps_on(model, steps, dev):
 def test_paged_flash_attention_equals_the_rows_kernel_on_mixed_batches(monkeypatch):
     """bf16 on CUDA runs the paged flash kernel (varlen_attn over the page-padded cache); over
     prefills, a chunk on top of a cache and decode rows in any slot order it gives the logits of
-    the same model on the rows kernel (one SDPA per row), within bf16 rounding, and never falls back."""
+    the same model on the rows kernel (one SDPA per row), within bf16 rounding, and never falls
+    back."""
     from harness.engines.reference.model import llama
+
     dev = torch.device("cuda")
     d = [(i * 29) % SHAPE.vocab for i in range(300)]
-    steps = [([d[:40], d[40:45]], [3, 0], [0, 0]), ([[61], d[45:80], d[80:300]], [3, 1, 0], [40, 0, 5]),
-             ([[7], [62], [8]], [0, 3, 1], [225, 41, 35])]
+    steps = [
+        ([d[:40], d[40:45]], [3, 0], [0, 0]),
+        ([[61], d[45:80], d[80:300]], [3, 1, 0], [40, 0, 5]),
+        ([[7], [62], [8]], [0, 3, 1], [225, 41, 35]),
+    ]
     paged = _ours(torch.bfloat16)
     paged.allocate_kv(4, 300)
     assert paged.paged and paged.slot_len == 512
@@ -161,7 +208,7 @@ def test_paged_flash_attention_equals_the_rows_kernel_on_mixed_batches(monkeypat
     assert not rows.paged and rows.slot_len == 300
     for got, want in zip(_steps_on(paged, steps, dev), _steps_on(rows, steps, dev)):
         assert torch.isfinite(got).all()
-        assert _rel(got, want) < 2e-2                                   # two bf16 kernels, two roundings
+        assert _rel(got, want) < 2e-2  # two bf16 kernels, two roundings
         assert (got.argmax(-1) == want.argmax(-1)).float().mean().item() >= 0.9
     assert paged.paged
 
@@ -174,17 +221,22 @@ def test_stage_timing_takes_no_sync_per_step(monkeypatch, prompts):
     from harness.engines.reference.generate import generate
     from harness.engines.reference.parallel.pp import PipelineStage
     from harness.spec.layout import Layout
+
     model = _ours(torch.bfloat16)
     model.allocate_kv(8, 64)
     lay = Layout(1, 1, 1, (SHAPE.num_layers,))
     comm = single_process_comm()
-    ctx = DistContext(LaunchEnv(0, 1, 0, 1, None, False), lay, lay.place(0), torch.device("cuda"), "none", comm)
+    ctx = DistContext(
+        LaunchEnv(0, 1, 0, 1, None, False), lay, lay.place(0), torch.device("cuda"), "none", comm
+    )
     stage = PipelineStage(ctx, model, max_batch=4, max_tokens=64)
     calls, real = [], torch.cuda.synchronize
     monkeypatch.setattr(torch.cuda, "synchronize", lambda *a: (calls.append(1), real(*a))[1])
     generate(ctx, stage, prompts, 16)
-    assert len(calls) == 2                       # the base event's
+    assert len(calls) == 2  # the base event's
     rows = stage.timings
     assert len(calls) == 3 and [r["step"] for r in rows] == list(range(16))
-    assert all(r["t_recv_start"] <= r["t_recv_end"] <= r["t_compute_end"] <= r["t_send_end"] for r in rows)
+    assert all(
+        r["t_recv_start"] <= r["t_recv_end"] <= r["t_compute_end"] <= r["t_send_end"] for r in rows
+    )
     assert all(a["t_send_end"] <= b["t_recv_start"] for a, b in zip(rows, rows[1:]))

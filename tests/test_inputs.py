@@ -15,8 +15,8 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from demo_run import DEMO_CONFIG, REPO
 
+from demo_run import DEMO_CONFIG, REPO
 from harness import cli
 
 
@@ -30,7 +30,8 @@ def checkpoint(tmp_path_factory, hf, tiny):
 
 
 def _run(capsys, tmp_path, *sets):
-    """`harness run` of the demo with overrides: (exit code, stderr lines); no run folder may appear."""
+    """`harness run` of the demo with overrides: (exit code, stderr lines); no run folder may
+    appear."""
     argv = ["run", str(DEMO_CONFIG), "--results-dir", str(tmp_path / "run")]
     for s in sets:
         argv += ["--set", s]
@@ -69,9 +70,15 @@ CASES = [
     ("empty folder", "has no config.json"),
     ("missing shard", "is listed in model.safetensors.index.json but missing from"),
     ("truncated shard", "is not a complete safetensors file (Error while deserializing header"),
-    ("weight_map as a list", "weight_map must map tensor names to file names, got ['lm_head.weight'"),
+    (
+        "weight_map as a list",
+        "weight_map must map tensor names to file names, got ['lm_head.weight'",
+    ),
     ("missing tensor", "tensor model.layers.3.mlp.up_proj.weight is missing from the checkpoint"),
-    ("index names the wrong file", "tensor model.layers.3.mlp.up_proj.weight is missing from model-0000"),
+    (
+        "index names the wrong file",
+        "tensor model.layers.3.mlp.up_proj.weight is missing from model-0000",
+    ),
 ]
 
 
@@ -84,11 +91,13 @@ def test_a_bad_checkpoint_is_refused_by_its_headers(checkpoint, tmp_path, capsys
 
 def test_a_checkpoint_of_another_shape_names_the_tensor(tmp_path, capsys, hf, tiny):
     hf.model(dataclasses.replace(tiny, vocab=512), seed=1).save_pretrained(tmp_path / "other")
-    capsys.readouterr()     # transformers' progress bar
+    capsys.readouterr()  # transformers' progress bar
     rc, err = _run(capsys, tmp_path, f"model.checkpoint={tmp_path / 'other'}")
-    assert rc == 2 and err == ["harness run: error: model.checkpoint: tensor model.embed_tokens.weight in "
-                               "model.safetensors has shape [512, 64], the model config needs [256, 64]; the "
-                               "checkpoint does not match the config"]
+    assert rc == 2 and err == [
+        "harness run: error: model.checkpoint: tensor model.embed_tokens.weight in "
+        "model.safetensors has shape [512, 64], the model config needs [256, 64]; the "
+        "checkpoint does not match the config"
+    ]
 
 
 class _Payload:
@@ -103,35 +112,47 @@ class _Payload:
 
 def test_a_pickle_checkpoint_is_never_loaded(checkpoint, tmp_path, capsys):
     import pickle
+
     d = tmp_path / "pt"
     d.mkdir()
     shutil.copy(checkpoint / "config.json", d / "config.json")
     marker = tmp_path / "unpickled"
     (d / "pytorch_model.bin").write_bytes(pickle.dumps(_Payload(marker)))
     rc, err = _run(capsys, tmp_path, f"model.checkpoint={d}")
-    assert rc == 2 and len(err) == 1 and "holds pytorch_model.bin (a pickle) and no safetensors; convert it to " \
-        "safetensors" in err[0]
+    assert (
+        rc == 2
+        and len(err) == 1
+        and "holds pytorch_model.bin (a pickle) and no safetensors; convert it to safetensors"
+        in err[0]
+    )
     assert not marker.exists()
 
 
 def test_a_good_checkpoint_passes_plan_and_the_checks(checkpoint, capsys):
     from harness.spec.checkpoint import check_checkpoint
     from harness.spec.spec import load_spec
+
     spec = load_spec(DEMO_CONFIG, [f"model.checkpoint={checkpoint}"])
-    check_checkpoint(spec.model.checkpoint, spec.shape)       # no error
+    check_checkpoint(spec.model.checkpoint, spec.shape)  # no error
     assert cli.main(["plan", str(DEMO_CONFIG), "--set", f"model.checkpoint={checkpoint}"]) == 0
 
 
-@pytest.mark.parametrize("content, needle", [
-    (bytes(range(256)) * 4, "is not UTF-8 text (a binary file?)"),
-    (b"", "holds no requests"),
-    (b"\n\n   \n", "holds no requests"),
-], ids=["binary", "empty", "blank lines"])
+@pytest.mark.parametrize(
+    "content, needle",
+    [
+        (bytes(range(256)) * 4, "is not UTF-8 text (a binary file?)"),
+        (b"", "holds no requests"),
+        (b"\n\n   \n", "holds no requests"),
+    ],
+    ids=["binary", "empty", "blank lines"],
+)
 def test_a_bad_trace_is_refused_by_plan_and_run(tmp_path, capsys, content, needle):
     trace = tmp_path / "trace.jsonl"
     trace.write_bytes(content)
     rc, err = _run(capsys, tmp_path, f"workload.trace={trace}")
-    assert rc == 2 and len(err) == 1 and f"workload.trace: {trace} " in err[0] and needle in err[0], err
+    assert (
+        rc == 2 and len(err) == 1 and f"workload.trace: {trace} " in err[0] and needle in err[0]
+    ), err
     assert cli.main(["plan", str(DEMO_CONFIG), "--set", f"workload.trace={trace}"]) == 2
     assert needle in capsys.readouterr().err
 
@@ -140,7 +161,11 @@ def test_a_trace_cut_to_nothing_by_duration(tmp_path, capsys):
     trace = tmp_path / "late.jsonl"
     trace.write_text('{"arrival_s": 50, "input_len": 16, "output_len": 4}\n')
     rc, err = _run(capsys, tmp_path, f"workload.trace={trace}", "workload.duration_s=10")
-    assert rc == 2 and "workload.duration_s: no request of" in err[0] and "arrives before 10 s" in err[0]
+    assert (
+        rc == 2
+        and "workload.duration_s: no request of" in err[0]
+        and "arrives before 10 s" in err[0]
+    )
 
 
 def test_a_results_dir_that_is_a_file_or_holds_files_is_refused_and_kept(tmp_path, capsys):
@@ -153,7 +178,9 @@ def test_a_results_dir_that_is_a_file_or_holds_files_is_refused_and_kept(tmp_pat
     (d / "todo.txt").write_text("keep me")
     assert cli.main(["run", str(DEMO_CONFIG), "--results-dir", str(d)]) == 2
     assert "already holds files but no run; give a new or empty folder" in capsys.readouterr().err
-    assert [p.name for p in d.iterdir()] == ["todo.txt"] and (d / "todo.txt").read_text() == "keep me"
+    assert [p.name for p in d.iterdir()] == ["todo.txt"] and (
+        d / "todo.txt"
+    ).read_text() == "keep me"
 
 
 def _as_user(*argv: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -161,18 +188,32 @@ def _as_user(*argv: str, cwd: Path) -> subprocess.CompletedProcess:
     drop = []
     if os.geteuid() == 0:
         if not shutil.which("setpriv"):
-            pytest.skip("running as root without util-linux setpriv: cannot drop privileges to test file modes")
+            pytest.skip(
+                "running as root without util-linux setpriv: cannot drop privileges to test file "
+                "modes"
+            )
         drop = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
         for need in (REPO, Path(sys.executable).parent):
-            if not all(p.stat().st_mode & stat.S_IXOTH for p in (need.resolve(), *need.resolve().parents)):
-                pytest.skip(f"{need} sits below a folder others cannot enter (e.g. a mktemp -d clone, 0700): "
-                            "an unprivileged user cannot run the harness from it")
-    return subprocess.run([*drop, sys.executable, "-m", "harness.cli", *argv], cwd=cwd, capture_output=True,
-                          text=True, timeout=120, env=dict(os.environ, HOME=str(cwd)))
+            if not all(
+                p.stat().st_mode & stat.S_IXOTH for p in (need.resolve(), *need.resolve().parents)
+            ):
+                pytest.skip(
+                    f"{need} sits below a folder others cannot enter (e.g. a mktemp -d clone, "
+                    f"0700): "
+                    "an unprivileged user cannot run the harness from it"
+                )
+    return subprocess.run(
+        [*drop, sys.executable, "-m", "harness.cli", *argv],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, HOME=str(cwd)),
+    )
 
 
 def test_read_only_results_dir_and_unreadable_config():
-    base = Path(tempfile.mkdtemp(prefix="harness-perm-"))    # /tmp/..., not pytest's 0700 folders
+    base = Path(tempfile.mkdtemp(prefix="harness-perm-"))  # /tmp/..., not pytest's 0700 folders
     try:
         base.chmod(0o755)
         ro = base / "ro"
@@ -180,13 +221,16 @@ def test_read_only_results_dir_and_unreadable_config():
         r = _as_user("run", str(DEMO_CONFIG), "--results-dir", str(ro / "run"), cwd=base)
         assert r.returncode == 2 and r.stderr.strip().splitlines() == [
             f"harness run: error: --results-dir: cannot write in {ro / 'run'} (Permission denied); "
-            "give a writable folder"]
+            "give a writable folder"
+        ]
         secret = base / "secret.yaml"
         secret.write_text(DEMO_CONFIG.read_text())
         secret.chmod(0)
         r = _as_user("plan", str(secret), cwd=base)
         assert r.returncode == 2 and r.stderr.strip().splitlines() == [
-            f"harness plan: error: config: cannot read {secret} (Permission denied); give a readable spec YAML"]
+            f"harness plan: error: config: cannot read {secret} (Permission denied); give a "
+            f"readable spec YAML"
+        ]
     finally:
         ro.chmod(0o755)
         shutil.rmtree(base)

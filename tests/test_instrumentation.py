@@ -1,4 +1,5 @@
-"""No op bypasses harness.engines.reference.comm (every torch.distributed call is in the trace), and the check can fail."""
+"""No op bypasses harness.engines.reference.comm (every torch.distributed call is in the trace), and
+the check can fail."""
 
 import json
 import os
@@ -10,12 +11,34 @@ from demo_run import REPO
 
 def _bench(tmp_path, *extra):
     out = tmp_path / "o.json"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=4",
-           str(REPO / "benchmarks" / "instrument_overhead.py"), str(REPO / "configs" / "tiny-tp2-pp4-cpu.yaml"),
-           "--set", "parallel.pp=2", "--set", "cluster.gpus_per_node=4", "--rounds", "1", "--tokens", "4",
-           "--out", str(out), *extra]
-    p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=180,
-                       env=dict(os.environ, OMP_NUM_THREADS="1"))
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node=4",
+        str(REPO / "benchmarks" / "instrument_overhead.py"),
+        str(REPO / "configs" / "tiny-tp2-pp4-cpu.yaml"),
+        "--set",
+        "parallel.pp=2",
+        "--set",
+        "cluster.gpus_per_node=4",
+        "--rounds",
+        "1",
+        "--tokens",
+        "4",
+        "--out",
+        str(out),
+        *extra,
+    ]
+    p = subprocess.run(
+        cmd,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+    )
     assert p.returncode == 0, p.stderr[-3000:]
     return json.loads(out.read_text())
 
@@ -28,4 +51,6 @@ def test_every_distributed_call_is_traced_and_a_bypass_is_caught(tmp_path):
     assert dirty["coverage_ok"] is False
     # each of the 4 ranks saw one call more than its trace, in every instrumented round
     assert sorted(dirty["uncovered"]) == ["0", "1", "2", "3"]
-    assert all(u["dist_calls"] == u["trace_rows"] + 1 for rows in dirty["uncovered"].values() for u in rows)
+    assert all(
+        u["dist_calls"] == u["trace_rows"] + 1 for rows in dirty["uncovered"].values() for u in rows
+    )

@@ -8,12 +8,24 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1] / "harness"
 # Lowest first; a package may import only packages lower in this list (and itself).
-LAYERS = ["errors", "spec", "plan", "measure", "results", "engines", "verdicts", "report", "emulate",
-          "predict", "commands", "cli"]
+LAYERS = [
+    "errors",
+    "spec",
+    "plan",
+    "measure",
+    "results",
+    "engines",
+    "verdicts",
+    "report",
+    "emulate",
+    "predict",
+    "commands",
+    "cli",
+]
 TOP_LEVEL_FILES = {"__init__.py", "__main__.py", "cli.py", "errors.py"}
 
 
-TOP_NAMES = {"__version__", "SCHEMA_VERSION"}   # defined in harness/__init__.py
+TOP_NAMES = {"__version__", "SCHEMA_VERSION"}  # defined in harness/__init__.py
 
 
 def _package(module: str) -> str | None:
@@ -60,7 +72,7 @@ def test_imports_go_down_the_layers_only():
             continue
         for imported in _imports(path):
             theirs = _package(imported)
-            if theirs in (None, "", mine):   # "from harness import __version__" is the top package
+            if theirs in (None, "", mine):  # "from harness import __version__" is the top package
                 continue
             if theirs not in LAYERS or LAYERS.index(theirs) > LAYERS.index(mine):
                 bad.append(f"{module} imports {imported}")
@@ -86,7 +98,7 @@ def test_no_import_cycle_between_modules():
         state[m] = 1
         for d in graph.get(m, ()):
             if state.get(d) == 1:
-                cycle.extend(stack[stack.index(d):] + [d] if d in stack else [m, d])
+                cycle.extend(stack[stack.index(d) :] + [d] if d in stack else [m, d])
                 return True
             if state.get(d) is None and visit(d, stack + [d]):
                 return True
@@ -100,8 +112,11 @@ def test_no_import_cycle_between_modules():
 
 
 def test_modules_stay_small():
-    long = [f"{p.relative_to(ROOT.parent)}: {n}" for p in ROOT.rglob("*.py")
-            if (n := len(p.read_text().splitlines())) > 400]
+    long = [
+        f"{p.relative_to(ROOT.parent)}: {n}"
+        for p in ROOT.rglob("*.py")
+        if (n := len(p.read_text().splitlines())) > 400
+    ]
     assert not long, long
 
 

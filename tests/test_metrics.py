@@ -6,24 +6,38 @@ import numpy as np
 import pytest
 
 from harness.errors import UsageError
-from harness.measure.metrics import (
-    RequestRecord,
-    meets_slo,
-    percentile,
-    progress,
-    running_p99,
-    stats,
-    summarize,
-    tpot_s,
-)
+from harness.measure.metrics import RequestRecord, meets_slo, progress, summarize, tpot_s
+from harness.measure.percentiles import percentile, running_p99, stats
 
 A = pytest.approx
 
 
-def rec(rid, arrival, admitted, tokens, finish, in_len, out_len, *, warmup=False,
-        completed=True, replica=0):
-    return RequestRecord(rid, replica, arrival, admitted, tokens[0] if tokens else None,
-                         list(tokens), finish, in_len, out_len, warmup, completed)
+def rec(
+    rid,
+    arrival,
+    admitted,
+    tokens,
+    finish,
+    in_len,
+    out_len,
+    *,
+    warmup=False,
+    completed=True,
+    replica=0,
+):
+    return RequestRecord(
+        rid,
+        replica,
+        arrival,
+        admitted,
+        tokens[0] if tokens else None,
+        list(tokens),
+        finish,
+        in_len,
+        out_len,
+        warmup,
+        completed,
+    )
 
 
 def scenario():
@@ -64,13 +78,13 @@ def test_latency_stats_hand_computed():
     assert s["mean_ttft_ms"] == A(525.0)
     assert s["median_ttft_ms"] == A(450.0) and s["p50_ttft_ms"] == A(450.0)
     assert s["std_ttft_ms"] == A(math.sqrt(0.086875) * 1e3)
-    assert s["p90_ttft_ms"] == A(850.0)   # h = 3·0.90 = 2.7 → 0.5 + 0.7·0.5
+    assert s["p90_ttft_ms"] == A(850.0)  # h = 3·0.90 = 2.7 → 0.5 + 0.7·0.5
     assert s["p95_ttft_ms"] == A(925.0)
-    assert s["p99_ttft_ms"] == A(985.0)   # h = 2.97 → 0.5 + 0.97·0.5
+    assert s["p99_ttft_ms"] == A(985.0)  # h = 2.97 → 0.5 + 0.97·0.5
     # TPOT [0.2, 0.3, 0.6]: the 1-token request is excluded
     assert s["mean_tpot_ms"] == A(1100.0 / 3)
     assert s["median_tpot_ms"] == A(300.0)
-    assert s["p99_tpot_ms"] == A(594.0)   # h = 1.98 → 0.3 + 0.98·0.3
+    assert s["p99_tpot_ms"] == A(594.0)  # h = 1.98 → 0.3 + 0.98·0.3
     # ITL pooled [0.2, 0.2, 0.2, 0.3, 0.6, 0.6]
     assert s["mean_itl_ms"] == A(350.0)
     assert s["median_itl_ms"] == A(250.0)
@@ -186,18 +200,36 @@ def test_record_dict_round_trip():
 def test_latency_origin_send_and_counted_tokens():
     """A request held 0.3 s at the client (sent 0.3 s after its arrival) and a stream whose chunks
     carried 5 tokens in 3 chunks: TTFT/E2E from the send are 0.3 s shorter, TPOT uses the 5."""
-    r = RequestRecord(0, 0, 1.0, None, 1.5, [1.5, 1.7, 2.1], 2.1, 10, 5, completed=True,
-                      sent_s=1.3, output_tokens=5)
+    r = RequestRecord(
+        0,
+        0,
+        1.0,
+        None,
+        1.5,
+        [1.5, 1.7, 2.1],
+        2.1,
+        10,
+        5,
+        completed=True,
+        sent_s=1.3,
+        output_tokens=5,
+    )
     ours, vllm = summarize([r]), summarize([r], latency_origin="send")
     assert ours["mean_ttft_ms"] == A(500.0) and vllm["mean_ttft_ms"] == A(200.0)
     assert ours["mean_e2el_ms"] == A(1100.0) and vllm["mean_e2el_ms"] == A(800.0)
-    assert ours["mean_tpot_ms"] == vllm["mean_tpot_ms"] == A((2.1 - 1.5) / 4 * 1e3)   # n = 5, not 3 chunks
+    # n = 5, not 3 chunks
+    assert ours["mean_tpot_ms"] == vllm["mean_tpot_ms"] == A((2.1 - 1.5) / 4 * 1e3)
     assert ours["total_output_tokens"] == vllm["total_output_tokens"] == 5
-    assert ours["mean_itl_ms"] == A(300.0)            # the chunks' gaps 0.2 and 0.4
-    # goodput against a 400 ms TTFT threshold: met from the send (200 ms), missed from the arrival (500 ms)
-    assert summarize([r], slo_thresholds_ms={"ttft": 400}, latency_origin="send")["good_requests"] == 1
+    assert ours["mean_itl_ms"] == A(300.0)  # the chunks' gaps 0.2 and 0.4
+    # goodput against a 400 ms TTFT threshold: met from the send (200 ms), missed from the arrival
+    # (500 ms)
+    assert (
+        summarize([r], slo_thresholds_ms={"ttft": 400}, latency_origin="send")["good_requests"] == 1
+    )
     assert summarize([r], slo_thresholds_ms={"ttft": 400})["good_requests"] == 0
-    back = RequestRecord.from_dict({**r.to_dict(), "sent_s": float("nan"), "output_tokens": float("nan")})
+    back = RequestRecord.from_dict(
+        {**r.to_dict(), "sent_s": float("nan"), "output_tokens": float("nan")}
+    )
     assert back.sent_s is None and back.output_tokens is None and tpot_s(back) == A(0.3)
 
 
@@ -211,6 +243,9 @@ def test_peaks_count_vllm_one_second_buckets():
     assert peak_buckets(spans) == ([2, 3, 1, 0], [2, 2, 1, 0])
     assert peaks(spans) == {"max_output_tokens_per_s": 3.0, "max_concurrent_requests": 2}
     assert peaks([]) == {"max_output_tokens_per_s": 0.0, "max_concurrent_requests": 0}
-    recs = [RequestRecord(i, 0, s, None, t[0], t, e, 4, 3, completed=True) for i, (s, t, e) in enumerate(spans)]
+    recs = [
+        RequestRecord(i, 0, s, None, t[0], t, e, 4, 3, completed=True)
+        for i, (s, t, e) in enumerate(spans)
+    ]
     s = summarize(recs)
     assert (s["max_output_tokens_per_s"], s["max_concurrent_requests"]) == (3.0, 2)

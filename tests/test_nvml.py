@@ -16,12 +16,21 @@ import pytest
 
 from harness.errors import UsageError
 from harness.measure import nvml as nv
-from harness.measure.nvml import COLUMNS, NvmlSampler, counter_delta, summarize_nvml, torch_memory_stats
+from harness.measure.nvml import (
+    COLUMNS,
+    NvmlSampler,
+    counter_delta,
+    summarize_nvml,
+    torch_memory_stats,
+)
 
-GIB = 1024 ** 3
+GIB = 1024**3
 TX, RX = pynvml.NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX, pynvml.NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_RX
 OCC, DRAM = pynvml.NVML_GPM_METRIC_SM_OCCUPANCY, pynvml.NVML_GPM_METRIC_DRAM_BW_UTIL
-GPM_TX, GPM_RX = pynvml.NVML_GPM_METRIC_NVLINK_TOTAL_TX_PER_SEC, pynvml.NVML_GPM_METRIC_NVLINK_TOTAL_RX_PER_SEC
+GPM_TX, GPM_RX = (
+    pynvml.NVML_GPM_METRIC_NVLINK_TOTAL_TX_PER_SEC,
+    pynvml.NVML_GPM_METRIC_NVLINK_TOTAL_RX_PER_SEC,
+)
 
 
 def _addr(p) -> int:
@@ -82,8 +91,14 @@ class FakeNvml:
             arr = (pynvml.c_nvmlFieldValue_t * len(ids))()
             for i, (fid, scope) in enumerate(ids):
                 v = self._next("tx" if fid == TX else "rx", h)
-                arr[i].fieldId, arr[i].scopeId, arr[i].valueType = fid, scope, pynvml.NVML_VALUE_TYPE_UNSIGNED_LONG_LONG
-                if isinstance(v, tuple):  # ("err", code): per-field failure inside a successful call
+                arr[i].fieldId, arr[i].scopeId, arr[i].valueType = (
+                    fid,
+                    scope,
+                    pynvml.NVML_VALUE_TYPE_UNSIGNED_LONG_LONG,
+                )
+                if isinstance(
+                    v, tuple
+                ):  # ("err", code): per-field failure inside a successful call
                     arr[i].nvmlReturn = v[1]
                 else:
                     arr[i].value.ullVal = v
@@ -124,14 +139,18 @@ class FakeNvml:
             "nvmlInit": init,
             "nvmlShutdown": shutdown,
             "nvmlDeviceGetCount": lambda: self.n,
-            "nvmlDeviceGetHandleByIndex": lambda i: i,  # the handle is the index: the fake keys scripts by it
+            "nvmlDeviceGetHandleByIndex": lambda i: (
+                i
+            ),  # the handle is the index: the fake keys scripts by it
             "nvmlDeviceGetHandleByUUID": by_uuid,
             "nvmlDeviceGetIndex": lambda h: h,
             "nvmlDeviceGetMemoryInfo": mem,
             "nvmlDeviceGetUtilizationRates": util,
             "nvmlDeviceGetPowerUsage": lambda h: self._next("power_mw", h),
             "nvmlDeviceGetTotalEnergyConsumption": lambda h: self._next("energy_mj", h),
-            "nvmlDeviceGetClockInfo": lambda h, t: self._next("sm_clock" if t == pynvml.NVML_CLOCK_SM else "bad", h),
+            "nvmlDeviceGetClockInfo": lambda h, t: self._next(
+                "sm_clock" if t == pynvml.NVML_CLOCK_SM else "bad", h
+            ),
             "nvmlDeviceGetTemperature": lambda h, s: self._next("temp", h),
             "nvmlDeviceGetCurrentClocksEventReasons": lambda h: self._next("reasons", h),
             "nvmlDeviceGetFieldValues": field_values,
@@ -148,10 +167,21 @@ class FakeNvml:
 
 def _defaults(**over):
     s = dict(
-        mem=[10 * GIB, 12 * GIB, 11 * GIB], util=[(50, 20), (70, 30), (90, 40)], power_mw=[300_000, 450_500, 600_000],
-        energy_mj=[1_000_000, 1_450_500, 1_900_000], sm_clock=[1980], temp=[60, 61, 62], reasons=[0, 4, 0],
-        tx=[100, 300, 700], rx=[50, 50, 150],
-        **{f"gpm{OCC}": [40.0, 60.0], f"gpm{DRAM}": [10.0, 30.0], f"gpm{GPM_TX}": [2.0, 4.0], f"gpm{GPM_RX}": [1.0, 0.5]},
+        mem=[10 * GIB, 12 * GIB, 11 * GIB],
+        util=[(50, 20), (70, 30), (90, 40)],
+        power_mw=[300_000, 450_500, 600_000],
+        energy_mj=[1_000_000, 1_450_500, 1_900_000],
+        sm_clock=[1980],
+        temp=[60, 61, 62],
+        reasons=[0, 4, 0],
+        tx=[100, 300, 700],
+        rx=[50, 50, 150],
+        **{
+            f"gpm{OCC}": [40.0, 60.0],
+            f"gpm{DRAM}": [10.0, 30.0],
+            f"gpm{GPM_TX}": [2.0, 4.0],
+            f"gpm{GPM_RX}": [1.0, 0.5],
+        },
     )
     s.update(over)
     return s
@@ -163,7 +193,8 @@ def ticking_clock(start=100.0, step=1.0):
 
 
 def run_passes(sampler: NvmlSampler, extra: int) -> list[dict]:
-    """start (baseline) + ``extra`` explicit passes + stop (final); the thread never ticks (long interval)."""
+    """start (baseline) + ``extra`` explicit passes + stop (final); the thread never ticks (long
+    interval)."""
     sampler.start()
     for _ in range(extra):
         sampler.sample()
@@ -193,24 +224,36 @@ def test_units_deltas_and_gpm(monkeypatch):
     assert [r["energy_j"] for r in rows] == [1000.0, 1450.5, 1900.0]  # mJ → J
     assert [r["energy_delta_j"] for r in rows] == [None, 450.5, 449.5]
     assert r0["sm_clock_mhz"] == 1980 and r2["temperature_c"] == 62 and r1["throttle_reasons"] == 4
-    assert [r["nvlink_tx_bytes"] for r in rows] == [100 * 1024, 300 * 1024, 700 * 1024]  # KiB → bytes
+    assert [r["nvlink_tx_bytes"] for r in rows] == [
+        100 * 1024,
+        300 * 1024,
+        700 * 1024,
+    ]  # KiB → bytes
     assert [r["nvlink_tx_delta_bytes"] for r in rows] == [None, 200 * 1024, 400 * 1024]
     assert [r["nvlink_rx_delta_bytes"] for r in rows] == [None, 0, 100 * 1024]
-    assert all(ids == [(TX, 0xFFFFFFFF), (RX, 0xFFFFFFFF)] for ids in fake.field_requests)  # all links
+    # all links
+    assert all(ids == [(TX, 0xFFFFFFFF), (RX, 0xFFFFFFFF)] for ids in fake.field_requests)
     # GPM: the first pass only opens an interval; later passes read metrics over [prev, cur]
     assert r0["gpm_sm_occupancy_pct"] is None
     assert (r1["gpm_sm_occupancy_pct"], r2["gpm_sm_occupancy_pct"]) == (40.0, 60.0)
     assert (r1["gpm_dram_bw_util_pct"], r2["gpm_dram_bw_util_pct"]) == (10.0, 30.0)
-    assert r1["gpm_nvlink_tx_bytes_per_s"] == 2.0 * 2 ** 20 and r2["gpm_nvlink_rx_bytes_per_s"] == 0.5 * 2 ** 20
+    assert (
+        r1["gpm_nvlink_tx_bytes_per_s"] == 2.0 * 2**20
+        and r2["gpm_nvlink_rx_bytes_per_s"] == 0.5 * 2**20
+    )
     # the buffers alternate: each interval starts where the previous one ended
     (a1, b1), (a2, b2) = fake.gpm_pairs
     assert a1 != b1 and (a2, b2) == (b1, a1)
     assert s.unsupported == {} and s.note is None and s.using_nvml
-    assert sorted(fake.gpm_freed) == sorted(_addr(p) for p in fake.gpm_alloc) and fake.shutdowns == 1
+    assert (
+        sorted(fake.gpm_freed) == sorted(_addr(p) for p in fake.gpm_alloc) and fake.shutdowns == 1
+    )
 
 
 def test_counter_reset_gives_new_value_as_delta(monkeypatch):
-    FakeNvml(1, **_defaults(energy_mj=[5_000_000, 5_002_000, 1_500], tx=[1000, 1010, 3])).install(monkeypatch)
+    FakeNvml(1, **_defaults(energy_mj=[5_000_000, 5_002_000, 1_500], tx=[1000, 1010, 3])).install(
+        monkeypatch
+    )
     rows = run_passes(NvmlSampler(interval_s=60, clock=ticking_clock()), extra=1)
     assert [r["energy_delta_j"] for r in rows] == [None, 2.0, 1.5]
     assert [r["nvlink_tx_delta_bytes"] for r in rows] == [None, 10 * 1024, 3 * 1024]
@@ -240,10 +283,18 @@ def test_unsupported_fields_recorded_once_never_retried(monkeypatch):
     assert s.unsupported["nvlink_rx_bytes"] == "device 0: Not Supported"
     assert s.unsupported["gpm_dram_bw_util_pct"] == "device 0: GPM: Not Supported"
     by_dev = {d: [r for r in rows if r["device"] == d] for d in (0, 1)}
-    assert all(r["temperature_c"] is None for r in by_dev[0]) and by_dev[1][-1]["temperature_c"] == 55
-    assert all(r["power_w"] is None and r["nvlink_rx_bytes"] is None and r["nvlink_rx_delta_bytes"] is None for r in rows)
+    assert (
+        all(r["temperature_c"] is None for r in by_dev[0]) and by_dev[1][-1]["temperature_c"] == 55
+    )
+    assert all(
+        r["power_w"] is None and r["nvlink_rx_bytes"] is None and r["nvlink_rx_delta_bytes"] is None
+        for r in rows
+    )
     assert all(r["gpm_dram_bw_util_pct"] is None for r in rows)
-    assert by_dev[0][-1]["gpm_sm_occupancy_pct"] == 60.0 and by_dev[0][-1]["nvlink_tx_bytes"] == 700 * 1024
+    assert (
+        by_dev[0][-1]["gpm_sm_occupancy_pct"] == 60.0
+        and by_dev[0][-1]["nvlink_tx_bytes"] == 700 * 1024
+    )
 
 
 def test_gpm_unsupported_device_never_sampled(monkeypatch):
@@ -251,10 +302,16 @@ def test_gpm_unsupported_device_never_sampled(monkeypatch):
     fake.gpm_supported = False
     s = NvmlSampler(interval_s=60, clock=ticking_clock())
     rows = run_passes(s, extra=2)
-    assert fake.calls["gpm_support"] == 1 and fake.calls["gpm_sample"] == 0 and fake.calls["gpm_metrics"] == 0
+    assert (
+        fake.calls["gpm_support"] == 1
+        and fake.calls["gpm_sample"] == 0
+        and fake.calls["gpm_metrics"] == 0
+    )
     assert s.unsupported["gpm_sm_occupancy_pct"] == "device 0: GPM not supported on this device"
     assert set(s.unsupported) == set(nv._GPM_COLUMNS)
-    assert all(r["gpm_nvlink_tx_bytes_per_s"] is None for r in rows) and rows[-1]["power_w"] == 600.0
+    assert (
+        all(r["gpm_nvlink_tx_bytes_per_s"] is None for r in rows) and rows[-1]["power_w"] == 600.0
+    )
 
 
 def test_thread_loses_no_sample_and_rows_safe_while_running(monkeypatch):
@@ -297,7 +354,9 @@ def test_nvml_unavailable_falls_back_to_process(monkeypatch):
         assert all(r[c] is None for c in nv.GPU_COLUMNS)
     assert fake.calls["mem"] == 0 and fake.shutdowns == 0
     summary = summarize_nvml(rows)
-    assert list(summary) == [-1] and summary[-1]["peak_rss_bytes"] == max(r["rss_bytes"] for r in rows)
+    assert list(summary) == [-1] and summary[-1]["peak_rss_bytes"] == max(
+        r["rss_bytes"] for r in rows
+    )
     assert summary[-1]["peak_mem_used_bytes"] is None and summary[-1]["energy_j"] is None
 
 
@@ -326,11 +385,29 @@ def test_summarize_nvml_hand_computed():
         return r
 
     rows = [
-        row(12.0, 0, mem_used_bytes=300, gpu_util_pct=90.0, power_w=400.0, energy_delta_j=800.0,
-            nvlink_tx_delta_bytes=6000, nvlink_rx_delta_bytes=1000, gpm_sm_occupancy_pct=50.0),
+        row(
+            12.0,
+            0,
+            mem_used_bytes=300,
+            gpu_util_pct=90.0,
+            power_w=400.0,
+            energy_delta_j=800.0,
+            nvlink_tx_delta_bytes=6000,
+            nvlink_rx_delta_bytes=1000,
+            gpm_sm_occupancy_pct=50.0,
+        ),
         row(10.0, 0, mem_used_bytes=100, gpu_util_pct=30.0, power_w=100.0),  # first: no deltas
-        row(11.0, 0, mem_used_bytes=500, gpu_util_pct=60.0, power_w=None, energy_delta_j=200.0,
-            nvlink_tx_delta_bytes=2000, nvlink_rx_delta_bytes=0, gpm_sm_occupancy_pct=None),
+        row(
+            11.0,
+            0,
+            mem_used_bytes=500,
+            gpu_util_pct=60.0,
+            power_w=None,
+            energy_delta_j=200.0,
+            nvlink_tx_delta_bytes=2000,
+            nvlink_rx_delta_bytes=0,
+            gpm_sm_occupancy_pct=None,
+        ),
         row(10.0, 1, mem_used_bytes=7, gpu_util_pct=None),
     ]
     s = summarize_nvml(rows)
@@ -375,15 +452,23 @@ def test_torch_memory_stats_cuda_reads_allocator_peaks(monkeypatch):
     assert asked == [("alloc", "cuda:1"), ("res", "cuda:1")] and st["peak_rss_bytes"] > 0
     cuda.is_available = lambda: False
     st = torch_memory_stats(0)
-    assert st["source"] == "process" and "not available" in st["label"] and st["max_memory_allocated_bytes"] is None
+    assert (
+        st["source"] == "process"
+        and "not available" in st["label"]
+        and st["max_memory_allocated_bytes"] is None
+    )
 
 
 def test_devices_by_uuid_exactly_those(monkeypatch):
-    """Device "GPU-fake-i" is NVML index i: the sampler reads the named GPUs only, in the given order."""
+    """Device "GPU-fake-i" is NVML index i: the sampler reads the named GPUs only, in the given
+    order."""
     fake = FakeNvml(4, **_defaults()).install(monkeypatch)
     rows = run_passes(NvmlSampler(interval_s=60, uuids=["GPU-fake-3", "GPU-fake-1"]), extra=0)
     assert [r["device"] for r in rows] == [3, 1, 3, 1]
-    assert {dev for (name, dev) in fake.pos if not name.startswith("gpm")} == {1, 3}   # (the fake keys GPM by 0)
+    assert {dev for (name, dev) in fake.pos if not name.startswith("gpm")} == {
+        1,
+        3,
+    }  # (the fake keys GPM by 0)
     assert fake.calls["by_uuid"] == 2
     # one unknown UUID: the other is sampled, the miss is kept; none known: the process instead
     s = NvmlSampler(interval_s=60, uuids=["GPU-fake-0", "GPU-other"])
@@ -397,16 +482,25 @@ def test_devices_by_uuid_exactly_those(monkeypatch):
 
 
 def test_summaries_key_a_gpu_by_node_and_index():
-    """Device 0 of two nodes is two GPUs: each moves 3000 B over 2 s = 1500 B/s, not 3000 B/s pooled."""
+    """Device 0 of two nodes is two GPUs: each moves 3000 B over 2 s = 1500 B/s, not 3000 B/s
+    pooled."""
+
     def row(t, node, dev, tx):
         r = dict.fromkeys(COLUMNS)
-        r.update(t_s=t, device=dev, node=node, nvlink_tx_delta_bytes=tx, gpu_util_pct=50.0 if node == "a" else 70.0)
+        r.update(
+            t_s=t,
+            device=dev,
+            node=node,
+            nvlink_tx_delta_bytes=tx,
+            gpu_util_pct=50.0 if node == "a" else 70.0,
+        )
         return r
 
     rows = [row(t, n, 0, None if t == 0 else 1500) for n in ("a", "b") for t in (0.0, 1.0, 2.0)]
-    rows.append(dict(row(0.0, "a", -1, None), cpu_pct=5.0))          # host rows are not a GPU
+    rows.append(dict(row(0.0, "a", -1, None), cpu_pct=5.0))  # host rows are not a GPU
     s = nv.summarize_nvml_by_node(rows)
     assert set(s) == {("a", 0), ("b", 0)}
     assert [d["mean_nvlink_tx_bytes_per_s"] for d in s.values()] == [1500.0, 1500.0]
     assert s[("a", 0)]["mean_gpu_util_pct"] == 50.0 and s[("b", 0)]["mean_gpu_util_pct"] == 70.0
-    assert summarize_nvml(rows)[0]["mean_nvlink_tx_bytes_per_s"] == 3000.0   # pooled by index alone: doubled
+    # pooled by index alone: doubled
+    assert summarize_nvml(rows)[0]["mean_nvlink_tx_bytes_per_s"] == 3000.0

@@ -23,9 +23,9 @@ from harness.plan.planner import (
     links,
     plan,
     pp_bytes_per_token_per_boundary,
-    slot_tokens,
     rank_params,
     ring_factor,
+    slot_tokens,
     stage_bytes_read,
     stage_flops,
     token_budget,
@@ -41,12 +41,13 @@ CFG_70B = ROOT / "configs" / "llama3-70b-tp2-pp4-h100.yaml"
 L70 = model_preset("llama3-70b")
 TP2PP4 = Layout(2, 4, 1, (20, 20, 20, 20))
 
-# Llama3-70B by hand: per layer q,o 8192x8192; k,v 8192x1024; gate,up,down 8192x28672; 2 norms of 8192.
-LAYER_70B = 2 * 8192 * 8192 + 2 * 8192 * 1024 + 3 * 8192 * 28672 + 2 * 8192          # 855,654,400
-EMB_70B = 128256 * 8192                                                                  # 1,050,673,152
-STAGE0_70B = 20 * (LAYER_70B - 2 * 8192) // 2 + 20 * 2 * 8192 + EMB_70B // 2            # 9,082,044,416
-MID_70B = 20 * (LAYER_70B - 2 * 8192) // 2 + 20 * 2 * 8192                              # 8,556,707,840
-LAST_70B = MID_70B + EMB_70B // 2 + 8192                                                 # 9,082,052,608
+# Llama3-70B by hand: per layer q,o 8192x8192; k,v 8192x1024; gate,up,down 8192x28672; 2 norms of
+# 8192.
+LAYER_70B = 2 * 8192 * 8192 + 2 * 8192 * 1024 + 3 * 8192 * 28672 + 2 * 8192  # 855,654,400
+EMB_70B = 128256 * 8192  # 1,050,673,152
+STAGE0_70B = 20 * (LAYER_70B - 2 * 8192) // 2 + 20 * 2 * 8192 + EMB_70B // 2  # 9,082,044,416
+MID_70B = 20 * (LAYER_70B - 2 * 8192) // 2 + 20 * 2 * 8192  # 8,556,707,840
+LAST_70B = MID_70B + EMB_70B // 2 + 8192  # 9,082,052,608
 
 
 def test_hand_numbers_are_the_published_ones():
@@ -64,7 +65,12 @@ def test_total_params_llama3_70b_and_405b():
 
 
 def test_rank_params_tp2_pp4():
-    assert [rank_params(L70, TP2PP4, s) for s in range(4)] == [STAGE0_70B, MID_70B, MID_70B, LAST_70B]
+    assert [rank_params(L70, TP2PP4, s) for s in range(4)] == [
+        STAGE0_70B,
+        MID_70B,
+        MID_70B,
+        LAST_70B,
+    ]
 
 
 def test_rank_params_single_rank_is_the_whole_model():
@@ -74,6 +80,7 @@ def test_rank_params_single_rank_is_the_whole_model():
 def test_rank_params_tied_embedding_counted_once():
     tiny = model_preset("tiny")
     import dataclasses
+
     tied = dataclasses.replace(tiny, tie_embeddings=True)
     one = Layout(1, 1, 1, (8,))
     assert rank_params(tied, one, 0) == tied.total_params() == tiny.total_params() - 256 * 64
@@ -92,7 +99,7 @@ def test_ring_bubble_epsilon():
     assert bubble_ratio(4, 1) == pytest.approx(3 / 4)
     assert bubble_ratio(1, 1) == 0.0
     ranks = [STAGE0_70B] * 2 + [MID_70B] * 4 + [LAST_70B] * 2
-    mean = (2 * STAGE0_70B + 4 * MID_70B + 2 * LAST_70B) / 8                  # 8,819,378,176
+    mean = (2 * STAGE0_70B + 4 * MID_70B + 2 * LAST_70B) / 8  # 8,819,378,176
     assert mean == 8_819_378_176
     assert epsilon(ranks) == pytest.approx(9_082_052_608 / 8_819_378_176 - 1)
     assert epsilon(ranks) == pytest.approx(0.0297838, abs=1e-7)
@@ -100,10 +107,12 @@ def test_ring_bubble_epsilon():
 
 
 def test_workspace_formula():
-    # 64 rows x 1536 tokens x (2*8192 + 3*28672/2) x 2 B; the last stage adds 64 x 128256/2 x 4 B of logits
+    # 64 rows x 1536 tokens x (2*8192 + 3*28672/2) x 2 B; the last stage adds 64 x 128256/2 x 4 B of
+    # logits
     act = 64 * 1536 * (2 * 8192 + 3 * 14336) * 2
     assert act == 11_676_942_336
-    assert workspace_bytes(L70, 2, False, 2, 64, 64 * 1536) == act        # packed: tokens, not rows x width
+    # packed: tokens, not rows x width
+    assert workspace_bytes(L70, 2, False, 2, 64, 64 * 1536) == act
     assert workspace_bytes(L70, 2, True, 2, 64, 64 * 1536) == act + 64 * 64128 * 4
 
 
@@ -115,7 +124,10 @@ def test_expected_comm_tp2_pp4():
     assert exp[(0, None, "all_reduce", "tp")] == {"count": 41, "bytes": 41 * act}
     assert exp[(1, None, "all_reduce", "tp")] == {"count": 40, "bytes": 40 * act}
     assert exp[(0, None, "broadcast", "tp")] == {"count": 2, "bytes": header + 8 * rows * tokens}
-    assert exp[(3, None, "all_gather", "tp")] == {"count": 1, "bytes": rows * 2 * 8}   # [B, 2] float64
+    assert exp[(3, None, "all_gather", "tp")] == {
+        "count": 1,
+        "bytes": rows * 2 * 8,
+    }  # [B, 2] float64
     for s in (0, 1, 2):
         assert exp[(s, None, "send", "pp")] == {"count": 2, "bytes": header + act}
         assert exp[(s + 1, None, "recv", "pp")] == {"count": 2, "bytes": header + act}
@@ -129,23 +141,27 @@ def test_expected_comm_groups_of_one_issue_nothing():
     only_pp = expected_comm(L70, Layout(1, 2, 1, (40, 40)), 2, 8, rows=4, tokens=1)
     assert {k[2] for k in only_pp} == {"send", "recv"}
     only_tp = expected_comm(L70, Layout(4, 1, 1, (80,)), 2, 8, rows=4, tokens=1)
-    assert only_tp[(0, None, "all_reduce", "tp")]["count"] == 161   # 2 x 80 layers + embedding
+    assert only_tp[(0, None, "all_reduce", "tp")]["count"] == 161  # 2 x 80 layers + embedding
     assert {k[2] for k in only_tp} == {"all_reduce", "broadcast", "all_gather"}
 
 
 def test_flops_and_bytes_of_one_decode_token():
     # stage 1, one row, one new token after 1152 cached ones
-    matmul = 20 * (LAYER_70B - 2 * 8192) // 2                                           # 8,556,380,160
+    matmul = 20 * (LAYER_70B - 2 * 8192) // 2  # 8,556,380,160
     flops = 2 * matmul + 4 * 20 * 4096 * (1152 + 1)
     assert stage_flops(L70, TP2PP4, 1, 1, 1, 1152.0) == pytest.approx(flops)
     nbytes = MID_70B * 2 + (1152 + 1) * 40_960
     assert stage_bytes_read(L70, TP2PP4, 1, 2, 1, 1, 1152.0) == pytest.approx(nbytes)
     h100 = gpu_spec("H100-SXM-80GB")
-    assert compute_floor_s(h100, flops, nbytes) == pytest.approx(nbytes / 3.35e12)   # memory bound
-    # the last stage adds lm_head on the row's last position; stage 0 reads only the looked-up embedding rows
-    assert stage_flops(L70, TP2PP4, 3, 1, 1, 0.0) == pytest.approx(2 * matmul + 2 * EMB_70B / 2 + 4 * 20 * 4096)
+    assert compute_floor_s(h100, flops, nbytes) == pytest.approx(nbytes / 3.35e12)  # memory bound
+    # the last stage adds lm_head on the row's last position; stage 0 reads only the looked-up
+    # embedding rows
+    assert stage_flops(L70, TP2PP4, 3, 1, 1, 0.0) == pytest.approx(
+        2 * matmul + 2 * EMB_70B / 2 + 4 * 20 * 4096
+    )
     assert stage_bytes_read(L70, TP2PP4, 0, 2, 1, 1, 0.0) == pytest.approx(
-        (STAGE0_70B - EMB_70B // 2) * 2 + 4096 * 2 + 40_960)
+        (STAGE0_70B - EMB_70B // 2) * 2 + 4096 * 2 + 40_960
+    )
 
 
 def test_prefill_is_compute_bound():
@@ -160,7 +176,8 @@ def test_links_and_comm_time():
     h100 = gpu_spec("H100-SXM-80GB")
     lk = links(TP2PP4, h100, 8)
     assert lk.tp_inter == (False,) * 4 and lk.pp_inter == (False,) * 4
-    # one decode token on stage 1: 40 all-reduces of 16,384 B at ring factor 1, plus 2 sends (header + hidden)
+    # one decode token on stage 1: 40 all-reduces of 16,384 B at ring factor 1, plus 2 sends (header
+    # + hidden)
     t = comm_time_s(L70, TP2PP4, 2, 64, lk, 1, rows=1, tokens=1)
     assert t == pytest.approx(40 * 16_384 / 450e9 + (1568 + 16_384) / 450e9)
     # TP8-PP2 on 2 nodes x 8: TP inside a node, the PP hop crosses nodes
@@ -179,12 +196,17 @@ def test_plan_of_the_seed_strategy():
     assert pl.ranks[0].kv_bytes_per_token == 40_960
     assert pl.params_total == 70_553_706_496
     assert pl.weight_epsilon == pytest.approx(0.0297838, abs=1e-7)
-    assert [s.weight_bytes for s in pl.stages] == [2 * STAGE0_70B * 2, 2 * MID_70B * 2, 2 * MID_70B * 2,
-                                                   2 * LAST_70B * 2]
+    assert [s.weight_bytes for s in pl.stages] == [
+        2 * STAGE0_70B * 2,
+        2 * MID_70B * 2,
+        2 * MID_70B * 2,
+        2 * LAST_70B * 2,
+    ]
     mem = int(79.6 * 2**30)
     r0 = pl.ranks[0]
     assert r0.memory_bytes == mem
-    # the widest forward: the default token budget, 2048 packed tokens (< 64 rows x the longest prompt, 1536)
+    # the widest forward: the default token budget, 2048 packed tokens (< 64 rows x the longest
+    # prompt, 1536)
     assert r0.workspace_bytes == 2048 * (2 * 8192 + 3 * 14336) * 2 == 243_269_632
     assert r0.kv_budget_bytes == int(0.9 * (mem - 18_164_088_832 - 243_269_632))
     assert r0.kv_token_capacity == r0.kv_budget_bytes // 40_960
@@ -196,11 +218,13 @@ def test_plan_of_the_seed_strategy():
     assert b.bubble_ratio == pytest.approx(3 / 7) and b.micro_batches == 4
     assert (b.input_mean, b.output_mean, b.decode_context) == (1024.0, 256.0, 1152.0)
     # one request alone: each stage reads its weights + 1153 tokens of KV per token, plus its comm
-    floor = sum(((2 * p * 2) // 2 + 1153 * 40_960) / 3.35e12 for p in (STAGE0_70B - EMB_70B // 2 + 4096, MID_70B,
-                                                                       MID_70B, LAST_70B))
+    floor = sum(
+        ((2 * p * 2) // 2 + 1153 * 40_960) / 3.35e12
+        for p in (STAGE0_70B - EMB_70B // 2 + 4096, MID_70B, MID_70B, LAST_70B)
+    )
     assert b.tpot_floor_s == pytest.approx(floor, rel=1e-3)
     assert 0 < b.rps_slo <= b.rps_bound and not pl.problems and pl.fits
-    json.dumps(pl.to_dict())          # JSON-ready
+    json.dumps(pl.to_dict())  # JSON-ready
 
 
 def test_token_budget_bounds_the_forward_and_chunks_the_ttft_floor():
@@ -216,24 +240,38 @@ def test_token_budget_bounds_the_forward_and_chunks_the_ttft_floor():
     tm = Timing(spec.shape, spec.layout, spec.gpu, 2, 64, links(spec.layout, spec.gpu, 8))
     want = sum(tm.latency(s, 1, 256, 256.0 * k) for k in range(4) for s in range(4))
     assert b.ttft_floor_s == pytest.approx(want, rel=1e-12)
-    assert plan(load_spec(CFG_70B)).run["max_num_batched_tokens"] == 2048             # the default budget
-    assert token_budget(load_spec(CFG_70B, ["run.max_batch=4096"])) == 4096            # never below max_batch
-    whole = plan(load_spec(CFG_70B)).bounds             # default budget 2048: the prompt in one step
+    assert plan(load_spec(CFG_70B)).run["max_num_batched_tokens"] == 2048  # the default budget
+    assert token_budget(load_spec(CFG_70B, ["run.max_batch=4096"])) == 4096  # never below max_batch
+    whole = plan(load_spec(CFG_70B)).bounds  # default budget 2048: the prompt in one step
     assert (whole.prefill_chunk, whole.prefill_chunks) == (1024, 1)
-    # each 256-token chunk re-reads the stage's weights: 4 x 18.2 GB at 3.35 TB/s > one compute-bound prefill
+    # each 256-token chunk re-reads the stage's weights: 4 x 18.2 GB at 3.35 TB/s > one
+    # compute-bound prefill
     assert b.ttft_floor_s > whole.ttft_floor_s
-    assert plan(load_spec(CFG_70B, ["run.prefill_chunk=512"])).bounds.prefill_chunks == 2   # caps each chunk
+    # caps each chunk
+    assert plan(load_spec(CFG_70B, ["run.prefill_chunk=512"])).bounds.prefill_chunks == 2
 
 
 def test_kv_slot_is_paged_on_a_gpu_in_16_bit_only():
-    assert slot_tokens(load_spec(CFG_70B, ["run.max_seq_len=2000"])) == 2048          # 8 pages of 256
+    assert slot_tokens(load_spec(CFG_70B, ["run.max_seq_len=2000"])) == 2048  # 8 pages of 256
     assert slot_tokens(load_spec(CFG_70B, ["run.max_seq_len=2000", "model.dtype=fp32"])) == 2000
-    assert slot_tokens(load_spec(ROOT / "configs" / "tiny-tp2-pp4-cpu.yaml")) == 128   # the CPU twin
+    assert slot_tokens(load_spec(ROOT / "configs" / "tiny-tp2-pp4-cpu.yaml")) == 128  # the CPU twin
 
 
 def test_plan_that_does_not_fit_says_so_with_numbers(capsys):
-    rc = cli.main(["plan", str(CFG_70B), "--set", "parallel.tp=1", "--set", "parallel.pp=1",
-                   "--set", "cluster.gpus_per_node=1", "--set", "parallel.layer_split=null"])
+    rc = cli.main(
+        [
+            "plan",
+            str(CFG_70B),
+            "--set",
+            "parallel.tp=1",
+            "--set",
+            "parallel.pp=1",
+            "--set",
+            "cluster.gpus_per_node=1",
+            "--set",
+            "parallel.layer_split=null",
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0
     assert "stage 0 does not fit: weights 141.1 GB" in out and "exceed 85.5 GB" in out
@@ -243,14 +281,19 @@ def test_plan_json_in_process(capsys):
     assert cli.main(["plan", str(CFG_70B), "--json"]) == 0
     d = json.loads(capsys.readouterr().out)
     assert d["ranks"][7]["weight_bytes"] == LAST_70B * 2
-    assert d["stages"][0]["holds"] == ["embedding"] and d["stages"][3]["holds"] == ["final_norm", "lm_head"]
+    assert d["stages"][0]["holds"] == ["embedding"] and d["stages"][3]["holds"] == [
+        "final_norm",
+        "lm_head",
+    ]
     assert d["schema_version"] == 1
 
 
 def test_harness_plan_answers_under_2s_as_a_subprocess():
     exe = Path(sys.executable).parent / "harness"
     t0 = time.monotonic()
-    p = subprocess.run([str(exe), "plan", str(CFG_70B)], capture_output=True, text=True, timeout=30, cwd=ROOT)
+    p = subprocess.run(
+        [str(exe), "plan", str(CFG_70B)], capture_output=True, text=True, timeout=30, cwd=ROOT
+    )
     dt = time.monotonic() - t0
     assert p.returncode == 0, p.stderr
     assert dt < 2.0, f"harness plan took {dt:.2f} s"
@@ -259,25 +302,38 @@ def test_harness_plan_answers_under_2s_as_a_subprocess():
 
 
 def test_planner_search_and_claims_do_not_import_torch():
-    code = ("import sys, harness.plan.planner, harness.plan.search, harness.verdicts.claims.verify, harness.commands.plan, "
-            "harness.commands.verify_claims; print('torch' in sys.modules)")
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    code = (
+        "import sys, harness.plan.planner, harness.plan.search, harness.verdicts.claims.verify, "
+        "harness.commands.plan, "
+        "harness.commands.verify_claims; print('torch' in sys.modules)"
+    )
+    p = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip() == "False"
 
 
 def test_check_weights_counts_again_with_accelerate(capsys, tmp_path):
-    """accelerate's compute_module_sizes of each meta-device stage equals the planner's bytes, exactly,
-    and both equal the hand numbers (70B TP2-PP4 bf16; tiny with a vocabulary of 255 at tp=2: padded)."""
+    """accelerate's compute_module_sizes of each meta-device stage equals the planner's bytes,
+    exactly,
+    and both equal the hand numbers (70B TP2-PP4 bf16; tiny with a vocabulary of 255 at tp=2:
+    padded)."""
     assert cli.main(["plan", str(CFG_70B), "--json", "--check-weights"]) == 0
     checks = json.loads(capsys.readouterr().out)["weight_cross_check"]
     assert len(checks) == 8 and all(c["ok"] for c in checks)
-    assert [c["measured"] for c in checks] == [2 * n for n in (STAGE0_70B,) * 2 + (MID_70B,) * 4 + (LAST_70B,) * 2]
+    assert [c["measured"] for c in checks] == [
+        2 * n for n in (STAGE0_70B,) * 2 + (MID_70B,) * 4 + (LAST_70B,) * 2
+    ]
     from harness.engines.reference.model.accounting import meta_rank_bytes
+
     odd = dataclasses.replace(model_preset("tiny"), vocab=255)
     lay = Layout(2, 1, 1, (8,))
     layer = (2 * 64 * 64 + 2 * 64 * 32 + 3 * 64 * 128) // 2 + 2 * 64
-    assert meta_rank_bytes(odd, lay, 1, "fp32") == 4 * (8 * layer + 2 * 128 * 64 + 64)   # 128 rows each
+    # 128 rows each
+    assert meta_rank_bytes(odd, lay, 1, "fp32") == 4 * (8 * layer + 2 * 128 * 64 + 64)
     assert cli.main(["plan", str(CFG_70B), "--check-weights"]) == 0
-    assert "weights cross-check (accelerate compute_module_sizes, meta-device stages): = planner on 8/8 ranks" \
-        in capsys.readouterr().out
+    assert (
+        "weights cross-check (accelerate compute_module_sizes, meta-device stages): = planner on "
+        "8/8 ranks" in capsys.readouterr().out
+    )

@@ -36,8 +36,16 @@ def _hand_cost(f: dict) -> float:
 
 def _samples() -> list:
     out = []
-    for tokens, rows, attn, depth in [(1, 1, 40, 1), (4, 4, 400, 2), (33, 2, 600, 1), (64, 1, 2080, 3),
-                                      (8, 8, 900, 4), (17, 3, 170, 2), (2, 2, 5000, 4), (100, 5, 3000, 1)]:
+    for tokens, rows, attn, depth in [
+        (1, 1, 40, 1),
+        (4, 4, 400, 2),
+        (33, 2, 600, 1),
+        (64, 1, 2080, 3),
+        (8, 8, 900, 4),
+        (17, 3, 170, 2),
+        (2, 2, 5000, 4),
+        (100, 5, 3000, 1),
+    ]:
         f = {"tokens": tokens, "rows": rows, "attn_pairs": attn, "depth": depth}
         out.append((f, _hand_cost(f)))
     return out
@@ -60,24 +68,44 @@ def test_fit_recovers_hand_coefficients_and_drops_a_stall():
 
 def test_fit_keeps_coefficients_non_negative_and_flags_constant_features():
     # decode only: tokens == rows (collinear), depth constant: never a negative cost per token
-    samples = [({"tokens": b, "rows": b, "attn_pairs": 0, "depth": 1}, 0.01 + 0.002 * b) for b in (1, 2, 4, 8)]
+    samples = [
+        ({"tokens": b, "rows": b, "attn_pairs": 0, "depth": 1}, 0.01 + 0.002 * b)
+        for b in (1, 2, 4, 8)
+    ]
     fit = fit_stage(1, samples)
     assert all(v >= 0 for v in fit.coef.values())
     assert set(fit.unfitted) == {"attn_pairs", "depth"}
-    assert fit.cost({"tokens": 6, "rows": 6, "attn_pairs": 0, "depth": 1}) == pytest.approx(0.022, rel=1e-9)
-    assert fit.outside({"tokens": 16, "rows": 16, "attn_pairs": 0, "depth": 1}) == ["tokens", "rows"]
+    assert fit.cost({"tokens": 6, "rows": 6, "attn_pairs": 0, "depth": 1}) == pytest.approx(
+        0.022, rel=1e-9
+    )
+    assert fit.outside({"tokens": 16, "rows": 16, "attn_pairs": 0, "depth": 1}) == [
+        "tokens",
+        "rows",
+    ]
 
 
 def _spec(*extra: str, pp: int = 1, tp: int = 1):
-    return load_spec(DEMO_CONFIG, [f"parallel.tp={tp}", f"parallel.pp={pp}", f"cluster.gpus_per_node={tp * pp}",
-                                   "workload.input_len={dist: fixed, value: 8}",
-                                   "workload.output_len={dist: fixed, value: 4}", *extra])
+    return load_spec(
+        DEMO_CONFIG,
+        [
+            f"parallel.tp={tp}",
+            f"parallel.pp={pp}",
+            f"cluster.gpus_per_node={tp * pp}",
+            "workload.input_len={dist: fixed, value: 8}",
+            "workload.output_len={dist: fixed, value: 4}",
+            *extra,
+        ],
+    )
 
 
 def _constant(pp: int, step_s: float) -> PipelineModel:
     wide = {k: (0.0, 1e12) for k in ("tokens", "rows", "attn_pairs", "depth")}
-    return PipelineModel(stages=[StageCost(s, step_s, {}, range=dict(wide)) for s in range(pp)],
-                         hop_s=[0.0] * pp, return_s=0.0, loop_s=0.0)
+    return PipelineModel(
+        stages=[StageCost(s, step_s, {}, range=dict(wide)) for s in range(pp)],
+        hop_s=[0.0] * pp,
+        return_s=0.0,
+        loop_s=0.0,
+    )
 
 
 def test_simulator_closed_loop_one_constant_step_cost_is_exact():
@@ -97,8 +125,11 @@ def test_simulator_closed_loop_one_constant_step_cost_is_exact():
 def test_simulator_pipeline_two_stages_two_in_flight_hand_timeline():
     """pp 2, 2 micro-batches in flight, 10 ms per stage, closed loop 2. By hand: A (request 0's
     prefill) runs stage 0 at 0–10 and stage 1 at 10–20; B (request 1) stage 0 10–20, stage 1 20–30;
-    every later step of a sequence leaves 20 ms after its previous one. TTFT 20 and 30 ms; TPOT 20 ms."""
-    spec = _spec("workload.arrival=closed", "workload.concurrency=2", "workload.num_requests=2", pp=2)
+    every later step of a sequence leaves 20 ms after its previous one. TTFT 20 and 30 ms; TPOT 20
+    ms."""
+    spec = _spec(
+        "workload.arrival=closed", "workload.concurrency=2", "workload.num_requests=2", pp=2
+    )
     sim = simulate(spec, _trace(spec), _constant(2, 0.010), num_slots=16)
     recs = sorted(sim.records, key=lambda r: r.request_id)
     assert [r.first_token_s for r in recs] == pytest.approx([0.020, 0.030])
@@ -109,7 +140,10 @@ def test_simulator_pipeline_two_stages_two_in_flight_hand_timeline():
 
 def _trace(spec):
     from harness.spec.workload import build_trace
-    return build_trace(spec.workload, spec.shape.vocab, spec.run.max_seq_len or spec.shape.max_context)
+
+    return build_trace(
+        spec.workload, spec.shape.vocab, spec.run.max_seq_len or spec.shape.max_context
+    )
 
 
 class _CheckedStage(SimStage):
@@ -117,7 +151,7 @@ class _CheckedStage(SimStage):
 
     def submit(self, meta, token_ids):
         slots = set(meta.slots.tolist())
-        for m, _, _ in self.pending:      # a sequence is in at most one micro-batch in flight
+        for m, _, _ in self.pending:  # a sequence is in at most one micro-batch in flight
             assert not slots & set(m.slots.tolist())
         assert len(self.pending) < self.groups
         assert sum(meta.n_tokens.tolist()) <= self.budget and meta.batch <= self.max_batch
@@ -129,7 +163,9 @@ def test_closure_scales_every_time_until_the_run_is_met():
     factor is 1.3, every stage cost and residual is scaled by it, and the scaled model's simulation
     gives 26 ms; the model it was given is left as it was. A run 10× off hits the bound and says so;
     a run with no decode interval is left unclosed."""
-    spec = _spec("workload.arrival=closed", "workload.concurrency=2", "workload.num_requests=2", pp=2)
+    spec = _spec(
+        "workload.arrival=closed", "workload.concurrency=2", "workload.num_requests=2", pp=2
+    )
     model = _constant(2, 0.010)
     closed = close_on(model, spec, 26.0)
     assert closed.closure["factor"] == pytest.approx(1.3, rel=1e-9)
@@ -138,24 +174,42 @@ def test_closure_scales_every_time_until_the_run_is_met():
     assert [s.intercept_s for s in closed.stages] == pytest.approx([0.013, 0.013], rel=1e-12)
     assert [s.intercept_s for s in model.stages] == [0.010, 0.010]
     assert simulate_spec(spec, closed)["metrics"]["mean_itl_ms"] == pytest.approx(26.0, rel=1e-9)
-    assert simulate_spec(spec, closed)["metrics"]["median_ttft_ms"] == pytest.approx(1.3 * 25.0, rel=1e-9)
+    assert simulate_spec(spec, closed)["metrics"]["median_ttft_ms"] == pytest.approx(
+        1.3 * 25.0, rel=1e-9
+    )
     noisy = _constant(2, 0.010)
     noisy.stages[1].spread_s, noisy.return_samples, noisy.loop_s = [0.001, -0.002], [0.004], 0.0005
     big = scaled(noisy, 1.5)
-    assert [*big.stages[1].spread_s, *big.return_samples, big.loop_s] == pytest.approx([0.0015, -0.003, 0.006, 0.00075])
+    assert [*big.stages[1].spread_s, *big.return_samples, big.loop_s] == pytest.approx(
+        [0.0015, -0.003, 0.006, 0.00075]
+    )
     far = close_on(model, spec, 200.0)
     assert far.closure["factor"] == 2.0 and any("unreliable" in n for n in far.notes)
     none = close_on(model, spec, None)
-    assert none.closure["factor"] == 1.0 and "skipped" in none.closure and none.stages[0].intercept_s == 0.010
+    assert (
+        none.closure["factor"] == 1.0
+        and "skipped" in none.closure
+        and none.stages[0].intercept_s == 0.010
+    )
 
 
 def test_scheduler_invariants_hold_in_simulation(monkeypatch):
-    spec = _spec("workload.rate_rps=40", "workload.num_requests=60", "run.max_num_batched_tokens=16",
-                 "workload.input_len={dist: uniform, min: 4, max: 40}", pp=4, tp=2)
+    spec = _spec(
+        "workload.rate_rps=40",
+        "workload.num_requests=60",
+        "run.max_num_batched_tokens=16",
+        "workload.input_len={dist: uniform, min: 4, max: 40}",
+        pp=4,
+        tp=2,
+    )
     model = _constant(4, 0.004)
     for s in model.stages:
         s.spread_s = [-0.002, 0.0, 0.003, 0.010]
-    _CheckedStage.groups, _CheckedStage.budget, _CheckedStage.max_batch = spec.micro_batches, 16, spec.run.max_batch
+    _CheckedStage.groups, _CheckedStage.budget, _CheckedStage.max_batch = (
+        spec.micro_batches,
+        16,
+        spec.run.max_batch,
+    )
     monkeypatch.setattr("harness.predict.simulate.SimStage", _CheckedStage)
     sim = simulate(spec, _trace(spec), model, num_slots=8)
     assert len(sim.records) == 60 and all(r.completed for r in sim.records)
@@ -163,7 +217,7 @@ def test_scheduler_invariants_hold_in_simulation(monkeypatch):
         assert len(r.token_times_s) == r.output_len
         assert r.arrival_s <= r.admitted_s <= r.first_token_s == r.token_times_s[0]
         assert r.token_times_s == sorted(r.token_times_s) and r.finish_s == r.token_times_s[-1]
-    assert max(row[8] for row in sim.step_rows) <= spec.micro_batches      # in_flight column
+    assert max(row[8] for row in sim.step_rows) <= spec.micro_batches  # in_flight column
     assert sim.steps == len(sim.step_rows)
 
 
@@ -174,17 +228,55 @@ def _hand_run(tmp_path: Path) -> Path:
     run = build_synthetic_run(tmp_path / "hand", tp=1, pp=2, steps=4)
     steps, stages = [], []
     t = 0.0
-    for k, (tokens, rows) in enumerate([(1, 1), (5, 2), (9, 3), (33, 1), (2, 2), (40, 4), (7, 7), (3, 1)]):
+    for k, (tokens, rows) in enumerate(
+        [(1, 1), (5, 2), (9, 3), (33, 1), (2, 2), (40, 4), (7, 7), (3, 1)]
+    ):
         t = t + (steps[-1]["t_done_s"] - t + 0.0005 if steps else 0.0)
         a0, a1 = 0.002 + 1e-4 * tokens + 5e-4 * rows, 0.003 + 2e-4 * tokens
-        stages.append({"rank": 0, "dp": 0, "stage": 0, "tp": 0, "step": k, "t_recv_start_s": t,
-                       "t_recv_end_s": t, "t_compute_end_s": t + a0, "t_send_end_s": t + a0})
-        stages.append({"rank": 1, "dp": 0, "stage": 1, "tp": 0, "step": k, "t_recv_start_s": t - 0.5,
-                       "t_recv_end_s": t + a0 + 1e-4, "t_compute_end_s": t + a0 + a1, "t_send_end_s": t + a0 + a1})
-        steps.append({"replica": 0, "step": k, "phase": "decode", "n_rows": rows, "n_prefill_rows": 0,
-                      "n_decode_rows": rows, "n_tokens": tokens, "padded_tokens": tokens, "in_flight": 1,
-                      "available": 0, "t_submit_s": t, "t_done_s": t + a0 + a1 + 0.0015, "warmup": False,
-                      "attn_pairs": tokens * (tokens + 1) // 2})
+        stages.append(
+            {
+                "rank": 0,
+                "dp": 0,
+                "stage": 0,
+                "tp": 0,
+                "step": k,
+                "t_recv_start_s": t,
+                "t_recv_end_s": t,
+                "t_compute_end_s": t + a0,
+                "t_send_end_s": t + a0,
+            }
+        )
+        stages.append(
+            {
+                "rank": 1,
+                "dp": 0,
+                "stage": 1,
+                "tp": 0,
+                "step": k,
+                "t_recv_start_s": t - 0.5,
+                "t_recv_end_s": t + a0 + 1e-4,
+                "t_compute_end_s": t + a0 + a1,
+                "t_send_end_s": t + a0 + a1,
+            }
+        )
+        steps.append(
+            {
+                "replica": 0,
+                "step": k,
+                "phase": "decode",
+                "n_rows": rows,
+                "n_prefill_rows": 0,
+                "n_decode_rows": rows,
+                "n_tokens": tokens,
+                "padded_tokens": tokens,
+                "in_flight": 1,
+                "available": 0,
+                "t_submit_s": t,
+                "t_done_s": t + a0 + a1 + 0.0015,
+                "warmup": False,
+                "attn_pairs": tokens * (tokens + 1) // 2,
+            }
+        )
     pq.write_table(rows_to_table("steps", steps), run / "steps.parquet")
     pq.write_table(rows_to_table("stages", stages), run / "stages.parquet")
     return run
@@ -195,12 +287,16 @@ def test_calibration_from_run_tables_recovers_hand_stage_costs(tmp_path):
     model = from_run(_hand_run(tmp_path), spec)
     s0, s1 = model.stages
     assert s0.intercept_s == pytest.approx(0.002, abs=1e-9)
-    assert s0.coef["tokens"] == pytest.approx(1e-4, rel=1e-5) and s0.coef["rows"] == pytest.approx(5e-4, rel=1e-5)
-    assert s1.intercept_s == pytest.approx(0.003, abs=1e-9) and s1.coef["tokens"] == pytest.approx(2e-4, rel=1e-5)
+    assert s0.coef["tokens"] == pytest.approx(1e-4, rel=1e-5) and s0.coef["rows"] == pytest.approx(
+        5e-4, rel=1e-5
+    )
+    assert s1.intercept_s == pytest.approx(0.003, abs=1e-9) and s1.coef["tokens"] == pytest.approx(
+        2e-4, rel=1e-5
+    )
     assert s1.coef["rows"] == pytest.approx(0.0, abs=1e-9)
     assert model.return_s == pytest.approx(0.0015, abs=1e-9)
     assert model.loop_s == pytest.approx(0.0005, abs=1e-9)
-    assert "depth" in s0.unfitted        # the steps never overlapped
+    assert "depth" in s0.unfitted  # the steps never overlapped
 
 
 @pytest.fixture(scope="module")
@@ -217,41 +313,75 @@ def test_forecast_of_the_measured_workload_is_near_the_run(demo_dir, tmp_path):
     measured = json.loads((demo_dir / "summary.json").read_text())["metrics"]
     for key in ("median_ttft_ms", "median_tpot_ms", "request_throughput"):
         assert pred["metrics"][key] == pytest.approx(measured[key], rel=0.5), key
-    # closed on the run itself: its own mean ITL is met (the factor is the part the stage model missed)
+    # closed on the run itself: its own mean ITL is met (the factor is the part the stage model
+    # missed)
     closure = pred["model"]["closure"]
     assert 0.5 <= closure["factor"] <= 2.0 and "skipped" not in closure
     assert pred["metrics"]["mean_itl_ms"] == pytest.approx(measured["mean_itl_ms"], rel=0.02)
-    assert closure["error_before"] == pytest.approx(closure["simulated_before"] / measured["mean_itl_ms"] - 1)
-    assert set(measured) <= set(pred["metrics"])           # the summary's metric keys, every one
-    assert [r["target"] for r in pred["slo"]] == [r["target"] for r in
-                                                  json.loads((demo_dir / "summary.json").read_text())["slo"]]
+    assert closure["error_before"] == pytest.approx(
+        closure["simulated_before"] / measured["mean_itl_ms"] - 1
+    )
+    assert set(measured) <= set(pred["metrics"])  # the summary's metric keys, every one
+    assert [r["target"] for r in pred["slo"]] == [
+        r["target"] for r in json.loads((demo_dir / "summary.json").read_text())["slo"]
+    ]
     # the report shows it beside the bound and the measurement
     (tmp_path / "pred.json").write_text(json.dumps(pred))
     out = tmp_path / "report"
-    rc = subprocess.run([sys.executable, "-m", "harness.cli", "report", str(demo_dir), "--predicted",
-                         str(tmp_path / "pred.json"), "--out", str(out)], cwd=REPO, capture_output=True, text=True)
+    rc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "harness.cli",
+            "report",
+            str(demo_dir),
+            "--predicted",
+            str(tmp_path / "pred.json"),
+            "--out",
+            str(out),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     assert rc.returncode == 0, rc.stderr
     md = (out / "report.md").read_text()
     assert "Predicted (calibrated) vs measured" in md
     row = next(line for line in md.splitlines() if line.startswith("| TPOT median (ms)"))
-    err = (pred["metrics"]["median_tpot_ms"] - measured["median_tpot_ms"]) / measured["median_tpot_ms"] * 100
+    err = (
+        (pred["metrics"]["median_tpot_ms"] - measured["median_tpot_ms"])
+        / measured["median_tpot_ms"]
+        * 100
+    )
     assert f"{err:+.1f} %" in row and "≥" in row
 
 
 def test_capacity_search_on_the_simulator(demo_dir, tmp_path):
-    res = _cli("run", str(DEMO_CONFIG), "--find-capacity", "--predict", "--from", str(demo_dir),
-               "--results-dir", str(tmp_path / "cap"))
+    res = _cli(
+        "run",
+        str(DEMO_CONFIG),
+        "--find-capacity",
+        "--predict",
+        "--from",
+        str(demo_dir),
+        "--results-dir",
+        str(tmp_path / "cap"),
+    )
     assert res.returncode in (0, 1), res.stderr
     cap = json.loads((tmp_path / "cap" / "capacity.json").read_text())
     assert cap["predicted"] is True and cap["field"] == "workload.rate_rps" and cap["probes"]
     passed = [p["workload.rate_rps"] for p in cap["probes"] if p["verdict"] == "PASS"]
     failed = [p["workload.rate_rps"] for p in cap["probes"] if p["verdict"] != "PASS"]
-    assert cap["capacity"] == (max(x for x in passed if x < min(failed, default=math.inf)) if passed else None)
-    assert not (tmp_path / "cap" / "probe-00").exists()       # no real run was made
+    assert cap["capacity"] == (
+        max(x for x in passed if x < min(failed, default=math.inf)) if passed else None
+    )
+    assert not (tmp_path / "cap" / "probe-00").exists()  # no real run was made
 
 
 def _cli(*argv: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "harness.cli", *argv], cwd=REPO, capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "harness.cli", *argv], cwd=REPO, capture_output=True, text=True
+    )
 
 
 def test_bad_input_exits_2_with_one_line(tmp_path, demo_dir):
@@ -259,18 +389,33 @@ def test_bad_input_exits_2_with_one_line(tmp_path, demo_dir):
     build_synthetic_run(no_tables)
     (no_tables / "stages.parquet").unlink()
     other = tmp_path / "other.json"
-    other.write_text(json.dumps({"schema": "harness.emulate/1", "ranks": [],
-                                 "spec": {"model": "llama3-8b", "dtype": "bf16", "tp": 2, "pp": 4}}))
-    cases = [(["--from", str(tmp_path / "missing")], "no such run directory"),
-             (["--from", str(no_tables)], "no stages table"),
-             (["--from", str(other)], "model is 'llama3-8b'"),
-             (["--from", str(demo_dir), "--set", "parallel.tp=1", "--set", "cluster.gpus_per_node=4"], "TP2-PP4")]
+    other.write_text(
+        json.dumps(
+            {
+                "schema": "harness.emulate/1",
+                "ranks": [],
+                "spec": {"model": "llama3-8b", "dtype": "bf16", "tp": 2, "pp": 4},
+            }
+        )
+    )
+    cases = [
+        (["--from", str(tmp_path / "missing")], "no such run directory"),
+        (["--from", str(no_tables)], "no stages table"),
+        (["--from", str(other)], "model is 'llama3-8b'"),
+        (
+            ["--from", str(demo_dir), "--set", "parallel.tp=1", "--set", "cluster.gpus_per_node=4"],
+            "TP2-PP4",
+        ),
+    ]
     for extra, needle in cases:
         res = _cli("predict", str(DEMO_CONFIG), *extra)
         assert res.returncode == 2, (extra, res.stderr)
-        assert res.stderr.count("\n") == 1 and needle in res.stderr and "Traceback" not in res.stderr
+        assert (
+            res.stderr.count("\n") == 1 and needle in res.stderr and "Traceback" not in res.stderr
+        )
     with pytest.raises(UsageError, match="--predicted"):
         from harness.report.sections_predicted import load_prediction
+
         load_prediction(demo_dir, str(other))
     res = _cli("run", str(DEMO_CONFIG), "--find-capacity", "--predict")
     assert res.returncode == 2 and "--from" in res.stderr
@@ -283,24 +428,45 @@ def test_forecast_from_an_emulate_profile_is_labelled_unchecked(tmp_path):
     from harness.plan import planner
 
     def rank(stage):
-        dec = [{"phase": "decode", "batch": b, "tokens": 1, "context": c, "step_s": 0.001 + 1e-5 * b}
-               for b in (1, 4, 8) for c in (32, 96)]
-        pre = [{"phase": "prefill", "batch": 1, "tokens": t, "context": 0, "step_s": 0.001 + 1e-5 * t}
-               for t in (16, 64)]
+        dec = [
+            {"phase": "decode", "batch": b, "tokens": 1, "context": c, "step_s": 0.001 + 1e-5 * b}
+            for b in (1, 4, 8)
+            for c in (32, 96)
+        ]
+        pre = [
+            {"phase": "prefill", "batch": 1, "tokens": t, "context": 0, "step_s": 0.001 + 1e-5 * t}
+            for t in (16, 64)
+        ]
         return {"stage": stage, "decode": dec, "prefill": pre}
+
     prof = tmp_path / "emulate.json"
-    prof.write_text(json.dumps({"schema": "harness.emulate/1", "device": {"type": "cuda", "name": "H100"},
-                                "spec": {"model": "tiny", "dtype": "fp32", "tp": 2, "pp": 4},
-                                "ranks": [rank(0), rank(1), rank(3)]}))
+    prof.write_text(
+        json.dumps(
+            {
+                "schema": "harness.emulate/1",
+                "device": {"type": "cuda", "name": "H100"},
+                "spec": {"model": "tiny", "dtype": "fp32", "tp": 2, "pp": 4},
+                "ranks": [rank(0), rank(1), rank(3)],
+            }
+        )
+    )
     spec = load_spec(DEMO_CONFIG, ["workload.num_requests=12"])
     pred = forecast(spec, str(prof))
     assert pred["checked"].startswith("not checked against an 8-GPU measurement")
     stages = pred["model"]["stages"]
     assert stages[2]["source"] == "emulated stage 1 (same kind)"
-    tm = planner.Timing(spec.shape, spec.layout, spec.gpu, spec.dtype_bytes, spec.run.max_batch,
-                        planner.links(spec.layout, spec.gpu, spec.cluster.gpus_per_node))
+    tm = planner.Timing(
+        spec.shape,
+        spec.layout,
+        spec.gpu,
+        spec.dtype_bytes,
+        spec.run.max_batch,
+        planner.links(spec.layout, spec.gpu, spec.cluster.gpus_per_node),
+    )
     comm_1tok = tm.comm(0, 1, 1)
-    assert stages[0]["intercept_s"] + stages[0]["coef"]["tokens"] == pytest.approx(0.001 + 1e-5 + comm_1tok, rel=1e-6)
+    assert stages[0]["intercept_s"] + stages[0]["coef"]["tokens"] == pytest.approx(
+        0.001 + 1e-5 + comm_1tok, rel=1e-6
+    )
     assert pred["metrics"]["completed"] == 12 and pred["model"]["loop_s"] == 0.0
 
 
@@ -313,22 +479,36 @@ def test_predicted_capacity_then_one_confirming_run(tmp_path):
     from harness.results.atomic import atomic_write_json
 
     calib = _hand_run(tmp_path)
-    overrides = ["parallel.tp=1", "parallel.pp=2", "cluster.gpus_per_node=2", "workload.num_requests=40",
-                 "run.max_batch=2",
-                 "workload.input_len={dist: fixed, value: 8}", "workload.output_len={dist: fixed, value: 4}",
-                 "slo.targets=[ttft_p99_ms <= 60]"]
+    overrides = [
+        "parallel.tp=1",
+        "parallel.pp=2",
+        "cluster.gpus_per_node=2",
+        "workload.num_requests=40",
+        "run.max_batch=2",
+        "workload.input_len={dist: fixed, value: 8}",
+        "workload.output_len={dist: fixed, value: 4}",
+        "slo.targets=[ttft_p99_ms <= 60]",
+    ]
     spec = load_spec(DEMO_CONFIG, overrides)
     launched = []
 
     def fake_probe(probe_spec, probe_args):
         launched.append(probe_spec.workload.rate_rps)
         Path(probe_args.results_dir).mkdir(parents=True)
-        atomic_write_json(Path(probe_args.results_dir) / "summary.json",
-                          {"complete": True, "verdict": "PASS", "metrics": {"request_throughput": 1.0}})
+        atomic_write_json(
+            Path(probe_args.results_dir) / "summary.json",
+            {"complete": True, "verdict": "PASS", "metrics": {"request_throughput": 1.0}},
+        )
         return 0
 
-    args = argparse.Namespace(config=str(DEMO_CONFIG), overrides=overrides, predict_from=str(calib), confirm=True,
-                              results_dir=str(tmp_path / "cap"), probes=8)
+    args = argparse.Namespace(
+        config=str(DEMO_CONFIG),
+        overrides=overrides,
+        predict_from=str(calib),
+        confirm=True,
+        results_dir=str(tmp_path / "cap"),
+        probes=8,
+    )
     rc = find_capacity_predicted(spec, args, fake_probe)
     cap = json.loads((tmp_path / "cap" / "capacity.json").read_text())
     verdicts = {p["workload.rate_rps"]: p["verdict"] for p in cap["probes"]}

@@ -9,11 +9,11 @@ import shutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from run_fixtures import build_synthetic_run
 
 from harness import cli
 from harness.errors import UsageError
 from harness.results.reader import load_run, read_summary
+from run_fixtures import build_synthetic_run
 
 
 @pytest.fixture(scope="module")
@@ -47,9 +47,12 @@ def test_metrics_as_text_is_one_line_from_every_verb(good, tmp_path, capsys):
     root = tmp_path / "hist"
     root.mkdir()
     shutil.copytree(bad, root / "bad")
-    _one_line_exit_2(capsys, ["history", str(root)], "no readable run directory (summary.json) found; skipped: ")
+    _one_line_exit_2(
+        capsys, ["history", str(root)], "no readable run directory (summary.json) found; skipped: "
+    )
     shutil.copytree(good, root / "good")
-    assert cli.main(["history", str(root), "--out", str(tmp_path / "h.md")]) == 0   # the good one is kept
+    # the good one is kept
+    assert cli.main(["history", str(root), "--out", str(tmp_path / "h.md")]) == 0
     assert "summary.metrics is str" in capsys.readouterr().out
 
 
@@ -57,7 +60,8 @@ DEPTH = 3
 
 
 def _paths(value, path=()):
-    """Every key path of a JSON document, DEPTH levels into lists and objects (first list element)."""
+    """Every key path of a JSON document, DEPTH levels into lists and objects (first list
+    element)."""
     if isinstance(value, dict):
         for k, v in value.items():
             yield (*path, k)
@@ -101,7 +105,7 @@ def test_any_value_of_the_wrong_type_is_refused_or_harmless(good, tmp_path, caps
             capsys.readouterr()
     finally:
         (good / "summary.json").write_text(json.dumps(original))
-    assert len(accepted) < 5, accepted        # free text (incomplete_reason) and the like
+    assert len(accepted) < 5, accepted  # free text (incomplete_reason) and the like
 
 
 def test_a_table_column_of_the_wrong_type(good, tmp_path):
@@ -109,16 +113,25 @@ def test_a_table_column_of_the_wrong_type(good, tmp_path):
     shutil.copytree(good, d)
     t = pq.read_table(d / "requests.parquet")
     i = t.column_names.index("arrival_s")
-    pq.write_table(t.set_column(i, "arrival_s", pa.array(["soon"] * len(t))), d / "requests.parquet")
-    with pytest.raises(UsageError, match=r"requests.parquet: column arrival_s holds string, expected double"):
+    pq.write_table(
+        t.set_column(i, "arrival_s", pa.array(["soon"] * len(t))), d / "requests.parquet"
+    )
+    with pytest.raises(
+        UsageError, match=r"requests.parquet: column arrival_s holds string, expected double"
+    ):
         load_run(d)
     # a column of ints where floats are expected is read as floats, not refused
     t = pq.read_table(good / "requests.parquet")
-    pq.write_table(t.set_column(i, "arrival_s", pa.array(list(range(len(t))), pa.int64())), d / "requests.parquet")
+    pq.write_table(
+        t.set_column(i, "arrival_s", pa.array(list(range(len(t))), pa.int64())),
+        d / "requests.parquet",
+    )
     assert load_run(d).requests["arrival_s"].dtype == "float64"
 
 
 def test_a_verdict_outside_the_vocabulary(good, tmp_path):
     bad = _edited(good, tmp_path, lambda s: s.update(verdict="GREAT"))
-    with pytest.raises(UsageError, match="summary.verdict is 'GREAT', expected one of PASS, FAIL, UNMEASURED"):
+    with pytest.raises(
+        UsageError, match="summary.verdict is 'GREAT', expected one of PASS, FAIL, UNMEASURED"
+    ):
         read_summary(bad)

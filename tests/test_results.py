@@ -1,4 +1,5 @@
-"""The run directory contract: table schemas, summary, atomic writes, incomplete runs, reader errors."""
+"""The run directory contract: table schemas, summary, atomic writes, incomplete runs, reader
+errors."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import types
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from run_fixtures import SynthRun, build_synthetic_run
 
 from harness import SCHEMA_VERSION
 from harness.errors import UsageError
@@ -19,13 +19,38 @@ from harness.measure.nvml import COLUMNS as NVML_COLUMNS
 from harness.results.atomic import atomic_write_text
 from harness.results.environment import environment
 from harness.results.reader import load_run
-from harness.results.schema import COMM_COLUMNS, COMM_DERIVED, MEASURED_KEYS, OPTIONAL_REQUEST_FIELDS, TABLES, rows_to_table
+from harness.results.schema import (
+    COMM_COLUMNS,
+    COMM_DERIVED,
+    MEASURED_KEYS,
+    OPTIONAL_REQUEST_FIELDS,
+    TABLES,
+    rows_to_table,
+)
 from harness.results.summary import new_summary, overall_verdict
 from harness.results.writer import RunWriter, run_dir_name
+from run_fixtures import SynthRun, build_synthetic_run
 
-SUMMARY_KEYS = {"schema_version", "complete", "incomplete_reason", "name", "started_utc", "finished_utc", "wall_s",
-                "warmup_s", "hardware", "layout", "metrics", "slo", "verdict", "measured", "predicted",
-                "stage_stats", "cross_checks", "notes"}
+SUMMARY_KEYS = {
+    "schema_version",
+    "complete",
+    "incomplete_reason",
+    "name",
+    "started_utc",
+    "finished_utc",
+    "wall_s",
+    "warmup_s",
+    "hardware",
+    "layout",
+    "metrics",
+    "slo",
+    "verdict",
+    "measured",
+    "predicted",
+    "stage_stats",
+    "cross_checks",
+    "notes",
+}
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +59,7 @@ def synth(tmp_path_factory):
 
 
 def _check_tables(run_dir, record_tokens=False):
-    assert not (run_dir / "server_metrics.parquet").exists()      # an external engine's table only
+    assert not (run_dir / "server_metrics.parquet").exists()  # an external engine's table only
     for name, schema in TABLES.items():
         if name == "server_metrics":
             continue
@@ -62,10 +87,30 @@ def test_schemas_match_the_writers_columns():
     optional = {"sent_s", "output_tokens"}
     assert set(RequestRecord.__dataclass_fields__) == set(TABLES["requests"].names) | optional
     assert optional <= set(OPTIONAL_REQUEST_FIELDS)
-    assert {"replica", "step", "phase", "n_rows", "n_prefill_rows", "n_decode_rows", "n_tokens", "padded_tokens",
-            "in_flight", "t_submit_s", "t_done_s"} <= set(TABLES["steps"].names)
-    assert TABLES["memory"].names == ["rank", "dp", "stage", "tp", "param_bytes", "kv_bytes", "peak_bytes",
-                                      "predicted_weight_bytes", "predicted_kv_bytes"]
+    assert {
+        "replica",
+        "step",
+        "phase",
+        "n_rows",
+        "n_prefill_rows",
+        "n_decode_rows",
+        "n_tokens",
+        "padded_tokens",
+        "in_flight",
+        "t_submit_s",
+        "t_done_s",
+    } <= set(TABLES["steps"].names)
+    assert TABLES["memory"].names == [
+        "rank",
+        "dp",
+        "stage",
+        "tp",
+        "param_bytes",
+        "kv_bytes",
+        "peak_bytes",
+        "predicted_weight_bytes",
+        "predicted_kv_bytes",
+    ]
 
 
 def test_synthetic_run_tables_and_summary(synth):
@@ -80,8 +125,11 @@ def test_synthetic_run_tables_and_summary(synth):
     # 240 steps x 8 ranks; every stage-row time is ordered
     assert len(run.stages) == 240 * 8
     st = run.stages
-    assert ((st.t_recv_start_s <= st.t_recv_end_s) & (st.t_recv_end_s <= st.t_compute_end_s)
-            & (st.t_compute_end_s <= st.t_send_end_s)).all()
+    assert (
+        (st.t_recv_start_s <= st.t_recv_end_s)
+        & (st.t_recv_end_s <= st.t_compute_end_s)
+        & (st.t_compute_end_s <= st.t_send_end_s)
+    ).all()
     assert list(run.tables) == list(TABLES)
     for f in (synth / n for n in ("summary.json", "spec.yaml", "env.json", "requests.parquet")):
         assert stat.S_IMODE(f.stat().st_mode) == 0o644
@@ -89,25 +137,43 @@ def test_synthetic_run_tables_and_summary(synth):
 
 
 def test_record_tokens_adds_the_tokens_column(tmp_path):
-    d = build_synthetic_run(tmp_path / "run", SynthRun(record_tokens=True, steps=20, with_nvml=False))
+    d = build_synthetic_run(
+        tmp_path / "run", SynthRun(record_tokens=True, steps=20, with_nvml=False)
+    )
     _check_tables_partial = pq.read_table(d / "requests.parquet")
     assert _check_tables_partial.schema.field("tokens").type == pa.list_(pa.int64())
     run = load_run(d)
     assert list(run.requests["tokens"].iloc[3]) == list(range(16))
-    assert len(run.nvml) == 0 and list(run.nvml.columns) == list(TABLES["nvml"].names)   # absent → empty frame
+    # absent → empty frame
+    assert len(run.nvml) == 0 and list(run.nvml.columns) == list(TABLES["nvml"].names)
 
 
 def _writer(tmp_path):
     w = RunWriter(tmp_path / "run")
     hw = {"gpu": "cpu", "gpu_name": "cpu", "total_gpus": 8, "nodes": 1, "backend": "gloo"}
     lay = {"tp": 2, "pp": 4, "dp": 1, "layer_split": [2, 2, 2, 2]}
-    w.start({"name": "t"}, {"hostnames": ["h"]}, new_summary("t", hw, lay, started_utc="2025-01-01T00:00:00Z"))
+    w.start(
+        {"name": "t"},
+        {"hostnames": ["h"]},
+        new_summary("t", hw, lay, started_utc="2025-01-01T00:00:00Z"),
+    )
     return w
 
 
 def _rec(i, done=True):
-    return RequestRecord(i, 0, 0.1 * i, 0.1 * i, 0.1 * i + 0.05, [0.1 * i + 0.05, 0.1 * i + 0.08],
-                         0.1 * i + 0.08 if done else None, 10, 2, False, done)
+    return RequestRecord(
+        i,
+        0,
+        0.1 * i,
+        0.1 * i,
+        0.1 * i + 0.05,
+        [0.1 * i + 0.05, 0.1 * i + 0.08],
+        0.1 * i + 0.08 if done else None,
+        10,
+        2,
+        False,
+        done,
+    )
 
 
 def test_a_started_run_reads_as_incomplete_until_finished(tmp_path):
@@ -116,13 +182,14 @@ def test_a_started_run_reads_as_incomplete_until_finished(tmp_path):
     assert run.summary["complete"] is False and run.summary["verdict"] == "INCOMPLETE"
     assert run.summary["incomplete_reason"]
     w.flush_requests([_rec(0), _rec(1, done=False)])
-    run = load_run(w.dir)   # killed here: requests so far are on disk, still incomplete
+    run = load_run(w.dir)  # killed here: requests so far are on disk, still incomplete
     assert len(run.requests) == 2 and not run.complete
     slo = [{"target": "ttft_p99_ms <= 2000", "measured": 50.0, "passed": True, "margin_pct": 97.5}]
     w.write_final({"complete": True, "slo": slo, "metrics": {"completed": 2}}, {"steps": []})
     s = load_run(w.dir).summary
     assert s["complete"] is True and s["verdict"] == "PASS" and s["incomplete_reason"] is None
-    assert s["started_utc"] == "2025-01-01T00:00:00Z" and s["hardware"]["total_gpus"] == 8   # kept from start
+    # kept from start
+    assert s["started_utc"] == "2025-01-01T00:00:00Z" and s["hardware"]["total_gpus"] == 8
     assert s["finished_utc"]
 
 
@@ -138,9 +205,15 @@ def test_write_partial_keeps_the_run_incomplete_with_its_reason(tmp_path):
 
 def test_a_final_summary_marked_incomplete_stays_incomplete(tmp_path):
     w = _writer(tmp_path)
-    w.write_final({"complete": False, "incomplete_reason": "run.timeout_s=5 exceeded", "verdict": "PASS"}, {})
+    w.write_final(
+        {"complete": False, "incomplete_reason": "run.timeout_s=5 exceeded", "verdict": "PASS"}, {}
+    )
     s = load_run(w.dir).summary
-    assert (s["complete"], s["verdict"], s["incomplete_reason"]) == (False, "INCOMPLETE", "run.timeout_s=5 exceeded")
+    assert (s["complete"], s["verdict"], s["incomplete_reason"]) == (
+        False,
+        "INCOMPLETE",
+        "run.timeout_s=5 exceeded",
+    )
 
 
 def test_create_writes_spec_env_summary_and_refuses_an_existing_run(tmp_path):
@@ -169,7 +242,7 @@ def test_atomic_write_leaves_the_old_file_when_replace_fails(tmp_path, monkeypat
     with pytest.raises(OSError):
         atomic_write_text(p, "new")
     assert p.read_text() == "old"
-    assert [x.name for x in tmp_path.iterdir()] == ["summary.json"]   # temp file removed
+    assert [x.name for x in tmp_path.iterdir()] == ["summary.json"]  # temp file removed
 
 
 def test_rows_to_table_requires_values_and_keeps_extra_columns():
@@ -188,12 +261,18 @@ def test_overall_verdict():
     assert overall_verdict([ok, ok], True) == "PASS"
 
 
-@pytest.mark.parametrize("version,match", [(SCHEMA_VERSION + 1, "newer than this harness reads .*upgrade harness"),
-                                           ("one", "schema_version 'one' is unknown"),
-                                           (None, "schema_version None is unknown"),
-                                           (0, "schema_version 0 is unknown")])
+@pytest.mark.parametrize(
+    "version,match",
+    [
+        (SCHEMA_VERSION + 1, "newer than this harness reads .*upgrade harness"),
+        ("one", "schema_version 'one' is unknown"),
+        (None, "schema_version None is unknown"),
+        (0, "schema_version 0 is unknown"),
+    ],
+)
 def test_newer_or_unknown_schema_is_a_clear_error(synth, tmp_path, version, match):
     import shutil
+
     d = tmp_path / "r"
     shutil.copytree(synth, d)
     s = json.loads((d / "summary.json").read_text())
@@ -206,11 +285,14 @@ def test_newer_or_unknown_schema_is_a_clear_error(synth, tmp_path, version, matc
 
 def test_reader_errors_name_the_file_and_the_fix(synth, tmp_path):
     import shutil
+
     with pytest.raises(UsageError, match="no such run directory"):
         load_run(tmp_path / "nope")
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(UsageError, match=r"summary.json: missing; give a run directory written by `harness run`"):
+    with pytest.raises(
+        UsageError, match=r"summary.json: missing; give a run directory written by `harness run`"
+    ):
         load_run(empty)
     d = tmp_path / "r"
     shutil.copytree(synth, d)
@@ -233,11 +315,21 @@ def test_reader_errors_name_the_file_and_the_fix(synth, tmp_path):
 def test_environment_without_cuda_or_git(monkeypatch):
     import harness.results.environment as results
 
-    fake = types.SimpleNamespace(__version__="9.9", version=types.SimpleNamespace(cuda=None),
-                                 cuda=types.SimpleNamespace(is_available=lambda: False))
+    fake = types.SimpleNamespace(
+        __version__="9.9",
+        version=types.SimpleNamespace(cuda=None),
+        cuda=types.SimpleNamespace(is_available=lambda: False),
+    )
     monkeypatch.setattr(results.shutil, "which", lambda name: None)
-    env = environment(hostnames=["b", "a", "b"], slurm_job_id="42", backend="gloo", torch_module=fake)
-    assert env["git_sha"] is None and env["torch"] == "9.9" and env["gpu_count"] == 0 and env["gpu_names"] == []
+    env = environment(
+        hostnames=["b", "a", "b"], slurm_job_id="42", backend="gloo", torch_module=fake
+    )
+    assert (
+        env["git_sha"] is None
+        and env["torch"] == "9.9"
+        and env["gpu_count"] == 0
+        and env["gpu_names"] == []
+    )
     assert env["hostnames"] == ["a", "b"] and env["slurm_job_id"] == "42" and env["harness_version"]
     assert env["nccl"] is None and env["driver"] is None
 
@@ -245,12 +337,17 @@ def test_environment_without_cuda_or_git(monkeypatch):
 def test_environment_with_gpus_and_git(monkeypatch):
     import harness.results.environment as results
 
-    cuda = types.SimpleNamespace(is_available=lambda: True, device_count=lambda: 2,
-                                 get_device_name=lambda i: f"NVIDIA H100 80GB HBM3 #{i}",
-                                 nccl=types.SimpleNamespace(version=lambda: (2, 21, 5)))
-    fake = types.SimpleNamespace(__version__="2.11", version=types.SimpleNamespace(cuda="12.8"), cuda=cuda)
+    cuda = types.SimpleNamespace(
+        is_available=lambda: True,
+        device_count=lambda: 2,
+        get_device_name=lambda i: f"NVIDIA H100 80GB HBM3 #{i}",
+        nccl=types.SimpleNamespace(version=lambda: (2, 21, 5)),
+    )
+    fake = types.SimpleNamespace(
+        __version__="2.11", version=types.SimpleNamespace(cuda="12.8"), cuda=cuda
+    )
     monkeypatch.setattr(results, "_driver_version", lambda: "570.86")
     env = environment(torch_module=fake)
     assert env["gpu_count"] == 2 and env["gpu_names"][1].endswith("#1")
     assert (env["cuda"], env["nccl"], env["driver"]) == ("12.8", "2.21.5", "570.86")
-    assert env["git_sha"] is None or len(env["git_sha"].split("-")[0]) == 40   # this checkout's HEAD
+    assert env["git_sha"] is None or len(env["git_sha"].split("-")[0]) == 40  # this checkout's HEAD

@@ -1,4 +1,5 @@
-"""The main job end to end on the CPU twin: serving, traced bytes, batching correctness, failures."""
+"""The main job end to end on the CPU twin: serving, traced bytes, batching correctness,
+failures."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ from collections import defaultdict
 import pandas as pd
 import pytest
 import torch
-from demo_run import DEMO_CONFIG, REPO, harness_run
 
+from demo_run import DEMO_CONFIG, REPO, harness_run
 from harness.engines.reference.comm import single_process_comm
 from harness.engines.reference.model.build import build_stage
 from harness.engines.reference.model.weights import SeededWeights
@@ -32,8 +33,15 @@ def _reference_outputs(spec, requests) -> dict[int, list[int]]:
     """Each request alone through the whole model in one process: no batching, no pipeline."""
     shape = spec.shape
     layout = Layout(1, 1, 1, (shape.num_layers,))
-    model = build_stage(shape, layout, layout.place(0), single_process_comm(), dtype=torch.float32,
-                        device=torch.device("cpu"), weights=SeededWeights(spec.run.seed))
+    model = build_stage(
+        shape,
+        layout,
+        layout.place(0),
+        single_process_comm(),
+        dtype=torch.float32,
+        device=torch.device("cpu"),
+        weights=SeededWeights(spec.run.seed),
+    )
     max_seq = spec.run.max_seq_len or shape.max_context
     model.allocate_kv(1, max_seq)
     trace = build_trace(spec.workload, shape.vocab, max_seq)
@@ -70,14 +78,18 @@ def test_every_cross_check_holds_and_measured_bytes_per_token(demo_run):
     bad = [c for c in s["cross_checks"] if not c["ok"]]
     assert not bad, bad
     # every rank's weight bytes counted a third way, by accelerate on its meta-device stage
-    assert sorted(c["name"] for c in s["cross_checks"] if "(accelerate)" in c["name"]) == \
-        sorted(f"weights rank {r} (accelerate)" for r in range(8))
+    assert sorted(c["name"] for c in s["cross_checks"] if "(accelerate)" in c["name"]) == sorted(
+        f"weights rank {r} (accelerate)" for r in range(8)
+    )
     spec = load_spec(DEMO_CONFIG)
     hidden, d = spec.shape.hidden, spec.dtype_bytes
-    assert s["measured"]["tp_allreduce_bytes_per_layer"] == 2 * hidden * d     # 2 all-reduces per layer
+    # 2 all-reduces per layer
+    assert s["measured"]["tp_allreduce_bytes_per_layer"] == 2 * hidden * d
     assert s["measured"]["pp_sendrecv_bytes_per_stage"] == hidden * d
     weights = [r.weight_bytes for r in planner.plan(spec).ranks]
-    assert s["measured"]["memory_balance_epsilon"] == pytest.approx(max(weights) / (sum(weights) / 8) - 1)
+    assert s["measured"]["memory_balance_epsilon"] == pytest.approx(
+        max(weights) / (sum(weights) / 8) - 1
+    )
     assert s["measured"]["memory_per_gpu_gb"] == pytest.approx(max(weights) / 1e9)
 
 
@@ -92,13 +104,17 @@ def test_traced_ops_equal_the_planner_for_prefill_decode_and_mixed_steps(demo_ru
     place = {r: spec.layout.place(r) for r in range(spec.world_size)}
     expected, measured = defaultdict(lambda: [0, 0]), defaultdict(lambda: [0, 0])
     for step, (rows, tokens, phase) in width.items():
-        exp = planner.expected_comm(spec.shape, spec.layout, spec.dtype_bytes, spec.run.max_batch, rows, 1, tokens)
+        exp = planner.expected_comm(
+            spec.shape, spec.layout, spec.dtype_bytes, spec.run.max_batch, rows, 1, tokens
+        )
         for rank, p in place.items():
             for (stage, tp_rank, op, group), v in exp.items():
                 if stage == p.stage and tp_rank in (None, p.tp):
                     expected[(phase, rank, op, group)][0] += v["count"]
                     expected[(phase, rank, op, group)][1] += v["bytes"]
-    for row in comm[comm["step"].isin(width.keys()) & comm["group"].isin(["tp", "pp"])].itertuples():
+    for row in comm[
+        comm["step"].isin(width.keys()) & comm["group"].isin(["tp", "pp"])
+    ].itertuples():
         key = (width[row.step][2], row.rank, row.op, row.group)
         measured[key][0] += 1
         measured[key][1] += row.bytes
@@ -126,30 +142,57 @@ def test_pipeline_keeps_pp_micro_batches_in_flight_when_work_waits(demo_run):
 
 def test_a_failing_rank_ends_the_whole_job(tmp_path):
     env = dict(os.environ, HARNESS_FAIL_RANK="5")
-    res = harness_run(tmp_path / "run", "workload.num_requests=4", env=env, timeout=120, flags=("--no-report",))
+    res = harness_run(
+        tmp_path / "run", "workload.num_requests=4", env=env, timeout=120, flags=("--no-report",)
+    )
     assert res.returncode == 3
     assert res.wall_s < 60
     assert "rank 5 (dp 0, stage 2, tp 1) failed: RuntimeError: HARNESS_FAIL_RANK" in res.stderr
     s = _summary(res.run_dir)
     assert s["complete"] is False and s["verdict"] == "INCOMPLETE"
     # the root cause, not a peer's "Connection closed by peer": the rank, its stage, its exception
-    assert s["incomplete_reason"] == ("rank 5 (dp 0, stage 2, tp 1) failed: RuntimeError: HARNESS_FAIL_RANK: "
-                                      "failing on purpose (test-only)")
-    assert {k: s["failure"][k] for k in ("rank", "stage", "tp", "kind", "exception", "exit_code")} == \
-        {"rank": 5, "stage": 2, "tp": 1, "kind": "exception", "exception": "RuntimeError", "exit_code": 1}
-    assert not (res.run_dir / "report.md").exists() and "report:" not in res.stderr     # --no-report
+    assert s["incomplete_reason"] == (
+        "rank 5 (dp 0, stage 2, tp 1) failed: RuntimeError: HARNESS_FAIL_RANK: "
+        "failing on purpose (test-only)"
+    )
+    assert {
+        k: s["failure"][k] for k in ("rank", "stage", "tp", "kind", "exception", "exit_code")
+    } == {
+        "rank": 5,
+        "stage": 2,
+        "tp": 1,
+        "kind": "exception",
+        "exception": "RuntimeError",
+        "exit_code": 1,
+    }
+    assert not (res.run_dir / "report.md").exists() and "report:" not in res.stderr  # --no-report
 
 
 def test_sigterm_leaves_completed_requests_marked_incomplete(tmp_path):
     run_dir = tmp_path / "run"
-    cmd = [sys.executable, "-m", "harness.cli", "run", str(DEMO_CONFIG), "--results-dir", str(run_dir),
-           "--set", "workload.num_requests=400", "--set", "run.timeout_s=300", "--save-result"]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "harness.cli",
+        "run",
+        str(DEMO_CONFIG),
+        "--results-dir",
+        str(run_dir),
+        "--set",
+        "workload.num_requests=400",
+        "--set",
+        "run.timeout_s=300",
+        "--save-result",
+    ]
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     deadline = time.monotonic() + 120
     try:
-        while time.monotonic() < deadline:      # wait until some requests are flushed to disk
-            if (run_dir / "requests.parquet").exists() and \
-                    pd.read_parquet(run_dir / "requests.parquet")["completed"].sum() > 0:
+        while time.monotonic() < deadline:  # wait until some requests are flushed to disk
+            if (run_dir / "requests.parquet").exists() and pd.read_parquet(
+                run_dir / "requests.parquet"
+            )["completed"].sum() > 0:
                 break
             time.sleep(0.5)
         proc.send_signal(signal.SIGTERM)
@@ -167,12 +210,21 @@ def test_sigterm_leaves_completed_requests_marked_incomplete(tmp_path):
     assert (run_dir / "report.md").is_file() and (run_dir / "report.html").is_file()
     assert "INCOMPLETE" in (run_dir / "report.md").read_text()
     assert "--save-result: no result file for an incomplete run" in err
-    assert not [p for p in run_dir.glob("*.json") if p.name not in ("summary.json", "env.json", "dag.json")]
+    assert not [
+        p for p in run_dir.glob("*.json") if p.name not in ("summary.json", "env.json", "dag.json")
+    ]
 
 
 def test_two_dp_replicas_split_the_requests(tmp_path):
-    overrides = ("parallel.tp=2", "parallel.pp=2", "parallel.dp=2", "workload.num_requests=12",
-                 "run.record_tokens=true", "name=tiny-tp2-pp2-dp2", "run.profile_steps=3")
+    overrides = (
+        "parallel.tp=2",
+        "parallel.pp=2",
+        "parallel.dp=2",
+        "workload.num_requests=12",
+        "run.record_tokens=true",
+        "name=tiny-tp2-pp2-dp2",
+        "run.profile_steps=3",
+    )
     res = harness_run(tmp_path / "run", *overrides)
     assert res.returncode in (0, 1), res.stderr[-3000:]
     s = _summary(res.run_dir)
@@ -205,14 +257,17 @@ from harness.measure.metrics import RequestRecord
 from harness.results.writer import RunWriter
 d = tempfile.mkdtemp() + "/run"; os.makedirs(d)
 w = RunWriter(d)
-recs = [RequestRecord(request_id=i, replica=0, arrival_s=0.0, admitted_s=0.0, first_token_s=0.1, input_len=32,
-                      output_len=16, warmup=False, token_times_s=[0.1] * 16) for i in range(48)]
+recs = [RequestRecord(request_id=i, replica=0, arrival_s=0.0, admitted_s=0.0,
+                      first_token_s=0.1, input_len=32, output_len=16, warmup=False,
+                      token_times_s=[0.1] * 16) for i in range(48)]
 t0 = time.perf_counter(); warm_table_writer(); t1 = time.perf_counter(); w.flush_requests(recs)
 t2 = time.perf_counter(); w.flush_requests(recs); t3 = time.perf_counter()
 print((t2 - t1) / (t1 - t0), (t2 - t1) / (t3 - t2))
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO
+    )
     assert out.returncode == 0, out.stderr
     vs_warm, vs_second = map(float, out.stdout.split())
-    assert vs_warm < 0.25           # the set-up went into the warm-up
-    assert vs_second < 5            # the first flush in the loop costs what a later one does
+    assert vs_warm < 0.25  # the set-up went into the warm-up
+    assert vs_second < 5  # the first flush in the loop costs what a later one does

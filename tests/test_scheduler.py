@@ -15,7 +15,8 @@ def _prompt(req):
 
 
 def _drain(s, groups, now=0.0):
-    """Run the scheduler to the end with up to ``groups`` micro-batches in flight, tokens = step number."""
+    """Run the scheduler to the end with up to ``groups`` micro-batches in flight, tokens = step
+    number."""
     in_flight = []
     history = []
     while not s.done():
@@ -56,8 +57,9 @@ def test_one_token_output_finishes_at_prefill():
 
 
 def test_chunked_prefill_emits_token_only_at_the_end():
-    s = Scheduler(_reqs([(0, 5, 2)]), _prompt, num_slots=1, max_batch=1, max_seq_len=8,
-                  prefill_chunk=2)
+    s = Scheduler(
+        _reqs([(0, 5, 2)]), _prompt, num_slots=1, max_batch=1, max_seq_len=8, prefill_chunk=2
+    )
     s.release(0)
     starts = []
     for t in range(3):
@@ -69,8 +71,9 @@ def test_chunked_prefill_emits_token_only_at_the_end():
 
 
 def test_admission_waits_for_free_slots_and_queue_delay_is_recorded():
-    s = Scheduler(_reqs([(0, 2, 2), (0, 2, 2), (0, 2, 2)]), _prompt, num_slots=2, max_batch=4,
-                  max_seq_len=8)
+    s = Scheduler(
+        _reqs([(0, 2, 2), (0, 2, 2), (0, 2, 2)]), _prompt, num_slots=2, max_batch=4, max_seq_len=8
+    )
     _drain(s, 1)
     admitted = sorted(r.admitted_s for r in s.records)
     assert admitted[:2] == [0.0, 0.0] and admitted[2] > 0.0  # the third waited for a slot
@@ -93,7 +96,9 @@ def test_five_sequences_fill_four_micro_batches():
 
 
 def test_open_loop_release_by_arrival_time():
-    s = Scheduler(_reqs([(0.0, 2, 1), (5.0, 2, 1)]), _prompt, num_slots=4, max_batch=4, max_seq_len=8)
+    s = Scheduler(
+        _reqs([(0.0, 2, 1), (5.0, 2, 1)]), _prompt, num_slots=4, max_batch=4, max_seq_len=8
+    )
     s.release(1.0)
     assert len(s.waiting) == 1 and s.next_arrival() == 5.0
     s.release(5.0)
@@ -101,8 +106,14 @@ def test_open_loop_release_by_arrival_time():
 
 
 def test_closed_loop_releases_one_per_finish():
-    s = Scheduler(_reqs([(0, 2, 1)] * 5), _prompt, num_slots=8, max_batch=8, max_seq_len=8,
-                  closed_loop_concurrency=2)
+    s = Scheduler(
+        _reqs([(0, 2, 1)] * 5),
+        _prompt,
+        num_slots=8,
+        max_batch=8,
+        max_seq_len=8,
+        closed_loop_concurrency=2,
+    )
     assert len(s.waiting) == 2
     b = s.schedule(0.0)
     assert len(b.rows) == 2
@@ -116,28 +127,43 @@ def test_request_longer_than_slot_is_rejected():
 
 
 def test_token_budget_decode_rows_first_then_prefill_chunks_fill_the_rest():
-    # 3 sequences decoding, then a 20-token prompt arrives: budget 8 = 3 decode tokens + a 5-token chunk.
-    s = Scheduler(_reqs([(0, 2, 9), (0, 2, 9), (0, 2, 9), (1, 20, 2)]), _prompt, num_slots=4, max_batch=4,
-                  max_seq_len=32, token_budget=8)
+    # 3 sequences decoding, then a 20-token prompt arrives: budget 8 = 3 decode tokens + a 5-token
+    # chunk.
+    s = Scheduler(
+        _reqs([(0, 2, 9), (0, 2, 9), (0, 2, 9), (1, 20, 2)]),
+        _prompt,
+        num_slots=4,
+        max_batch=4,
+        max_seq_len=32,
+        token_budget=8,
+    )
     s.release(0)
     first = s.schedule(0)
     assert [len(r.tokens) for r in first.rows] == [2, 2, 2] and first.n_tokens == 6
     s.complete(first, [7, 7, 7], 0.5)
     s.release(1)
     b = s.schedule(1)
-    assert [(r.is_prefill, r.start_pos, len(r.tokens)) for r in b.rows] == [(False, 2, 1)] * 3 + [(True, 0, 5)]
+    assert [(r.is_prefill, r.start_pos, len(r.tokens)) for r in b.rows] == [(False, 2, 1)] * 3 + [
+        (True, 0, 5)
+    ]
     assert b.n_tokens == 8 and not b.rows[-1].ends_prefill
     s.complete(b, [8, 8, 8, 99], 1.5)
-    b = s.schedule(1.5)                                   # the prompt goes on where it stopped
+    b = s.schedule(1.5)  # the prompt goes on where it stopped
     assert [(r.is_prefill, r.start_pos, len(r.tokens)) for r in b.rows][-1] == (True, 5, 5)
 
 
 def test_token_budget_is_shared_by_prefills_and_never_exceeded():
-    s = Scheduler(_reqs([(0, 6, 2), (0, 6, 2), (0, 13, 3)]), _prompt, num_slots=3, max_batch=3, max_seq_len=32,
-                  token_budget=8)
+    s = Scheduler(
+        _reqs([(0, 6, 2), (0, 6, 2), (0, 13, 3)]),
+        _prompt,
+        num_slots=3,
+        max_batch=3,
+        max_seq_len=32,
+        token_budget=8,
+    )
     s.release(0)
     b = s.schedule(0)
-    assert [len(r.tokens) for r in b.rows] == [6, 2]       # the second prompt gets what the first leaves
+    assert [len(r.tokens) for r in b.rows] == [6, 2]  # the second prompt gets what the first leaves
     seen, in_flight, now = [], [b], 1.0
     while in_flight:
         done = in_flight.pop(0)
@@ -153,21 +179,32 @@ def test_token_budget_is_shared_by_prefills_and_never_exceeded():
 
 
 def test_prefill_chunk_caps_each_row_under_the_budget():
-    s = Scheduler(_reqs([(0, 10, 1), (0, 10, 1)]), _prompt, num_slots=2, max_batch=2, max_seq_len=16,
-                  prefill_chunk=3, token_budget=16)
+    s = Scheduler(
+        _reqs([(0, 10, 1), (0, 10, 1)]),
+        _prompt,
+        num_slots=2,
+        max_batch=2,
+        max_seq_len=16,
+        prefill_chunk=3,
+        token_budget=16,
+    )
     s.release(0)
     assert [len(r.tokens) for r in s.schedule(0).rows] == [3, 3]
 
 
 def test_token_budget_below_max_batch_is_refused():
     with pytest.raises(ValueError, match="token_budget 3 < max_batch 4"):
-        Scheduler(_reqs([(0, 2, 2)]), _prompt, num_slots=1, max_batch=4, max_seq_len=8, token_budget=3)
+        Scheduler(
+            _reqs([(0, 2, 2)]), _prompt, num_slots=1, max_batch=4, max_seq_len=8, token_budget=3
+        )
 
 
 def _in_flight_max(records) -> int:
     """The most requests in flight at one instant, from [send, finish) intervals (a request sent at
     another's finish time follows it)."""
-    events = sorted([(r.finish_s, -1) for r in records] + [(r.sent_s or r.arrival_s, 1) for r in records])
+    events = sorted(
+        [(r.finish_s, -1) for r in records] + [(r.sent_s or r.arrival_s, 1) for r in records]
+    )
     most = now = 0
     for _, step in events:
         now += step
@@ -178,7 +215,9 @@ def _in_flight_max(records) -> int:
 def test_max_in_flight_holds_arrivals_until_a_finish():
     # 6 requests due at once, 2 output tokens each, a cap of 2: they go in pairs, each pair sent at
     # the finish of the pair before it
-    s = Scheduler(_reqs([(0.0, 2, 2)] * 6), _prompt, num_slots=8, max_batch=8, max_seq_len=8, max_in_flight=2)
+    s = Scheduler(
+        _reqs([(0.0, 2, 2)] * 6), _prompt, num_slots=8, max_batch=8, max_seq_len=8, max_in_flight=2
+    )
     _drain(s, groups=1)
     recs = sorted(s.records, key=lambda r: r.request_id)
     assert all(r.completed for r in recs) and _in_flight_max(recs) == 2
@@ -192,11 +231,18 @@ def test_max_in_flight_holds_arrivals_until_a_finish():
 def test_max_in_flight_counts_requests_waiting_for_a_slot_and_never_holds_a_late_arrival():
     # one KV slot, a cap of 2: the second request waits for the slot inside the engine (in flight),
     # the third waits at the client; one due while only one is in flight is not held
-    s = Scheduler(_reqs([(0.0, 2, 1), (0.0, 2, 1), (0.0, 2, 1), (2.5, 2, 1)]), _prompt, num_slots=1,
-                  max_batch=1, max_seq_len=8, max_in_flight=2)
+    s = Scheduler(
+        _reqs([(0.0, 2, 1), (0.0, 2, 1), (0.0, 2, 1), (2.5, 2, 1)]),
+        _prompt,
+        num_slots=1,
+        max_batch=1,
+        max_seq_len=8,
+        max_in_flight=2,
+    )
     s.release(0.0)
     assert len(s.waiting) == 2 and len(s.held) == 1 and len(s.pending) == 1 and s.capped()
-    assert len(s.records) == 3 and s.next_arrival() is None    # a held request is recorded from its arrival
+    # a held request is recorded from its arrival
+    assert len(s.records) == 3 and s.next_arrival() is None
     _drain(s, groups=1)
     recs = sorted(s.records, key=lambda r: r.request_id)
     assert [r.sent_s for r in recs] == [None, None, 1.0, None]
@@ -206,6 +252,7 @@ def test_max_in_flight_counts_requests_waiting_for_a_slot_and_never_holds_a_late
 
 def test_replica_shares_of_a_cap_add_up_to_it():
     from harness.engines.reference.scheduler import replica_share
+
     assert [replica_share(7, 3, k) for k in range(3)] == [3, 2, 2]
     assert [replica_share(4, 2, k) for k in range(2)] == [2, 2]
     assert replica_share(None, 2, 0) is None

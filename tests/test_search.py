@@ -21,9 +21,9 @@ def _by_name(res):
 
 def test_factorizations():
     f8 = factorizations(8)
-    assert len(f8) == 10 and len(set(f8)) == 10            # ordered triples of 2^3: C(5, 2)
+    assert len(f8) == 10 and len(set(f8)) == 10  # ordered triples of 2^3: C(5, 2)
     assert all(t * p * d == 8 for t, p, d in f8)
-    assert len(factorizations(64)) == 28                  # C(8, 2)
+    assert len(factorizations(64)) == 28  # C(8, 2)
     assert factorizations(1) == [(1, 1, 1)]
 
 
@@ -67,14 +67,27 @@ def test_tp_group_spanning_nodes_and_too_many_stages():
     assert "pp=16 > 8 layers" in c["TP1-PP16-DP1"].reasons
     assert "TP group spans nodes (16 > 8 GPUs per node)" in c["TP16-PP1-DP1"].reasons
     assert "tp=16 does not divide heads (4)" in c["TP16-PP1-DP1"].reasons
-    spec = load_spec(CFG_TINY, ["cluster.nodes=2", "cluster.gpus_per_node=3", "parallel.tp=1",
-                                "parallel.pp=2", "parallel.dp=3"])
+    spec = load_spec(
+        CFG_TINY,
+        [
+            "cluster.nodes=2",
+            "cluster.gpus_per_node=3",
+            "parallel.tp=1",
+            "parallel.pp=2",
+            "parallel.dp=3",
+        ],
+    )
     c = _by_name(search(spec))
     assert any("straddle" in r for r in c["TP2-PP1-DP3"].reasons)
 
 
 def test_search_cli_table_fits_100_columns(capsys):
-    assert cli.main(["plan", str(CFG_70B), "--search"] + [x for kv in CLUSTER_64 for x in ("--set", kv)]) == 0
+    assert (
+        cli.main(
+            ["plan", str(CFG_70B), "--search"] + [x for kv in CLUSTER_64 for x in ("--set", kv)]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     lines = out.splitlines()
     assert max(map(len, lines)) < 100
@@ -83,6 +96,7 @@ def test_search_cli_table_fits_100_columns(capsys):
 
 def test_search_json(capsys):
     import json
+
     assert cli.main(["plan", str(CFG_TINY), "--search", "--json"]) == 0
     d = json.loads(capsys.readouterr().out)
     assert d["gpus"] == 8 and len(d["candidates"]) == 10

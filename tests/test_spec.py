@@ -32,6 +32,7 @@ def _set(path: str, value):
         for k in parents:
             node = node.setdefault(k, {})
         node[last] = value
+
     return edit
 
 
@@ -39,42 +40,104 @@ CASES = [
     # (id, edit of the base config, text the one-line error must hold)
     ("unknown field", _set("parallel.sp", 2), "parallel.sp: unknown field"),
     ("unknown section field", _set("cluster.gpu_type", "H100"), "cluster.gpu_type: unknown field"),
-    ("unknown preset", _set("model.preset", "llama9-1t"), "model.preset: unknown model preset 'llama9-1t'"),
+    (
+        "unknown preset",
+        _set("model.preset", "llama9-1t"),
+        "model.preset: unknown model preset 'llama9-1t'",
+    ),
     ("unknown gpu", _set("cluster.gpu", "B300"), "cluster.gpu: unknown GPU 'B300'"),
-    ("tp*pp*dp != gpus", _set("parallel.dp", 2), "parallel: tp*pp*dp = 2*4*2 = 16 but the cluster has 8"),
-    ("tp does not divide heads",
-     lambda r: (_set("parallel.tp", 3)(r), _set("parallel.pp", 1)(r), _set("cluster.gpus_per_node", 3)(r),
-                _set("parallel.layer_split", None)(r)),
-     "parallel.tp: 3 does not divide the model's num_heads=64"),
-    ("tp does not divide kv heads",
-     lambda r: (_set("parallel.tp", 16)(r), _set("parallel.pp", 1)(r), _set("cluster.gpus_per_node", 16)(r),
-                _set("parallel.layer_split", None)(r)),
-     "parallel.tp: 16 does not divide the model's num_kv_heads=8"),
-    ("fewer layers than stages",
-     lambda r: (_set("model.preset", "tiny")(r), _set("parallel.tp", 1)(r), _set("parallel.pp", 16)(r),
-                _set("cluster.gpus_per_node", 16)(r), _set("parallel.layer_split", None)(r),
-                _set("workload.input_len", {"dist": "fixed", "value": 16})(r),
-                _set("workload.output_len", {"dist": "fixed", "value": 16})(r)),
-     "parallel.pp: 16 stages but the model has only 8 layers"),
-    ("layer split does not sum", _set("parallel.layer_split", [20, 20, 20, 19]),
-     "parallel.layer_split: sums to 79 but the model has 80 layers"),
-    ("layer split wrong length", _set("parallel.layer_split", [40, 40]), "parallel.layer_split: 2 entries for pp=4"),
-    ("ep for a dense model", _set("parallel.ep", 2), "parallel.ep: 2 given but Llama is a dense model"),
+    (
+        "tp*pp*dp != gpus",
+        _set("parallel.dp", 2),
+        "parallel: tp*pp*dp = 2*4*2 = 16 but the cluster has 8",
+    ),
+    (
+        "tp does not divide heads",
+        lambda r: (
+            _set("parallel.tp", 3)(r),
+            _set("parallel.pp", 1)(r),
+            _set("cluster.gpus_per_node", 3)(r),
+            _set("parallel.layer_split", None)(r),
+        ),
+        "parallel.tp: 3 does not divide the model's num_heads=64",
+    ),
+    (
+        "tp does not divide kv heads",
+        lambda r: (
+            _set("parallel.tp", 16)(r),
+            _set("parallel.pp", 1)(r),
+            _set("cluster.gpus_per_node", 16)(r),
+            _set("parallel.layer_split", None)(r),
+        ),
+        "parallel.tp: 16 does not divide the model's num_kv_heads=8",
+    ),
+    (
+        "fewer layers than stages",
+        lambda r: (
+            _set("model.preset", "tiny")(r),
+            _set("parallel.tp", 1)(r),
+            _set("parallel.pp", 16)(r),
+            _set("cluster.gpus_per_node", 16)(r),
+            _set("parallel.layer_split", None)(r),
+            _set("workload.input_len", {"dist": "fixed", "value": 16})(r),
+            _set("workload.output_len", {"dist": "fixed", "value": 16})(r),
+        ),
+        "parallel.pp: 16 stages but the model has only 8 layers",
+    ),
+    (
+        "layer split does not sum",
+        _set("parallel.layer_split", [20, 20, 20, 19]),
+        "parallel.layer_split: sums to 79 but the model has 80 layers",
+    ),
+    (
+        "layer split wrong length",
+        _set("parallel.layer_split", [40, 40]),
+        "parallel.layer_split: 2 entries for pp=4",
+    ),
+    (
+        "ep for a dense model",
+        _set("parallel.ep", 2),
+        "parallel.ep: 2 given but Llama is a dense model",
+    ),
     ("negative rate", _set("workload.rate_rps", -1), "workload.rate_rps: must be > 0"),
-    ("negative length", _set("workload.input_len", {"dist": "fixed", "value": -5}),
-     "workload.input_len.value: lengths must be > 0"),
-    ("negative output max", _set("workload.output_len", {"dist": "uniform", "min": 1, "max": -3}),
-     "workload.output_len.max: lengths must be > 0"),
-    # no preset here: with one, slo.py numbers the user's targets after the preset's (reported to the lead)
-    ("slo unknown metric", _set("slo", {"targets": ["latency_p99_ms <= 100"]}),
-     "slo.targets[0]: unknown metric 'latency_p99_ms'"),
-    ("slo unknown unit", _set("slo", {"targets": ["throughput_rps >= 1", "ttft_p99_us <= 100"]}),
-     "slo.targets[1]: unknown unit 'us'"),
-    ("slo bad operator", _set("slo", {"targets": ["ttft_p99_ms >= 100"]}), "ttft_p99_ms is a latency"),
-    ("slo unknown preset", _set("slo.preset", "mlperf-gpt5"), "slo.preset: unknown preset 'mlperf-gpt5'"),
+    (
+        "negative length",
+        _set("workload.input_len", {"dist": "fixed", "value": -5}),
+        "workload.input_len.value: lengths must be > 0",
+    ),
+    (
+        "negative output max",
+        _set("workload.output_len", {"dist": "uniform", "min": 1, "max": -3}),
+        "workload.output_len.max: lengths must be > 0",
+    ),
+    # no preset here: with one, slo.py numbers the user's targets after the preset's (reported to
+    # the lead)
+    (
+        "slo unknown metric",
+        _set("slo", {"targets": ["latency_p99_ms <= 100"]}),
+        "slo.targets[0]: unknown metric 'latency_p99_ms'",
+    ),
+    (
+        "slo unknown unit",
+        _set("slo", {"targets": ["throughput_rps >= 1", "ttft_p99_us <= 100"]}),
+        "slo.targets[1]: unknown unit 'us'",
+    ),
+    (
+        "slo bad operator",
+        _set("slo", {"targets": ["ttft_p99_ms >= 100"]}),
+        "ttft_p99_ms is a latency",
+    ),
+    (
+        "slo unknown preset",
+        _set("slo.preset", "mlperf-gpt5"),
+        "slo.preset: unknown preset 'mlperf-gpt5'",
+    ),
     ("wrong type", _set("run.max_batch", "many"), "run.max_batch: expected a whole number"),
-    ("token budget below max_batch", _set("run.max_num_batched_tokens", 32),
-     "run.max_num_batched_tokens: 32 < run.max_batch 64; every decode row must fit"),
+    (
+        "token budget below max_batch",
+        _set("run.max_num_batched_tokens", 32),
+        "run.max_num_batched_tokens: 32 < run.max_batch 64; every decode row must fit",
+    ),
 ]
 
 
@@ -100,16 +163,38 @@ def test_yaml_syntax_error_names_the_line(tmp_path, capsys):
 def test_missing_config_and_bad_override(tmp_path, capsys):
     assert cli.main(["plan", str(tmp_path / "nope.yaml")]) == 2
     assert "config: " in capsys.readouterr().err
-    assert cli.main(["plan", str(ROOT / "configs" / "llama3-70b-tp2-pp4-h100.yaml"), "--set", "parallel.tp"]) == 2
+    assert (
+        cli.main(
+            ["plan", str(ROOT / "configs" / "llama3-70b-tp2-pp4-h100.yaml"), "--set", "parallel.tp"]
+        )
+        == 2
+    )
     assert "--set 'parallel.tp': write FIELD.PATH=VALUE" in capsys.readouterr().err
-    assert cli.main(["plan", str(ROOT / "configs" / "llama3-70b-tp2-pp4-h100.yaml"), "--set", "parallel.tp=3"]) == 2
+    assert (
+        cli.main(
+            [
+                "plan",
+                str(ROOT / "configs" / "llama3-70b-tp2-pp4-h100.yaml"),
+                "--set",
+                "parallel.tp=3",
+            ]
+        )
+        == 2
+    )
     assert "parallel: tp*pp*dp = 3*4*1 = 12" in capsys.readouterr().err
 
 
 def test_not_fitting_is_not_a_usage_error(tmp_path, capsys):
     # TP1-PP1 of a 141 GB model on one 80 GB GPU: exit 0, the plan says why, with numbers
-    p = _cfg(tmp_path, lambda r: (_set("parallel.tp", 1)(r), _set("parallel.pp", 1)(r),
-                                  _set("cluster.gpus_per_node", 1)(r), _set("parallel.layer_split", None)(r)))
+    p = _cfg(
+        tmp_path,
+        lambda r: (
+            _set("parallel.tp", 1)(r),
+            _set("parallel.pp", 1)(r),
+            _set("cluster.gpus_per_node", 1)(r),
+            _set("parallel.layer_split", None)(r),
+        ),
+    )
     assert cli.main(["plan", str(p)]) == 0
     out = capsys.readouterr().out
     assert "problem: stage 0 does not fit: weights 141.1 GB" in out and "NO" in out
@@ -121,4 +206,6 @@ def test_bad_config_as_subprocess_has_no_traceback(tmp_path):
     r = subprocess.run([str(exe), "plan", str(p)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and r.stdout == ""
     assert r.stderr.strip().splitlines() == [
-        "harness plan: error: parallel.layer_split: sums to 79 but the model has 80 layers; make it sum to 80"]
+        "harness plan: error: parallel.layer_split: sums to 79 but the model has 80 layers; make "
+        "it sum to 80"
+    ]

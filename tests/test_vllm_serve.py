@@ -18,17 +18,25 @@ import sys
 
 import pandas as pd
 import pytest
+
 from vllm_server import CPU_ENV, REPO, needs_vllm, spec_dict, tiny_checkpoint, write_spec
 
 pytestmark = [needs_vllm, pytest.mark.timeout(900)]
 
 
 def _harness(*args: str, timeout: float = 400) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "harness.cli", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "harness.cli", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
-def _run(config, run_dir, *sets: str, timeout: float = 400, report: bool = False) -> subprocess.CompletedProcess:
+def _run(
+    config, run_dir, *sets: str, timeout: float = 400, report: bool = False
+) -> subprocess.CompletedProcess:
     args = ["run", str(config), "--results-dir", str(run_dir)] + ([] if report else ["--no-report"])
     for s in sets:
         args += ["--set", s]
@@ -46,11 +54,14 @@ def ckpt(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def reference_run(ckpt, tmp_path_factory):
-    """The reference engine (8 gloo ranks) on the same checkpoint and trace, before the server starts
+    """The reference engine (8 gloo ranks) on the same checkpoint and trace, before the server
+    starts
     (both at once would not fit this machine's memory beside the other sessions)."""
     tmp = tmp_path_factory.mktemp("ref")
-    config = write_spec(tmp / "ref.yaml", spec_dict(ckpt, {"kind": "reference"}, arrival="constant",
-                                                    num_requests=6, rate_rps=2))
+    config = write_spec(
+        tmp / "ref.yaml",
+        spec_dict(ckpt, {"kind": "reference"}, arrival="constant", num_requests=6, rate_rps=2),
+    )
     res = _run(config, tmp / "run", "run.record_tokens=true")
     assert res.returncode in (0, 1), res.stderr[-3000:]
     return tmp / "run"
@@ -70,6 +81,7 @@ def server(ckpt, tmp_path_factory):
 
     async def up():
         return await bring_up(spec, srv, asyncio.Event())
+
     try:
         info = asyncio.run(up())
     except BaseException:
@@ -79,27 +91,40 @@ def server(ckpt, tmp_path_factory):
     yield {"url": srv.launch.url, "model": srv.launch.model, "info": info, "tree": srv}
     stopped = stop_and_record(srv, tmp)
     assert stopped["left"] == [] and session_members(srv.pid) == []
-    assert stopped["removed"], "a TP2-PP4 server leaves shared memory and sockets; they were not removed"
+    assert stopped["removed"], (
+        "a TP2-PP4 server leaves shared memory and sockets; they were not removed"
+    )
     assert leftover_names() - before == set()
 
 
 def _openai(ckpt, server, **workload) -> dict:
-    return spec_dict(ckpt, {"kind": "openai", "url": server["url"], "model": server["model"]}, **workload)
+    return spec_dict(
+        ckpt, {"kind": "openai", "url": server["url"], "model": server["model"]}, **workload
+    )
 
 
-def test_greedy_tokens_equal_transformers_and_the_reference_engine(ckpt, reference_run, server, hf, tmp_path):
+def test_greedy_tokens_equal_transformers_and_the_reference_engine(
+    ckpt, reference_run, server, hf, tmp_path
+):
     from transformers import LlamaForCausalLM
 
     from harness.spec.spec import load_spec
     from harness.spec.workload import build_trace
 
-    config = write_spec(tmp_path / "vllm.yaml", _openai(ckpt, server, arrival="constant", num_requests=6, rate_rps=2))
+    config = write_spec(
+        tmp_path / "vllm.yaml",
+        _openai(ckpt, server, arrival="constant", num_requests=6, rate_rps=2),
+    )
     res = _run(config, tmp_path / "run", "run.record_tokens=true")
     assert res.returncode in (0, 1), res.stderr[-3000:]
     got = pd.read_parquet(tmp_path / "run" / "requests.parquet")
     ref = pd.read_parquet(reference_run / "requests.parquet")
-    vllm_tokens = {int(r.request_id): [int(t) for t in r.tokens] for r in got.itertuples() if not r.warmup}
-    ref_tokens = {int(r.request_id): [int(t) for t in r.tokens] for r in ref.itertuples() if not r.warmup}
+    vllm_tokens = {
+        int(r.request_id): [int(t) for t in r.tokens] for r in got.itertuples() if not r.warmup
+    }
+    ref_tokens = {
+        int(r.request_id): [int(t) for t in r.tokens] for r in ref.itertuples() if not r.warmup
+    }
     assert len(vllm_tokens) == 6 and all(len(t) == 16 for t in vllm_tokens.values())
     assert vllm_tokens == ref_tokens
 
@@ -114,7 +139,9 @@ def test_greedy_tokens_equal_transformers_and_the_reference_engine(ckpt, referen
 def _check_complete(run_dir, n: int) -> dict:
     s = _summary(run_dir)
     assert s["complete"] is True and s["verdict"] in ("PASS", "FAIL")
-    assert s["slo"] and all(r["passed"] in (True, False) and r["measured"] is not None for r in s["slo"])
+    assert s["slo"] and all(
+        r["passed"] in (True, False) and r["measured"] is not None for r in s["slo"]
+    )
     m = s["metrics"]
     assert m["completed"] == n and m["total_output_tokens"] == 16 * n and m["failed"] == 0
     assert 0 < m["p50_ttft_ms"] <= m["p99_ttft_ms"] and m["p99_tpot_ms"] > 0
@@ -135,16 +162,19 @@ def _check_complete(run_dir, n: int) -> dict:
 def test_poisson_run_report_claims_and_compare(ckpt, reference_run, server, tmp_path):
     config = write_spec(tmp_path / "vllm.yaml", _openai(ckpt, server))
     res = _run(config, tmp_path / "run", report=True)
-    assert res.returncode == (0 if _summary(tmp_path / "run")["verdict"] == "PASS" else 1), res.stderr[-3000:]
+    assert res.returncode == (0 if _summary(tmp_path / "run")["verdict"] == "PASS" else 1), (
+        res.stderr[-3000:]
+    )
     s = _check_complete(tmp_path / "run", 16)
     req = pd.read_parquet(tmp_path / "run" / "requests.parquet")
     main = req[~req["warmup"]]
     trace = [json.loads(ln) for ln in (tmp_path / "run" / "trace.jsonl").read_text().splitlines()]
-    assert sorted(main["arrival_s"]) == pytest.approx(sorted(t["arrival_s"] for t in trace))   # on schedule
+    # on schedule
+    assert sorted(main["arrival_s"]) == pytest.approx(sorted(t["arrival_s"] for t in trace))
     assert (main["sent_s"] >= main["arrival_s"]).all()
-    assert "ttft_p99_ms" in res.stdout                                  # the SLO table
+    assert "ttft_p99_ms" in res.stdout  # the SLO table
 
-    assert f"report: {tmp_path / 'run' / 'report.html'}" in res.stderr   # written by the run itself
+    assert f"report: {tmp_path / 'run' / 'report.html'}" in res.stderr  # written by the run itself
     md = (tmp_path / "run" / "report.md").read_text()
     assert "Communication not traced (external engine openai: no comm table)." in md
     assert "## System under test" in md and "| TTFT | server |" in md and "| TTFT | client |" in md
@@ -157,7 +187,10 @@ def test_poisson_run_report_claims_and_compare(ckpt, reference_run, server, tmp_
     for cid in ("tp_allreduce_bytes_per_layer", "pp_sendrecv_bytes_per_stage", "bubble_ratio"):
         assert verdicts[cid]["verdict"] == "UNVERIFIED"
         assert verdicts[cid]["reason"].startswith("not traced (external engine: openai)")
-    assert verdicts["throughput_rps"]["verdict"] == "CONFIRMED" and verdicts["throughput_rps"]["source"] == "measured"
+    assert (
+        verdicts["throughput_rps"]["verdict"] == "CONFIRMED"
+        and verdicts["throughput_rps"]["source"] == "measured"
+    )
 
     cmp = _harness("compare", str(reference_run), str(tmp_path / "run"))
     assert cmp.returncode in (0, 1), cmp.stderr
@@ -166,50 +199,74 @@ def test_poisson_run_report_claims_and_compare(ckpt, reference_run, server, tmp_
 
 
 def yaml_claims(config, throughput: float) -> str:
-    return (f"config: {config}\nclaims:\n  tp_allreduce_bytes_per_layer: 2048\n  pp_sendrecv_bytes_per_stage: 1024\n"
-            f"  bubble_ratio: 0.4\n  throughput_rps: {throughput * 0.9:.3f}\n")
+    return (
+        f"config: {config}\nclaims:\n  tp_allreduce_bytes_per_layer: 2048\n  "
+        f"pp_sendrecv_bytes_per_stage: 1024\n"
+        f"  bubble_ratio: 0.4\n  throughput_rps: {throughput * 0.9:.3f}\n"
+    )
 
 
 def test_closed_loop_releases_a_request_per_finish(ckpt, server, tmp_path):
-    config = write_spec(tmp_path / "vllm.yaml", _openai(ckpt, server, arrival="closed", concurrency=4,
-                                                          num_requests=12))
+    config = write_spec(
+        tmp_path / "vllm.yaml",
+        _openai(ckpt, server, arrival="closed", concurrency=4, num_requests=12),
+    )
     res = _run(config, tmp_path / "run")
     assert res.returncode in (0, 1), res.stderr[-3000:]
     _check_complete(tmp_path / "run", 12)
     req = pd.read_parquet(tmp_path / "run" / "requests.parquet")
     main = req[~req["warmup"]].sort_values("arrival_s")
-    assert (main["arrival_s"].iloc[:4] < 0.05).all()                     # the first 4 at once
+    assert (main["arrival_s"].iloc[:4] < 0.05).all()  # the first 4 at once
     events = sorted([(a, 1) for a in main["arrival_s"]] + [(f, -1) for f in main["finish_s"]])
     level, peak = 0, 0
     for _, d in events:
         level += d
         peak = max(peak, level)
-    assert peak == 4                                                    # never more than the concurrency
+    assert peak == 4  # never more than the concurrency
     finishes = sorted(main["finish_s"])
-    for a in main["arrival_s"].iloc[4:]:                                # every later one follows a finish
+    for a in main["arrival_s"].iloc[4:]:  # every later one follows a finish
         assert min(abs(a - f) for f in finishes if f <= a + 1e-9) < 0.25
 
 
 def test_a_cap_with_a_rate_holds_requests_at_the_client(ckpt, server, tmp_path):
     """vLLM's --max-concurrency with a rate: arrivals on schedule, at most 2 in flight, the others
-    sent as one finishes; vLLM's result file times TTFT from the send, the summary from the arrival."""
+    sent as one finishes; vLLM's result file times TTFT from the send, the summary from the
+    arrival."""
     config = write_spec(tmp_path / "vllm.yaml", _openai(ckpt, server, rate_rps=20, num_requests=8))
-    res = _harness("run", str(config), "--results-dir", str(tmp_path / "run"), "--max-concurrency", "2",
-                   "--save-result", "--save-detailed", "--result-filename", "capped.json")
+    res = _harness(
+        "run",
+        str(config),
+        "--results-dir",
+        str(tmp_path / "run"),
+        "--max-concurrency",
+        "2",
+        "--save-result",
+        "--save-detailed",
+        "--result-filename",
+        "capped.json",
+    )
     assert res.returncode in (0, 1), res.stderr[-3000:]
     s = _check_complete(tmp_path / "run", 8)
     req = pd.read_parquet(tmp_path / "run" / "requests.parquet")
     main = req[~req["warmup"]].sort_values("request_id")
     sent, finish = main["sent_s"].to_numpy(), main["finish_s"].to_numpy()
-    assert max(int(((sent <= t) & (finish > t)).sum()) for t in sent) == 2     # never more than the cap
+    # never more than the cap
+    assert max(int(((sent <= t) & (finish > t)).sum()) for t in sent) == 2
     # the cap bound: requests went late, each right as another finished (within 0.1 s)
-    held = [t for t, a in zip(sent, main["arrival_s"]) if t > a + 0.2 and any(0 <= t - f < 0.1 for f in finish)]
+    held = [
+        t
+        for t, a in zip(sent, main["arrival_s"])
+        if t > a + 0.2 and any(0 <= t - f < 0.1 for f in finish)
+    ]
     assert len(held) >= 4
     f = json.loads((tmp_path / "run" / "capped.json").read_text())
     assert f["max_concurrency"] == 2 and f["request_rate"] == 20.0 and f["completed"] == 8
     assert f["ttfts"] == pytest.approx(list(main["first_token_s"] - main["sent_s"]), abs=1e-9)
     send = s["metrics_from_send"]
-    assert f["p99_ttft_ms"] == pytest.approx(send["p99_ttft_ms"]) and send["p99_ttft_ms"] < s["metrics"]["p99_ttft_ms"]
+    assert (
+        f["p99_ttft_ms"] == pytest.approx(send["p99_ttft_ms"])
+        and send["p99_ttft_ms"] < s["metrics"]["p99_ttft_ms"]
+    )
     assert f["p99_ttft_including_client_queue_ms"] == pytest.approx(s["metrics"]["p99_ttft_ms"])
     # the wait for the cap is client queue, not client lag
     assert s["client"]["p50_ms"] < 0.1 * send["p50_client_queue_ms"]

@@ -1,7 +1,8 @@
 """Shared by the vLLM test modules: the vLLM interpreter, a tiny checkpoint, spec files, and a check
 that nothing of a server is left.
 
-The vLLM interpreter is ``.venv-vllm/bin/python`` (``./setup.sh --vllm``); without it the real-server
+The vLLM interpreter is ``.venv-vllm/bin/python`` (``./setup.sh --vllm``); without it the
+real-server
 tests skip and say so (CI's ``./setup.sh --test`` installs it).
 """
 
@@ -20,31 +21,54 @@ VLLM_PYTHON = REPO / ".venv-vllm" / "bin" / "python"
 # vLLM-CPU on a small machine (measured): 1 GiB KV cache per worker, no core pinning, 1 thread each.
 CPU_ENV = {"VLLM_CPU_KVCACHE_SPACE": 1, "VLLM_CPU_OMP_THREADS_BIND": "nobind", "OMP_NUM_THREADS": 1}
 
-if os.environ.get("HARNESS_REQUIRE_VLLM") == "1" and not VLLM_PYTHON.exists():   # CI: never skip them
-    raise RuntimeError(f"HARNESS_REQUIRE_VLLM=1 but {VLLM_PYTHON} is missing; ./setup.sh --vllm makes it")
-needs_vllm = pytest.mark.skipif(not VLLM_PYTHON.exists(),
-                                reason="no .venv-vllm/bin/python: run ./setup.sh --vllm for the vLLM tests")
+if (
+    os.environ.get("HARNESS_REQUIRE_VLLM") == "1" and not VLLM_PYTHON.exists()
+):  # CI: never skip them
+    raise RuntimeError(
+        f"HARNESS_REQUIRE_VLLM=1 but {VLLM_PYTHON} is missing; ./setup.sh --vllm makes it"
+    )
+needs_vllm = pytest.mark.skipif(
+    not VLLM_PYTHON.exists(),
+    reason="no .venv-vllm/bin/python: run ./setup.sh --vllm for the vLLM tests",
+)
 
 
 def tiny_checkpoint(folder: Path, **shape) -> Path:
-    """benchmarks/tiny_checkpoint.py's checkpoint (4 layers, hidden 256, head_dim 64, word-level tokenizer)."""
+    """benchmarks/tiny_checkpoint.py's checkpoint (4 layers, hidden 256, head_dim 64, word-level
+    tokenizer)."""
     sys.path.insert(0, str(REPO / "benchmarks"))
     from tiny_checkpoint import write_tiny_checkpoint
+
     return write_tiny_checkpoint(folder, **shape)
 
 
 def spec_dict(ckpt: Path, engine: dict, tp: int = 2, pp: int = 4, **workload) -> dict:
     """The tiny checkpoint served TP×PP on CPU, with ``engine`` and a small workload."""
-    wl = {"arrival": "poisson", "rate_rps": 4, "num_requests": 16, "input_len": {"dist": "uniform", "min": 8,
-          "max": 40}, "output_len": {"value": 16}, "seed": 0}
+    wl = {
+        "arrival": "poisson",
+        "rate_rps": 4,
+        "num_requests": 16,
+        "input_len": {"dist": "uniform", "min": 8, "max": 40},
+        "output_len": {"value": 16},
+        "seed": 0,
+    }
     wl.update(workload)
-    return {"name": "vllm-test", "model": {"checkpoint": str(ckpt), "dtype": "fp32"},
-            "cluster": {"gpu": "cpu", "nodes": 1, "gpus_per_node": tp * pp},
-            "parallel": {"tp": tp, "pp": pp, "dp": 1}, "workload": wl,
-            "slo": {"targets": ["ttft_p99_ms <= 5000", "tpot_p99_ms <= 2000", "throughput_rps >= 0.5"]},
-            "run": {"max_batch": 8, "max_seq_len": 96, "warmup_requests": 1, "timeout_s": 240,
-                    "comm_timeout_s": 60},
-            "engine": engine}
+    return {
+        "name": "vllm-test",
+        "model": {"checkpoint": str(ckpt), "dtype": "fp32"},
+        "cluster": {"gpu": "cpu", "nodes": 1, "gpus_per_node": tp * pp},
+        "parallel": {"tp": tp, "pp": pp, "dp": 1},
+        "workload": wl,
+        "slo": {"targets": ["ttft_p99_ms <= 5000", "tpot_p99_ms <= 2000", "throughput_rps >= 0.5"]},
+        "run": {
+            "max_batch": 8,
+            "max_seq_len": 96,
+            "warmup_requests": 1,
+            "timeout_s": 240,
+            "comm_timeout_s": 60,
+        },
+        "engine": engine,
+    }
 
 
 def write_spec(path: Path, d: dict) -> Path:

@@ -9,13 +9,25 @@ May import: every ``harness`` package. ``slurm_render`` renders the Slurm batch 
 # verb -> (module under harness.commands, one-line help)
 VERBS: dict[str, tuple[str, str]] = {
     "plan": ("plan", "predict memory, communication and time bounds of a spec (no GPU needed)"),
-    "verify-claims": ("verify_claims", "check a strategy report's claims against physics and measurements"),
+    "verify-claims": (
+        "verify_claims",
+        "check a strategy report's claims against physics and measurements",
+    ),
     "run": ("run", "launch the real model under the spec's layout and measure it (the main job)"),
-    "import-bench": ("import_bench", "turn a vllm bench serve --save-detailed result into a run directory"),
+    "import-bench": (
+        "import_bench",
+        "turn a vllm bench serve --save-detailed result into a run directory",
+    ),
     "report": ("report", "render report.md/report.html for a run directory"),
     "compare": ("compare", "compare a run with a baseline; exit 1 on regression"),
     "history": ("history", "table and plot of key metrics across runs"),
-    "emulate": ("emulate", "run one rank's exact shapes on the local device and project the deployment"),
-    "predict": ("predict", "forecast a workload by simulating the scheduler on step costs fitted from a run"),
+    "emulate": (
+        "emulate",
+        "run one rank's exact shapes on the local device and project the deployment",
+    ),
+    "predict": (
+        "predict",
+        "forecast a workload by simulating the scheduler on step costs fitted from a run",
+    ),
     "slurm": ("slurm", "render (and submit) a Slurm batch script for a spec"),
 }

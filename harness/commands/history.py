@@ -9,8 +9,14 @@ from pathlib import Path
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("dir", metavar="DIR", help="a folder of run directories (e.g. results)")
-    p.add_argument("--out", metavar="FILE", default=None,
-                   help="markdown file to write; .csv, .parquet and .png go beside it (default DIR/history.md)")
+    p.add_argument(
+        "--out",
+        metavar="FILE",
+        default=None,
+        help=(
+            "markdown file to write; .csv, .parquet and .png go beside it (default DIR/history.md)"
+        ),
+    )
 
 
 def main(args: argparse.Namespace) -> int:

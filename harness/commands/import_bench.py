@@ -1,4 +1,5 @@
-"""``harness import-bench FILE RUN_DIR``: a ``vllm bench serve --save-result --save-detailed`` result
+"""``harness import-bench FILE RUN_DIR``: a ``vllm bench serve --save-result --save-detailed``
+result
 → a run directory that ``report``, ``compare``, ``history`` and ``verify-claims --results`` read
 like any run.
 
@@ -26,13 +27,23 @@ ENGINE_KIND = "openai"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("file", help="the JSON file vllm bench serve --save-result --save-detailed wrote")
+    p.add_argument(
+        "file", help="the JSON file vllm bench serve --save-result --save-detailed wrote"
+    )
     p.add_argument("run_dir", help="the run directory to create (must not hold a run)")
-    p.add_argument("--config", help="spec YAML of the deployment that was benchmarked (model, cluster, "
-                   "layout, SLO targets); its workload is replaced by the file's")
-    p.add_argument("--goodput", nargs="+", metavar="KEY:MS", default=None,
-                   help="the --goodput thresholds the benchmark used (e.g. ttft:500 tpot:100); the file "
-                        "does not record them, and request_goodput needs them")
+    p.add_argument(
+        "--config",
+        help="spec YAML of the deployment that was benchmarked (model, cluster, "
+        "layout, SLO targets); its workload is replaced by the file's",
+    )
+    p.add_argument(
+        "--goodput",
+        nargs="+",
+        metavar="KEY:MS",
+        default=None,
+        help="the --goodput thresholds the benchmark used (e.g. ttft:500 tpot:100); the file "
+        "does not record them, and request_goodput needs them",
+    )
     p.add_argument("--name", help="the run's name (default: the file's label, else vllm-bench)")
 
 
@@ -54,30 +65,66 @@ def _deployment(args: argparse.Namespace, data: dict) -> tuple[dict, dict, dict,
 
         spec = load_spec(args.config)
         header = summary_header(spec)
-        header["hardware"]["backend"] = None   # the server's own collectives are not in the file
-        return spec.to_dict(), header["hardware"], header["layout"], spec.slo_targets, make_plan(spec).to_dict()
+        header["hardware"]["backend"] = None  # the server's own collectives are not in the file
+        return (
+            spec.to_dict(),
+            header["hardware"],
+            header["layout"],
+            spec.slo_targets,
+            make_plan(spec).to_dict(),
+        )
     from harness.spec.hf_config import model_from_hf_config
     from harness.spec.layout import even_split
 
     model_id = str(data.get("model_id") or "")
-    if not model_id or not (Path(model_id) / "config.json").is_file() and not model_id.endswith(".json"):
-        raise UsageError(f"import-bench: the file's model {model_id or '(none)'} has no config.json here; give "
-                         "--config SPEC naming the model and layout that were benchmarked")
+    if (
+        not model_id
+        or not (Path(model_id) / "config.json").is_file()
+        and not model_id.endswith(".json")
+    ):
+        raise UsageError(
+            f"import-bench: the file's model {model_id or '(none)'} has no config.json here; give "
+            "--config SPEC naming the model and layout that were benchmarked"
+        )
     shape = model_from_hf_config(model_id)
     lay = layout_from_bench(data) or {"tp": 1, "pp": 1, "dp": 1}
     if lay["pp"] > shape.num_layers:
-        raise UsageError(f"import-bench: metadata pp={lay['pp']} exceeds the model's {shape.num_layers} layers")
+        raise UsageError(
+            f"import-bench: metadata pp={lay['pp']} exceeds the model's {shape.num_layers} layers"
+        )
     world = lay["tp"] * lay["pp"] * lay["dp"]
-    spec = {"model": {"config": model_id}, "cluster": {"gpu": "unknown", "nodes": 1, "gpus_per_node": world},
-            "parallel": dict(lay), "slo": {"targets": []}}
-    hardware = {"gpu": "unknown", "gpu_name": "unknown", "total_gpus": world, "nodes": None, "backend": None}
-    return spec, hardware, {**lay, "layer_split": list(even_split(shape.num_layers, lay["pp"]))}, [], {}
+    spec = {
+        "model": {"config": model_id},
+        "cluster": {"gpu": "unknown", "nodes": 1, "gpus_per_node": world},
+        "parallel": dict(lay),
+        "slo": {"targets": []},
+    }
+    hardware = {
+        "gpu": "unknown",
+        "gpu_name": "unknown",
+        "total_gpus": world,
+        "nodes": None,
+        "backend": None,
+    }
+    return (
+        spec,
+        hardware,
+        {**lay, "layer_split": list(even_split(shape.num_layers, lay["pp"]))},
+        [],
+        {},
+    )
 
 
 def main(args: argparse.Namespace) -> int:
     from harness.measure.metrics import summarize
-    from harness.results.bench_import import (file_metrics, read_bench_file, records_from_bench,
-                                              selected_stats, unreproduced, workload_from_bench)
+    from harness.results.bench_import import (
+        file_metrics,
+        read_bench_file,
+        records_from_bench,
+        selected_stats,
+        unreproduced,
+        workload_from_bench,
+    )
     from harness.results.summary import new_summary, overall_verdict, slo_rows, utc_now
     from harness.results.writer import RunWriter
     from harness.spec.bench_flags import parse_goodput
@@ -85,7 +132,9 @@ def main(args: argparse.Namespace) -> int:
 
     run_dir = Path(args.run_dir)
     if (run_dir / "summary.json").exists():
-        raise UsageError(f"RUN_DIR: {run_dir} already holds a run (summary.json); give a new folder")
+        raise UsageError(
+            f"RUN_DIR: {run_dir} already holds a run (summary.json); give a new folder"
+        )
     goodput = parse_goodput(args.goodput, "--goodput") if args.goodput else None
     data = read_bench_file(args.file)
     records, errors = records_from_bench(data)
@@ -95,31 +144,76 @@ def main(args: argparse.Namespace) -> int:
     spec["workload"] = workload_from_bench(data)
     if goodput:
         spec.setdefault("slo", {})["goodput"] = goodput
-    metrics = summarize(records, duration_s=float(data["duration"]), slo_thresholds_ms=goodput,
-                        latency_origin="send")
+    metrics = summarize(
+        records,
+        duration_s=float(data["duration"]),
+        slo_thresholds_ms=goodput,
+        latency_origin="send",
+    )
     verdicts = judge(targets, metrics)
     missed = unreproduced(data, metrics)
     pct_metrics, pct = selected_stats(data)
-    notes = [f"imported from {args.file} (vllm bench serve): TTFT and E2EL from the send, over the file's "
-             "duration, as vLLM defines them; only the requests table exists"]
+    notes = [
+        f"imported from {args.file} (vllm bench serve): TTFT and E2EL from the send, over the "
+        f"file's "
+        "duration, as vLLM defines them; only the requests table exists"
+    ]
     if data.get("request_goodput") is not None and not goodput:
-        notes.append(f"the file's request_goodput {data['request_goodput']:.4g} req/s needs its --goodput "
-                     "thresholds, which the file does not record: give --goodput to recompute it")
-    engine = {"kind": ENGINE_KIND, "source": "vllm bench serve", "file": str(args.file),
-              **{k: data.get(k) for k in ("backend", "endpoint_type", "model_id", "tokenizer_id", "label",
-                                          "date", "request_rate", "burstiness", "max_concurrency",
-                                          "num_prompts")},
-              "duration_s": float(data["duration"]), "latency_origin": "send", "percentile_metrics": pct_metrics,
-              "metric_percentiles": pct, "goodput_ms": goodput, "file_metrics": file_metrics(data),
-              "unreproduced": missed}
-    summary = new_summary(name, hardware, layout, predicted, started_utc=_started_utc(data.get("date")))
-    summary.update({"complete": True, "incomplete_reason": None, "harness_version": __version__,
-                    "finished_utc": utc_now(), "wall_s": float(data["duration"]), "metrics": metrics,
-                    "slo": slo_rows(verdicts), "verdict": overall_verdict(slo_rows(verdicts), True),
-                    "measured": {"throughput_rps": metrics["request_throughput"]},
-                    "engine": engine, "notes": notes})
-    env = {"harness_version": __version__, "imported_from": str(args.file), "backend": None,
-           "benchmark_date": data.get("date")}
+        notes.append(
+            f"the file's request_goodput {data['request_goodput']:.4g} req/s needs its --goodput "
+            "thresholds, which the file does not record: give --goodput to recompute it"
+        )
+    engine = {
+        "kind": ENGINE_KIND,
+        "source": "vllm bench serve",
+        "file": str(args.file),
+        **{
+            k: data.get(k)
+            for k in (
+                "backend",
+                "endpoint_type",
+                "model_id",
+                "tokenizer_id",
+                "label",
+                "date",
+                "request_rate",
+                "burstiness",
+                "max_concurrency",
+                "num_prompts",
+            )
+        },
+        "duration_s": float(data["duration"]),
+        "latency_origin": "send",
+        "percentile_metrics": pct_metrics,
+        "metric_percentiles": pct,
+        "goodput_ms": goodput,
+        "file_metrics": file_metrics(data),
+        "unreproduced": missed,
+    }
+    summary = new_summary(
+        name, hardware, layout, predicted, started_utc=_started_utc(data.get("date"))
+    )
+    summary.update(
+        {
+            "complete": True,
+            "incomplete_reason": None,
+            "harness_version": __version__,
+            "finished_utc": utc_now(),
+            "wall_s": float(data["duration"]),
+            "metrics": metrics,
+            "slo": slo_rows(verdicts),
+            "verdict": overall_verdict(slo_rows(verdicts), True),
+            "measured": {"throughput_rps": metrics["request_throughput"]},
+            "engine": engine,
+            "notes": notes,
+        }
+    )
+    env = {
+        "harness_version": __version__,
+        "imported_from": str(args.file),
+        "backend": None,
+        "benchmark_date": data.get("date"),
+    }
     rows = []
     for r in records:
         row = r.to_dict()
@@ -130,9 +224,17 @@ def main(args: argparse.Namespace) -> int:
     writer.write_final(summary, {"requests": rows})
     done = metrics["completed"]
     if missed:
-        print(f"harness import-bench: {len(records)} requests ({done} completed) → {run_dir}; the summary does "
-              f"NOT reproduce the file's {', '.join(missed)}", file=sys.stderr)
+        print(
+            f"harness import-bench: {len(records)} requests ({done} completed) → {run_dir}; the "
+            f"summary does "
+            f"NOT reproduce the file's {', '.join(missed)}",
+            file=sys.stderr,
+        )
     else:
-        print(f"harness import-bench: {len(records)} requests ({done} completed) → {run_dir}; the summary "
-              "reproduces every number of the file", file=sys.stderr)
+        print(
+            f"harness import-bench: {len(records)} requests ({done} completed) → {run_dir}; the "
+            f"summary "
+            "reproduces every number of the file",
+            file=sys.stderr,
+        )
     return 0

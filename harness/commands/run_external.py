@@ -29,19 +29,25 @@ def preflight(spec) -> None:
         try:
             rc = subprocess.run([e.python, "-c", probe], capture_output=True, timeout=60).returncode
         except (OSError, subprocess.TimeoutExpired) as err:
-            raise UsageError(f"engine.python: {e.python} does not run ({type(err).__name__}); give the python "
-                             f"of a venv with vllm (./setup.sh --vllm makes .venv-vllm)") from None
+            raise UsageError(
+                f"engine.python: {e.python} does not run ({type(err).__name__}); give the python "
+                f"of a venv with vllm (./setup.sh --vllm makes .venv-vllm)"
+            ) from None
         if rc != 0:
-            raise UsageError(f"engine.python: {e.python} has no vllm package; run ./setup.sh --vllm or point "
-                             f"engine.python at a python with vllm installed")
+            raise UsageError(
+                f"engine.python: {e.python} has no vllm package; run ./setup.sh --vllm or point "
+                f"engine.python at a python with vllm installed"
+            )
     elif e.kind == "openai":
         url = e.url.rstrip("/") + "/v1/models"
         try:
-            with urllib.request.urlopen(url, timeout=10) as r:   # noqa: S310 (the user's own server URL)
+            with urllib.request.urlopen(url, timeout=10) as r:  # noqa: S310 (the user's own server URL)
                 r.read(1)
         except (urllib.error.URLError, OSError, ValueError) as err:
-            raise UsageError(f"engine.url: nothing answers GET {url} ({getattr(err, 'reason', err)}); start the "
-                             f"server or fix the URL") from None
+            raise UsageError(
+                f"engine.url: nothing answers GET {url} ({getattr(err, 'reason', err)}); start the "
+                f"server or fix the URL"
+            ) from None
 
 
 def main_external(spec, args: argparse.Namespace, run_verb) -> int:
@@ -59,12 +65,14 @@ def main_external(spec, args: argparse.Namespace, run_verb) -> int:
         rc = run_verb.serve(_engine(spec, run_dir, signals), spec, run_dir, reports=True)
         rc = run_verb.exit_code(run_dir, rc)
     from harness.commands.run_outputs import write_outputs
-    write_outputs(run_dir, args)     # the report, --save-result's file: the exit code stays the run's
+
+    write_outputs(run_dir, args)  # the report, --save-result's file: the exit code stays the run's
     return rc
 
 
 def _engine(spec, run_dir: Path, signals, server=None, info=None):
     from harness.engines.vllm.engine import ExternalEngine
+
     return ExternalEngine(spec.engine.kind, run_dir, signals, server=server, info=info)
 
 
@@ -78,7 +86,8 @@ def _capacity(spec, args: argparse.Namespace, signals, run_verb) -> int:
     shared: dict = {}
 
     def server_for(root: Path):
-        """The one server, started (and waited for) on first use; None for a server someone else runs."""
+        """The one server, started (and waited for) on first use; None for a server someone else
+        runs."""
         if spec.engine.kind != "vllm":
             return None, None
         if "server" not in shared:
@@ -91,6 +100,7 @@ def _capacity(spec, args: argparse.Namespace, signals, run_verb) -> int:
                     return await bring_up(spec, shared["server"], stop)
                 finally:
                     signals.detach()
+
             shared["info"] = asyncio.run(up())
         return shared["server"], shared["info"]
 
@@ -99,10 +109,14 @@ def _capacity(spec, args: argparse.Namespace, signals, run_verb) -> int:
         try:
             server, info = server_for(run_dir.parent)
         except ServerFailed as e:
-            print(f"harness run: --find-capacity: {signals.reason or e}", file=sys.stderr, flush=True)
-            return EXIT_INCOMPLETE                   # recorded as a failed probe; the search ends
+            print(
+                f"harness run: --find-capacity: {signals.reason or e}", file=sys.stderr, flush=True
+            )
+            return EXIT_INCOMPLETE  # recorded as a failed probe; the search ends
         engine = _engine(probe_spec, run_dir, signals, server, info)
-        return run_verb.exit_code(run_dir, run_verb.serve(engine, probe_spec, run_dir, reports=True))
+        return run_verb.exit_code(
+            run_dir, run_verb.serve(engine, probe_spec, run_dir, reports=True)
+        )
 
     try:
         return run_verb.find_capacity(spec, args, launch_probe=probe)

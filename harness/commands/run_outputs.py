@@ -8,7 +8,8 @@ end (requests that failed count as ``failed``), and none when the run was stoppe
 ``run.timeout_s``, a failed rank or server): vLLM writes nothing then, and a partial file would
 read as a whole benchmark to vLLM's scripts, which know no "incomplete". The run directory keeps
 the partial results, marked incomplete. The file goes to ``--result-dir`` (default: the run
-directory) / ``--result-filename`` (default vLLM's name, ``harness.results.bench_file.result_filename``).
+directory) / ``--result-filename`` (default vLLM's name,
+``harness.results.bench_file.result_filename``).
 The report is written for every run that left a summary, complete or not.
 """
 
@@ -47,18 +48,26 @@ def result_path(run_dir: Path, args: argparse.Namespace, header: dict) -> Path:
 
 def save_result(run_dir: Path, args: argparse.Namespace, summary: dict) -> Path | None:
     if not summary.get("complete"):
-        _say("--save-result: no result file for an incomplete run (vllm bench serve writes none when stopped); "
-             f"the partial results are in {run_dir}")
+        _say(
+            "--save-result: no result file for an incomplete run (vllm bench serve writes none "
+            "when stopped); "
+            f"the partial results are in {run_dir}"
+        )
         return None
     try:
         from harness.results.bench_file import bench_result_of_run, write_bench_file
         from harness.results.reader import load_run
 
-        result = bench_result_of_run(load_run(run_dir), detailed=bool(getattr(args, "save_detailed", False)))
+        result = bench_result_of_run(
+            load_run(run_dir), detailed=bool(getattr(args, "save_detailed", False))
+        )
         path = write_bench_file(result, result_path(run_dir, args, result))
-    except Exception as e:   # noqa: BLE001 - the run's own results stay as they are, whatever went wrong here
-        _say(f"warning: --save-result failed ({type(e).__name__}: {' '.join(str(e).split())[:300]}); "
-             f"the run's results in {run_dir} are intact")
+    except Exception as e:  # noqa: BLE001 - the run's own results stay as they are, whatever went wrong here
+        _say(
+            f"warning: --save-result failed ({type(e).__name__}: "
+            f"{' '.join(str(e).split())[:300]}); "
+            f"the run's results in {run_dir} are intact"
+        )
         return None
     _say(f"vLLM result file: {path}")
     return path
@@ -69,9 +78,12 @@ def report(run_dir: Path) -> Path | None:
         from harness.report.render import write_report
 
         files = write_report(run_dir)
-    except Exception as e:   # noqa: BLE001 - as above: a report is a view, never the run's results
-        _say(f"warning: no report ({type(e).__name__}: {' '.join(str(e).split())[:300]}); the run's results "
-             f"are intact; retry with: harness report {run_dir}")
+    except Exception as e:  # noqa: BLE001 - as above: a report is a view, never the run's results
+        _say(
+            f"warning: no report ({type(e).__name__}: {' '.join(str(e).split())[:300]}); the run's "
+            f"results "
+            f"are intact; retry with: harness report {run_dir}"
+        )
         return None
     _say(f"report: {files.html}")
     return files.html

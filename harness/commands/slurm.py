@@ -12,8 +12,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--time", help="time limit, e.g. 01:30:00")
     p.add_argument("--results-dir", help="results root on a shared file system (default: results)")
     p.add_argument("--python", help="python of the environment the job runs in (default: this one)")
-    p.add_argument("--nightly", action="store_true", help="the nightly regression job (run, compare, history)")
-    p.add_argument("--baseline", help="with --nightly: the baseline run directory to compare against")
+    p.add_argument(
+        "--nightly", action="store_true", help="the nightly regression job (run, compare, history)"
+    )
+    p.add_argument(
+        "--baseline", help="with --nightly: the baseline run directory to compare against"
+    )
     p.add_argument("--submit", action="store_true", help="submit with sbatch and print the job id")
 
 
@@ -22,8 +26,17 @@ def main(args: argparse.Namespace) -> int:
     from harness.spec.spec import load_spec
 
     spec = load_spec(args.config)
-    text = render(spec, args.config, partition=args.partition, account=args.account, time=args.time,
-                  results_dir=args.results_dir, python=args.python, nightly=args.nightly, baseline=args.baseline)
+    text = render(
+        spec,
+        args.config,
+        partition=args.partition,
+        account=args.account,
+        time=args.time,
+        results_dir=args.results_dir,
+        python=args.python,
+        nightly=args.nightly,
+        baseline=args.baseline,
+    )
     if args.submit:
         print(submit(text))
     else:

@@ -46,19 +46,32 @@ def is_cpu(spec: Spec) -> bool:
     return spec.cluster.gpu.strip().lower() == "cpu"
 
 
-def sbatch_options(spec: Spec, *, partition: str | None = None, account: str | None = None,
-                   time: str | None = None, results_root: Path | None = None,
-                   nightly: bool = False) -> list[str]:
+def sbatch_options(
+    spec: Spec,
+    *,
+    partition: str | None = None,
+    account: str | None = None,
+    time: str | None = None,
+    results_root: Path | None = None,
+    nightly: bool = False,
+) -> list[str]:
     """The ``#SBATCH`` options for a spec (without the ``#SBATCH`` prefix)."""
-    for flag, value, pattern, example in (("--partition", partition, _NAME, "gpu"),
-                                          ("--account", account, _NAME, "myproject"),
-                                          ("--time", time, _TIME, "01:30:00 or 1-00:00:00")):
+    for flag, value, pattern, example in (
+        ("--partition", partition, _NAME, "gpu"),
+        ("--account", account, _NAME, "myproject"),
+        ("--time", time, _TIME, "01:30:00 or 1-00:00:00"),
+    ):
         if value is not None and not pattern.match(value):
             raise UsageError(f"{flag}: {value!r} is not a valid Slurm value; write e.g. {example}")
     log = f"{results_root or 'results'}/{'nightly' if nightly else 'slurm'}-%j.out"
-    opts = [f"--job-name={_job_name(spec, nightly)}", f"--nodes={spec.cluster.nodes}",
-            "--ntasks-per-node=1", "--exclusive", f"--signal=B:TERM@{SIGNAL_LEAD_S}",
-            f"--output={log}"]
+    opts = [
+        f"--job-name={_job_name(spec, nightly)}",
+        f"--nodes={spec.cluster.nodes}",
+        "--ntasks-per-node=1",
+        "--exclusive",
+        f"--signal=B:TERM@{SIGNAL_LEAD_S}",
+        f"--output={log}",
+    ]
     if not is_cpu(spec):
         opts.append(f"--gpus-per-node={spec.cluster.gpus_per_node}")
     if partition:
@@ -75,10 +88,18 @@ def _job_name(spec: Spec, nightly: bool) -> str:
     return f"harness-nightly-{safe}" if nightly else f"harness-{safe}"
 
 
-def render(spec: Spec, spec_path: str | Path, *, partition: str | None = None,
-           account: str | None = None, time: str | None = None,
-           results_dir: str | Path | None = None, python: str | None = None,
-           nightly: bool = False, baseline: str | Path | None = None) -> str:
+def render(
+    spec: Spec,
+    spec_path: str | Path,
+    *,
+    partition: str | None = None,
+    account: str | None = None,
+    time: str | None = None,
+    results_dir: str | Path | None = None,
+    python: str | None = None,
+    nightly: bool = False,
+    baseline: str | Path | None = None,
+) -> str:
     """The batch script text for ``spec`` (loaded from ``spec_path``).
 
     ``results_dir`` is the root the job's run dirs go under (``<root>/slurm-<jobid>``;
@@ -92,9 +113,11 @@ def render(spec: Spec, spec_path: str | Path, *, partition: str | None = None,
     name = template_name(spec, nightly)
     lines = (SCRIPTS_DIR / name).read_text().splitlines()
     body = [ln for ln in lines[1:] if not ln.startswith("#SBATCH")]
-    at = next(i for i, ln in enumerate(lines) if ln.startswith("#SBATCH")) - 1  # header comment lines
-    opts = sbatch_options(spec, partition=partition, account=account, time=time,
-                          results_root=root, nightly=nightly)
+    # header comment lines
+    at = next(i for i, ln in enumerate(lines) if ln.startswith("#SBATCH")) - 1
+    opts = sbatch_options(
+        spec, partition=partition, account=account, time=time, results_root=root, nightly=nightly
+    )
     pinned = {
         "HARNESS_SPEC": str(Path(spec_path).expanduser().resolve()),
         "HARNESS_HOME": str(REPO),
@@ -105,8 +128,11 @@ def render(spec: Spec, spec_path: str | Path, *, partition: str | None = None,
         pinned["HARNESS_RESULTS_ROOT"] = str(root)
     if baseline is not None:
         pinned["HARNESS_BASELINE"] = str(Path(baseline).expanduser().resolve())
-    out = [lines[0], f"# Rendered by `harness slurm` for spec {spec.name!r} from slurm/{name}.",
-           *body[:at]]
+    out = [
+        lines[0],
+        f"# Rendered by `harness slurm` for spec {spec.name!r} from slurm/{name}.",
+        *body[:at],
+    ]
     out += [f"#SBATCH {o}" for o in opts]
     out += ["", "# Pinned for this spec (they override the environment of the submitting shell):"]
     out += [f"export {k}={shlex.quote(v)}" for k, v in pinned.items()]
@@ -122,8 +148,13 @@ def output_dirs(script_text: str) -> list[Path]:
     return dirs
 
 
-def submit(script_text: str, *, sbatch_args: list[str] | None = None,
-           env: dict[str, str] | None = None, cwd: str | Path | None = None) -> str:
+def submit(
+    script_text: str,
+    *,
+    sbatch_args: list[str] | None = None,
+    env: dict[str, str] | None = None,
+    cwd: str | Path | None = None,
+) -> str:
     """Submit a rendered script with ``sbatch --parsable``; return the job id.
 
     Creates the directories of the script's --output/--error first: Slurm cannot
@@ -131,13 +162,21 @@ def submit(script_text: str, *, sbatch_args: list[str] | None = None,
     """
     sbatch = shutil.which("sbatch", path=(env or {}).get("PATH"))
     if sbatch is None:
-        raise UsageError("--submit: sbatch not found on PATH; run on a Slurm login node, "
-                         "or drop --submit and copy the printed script there")
+        raise UsageError(
+            "--submit: sbatch not found on PATH; run on a Slurm login node, "
+            "or drop --submit and copy the printed script there"
+        )
     base = Path(cwd) if cwd is not None else Path.cwd()
     for d in output_dirs(script_text):
         (base / d).mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run([sbatch, "--parsable", *(sbatch_args or [])], input=script_text,
-                          capture_output=True, text=True, env=env, cwd=cwd)
+    proc = subprocess.run(
+        [sbatch, "--parsable", *(sbatch_args or [])],
+        input=script_text,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+    )
     if proc.returncode != 0:
         reason = " ".join(proc.stderr.split()) or f"exit {proc.returncode}"
         raise UsageError(f"--submit: sbatch rejected the job: {reason}")

@@ -14,16 +14,29 @@ from harness.verdicts.claims import Report, load_claims, verify
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("report", help="a claims YAML (docs/claims.md) or a markdown report in the seed's format")
-    p.add_argument("--config", help="spec YAML to check against (overrides the model, hardware and strategy "
-                                    "the report names; states the workload)")
-    p.add_argument("--results", metavar="RUN_DIR", help="a run directory: its measured values replace predictions")
+    p.add_argument(
+        "report", help="a claims YAML (docs/claims.md) or a markdown report in the seed's format"
+    )
+    p.add_argument(
+        "--config",
+        help="spec YAML to check against (overrides the model, hardware and strategy "
+        "the report names; states the workload)",
+    )
+    p.add_argument(
+        "--results",
+        metavar="RUN_DIR",
+        help="a run directory: its measured values replace predictions",
+    )
     p.add_argument("--json", action="store_true", help="print the verdicts as JSON")
 
 
 def main(args: argparse.Namespace) -> int:
     report = verify(load_claims(args.report), args.config, args.results)
-    print(json.dumps(report.to_dict(), indent=1, ensure_ascii=False) if args.json else render(args.report, report))
+    print(
+        json.dumps(report.to_dict(), indent=1, ensure_ascii=False)
+        if args.json
+        else render(args.report, report)
+    )
     return 1 if report.refuted else 0
 
 
@@ -35,10 +48,13 @@ def _short(v) -> str:
 
 def render(path: str, r: Report) -> str:
     m, lay, hw = r.model, r.layout, r.hardware
-    out = [f"verify-claims {path}",
-           f"checked against {m['name']} {m['dtype']}, TP{lay['tp']}-PP{lay['pp']}-DP{lay['dp']} on "
-           f"{hw['nodes']}x{hw['gpus_per_node']} {hw['gpu']}; workload "
-           + ("stated" if r.workload_stated else "not stated") + (f"; run {r.results}" if r.results else "")]
+    out = [
+        f"verify-claims {path}",
+        f"checked against {m['name']} {m['dtype']}, TP{lay['tp']}-PP{lay['pp']}-DP{lay['dp']} on "
+        f"{hw['nodes']}x{hw['gpus_per_node']} {hw['gpu']}; workload "
+        + ("stated" if r.workload_stated else "not stated")
+        + (f"; run {r.results}" if r.results else ""),
+    ]
     out += [f"note: {n}" for n in r.notes]
     out.append("")
     for v in r.claims:
@@ -49,8 +65,11 @@ def render(path: str, r: Report) -> str:
         if v.unit_slip:
             head += f" ({v.unit_slip})"
         out.append(head.rstrip())
-        out += textwrap.wrap(f"{v.source}: {v.reason}", width=99, initial_indent=" " * 12,
-                             subsequent_indent=" " * 12)
-    counts = {k: sum(v.verdict == k for v in r.claims) for k in ("CONFIRMED", "REFUTED", "UNVERIFIED")}
+        out += textwrap.wrap(
+            f"{v.source}: {v.reason}", width=99, initial_indent=" " * 12, subsequent_indent=" " * 12
+        )
+    counts = {
+        k: sum(v.verdict == k for v in r.claims) for k in ("CONFIRMED", "REFUTED", "UNVERIFIED")
+    }
     out += ["", ", ".join(f"{n} {k.lower()}" for k, n in counts.items())]
     return "\n".join(out)

@@ -27,7 +27,8 @@ projection (or an upper bound below it) is reported as a planner error (``planne
 
 Modules, in the order they depend on each other:
   comm.py        RecordingComm (groups at real sizes, nothing issued), StepComm, planner comparison
-  timing.py      Peaks, measure_peaks, raise_to_points, time_median/time_best, the device's catalogue entry
+  timing.py      Peaks, measure_peaks, raise_to_points, time_median/time_best, the device's
+  catalogue entry
   records.py     Point, RankResult
   sweep.py       Sweep, the ranks to emulate, input checks
   step.py        StaticStep (graph-capturable decode step), eager step, graph capture, output check
@@ -39,39 +40,76 @@ May import: ``harness.spec``, ``harness.plan``, ``harness.measure``, ``harness.r
 ``harness.engines``, ``harness.errors``.
 """
 
-from harness.emulate.comm import RecordingComm, StepComm, expected_rank_comm, rank_comm, summarize_comm
+from harness.emulate.comm import (
+    RecordingComm,
+    StepComm,
+    expected_rank_comm,
+    rank_comm,
+    summarize_comm,
+)
 from harness.emulate.projection import MeasuredTiming, measured_compute, planner_errors, project
 from harness.emulate.rank import SCHEMA, RankEmulator, emulate, emulate_rank
 from harness.emulate.records import Point, RankResult
 from harness.emulate.step import StaticStep, capture_graph, eager_forward, same_output
 from harness.emulate.sweep import (
-                                   CPU_WEIGHT_LIMIT,
-                                   DTYPES,
-                                   Sweep,
-                                   check_cpu_size,
-                                   check_sweep,
-                                   default_ranks,
-                                   default_sweep,
-                                   pick_ranks,
-                                   stage_kind,
+    CPU_WEIGHT_LIMIT,
+    DTYPES,
+    Sweep,
+    check_cpu_size,
+    check_sweep,
+    default_ranks,
+    default_sweep,
+    pick_ranks,
+    stage_kind,
 )
 from harness.emulate.timing import (
-                                    WARMUP,
-                                    Peaks,
-                                    catalog_gpu_for,
-                                    device_name,
-                                    measure_peaks,
-                                    raise_to_points,
-                                    sync,
-                                    time_best,
-                                    time_median,
+    WARMUP,
+    Peaks,
+    catalog_gpu_for,
+    device_name,
+    measure_peaks,
+    raise_to_points,
+    sync,
+    time_best,
+    time_median,
 )
 
 __all__ = [
-    "CPU_WEIGHT_LIMIT", "DTYPES", "SCHEMA", "WARMUP", "MeasuredTiming", "Peaks", "Point", "RankEmulator",
-    "RankResult", "RecordingComm", "StaticStep", "StepComm", "Sweep", "capture_graph", "catalog_gpu_for",
-    "check_cpu_size", "check_sweep", "default_ranks", "default_sweep", "device_name", "eager_forward", "emulate",
-    "emulate_rank", "expected_rank_comm", "measure_peaks", "measured_compute", "pick_ranks", "project",
-    "rank_comm", "same_output", "stage_kind", "summarize_comm", "sync", "time_median", "time_best",
-    "raise_to_points", "planner_errors",
+    "CPU_WEIGHT_LIMIT",
+    "DTYPES",
+    "SCHEMA",
+    "WARMUP",
+    "MeasuredTiming",
+    "Peaks",
+    "Point",
+    "RankEmulator",
+    "RankResult",
+    "RecordingComm",
+    "StaticStep",
+    "StepComm",
+    "Sweep",
+    "capture_graph",
+    "catalog_gpu_for",
+    "check_cpu_size",
+    "check_sweep",
+    "default_ranks",
+    "default_sweep",
+    "device_name",
+    "eager_forward",
+    "emulate",
+    "emulate_rank",
+    "expected_rank_comm",
+    "measure_peaks",
+    "measured_compute",
+    "pick_ranks",
+    "project",
+    "rank_comm",
+    "same_output",
+    "stage_kind",
+    "summarize_comm",
+    "sync",
+    "time_median",
+    "time_best",
+    "raise_to_points",
+    "planner_errors",
 ]

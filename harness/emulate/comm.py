@@ -39,7 +39,7 @@ class RecordingComm(Comm):
         if n == 1:
             return [t]
         self._rec("all_gather", group, n, -1, t)
-        return [t.clone() for _ in range(n)]   # as if every rank held the same values
+        return [t.clone() for _ in range(n)]  # as if every rank held the same values
 
     def broadcast(self, t, src, group):
         if self.size(group) > 1:
@@ -66,9 +66,14 @@ class RecordingComm(Comm):
 
 
 def rank_comm(layout: Layout, rank: int) -> RecordingComm:
-    """Groups of ``rank`` as ``harness.engines.reference.dist.init`` builds them, with no process group behind them."""
+    """Groups of ``rank`` as ``harness.engines.reference.dist.init`` builds them, with no process
+    group behind them."""
     groups: dict[str, tuple[object, list[int]]] = {"world": (None, list(range(layout.world_size)))}
-    for name, all_groups in (("tp", layout.tp_groups()), ("pp", layout.pp_groups()), ("dp", layout.dp_groups())):
+    for name, all_groups in (
+        ("tp", layout.tp_groups()),
+        ("pp", layout.pp_groups()),
+        ("dp", layout.dp_groups()),
+    ):
         groups[name] = (None, next(g for g in all_groups if rank in g))
     return RecordingComm(groups, CommRecorder(rank, "off"))
 
@@ -83,10 +88,15 @@ def summarize_comm(rows: list) -> dict[str, dict[str, int]]:
     return out
 
 
-def expected_rank_comm(spec, place: RankPlace, header_batch: int, rows: int, tokens: int) -> dict[str, dict[str, int]]:
-    """The planner's ``expected_comm`` for this rank's stage and TP rank, in ``summarize_comm`` form."""
+def expected_rank_comm(
+    spec, place: RankPlace, header_batch: int, rows: int, tokens: int
+) -> dict[str, dict[str, int]]:
+    """The planner's ``expected_comm`` for this rank's stage and TP rank, in ``summarize_comm``
+    form."""
     out: dict[str, dict[str, int]] = {}
-    exp = planner.expected_comm(spec.shape, spec.layout, spec.dtype_bytes, header_batch, rows, tokens)
+    exp = planner.expected_comm(
+        spec.shape, spec.layout, spec.dtype_bytes, header_batch, rows, tokens
+    )
     for (s, k, op, group), v in exp.items():
         if s == place.stage and (k is None or k == place.tp):
             e = out.setdefault(f"{op}:{group}", {"count": 0, "bytes": 0})
@@ -126,6 +136,8 @@ class StepComm:
         elif not self.first and self.place.tp == 0:
             self.comm.isend(hdr, self.coordinator, "pp")
             self.comm.isend(out, self.coordinator, "pp")
-        if self.first and self.place.tp == 0 and self.layout.pp > 1:   # collect(): the tokens come back
+        if (
+            self.first and self.place.tp == 0 and self.layout.pp > 1
+        ):  # collect(): the tokens come back
             self.comm.recv(hdr, self.ret, "pp")
             self.comm.recv(torch.empty(rows, dtype=torch.long, device=self.device), self.ret, "pp")

@@ -3,7 +3,8 @@
 ``RankEmulator`` builds exactly one rank's modules (its stage's layers at the TP shapes, plus the
 embedding or lm_head shard) with seeded weights in the spec dtype, behind a ``RecordingComm``,
 and times its points; ``emulate_rank`` runs a ``Sweep`` of them; ``emulate`` adds the device's
-ceilings and the projection and returns the JSON-ready report. Formulas: harness/emulate/__init__.py.
+ceilings and the projection and returns the JSON-ready report. Formulas:
+harness/emulate/__init__.py.
 """
 
 from __future__ import annotations
@@ -20,14 +21,14 @@ from harness.emulate.records import Point, RankResult
 from harness.emulate.step import StaticStep, capture_graph, eager_forward, same_output
 from harness.emulate.sweep import DTYPES, Sweep, check_cpu_size, check_sweep, stage_kind
 from harness.emulate.timing import (
-                                    WARMUP,
-                                    Peaks,
-                                    catalog_gpu_for,
-                                    device_name,
-                                    measure_peaks,
-                                    raise_to_points,
-                                    sync,
-                                    time_median,
+    WARMUP,
+    Peaks,
+    catalog_gpu_for,
+    device_name,
+    measure_peaks,
+    raise_to_points,
+    sync,
+    time_median,
 )
 from harness.engines.reference.comm import COMM_COLUMNS
 from harness.engines.reference.model.build import build_stage
@@ -65,28 +66,56 @@ class RankEmulator:
         self.gen = torch.Generator(device=device)
         self.gen.manual_seed(spec.run.seed + 1)
         t0 = time.perf_counter()
-        self.model = build_stage(spec.shape, lay, self.place, self.comm, dtype=self.dtype, device=device,
-                                 weights=SeededWeights(spec.run.seed))
+        self.model = build_stage(
+            spec.shape,
+            lay,
+            self.place,
+            self.comm,
+            dtype=self.dtype,
+            device=device,
+            weights=SeededWeights(spec.run.seed),
+        )
         sync(device)
         build_s = time.perf_counter() - t0
         params = sum(p.numel() for p in self.model.parameters())
         self.result = RankResult(
-            rank, self.place.stage, self.place.tp, stage_kind(lay, self.place.stage),
-            list(lay.layers_of_stage(self.place.stage)), params,
+            rank,
+            self.place.stage,
+            self.place.tp,
+            stage_kind(lay, self.place.stage),
+            list(lay.layers_of_stage(self.place.stage)),
+            params,
             planner.rank_params(spec.shape, lay, self.place.stage),
-            sum(p.numel() * p.element_size() for p in self.model.parameters()), build_s)
+            sum(p.numel() * p.element_size() for p in self.model.parameters()),
+            build_s,
+        )
 
     def _rates(self, pt: Point) -> None:
         s = self.place.stage
-        pt.bytes = planner.stage_bytes_read(self.spec.shape, self.spec.layout, s, self.spec.dtype_bytes,
-                                            pt.batch, pt.tokens, pt.context)
-        pt.flops = planner.stage_flops(self.spec.shape, self.spec.layout, s, pt.batch, pt.tokens, pt.context)
+        pt.bytes = planner.stage_bytes_read(
+            self.spec.shape,
+            self.spec.layout,
+            s,
+            self.spec.dtype_bytes,
+            pt.batch,
+            pt.tokens,
+            pt.context,
+        )
+        pt.flops = planner.stage_flops(
+            self.spec.shape, self.spec.layout, s, pt.batch, pt.tokens, pt.context
+        )
         if pt.step_s:
             pt.gbps, pt.tflops = pt.bytes / pt.step_s / 1e9, pt.flops / pt.step_s / 1e12
-            pt.copy_frac, pt.peak_frac = pt.gbps / self.peaks.copy_gbps, pt.tflops / self.peaks.matmul_tflops
-            # (provisional: raise_to_points sets them against the final ceilings once every point is in)
+            pt.copy_frac, pt.peak_frac = (
+                pt.gbps / self.peaks.copy_gbps,
+                pt.tflops / self.peaks.matmul_tflops,
+            )
+            # (provisional: raise_to_points sets them against the final ceilings once every point is
+            # in)
 
-    def _recorded_step(self, pt: Point, step: int, x, slots, start, n, forward: Callable[[], torch.Tensor]):
+    def _recorded_step(
+        self, pt: Point, step: int, x, slots, start, n, forward: Callable[[], torch.Tensor]
+    ):
         """One eager step with the recorder on: the ops (and bytes) a real rank issues for it."""
         rec = self.comm.rec
         hb = max(self.spec.run.max_batch, pt.batch)
@@ -121,7 +150,8 @@ class RankEmulator:
             self.result.comm_rows = [dict(zip(COMM_COLUMNS, r)) for r in rows]
         eager = lambda: eager_forward(m, self.comm, x, slots, start, n)  # noqa: E731
         with torch.no_grad():
-            pt.check = same_output(ref, m(x, slots, start, n), self.dtype)   # StaticStep == StageModel.forward
+            # StaticStep == StageModel.forward
+            pt.check = same_output(ref, m(x, slots, start, n), self.dtype)
         t0 = time.perf_counter()
         for _ in range(WARMUP):
             eager()
@@ -132,12 +162,13 @@ class RankEmulator:
             try:
                 run, pt.capture_s = capture_graph(step, dev)
                 pt.mode = "cuda_graph"
-            except RuntimeError as e:   # degrade: time the eager step, say why
+            except RuntimeError as e:  # degrade: time the eager step, say why
                 pt.note = f"graph capture failed, timed eagerly: {str(e).splitlines()[0][:160]}"
         pt.step_s, pt.iters = time_median(run, dev, iters), iters
         if pt.mode == "cuda_graph":
             run()
-            pt.check = same_output(step.pre, ref, self.dtype)   # the replayed graph computes what the eager step did
+            # the replayed graph computes what the eager step did
+            pt.check = same_output(step.pre, ref, self.dtype)
         del run, step
         self._rates(pt)
         return pt
@@ -168,21 +199,32 @@ class RankEmulator:
         if self.device.type == "cuda":
             try:
                 torch.cuda.empty_cache()
-            except RuntimeError:   # after a CUDA error; the point already says what happened
+            except RuntimeError:  # after a CUDA error; the point already says what happened
                 pass
 
 
-def emulate_rank(spec, rank: int, sweep: Sweep, device: torch.device, peaks: Peaks,
-                 on_point: Callable[[RankResult, Point], None] | None = None) -> RankResult:
-    """Build ``rank`` and measure every point of ``sweep``; a point that fails is kept with its note.
+def emulate_rank(
+    spec,
+    rank: int,
+    sweep: Sweep,
+    device: torch.device,
+    peaks: Peaks,
+    on_point: Callable[[RankResult, Point], None] | None = None,
+) -> RankResult:
+    """Build ``rank`` and measure every point of ``sweep``; a point that fails is kept with its
+    note.
     ``on_point`` sees each point as it is done (progress, for a log that survives a kill)."""
     check_cpu_size(spec, [rank], device)
     em = RankEmulator(spec, rank, device, peaks)
     deadline = time.monotonic() + sweep.budget_s if sweep.budget_s else None
-    # The goals' points first (decode at the smallest batch, prefill), so a spent budget skips the rest.
+    # The goals' points first (decode at the smallest batch, prefill), so a spent budget skips the
+    # rest.
     b0 = min(sweep.batches)
-    plan = ([("decode", b0, c) for c in sweep.contexts] + [("prefill", 1, t) for t in sweep.prefill]
-            + [("decode", b, c) for c in sweep.contexts for b in sweep.batches if b != b0])
+    plan = (
+        [("decode", b0, c) for c in sweep.contexts]
+        + [("prefill", 1, t) for t in sweep.prefill]
+        + [("decode", b, c) for c in sweep.contexts for b in sweep.batches if b != b0]
+    )
     broken = ""
     for phase, b, c in plan:
         blank = Point(phase, b, 1 if phase == "decode" else c, c if phase == "decode" else 0)
@@ -191,10 +233,16 @@ def emulate_rank(spec, rank: int, sweep: Sweep, device: torch.device, peaks: Pea
             pt = blank
         else:
             try:
-                pt = em.decode(b, c, sweep.iters, sweep.graphs) if phase == "decode" else em.prefill(c, sweep.iters)
+                pt = (
+                    em.decode(b, c, sweep.iters, sweep.graphs)
+                    if phase == "decode"
+                    else em.prefill(c, sweep.iters)
+                )
             except torch.cuda.OutOfMemoryError:
                 pt, blank.note = blank, "out of device memory"
-            except Exception as e:   # keep the other points; a CUDA error poisons the context: stop there
+            except (
+                Exception
+            ) as e:  # keep the other points; a CUDA error poisons the context: stop there
                 msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
                 pt, blank.note = blank, f"error: {type(e).__name__}: {msg}"
                 if "CUDA" in msg or "cuda" in type(e).__name__.lower():
@@ -210,10 +258,16 @@ def emulate_rank(spec, rank: int, sweep: Sweep, device: torch.device, peaks: Pea
     return em.result
 
 
-def emulate(spec, ranks: list[int], sweep: Sweep, device: torch.device,
-            on_point: Callable[[RankResult, Point], None] | None = None) -> dict:
+def emulate(
+    spec,
+    ranks: list[int],
+    sweep: Sweep,
+    device: torch.device,
+    on_point: Callable[[RankResult, Point], None] | None = None,
+) -> dict:
     """Peaks, every rank's points and the projection, as one JSON-ready dict."""
     from harness.results.environment import environment
+
     check_sweep(spec, sweep)
     check_cpu_size(spec, ranks, device)
     peaks = measure_peaks(device, DTYPES[spec.model.dtype])
@@ -222,11 +276,22 @@ def emulate(spec, ranks: list[int], sweep: Sweep, device: torch.device,
     label = device_name(device)
     return {
         "schema": SCHEMA,
-        "spec": {"name": spec.name, "source": spec.source, "model": spec.shape.name, "dtype": spec.model.dtype,
-                 "gpu": spec.gpu.name, "tp": spec.layout.tp, "pp": spec.layout.pp, "dp": spec.layout.dp,
-                 "layer_split": list(spec.layout.layer_split)},
-        "device": {"type": device.type, "name": label,
-                   "note": "" if device.type == "cuda" else "CPU numbers: not a GPU measurement"},
+        "spec": {
+            "name": spec.name,
+            "source": spec.source,
+            "model": spec.shape.name,
+            "dtype": spec.model.dtype,
+            "gpu": spec.gpu.name,
+            "tp": spec.layout.tp,
+            "pp": spec.layout.pp,
+            "dp": spec.layout.dp,
+            "layer_split": list(spec.layout.layer_split),
+        },
+        "device": {
+            "type": device.type,
+            "name": label,
+            "note": "" if device.type == "cuda" else "CPU numbers: not a GPU measurement",
+        },
         "environment": environment(),
         "sweep": asdict(sweep),
         "peaks": asdict(peaks),

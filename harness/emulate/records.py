@@ -8,12 +8,12 @@ from dataclasses import dataclass, field
 
 @dataclass
 class Point:
-    phase: str                 # decode | prefill
+    phase: str  # decode | prefill
     batch: int
-    tokens: int                # new tokens per row
-    context: int               # cached tokens each row reads
+    tokens: int  # new tokens per row
+    context: int  # cached tokens each row reads
     step_s: float | None = None
-    mode: str = ""             # cuda_graph | eager
+    mode: str = ""  # cuda_graph | eager
     iters: int = 0
     warmup_s: float | None = None
     capture_s: float | None = None
@@ -21,11 +21,11 @@ class Point:
     flops: float = 0.0
     gbps: float | None = None
     tflops: float | None = None
-    copy_frac: float | None = None      # gbps / measured copy bandwidth
-    peak_frac: float | None = None      # tflops / measured matmul peak
-    comm: dict = field(default_factory=dict)          # recorded: {"op:group": {count, bytes}}
+    copy_frac: float | None = None  # gbps / measured copy bandwidth
+    peak_frac: float | None = None  # tflops / measured matmul peak
+    comm: dict = field(default_factory=dict)  # recorded: {"op:group": {count, bytes}}
     comm_expected: dict = field(default_factory=dict)  # the planner's expected_comm for this rank
-    check: str = ""            # StaticStep (the graph) against StageModel.forward
+    check: str = ""  # StaticStep (the graph) against StageModel.forward
     note: str = ""
 
 
@@ -34,15 +34,15 @@ class RankResult:
     rank: int
     stage: int
     tp_rank: int
-    kind: str                  # first | middle | last | only
+    kind: str  # first | middle | last | only
     layers: list[int]
-    params: int                # counted on the built modules
-    params_expected: int       # planner.rank_params
+    params: int  # counted on the built modules
+    params_expected: int  # planner.rank_params
     param_bytes: int
     build_s: float
     decode: list[Point] = field(default_factory=list)
     prefill: list[Point] = field(default_factory=list)
-    comm_rows: list[dict] = field(default_factory=list)   # one decode step's recorder rows
+    comm_rows: list[dict] = field(default_factory=list)  # one decode step's recorder rows
 
     @classmethod
     def from_dict(cls, d: dict) -> "RankResult":

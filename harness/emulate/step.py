@@ -20,7 +20,8 @@ from harness.engines.reference.parallel.tp import greedy_sample
 class StaticStep:
     """``StageModel.forward`` (+ greedy sampling on the last stage) over fixed inputs, with the
     ``BatchIndex`` built once here: building it syncs the host (the rows as ints), which a CUDA
-    graph cannot capture. ``x`` is packed (``[N]`` ids or ``[N, hidden]``). ``forward_indexed`` is the same modules and kernels, so the
+    graph cannot capture. ``x`` is packed (``[N]`` ids or ``[N, hidden]``). ``forward_indexed`` is
+    the same modules and kernels, so the
     output equals ``forward``'s; ``pre`` keeps the tensor before sampling (hidden, or the last
     stage's logits) for that check."""
 
@@ -67,7 +68,7 @@ def capture_graph(step: StaticStep, device: torch.device):
 
 
 def same_output(a: torch.Tensor, b: torch.Tensor, dtype: torch.dtype) -> str:
-    """"ok (exact)", "ok (rel ...)" within the dtype's rounding (‖a − b‖/‖b‖ <= 1e-2 for 16-bit
+    """ "ok (exact)", "ok (rel ...)" within the dtype's rounding (‖a − b‖/‖b‖ <= 1e-2 for 16-bit
     types, 1e-5 for fp32: kernels may pick other algorithms inside a graph), else "mismatch"."""
     if torch.equal(a, b):
         return "ok (exact)"

@@ -12,7 +12,7 @@ from harness.plan import planner
 from harness.spec.layout import Layout
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-CPU_WEIGHT_LIMIT = 4 * 2**30      # a CPU emulation beyond this is a mistake (the tiny spec is ~0.2 MB)
+CPU_WEIGHT_LIMIT = 4 * 2**30  # a CPU emulation beyond this is a mistake (the tiny spec is ~0.2 MB)
 
 
 @dataclass
@@ -22,7 +22,7 @@ class Sweep:
     prefill: tuple[int, ...]
     iters: int
     graphs: bool = True
-    budget_s: float | None = None      # stop starting new points after this long (per rank)
+    budget_s: float | None = None  # stop starting new points after this long (per rank)
 
 
 def default_sweep(device: torch.device) -> Sweep:
@@ -38,37 +38,52 @@ def stage_kind(layout: Layout, stage: int) -> str:
 
 
 def default_ranks(layout: Layout) -> list[int]:
-    """TP rank 0 of the first stage, of stage 1 (standing for every middle stage) and of the last."""
+    """TP rank 0 of the first stage, of stage 1 (standing for every middle stage) and of the
+    last."""
     stages = sorted({0, min(1, layout.pp - 1), layout.pp - 1})
     return [layout.rank_of(0, s, 0) for s in stages]
 
 
 def check_sweep(spec, sweep: Sweep) -> None:
     ctx = spec.shape.max_context
-    for name, vals, hi in (("--batches", sweep.batches, None), ("--contexts", sweep.contexts, ctx - 1),
-                           ("--prefill", sweep.prefill, ctx)):
+    for name, vals, hi in (
+        ("--batches", sweep.batches, None),
+        ("--contexts", sweep.contexts, ctx - 1),
+        ("--prefill", sweep.prefill, ctx),
+    ):
         for v in vals:
             if v < 1 or (hi is not None and v > hi):
-                raise UsageError(f"{name}: {v} is out of range; use 1..{hi or 'any'} (model context {ctx})")
+                raise UsageError(
+                    f"{name}: {v} is out of range; use 1..{hi or 'any'} (model context {ctx})"
+                )
     if sweep.iters < 1:
         raise UsageError(f"--iters: must be >= 1, got {sweep.iters}")
 
 
 def check_cpu_size(spec, ranks: list[int], device: torch.device) -> None:
-    """A CPU emulation is for small specs: refuse one whose rank holds more than CPU_WEIGHT_LIMIT."""
+    """A CPU emulation is for small specs: refuse one whose rank holds more than
+    CPU_WEIGHT_LIMIT."""
     if device.type != "cpu":
         return
     for rank in ranks:
-        need = planner.rank_params(spec.shape, spec.layout, spec.layout.place(rank).stage) * spec.dtype_bytes
+        need = (
+            planner.rank_params(spec.shape, spec.layout, spec.layout.place(rank).stage)
+            * spec.dtype_bytes
+        )
         if need > CPU_WEIGHT_LIMIT:
-            raise UsageError(f"run.device: rank {rank} of {spec.shape.name} holds {need / 1e9:.1f} GB of weights; "
-                             "emulate it on a GPU (a CPU emulation is for the tiny spec)")
+            raise UsageError(
+                f"run.device: rank {rank} of {spec.shape.name} holds {need / 1e9:.1f} GB of "
+                f"weights; "
+                "emulate it on a GPU (a CPU emulation is for the tiny spec)"
+            )
 
 
 def pick_ranks(layout: Layout, rank: int | None, stage: int | None) -> list[int]:
     if rank is not None:
         if not 0 <= rank < layout.world_size:
-            raise UsageError(f"--rank: {rank} is outside 0..{layout.world_size - 1} (tp*pp*dp ranks)")
+            raise UsageError(
+                f"--rank: {rank} is outside 0..{layout.world_size - 1} (tp*pp*dp ranks)"
+            )
         return [rank]
     if stage is not None:
         if not 0 <= stage < layout.pp:

@@ -15,7 +15,7 @@ import torch
 
 from harness.spec.catalog import GPU_CATALOG, GpuSpec
 
-WARMUP = 2                        # eager iterations before timing (and before graph capture)
+WARMUP = 2  # eager iterations before timing (and before graph capture)
 
 
 @dataclass
@@ -55,12 +55,14 @@ def sync(device: torch.device) -> None:
 
 
 def time_median(fn: Callable[[], object], device: torch.device, iters: int) -> float:
-    """Median wall time of ``fn`` over ``iters`` calls; the device is synced before every clock read."""
+    """Median wall time of ``fn`` over ``iters`` calls; the device is synced before every clock
+    read."""
     return statistics.median(_times(fn, device, iters))
 
 
 def time_best(fn: Callable[[], object], device: torch.device, iters: int) -> float:
-    """Fastest wall time of ``fn`` over ``iters`` calls (for ceilings), synced as ``time_median``."""
+    """Fastest wall time of ``fn`` over ``iters`` calls (for ceilings), synced as
+    ``time_median``."""
     return min(_times(fn, device, iters))
 
 
@@ -92,36 +94,49 @@ def measure_peaks(device: torch.device, dtype: torch.dtype, iters: int = 10) -> 
     dst = torch.empty_like(src)
     for _ in range(3):
         dst.copy_(src)
-    copy_t = time_best(lambda: dst.copy_(src), device, iters)
+    copy_t = time_best(lambda: dst.copy_(src), device, iters)  # noqa: F821
     del src, dst
     best = (0.0, sizes[0])
     for n in sizes:
-        a = torch.randn(n, n, device=device).to(dtype)   # random data: zeros run faster than real work
+        # random data: zeros run faster than real work
+        a = torch.randn(n, n, device=device).to(dtype)
         b = torch.randn(n, n, device=device).to(dtype)
 
         def products():
             for _ in range(reps):
-                torch.matmul(a, b)
+                torch.matmul(a, b)  # noqa: F821
 
         for _ in range(3):
             products()
         rate = 2 * n**3 / (time_best(products, device, iters) / reps) / 1e12
         best = max(best, (rate, n))
         del a, b
-    return Peaks(device_name(device), 2 * nbytes / copy_t / 1e9, nbytes, best[0], best[1],
-                 str(dtype).replace("torch.", ""), iters)
+    return Peaks(
+        device_name(device),
+        2 * nbytes / copy_t / 1e9,
+        nbytes,
+        best[0],
+        best[1],
+        str(dtype).replace("torch.", ""),
+        iters,
+    )
 
 
 def raise_to_points(peaks: Peaks, points: list) -> None:
     """Lift each ceiling to the best rate a measured point reached where that beats it, with a
     note, then set every point's ``copy_frac``/``peak_frac`` against the (final) ceilings."""
     timed = [p for p in points if p.step_s]
-    for attr, rate, label in (("copy_gbps", "gbps", "copy bandwidth"), ("matmul_tflops", "tflops", "matmul peak")):
+    for attr, rate, label in (
+        ("copy_gbps", "gbps", "copy bandwidth"),
+        ("matmul_tflops", "tflops", "matmul peak"),
+    ):
         top = max(timed, key=lambda p: getattr(p, rate), default=None)
         if top is not None and getattr(top, rate) > getattr(peaks, attr):
-            peaks.notes.append(f"{label} raised from {getattr(peaks, attr):.4g} to {getattr(top, rate):.4g} "
-                               f"({'GB/s' if rate == 'gbps' else 'TFLOP/s'}): the {top.phase} point B={top.batch} "
-                               f"T={top.tokens} ctx={top.context} went faster than the ceiling measurement")
+            peaks.notes.append(
+                f"{label} raised from {getattr(peaks, attr):.4g} to {getattr(top, rate):.4g} "
+                f"({'GB/s' if rate == 'gbps' else 'TFLOP/s'}): the {top.phase} point B={top.batch} "
+                f"T={top.tokens} ctx={top.context} went faster than the ceiling measurement"
+            )
             setattr(peaks, attr, getattr(top, rate))
     for p in timed:
         p.copy_frac, p.peak_frac = p.gbps / peaks.copy_gbps, p.tflops / peaks.matmul_tflops

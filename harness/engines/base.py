@@ -28,7 +28,8 @@ class EngineResult:
     ``records``: every request served, scheduled arrival and every token time (warm-up ones flagged
     ``warmup``: they are reported apart and never enter the main statistics).
     ``tokens``: request_id → generated token ids (``run.record_tokens``), else None.
-    ``tables``: name → rows, only the tables this engine produced (``harness.results.schema.TABLES``).
+    ``tables``: name → rows, only the tables this engine produced
+    (``harness.results.schema.TABLES``).
     ``measured``: claim id → value, what this engine can measure (``harness.verdicts.claims``).
     ``extra``: further summary keys of this engine (its stage statistics, checks, notes).
     """

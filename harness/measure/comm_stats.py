@@ -41,14 +41,17 @@ def with_bandwidth(rows: list[dict]) -> list[dict]:
             continue
         n = r.get("group_size") or 2
         alg = op_size(r["op"], r["bytes"], n) / t / 1e9
-        out.append({**r, "time_s": t, "algbw_gbps": alg, "busbw_gbps": alg * bus_factor(r["op"], n)})
+        out.append(
+            {**r, "time_s": t, "algbw_gbps": alg, "busbw_gbps": alg * bus_factor(r["op"], n)}
+        )
     return out
 
 
 def per_group_op(rows: list[dict]) -> list[dict]:
     """Totals per (group, op): ops, bytes, time, and algbw/busbw of the totals (Σ size / Σ time)."""
-    acc: dict[tuple[str, str], dict] = defaultdict(lambda: {"ops": 0, "bytes": 0, "size": 0, "time_s": 0.0,
-                                                           "timed": 0, "n": 2})
+    acc: dict[tuple[str, str], dict] = defaultdict(
+        lambda: {"ops": 0, "bytes": 0, "size": 0, "time_s": 0.0, "timed": 0, "n": 2}
+    )
     for r in rows:
         a = acc[(r["group"], r["op"])]
         n = r.get("group_size") or 2
@@ -63,6 +66,15 @@ def per_group_op(rows: list[dict]) -> list[dict]:
     out = []
     for (group, op), a in sorted(acc.items()):
         alg = a["size"] / a["time_s"] / 1e9 if a["time_s"] > 0 else None
-        out.append({"group": group, "op": op, "ops": a["ops"], "bytes": a["bytes"], "time_s": a["time_s"],
-                    "algbw_gbps": alg, "busbw_gbps": None if alg is None else alg * bus_factor(op, a["n"])})
+        out.append(
+            {
+                "group": group,
+                "op": op,
+                "ops": a["ops"],
+                "bytes": a["bytes"],
+                "time_s": a["time_s"],
+                "algbw_gbps": alg,
+                "busbw_gbps": None if alg is None else alg * bus_factor(op, a["n"]),
+            }
+        )
     return out

@@ -37,7 +37,8 @@ def bucket_delta(after: Buckets, before: Buckets | None) -> list[tuple[float, fl
 
 
 def histogram_quantile(q: float, buckets: Buckets) -> float | None:
-    """The q-quantile (0 ≤ q ≤ 1) of cumulative ``buckets`` by Prometheus' rule (module docstring)."""
+    """The q-quantile (0 ≤ q ≤ 1) of cumulative ``buckets`` by Prometheus' rule (module
+    docstring)."""
     if not 0.0 <= q <= 1.0:
         raise ValueError(f"quantile q must be within [0, 1], got {q}")
     bs = sorted((float(le), float(c)) for le, c in buckets)

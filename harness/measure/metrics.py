@@ -27,16 +27,14 @@ apart under ``warmup_*`` keys and never enter the main statistics or throughputs
 
 from __future__ import annotations
 
-import bisect
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from harness.errors import UsageError
 from harness.measure.peaks import peaks
+from harness.measure.percentiles import STAT_NAMES, percentile, stats
 
-STAT_NAMES = ("mean", "median", "std", "p50", "p90", "p95", "p99")
-PERCENTILES = {"p50": 50.0, "p90": 90.0, "p95": 95.0, "p99": 99.0}
 # SLO metric names accepted by ``summarize``; "e2e" is an alias of vLLM's "e2el".
 SLO_METRICS = ("ttft", "tpot", "e2el")
 _SLO_ALIASES = {"e2e": "e2el"}
@@ -107,7 +105,8 @@ def start_s(r: RequestRecord, origin: str = "arrival") -> float:
 
 
 def ttft_s(r: RequestRecord, origin: str = "arrival") -> float | None:
-    """TTFT = first_token_s − arrival_s (or − sent, see :func:`start_s`); None before the first token."""
+    """TTFT = first_token_s − arrival_s (or − sent, see :func:`start_s`); None before the first
+    token."""
     return None if r.first_token_s is None else r.first_token_s - start_s(r, origin)
 
 
@@ -121,22 +120,38 @@ def client_queue_s(r: RequestRecord) -> float:
     return start_s(r, "send") - r.arrival_s
 
 
-def client_lag(records: Sequence[RequestRecord], warn_ms: float = 5.0,
-               released_s: Mapping[int, float] | None = None) -> dict[str, Any] | None:
-    """The client's lag, sent − (arrival, or ``released_s[id]`` when a client-side cap let it go: the
+def client_lag(
+    records: Sequence[RequestRecord],
+    warn_ms: float = 5.0,
+    released_s: Mapping[int, float] | None = None,
+) -> dict[str, Any] | None:
+    """The client's lag, sent − (arrival, or ``released_s[id]`` when a client-side cap let it go:
+    the
     cap's wait is client queue, not lag), over the non-warm-up requests with ``sent_s``: ``sent``,
-    ``p50_ms``, ``p99_ms``, ``max_ms`` and ``warning`` (text when p99 > ``warn_ms``); None without any."""
-    lags = [r.sent_s - max(r.arrival_s, (released_s or {}).get(r.request_id, 0.0))
-            for r in records if not r.warmup and r.sent_s is not None]
+    ``p50_ms``, ``p99_ms``, ``max_ms`` and ``warning`` (text when p99 > ``warn_ms``); None without
+    any."""
+    lags = [
+        r.sent_s - max(r.arrival_s, (released_s or {}).get(r.request_id, 0.0))
+        for r in records
+        if not r.warmup and r.sent_s is not None
+    ]
     if not lags:
         return None
     st = _ms(stats(lags))
     warning = None
     if st["p99"] > warn_ms:
-        warning = (f"client lag p99 {st['p99']:.1f} ms > {warn_ms:g} ms: the harness's client sent requests late "
-                   f"against the schedule; latencies include that delay (a slow client, not a slow server)")
-    return {"sent": len(lags), "p50_ms": st["p50"], "p99_ms": st["p99"], "max_ms": max(lags) * 1e3,
-            "warning": warning}
+        warning = (
+            f"client lag p99 {st['p99']:.1f} ms > {warn_ms:g} ms: the harness's client sent "
+            f"requests late "
+            f"against the schedule; latencies include that delay (a slow client, not a slow server)"
+        )
+    return {
+        "sent": len(lags),
+        "p50_ms": st["p50"],
+        "p99_ms": st["p99"],
+        "max_ms": max(lags) * 1e3,
+        "warning": warning,
+    }
 
 
 def tpot_s(r: RequestRecord) -> float | None:
@@ -158,55 +173,6 @@ def queue_s(r: RequestRecord) -> float | None:
     return None if r.admitted_s is None else r.admitted_s - r.arrival_s
 
 
-# ---------------------------------------------------------------- statistics
-
-
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """q-th percentile (0 ≤ q ≤ 100) with linear interpolation, numpy's default method:
-    sorted x, h = (N − 1)·q/100, result = x[⌊h⌋] + (h − ⌊h⌋)·(x[⌊h⌋+1] − x[⌊h⌋]).
-    None for an empty input."""
-    if not 0.0 <= q <= 100.0:
-        raise ValueError(f"percentile q must be within [0, 100], got {q}")
-    xs = sorted(values)
-    return _percentile_sorted(xs, q)
-
-
-def _percentile_sorted(xs: Sequence[float], q: float) -> float | None:
-    if not xs:
-        return None
-    h = (len(xs) - 1) * q / 100.0
-    lo = math.floor(h)
-    hi = min(lo + 1, len(xs) - 1)
-    return xs[lo] + (h - lo) * (xs[hi] - xs[lo])
-
-
-def stats(values: Iterable[float]) -> dict[str, float | None]:
-    """mean, median, std (population, ddof=0, as numpy.std), p50, p90, p95, p99.
-    Every value is None for an empty input."""
-    xs = sorted(values)
-    if not xs:
-        return {name: None for name in STAT_NAMES}
-    n = len(xs)
-    mean = math.fsum(xs) / n
-    var = math.fsum((x - mean) ** 2 for x in xs) / n
-    out: dict[str, float | None] = {"mean": mean, "median": _percentile_sorted(xs, 50.0),
-                                    "std": math.sqrt(var)}
-    for name, q in PERCENTILES.items():
-        out[name] = _percentile_sorted(xs, q)
-    return out
-
-
-def running_p99(values: Iterable[float]) -> list[float]:
-    """Element i is the p99 of values[0..i] (what a live progress line shows after the
-    (i+1)-th value); same interpolation as :func:`percentile`."""
-    seen: list[float] = []
-    out: list[float] = []
-    for v in values:
-        bisect.insort(seen, v)
-        out.append(_percentile_sorted(seen, 99.0))  # type: ignore[arg-type]
-    return out
-
-
 def _ms(stats_s: Mapping[str, float | None]) -> dict[str, float | None]:
     return {k: None if v is None else v * 1e3 for k, v in stats_s.items()}
 
@@ -223,14 +189,20 @@ def normalize_slo(thresholds_ms: Mapping[str, float] | None) -> dict[str, float]
         name = _SLO_ALIASES.get(key, key)
         if name not in SLO_METRICS:
             raise UsageError(f"slo.{key}: unknown SLO metric; use one of ttft, tpot, e2el (ms)")
-        if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                or not math.isfinite(value) or value < 0:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+            or value < 0
+        ):
             raise UsageError(f"slo.{key}: must be a number of ms >= 0, got {value!r}")
         out[name] = float(value)
     return out
 
 
-def meets_slo(r: RequestRecord, thresholds_ms: Mapping[str, float], origin: str = "arrival") -> bool:
+def meets_slo(
+    r: RequestRecord, thresholds_ms: Mapping[str, float], origin: str = "arrival"
+) -> bool:
     """True when the completed request meets EVERY threshold (value ≤ threshold, in ms), TTFT and
     E2E measured from ``origin`` (see :func:`start_s`). A 1-token request has no TPOT, so a TPOT
     threshold is vacuously met (as in vLLM, which counts its TPOT as 0)."""
@@ -267,12 +239,16 @@ def _per_s(count: float, duration_s: float | None) -> float | None:
     return None if not duration_s or duration_s <= 0 else count / duration_s
 
 
-def latency_values_s(done: Sequence[RequestRecord], origin: str = "arrival") -> dict[str, list[float]]:
+def latency_values_s(
+    done: Sequence[RequestRecord], origin: str = "arrival"
+) -> dict[str, list[float]]:
     """Per family, the values (s) its statistics are taken over, in record order: ``ttft``,
     ``tpot`` (requests with n > 1 only), ``itl`` (pooled), ``e2el`` (TTFT and E2E from
     ``origin``), ``queue`` (admitted requests) and ``client_queue``."""
+
     def kept(fn):
         return [v for v in map(fn, done) if v is not None]
+
     return {
         "ttft": kept(lambda r: ttft_s(r, origin)),
         "tpot": kept(tpot_s),
@@ -283,15 +259,20 @@ def latency_values_s(done: Sequence[RequestRecord], origin: str = "arrival") -> 
     }
 
 
-def _latency_block(done: Sequence[RequestRecord], origin: str = "arrival") -> dict[str, dict[str, float | None]]:
+def _latency_block(
+    done: Sequence[RequestRecord], origin: str = "arrival"
+) -> dict[str, dict[str, float | None]]:
     """The four vLLM latency families plus queue delay, as stats in ms."""
     values = latency_values_s(done, origin)
     return {name: _ms(stats(values[name])) for name in ("ttft", "tpot", "itl", "e2el", "queue")}
 
 
-def summarize(records: Sequence[RequestRecord], duration_s: float | None = None,
-              slo_thresholds_ms: Mapping[str, float] | None = None,
-              latency_origin: str = "arrival") -> dict[str, Any]:
+def summarize(
+    records: Sequence[RequestRecord],
+    duration_s: float | None = None,
+    slo_thresholds_ms: Mapping[str, float] | None = None,
+    latency_origin: str = "arrival",
+) -> dict[str, Any]:
     """Records → one flat dict with vLLM ``bench serve`` field names.
 
     Counts: ``num_requests`` (non-warm-up), ``completed``, ``failed`` (finished but not
@@ -307,7 +288,8 @@ def summarize(records: Sequence[RequestRecord], duration_s: float | None = None,
     None without thresholds). Rates are None when D is None or 0.
     Latencies: ``{mean,median,std,p50,p90,p95,p99}_{ttft,tpot,itl,e2el,queue}_ms``, TTFT, E2E and
     goodput measured from ``latency_origin`` ("arrival", ours; "send", vLLM's: see the module
-    docstring; the summary is all numbers, so the caller records which). Peaks: ``max_output_tokens_per_s`` and
+    docstring; the summary is all numbers, so the caller records which). Peaks:
+    ``max_output_tokens_per_s`` and
     ``max_concurrent_requests`` (harness.measure.peaks, vLLM's per-second buckets from the send).
     """
     if duration_s is not None and not duration_s > 0:
@@ -335,7 +317,11 @@ def summarize(records: Sequence[RequestRecord], duration_s: float | None = None,
         "slo_thresholds_ms": slo,
         "good_requests": good,
         "request_goodput": None if good is None else _per_s(good, dur),
-        **peaks((start_s(r, "send"), r.token_times_s, r.finish_s) for r in done if r.finish_s is not None),
+        **peaks(
+            (start_s(r, "send"), r.token_times_s, r.finish_s)
+            for r in done
+            if r.finish_s is not None
+        ),
     }
     for metric, st in _latency_block(done, latency_origin).items():
         for name in STAT_NAMES:
@@ -353,8 +339,11 @@ def _warmup_block(warm: Sequence[RequestRecord]) -> dict[str, Any]:
     lat = _latency_block(done)
     finishes = [r.finish_s for r in warm if r.finish_s is not None]
     span = (max(finishes) - min(r.arrival_s for r in warm)) if finishes else None
-    out: dict[str, Any] = {"warmup_requests": len(warm), "warmup_completed": len(done),
-                           "warmup_duration_s": span}
+    out: dict[str, Any] = {
+        "warmup_requests": len(warm),
+        "warmup_completed": len(done),
+        "warmup_duration_s": span,
+    }
     for metric in ("ttft", "tpot", "e2el"):
         out[f"warmup_mean_{metric}_ms"] = lat[metric]["mean"]
     e2es = [v for v in map(e2e_s, done) if v is not None]
@@ -392,8 +381,9 @@ def progress(records: Sequence[RequestRecord], now_s: float) -> Progress:
         elapsed_s=elapsed,
         completed=done,
         in_flight=sum(1 for r in main if r.admitted_s is not None and r.finish_s is None),
-        waiting=sum(1 for r in main if r.admitted_s is None and r.arrival_s <= now_s
-                    and r.finish_s is None),
+        waiting=sum(
+            1 for r in main if r.admitted_s is None and r.arrival_s <= now_s and r.finish_s is None
+        ),
         request_throughput=_per_s(done, elapsed),
         p99_ttft_ms=None if p_ttft is None else p_ttft * 1e3,
         p99_tpot_ms=None if p_tpot is None else p_tpot * 1e3,

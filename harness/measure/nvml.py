@@ -47,8 +47,20 @@ from harness.measure.nvml_fields import NVLINK_FIELDS as _NVLINK_FIELDS
 from harness.measure.nvml_fields import SCALAR_READERS as _SCALAR_READERS
 from harness.measure.nvml_summary import summarize_nvml, summarize_nvml_by_node, torch_memory_stats
 
-__all__ = ["ALL_LINKS", "COLUMNS", "GPU_COLUMNS", "HOST_COLUMNS", "HOST_DEVICE", "KIB", "MIB", "NvmlSampler",
-           "counter_delta", "summarize_nvml", "summarize_nvml_by_node", "torch_memory_stats"]
+__all__ = [
+    "ALL_LINKS",
+    "COLUMNS",
+    "GPU_COLUMNS",
+    "HOST_COLUMNS",
+    "HOST_DEVICE",
+    "KIB",
+    "MIB",
+    "NvmlSampler",
+    "counter_delta",
+    "summarize_nvml",
+    "summarize_nvml_by_node",
+    "torch_memory_stats",
+]
 
 
 @dataclass
@@ -70,16 +82,24 @@ class _Device:
 class NvmlSampler:
     """Background sampler of NVML device telemetry, or of this process when NVML is absent.
 
-    ``devices`` are NVML indices on this node (None: all); ``uuids`` name the devices instead, by the
-    UUID CUDA reports for them (``harness.engines.reference.dist.device_uuid``), so that a job samples
+    ``devices`` are NVML indices on this node (None: all); ``uuids`` name the devices instead, by
+    the
+    UUID CUDA reports for them (``harness.engines.reference.dist.device_uuid``), so that a job
+    samples
     exactly the GPUs its ranks use whatever CUDA_VISIBLE_DEVICES or the CUDA device order did to the
-    indices; an empty list samples no GPU (a CPU rank: this process instead). ``clock`` stamps ``t_s``
+    indices; an empty list samples no GPU (a CPU rank: this process instead). ``clock`` stamps
+    ``t_s``
     (one read per pass, shared by that pass's rows); the thread's schedule uses ``time.monotonic``.
     Counters: ``passes`` = sample passes taken (baseline + ``loop_iterations`` + final).
     """
 
-    def __init__(self, interval_s: float = 0.1, devices: list[int] | None = None,
-                 clock: Callable[[], float] = time.monotonic, uuids: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        interval_s: float = 0.1,
+        devices: list[int] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        uuids: list[str] | None = None,
+    ) -> None:
         if not interval_s > 0:
             raise UsageError(f"nvml.interval_s: {interval_s!r} must be > 0 seconds, e.g. 0.1")
         if devices is not None and uuids is not None:
@@ -152,7 +172,8 @@ class NvmlSampler:
             self._sample_pass()
 
     def rows(self) -> list[dict]:
-        """A snapshot of every row so far, as plain dicts keyed by ``COLUMNS``; safe while running."""
+        """A snapshot of every row so far, as plain dicts keyed by ``COLUMNS``; safe while
+        running."""
         with self._rows_lock:
             snapshot = list(self._rows)
         return [dict(zip(COLUMNS, r)) for r in snapshot]
@@ -284,7 +305,9 @@ class NvmlSampler:
         if not dev.nvlink:
             return
         try:
-            values = pynvml.nvmlDeviceGetFieldValues(dev.handle, [(fid, ALL_LINKS) for _, fid in dev.nvlink])
+            values = pynvml.nvmlDeviceGetFieldValues(
+                dev.handle, [(fid, ALL_LINKS) for _, fid in dev.nvlink]
+            )
         except pynvml.NVMLError as e:
             self._mark(dev, [c for c, _ in dev.nvlink], str(e))
             dev.nvlink = []

@@ -19,10 +19,12 @@ except ImportError:  # the CPU twin must still work without nvidia-ml-py
 from harness.errors import UsageError
 
 
-def device_handles(requested: list[int] | None, uuids: list[str] | None,
-                   errors: list[str]) -> tuple[list[tuple[int, Any]], str | None]:
+def device_handles(
+    requested: list[int] | None, uuids: list[str] | None, errors: list[str]
+) -> tuple[list[tuple[int, Any]], str | None]:
     """([(NVML index, handle)], None), or ([], the reason NVML is unusable) after ``nvmlInit``.
-    A device that fails to open is appended to ``errors`` and skipped; an NVML index outside this node's
+    A device that fails to open is appended to ``errors`` and skipped; an NVML index outside this
+    node's
     devices is a UsageError."""
     try:
         count = pynvml.nvmlDeviceGetCount()
@@ -42,7 +44,9 @@ def device_handles(requested: list[int] | None, uuids: list[str] | None,
     indices = list(range(count)) if requested is None else requested
     bad = [i for i in indices if not 0 <= i < count]
     if bad:
-        raise UsageError(f"nvml.devices: {bad} not in 0..{count - 1}; pass NVML indices of this node's GPUs")
+        raise UsageError(
+            f"nvml.devices: {bad} not in 0..{count - 1}; pass NVML indices of this node's GPUs"
+        )
     for i in indices:
         try:
             out.append((i, pynvml.nvmlDeviceGetHandleByIndex(i)))

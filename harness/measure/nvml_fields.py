@@ -17,11 +17,24 @@ except ImportError:  # the CPU twin must still work without nvidia-ml-py
     pynvml = None  # type: ignore[assignment]
 
 GPU_COLUMNS = (
-    "mem_used_bytes", "mem_total_bytes", "gpu_util_pct", "mem_util_pct", "power_w",
-    "energy_j", "energy_delta_j", "sm_clock_mhz", "temperature_c", "throttle_reasons",
-    "nvlink_tx_bytes", "nvlink_rx_bytes", "nvlink_tx_delta_bytes", "nvlink_rx_delta_bytes",
-    "gpm_sm_occupancy_pct", "gpm_dram_bw_util_pct",
-    "gpm_nvlink_tx_bytes_per_s", "gpm_nvlink_rx_bytes_per_s",
+    "mem_used_bytes",
+    "mem_total_bytes",
+    "gpu_util_pct",
+    "mem_util_pct",
+    "power_w",
+    "energy_j",
+    "energy_delta_j",
+    "sm_clock_mhz",
+    "temperature_c",
+    "throttle_reasons",
+    "nvlink_tx_bytes",
+    "nvlink_rx_bytes",
+    "nvlink_tx_delta_bytes",
+    "nvlink_rx_delta_bytes",
+    "gpm_sm_occupancy_pct",
+    "gpm_dram_bw_util_pct",
+    "gpm_nvlink_tx_bytes_per_s",
+    "gpm_nvlink_rx_bytes_per_s",
 )
 HOST_COLUMNS = ("rss_bytes", "cpu_pct", "sys_mem_used_bytes")
 COLUMNS = ("t_s", "device") + GPU_COLUMNS + HOST_COLUMNS
@@ -44,7 +57,15 @@ GPM_METRICS = (
     ("gpm_nvlink_rx_bytes_per_s", "NVML_GPM_METRIC_NVLINK_TOTAL_RX_PER_SEC", float(MIB)),
 )
 GPM_COLUMNS = tuple(c for c, _, _ in GPM_METRICS)
-FIELD_VALUE_MEMBER = {0: "dVal", 1: "uiVal", 2: "ulVal", 3: "ullVal", 4: "sllVal", 5: "siVal", 6: "usVal"}
+FIELD_VALUE_MEMBER = {
+    0: "dVal",
+    1: "uiVal",
+    2: "ulVal",
+    3: "ullVal",
+    4: "sllVal",
+    5: "siVal",
+    6: "usVal",
+}
 
 
 def counter_delta(prev: int | None, cur: int | None) -> int | None:

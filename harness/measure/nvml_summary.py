@@ -20,19 +20,24 @@ def torch_memory_stats(device: Any) -> dict:
     CUDA (``source = "torch.cuda"``): ``max_memory_allocated_bytes`` and
     ``max_memory_reserved_bytes`` are torch's caching-allocator peaks on that device.
     CPU (``source = "process"``): those two are None; ``peak_rss_bytes`` is the whole
-    process's peak resident set (``max(getrusage(RUSAGE_SELF).ru_maxrss, current RSS)``), which counts
+    process's peak resident set (``max(getrusage(RUSAGE_SELF).ru_maxrss, current RSS)``), which
+    counts
     Python, libraries and tensors alike, not torch's allocator alone.
     ``peak_rss_bytes`` and ``rss_bytes`` are filled on both paths.  torch is imported only
     when a CUDA device is asked for, so the CPU path never needs CUDA.
     """
     if isinstance(device, bool):
-        raise UsageError(f"torch_memory_stats.device: {device!r} is not a device; use 'cpu', 'cuda:0' or an int")
+        raise UsageError(
+            f"torch_memory_stats.device: {device!r} is not a device; use 'cpu', 'cuda:0' or an int"
+        )
     if isinstance(device, int):
         kind = "cuda"
     elif isinstance(device, str) or hasattr(device, "type"):
         kind = getattr(device, "type", None) or str(device).split(":")[0]
     else:
-        raise UsageError(f"torch_memory_stats.device: {device!r} is not a device; use 'cpu', 'cuda:0' or an int")
+        raise UsageError(
+            f"torch_memory_stats.device: {device!r} is not a device; use 'cpu', 'cuda:0' or an int"
+        )
     out = {
         "source": "process",
         "device": str(device),
@@ -76,9 +81,12 @@ def summarize_nvml(rows: Iterable[dict]) -> dict[int, dict]:
       elapsed_s                   = t_s[last] - t_s[first]
       peak_mem_used_bytes         = max(mem_used_bytes)
       mean_gpu_util_pct           = sum(gpu_util_pct) / count      (samples are equally spaced,
-      mean_power_w                = sum(power_w) / count            so this approximates the time mean)
-      energy_j                    = sum(energy_delta_j)            (energy from first to last sample)
-      mean_nvlink_tx_bytes_per_s  = sum(nvlink_tx_delta_bytes) / elapsed_s   (None if elapsed_s == 0)
+      mean_power_w                = sum(power_w) / count            so this approximates the time
+      mean)
+      energy_j                    = sum(energy_delta_j)            (energy from first to last
+      sample)
+      mean_nvlink_tx_bytes_per_s  = sum(nvlink_tx_delta_bytes) / elapsed_s   (None if elapsed_s ==
+      0)
       mean_nvlink_rx_bytes_per_s  = sum(nvlink_rx_delta_bytes) / elapsed_s
       mean_gpm_sm_occupancy_pct, mean_gpm_dram_bw_util_pct,
       mean_gpm_nvlink_tx_bytes_per_s, mean_gpm_nvlink_rx_bytes_per_s = sum(x) / count
@@ -89,7 +97,9 @@ def summarize_nvml(rows: Iterable[dict]) -> dict[int, dict]:
     for i, r in enumerate(rows):
         for key in ("t_s", "device"):
             if r.get(key) is None:
-                raise UsageError(f"nvml rows[{i}].{key}: missing; rows must come from NvmlSampler.rows()")
+                raise UsageError(
+                    f"nvml rows[{i}].{key}: missing; rows must come from NvmlSampler.rows()"
+                )
         by_dev.setdefault(int(r["device"]), []).append(r)
     out: dict[int, dict] = {}
     for dev, rs in sorted(by_dev.items()):
@@ -109,7 +119,9 @@ def summarize_nvml(rows: Iterable[dict]) -> dict[int, dict]:
         }
         for d in ("tx", "rx"):
             deltas = col(f"nvlink_{d}_delta_bytes")
-            summary[f"mean_nvlink_{d}_bytes_per_s"] = sum(deltas) / elapsed if deltas and elapsed > 0 else None
+            summary[f"mean_nvlink_{d}_bytes_per_s"] = (
+                sum(deltas) / elapsed if deltas and elapsed > 0 else None
+            )
         for c in _GPM_COLUMNS:
             summary[f"mean_{c}"] = _mean(col(c))
         summary["peak_rss_bytes"] = max(col("rss_bytes"), default=None)
@@ -119,11 +131,16 @@ def summarize_nvml(rows: Iterable[dict]) -> dict[int, dict]:
 
 
 def summarize_nvml_by_node(rows: Iterable[dict]) -> dict[tuple[str, int], dict]:
-    """``summarize_nvml`` per (node, device) of GPU rows (device >= 0): an NVML index names a GPU on its
+    """``summarize_nvml`` per (node, device) of GPU rows (device >= 0): an NVML index names a GPU on
+    its
     own node only, so device 0 of two nodes is two GPUs, each with its own rates (``node`` as the
     results' nvml table writes it; rows without one count as one node)."""
     by_node: dict[str, list[dict]] = {}
     for r in rows:
         if r.get("device") is not None and int(r["device"]) >= 0:
             by_node.setdefault(str(r.get("node") or ""), []).append(r)
-    return {(node, dev): d for node, rs in sorted(by_node.items()) for dev, d in summarize_nvml(rs).items()}
+    return {
+        (node, dev): d
+        for node, rs in sorted(by_node.items())
+        for dev, d in summarize_nvml(rs).items()
+    }

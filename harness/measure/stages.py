@@ -17,8 +17,17 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-STAGE_COLUMNS = ("rank", "dp", "stage", "tp", "step", "t_recv_start_s", "t_recv_end_s", "t_compute_end_s",
-                 "t_send_end_s")
+STAGE_COLUMNS = (
+    "rank",
+    "dp",
+    "stage",
+    "tp",
+    "step",
+    "t_recv_start_s",
+    "t_recv_end_s",
+    "t_compute_end_s",
+    "t_send_end_s",
+)
 
 
 def rank_stats(rows: list[dict]) -> dict[int, dict]:
@@ -32,9 +41,19 @@ def rank_stats(rows: list[dict]) -> dict[int, dict]:
         wait = sum(r["t_recv_end_s"] - r["t_recv_start_s"] for r in rs)
         send = sum(r["t_send_end_s"] - r["t_compute_end_s"] for r in rs)
         busy = compute / wall if wall > 0 else None
-        out[rank] = {"rank": rank, "stage": rs[0]["stage"], "dp": rs[0]["dp"], "tp": rs[0]["tp"], "steps": len(rs),
-                     "wall_s": wall, "compute_s": compute, "wait_s": wait, "send_s": send,
-                     "busy_fraction": busy, "bubble_ratio": None if busy is None else 1.0 - busy}
+        out[rank] = {
+            "rank": rank,
+            "stage": rs[0]["stage"],
+            "dp": rs[0]["dp"],
+            "tp": rs[0]["tp"],
+            "steps": len(rs),
+            "wall_s": wall,
+            "compute_s": compute,
+            "wait_s": wait,
+            "send_s": send,
+            "busy_fraction": busy,
+            "bubble_ratio": None if busy is None else 1.0 - busy,
+        }
     return out
 
 
@@ -51,9 +70,18 @@ def stage_stats(rows: list[dict]) -> list[dict]:
             vals = [r[key] for r in rs if r[key] is not None]
             return sum(vals) / len(vals) if vals else None
 
-        out.append({"stage": stage, "ranks": len(rs), "compute_s": mean("compute_s"), "wait_s": mean("wait_s"),
-                    "send_s": mean("send_s"), "wall_s": mean("wall_s"), "busy_fraction": mean("busy_fraction"),
-                    "bubble_ratio": mean("bubble_ratio")})
+        out.append(
+            {
+                "stage": stage,
+                "ranks": len(rs),
+                "compute_s": mean("compute_s"),
+                "wait_s": mean("wait_s"),
+                "send_s": mean("send_s"),
+                "wall_s": mean("wall_s"),
+                "busy_fraction": mean("busy_fraction"),
+                "bubble_ratio": mean("bubble_ratio"),
+            }
+        )
     return out
 
 
@@ -64,6 +92,8 @@ def pipeline_summary(rows: list[dict]) -> dict:
     computes = [s["compute_s"] for s in stages]
     bubbles = [s["bubble_ratio"] for s in stages if s["bubble_ratio"] is not None]
     mean_compute = sum(computes) / len(computes)
-    return {"bubble_ratio": sum(bubbles) / len(bubbles) if bubbles else None,
-            "imbalance": max(computes) / mean_compute if mean_compute > 0 else None,
-            "stages": stages}
+    return {
+        "bubble_ratio": sum(bubbles) / len(bubbles) if bubbles else None,
+        "imbalance": max(computes) / mean_compute if mean_compute > 0 else None,
+        "stages": stages,
+    }

@@ -1,7 +1,8 @@
 """Planner, workload bounds: the workload's mean and largest lengths, SLO targets as limits, and
 the TPOT/TTFT/E2E floors and throughput bound they imply (``Bounds``); the pipeline bubble.
 
-Pure arithmetic, no torch. Units and symbols as in ``harness.plan.planner``; formulas in docs/formulas.md.
+Pure arithmetic, no torch. Units and symbols as in ``harness.plan.planner``; formulas in
+docs/formulas.md.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ class WorkloadShape:
 
     input_mean: float
     output_mean: float
-    input_max: int | None        # None: unbounded (normal/lognormal without max)
+    input_max: int | None  # None: unbounded (normal/lognormal without max)
     output_max: int | None
     arrival: str
     rate_rps: float | None
@@ -31,8 +32,15 @@ class WorkloadShape:
 
 
 def _dist_mean(d) -> float:
-    """fixed: value; uniform: (min + max)/2; normal and lognormal: mean (lognormal's is arithmetic)."""
-    return float(d.value) if d.dist == "fixed" else (d.min + d.max) / 2 if d.dist == "uniform" else float(d.mean)
+    """fixed: value; uniform: (min + max)/2; normal and lognormal: mean (lognormal's is
+    arithmetic)."""
+    return (
+        float(d.value)
+        if d.dist == "fixed"
+        else (d.min + d.max) / 2
+        if d.dist == "uniform"
+        else float(d.mean)
+    )
 
 
 def _dist_max(d) -> int | None:
@@ -43,17 +51,31 @@ def workload_shape(w) -> WorkloadShape:
     """From a spec's ``workload`` section; a trace's lengths are read from the file itself."""
     if w.trace:
         from harness.spec.workload import load_trace  # numpy only, and only for traces
+
         reqs = load_trace(w.trace, block_size=getattr(w, "trace_block_size", 512))
         if not reqs:
             return WorkloadShape(1.0, 1.0, 1, 1, w.arrival, w.rate_rps, w.concurrency)
         ins, outs = [r.input_len for r in reqs], [r.output_len for r in reqs]
         span = reqs[-1].arrival_s - reqs[0].arrival_s
         rate = (len(reqs) - 1) / span if span > 0 else w.rate_rps
-        return WorkloadShape(sum(ins) / len(ins), sum(outs) / len(outs), max(ins), max(outs), w.arrival,
-                             rate, w.concurrency)
-    return WorkloadShape(_dist_mean(w.input_len), _dist_mean(w.output_len), _dist_max(w.input_len),
-                         _dist_max(w.output_len), w.arrival, w.rate_rps if w.arrival != "closed" else None,
-                         w.concurrency if w.arrival == "closed" else None)
+        return WorkloadShape(
+            sum(ins) / len(ins),
+            sum(outs) / len(outs),
+            max(ins),
+            max(outs),
+            w.arrival,
+            rate,
+            w.concurrency,
+        )
+    return WorkloadShape(
+        _dist_mean(w.input_len),
+        _dist_mean(w.output_len),
+        _dist_max(w.input_len),
+        _dist_max(w.output_len),
+        w.arrival,
+        w.rate_rps if w.arrival != "closed" else None,
+        w.concurrency if w.arrival == "closed" else None,
+    )
 
 
 @dataclass(frozen=True)
@@ -69,7 +91,8 @@ class Bounds:
       ``chunk`` tokens (the token budget, capped by run.prefill_chunk; one chunk when Lin fits),
       chunk k after k·chunk cached tokens, one after the other (a sequence is in one micro-batch
       at a time); e2e_floor = ttft + (Lout−1)·tpot
-    - per request, a replica spends ≥ max(max_s [pre_occ_s(Lin) + Lout·occ_s(B)/B] (pre_occ: Σ over chunks),
+    - per request, a replica spends ≥ max(max_s [pre_occ_s(Lin) + Lout·occ_s(B)/B] (pre_occ: Σ over
+    chunks),
       Lout·Σ_s step_s(B)/(m·B)) (the busiest stage; the m micro-batches' round trip);
       rps_bound = dp / that (closed loop: also ≤ concurrency / e2e_floor)
     - slo_rows: the largest B whose tpot_at_rows (and e2e) meets the targets; rps_slo = the
@@ -80,7 +103,7 @@ class Bounds:
 
     input_mean: float
     output_mean: float
-    prefill_chunk: int           # tokens of a prompt per step (the mean prompt's chunks)
+    prefill_chunk: int  # tokens of a prompt per step (the mean prompt's chunks)
     prefill_chunks: int
     decode_context: float
     micro_batches: int
@@ -120,15 +143,23 @@ def _chunks(n_in: int, chunk: int | None) -> list[tuple[int, int]]:
     return [(min(c, n_in - k), k) for k in range(0, n_in, c)]
 
 
-def workload_bounds(tm: Timing, wl: WorkloadShape, capacity_tokens: int, micro_batches: int,
-                    targets=(), chunk: int | None = None) -> Bounds:
+def workload_bounds(
+    tm: Timing,
+    wl: WorkloadShape,
+    capacity_tokens: int,
+    micro_batches: int,
+    targets=(),
+    chunk: int | None = None,
+) -> Bounds:
     lay, m = tm.layout, micro_batches
     lin, lout = max(wl.input_mean, 1.0), max(wl.output_mean, 1.0)
     c = lin + lout / 2
     stages = range(lay.pp)
     kv_rows = int(capacity_tokens // (m * (lin + lout)))
     rows_cap = tm.max_batch
-    if wl.concurrency is not None:     # closed loop: at most `concurrency` sequences over dp·m micro-batches
+    if (
+        wl.concurrency is not None
+    ):  # closed loop: at most `concurrency` sequences over dp·m micro-batches
         rows_cap = min(rows_cap, max(1, math.ceil(wl.concurrency / (lay.dp * m))))
     b_max = max(1, min(rows_cap, kv_rows))
     n_in = max(1, round(lin))
@@ -154,18 +185,22 @@ def workload_bounds(tm: Timing, wl: WorkloadShape, capacity_tokens: int, micro_b
 
     lim = slo_limits(targets)
     problems = []
-    if kv_rows < 1 and capacity_tokens > 0:   # 0: the plan already says the weights do not fit
-        problems.append(f"KV cache holds {capacity_tokens} tokens per replica: fewer than {m} micro-batches "
-                        f"x one {lin + lout:.0f}-token request")
+    if kv_rows < 1 and capacity_tokens > 0:  # 0: the plan already says the weights do not fit
+        problems.append(
+            f"KV cache holds {capacity_tokens} tokens per replica: fewer than {m} micro-batches "
+            f"x one {lin + lout:.0f}-token request"
+        )
 
     def meets(b: int) -> bool:
         t = tpot_at(b)
-        return t <= lim.get("tpot_s", math.inf) and ttft + (lout - 1) * t <= lim.get("e2e_s", math.inf)
+        return t <= lim.get("tpot_s", math.inf) and ttft + (lout - 1) * t <= lim.get(
+            "e2e_s", math.inf
+        )
 
     slo_rows = None
     rps_slo = None
     if targets:
-        lo, hi = 0, b_max          # largest b in 1..b_max that meets (tpot_at grows with b)
+        lo, hi = 0, b_max  # largest b in 1..b_max that meets (tpot_at grows with b)
         while lo < hi:
             mid = (lo + hi + 1) // 2
             lo, hi = (mid, hi) if meets(mid) else (lo, mid - 1)
@@ -173,14 +208,38 @@ def workload_bounds(tm: Timing, wl: WorkloadShape, capacity_tokens: int, micro_b
         if "tpot_s" in lim and tpot1 > lim["tpot_s"]:
             problems.append(f"TPOT floor {tpot1 * 1e3:.1f} ms > target {lim['tpot_s'] * 1e3:g} ms")
         elif slo_rows is None:
-            problems.append(f"no batch meets the TPOT/E2E targets with {m} micro-batches in flight "
-                            f"(TPOT at 1 row {tpot_at(1) * 1e3:.1f} ms)")
+            problems.append(
+                f"no batch meets the TPOT/E2E targets with {m} micro-batches in flight "
+                f"(TPOT at 1 row {tpot_at(1) * 1e3:.1f} ms)"
+            )
         if "ttft_s" in lim and ttft > lim["ttft_s"]:
             problems.append(f"TTFT floor {ttft * 1e3:.1f} ms > target {lim['ttft_s'] * 1e3:g} ms")
         ok = slo_rows is not None and not (("ttft_s" in lim) and ttft > lim["ttft_s"])
         rps_slo = rps(slo_rows) if ok else 0.0
         if "throughput_rps" in lim and rps_slo < lim["throughput_rps"] and kv_rows >= 1:
-            problems.append(f"capacity bound {rps_slo:.2f} RPS < target {lim['throughput_rps']:g} RPS")
-    return Bounds(lin, lout, steps[0][0], len(steps), c, m, bubble_ratio(lay.pp, m), kv_rows, b_max, tuple(step(b_max)),
-                  tuple(x / n_in for x in pre_lat), tpot1, tpot_at(b_max), ttft, e2e, rps(b_max), slo_rows,
-                  rps_slo, wl.rate_rps, {k: v for k, v in lim.items()}, tuple(problems))
+            problems.append(
+                f"capacity bound {rps_slo:.2f} RPS < target {lim['throughput_rps']:g} RPS"
+            )
+    return Bounds(
+        lin,
+        lout,
+        steps[0][0],
+        len(steps),
+        c,
+        m,
+        bubble_ratio(lay.pp, m),
+        kv_rows,
+        b_max,
+        tuple(step(b_max)),
+        tuple(x / n_in for x in pre_lat),
+        tpot1,
+        tpot_at(b_max),
+        ttft,
+        e2e,
+        rps(b_max),
+        slo_rows,
+        rps_slo,
+        wl.rate_rps,
+        {k: v for k, v in lim.items()},
+        tuple(problems),
+    )

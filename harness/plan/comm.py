@@ -1,7 +1,8 @@
 """Planner, communication: the ops each rank issues, their bytes, the links they cross and
 their bandwidth time floor.
 
-Pure arithmetic, no torch. Units and symbols as in ``harness.plan.planner``; formulas in docs/formulas.md.
+Pure arithmetic, no torch. Units and symbols as in ``harness.plan.planner``; formulas in
+docs/formulas.md.
 """
 
 from __future__ import annotations
@@ -11,12 +12,13 @@ from dataclasses import dataclass
 from harness.spec.catalog import GpuSpec, ModelShape
 from harness.spec.layout import Layout
 
-HEADER_EXTRA = 4            # int64 step header: 4 fields + 3 per row slot (see header_numel)
-SAMPLE_PAIR_BYTES = 16     # greedy sampling gathers (local max, global id) per row as 2 float64
+HEADER_EXTRA = 4  # int64 step header: 4 fields + 3 per row slot (see header_numel)
+SAMPLE_PAIR_BYTES = 16  # greedy sampling gathers (local max, global id) per row as 2 float64
 
 
 def tp_allreduce_bytes_per_layer_per_token(shape: ModelShape, dtype_bytes: int) -> int:
-    """2 all-reduces per decoder layer (after o_proj, after down_proj) of h elements per token: 2·h·d."""
+    """2 all-reduces per decoder layer (after o_proj, after down_proj) of h elements per token:
+    2·h·d."""
     return 2 * shape.hidden * dtype_bytes
 
 
@@ -42,9 +44,15 @@ def sampling_gather_ops(rows: int) -> list[tuple[str, int]]:
     return [("float64", rows * SAMPLE_PAIR_BYTES)]
 
 
-def expected_comm(shape: ModelShape, layout: Layout, dtype_bytes: int, max_batch: int,
-                  rows: int, tokens: int, total_tokens: int | None = None
-                  ) -> dict[tuple[int, int | None, str, str], dict[str, int]]:
+def expected_comm(
+    shape: ModelShape,
+    layout: Layout,
+    dtype_bytes: int,
+    max_batch: int,
+    rows: int,
+    tokens: int,
+    total_tokens: int | None = None,
+) -> dict[tuple[int, int | None, str, str], dict[str, int]]:
     """Ops ONE rank issues for one micro-batch forward of ``rows`` rows of ``tokens`` tokens each,
     or of ``total_tokens`` packed tokens over ``rows`` rows (a batch of unequal rows).
 
@@ -72,7 +80,10 @@ def expected_comm(shape: ModelShape, layout: Layout, dtype_bytes: int, max_batch
                 out[(s, None, "broadcast", "tp")] = {"count": 2, "bytes": header + 8 * n_tok}
             if s == p - 1:
                 ops = sampling_gather_ops(rows)
-                out[(s, None, "all_gather", "tp")] = {"count": len(ops), "bytes": sum(b for _, b in ops)}
+                out[(s, None, "all_gather", "tp")] = {
+                    "count": len(ops),
+                    "bytes": sum(b for _, b in ops),
+                }
         if p > 1:
             if s < p - 1:
                 out[(s, None, "send", "pp")] = {"count": 2, "bytes": header + act}
@@ -89,8 +100,10 @@ def expected_comm(shape: ModelShape, layout: Layout, dtype_bytes: int, max_batch
 class Links:
     """Which link each group crosses: node of a rank = its GPU index // GPUs per node."""
 
-    tp_inter: tuple[bool, ...]       # per stage (replica 0): the TP group spans nodes
-    pp_inter: tuple[bool, ...]       # per stage s: the hop s -> s+1 (last: back to stage 0) crosses nodes
+    tp_inter: tuple[bool, ...]  # per stage (replica 0): the TP group spans nodes
+    pp_inter: tuple[
+        bool, ...
+    ]  # per stage s: the hop s -> s+1 (last: back to stage 0) crosses nodes
     tp_gbps: tuple[float, ...]
     pp_gbps: tuple[float, ...]
 
@@ -98,8 +111,10 @@ class Links:
 def links(layout: Layout, gpu: GpuSpec, gpus_per_node: int) -> Links:
     """TP groups inside one node use the intra-node link (link_gbps), else the inter-node one
     (internode_gbps); likewise a PP hop whose two ranks sit on different nodes. Rank r runs on node
-    r // gpus_per_node (torchrun gives each node a contiguous block of ranks; ``parallel.gpu_map`` only
+    r // gpus_per_node (torchrun gives each node a contiguous block of ranks; ``parallel.gpu_map``
+    only
     picks the device within the node)."""
+
     def node(rank: int) -> int:
         return rank // gpus_per_node
 
@@ -108,26 +123,45 @@ def links(layout: Layout, gpu: GpuSpec, gpus_per_node: int) -> Links:
         ranks = [[layout.rank_of(d, s, k) for k in range(layout.tp)] for d in range(layout.dp)]
         tp_inter.append(any(len({node(r) for r in g}) > 1 for g in ranks))
         nxt = (s + 1) % layout.pp
-        pp_inter.append(any(node(layout.rank_of(d, s, k)) != node(layout.rank_of(d, nxt, k))
-                            for d in range(layout.dp) for k in range(layout.tp)))
+        pp_inter.append(
+            any(
+                node(layout.rank_of(d, s, k)) != node(layout.rank_of(d, nxt, k))
+                for d in range(layout.dp)
+                for k in range(layout.tp)
+            )
+        )
 
     def bw(inter: bool) -> float:
         return gpu.internode_gbps if inter else gpu.link_gbps
 
-    return Links(tuple(tp_inter), tuple(pp_inter), tuple(map(bw, tp_inter)), tuple(map(bw, pp_inter)))
+    return Links(
+        tuple(tp_inter), tuple(pp_inter), tuple(map(bw, tp_inter)), tuple(map(bw, pp_inter))
+    )
 
 
-def comm_time_s(shape: ModelShape, layout: Layout, dtype_bytes: int, max_batch: int, lk: Links,
-                stage: int, rows: int, tokens: int) -> float:
+def comm_time_s(
+    shape: ModelShape,
+    layout: Layout,
+    dtype_bytes: int,
+    max_batch: int,
+    lk: Links,
+    stage: int,
+    rows: int,
+    tokens: int,
+) -> float:
     """Time floor of one rank's ops for one micro-batch forward at link bandwidth (TP rank 0, the
     busiest): Σ bytes · factor / bw — all_reduce 2(t−1)/t, all_gather t−1, broadcast and send 1;
     a recv is the sender's time. Per-op latency is ignored (a bandwidth floor)."""
     total = 0.0
-    for (s, k, op, group), v in expected_comm(shape, layout, dtype_bytes, max_batch, rows, tokens).items():
+    for (s, k, op, group), v in expected_comm(
+        shape, layout, dtype_bytes, max_batch, rows, tokens
+    ).items():
         if s != stage or k not in (None, 0) or op == "recv":
             continue
         n = layout.tp
-        factor = {"all_reduce": ring_factor(n), "all_gather": n - 1, "broadcast": 1.0, "send": 1.0}[op]
+        factor = {"all_reduce": ring_factor(n), "all_gather": n - 1, "broadcast": 1.0, "send": 1.0}[
+            op
+        ]
         bw = (lk.tp_gbps if group == "tp" else lk.pp_gbps)[stage] * 1e9
         total += v["bytes"] * factor / bw
     return total

@@ -1,6 +1,7 @@
 """Planner, memory: parameters, KV-cache bytes and forward workspace of one rank; imbalance ε.
 
-Pure arithmetic, no torch. Units and symbols as in ``harness.plan.planner``; formulas in docs/formulas.md.
+Pure arithmetic, no torch. Units and symbols as in ``harness.plan.planner``; formulas in
+docs/formulas.md.
 """
 
 from __future__ import annotations
@@ -8,8 +9,8 @@ from __future__ import annotations
 from harness.spec.catalog import ModelShape
 from harness.spec.layout import Layout
 
-LOGIT_BYTES = 4             # logits are kept in fp32 for sampling
-KV_PAGE_TOKENS = 256        # positions per page of the paged KV layout (flash attention's paged KV)
+LOGIT_BYTES = 4  # logits are kept in fp32 for sampling
+KV_PAGE_TOKENS = 256  # positions per page of the paged KV layout (flash attention's paged KV)
 
 
 def rank_params(shape: ModelShape, layout: Layout, stage: int) -> int:
@@ -39,11 +40,20 @@ def stage_holds(layout: Layout, stage: int) -> tuple[str, ...]:
 
 
 def kv_bytes_per_token(shape: ModelShape, layout: Layout, stage: int, dtype_bytes: int) -> int:
-    """KV-cache bytes one token costs on one TP rank of ``stage``: 2 (K, V) · L_s · (kv_heads/t) · head_dim · d."""
-    return 2 * layout.layer_split[stage] * (shape.num_kv_heads // layout.tp) * shape.head_dim * dtype_bytes
+    """KV-cache bytes one token costs on one TP rank of ``stage``: 2 (K, V) · L_s · (kv_heads/t) ·
+    head_dim · d."""
+    return (
+        2
+        * layout.layer_split[stage]
+        * (shape.num_kv_heads // layout.tp)
+        * shape.head_dim
+        * dtype_bytes
+    )
 
 
-DEFAULT_BATCHED_TOKENS = 2048   # chunked prefill's token budget per micro-batch when the spec gives none
+DEFAULT_BATCHED_TOKENS = (
+    2048  # chunked prefill's token budget per micro-batch when the spec gives none
+)
 
 
 def token_budget(spec) -> int:
@@ -58,14 +68,17 @@ def kv_slot_tokens(seq_len: int, paged: bool) -> int:
     return -(-seq_len // KV_PAGE_TOKENS) * KV_PAGE_TOKENS if paged else seq_len
 
 
-def workspace_bytes(shape: ModelShape, tp: int, last: bool, dtype_bytes: int, rows: int, tokens: int) -> int:
+def workspace_bytes(
+    shape: ModelShape, tp: int, last: bool, dtype_bytes: int, rows: int, tokens: int
+) -> int:
     """Transient memory of the widest forward: N = tokens (packed, no padding) over ``rows`` rows.
 
     activations = N · (2h + 3·I/t) · d — the residual stream and the layer input (2h) plus the
     MLP's gate, up and their product (3·I/t), the peak inside a decoder layer (attention's q, k,
     v and output are smaller for Llama; flash/memory-efficient attention is assumed, so no
     width² score matrix). The last stage adds rows · V/t · 4 bytes of fp32 logits (the last
-    position of each row, ⌈V/t⌉ padded columns). The KV-cache fraction (< 1) leaves room for what this misses
+    position of each row, ⌈V/t⌉ padded columns). The KV-cache fraction (< 1) leaves room for what
+    this misses
     (CUDA context, communicator buffers, allocator fragmentation).
     """
     n = tokens

@@ -20,7 +20,14 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from harness.plan.bounds import Bounds, WorkloadShape, bubble_ratio, slo_limits, workload_bounds, workload_shape
+from harness.plan.bounds import (
+    Bounds,
+    WorkloadShape,
+    bubble_ratio,
+    slo_limits,
+    workload_bounds,
+    workload_shape,
+)
 from harness.plan.comm import (
     HEADER_EXTRA,
     SAMPLE_PAIR_BYTES,
@@ -50,20 +57,55 @@ from harness.spec.catalog import GpuSpec
 from harness.spec.layout import Layout
 
 __all__ = [
-    "PLAN_SCHEMA_VERSION", "HEADER_EXTRA", "SAMPLE_PAIR_BYTES", "LOGIT_BYTES",
-    "rank_params", "stage_holds", "kv_bytes_per_token", "kv_slot_tokens", "KV_PAGE_TOKENS", "workspace_bytes",
-    "epsilon", "token_budget", "paged_kv", "slot_tokens", "forward_tokens", "prefill_chunk_tokens",
-    "tp_allreduce_bytes_per_layer_per_token", "pp_bytes_per_token_per_boundary", "ring_factor", "header_numel",
-    "sampling_gather_ops", "expected_comm", "Links", "links", "comm_time_s",
-    "stage_flops", "stage_bytes_read", "compute_floor_s", "Timing",
-    "bubble_ratio", "WorkloadShape", "workload_shape", "Bounds", "slo_limits", "workload_bounds",
-    "RankPlan", "StagePlan", "CommPlan", "Plan", "seq_len", "forward_width", "plan",
+    "PLAN_SCHEMA_VERSION",
+    "HEADER_EXTRA",
+    "SAMPLE_PAIR_BYTES",
+    "LOGIT_BYTES",
+    "rank_params",
+    "stage_holds",
+    "kv_bytes_per_token",
+    "kv_slot_tokens",
+    "KV_PAGE_TOKENS",
+    "workspace_bytes",
+    "epsilon",
+    "token_budget",
+    "paged_kv",
+    "slot_tokens",
+    "forward_tokens",
+    "prefill_chunk_tokens",
+    "tp_allreduce_bytes_per_layer_per_token",
+    "pp_bytes_per_token_per_boundary",
+    "ring_factor",
+    "header_numel",
+    "sampling_gather_ops",
+    "expected_comm",
+    "Links",
+    "links",
+    "comm_time_s",
+    "stage_flops",
+    "stage_bytes_read",
+    "compute_floor_s",
+    "Timing",
+    "bubble_ratio",
+    "WorkloadShape",
+    "workload_shape",
+    "Bounds",
+    "slo_limits",
+    "workload_bounds",
+    "RankPlan",
+    "StagePlan",
+    "CommPlan",
+    "Plan",
+    "seq_len",
+    "forward_width",
+    "plan",
 ]
 
 PLAN_SCHEMA_VERSION = 1
 
 
 # ---------------------------------------------------------------- the plan
+
 
 @dataclass(frozen=True)
 class RankPlan:
@@ -79,12 +121,12 @@ class RankPlan:
     weight_bytes: int
     kv_bytes_per_token: int
     workspace_bytes: int
-    kv_budget_bytes: int        # kv_cache_fraction · (memory − weights − workspace), ≥ 0
-    kv_token_capacity: int      # kv_budget // kv_bytes_per_token
+    kv_budget_bytes: int  # kv_cache_fraction · (memory − weights − workspace), ≥ 0
+    kv_token_capacity: int  # kv_budget // kv_bytes_per_token
     total_bytes: int
     memory_bytes: int
     headroom_bytes: int
-    fits: bool                  # weights + workspace fit and the KV budget holds one slot (seq_len tokens)
+    fits: bool  # weights + workspace fit and the KV budget holds one slot (seq_len tokens)
 
 
 @dataclass(frozen=True)
@@ -94,18 +136,18 @@ class StagePlan:
     first_layer: int
     last_layer: int
     holds: tuple[str, ...]
-    ranks: tuple[int, ...]              # replica 0
+    ranks: tuple[int, ...]  # replica 0
     params_per_rank: int
     weight_bytes_per_rank: int
-    weight_bytes: int                   # the stage's TP ranks together (one replica)
+    weight_bytes: int  # the stage's TP ranks together (one replica)
     kv_bytes_per_token_per_rank: int
-    kv_token_capacity: int              # tokens the stage can cache (each rank holds its share of every token)
-    tp_allreduces_per_forward: int      # 2·L_s + [s = 0], 0 when tp = 1
-    tp_allreduce_bytes_per_token: int   # payload bytes per token per forward: (2·L_s + [s = 0])·h·d
+    kv_token_capacity: int  # tokens the stage can cache (each rank holds its share of every token)
+    tp_allreduces_per_forward: int  # 2·L_s + [s = 0], 0 when tp = 1
+    tp_allreduce_bytes_per_token: int  # payload bytes per token per forward: (2·L_s + [s = 0])·h·d
     tp_link: str
-    tp_time_per_token_s: float          # payload · 2(t−1)/t / link bandwidth
-    pp_link: str | None                 # hop to the next stage
-    pp_time_per_token_s: float | None   # h·d / link bandwidth
+    tp_time_per_token_s: float  # payload · 2(t−1)/t / link bandwidth
+    pp_link: str | None  # hop to the next stage
+    pp_time_per_token_s: float | None  # h·d / link bandwidth
 
 
 @dataclass(frozen=True)
@@ -129,7 +171,7 @@ class Plan:
     layout: dict
     run: dict
     params_total: int
-    model_weight_bytes: int              # one replica, TP-replicated norms counted on each rank
+    model_weight_bytes: int  # one replica, TP-replicated norms counted on each rank
     ranks: tuple[RankPlan, ...]
     stages: tuple[StagePlan, ...]
     weight_epsilon: float
@@ -149,7 +191,9 @@ class Plan:
 
 
 def _link_name(inter: bool, gpu: GpuSpec) -> str:
-    return f"inter-node {gpu.internode_gbps:g} GB/s" if inter else f"intra-node {gpu.link_gbps:g} GB/s"
+    return (
+        f"inter-node {gpu.internode_gbps:g} GB/s" if inter else f"intra-node {gpu.link_gbps:g} GB/s"
+    )
 
 
 def seq_len(spec) -> int:
@@ -160,7 +204,13 @@ def seq_len(spec) -> int:
 def paged_kv(spec) -> bool:
     """The paged flash kernel serves the spec's device: a GPU (not the CPU twin) in 16-bit."""
     hd = spec.shape.head_dim
-    return spec.gpu.name != "cpu" and spec.run.device != "cpu" and spec.dtype_bytes == 2 and hd % 8 == 0 and hd <= 256
+    return (
+        spec.gpu.name != "cpu"
+        and spec.run.device != "cpu"
+        and spec.dtype_bytes == 2
+        and hd % 8 == 0
+        and hd <= 256
+    )
 
 
 def slot_tokens(spec) -> int:
@@ -210,12 +260,32 @@ def plan(spec, layout: Layout | None = None) -> Plan:
         cap = budget // kvt
         total = w + ws + budget
         fits = free > 0 and cap >= slot
-        ranks.append(RankPlan(k, pl.dp, pl.stage, pl.tp, k // per_node,
-                              lay.layer_split[pl.stage], params, w, kvt, ws, budget, cap, total, mem,
-                              mem - total, fits))
+        ranks.append(
+            RankPlan(
+                k,
+                pl.dp,
+                pl.stage,
+                pl.tp,
+                k // per_node,
+                lay.layer_split[pl.stage],
+                params,
+                w,
+                kvt,
+                ws,
+                budget,
+                cap,
+                total,
+                mem,
+                mem - total,
+                fits,
+            )
+        )
         if not fits and pl.dp == 0 and pl.tp == 0:
-            why = (f"weights {w / 1e9:.1f} GB + workspace {ws / 1e9:.1f} GB exceed {mem / 1e9:.1f} GB"
-                   if free <= 0 else f"KV budget holds {cap} tokens < one {slot}-token slot")
+            why = (
+                f"weights {w / 1e9:.1f} GB + workspace {ws / 1e9:.1f} GB exceed {mem / 1e9:.1f} GB"
+                if free <= 0
+                else f"KV budget holds {cap} tokens < one {slot}-token slot"
+            )
             problems.append(f"stage {pl.stage} does not fit: {why}")
     lk = links(lay, gpu, per_node)
     stages = []
@@ -226,33 +296,85 @@ def plan(spec, layout: Layout | None = None) -> Plan:
         lr = lay.layers_of_stage(s)
         n_ar = (2 * lay.layer_split[s] + (s == 0)) if lay.tp > 1 else 0
         ar_tok = n_ar * shape.hidden * d
-        stages.append(StagePlan(
-            s, len(lr), lr.start, lr.stop - 1, stage_holds(lay, s), tuple(x.rank for x in mine),
-            mine[0].params, mine[0].weight_bytes, sum(x.weight_bytes for x in mine), mine[0].kv_bytes_per_token,
-            min(x.kv_token_capacity for x in mine), n_ar, ar_tok,
-            _link_name(lk.tp_inter[s], gpu) if lay.tp > 1 else "none",
-            ar_tok * ring_factor(lay.tp) / (lk.tp_gbps[s] * 1e9),
-            _link_name(lk.pp_inter[s], gpu) if s < lay.pp - 1 else None,
-            pp_tok / (lk.pp_gbps[s] * 1e9) if s < lay.pp - 1 else None))
+        stages.append(
+            StagePlan(
+                s,
+                len(lr),
+                lr.start,
+                lr.stop - 1,
+                stage_holds(lay, s),
+                tuple(x.rank for x in mine),
+                mine[0].params,
+                mine[0].weight_bytes,
+                sum(x.weight_bytes for x in mine),
+                mine[0].kv_bytes_per_token,
+                min(x.kv_token_capacity for x in mine),
+                n_ar,
+                ar_tok,
+                _link_name(lk.tp_inter[s], gpu) if lay.tp > 1 else "none",
+                ar_tok * ring_factor(lay.tp) / (lk.tp_gbps[s] * 1e9),
+                _link_name(lk.pp_inter[s], gpu) if s < lay.pp - 1 else None,
+                pp_tok / (lk.pp_gbps[s] * 1e9) if s < lay.pp - 1 else None,
+            )
+        )
     capacity = min(st.kv_token_capacity for st in stages)
     tm = Timing(shape, lay, gpu, d, r.max_batch, lk)
-    m = spec.run.micro_batches or lay.pp          # spec.micro_batches, for this layout
-    bounds = workload_bounds(tm, wl, capacity, m, spec.slo_targets, chunk=prefill_chunk_tokens(spec))
+    m = spec.run.micro_batches or lay.pp  # spec.micro_batches, for this layout
+    bounds = workload_bounds(
+        tm, wl, capacity, m, spec.slo_targets, chunk=prefill_chunk_tokens(spec)
+    )
     weights = [x.weight_bytes for x in ranks]
-    comm = CommPlan(ar_layer, 2 if lay.tp > 1 else 0, ring_factor(lay.tp), pp_tok if lay.pp > 1 else 0,
-                    lay.pp - 1, 8 * header_numel(r.max_batch))
+    comm = CommPlan(
+        ar_layer,
+        2 if lay.tp > 1 else 0,
+        ring_factor(lay.tp),
+        pp_tok if lay.pp > 1 else 0,
+        lay.pp - 1,
+        8 * header_numel(r.max_batch),
+    )
     return Plan(
-        name=spec.name, model={"name": shape.name, "hidden": shape.hidden, "layers": shape.num_layers,
-                               "heads": shape.num_heads, "kv_heads": shape.num_kv_heads, "vocab": shape.vocab},
-        dtype=spec.model.dtype, dtype_bytes=d,
-        gpu={"name": gpu.name, "memory_bytes": mem, "hbm_gbps": gpu.hbm_gbps, "bf16_tflops": gpu.bf16_tflops,
-             "link_gbps": gpu.link_gbps, "internode_gbps": gpu.internode_gbps},
+        name=spec.name,
+        model={
+            "name": shape.name,
+            "hidden": shape.hidden,
+            "layers": shape.num_layers,
+            "heads": shape.num_heads,
+            "kv_heads": shape.num_kv_heads,
+            "vocab": shape.vocab,
+        },
+        dtype=spec.model.dtype,
+        dtype_bytes=d,
+        gpu={
+            "name": gpu.name,
+            "memory_bytes": mem,
+            "hbm_gbps": gpu.hbm_gbps,
+            "bf16_tflops": gpu.bf16_tflops,
+            "link_gbps": gpu.link_gbps,
+            "internode_gbps": gpu.internode_gbps,
+        },
         cluster={"nodes": spec.cluster.nodes, "gpus_per_node": per_node},
         layout={"tp": lay.tp, "pp": lay.pp, "dp": lay.dp, "layer_split": list(lay.layer_split)},
-        run={"max_batch": r.max_batch, "micro_batches": m, "kv_cache_fraction": r.kv_cache_fraction,
-             "seq_len": seq_len(spec), "slot_tokens": slot, "forward_width": width, "forward_tokens": n_fwd,
-             "max_num_batched_tokens": token_budget(spec), "prefill_chunk": prefill_chunk_tokens(spec)},
-        params_total=shape.total_params(), model_weight_bytes=sum(st.weight_bytes for st in stages),
-        ranks=tuple(ranks), stages=tuple(stages), weight_epsilon=epsilon(weights),
-        total_epsilon=epsilon([x.weight_bytes + x.workspace_bytes + x.kv_budget_bytes for x in ranks]),
-        comm=comm, bounds=bounds, fits=all(x.fits for x in ranks), problems=tuple(problems) + bounds.problems)
+        run={
+            "max_batch": r.max_batch,
+            "micro_batches": m,
+            "kv_cache_fraction": r.kv_cache_fraction,
+            "seq_len": seq_len(spec),
+            "slot_tokens": slot,
+            "forward_width": width,
+            "forward_tokens": n_fwd,
+            "max_num_batched_tokens": token_budget(spec),
+            "prefill_chunk": prefill_chunk_tokens(spec),
+        },
+        params_total=shape.total_params(),
+        model_weight_bytes=sum(st.weight_bytes for st in stages),
+        ranks=tuple(ranks),
+        stages=tuple(stages),
+        weight_epsilon=epsilon(weights),
+        total_epsilon=epsilon(
+            [x.weight_bytes + x.workspace_bytes + x.kv_budget_bytes for x in ranks]
+        ),
+        comm=comm,
+        bounds=bounds,
+        fits=all(x.fits for x in ranks),
+        problems=tuple(problems) + bounds.problems,
+    )

@@ -46,8 +46,11 @@ def factorizations(n: int) -> list[tuple[int, int, int]]:
 
 def structural_reasons(shape, gpus_per_node: int, tp: int, pp: int) -> list[str]:
     out = []
-    for what, n in (("heads", shape.num_heads), ("KV heads", shape.num_kv_heads),
-                    ("MLP width", shape.intermediate)):        # the vocabulary is padded instead
+    for what, n in (
+        ("heads", shape.num_heads),
+        ("KV heads", shape.num_kv_heads),
+        ("MLP width", shape.intermediate),
+    ):  # the vocabulary is padded instead
         if n % tp:
             out.append(f"tp={tp} does not divide {what} ({n})")
     if pp > shape.num_layers:
@@ -55,7 +58,9 @@ def structural_reasons(shape, gpus_per_node: int, tp: int, pp: int) -> list[str]
     if tp > gpus_per_node:
         out.append(f"TP group spans nodes ({tp} > {gpus_per_node} GPUs per node)")
     elif gpus_per_node % tp:
-        out.append(f"TP groups straddle nodes ({gpus_per_node} GPUs per node not a multiple of tp={tp})")
+        out.append(
+            f"TP groups straddle nodes ({gpus_per_node} GPUs per node not a multiple of tp={tp})"
+        )
     return out
 
 
@@ -68,24 +73,41 @@ def evaluate(spec, tp: int, pp: int, dp: int) -> Candidate:
     p = plan(spec, None if own else lay)
     b = p.bounds
     capacity = b.rps_slo if b.rps_slo is not None else b.rps_bound
-    return Candidate(tp, pp, dp, not p.problems, p.problems, capacity if p.fits else 0.0, b.rps_bound,
-                     b.tpot_floor_s * 1e3, b.ttft_floor_s * 1e3, max(r.weight_bytes for r in p.ranks) / 1e9,
-                     min(s.kv_token_capacity for s in p.stages), own)
+    return Candidate(
+        tp,
+        pp,
+        dp,
+        not p.problems,
+        p.problems,
+        capacity if p.fits else 0.0,
+        b.rps_bound,
+        b.tpot_floor_s * 1e3,
+        b.ttft_floor_s * 1e3,
+        max(r.weight_bytes for r in p.ranks) / 1e9,
+        min(s.kv_token_capacity for s in p.stages),
+        own,
+    )
 
 
 @dataclass(frozen=True)
 class SearchResult:
     gpus: int
-    candidates: tuple[Candidate, ...]     # accepted by capacity (best first), then rejected
+    candidates: tuple[Candidate, ...]  # accepted by capacity (best first), then rejected
 
     def to_dict(self) -> dict:
-        return {"gpus": self.gpus, "candidates": [dict(asdict(c), name=c.name) for c in self.candidates]}
+        return {
+            "gpus": self.gpus,
+            "candidates": [dict(asdict(c), name=c.name) for c in self.candidates],
+        }
 
 
 def search(spec) -> SearchResult:
     n = spec.cluster.nodes * spec.cluster.gpus_per_node
     cands = [evaluate(spec, *f) for f in factorizations(n)]
-    ok = sorted((c for c in cands if c.accepted), key=lambda c: (-(c.capacity_rps or 0.0), c.tp * c.pp))
-    bad = sorted((c for c in cands if not c.accepted),
-                 key=lambda c: (-(c.capacity_rps or -1.0), c.tp, c.pp))
+    ok = sorted(
+        (c for c in cands if c.accepted), key=lambda c: (-(c.capacity_rps or 0.0), c.tp * c.pp)
+    )
+    bad = sorted(
+        (c for c in cands if not c.accepted), key=lambda c: (-(c.capacity_rps or -1.0), c.tp, c.pp)
+    )
     return SearchResult(n, tuple(ok + bad))

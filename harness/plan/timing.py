@@ -1,7 +1,8 @@
 """Planner, time floors: FLOPs and HBM bytes of one stage's forward, the roofline floor, and
 ``Timing`` (compute + communication floors of a replica's stages).
 
-Pure arithmetic, no torch. Units and symbols as in ``harness.plan.planner``; formulas in docs/formulas.md.
+Pure arithmetic, no torch. Units and symbols as in ``harness.plan.planner``; formulas in
+docs/formulas.md.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from harness.spec.catalog import GpuSpec, ModelShape
 from harness.spec.layout import Layout
 
 
-def stage_flops(shape: ModelShape, layout: Layout, stage: int, rows: int, tokens: int, context: float) -> float:
+def stage_flops(
+    shape: ModelShape, layout: Layout, stage: int, rows: int, tokens: int, context: float
+) -> float:
     """FLOPs of one TP rank of ``stage`` for ``rows`` rows of ``tokens`` new tokens after
     ``context`` cached ones: 2·M_s·B·T + [last] 2·(⌈V/t⌉·h)·B + 4·L_s·(q_dim/t)·B·(T·c + T(T+1)/2),
     M_s = L_s·(P_layer − 2h)/t the layers' matmul weights; lm_head runs on the last position of
@@ -29,14 +32,23 @@ def stage_flops(shape: ModelShape, layout: Layout, stage: int, rows: int, tokens
     return f
 
 
-def stage_bytes_read(shape: ModelShape, layout: Layout, stage: int, dtype_bytes: int,
-                     rows: int, tokens: int, context: float) -> float:
+def stage_bytes_read(
+    shape: ModelShape,
+    layout: Layout,
+    stage: int,
+    dtype_bytes: int,
+    rows: int,
+    tokens: int,
+    context: float,
+) -> float:
     """HBM bytes one TP rank of ``stage`` must touch: its weights (the embedding table only for
     the B·T rows looked up) + the KV cache of the batch's context and new tokens:
     W_s − [first]·(⌈V/t⌉·h)·d + [first]·B·T·(h/t)·d + B·(c + T)·kv_s."""
     w = rank_params(shape, layout, stage) * dtype_bytes
     if stage == 0:
-        if not (shape.tie_embeddings and layout.pp == 1):   # a tied table is read whole by the lm_head
+        if not (
+            shape.tie_embeddings and layout.pp == 1
+        ):  # a tied table is read whole by the lm_head
             w -= shape.vocab_shard(layout.tp) * shape.hidden * dtype_bytes
         w += rows * tokens * shape.hidden // layout.tp * dtype_bytes
     return w + rows * (context + tokens) * kv_bytes_per_token(shape, layout, stage, dtype_bytes)
@@ -60,11 +72,16 @@ class Timing:
     links: Links
 
     def compute(self, s: int, rows: int, tokens: int, context: float) -> float:
-        return compute_floor_s(self.gpu, stage_flops(self.shape, self.layout, s, rows, tokens, context),
-                               stage_bytes_read(self.shape, self.layout, s, self.dtype_bytes, rows, tokens, context))
+        return compute_floor_s(
+            self.gpu,
+            stage_flops(self.shape, self.layout, s, rows, tokens, context),
+            stage_bytes_read(self.shape, self.layout, s, self.dtype_bytes, rows, tokens, context),
+        )
 
     def comm(self, s: int, rows: int, tokens: int) -> float:
-        return comm_time_s(self.shape, self.layout, self.dtype_bytes, self.max_batch, self.links, s, rows, tokens)
+        return comm_time_s(
+            self.shape, self.layout, self.dtype_bytes, self.max_batch, self.links, s, rows, tokens
+        )
 
     def latency(self, s: int, rows: int, tokens: int, context: float) -> float:
         return self.compute(s, rows, tokens, context) + self.comm(s, rows, tokens)

@@ -19,9 +19,11 @@ from harness.verdicts.capacity import capacity, next_probe
 SIM_PROBES = 12
 
 
-def predicted_capacity(spec, model: PipelineModel, load: Callable[[list[str]], object],
-                       max_probes: int = SIM_PROBES) -> dict:
-    """{field, start, probes: [{value, verdict, request_throughput, ...}], capacity} from the simulator."""
+def predicted_capacity(
+    spec, model: PipelineModel, load: Callable[[list[str]], object], max_probes: int = SIM_PROBES
+) -> dict:
+    """{field, start, probes: [{value, verdict, request_throughput, ...}], capacity} from the
+    simulator."""
     closed = spec.workload.arrival == "closed"
     field = "workload.concurrency" if closed else "workload.rate_rps"
     x0 = float(spec.workload.concurrency if closed else spec.workload.rate_rps)
@@ -32,17 +34,31 @@ def predicted_capacity(spec, model: PipelineModel, load: Callable[[list[str]], o
         value = int(x) if closed else round(x, 6)
         try:
             probe_spec = load([f"{field}={value}"])
-        except UsageError as e:      # the doubling passed a field's limit: the search ends there
+        except UsageError as e:  # the doubling passed a field's limit: the search ends there
             stopped = f"probe {field}={value}: {e}"
             break
         out = simulate_spec(probe_spec, model)
         m = out["metrics"]
         passed = out["verdict"] == "PASS"
         history.append((x, passed))
-        probes.append({"probe": len(probes), field: value, "verdict": out["verdict"],
-                       "request_throughput": m.get("request_throughput"),
-                       "request_goodput": m.get("request_goodput"), "p99_ttft_ms": m.get("p99_ttft_ms"),
-                       "p99_tpot_ms": m.get("p99_tpot_ms"), "sim_wall_s": out["simulation"]["wall_s"]})
+        probes.append(
+            {
+                "probe": len(probes),
+                field: value,
+                "verdict": out["verdict"],
+                "request_throughput": m.get("request_throughput"),
+                "request_goodput": m.get("request_goodput"),
+                "p99_ttft_ms": m.get("p99_ttft_ms"),
+                "p99_tpot_ms": m.get("p99_tpot_ms"),
+                "sim_wall_s": out["simulation"]["wall_s"],
+            }
+        )
     best = capacity(history)
-    return {"field": field, "start": x0, "probes": probes, "capacity": best, "predicted": True,
-            **({"stopped": stopped} if stopped else {})}
+    return {
+        "field": field,
+        "start": x0,
+        "probes": probes,
+        "capacity": best,
+        "predicted": True,
+        **({"stopped": stopped} if stopped else {}),
+    }

@@ -33,7 +33,8 @@ BOUNDS = (0.5, 2.0)
 
 
 def scaled(model: PipelineModel, factor: float) -> PipelineModel:
-    """A copy of ``model`` with every time (costs, residuals, hops, coordinator) times ``factor``."""
+    """A copy of ``model`` with every time (costs, residuals, hops, coordinator) times
+    ``factor``."""
     out = copy.deepcopy(model)
     for sc in out.stages:
         sc.intercept_s *= factor
@@ -51,12 +52,15 @@ def simulated_metric(spec, model: PipelineModel, metric: str = METRIC) -> float 
 
 
 def run_spec(run_dir: Path):
-    """The calibration run's own spec (its spec.yaml), served from the trace it recorded when it read one."""
+    """The calibration run's own spec (its spec.yaml), served from the trace it recorded when it
+    read one."""
     from harness.spec.spec import load_spec
 
     spec = load_spec(run_dir / "spec.yaml", [])
     if spec.workload.trace and (run_dir / "trace.jsonl").is_file():
-        spec = load_spec(run_dir / "spec.yaml", [f"workload.trace={(run_dir / 'trace.jsonl').resolve()}"])
+        spec = load_spec(
+            run_dir / "spec.yaml", [f"workload.trace={(run_dir / 'trace.jsonl').resolve()}"]
+        )
     return spec
 
 
@@ -75,7 +79,9 @@ def close_on(model: PipelineModel, spec, target: float | None) -> PipelineModel:
     iterations."""
     before = simulated_metric(spec, model)
     if not target or not before:
-        return _unclosed(model, f"the run has no {METRIC} to close on (no request decoded a second token)")
+        return _unclosed(
+            model, f"the run has no {METRIC} to close on (no request decoded a second token)"
+        )
     factor, now, iterations = 1.0, before, 0
     while abs(now / target - 1.0) > TOLERANCE and iterations < MAX_ITERATIONS:
         factor = min(max(factor * target / now, BOUNDS[0]), BOUNDS[1])
@@ -84,13 +90,23 @@ def close_on(model: PipelineModel, spec, target: float | None) -> PipelineModel:
         if factor in BOUNDS:
             break
     out = scaled(model, factor)
-    out.closure = {"metric": METRIC, "factor": factor, "measured": target, "simulated_before": before,
-                   "simulated_after": now, "error_before": before / target - 1.0, "error_after": now / target - 1.0,
-                   "iterations": iterations}
+    out.closure = {
+        "metric": METRIC,
+        "factor": factor,
+        "measured": target,
+        "simulated_before": before,
+        "simulated_after": now,
+        "error_before": before / target - 1.0,
+        "error_after": now / target - 1.0,
+        "iterations": iterations,
+    }
     out.notes = list(model.notes)
     if factor in BOUNDS:
-        out.notes.append(f"the closure factor hit its bound {factor}: the stage model misses the run by more than a "
-                         "scale; treat this forecast as unreliable")
+        out.notes.append(
+            f"the closure factor hit its bound {factor}: the stage model misses the run by more "
+            f"than a "
+            "scale; treat this forecast as unreliable"
+        )
     return out
 
 

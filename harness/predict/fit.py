@@ -52,19 +52,23 @@ class Residuals:
 class StageCost:
     stage: int
     intercept_s: float
-    coef: dict[str, float]                       # seconds per unit of each feature
+    coef: dict[str, float]  # seconds per unit of each feature
     residuals: Residuals | None = None
-    range: dict[str, tuple[float, float]] = field(default_factory=dict)   # measured min, max per feature
+    # measured min, max per feature
+    range: dict[str, tuple[float, float]] = field(default_factory=dict)
     unfitted: list[str] = field(default_factory=list)
     source: str = "measured"
-    spread_s: list[float] = field(default_factory=list)   # the kept residuals: the simulator draws from them
+    # the kept residuals: the simulator draws from them
+    spread_s: list[float] = field(default_factory=list)
 
     def draw(self, rng) -> float:
         """One residual drawn from the fit's own (``spread_s``; 0 when there are none)."""
         return float(self.spread_s[rng.integers(len(self.spread_s))]) if self.spread_s else 0.0
 
     def cost(self, feats: dict[str, float], noise: float = 0.0) -> float:
-        return max(0.0, self.intercept_s + sum(self.coef.get(k, 0.0) * feats[k] for k in FEATURES) + noise)
+        return max(
+            0.0, self.intercept_s + sum(self.coef.get(k, 0.0) * feats[k] for k in FEATURES) + noise
+        )
 
     def outside(self, feats: dict[str, float]) -> list[str]:
         """Features of ``feats`` outside the measured range (an extrapolation)."""
@@ -77,7 +81,7 @@ class StageCost:
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        d["spread_s"] = len(self.spread_s)     # how many residuals the simulator draws from
+        d["spread_s"] = len(self.spread_s)  # how many residuals the simulator draws from
         d["range"] = {k: list(v) for k, v in self.range.items()}
         return d
 
@@ -91,7 +95,8 @@ def _lstsq(x: np.ndarray, y: np.ndarray, cols: list[int]) -> np.ndarray:
 
 
 def _nonneg(x: np.ndarray, y: np.ndarray, cols: list[int]) -> np.ndarray:
-    """Least squares over ``cols``; drop the most negative non-intercept coefficient until none is < 0."""
+    """Least squares over ``cols``; drop the most negative non-intercept coefficient until none is <
+    0."""
     cols = list(cols)
     while True:
         beta = _lstsq(x, y, cols)
@@ -101,7 +106,9 @@ def _nonneg(x: np.ndarray, y: np.ndarray, cols: list[int]) -> np.ndarray:
         cols.remove(min(neg, key=lambda c: beta[c]))
 
 
-def fit_stage(stage: int, samples: list[tuple[dict[str, float], float]], source: str = "measured") -> StageCost:
+def fit_stage(
+    stage: int, samples: list[tuple[dict[str, float], float]], source: str = "measured"
+) -> StageCost:
     """Fit ``cost_s`` to ``samples`` [(features, seconds), ...] (module docstring)."""
     if not samples:
         raise ValueError(f"stage {stage}: no samples to fit")
@@ -112,7 +119,7 @@ def fit_stage(stage: int, samples: list[tuple[dict[str, float], float]], source:
     beta = _nonneg(x, y, cols)
     res = y - x @ beta
     mad = float(np.median(np.abs(res - np.median(res))))
-    keep = np.abs(res - np.median(res)) <= OUTLIER_MADS * mad + 1e-9     # 1 ns: an exact fit keeps all
+    keep = np.abs(res - np.median(res)) <= OUTLIER_MADS * mad + 1e-9  # 1 ns: an exact fit keeps all
     if keep.sum() >= len(cols) and keep.sum() < len(y):
         beta = _nonneg(x[keep], y[keep], cols)
     else:
@@ -120,13 +127,24 @@ def fit_stage(stage: int, samples: list[tuple[dict[str, float], float]], source:
     xk, yk = x[keep], y[keep]
     rk = yk - xk @ beta
     ss_tot = float(((yk - yk.mean()) ** 2).sum())
-    ss_res = float((rk ** 2).sum())
+    ss_res = float((rk**2).sum())
     r2 = 1.0 - ss_res / ss_tot if ss_tot > 0 else (1.0 if ss_res < 1e-18 else 0.0)
-    resid = Residuals(n=int(len(y)), dropped=int(len(y) - keep.sum()), rmse_s=float(np.sqrt(ss_res / len(yk))),
-                      rel_mae=float(np.abs(rk).mean() / max(abs(yk.mean()), 1e-12)),
-                      max_abs_s=float(np.abs(rk).max()), r2=r2)
+    resid = Residuals(
+        n=int(len(y)),
+        dropped=int(len(y) - keep.sum()),
+        rmse_s=float(np.sqrt(ss_res / len(yk))),
+        rel_mae=float(np.abs(rk).mean() / max(abs(yk.mean()), 1e-12)),
+        max_abs_s=float(np.abs(rk).max()),
+        r2=r2,
+    )
     rng = {k: (float(x[:, j + 1].min()), float(x[:, j + 1].max())) for j, k in enumerate(FEATURES)}
-    return StageCost(stage=stage, intercept_s=float(beta[0]),
-                     coef={k: float(beta[j + 1]) for j, k in enumerate(FEATURES)}, residuals=resid, range=rng,
-                     unfitted=[k for j, k in enumerate(FEATURES) if j + 1 not in varying], source=source,
-                     spread_s=[float(v) for v in y - x @ beta])
+    return StageCost(
+        stage=stage,
+        intercept_s=float(beta[0]),
+        coef={k: float(beta[j + 1]) for j, k in enumerate(FEATURES)},
+        residuals=resid,
+        range=rng,
+        unfitted=[k for j, k in enumerate(FEATURES) if j + 1 not in varying],
+        source=source,
+        spread_s=[float(v) for v in y - x @ beta],
+    )

@@ -4,7 +4,8 @@
 are computed from the simulated request records by the same code as a run's ``summary.json``
 (``harness.measure.metrics.summarize``, ``harness.spec.slo.judge``, ``harness.results.summary``),
 so every metric key and formula is the run's; each metric is its mean over the simulation's
-Monte-Carlo replications (``harness.predict.simulate.simulate_metrics``). Beside them: the fitted model with its residuals,
+Monte-Carlo replications (``harness.predict.simulate.simulate_metrics``). Beside them: the fitted
+model with its residuals,
 ``extrapolation`` (each stage feature the workload drives outside the fitted range), and
 ``checked``: whether the source measured this deployment (a run of the same layout) or it is a
 projection no measurement has confirmed (an emulate profile of one device).
@@ -29,8 +30,13 @@ def simulate_spec(spec, model: PipelineModel) -> dict:
 
     out = simulate_metrics(spec, model, slo_thresholds_ms=goodput_thresholds_ms(spec))
     verdicts = judge(spec.slo_targets, out["metrics"])
-    return {"metrics": out["metrics"], "slo": slo_rows(verdicts), "verdict": overall(verdicts),
-            "extrapolation": out["extrapolation"], "simulation": out["simulation"]}
+    return {
+        "metrics": out["metrics"],
+        "slo": slo_rows(verdicts),
+        "verdict": overall(verdicts),
+        "extrapolation": out["extrapolation"],
+        "simulation": out["simulation"],
+    }
 
 
 def forecast(spec, source: str, model: PipelineModel | None = None) -> dict:
@@ -41,20 +47,49 @@ def forecast(spec, source: str, model: PipelineModel | None = None) -> dict:
     if model.source.get("kind") == "run":
         checked = f"calibrated on a measured run of this layout ({model.source.get('path')})"
     else:
-        checked = UNCHECKED.format(n=gpus) + (f": stage costs emulated on one {model.source.get('device')}"
-                                              if model.source.get("device") else "")
-    return {"kind": KIND, "label": LABEL, "name": spec.name, "from": str(source), "checked": checked,
-            "layout": {"tp": spec.layout.tp, "pp": spec.layout.pp, "dp": spec.layout.dp,
-                       "micro_batches": spec.micro_batches, "total_gpus": gpus},
-            "workload": {"arrival": spec.workload.arrival, "rate_rps": spec.workload.rate_rps,
-                         "concurrency": spec.workload.concurrency, "num_requests": spec.workload.num_requests},
-            **out, "model": model.to_dict()}
+        checked = UNCHECKED.format(n=gpus) + (
+            f": stage costs emulated on one {model.source.get('device')}"
+            if model.source.get("device")
+            else ""
+        )
+    return {
+        "kind": KIND,
+        "label": LABEL,
+        "name": spec.name,
+        "from": str(source),
+        "checked": checked,
+        "layout": {
+            "tp": spec.layout.tp,
+            "pp": spec.layout.pp,
+            "dp": spec.layout.dp,
+            "micro_batches": spec.micro_batches,
+            "total_gpus": gpus,
+        },
+        "workload": {
+            "arrival": spec.workload.arrival,
+            "rate_rps": spec.workload.rate_rps,
+            "concurrency": spec.workload.concurrency,
+            "num_requests": spec.workload.num_requests,
+        },
+        **out,
+        "model": model.to_dict(),
+    }
 
 
 def errors_vs(prediction: dict, measured: dict, keys=None) -> dict[str, float | None]:
-    """Relative error (predicted − measured) / measured per metric key (None when either is missing)."""
-    keys = keys or ("median_ttft_ms", "median_tpot_ms", "median_itl_ms", "median_e2el_ms", "p99_ttft_ms",
-                    "p99_tpot_ms", "request_throughput", "output_throughput", "request_goodput")
+    """Relative error (predicted − measured) / measured per metric key (None when either is
+    missing)."""
+    keys = keys or (
+        "median_ttft_ms",
+        "median_tpot_ms",
+        "median_itl_ms",
+        "median_e2el_ms",
+        "p99_ttft_ms",
+        "p99_tpot_ms",
+        "request_throughput",
+        "output_throughput",
+        "request_goodput",
+    )
     out = {}
     for k in keys:
         p, m = prediction.get(k), measured.get(k)

@@ -15,7 +15,8 @@ when idle — exactly as in a run. Only time is simulated:
   return hop), advancing the clock to it.
 
 Each stage cost adds a residual drawn from its fit's own (``StageCost.draw``) and the return hop is
-drawn from the measured ones (seeded: the same inputs give the same forecast); a model without samples
+drawn from the measured ones (seeded: the same inputs give the same forecast); a model without
+samples
 (an exact fit) is deterministic.
 
 With pp == 1 ``submit`` returns the tokens at once, as ``PipelineStage.submit`` does. Every
@@ -41,7 +42,8 @@ from harness.predict.calibrate import PipelineModel
 class SimClock:
     """The loop's clock. ``sleep`` is the loop's idle wait: it only happens with nothing in flight
     and nothing to schedule, so nothing changes before the next arrival and the clock jumps there
-    (``next_arrival``: the scheduler's) instead of stepping 50 ms at a time as the real loop polls."""
+    (``next_arrival``: the scheduler's) instead of stepping 50 ms at a time as the real loop
+    polls."""
 
     def __init__(self, next_arrival: Callable[[], float | None] | None = None) -> None:
         self.now = 0.0
@@ -51,7 +53,7 @@ class SimClock:
         return self.now
 
     def sleep(self, dt: float) -> None:
-        t = self.now + max(dt, 1e-6)     # never a zero step: the loop's idle wait always passes time
+        t = self.now + max(dt, 1e-6)  # never a zero step: the loop's idle wait always passes time
         nxt = self.next_arrival() if self.next_arrival is not None else None
         self.now = max(t, nxt) if nxt is not None else t
 
@@ -63,22 +65,31 @@ def batch_features(meta) -> dict[str, float]:
     """tokens, rows and attention (query, key) pairs of a submitted step (``StepMeta``)."""
     n = meta.n_tokens.tolist()
     start = meta.start_pos.tolist()
-    return {"tokens": float(sum(n)), "rows": float(len(n)),
-            "attn_pairs": float(sum(k * s + k * (k + 1) // 2 for k, s in zip(n, start)))}
+    return {
+        "tokens": float(sum(n)),
+        "rows": float(len(n)),
+        "attn_pairs": float(sum(k * s + k * (k + 1) // 2 for k, s in zip(n, start))),
+    }
 
 
 @dataclass
 class SimStage:
-    """The surface of ``PipelineStage`` the serving loop uses (``submit``, ``collect``, ``ctx.comm.rec``)."""
+    """The surface of ``PipelineStage`` the serving loop uses (``submit``, ``collect``,
+    ``ctx.comm.rec``)."""
 
     model: PipelineModel
     clock: SimClock
     fit_context: bool = True
-    ctx: SimpleNamespace = field(default_factory=lambda: SimpleNamespace(comm=SimpleNamespace(rec=SimpleNamespace(
-        step=None, phase=None))))
+    ctx: SimpleNamespace = field(
+        default_factory=lambda: SimpleNamespace(
+            comm=SimpleNamespace(rec=SimpleNamespace(step=None, phase=None))
+        )
+    )
     busy_until: list[float] = field(default_factory=list)
-    pending: deque = field(default_factory=deque)        # (meta, tokens ready at)
-    extrapolated: dict = field(default_factory=lambda: defaultdict(lambda: [float("inf"), float("-inf")]))
+    pending: deque = field(default_factory=deque)  # (meta, tokens ready at)
+    extrapolated: dict = field(
+        default_factory=lambda: defaultdict(lambda: [float("inf"), float("-inf")])
+    )
     steps: int = 0
     seed: int = 0
 
@@ -103,7 +114,7 @@ class SimStage:
         self.steps += 1
         self.clock.now += self.model.loop_s
         t = self.clock.now + self._cost(0, feats)
-        self.clock.now = t                 # the coordinator computes stage 0 itself
+        self.clock.now = t  # the coordinator computes stage 0 itself
         self.busy_until[0] = t
         for s in range(1, len(self.model.stages)):
             start = max(t + self.model.hop_s[s], self.busy_until[s])
@@ -112,7 +123,9 @@ class SimStage:
         tokens = torch.zeros(meta.batch, dtype=torch.long)
         if len(self.model.stages) == 1:
             return tokens
-        self.pending.append((meta, tokens, t + self._hop(self.model.return_samples, self.model.return_s)))
+        self.pending.append(
+            (meta, tokens, t + self._hop(self.model.return_samples, self.model.return_s))
+        )
         return None
 
     def collect(self):
@@ -125,8 +138,15 @@ class SimStage:
         for (s, k), (lo, hi) in sorted(self.extrapolated.items()):
             mlo, mhi = self.model.stages[s].range[k]
             beyond = max(hi - mhi, mlo - lo, 0.0) / max(mhi - mlo, abs(mhi), 1e-12)
-            out.append({"stage": s, "feature": k, "fitted_range": [mlo, mhi], "forecast_range": [lo, hi],
-                        "beyond_pct": 100.0 * beyond})
+            out.append(
+                {
+                    "stage": s,
+                    "feature": k,
+                    "fitted_range": [mlo, mhi],
+                    "forecast_range": [lo, hi],
+                    "beyond_pct": 100.0 * beyond,
+                }
+            )
         return out
 
 
@@ -143,6 +163,7 @@ def kv_slots(spec) -> int:
     """KV slots per replica, as the reference engine allocates them (``worker._slots``)."""
     from harness.engines.reference.worker import _slots
     from harness.plan.planner import plan as make_plan
+
     return _slots(make_plan(spec), spec)
 
 
@@ -157,11 +178,20 @@ def simulate(spec, trace, model: PipelineModel, num_slots: int, seed: int = 0) -
         mine = [r for r in trace.requests if r.request_id % spec.layout.dp == dp]
         clock = SimClock()
         stage = SimStage(model, clock, fit_context=fit_context, seed=seed * 1009 + dp)
-        loop = ServeLoop(stage, spec.micro_batches, torch.device("cpu"), clock, dp, sleep=clock.sleep)
-        sched = Scheduler(mine, lambda r: [0] * r.input_len, num_slots=num_slots, max_batch=spec.run.max_batch,
-                          max_seq_len=spec.run.max_seq_len or spec.shape.max_context,
-                          prefill_chunk=spec.run.prefill_chunk, token_budget=token_budget(spec),
-                          closed_loop_concurrency=trace.concurrency if trace.closed_loop else None, replica=dp)
+        loop = ServeLoop(
+            stage, spec.micro_batches, torch.device("cpu"), clock, dp, sleep=clock.sleep
+        )
+        sched = Scheduler(
+            mine,
+            lambda r: [0] * r.input_len,
+            num_slots=num_slots,
+            max_batch=spec.run.max_batch,
+            max_seq_len=spec.run.max_seq_len or spec.shape.max_context,
+            prefill_chunk=spec.run.prefill_chunk,
+            token_budget=token_budget(spec),
+            closed_loop_concurrency=trace.concurrency if trace.closed_loop else None,
+            replica=dp,
+        )
         clock.next_arrival = sched.next_arrival
         loop.run(sched, 0.0)
         records += sched.records
@@ -188,8 +218,9 @@ def _mean_metrics(runs: list[dict]) -> dict:
     out = {}
     for k in runs[0]:
         vals = [m.get(k) for m in runs]
-        if all(v == vals[0] for v in vals) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                                      for v in vals):
+        if all(v == vals[0] for v in vals) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals
+        ):
             out[k] = vals[0]
         else:
             out[k] = float(sum(vals) / len(vals))
@@ -213,12 +244,23 @@ def simulate_metrics(spec, model: PipelineModel, slo_thresholds_ms=None) -> dict
     from harness.measure.metrics import summarize
     from harness.spec.workload import build_trace
 
-    trace = build_trace(spec.workload, spec.shape.vocab, spec.run.max_seq_len or spec.shape.max_context)
+    trace = build_trace(
+        spec.workload, spec.shape.vocab, spec.run.max_seq_len or spec.shape.max_context
+    )
     slots, reps = kv_slots(spec), replications(len(trace.requests))
     t0 = time.perf_counter()
     sims = [simulate(spec, trace, model, slots, seed=r) for r in range(reps)]
     wall = time.perf_counter() - t0
-    return {"metrics": _mean_metrics([summarize(s.records, slo_thresholds_ms=slo_thresholds_ms) for s in sims]),
-            "extrapolation": _merged_extrapolation([s.extrapolation for s in sims]),
-            "simulation": {"steps": sims[0].steps, "simulated_s": sims[0].sim_s, "wall_s": wall,
-                           "requests": len(sims[0].records), "replications": reps}}
+    return {
+        "metrics": _mean_metrics(
+            [summarize(s.records, slo_thresholds_ms=slo_thresholds_ms) for s in sims]
+        ),
+        "extrapolation": _merged_extrapolation([s.extrapolation for s in sims]),
+        "simulation": {
+            "steps": sims[0].steps,
+            "simulated_s": sims[0].sim_s,
+            "wall_s": wall,
+            "requests": len(sims[0].records),
+            "replications": reps,
+        },
+    }

@@ -50,7 +50,8 @@ def latencies_ms(requests_df) -> dict[str, list[float]]:
 
 
 def throughput_series(requests_df, bin_s: float | None = None) -> dict[str, list[float]]:
-    """Completions/s and output tokens/s per time bin (non-warm-up requests, bins from the first arrival)."""
+    """Completions/s and output tokens/s per time bin (non-warm-up requests, bins from the first
+    arrival)."""
     main = [r for r in records(requests_df) if not r.warmup]
     done = [r for r in main if r.completed and r.finish_s is not None]
     if not done:
@@ -67,8 +68,12 @@ def throughput_series(requests_df, bin_s: float | None = None) -> dict[str, list
         times = r.token_times_s or [r.finish_s] * tokens_out(r)
         for t in times:
             tok[min(n - 1, max(0, int((t - t0) / bin_s)))] += 1
-    return {"t_s": [(i + 0.5) * bin_s for i in range(n)], "requests_per_s": [x / bin_s for x in req],
-            "tokens_per_s": [x / bin_s for x in tok], "bin_s": bin_s}
+    return {
+        "t_s": [(i + 0.5) * bin_s for i in range(n)],
+        "requests_per_s": [x / bin_s for x in req],
+        "tokens_per_s": [x / bin_s for x in tok],
+        "bin_s": bin_s,
+    }
 
 
 def stage_stats(run) -> list[dict]:
@@ -76,8 +81,14 @@ def stage_stats(run) -> list[dict]:
     given = run.summary.get("stage_stats") or []
     if given:
         return [dict(s) for s in given]
-    rows = [r for r in _rows(run.stages) if all(as_number(r.get(k)) is not None for k in
-                                                ("t_recv_start_s", "t_recv_end_s", "t_compute_end_s", "t_send_end_s"))]
+    rows = [
+        r
+        for r in _rows(run.stages)
+        if all(
+            as_number(r.get(k)) is not None
+            for k in ("t_recv_start_s", "t_recv_end_s", "t_compute_end_s", "t_send_end_s")
+        )
+    ]
     return _stage_stats_rows(rows) if rows else []
 
 
@@ -102,7 +113,9 @@ def measured_steps(stages_df) -> set[tuple[int, int]]:
     return {(int(r["rank"]), int(r["step"])) for r in _rows(stages_df)}
 
 
-def comm_by(comm_df, keys: tuple[str, ...] = ("group", "op"), only: set | None = None) -> list[dict]:
+def comm_by(
+    comm_df, keys: tuple[str, ...] = ("group", "op"), only: set | None = None
+) -> list[dict]:
     """Per key combination: count, bytes, time_s (Σ t_end − t_start; None when untimed), ranks.
     ``only``: keep rows whose (rank, step) is in it (e.g. :func:`measured_steps`)."""
     if comm_df is None or len(comm_df) == 0:
@@ -118,10 +131,15 @@ def comm_by(comm_df, keys: tuple[str, ...] = ("group", "op"), only: set | None =
     out = []
     for k, g in df.groupby(list(keys), sort=True, dropna=False):
         k = k if isinstance(k, tuple) else (k,)
-        out.append({**{name: (int(v) if name in ("rank", "step") else v) for name, v in zip(keys, k)},
-                    "count": int(len(g)), "bytes": int(g["bytes"].sum()),
-                    "time_s": float(g["_dur"].sum()) if bool(g["_timed"].any()) else None,
-                    "ranks": sorted(int(x) for x in g["rank"].unique())})
+        out.append(
+            {
+                **{name: (int(v) if name in ("rank", "step") else v) for name, v in zip(keys, k)},
+                "count": int(len(g)),
+                "bytes": int(g["bytes"].sum()),
+                "time_s": float(g["_dur"].sum()) if bool(g["_timed"].any()) else None,
+                "ranks": sorted(int(x) for x in g["rank"].unique()),
+            }
+        )
     return out
 
 
@@ -152,11 +170,19 @@ def tp_groups(layout, comm_df, stages_df) -> list[dict]:
         nbytes = sum(a["bytes"] for a in ar)
         times = [a["time_s"] for a in ar if a["time_s"] is not None]
         n_steps = max((steps.get(r, 0) for r in ranks), default=0)
-        out.append({"ranks": ranks, "dp": p.dp, "stage": p.stage, "layers": f"{layers.start}-{layers.stop - 1}",
-                    "allreduce_count": count, "allreduce_bytes": nbytes,
-                    "allreduce_time_s": sum(times) if times else None,
-                    "allreduce_per_step": count / (len(ranks) * n_steps) if n_steps and ranks else None,
-                    "bytes_per_op": nbytes / count if count else None})
+        out.append(
+            {
+                "ranks": ranks,
+                "dp": p.dp,
+                "stage": p.stage,
+                "layers": f"{layers.start}-{layers.stop - 1}",
+                "allreduce_count": count,
+                "allreduce_bytes": nbytes,
+                "allreduce_time_s": sum(times) if times else None,
+                "allreduce_per_step": count / (len(ranks) * n_steps) if n_steps and ranks else None,
+                "bytes_per_op": nbytes / count if count else None,
+            }
+        )
     return out
 
 
@@ -164,8 +190,16 @@ def memory_by_stage(memory_df) -> list[dict]:
     """Per stage: max measured peak, params, KV, and the predicted weights + KV (bytes)."""
     by: dict[int, dict] = {}
     for r in _rows(memory_df):
-        s = by.setdefault(int(r["stage"]), {"stage": int(r["stage"]), "peak_bytes": None, "param_bytes": None,
-                                            "kv_bytes": None, "predicted_bytes": None})
+        s = by.setdefault(
+            int(r["stage"]),
+            {
+                "stage": int(r["stage"]),
+                "peak_bytes": None,
+                "param_bytes": None,
+                "kv_bytes": None,
+                "predicted_bytes": None,
+            },
+        )
         for k in ("peak_bytes", "param_bytes", "kv_bytes"):
             v = as_number(r.get(k))
             if v is not None:
@@ -177,7 +211,8 @@ def memory_by_stage(memory_df) -> list[dict]:
 
 
 def nvml_series(nvml_df) -> dict[str, Any]:
-    """Per device time series: gpu_util_pct, power_w, nvlink bytes/s (from counter deltas, else GPM),
+    """Per device time series: gpu_util_pct, power_w, nvlink bytes/s (from counter deltas, else
+    GPM),
     and for the CPU twin (device −1) rss_bytes and cpu_pct. Times from the first sample."""
     rows = _rows(nvml_df)
     if not rows:
@@ -189,14 +224,33 @@ def nvml_series(nvml_df) -> dict[str, Any]:
         dev = int(r["device"])
         host = host or dev < 0
         key = f"{r.get('node') or ''}:{'host' if dev < 0 else dev}".lstrip(":")
-        d = devs.setdefault(key, {k: [] for k in ("t_s", "gpu_util_pct", "power_w", "nvlink_bytes_per_s",
-                                                 "rss_bytes", "cpu_pct")} | {"_prev_t": None})
+        d = devs.setdefault(
+            key,
+            {
+                k: []
+                for k in (
+                    "t_s",
+                    "gpu_util_pct",
+                    "power_w",
+                    "nvlink_bytes_per_s",
+                    "rss_bytes",
+                    "cpu_pct",
+                )
+            }
+            | {"_prev_t": None},
+        )
         t = float(r["t_s"]) - t0
         d["t_s"].append(t)
         for k in ("gpu_util_pct", "power_w", "rss_bytes", "cpu_pct"):
             d[k].append(as_number(r.get(k)))
-        tx, rx = as_number(r.get("nvlink_tx_delta_bytes")), as_number(r.get("nvlink_rx_delta_bytes"))
-        gtx, grx = as_number(r.get("gpm_nvlink_tx_bytes_per_s")), as_number(r.get("gpm_nvlink_rx_bytes_per_s"))
+        tx, rx = (
+            as_number(r.get("nvlink_tx_delta_bytes")),
+            as_number(r.get("nvlink_rx_delta_bytes")),
+        )
+        gtx, grx = (
+            as_number(r.get("gpm_nvlink_tx_bytes_per_s")),
+            as_number(r.get("gpm_nvlink_rx_bytes_per_s")),
+        )
         rate = None
         if tx is not None and rx is not None and d["_prev_t"] is not None and t > d["_prev_t"]:
             rate = (tx + rx) / (t - d["_prev_t"])
@@ -221,14 +275,22 @@ def timeline(stages_df, dp: int = 0, tp: int = 0, max_steps: int = 16) -> list[d
         return []
     steps = sorted({int(r["step"]) for r in rows})
     mid = max(0, len(steps) // 2 - max_steps // 2)
-    window = set(steps[mid: mid + max_steps])
+    window = set(steps[mid : mid + max_steps])
     sel = [r for r in rows if int(r["step"]) in window]
     t0 = min(as_number(r["t_recv_end_s"]) for r in sel)
     out = []
     for r in sorted(sel, key=lambda r: (int(r["stage"]), int(r["step"]))):
-        vals = {k: as_number(r.get(k)) for k in ("t_recv_start_s", "t_recv_end_s", "t_compute_end_s", "t_send_end_s")}
+        vals = {
+            k: as_number(r.get(k))
+            for k in ("t_recv_start_s", "t_recv_end_s", "t_compute_end_s", "t_send_end_s")
+        }
         if any(v is None for v in vals.values()):
             continue
-        out.append({"stage": int(r["stage"]), "step": int(r["step"]),
-                    **{k: v - t0 for k, v in vals.items()}})
+        out.append(
+            {
+                "stage": int(r["stage"]),
+                "step": int(r["step"]),
+                **{k: v - t0 for k, v in vals.items()},
+            }
+        )
     return out

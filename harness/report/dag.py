@@ -1,14 +1,17 @@
 """The deployment DAG that ran: per-rank compute blocks and communication ops, data-dependency
 edges, measured time and bytes on every node. Exported as JSON and Graphviz DOT (text only).
 
-Nodes of one rank at stage s (L_s layers), mirroring harness.engines.reference.parallel (pp.py, tp.py):
+Nodes of one rank at stage s (L_s layers), mirroring harness.engines.reference.parallel (pp.py,
+tp.py):
   stage 0:   ``bcast`` (tp > 1: the coordinator's header + token ids to its TP peers), ``embed``,
              ``embed.ar`` (tp > 1: vocab-parallel embedding all-reduce)
   each layer l:  ``L{l}.attn``, ``L{l}.attn.ar`` (tp > 1), ``L{l}.mlp``, ``L{l}.mlp.ar`` (tp > 1)
   last stage:  ``head`` (final norm + lm_head), ``head.ag`` (tp > 1: sampling all-gather)
   pp > 1:    ``send`` (s < pp−1, to the same TP rank of s+1), ``recv`` (s > 0, from s−1),
-             ``ret.send`` (last stage, TP rank 0) → ``ret.recv`` (stage 0, TP rank 0): sampled tokens
-             back to the coordinator (they feed the next step; that edge is left out to keep it acyclic).
+             ``ret.send`` (last stage, TP rank 0) → ``ret.recv`` (stage 0, TP rank 0): sampled
+             tokens
+             back to the coordinator (they feed the next step; that edge is left out to keep it
+             acyclic).
 
 Node count (pure, :func:`node_count`), with N = Σ L_s, T = [tp > 1], P = [pp > 1]:
   dp · ( tp·(2N + 2) + T·tp·(2N + 3) + P·(2·tp·(pp − 1) + 2) )
@@ -17,7 +20,8 @@ Measured attributes, from the run's tables:
 - comm nodes: Σ bytes (every row of the run) and Σ (t_end − t_start) (rows of the measured steps,
   those in the stages table) of the comm rows of that rank whose (op, group) match the node kind,
   split equally among that rank's nodes of the kind (all its all-reduces carry the same activation
-  shape). A send is an isend: its time runs from post to wait, not transfer time. Rows with no matching node are kept in ``unmatched`` so that
+  shape). A send is an isend: its time runs from post to wait, not transfer time. Rows with no
+  matching node are kept in ``unmatched`` so that
   Σ node bytes + Σ unmatched bytes = Σ comm table bytes.
 - compute nodes: the rank's stage compute time (stages table: Σ t_compute_end − t_recv_end) minus
   its TP all-reduce time, apportioned by parameter count (attention, MLP, lm_head; the embedding is
@@ -26,24 +30,25 @@ Measured attributes, from the run's tables:
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass, field
 
-from harness.results.atomic import atomic_write_json, atomic_write_text
 from harness.spec.layout import Layout
 
 # (op, group) in the comm table → the node kind that carries it
-COMM_KINDS = {("all_reduce", "tp"): "ar", ("all_gather", "tp"): "ag", ("broadcast", "tp"): "bcast",
-              ("send", "pp"): "send", ("recv", "pp"): "recv"}
+COMM_KINDS = {
+    ("all_reduce", "tp"): "ar",
+    ("all_gather", "tp"): "ag",
+    ("broadcast", "tp"): "bcast",
+    ("send", "pp"): "send",
+    ("recv", "pp"): "recv",
+}
 
 
 @dataclass
 class Node:
     id: str
-    kind: str               # compute | comm
-    op: str                 # embed attn mlp head | all_reduce all_gather broadcast send recv
+    kind: str  # compute | comm
+    op: str  # embed attn mlp head | all_reduce all_gather broadcast send recv
     rank: int
     dp: int
     stage: int
@@ -62,7 +67,7 @@ class Node:
 class Edge:
     src: str
     dst: str
-    kind: str               # data (same rank) | collective | p2p
+    kind: str  # data (same rank) | collective | p2p
 
 
 @dataclass
@@ -84,12 +89,17 @@ def node_count(layout: Layout) -> int:
     """Number of DAG nodes for a layout (see the module docstring)."""
     n = sum(layout.layer_split)
     t, p = int(layout.tp > 1), int(layout.pp > 1)
-    per_replica = layout.tp * (2 * n + 2) + t * layout.tp * (2 * n + 3) + p * (2 * layout.tp * (layout.pp - 1) + 2)
+    per_replica = (
+        layout.tp * (2 * n + 2)
+        + t * layout.tp * (2 * n + 3)
+        + p * (2 * layout.tp * (layout.pp - 1) + 2)
+    )
     return layout.dp * per_replica
 
 
 def _gpu_label(rank: int, gpus_per_node: int, gpu_map: list[int] | None) -> str:
-    """Rank r runs on node r // gpus_per_node, on device gpu_map[r % gpus_per_node] there (per-node map)."""
+    """Rank r runs on node r // gpus_per_node, on device gpu_map[r % gpus_per_node] there (per-node
+    map)."""
     node, local = divmod(rank, gpus_per_node)
     if gpu_map and len(gpu_map) == gpus_per_node:
         local = gpu_map[local]
@@ -134,13 +144,21 @@ def _kind_of(node: Node) -> str | None:
     return COMM_KINDS.get((node.op, node.group)) if node.kind == "comm" else None
 
 
-def build_dag(layout: Layout, comm_rows=None, stage_rows=None,
-              block_weights: dict[str, float] | None = None, gpus_per_node: int | None = None,
-              gpu_map: list[int] | None = None) -> Dag:
-    """The DAG of ``layout`` with measured attributes from comm and stages rows (dicts or DataFrames)."""
+def build_dag(
+    layout: Layout,
+    comm_rows=None,
+    stage_rows=None,
+    block_weights: dict[str, float] | None = None,
+    gpus_per_node: int | None = None,
+    gpu_map: list[int] | None = None,
+) -> Dag:
+    """The DAG of ``layout`` with measured attributes from comm and stages rows (dicts or
+    DataFrames)."""
     gpn = gpus_per_node or layout.world_size
     dag = Dag(layout)
-    chains = {r: _rank_chain(layout, r, _gpu_label(r, gpn, gpu_map)) for r in range(layout.world_size)}
+    chains = {
+        r: _rank_chain(layout, r, _gpu_label(r, gpn, gpu_map)) for r in range(layout.world_size)
+    }
     for r, chain in chains.items():
         dag.nodes.extend(chain)
         for a, b in zip(chain, chain[1:]):
@@ -150,13 +168,28 @@ def build_dag(layout: Layout, comm_rows=None, stage_rows=None,
         p = layout.place(r)
         if layout.pp > 1 and p.stage == 0 and p.tp == 0:
             src = layout.rank_of(p.dp, layout.pp - 1, 0)
-            node = Node(id=f"r{r}.ret.recv", kind="comm", op="recv", rank=r, dp=p.dp, stage=0, tp=0,
-                        gpu=chain[0].gpu, group="pp", peer=src)
+            node = Node(
+                id=f"r{r}.ret.recv",
+                kind="comm",
+                op="recv",
+                rank=r,
+                dp=p.dp,
+                stage=0,
+                tp=0,
+                gpu=chain[0].gpu,
+                group="pp",
+                peer=src,
+            )
             dag.nodes.append(node)
-            chain.append(node)   # a sink: the tokens feed the next step's embedding
+            chain.append(node)  # a sink: the tokens feed the next step's embedding
     _cross_edges(dag, chains)
-    _attach_measurements(dag, chains, [] if comm_rows is None else comm_rows,
-                         [] if stage_rows is None else stage_rows, block_weights or {})
+    _attach_measurements(
+        dag,
+        chains,
+        [] if comm_rows is None else comm_rows,
+        [] if stage_rows is None else stage_rows,
+        block_weights or {},
+    )
     return dag
 
 
@@ -168,7 +201,7 @@ def _cross_edges(dag: Dag, chains: dict[int, list[Node]]) -> None:
         peers = [q for q in layout.tp_groups()[p.dp * layout.pp + p.stage] if q != r]
         for i, n in enumerate(chain):
             if n.op in ("all_reduce", "all_gather"):
-                producer = chain[i - 1].id.split(".", 1)[1]       # e.g. "L3.attn" or "head"
+                producer = chain[i - 1].id.split(".", 1)[1]  # e.g. "L3.attn" or "head"
                 for q in peers:
                     dag.edges.append(Edge(f"r{q}.{producer}", n.id, "collective"))
             elif n.op == "broadcast" and p.tp != 0:
@@ -182,28 +215,51 @@ def _cross_edges(dag: Dag, chains: dict[int, list[Node]]) -> None:
         raise AssertionError(f"DAG edges to unknown nodes: {bad[:3]}")
 
 
-def _attach_measurements(dag: Dag, chains: dict[int, list[Node]], comm_rows, stage_rows, weights) -> None:
+def _attach_measurements(
+    dag: Dag, chains: dict[int, list[Node]], comm_rows, stage_rows, weights
+) -> None:
     import pandas as pd
 
     comm = comm_rows if isinstance(comm_rows, pd.DataFrame) else pd.DataFrame(list(comm_rows))
     stages = stage_rows if isinstance(stage_rows, pd.DataFrame) else pd.DataFrame(list(stage_rows))
-    acc: dict[tuple[int, str], list[float]] = {}     # (rank, kind) -> [bytes, time, calls]
-    ar_time: dict[int, float] = {}                   # TP all-reduce time inside the measured steps' compute
+    acc: dict[tuple[int, str], list[float]] = {}  # (rank, kind) -> [bytes, time, calls]
+    ar_time: dict[int, float] = {}  # TP all-reduce time inside the measured steps' compute
     if len(comm):
         dag.comm_table_bytes = int(comm["bytes"].sum())
-        dur = (comm["t_end_s"].astype("float64") - comm["t_start_s"].astype("float64")).clip(lower=0.0).fillna(0.0)
-        kind = [COMM_KINDS.get((o, g)) or f"?{o}@{g}" for o, g in zip(comm["op"].tolist(), comm["group"].tolist())]
-        df = pd.DataFrame({"rank": comm["rank"].astype("int64"), "kind": kind, "bytes": comm["bytes"].astype("int64"),
-                           "dur": dur, "step": comm["step"].fillna(-1).astype("int64")})
+        dur = (
+            (comm["t_end_s"].astype("float64") - comm["t_start_s"].astype("float64"))
+            .clip(lower=0.0)
+            .fillna(0.0)
+        )
+        kind = [
+            COMM_KINDS.get((o, g)) or f"?{o}@{g}"
+            for o, g in zip(comm["op"].tolist(), comm["group"].tolist())
+        ]
+        df = pd.DataFrame(
+            {
+                "rank": comm["rank"].astype("int64"),
+                "kind": kind,
+                "bytes": comm["bytes"].astype("int64"),
+                "dur": dur,
+                "step": comm["step"].fillna(-1).astype("int64"),
+            }
+        )
         timed = df
-        if len(stages):   # times over the measured steps only, like the stage compute times
+        if len(stages):  # times over the measured steps only, like the stage compute times
             measured = stages[["rank", "step"]].astype("int64").drop_duplicates()
             timed = df.merge(measured, on=["rank", "step"])
             ar = timed[timed["kind"] == "ar"]
             ar_time = {int(r): float(t) for r, t in ar.groupby("rank")["dur"].sum().items()}
-        times = {(int(r), k): float(t) for (r, k), t in timed.groupby(["rank", "kind"])["dur"].sum().items()}
+        times = {
+            (int(r), k): float(t)
+            for (r, k), t in timed.groupby(["rank", "kind"])["dur"].sum().items()
+        }
         for (rank, k), g in df.groupby(["rank", "kind"], sort=True):
-            acc[(int(rank), k)] = [int(g["bytes"].sum()), times.get((int(rank), k), 0.0), int(len(g))]
+            acc[(int(rank), k)] = [
+                int(g["bytes"].sum()),
+                times.get((int(rank), k), 0.0),
+                int(len(g)),
+            ]
     used = set()
     for r, chain in chains.items():
         by_kind: dict[str, list[Node]] = {}
@@ -220,21 +276,30 @@ def _attach_measurements(dag: Dag, chains: dict[int, list[Node]], comm_rows, sta
             used.add((r, k))
             share_b, rem = divmod(int(a[0]), len(nodes))
             for i, n in enumerate(nodes):
-                n.bytes = share_b + (1 if i < rem else 0)     # exact: the shares add up to the total
+                n.bytes = share_b + (1 if i < rem else 0)  # exact: the shares add up to the total
                 n.time_s = a[1] / len(nodes)
                 n.calls = a[2] / len(nodes)
-                n.time_source = ("measured: isend post → wait (async, not transfer time)" if n.op == "send" else
-                                 "measured (rank total split equally)" if len(nodes) > 1 else "measured")
+                n.time_source = (
+                    "measured: isend post → wait (async, not transfer time)"
+                    if n.op == "send"
+                    else "measured (rank total split equally)"
+                    if len(nodes) > 1
+                    else "measured"
+                )
     for (r, k), a in sorted(acc.items()):
         if (r, k) not in used:
-            dag.unmatched.append({"rank": r, "kind": k, "bytes": int(a[0]), "time_s": a[1], "calls": int(a[2])})
+            dag.unmatched.append(
+                {"rank": r, "kind": k, "bytes": int(a[0]), "time_s": a[1], "calls": int(a[2])}
+            )
     _compute_times(chains, stages, ar_time, weights)
 
 
 def _compute_times(chains, stages, ar_time, weights) -> None:
     if not len(stages):
         return
-    span = (stages["t_compute_end_s"].astype("float64") - stages["t_recv_end_s"].astype("float64")).clip(lower=0.0)
+    span = (
+        stages["t_compute_end_s"].astype("float64") - stages["t_recv_end_s"].astype("float64")
+    ).clip(lower=0.0)
     compute = {int(r): float(t) for r, t in span.groupby(stages["rank"]).sum().items()}
     for r, chain in chains.items():
         if r not in compute:
@@ -251,8 +316,12 @@ def _compute_times(chains, stages, ar_time, weights) -> None:
 def block_weights_for(shape, tp: int) -> dict[str, float]:
     """Parameters per compute block on one rank (a proxy for its share of the stage's time)."""
     attn = shape.hidden * shape.q_dim * 2 + shape.hidden * shape.kv_dim * 2
-    return {"embed": float(shape.hidden), "attn": attn / tp, "mlp": 3 * shape.hidden * shape.intermediate / tp,
-            "head": shape.vocab * shape.hidden / tp}
+    return {
+        "embed": float(shape.hidden),
+        "attn": attn / tp,
+        "mlp": 3 * shape.hidden * shape.intermediate / tp,
+        "head": shape.vocab * shape.hidden / tp,
+    }
 
 
 def dag_from_run(run) -> Dag:
@@ -264,14 +333,21 @@ def dag_from_run(run) -> Dag:
     shape = _shape_of(spec)
     if shape is not None:
         weights = block_weights_for(shape, layout.tp)
-    return build_dag(layout, run.comm, run.stages, weights, cluster.get("gpus_per_node"),
-                     (spec.get("parallel") or {}).get("gpu_map"))
+    return build_dag(
+        layout,
+        run.comm,
+        run.stages,
+        weights,
+        cluster.get("gpus_per_node"),
+        (spec.get("parallel") or {}).get("gpu_map"),
+    )
 
 
 def _shape_of(spec: dict):
     from harness.errors import UsageError
     from harness.spec.catalog import model_preset
     from harness.spec.hf_config import model_from_hf_config
+
     model = spec.get("model") or {}
     try:
         if model.get("preset"):
@@ -279,83 +355,5 @@ def _shape_of(spec: dict):
         if model.get("config"):
             return model_from_hf_config(model["config"])
     except UsageError:
-        return None   # a config.json that is not on this machine: equal weights instead
+        return None  # a config.json that is not on this machine: equal weights instead
     return None
-
-
-def to_json(dag: Dag) -> dict[str, Any]:
-    lay = dag.layout
-    node_bytes = sum(n.bytes or 0 for n in dag.nodes if n.kind == "comm")
-    return {
-        "layout": {"tp": lay.tp, "pp": lay.pp, "dp": lay.dp, "layer_split": list(lay.layer_split)},
-        "node_count": len(dag.nodes), "node_count_formula": node_count(lay), "edge_count": len(dag.edges),
-        "comm_bytes_on_nodes": node_bytes, "comm_bytes_unmatched": sum(u["bytes"] for u in dag.unmatched),
-        "comm_table_bytes": dag.comm_table_bytes,
-        "nodes": [asdict(n) for n in dag.nodes], "edges": [asdict(e) for e in dag.edges],
-        "unmatched": dag.unmatched,
-    }
-
-
-def _fmt_bytes(b: int | None) -> str:
-    if b is None:
-        return ""
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if b >= scale:
-            return f"{b / scale:.1f} {unit}"
-    return f"{b} B"
-
-
-def to_dot(dag: Dag) -> str:
-    """Graphviz DOT text: one cluster per rank, compute boxes, comm ellipses; no binary needed."""
-    lines = ["digraph deployment {", '  rankdir=LR; node [fontsize=9]; edge [fontsize=8];']
-    by_rank: dict[int, list[Node]] = {}
-    for n in dag.nodes:
-        by_rank.setdefault(n.rank, []).append(n)
-    for r in sorted(by_rank):
-        first = by_rank[r][0]
-        lines.append(f'  subgraph "cluster_r{r}" {{')
-        lines.append(f'    label="rank {r} ({first.gpu}) dp {first.dp} stage {first.stage} tp {first.tp}";')
-        for n in by_rank[r]:
-            t = "" if n.time_s is None else f"\\n{n.time_s * 1e3:.2f} ms"
-            b = "" if not n.bytes else f"\\n{_fmt_bytes(n.bytes)}"
-            shape = "box" if n.kind == "compute" else "ellipse"
-            label = n.id.split(".", 1)[1]
-            lines.append(f'    "{n.id}" [shape={shape}, label="{label}{t}{b}"];')
-        lines.append("  }")
-    style = {"data": "", "collective": " [style=dashed, color=blue]", "p2p": " [color=red, penwidth=1.5]"}
-    for e in dag.edges:
-        lines.append(f'  "{e.src}" -> "{e.dst}"{style[e.kind]};')
-    lines.append("}")
-    return "\n".join(lines) + "\n"
-
-
-def write_dag(dag: Dag, out_dir: str | Path) -> tuple[Path, Path]:
-    out_dir = Path(out_dir)
-    j = atomic_write_json(out_dir / "dag.json", to_json(dag))
-    d = atomic_write_text(out_dir / "dag.dot", to_dot(dag))
-    return j, d
-
-
-def topological_order(dag: Dag) -> list[str]:
-    """Kahn's algorithm; raises ValueError on a cycle (the DAG must have none)."""
-    indeg = {n.id: 0 for n in dag.nodes}
-    out: dict[str, list[str]] = {n.id: [] for n in dag.nodes}
-    for e in dag.edges:
-        indeg[e.dst] += 1
-        out[e.src].append(e.dst)
-    ready = [k for k, v in indeg.items() if v == 0]
-    order = []
-    while ready:
-        k = ready.pop()
-        order.append(k)
-        for d in out[k]:
-            indeg[d] -= 1
-            if indeg[d] == 0:
-                ready.append(d)
-    if len(order) != len(indeg):
-        raise ValueError("the deployment graph has a cycle")
-    return order
-
-
-def load_dag_json(path: str | Path) -> dict:
-    return json.loads(Path(path).read_text())

@@ -15,7 +15,7 @@ from pathlib import Path
 @dataclass
 class Text:
     text: str
-    kind: str = "p"          # p | note | code
+    kind: str = "p"  # p | note | code
 
 
 @dataclass
@@ -26,7 +26,7 @@ class Table:
 
 @dataclass
 class Image:
-    path: str                # relative to the report's folder
+    path: str  # relative to the report's folder
     alt: str
 
 
@@ -71,8 +71,10 @@ def _md_block(b) -> list[str]:
     if isinstance(b, Bullets):
         return [f"- {i}" for i in b.items] + [""]
     if isinstance(b, Table):
-        lines = ["| " + " | ".join(_md_cell(h) for h in b.header) + " |",
-                 "|" + "|".join("---" for _ in b.header) + "|"]
+        lines = [
+            "| " + " | ".join(_md_cell(h) for h in b.header) + " |",
+            "|" + "|".join("---" for _ in b.header) + "|",
+        ]
         lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in b.rows]
         return lines + [""]
     if isinstance(b, Image):
@@ -81,11 +83,12 @@ def _md_block(b) -> list[str]:
 
 
 _CSS = """
-body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;
-color:#222;line-height:1.4}
+body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;max-width:1200px;
+margin:2em auto;padding:0 1em;color:#222;line-height:1.4}
 h1{border-bottom:2px solid #3b75af}h2{margin-top:2em;border-bottom:1px solid #ddd}
 table{border-collapse:collapse;margin:0.6em 0;font-size:0.88em}
-th,td{border:1px solid #ccc;padding:3px 8px;text-align:left;vertical-align:top}th{background:#f0f4f8}
+th,td{border:1px solid #ccc;padding:3px 8px;text-align:left;vertical-align:top}
+th{background:#f0f4f8}
 tr:nth-child(even) td{background:#fafafa}
 img{max-width:100%;border:1px solid #eee;margin:0.5em 0}
 blockquote{border-left:4px solid #ef8636;margin:0.5em 0;padding:0.2em 1em;background:#fff8f0}
@@ -96,8 +99,19 @@ pre{background:#f6f6f6;padding:0.6em;overflow-x:auto}
 nav a{margin-right:0.8em}
 """
 
-_VERDICT_WORDS = ("PASS", "FAIL", "INCOMPLETE", "UNMEASURED", "ok", "agrees", "fits", "match", "mismatch",
-                  "differs", "regression")
+_VERDICT_WORDS = (
+    "PASS",
+    "FAIL",
+    "INCOMPLETE",
+    "UNMEASURED",
+    "ok",
+    "agrees",
+    "fits",
+    "match",
+    "mismatch",
+    "differs",
+    "regression",
+)
 
 
 def _html_cell(c: str, tag: str = "td") -> str:
@@ -125,16 +139,21 @@ def _html_block(b, base_dir: Path) -> str:
         body = "".join("<tr>" + "".join(_html_cell(c) for c in row) + "</tr>" for row in b.rows)
         return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
     if isinstance(b, Image):
-        return (f'<figure><img src="{_data_uri(base_dir, b.path)}" alt="{html.escape(b.alt)}" '
-                f'data-file="{html.escape(b.path)}"><figcaption>{html.escape(b.alt)}</figcaption></figure>')
+        return (
+            f'<figure><img src="{_data_uri(base_dir, b.path)}" alt="{html.escape(b.alt)}" '
+            f'data-file="{html.escape(b.path)}"><figcaption>{html.escape(b.alt)}</figcaption></figure>'
+        )
     raise TypeError(f"unknown block {type(b).__name__}")
 
 
 def to_html(title: str, intro: list, sections: list[Section], base_dir: Path) -> str:
     nav = " ".join(f'<a href="#{s.anchor}">{html.escape(s.title)}</a>' for s in sections)
-    parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-             f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
-             f"<h1>{html.escape(title)}</h1>"]
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+    ]
     parts += [_html_block(b, base_dir) for b in intro]
     parts.append(f"<nav>{nav}</nav>")
     for s in sections:

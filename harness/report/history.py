@@ -13,11 +13,29 @@ def _f(v: float | None) -> str:
 
 
 def history_markdown(rows: list[dict], skipped: list[str]) -> str:
-    cols = ("started_utc", "name", "verdict", "complete", "request_throughput", "p99_ttft_ms", "p99_tpot_ms",
-            "p99_e2el_ms", "bubble_ratio", "git_sha")
-    lines = [f"# History: {len(rows)} run(s)", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    cols = (
+        "started_utc",
+        "name",
+        "verdict",
+        "complete",
+        "request_throughput",
+        "p99_ttft_ms",
+        "p99_tpot_ms",
+        "p99_e2el_ms",
+        "bubble_ratio",
+        "git_sha",
+    )
+    lines = [
+        f"# History: {len(rows)} run(s)",
+        "",
+        "| " + " | ".join(cols) + " |",
+        "|" + "---|" * len(cols),
+    ]
     for r in rows:
-        cells = [_f(r[c]) if isinstance(r[c], float) else str(r[c]) if r[c] is not None else "—" for c in cols]
+        cells = [
+            _f(r[c]) if isinstance(r[c], float) else str(r[c]) if r[c] is not None else "—"
+            for c in cols
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     lines += [f"> skipped: {s}" for s in skipped]
     return "\n".join(lines) + "\n"
@@ -35,8 +53,10 @@ def write_history(rows: list[dict], skipped: list[str], out: str | Path) -> dict
     out.parent.mkdir(parents=True, exist_ok=True)
     base = out.with_suffix("")
     df = pd.DataFrame(rows, columns=list(HISTORY_COLUMNS))
-    files = {"markdown": atomic_write_text(out, history_markdown(rows, skipped)),
-             "csv": atomic_write_text(base.with_suffix(".csv"), df.to_csv(index=False))}
+    files = {
+        "markdown": atomic_write_text(out, history_markdown(rows, skipped)),
+        "csv": atomic_write_text(base.with_suffix(".csv"), df.to_csv(index=False)),
+    }
     buf = io.BytesIO()
     df.to_parquet(buf, index=False)
     files["parquet"] = atomic_write_bytes(base.with_suffix(".parquet"), buf.getvalue())

@@ -1,4 +1,4 @@
-""""Nodes to modify": concrete changes to the deployment, from the run's measurements.
+""" "Nodes to modify": concrete changes to the deployment, from the run's measurements.
 
 Pure: :func:`evidence_from_run` reads a loaded run into an :class:`Evidence`; :func:`recommend`
 applies the rules below to it. Each rule fires only on measured numbers and states its predicted
@@ -46,12 +46,13 @@ class Evidence:
     dp: int
     layer_split: tuple[int, ...]
     micro_batches: int
-    stage_step_s: list[float | None] = field(default_factory=list)   # compute per step, per stage
+    stage_step_s: list[float | None] = field(default_factory=list)  # compute per step, per stage
     stage_send_step_s: list[float | None] = field(default_factory=list)
-    extra_layers: list[float] = field(default_factory=list)          # e_s: embedding / lm_head in layers
+    extra_layers: list[float] = field(default_factory=list)  # e_s: embedding / lm_head in layers
     bubble_ratio: float | None = None
-    tp_share: float | None = None          # TP all-reduce time / stage compute time
-    ar_step_s: list[float | None] = field(default_factory=list)       # per stage all-reduce time per step
+    tp_share: float | None = None  # TP all-reduce time / stage compute time
+    # per stage all-reduce time per step
+    ar_step_s: list[float | None] = field(default_factory=list)
     tpot_missed: bool = False
     tpot_p99_ms: float | None = None
     kv_slots: int | None = None
@@ -67,18 +68,18 @@ class Evidence:
 
 @dataclass
 class Change:
-    rule: str             # layer_split | micro_batches | tp_pp | kv_capacity
-    nodes: str            # which nodes of the deployment change
-    change: str           # the concrete edit (spec field: old → new)
-    effect: str           # predicted effect, with numbers
-    evidence: str         # the measurements that triggered it
+    rule: str  # layer_split | micro_batches | tp_pp | kv_capacity
+    nodes: str  # which nodes of the deployment change
+    change: str  # the concrete edit (spec field: old → new)
+    effect: str  # predicted effect, with numbers
+    evidence: str  # the measurements that triggered it
 
 
 @dataclass
 class Advice:
     changes: list[Change]
-    checked: list[str]        # rules that were judged on measurements (fired or not)
-    unjudged: list[str]       # rules that lacked measurements
+    checked: list[str]  # rules that were judged on measurements (fired or not)
+    unjudged: list[str]  # rules that lacked measurements
 
     @property
     def none_needed(self) -> bool:
@@ -126,12 +127,16 @@ def _rule_split(ev: Evidence) -> Change | None:
         return None
     slow = c.index(t_old)
     return Change(
-        "layer_split", f"PP stages {', '.join(str(s) for s in range(ev.pp) if new[s] != ev.layer_split[s])}",
-        f"parallel.layer_split: {list(ev.layer_split)} → {new} (move {'; '.join(moves(list(ev.layer_split), new))})",
+        "layer_split",
+        f"PP stages {', '.join(str(s) for s in range(ev.pp) if new[s] != ev.layer_split[s])}",
+        f"parallel.layer_split: {list(ev.layer_split)} → {new} (move "
+        f"{'; '.join(moves(list(ev.layer_split), new))})",
         f"slowest stage {t_old * 1e3:.2f} → {t_new * 1e3:.2f} ms per step; pipeline rate bound "
         f"+{(t_old / t_new - 1) * 100:.0f} %",
-        f"stage compute per step {', '.join(f'{x * 1e3:.2f}' for x in c)} ms (imbalance {max(c) / mean:.2f}, "
-        f"stage {slow} slowest; first/last stages carry embedding/lm_head)")
+        f"stage compute per step {', '.join(f'{x * 1e3:.2f}' for x in c)} ms (imbalance "
+        f"{max(c) / mean:.2f}, "
+        f"stage {slow} slowest; first/last stages carry embedding/lm_head)",
+    )
 
 
 def _rule_microbatches(ev: Evidence) -> Change | None:
@@ -141,30 +146,53 @@ def _rule_microbatches(ev: Evidence) -> Change | None:
     if m < p and b > BUBBLE:
         b_new = max(0.0, b - (1 - m / p))
         gain = (1 - b_new) / (1 - b) - 1 if b < 1 else float("inf")
-        return Change("micro_batches", f"all {p} PP stages", f"run.micro_batches: {m} → {p}",
-                      f"bubble {b:.2f} → {b_new:.2f}; throughput +{gain * 100:.0f} %",
-                      f"measured bubble {b:.2f} with {m} micro-batch(es) in flight over {p} stages "
-                      f"(ideal bubble 1 − m/p = {1 - m / p:.2f})")
+        return Change(
+            "micro_batches",
+            f"all {p} PP stages",
+            f"run.micro_batches: {m} → {p}",
+            f"bubble {b:.2f} → {b_new:.2f}; throughput +{gain * 100:.0f} %",
+            f"measured bubble {b:.2f} with {m} micro-batch(es) in flight over {p} stages "
+            f"(ideal bubble 1 − m/p = {1 - m / p:.2f})",
+        )
     if m > p and ev.tpot_missed and b < BUBBLE_LOW:
-        tp99 = f"{ev.tpot_p99_ms:.0f} → {ev.tpot_p99_ms * p / m:.0f} ms" if ev.tpot_p99_ms else f"× {p}/{m}"
-        return Change("micro_batches", f"all {p} PP stages", f"run.micro_batches: {m} → {p}",
-                      f"TPOT p99 {tp99} (each token waits for {p}, not {m}, micro-batches); rate about the same "
-                      f"(the pipeline stays full)",
-                      f"TPOT target missed, bubble only {b:.2f} with {m} > {p} micro-batches in flight")
+        tp99 = (
+            f"{ev.tpot_p99_ms:.0f} → {ev.tpot_p99_ms * p / m:.0f} ms"
+            if ev.tpot_p99_ms
+            else f"× {p}/{m}"
+        )
+        return Change(
+            "micro_batches",
+            f"all {p} PP stages",
+            f"run.micro_batches: {m} → {p}",
+            f"TPOT p99 {tp99} (each token waits for {p}, not {m}, micro-batches); rate about the "
+            f"same "
+            f"(the pipeline stays full)",
+            f"TPOT target missed, bubble only {b:.2f} with {m} > {p} micro-batches in flight",
+        )
     return None
 
 
 def _rule_comm(ev: Evidence) -> Change | None:
-    if ev.tp > 1 and ev.tp_share is not None and ev.tp_share > COMM_SHARE and \
-            (ev.num_layers is None or ev.pp * 2 <= ev.num_layers):
+    if (
+        ev.tp > 1
+        and ev.tp_share is not None
+        and ev.tp_share > COMM_SHARE
+        and (ev.num_layers is None or ev.pp * 2 <= ev.num_layers)
+    ):
         tp2, pp2 = ev.tp // 2, ev.pp * 2
         a = ev.tp_share
-        factor = (1 - a) + (a / 2 if tp2 > 1 else 0.0)    # half the layers per stage → half the all-reduces
-        return Change("tp_pp", "TP groups → PP stages", f"parallel: tp {ev.tp} → {tp2}, pp {ev.pp} → {pp2} "
-                      f"(same {ev.tp * ev.pp * ev.dp} GPUs; parallel.layer_split re-derived)",
-                      f"stage time per step × {factor:.2f} (TP all-reduce {'gone' if tp2 == 1 else 'halved'}); "
-                      f"{pp2 - ev.pp} more send/recv hop(s) per token",
-                      f"TP all-reduce is {a * 100:.0f} % of stage compute time")
+        # half the layers per stage → half the all-reduces
+        factor = (1 - a) + (a / 2 if tp2 > 1 else 0.0)
+        return Change(
+            "tp_pp",
+            "TP groups → PP stages",
+            f"parallel: tp {ev.tp} → {tp2}, pp {ev.pp} → {pp2} "
+            f"(same {ev.tp * ev.pp * ev.dp} GPUs; parallel.layer_split re-derived)",
+            f"stage time per step × {factor:.2f} (TP all-reduce "
+            f"{'gone' if tp2 == 1 else 'halved'}); "
+            f"{pp2 - ev.pp} more send/recv hop(s) per token",
+            f"TP all-reduce is {a * 100:.0f} % of stage compute time",
+        )
     sends = [x for x in ev.stage_send_step_s if x is not None]
     comp = [x for x in ev.stage_step_s if x is not None]
     if ev.pp > 1 and sends and comp and len(sends) == len(comp):
@@ -172,10 +200,14 @@ def _rule_comm(ev: Evidence) -> Change | None:
         heads_ok = ev.kv_heads is None or ev.kv_heads % (ev.tp * 2) == 0
         if share > COMM_SHARE and ev.pp % 2 == 0 and heads_ok:
             saved = (ev.pp // 2) * (sum(sends) / len(sends))
-            return Change("tp_pp", "PP stages → TP groups", f"parallel: tp {ev.tp} → {ev.tp * 2}, pp {ev.pp} → "
-                          f"{ev.pp // 2} (same GPUs)",
-                          f"per-token latency −{saved * 1e3:.2f} ms ({ev.pp // 2} fewer hops); TP all-reduces added",
-                          f"send/recv is {share * 100:.0f} % of stage time")
+            return Change(
+                "tp_pp",
+                "PP stages → TP groups",
+                f"parallel: tp {ev.tp} → {ev.tp * 2}, pp {ev.pp} → {ev.pp // 2} (same GPUs)",
+                f"per-token latency −{saved * 1e3:.2f} ms ({ev.pp // 2} fewer hops); TP "
+                f"all-reduces added",
+                f"send/recv is {share * 100:.0f} % of stage time",
+            )
     return None
 
 
@@ -190,22 +222,42 @@ def _rule_kv(ev: Evidence) -> Change | None:
     target = max(need or 0, ev.kv_slots + 1)
     ttft = ""
     if ev.ttft_p99_ms is not None and ev.queue_p99_ms is not None:
-        ttft = f"TTFT p99 {ev.ttft_p99_ms:.0f} → ~{max(0.0, ev.ttft_p99_ms - ev.queue_p99_ms):.0f} ms"
-    return Change("kv_capacity", "KV cache on every rank",
-                  f"KV slots per replica {ev.kv_slots} → {target} (raise run.kv_cache_fraction, lower "
-                  f"run.max_seq_len to the workload's longest request, or add a DP replica)",
-                  (ttft + "; " if ttft else "") + "queue delay → ~0 while the rate stays below capacity",
-                  f"all {ev.kv_slots} slots in use at once and p90 queue delay {ev.queue_p90_ms:.0f} ms"
-                  + (f"; Little's law λ·W = {ev.offered_rps:.2f}/s × {ev.mean_service_s:.2f} s" if need else ""))
+        ttft = (
+            f"TTFT p99 {ev.ttft_p99_ms:.0f} → ~{max(0.0, ev.ttft_p99_ms - ev.queue_p99_ms):.0f} ms"
+        )
+    return Change(
+        "kv_capacity",
+        "KV cache on every rank",
+        f"KV slots per replica {ev.kv_slots} → {target} (raise run.kv_cache_fraction, lower "
+        f"run.max_seq_len to the workload's longest request, or add a DP replica)",
+        (ttft + "; " if ttft else "") + "queue delay → ~0 while the rate stays below capacity",
+        f"all {ev.kv_slots} slots in use at once and p90 queue delay {ev.queue_p90_ms:.0f} ms"
+        + (
+            f"; Little's law λ·W = {ev.offered_rps:.2f}/s × {ev.mean_service_s:.2f} s"
+            if need
+            else ""
+        ),
+    )
 
 
 def recommend(ev: Evidence) -> Advice:
     changes, checked, unjudged = [], [], []
-    rules = (("layer_split", _rule_split, bool(ev.stage_step_s) and all(x is not None for x in ev.stage_step_s)),
-             ("micro_batches", _rule_microbatches, ev.bubble_ratio is not None or ev.pp < 2),
-             ("tp_pp", _rule_comm, ev.tp_share is not None or ev.tp == 1 or bool(ev.stage_send_step_s)),
-             ("kv_capacity", _rule_kv, ev.kv_slots is not None and ev.queue_p90_ms is not None
-              and ev.max_concurrent is not None))
+    rules = (
+        (
+            "layer_split",
+            _rule_split,
+            bool(ev.stage_step_s) and all(x is not None for x in ev.stage_step_s),
+        ),
+        ("micro_batches", _rule_microbatches, ev.bubble_ratio is not None or ev.pp < 2),
+        ("tp_pp", _rule_comm, ev.tp_share is not None or ev.tp == 1 or bool(ev.stage_send_step_s)),
+        (
+            "kv_capacity",
+            _rule_kv,
+            ev.kv_slots is not None
+            and ev.queue_p90_ms is not None
+            and ev.max_concurrent is not None,
+        ),
+    )
     for name, rule, measurable in rules:
         if name == "layer_split" and ev.pp < 2:
             checked.append(name)
@@ -222,6 +274,7 @@ def recommend(ev: Evidence) -> Advice:
 
 # ---------------------------------------------------------------- from a loaded run
 
+
 def _max_concurrent(reqs: list) -> int | None:
     events = []
     for r in reqs:
@@ -232,7 +285,9 @@ def _max_concurrent(reqs: list) -> int | None:
     if not events:
         return None
     best = cur = 0
-    for _, d in sorted(events, key=lambda e: (e[0], e[1])):   # a finish frees its slot before an admission at the same time
+    for _, d in sorted(
+        events, key=lambda e: (e[0], e[1])
+    ):  # a finish frees its slot before an admission at the same time
         cur += d
         best = max(best, cur)
     return best
@@ -244,7 +299,11 @@ def evidence_from_run(run) -> Evidence:
 
     lay = run.layout()
     summary, spec = run.summary, run.spec or {}
-    m = (summary.get("layout") or {}).get("micro_batches") or ((spec.get("run") or {}).get("micro_batches")) or lay.pp
+    m = (
+        (summary.get("layout") or {}).get("micro_batches")
+        or ((spec.get("run") or {}).get("micro_batches"))
+        or lay.pp
+    )
     ev = Evidence(lay.tp, lay.pp, lay.dp, tuple(lay.layer_split), int(m))
     stats = an.stage_stats(run)
     steps = an.steps_per_rank(run.comm, run.stages)
@@ -253,10 +312,18 @@ def evidence_from_run(run) -> Evidence:
         s = lay.place(r).stage
         by_stage_steps[s] = max(by_stage_steps.get(s, 0), steps.get(r, 0))
     if len(stats) == lay.pp:
-        ev.stage_step_s = [(s["compute_s"] / by_stage_steps[s["stage"]]) if by_stage_steps.get(s["stage"]) else None
-                           for s in stats]
-        ev.stage_send_step_s = [(s.get("send_s") or 0.0) / by_stage_steps[s["stage"]]
-                                if by_stage_steps.get(s["stage"]) else None for s in stats]
+        ev.stage_step_s = [
+            (s["compute_s"] / by_stage_steps[s["stage"]])
+            if by_stage_steps.get(s["stage"])
+            else None
+            for s in stats
+        ]
+        ev.stage_send_step_s = [
+            (s.get("send_s") or 0.0) / by_stage_steps[s["stage"]]
+            if by_stage_steps.get(s["stage"])
+            else None
+            for s in stats
+        ]
         ev.bubble_ratio = an.run_bubble(stats)
     shape = _shape_of(spec)
     if shape is not None:
@@ -265,8 +332,11 @@ def evidence_from_run(run) -> Evidence:
         ev.extra_layers = [(head if s == lay.pp - 1 else 0.0) for s in range(lay.pp)]
         ev.kv_heads, ev.num_layers = shape.num_kv_heads, shape.num_layers
     only = an.measured_steps(run.stages) or None
-    ar = [a for a in an.comm_by(run.comm, ("rank", "group", "op"), only)
-          if a["group"] == "tp" and a["op"] == "all_reduce"]
+    ar = [
+        a
+        for a in an.comm_by(run.comm, ("rank", "group", "op"), only)
+        if a["group"] == "tp" and a["op"] == "all_reduce"
+    ]
     comp = {int(s["stage"]): s["compute_s"] for s in stats}
     if lay.tp > 1 and ar and comp and all(a["time_s"] is not None for a in ar):
         shares = []
@@ -276,16 +346,25 @@ def evidence_from_run(run) -> Evidence:
                 shares.append(a["time_s"] / c)
         ev.tp_share = sum(shares) / len(shares) if shares else None
     metrics = summary.get("metrics") or {}
-    ev.tpot_missed = any(r.get("passed") is False and "tpot" in str(r.get("target")) for r in summary.get("slo") or [])
+    ev.tpot_missed = any(
+        r.get("passed") is False and "tpot" in str(r.get("target"))
+        for r in summary.get("slo") or []
+    )
     ev.tpot_p99_ms = metrics.get("p99_tpot_ms")
     ev.ttft_p99_ms = metrics.get("p99_ttft_ms")
     ev.queue_p90_ms = metrics.get("p90_queue_ms")
     ev.queue_p99_ms = metrics.get("p99_queue_ms")
-    slots = (summary.get("layout") or {}).get("kv_slots_per_replica") or (summary.get("predicted") or {}).get("kv_slots")
+    slots = (summary.get("layout") or {}).get("kv_slots_per_replica") or (
+        summary.get("predicted") or {}
+    ).get("kv_slots")
     ev.kv_slots = int(slots) if slots else None
     recs = [r for r in an.records(run.requests) if not r.warmup]
     ev.max_concurrent = _max_concurrent(recs)
-    served = [r.finish_s - r.admitted_s for r in recs if r.finish_s is not None and r.admitted_s is not None]
+    served = [
+        r.finish_s - r.admitted_s
+        for r in recs
+        if r.finish_s is not None and r.admitted_s is not None
+    ]
     ev.mean_service_s = sum(served) / len(served) if served else None
-    ev.offered_rps = ((spec.get("workload") or {}).get("rate_rps"))
+    ev.offered_rps = (spec.get("workload") or {}).get("rate_rps")
     return ev

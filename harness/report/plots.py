@@ -22,13 +22,22 @@ PHASE_COLORS = {"wait": "#c8c8c8", "compute": "#3b75af", "send": "#ef8636"}
 def _save(fig: Figure, path: Path) -> Path:
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI)   # constrained layout: one draw (bbox "tight" draws twice)
+    # constrained layout: one draw (bbox "tight" draws twice)
+    fig.savefig(buf, format="png", dpi=DPI)
     return atomic_write_bytes(path, buf.getvalue())
 
 
 def _no_data(ax, why: str) -> None:
-    ax.text(0.5, 0.5, f"no data\n{why}", ha="center", va="center", fontsize=11, color="#666666",
-            transform=ax.transAxes)
+    ax.text(
+        0.5,
+        0.5,
+        f"no data\n{why}",
+        ha="center",
+        va="center",
+        fontsize=11,
+        color="#666666",
+        transform=ax.transAxes,
+    )
     ax.set_xticks([])
     ax.set_yticks([])
 
@@ -39,8 +48,9 @@ def _figure(ncols: int = 1, nrows: int = 1, width: float = 9.0, height: float = 
     return fig, [ax for row in axes for ax in row]
 
 
-def plot_latency_cdfs(lat_ms: dict[str, list[float]], slo_ms: dict[str, list[tuple[str, float]]],
-                      path: Path) -> Path:
+def plot_latency_cdfs(
+    lat_ms: dict[str, list[float]], slo_ms: dict[str, list[tuple[str, float]]], path: Path
+) -> Path:
     """TTFT / TPOT / E2E empirical CDFs (ms), one vertical line per SLO target on that metric."""
     fig, axes = _figure(3, width=12)
     for ax, name in zip(axes, ("ttft", "tpot", "e2e")):
@@ -50,7 +60,13 @@ def plot_latency_cdfs(lat_ms: dict[str, list[float]], slo_ms: dict[str, list[tup
             _no_data(ax, "no completed requests")
             continue
         n = len(xs)
-        ax.step(xs, [(i + 1) / n for i in range(n)], where="post", color="#3b75af", label=f"{n} requests")
+        ax.step(
+            xs,
+            [(i + 1) / n for i in range(n)],
+            where="post",
+            color="#3b75af",
+            label=f"{n} requests",
+        )
         for label, v in slo_ms.get(name, []):
             ax.axvline(v, color="#c0392b", linestyle="--", label=f"SLO {label}")
         ax.set_xlabel("ms")
@@ -67,12 +83,19 @@ def plot_throughput(series: dict[str, Any], path: Path) -> Path:
     if not series.get("t_s"):
         _no_data(ax, "no completed requests")
         return _save(fig, path)
-    ax.bar(series["t_s"], series["requests_per_s"], width=series["bin_s"] * 0.9, color="#3b75af",
-           label="requests/s")
+    ax.bar(
+        series["t_s"],
+        series["requests_per_s"],
+        width=series["bin_s"] * 0.9,
+        color="#3b75af",
+        label="requests/s",
+    )
     ax.set_xlabel("seconds since the first arrival")
     ax.set_ylabel("requests/s")
     ax2 = ax.twinx()
-    ax2.plot(series["t_s"], series["tokens_per_s"], color="#ef8636", marker=".", label="output tokens/s")
+    ax2.plot(
+        series["t_s"], series["tokens_per_s"], color="#ef8636", marker=".", label="output tokens/s"
+    )
     ax2.set_ylabel("output tokens/s")
     ax.legend(loc="upper left", fontsize=8)
     ax2.legend(loc="upper right", fontsize=8)
@@ -93,17 +116,36 @@ def plot_memory(rows: list[dict], capacity_bytes: float | None, label: str, path
     def vals(f: Callable[[dict], Any]):
         return [(f(r) or 0) / gb for r in rows]
 
-    ax.bar([x - w for x in xs], vals(lambda r: (r.get("predicted_weight_bytes") or 0) + (r.get("predicted_kv_bytes") or 0)),
-           w, color="#9ecae1", label="predicted weights + KV")
+    ax.bar(
+        [x - w for x in xs],
+        vals(lambda r: (r.get("predicted_weight_bytes") or 0) + (r.get("predicted_kv_bytes") or 0)),
+        w,
+        color="#9ecae1",
+        label="predicted weights + KV",
+    )
     ax.bar(xs, vals(lambda r: r.get("param_bytes")), w, color="#3b75af", label="measured params")
-    ax.bar(xs, vals(lambda r: r.get("kv_bytes")), w, bottom=vals(lambda r: r.get("param_bytes")), color="#6baed6",
-           label="measured KV")
-    ax.bar([x + w for x in xs], vals(lambda r: r.get("peak_bytes")), w, color="#ef8636", label="measured peak")
+    ax.bar(
+        xs,
+        vals(lambda r: r.get("kv_bytes")),
+        w,
+        bottom=vals(lambda r: r.get("param_bytes")),
+        color="#6baed6",
+        label="measured KV",
+    )
+    ax.bar(
+        [x + w for x in xs],
+        vals(lambda r: r.get("peak_bytes")),
+        w,
+        color="#ef8636",
+        label="measured peak",
+    )
     if capacity_bytes:
         ax.axhline(capacity_bytes / gb, color="#c0392b", linestyle="--", label="device capacity")
     small = [v for v in vals(lambda r: r.get("param_bytes")) if v > 0]
     big = max(vals(lambda r: r.get("peak_bytes")) + [0.0])
-    if small and big / min(small) > 50:   # e.g. the CPU twin: process RSS dwarfs a tiny model's weights
+    if (
+        small and big / min(small) > 50
+    ):  # e.g. the CPU twin: process RSS dwarfs a tiny model's weights
         ax.set_yscale("log")
         ax.set_ylabel("GB (log scale)")
     else:
@@ -114,7 +156,8 @@ def plot_memory(rows: list[dict], capacity_bytes: float | None, label: str, path
 
 
 def plot_utilization(nv: dict[str, Any], path: Path) -> Path:
-    """GPU utilisation and power over time; on the CPU twin, the process's CPU % and RSS (labelled)."""
+    """GPU utilisation and power over time; on the CPU twin, the process's CPU % and RSS
+    (labelled)."""
     fig, axes = _figure(2, width=12)
     devs = nv.get("devices") or {}
     gpu = {k: d for k, d in devs.items() if not k.endswith("host")}
@@ -165,12 +208,15 @@ def plot_comm(groups: list[dict], path: Path) -> Path:
             _no_data(ax, "comm table is empty (a single-rank run issues no op)")
         return _save(fig, path)
     labels = [f"{g['group']}\n{g['op']}" for g in groups]
-    colors = ["#3b75af" if g["group"] == "tp" else "#ef8636" if g["group"] == "pp" else "#7f7f7f" for g in groups]
+    colors = [
+        "#3b75af" if g["group"] == "tp" else "#ef8636" if g["group"] == "pp" else "#7f7f7f"
+        for g in groups
+    ]
     times = [(g["time_s"] or 0.0) for g in groups]
     axes[0].bar(labels, times, color=colors)
     axes[0].set_ylabel("s")
     pos = [t for t in times if t > 0]
-    if pos and max(pos) / min(pos) > 100:   # async sends (post → wait) can dwarf the rest
+    if pos and max(pos) / min(pos) > 100:  # async sends (post → wait) can dwarf the rest
         axes[0].set_yscale("log")
         axes[0].set_ylabel("s (log scale)")
     axes[1].bar(labels, [g["bytes"] / 1e6 for g in groups], color=colors)
@@ -191,8 +237,11 @@ def plot_nvlink(nv: dict[str, Any], path: Path) -> Path:
             _line(ax, d["t_s"], ys, k)
             shown = True
     if not shown:
-        why = "not available on this hardware (CPU twin: no NVLink)" if not devs else \
-            "not available on this hardware (no NVLink counters reported)"
+        why = (
+            "not available on this hardware (CPU twin: no NVLink)"
+            if not devs
+            else "not available on this hardware (no NVLink counters reported)"
+        )
         _no_data(ax, why)
         return _save(fig, path)
     ax.set_xlabel("seconds")
@@ -211,16 +260,27 @@ def plot_pipeline(rows: list[dict], pp: int, path: Path) -> Path:
         return _save(fig, path)
     bars: dict[tuple[int, str], list[tuple[float, float]]] = {}
     for r in rows:
-        for phase, a, b in (("wait", "t_recv_start_s", "t_recv_end_s"), ("compute", "t_recv_end_s", "t_compute_end_s"),
-                            ("send", "t_compute_end_s", "t_send_end_s")):
+        for phase, a, b in (
+            ("wait", "t_recv_start_s", "t_recv_end_s"),
+            ("compute", "t_recv_end_s", "t_compute_end_s"),
+            ("send", "t_compute_end_s", "t_send_end_s"),
+        ):
             if r[b] > r[a]:
                 bars.setdefault((r["stage"], phase), []).append((r[a] * 1e3, (r[b] - r[a]) * 1e3))
-    for (y, phase), spans in bars.items():   # one artist per stage and phase
+    for (y, phase), spans in bars.items():  # one artist per stage and phase
         ax.broken_barh(spans, (y - 0.35, 0.7), facecolors=PHASE_COLORS[phase])
     first = [r for r in rows if r["stage"] == 0]
-    for r in first[:: max(1, len(first) // 8)]:   # a few step numbers, to follow one micro-batch down
-        ax.text((r["t_recv_end_s"] + r["t_compute_end_s"]) / 2 * 1e3, -0.5, f"step {r['step']}", ha="center",
-                va="bottom", fontsize=6)
+    for r in first[
+        :: max(1, len(first) // 8)
+    ]:  # a few step numbers, to follow one micro-batch down
+        ax.text(
+            (r["t_recv_end_s"] + r["t_compute_end_s"]) / 2 * 1e3,
+            -0.5,
+            f"step {r['step']}",
+            ha="center",
+            va="bottom",
+            fontsize=6,
+        )
     ax.set_yticks(range(pp), [f"stage {s}" for s in range(pp)])
     ax.invert_yaxis()
     ax.set_xlabel("ms (window start = 0)")
@@ -242,5 +302,10 @@ def plot_history(rows: list[dict], metrics: list[tuple[str, str]], path: Path) -
             continue
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o")
         ax.grid(alpha=0.3)
-        ax.set_xticks(range(len(rows)), labels if len(rows) <= 12 else [""] * len(rows), fontsize=6, rotation=30)
+        ax.set_xticks(
+            range(len(rows)),
+            labels if len(rows) <= 12 else [""] * len(rows),
+            fontsize=6,
+            rotation=30,
+        )
     return _save(fig, path)

@@ -1,4 +1,5 @@
-"""``harness report RUN_DIR``: report.md, report.html, plots/*.png, dag.json and dag.dot in the run dir.
+"""``harness report RUN_DIR``: report.md, report.html, plots/*.png, dag.json and dag.dot in the run
+dir.
 
 Rendering never measures: it reads the run directory (``harness.results.reader.load_run``), derives
 (``analysis``), draws (``plots``), builds the DAG and the nodes to modify, and writes files.
@@ -14,7 +15,8 @@ from pathlib import Path
 from harness.errors import UsageError
 from harness.report import analysis as an
 from harness.report import plots
-from harness.report.dag import dag_from_run, write_dag
+from harness.report.dag import dag_from_run
+from harness.report.dag_io import write_dag
 from harness.report.doc import to_html, to_markdown
 from harness.report.modify import evidence_from_run, recommend
 from harness.report.sections import Ctx, build_sections, intro, predicted_claims
@@ -24,9 +26,15 @@ from harness.results.reader import Run, load_run
 from harness.spec.slo import parse_target
 
 PLOTS_DIR = "plots"
-PLOT_FILES = {"latency": "latency_cdf.png", "throughput": "throughput.png", "memory": "memory.png",
-              "utilization": "utilization.png", "comm": "comm.png", "nvlink": "nvlink.png",
-              "pipeline": "pipeline.png"}
+PLOT_FILES = {
+    "latency": "latency_cdf.png",
+    "throughput": "throughput.png",
+    "memory": "memory.png",
+    "utilization": "utilization.png",
+    "comm": "comm.png",
+    "nvlink": "nvlink.png",
+    "pipeline": "pipeline.png",
+}
 
 
 @dataclass
@@ -62,8 +70,12 @@ def draw_plots(run: Run, out_dir: Path) -> dict[str, Path]:
     nv = an.nvml_series(run.nvml)
     plots.plot_latency_cdfs(an.latencies_ms(run.requests), _slo_lines(run.summary), p["latency"])
     plots.plot_throughput(an.throughput_series(run.requests), p["throughput"])
-    plots.plot_memory(run.memory.to_dict("records") if len(run.memory) else [], None if cpu else capacity,
-                      "CPU twin: peak = process RSS" if cpu else "GPU", p["memory"])
+    plots.plot_memory(
+        run.memory.to_dict("records") if len(run.memory) else [],
+        None if cpu else capacity,
+        "CPU twin: peak = process RSS" if cpu else "GPU",
+        p["memory"],
+    )
     plots.plot_utilization(nv, p["utilization"])
     plots.plot_comm(an.comm_by(run.comm), p["comm"])
     plots.plot_nvlink(nv, p["nvlink"])
@@ -72,23 +84,34 @@ def draw_plots(run: Run, out_dir: Path) -> dict[str, Path]:
 
 
 def verify_claims(claims_path: str, run: Run) -> tuple[list[dict], list[str]]:
-    """Claim verdicts (``harness.verdicts.claims``: parse the report, verify against the plan and this run)
+    """Claim verdicts (``harness.verdicts.claims``: parse the report, verify against the plan and
+    this run)
     as dicts {id, index, text, claimed, expected, verdict, reason, source, ...}, and its notes."""
     try:
         from harness.verdicts.claims import load_claims, verify
     except ImportError:
-        raise UsageError("--claims: claim verification (harness.verdicts.claims) is not available in this build; "
-                         "run the report without --claims") from None
+        raise UsageError(
+            "--claims: claim verification (harness.verdicts.claims) is not available in this "
+            "build; "
+            "run the report without --claims"
+        ) from None
     if not Path(claims_path).is_file():
-        raise UsageError(f"--claims: {claims_path} not found; give the strategy report (markdown) or claims YAML")
+        raise UsageError(
+            f"--claims: {claims_path} not found; give the strategy report (markdown) or claims YAML"
+        )
     report = verify(load_claims(claims_path), config=None, results=str(run.path))
     return [asdict(v) for v in report.claims], list(report.notes)
 
 
-def write_report(run_dir: str | Path, claims: str | None = None, out_dir: str | Path | None = None,
-                 predicted: str | None = None) -> ReportFiles:
+def write_report(
+    run_dir: str | Path,
+    claims: str | None = None,
+    out_dir: str | Path | None = None,
+    predicted: str | None = None,
+) -> ReportFiles:
     """Render the report of ``run_dir`` into ``out_dir`` (default: the run directory itself); with a
-    ``harness predict`` forecast (``predicted``, else the run's prediction.json) beside the measurement."""
+    ``harness predict`` forecast (``predicted``, else the run's prediction.json) beside the
+    measurement."""
     run = load_run(run_dir)
     forecast = load_prediction(run.path, predicted)
     out = Path(out_dir) if out_dir else run.path
@@ -97,14 +120,24 @@ def write_report(run_dir: str | Path, claims: str | None = None, out_dir: str | 
     plot_paths = draw_plots(run, out)
     dag = dag_from_run(run)
     dag_json, dag_dot = write_dag(dag, out)
-    ctx = Ctx(run=run, plots={k: f"{PLOTS_DIR}/{v}" for k, v in PLOT_FILES.items()}, dag=dag,
-              dag_files=[dag_json.name, dag_dot.name], advice=recommend(evidence_from_run(run)),
-              claims=claim_rows, claims_source=claims, claim_notes=claim_notes,
-              predicted=predicted_claims(run.summary.get("predicted") or {}, run.layout()))
+    ctx = Ctx(
+        run=run,
+        plots={k: f"{PLOTS_DIR}/{v}" for k, v in PLOT_FILES.items()},
+        dag=dag,
+        dag_files=[dag_json.name, dag_dot.name],
+        advice=recommend(evidence_from_run(run)),
+        claims=claim_rows,
+        claims_source=claims,
+        claim_notes=claim_notes,
+        predicted=predicted_claims(run.summary.get("predicted") or {}, run.layout()),
+    )
     sections = build_sections(ctx)
     pred_section = predicted_section(ctx, forecast)
-    if pred_section is not None:    # right after "Performance vs SLOs"
-        at = next((i + 1 for i, sec in enumerate(sections) if sec.title == "Performance vs SLOs"), len(sections))
+    if pred_section is not None:  # right after "Performance vs SLOs"
+        at = next(
+            (i + 1 for i, sec in enumerate(sections) if sec.title == "Performance vs SLOs"),
+            len(sections),
+        )
         sections.insert(at, pred_section)
     title = f"Run report: {run.summary.get('name') or run.path.name}"
     head = intro(ctx)

@@ -17,10 +17,14 @@ from harness.report.modify import Advice
 TOL = 0.10
 
 CLAIM_LABELS = {
-    "total_gpus": "GPUs used", "memory_per_gpu_gb": "weights per GPU (GB, max rank)",
-    "model_memory_gb": "model weights (GB, one replica)", "memory_balance_epsilon": "memory balance ε (max/mean − 1)",
-    "stage_memory_gb": "weights per stage (GB)", "throughput_rps": "throughput (requests/s)",
-    "gpu_utilization_pct": "GPU utilisation (%)", "bubble_ratio": "pipeline bubble ratio",
+    "total_gpus": "GPUs used",
+    "memory_per_gpu_gb": "weights per GPU (GB, max rank)",
+    "model_memory_gb": "model weights (GB, one replica)",
+    "memory_balance_epsilon": "memory balance ε (max/mean − 1)",
+    "stage_memory_gb": "weights per stage (GB)",
+    "throughput_rps": "throughput (requests/s)",
+    "gpu_utilization_pct": "GPU utilisation (%)",
+    "bubble_ratio": "pipeline bubble ratio",
     "tp_allreduce_bytes_per_layer": "TP all-reduce bytes per layer per token",
     "pp_sendrecv_bytes_per_stage": "PP send/recv bytes per token per boundary",
     "nvlink_utilization_pct": "NVLink utilisation (%)",
@@ -46,6 +50,7 @@ class Ctx:
 
 
 # ---------------------------------------------------------------- formatting
+
 
 def fmt(v: Any, digits: int = 3) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
@@ -105,10 +110,14 @@ def check_header(ctx: Ctx) -> list[str]:
     return h + (["claimed", "verdict"] if ctx.claims is not None else ["verdict"])
 
 
-def check_row(ctx: Ctx, label: str, predicted: Any, measured: Any, verdict: str, cid: str | None = None,
-              f=fmt) -> list[str]:
-    row = [label, f(predicted) if not isinstance(predicted, str) else predicted,
-           f(measured) if not isinstance(measured, str) else measured]
+def check_row(
+    ctx: Ctx, label: str, predicted: Any, measured: Any, verdict: str, cid: str | None = None, f=fmt
+) -> list[str]:
+    row = [
+        label,
+        f(predicted) if not isinstance(predicted, str) else predicted,
+        f(measured) if not isinstance(measured, str) else measured,
+    ]
     if ctx.claims is not None:
         c = ctx.claim(cid) if cid else None
         if c is None:
@@ -144,7 +153,9 @@ def predicted_claims(predicted: dict, layout) -> dict[str, Any]:
     if "weight_epsilon" in predicted:
         flat.setdefault("memory_balance_epsilon", predicted["weight_epsilon"])
     if comm:
-        flat.setdefault("tp_allreduce_bytes_per_layer", comm.get("tp_allreduce_bytes_per_layer_per_token"))
+        flat.setdefault(
+            "tp_allreduce_bytes_per_layer", comm.get("tp_allreduce_bytes_per_layer_per_token")
+        )
         flat.setdefault("pp_sendrecv_bytes_per_stage", comm.get("pp_bytes_per_token_per_boundary"))
     if bounds:
         flat.setdefault("bubble_ratio", bounds.get("bubble_ratio"))
@@ -152,4 +163,3 @@ def predicted_claims(predicted: dict, layout) -> dict[str, Any]:
     if ranks or stages:
         flat.setdefault("total_gpus", layout.world_size)
     return flat
-

@@ -1,4 +1,5 @@
-"""The report's sections in order, built from a loaded run (no measuring, no I/O besides what it is given).
+"""The report's sections in order, built from a loaded run (no measuring, no I/O besides what it is
+given).
 
 Sections mirror the seed report: hardware, memory, performance vs SLOs, load balancing, TP groups,
 PP stages, communication nodes, DAG, nodes to modify; then claims, cross-checks and notes.
@@ -29,9 +30,30 @@ from harness.report.sections_engine import engine_section
 from harness.report.sections_pipeline import communication, dag_section, pp_stages, tp_groups
 from harness.report.sections_resources import hardware, load_balancing, memory
 
-__all__ = ["CLAIM_LABELS", "TOL", "Ctx", "agreement", "build_sections", "claim_row", "claims", "communication",
-           "cross_checks", "dag_section", "fmt", "fmt_bytes", "fmt_s", "hardware", "intro", "load_balancing",
-           "memory", "nodes_to_modify", "performance", "pp_stages", "predicted_claims", "tp_groups"]
+__all__ = [
+    "CLAIM_LABELS",
+    "TOL",
+    "Ctx",
+    "agreement",
+    "build_sections",
+    "claim_row",
+    "claims",
+    "communication",
+    "cross_checks",
+    "dag_section",
+    "fmt",
+    "fmt_bytes",
+    "fmt_s",
+    "hardware",
+    "intro",
+    "load_balancing",
+    "memory",
+    "nodes_to_modify",
+    "performance",
+    "pp_stages",
+    "predicted_claims",
+    "tp_groups",
+]
 
 
 def performance(ctx: Ctx) -> Section:
@@ -49,41 +71,93 @@ def performance(ctx: Ctx) -> Section:
             row.append("—")
         slo_rows.append(row + [verdict])
     hdr = ["SLO target", "predicted (planner bound)", "measured", "margin"]
-    hdr += (["claimed", "verdict"] if ctx.claims is not None else ["verdict"])
+    hdr += ["claimed", "verdict"] if ctx.claims is not None else ["verdict"]
     lat_rows = []
-    for name, key in (("TTFT", "ttft"), ("TPOT", "tpot"), ("ITL", "itl"), ("E2E", "e2el"), ("queue", "queue")):
-        lat_rows.append([name] + [fmt(m.get(f"{st}_{key}_ms")) for st in ("mean", "median", "p90", "p99")])
-    send = run.summary.get("metrics_from_send")   # a request went after its arrival: vLLM's origin too
-    for name, key in (("TTFT from the send", "ttft"), ("E2E from the send", "e2el"), ("client queue", "client_queue")):
+    for name, key in (
+        ("TTFT", "ttft"),
+        ("TPOT", "tpot"),
+        ("ITL", "itl"),
+        ("E2E", "e2el"),
+        ("queue", "queue"),
+    ):
+        lat_rows.append(
+            [name] + [fmt(m.get(f"{st}_{key}_ms")) for st in ("mean", "median", "p90", "p99")]
+        )
+    # a request went after its arrival: vLLM's origin too
+    send = run.summary.get("metrics_from_send")
+    for name, key in (
+        ("TTFT from the send", "ttft"),
+        ("E2E from the send", "e2el"),
+        ("client queue", "client_queue"),
+    ):
         if isinstance(send, dict):
-            lat_rows.append([name] + [fmt(send.get(f"{st}_{key}_ms")) for st in ("mean", "median", "p90", "p99")])
-    rates = [claim_row(ctx, "throughput_rps", 1e9, "throughput (requests/s; predicted = upper bound)"),
-             check_row(ctx, "goodput (requests/s meeting every SLO)", None, m.get("request_goodput"), "measured only"),
-             check_row(ctx, "output tokens/s", None, m.get("output_throughput"), "measured only")]
+            lat_rows.append(
+                [name]
+                + [fmt(send.get(f"{st}_{key}_ms")) for st in ("mean", "median", "p90", "p99")]
+            )
+    rates = [
+        claim_row(ctx, "throughput_rps", 1e9, "throughput (requests/s; predicted = upper bound)"),
+        check_row(
+            ctx,
+            "goodput (requests/s meeting every SLO)",
+            None,
+            m.get("request_goodput"),
+            "measured only",
+        ),
+        check_row(ctx, "output tokens/s", None, m.get("output_throughput"), "measured only"),
+    ]
     rates[0][-1] = _bound_verdict(ctx.predicted.get("throughput_rps"), m.get("request_throughput"))
-    counts = (f"{m.get('completed', 0)} of {m.get('num_requests', 0)} requests completed "
-              f"({m.get('failed', 0)} failed, {m.get('incomplete', 0)} unfinished) over {fmt(m.get('duration_s'))} s; "
-              f"warm-up: {m.get('warmup_requests', 0)} requests in {fmt(run.summary.get('warmup_s'))} s, excluded.")
-    caveat = run.summary.get("slo_preset") if isinstance(run.summary.get("slo_preset"), dict) else {}
-    preset = [Text(f"Preset {caveat.get('preset')}: {caveat.get('note')}." + (
-        f" Warning: {caveat['warning']}." if caveat.get("warning") else ""), "note")] if caveat else []
+    counts = (
+        f"{m.get('completed', 0)} of {m.get('num_requests', 0)} requests completed "
+        f"({m.get('failed', 0)} failed, {m.get('incomplete', 0)} unfinished) over "
+        f"{fmt(m.get('duration_s'))} s; "
+        f"warm-up: {m.get('warmup_requests', 0)} requests in {fmt(run.summary.get('warmup_s'))} s, "
+        f"excluded."
+    )
+    caveat = (
+        run.summary.get("slo_preset") if isinstance(run.summary.get("slo_preset"), dict) else {}
+    )
+    preset = (
+        [
+            Text(
+                f"Preset {caveat.get('preset')}: {caveat.get('note')}."
+                + (f" Warning: {caveat['warning']}." if caveat.get("warning") else ""),
+                "note",
+            )
+        ]
+        if caveat
+        else []
+    )
     budget = ((run.summary.get("predicted") or {}).get("run") or {}).get("max_num_batched_tokens")
     if budget:
-        counts += (f" Chunked prefill: at most {budget} tokens per micro-batch, decode rows first "
-                   f"(predicted TTFT: the mean prompt in {bounds.get('prefill_chunks', 1)} chunk(s)).")
+        counts += (
+            f" Chunked prefill: at most {budget} tokens per micro-batch, decode rows first "
+            f"(predicted TTFT: the mean prompt in {bounds.get('prefill_chunks', 1)} chunk(s))."
+        )
     errors = [Text(e, "note") for e in floor_errors(bounds, m)]
-    return Section("Performance vs SLOs", [
-        Text(f"Overall: {run.summary.get('verdict')}"), Text(counts), *errors,
-        Table(hdr, slo_rows) if slo_rows else Text("No SLO targets in the spec: verdict UNMEASURED.", "note"),
-        *preset,
-        Table(check_header(ctx), rates),
-        Table(["latency (ms)", "mean", "median", "p90", "p99"], lat_rows),
-        Image(ctx.plots["latency"], "TTFT / TPOT / E2E CDFs with the SLO targets"),
-        Image(ctx.plots["throughput"], "Throughput over time")])
+    return Section(
+        "Performance vs SLOs",
+        [
+            Text(f"Overall: {run.summary.get('verdict')}"),
+            Text(counts),
+            *errors,
+            Table(hdr, slo_rows)
+            if slo_rows
+            else Text("No SLO targets in the spec: verdict UNMEASURED.", "note"),
+            *preset,
+            Table(check_header(ctx), rates),
+            Table(["latency (ms)", "mean", "median", "p90", "p99"], lat_rows),
+            Image(ctx.plots["latency"], "TTFT / TPOT / E2E CDFs with the SLO targets"),
+            Image(ctx.plots["throughput"], "Throughput over time"),
+        ],
+    )
 
 
-FLOORS = (("TPOT", "tpot_floor_s", "median_tpot_ms"), ("TTFT", "ttft_floor_s", "median_ttft_ms"),
-          ("E2E", "e2e_floor_s", "median_e2el_ms"))
+FLOORS = (
+    ("TPOT", "tpot_floor_s", "median_tpot_ms"),
+    ("TTFT", "ttft_floor_s", "median_ttft_ms"),
+    ("E2E", "e2e_floor_s", "median_e2el_ms"),
+)
 
 
 def floor_errors(bounds: dict, metrics: dict) -> list[str]:
@@ -94,8 +168,12 @@ def floor_errors(bounds: dict, metrics: dict) -> list[str]:
     for name, floor_key, measured_key in FLOORS:
         floor, measured = bounds.get(floor_key), metrics.get(measured_key)
         if floor is not None and measured is not None and floor * 1e3 > measured * 1.0001:
-            out.append(f"Planner error: the {name} floor {floor * 1e3:.3g} ms is above the measured median "
-                       f"{measured:.3g} ms (the planner's device numbers or formula are off; see harness plan).")
+            out.append(
+                f"Planner error: the {name} floor {floor * 1e3:.3g} ms is above the measured "
+                f"median "
+                f"{measured:.3g} ms (the planner's device numbers or formula are off; see harness "
+                f"plan)."
+            )
     return out
 
 
@@ -124,40 +202,72 @@ def nodes_to_modify(ctx: Ctx) -> Section:
     adv = ctx.advice
     blocks = []
     if adv.changes:
-        blocks.append(Table(["nodes", "change", "predicted effect", "evidence"],
-                            [[c.nodes, c.change, c.effect, c.evidence] for c in adv.changes]))
+        blocks.append(
+            Table(
+                ["nodes", "change", "predicted effect", "evidence"],
+                [[c.nodes, c.change, c.effect, c.evidence] for c in adv.changes],
+            )
+        )
     elif adv.none_needed:
-        blocks.append(Text("None needed: every rule was judged on measurements and none fired "
-                           f"({', '.join(adv.checked)})."))
+        blocks.append(
+            Text(
+                "None needed: every rule was judged on measurements and none fired "
+                f"({', '.join(adv.checked)})."
+            )
+        )
     else:
         blocks.append(Text("No change found, but not every rule could be judged.", "note"))
     if adv.unjudged:
         blocks.append(Text("Not judged (measurements missing): " + ", ".join(adv.unjudged), "note"))
     if not ctx.run.complete:
-        blocks.append(Text("The run is incomplete: these findings rest on partial measurements.", "note"))
+        blocks.append(
+            Text("The run is incomplete: these findings rest on partial measurements.", "note")
+        )
     hw = ctx.run.summary.get("hardware") or {}
     if adv.changes and (hw.get("gpu") == "cpu" or hw.get("backend") == "gloo"):
-        blocks.append(Text("CPU twin: the time-based findings measure gloo ranks sharing a few CPU cores (a "
-                           "collective waits for its peer process to be scheduled); they show the method, not "
-                           "what the GPU deployment needs. Re-run on the target GPUs before changing it.", "note"))
+        blocks.append(
+            Text(
+                "CPU twin: the time-based findings measure gloo ranks sharing a few CPU cores (a "
+                "collective waits for its peer process to be scheduled); they show the method, not "
+                "what the GPU deployment needs. Re-run on the target GPUs before changing it.",
+                "note",
+            )
+        )
     return Section("Nodes to modify", blocks)
 
 
 def claims(ctx: Ctx) -> Section | None:
     if ctx.claims is None:
         return None
-    rows = [[str(c.get("id")) + ("" if c.get("index") is None else f"[{c['index']}]"),
-             str(c.get("text", ""))[:120], fmt(c.get("claimed")), fmt(c.get("expected")),
-             str(c.get("verdict")), str(c.get("source", "")), str(c.get("reason", ""))] for c in ctx.claims]
+    rows = [
+        [
+            str(c.get("id")) + ("" if c.get("index") is None else f"[{c['index']}]"),
+            str(c.get("text", ""))[:120],
+            fmt(c.get("claimed")),
+            fmt(c.get("expected")),
+            str(c.get("verdict")),
+            str(c.get("source", "")),
+            str(c.get("reason", "")),
+        ]
+        for c in ctx.claims
+    ]
     counts = {}
     for c in ctx.claims:
         key = (c.get("verdict"), c.get("source"))
         counts[key] = counts.get(key, 0) + 1
-    tally = ", ".join(f"{n} {v} ({s})" for (v, s), n in sorted(counts.items(), key=lambda x: str(x[0])))
-    blocks = [Text(f"{len(ctx.claims)} claims from {ctx.claims_source}: {tally or 'none found'}. "
-                   "'source' says whether a verdict comes from this run's measurement, the planner's "
-                   "prediction, or the report's own statements."),
-              Table(["id", "claim", "claimed", "expected / measured", "verdict", "source", "reason"], rows)]
+    tally = ", ".join(
+        f"{n} {v} ({s})" for (v, s), n in sorted(counts.items(), key=lambda x: str(x[0]))
+    )
+    blocks = [
+        Text(
+            f"{len(ctx.claims)} claims from {ctx.claims_source}: {tally or 'none found'}. "
+            "'source' says whether a verdict comes from this run's measurement, the planner's "
+            "prediction, or the report's own statements."
+        ),
+        Table(
+            ["id", "claim", "claimed", "expected / measured", "verdict", "source", "reason"], rows
+        ),
+    ]
     if ctx.claim_notes:
         blocks.append(Bullets(list(ctx.claim_notes)))
     return Section("Claims", blocks)
@@ -166,13 +276,26 @@ def claims(ctx: Ctx) -> Section | None:
 def cross_checks(ctx: Ctx) -> Section:
     run = ctx.run
     checks = run.summary.get("cross_checks") or []
-    rows = [[str(c.get("name")), fmt(c.get("expected")) if not isinstance(c.get("expected"), dict) else
-             ", ".join(f"{k} {fmt(v)}" for k, v in c["expected"].items()),
-             fmt(c.get("measured")) if not isinstance(c.get("measured"), dict) else
-             ", ".join(f"{k} {fmt(v)}" for k, v in c["measured"].items()),
-             "ok" if c.get("ok") else "mismatch", str(c.get("detail") or "")] for c in checks]
+    rows = [
+        [
+            str(c.get("name")),
+            fmt(c.get("expected"))
+            if not isinstance(c.get("expected"), dict)
+            else ", ".join(f"{k} {fmt(v)}" for k, v in c["expected"].items()),
+            fmt(c.get("measured"))
+            if not isinstance(c.get("measured"), dict)
+            else ", ".join(f"{k} {fmt(v)}" for k, v in c["measured"].items()),
+            "ok" if c.get("ok") else "mismatch",
+            str(c.get("detail") or ""),
+        ]
+        for c in checks
+    ]
     bad = sum(1 for c in checks if not c.get("ok"))
-    blocks = [Text(f"{len(checks)} checks, {bad} failed.")] if checks else [Text("No cross-checks recorded.", "note")]
+    blocks = (
+        [Text(f"{len(checks)} checks, {bad} failed.")]
+        if checks
+        else [Text("No cross-checks recorded.", "note")]
+    )
     if rows:
         blocks.append(Table(["check", "expected", "measured", "verdict", "detail"], rows))
     notes = run.summary.get("notes") or []
@@ -182,9 +305,19 @@ def cross_checks(ctx: Ctx) -> Section:
 
 
 def build_sections(ctx: Ctx) -> list[Section]:
-    out = [hardware(ctx), memory(ctx), performance(ctx), engine_section(ctx), load_balancing(ctx), tp_groups(ctx),
-           pp_stages(ctx), communication(ctx), dag_section(ctx), nodes_to_modify(ctx)]
-    out = [s for s in out if s is not None]     # engine_section: external engines only
+    out = [
+        hardware(ctx),
+        memory(ctx),
+        performance(ctx),
+        engine_section(ctx),
+        load_balancing(ctx),
+        tp_groups(ctx),
+        pp_stages(ctx),
+        communication(ctx),
+        dag_section(ctx),
+        nodes_to_modify(ctx),
+    ]
+    out = [s for s in out if s is not None]  # engine_section: external engines only
     c = claims(ctx)
     if c is not None:
         out.append(c)
@@ -196,17 +329,37 @@ def intro(ctx: Ctx) -> list:
     s = ctx.run.summary
     hw = s.get("hardware") or {}
     lay = s.get("layout") or {}
-    lines = [Text(f"Verdict: {s.get('verdict')}" + ("" if s.get("complete") else
-                  f" (the run did not finish: {s.get('incomplete_reason')})")),
-             Text(f"Run {s.get('name')} · started {s.get('started_utc')} · finished {s.get('finished_utc') or '—'} · "
-                  f"wall {fmt(s.get('wall_s'))} s · {hw.get('total_gpus')} × {hw.get('gpu_name') or hw.get('gpu')} "
-                  f"({hw.get('backend')}) · tp {lay.get('tp')} pp {lay.get('pp')} dp {lay.get('dp')} "
-                  f"split {lay.get('layer_split')}"),
-             Text(f"Run directory: {ctx.run.path}")]
+    lines = [
+        Text(
+            f"Verdict: {s.get('verdict')}"
+            + (
+                ""
+                if s.get("complete")
+                else f" (the run did not finish: {s.get('incomplete_reason')})"
+            )
+        ),
+        Text(
+            f"Run {s.get('name')} · started {s.get('started_utc')} · finished "
+            f"{s.get('finished_utc') or '—'} · "
+            f"wall {fmt(s.get('wall_s'))} s · {hw.get('total_gpus')} × "
+            f"{hw.get('gpu_name') or hw.get('gpu')} "
+            f"({hw.get('backend')}) · tp {lay.get('tp')} pp {lay.get('pp')} dp {lay.get('dp')} "
+            f"split {lay.get('layer_split')}"
+        ),
+        Text(f"Run directory: {ctx.run.path}"),
+    ]
     eng = s.get("engine") if isinstance(s.get("engine"), dict) else None
     if eng and eng.get("kind") not in (None, "reference"):
-        lines.append(Text(f"Served by an external engine: {eng.get('kind')} {eng.get('version') or ''}".rstrip()
-                          + " (see System under test); no communication or stage trace."))
+        lines.append(
+            Text(
+                (
+                    f"Served by an external engine: {eng.get('kind')} {eng.get('version') or ''}"
+                ).rstrip()
+                + " (see System under test); no communication or stage trace."
+            )
+        )
     if not s.get("complete"):
-        lines.append(Text("This run did not finish: every number below covers only what completed.", "note"))
+        lines.append(
+            Text("This run did not finish: every number below covers only what completed.", "note")
+        )
     return lines

@@ -15,9 +15,12 @@ def engine_section(ctx: Ctx) -> Section | None:
     eng = s.get("engine") if isinstance(s.get("engine"), dict) else None
     if eng is None or eng.get("kind") in (None, "reference"):
         return None
-    rows = [["kind", str(eng.get("kind"))], ["version", str(eng.get("version") or "—")],
-            ["model (as served)", str(eng.get("model") or "—")]]
-    if eng.get("source"):       # a run imported from another client's results (harness import-bench)
+    rows = [
+        ["kind", str(eng.get("kind"))],
+        ["version", str(eng.get("version") or "—")],
+        ["model (as served)", str(eng.get("model") or "—")],
+    ]
+    if eng.get("source"):  # a run imported from another client's results (harness import-bench)
         rows.append(["measured by", f"{eng['source']} ({eng.get('file') or '—'})"])
     if eng.get("command"):
         rows.append(["command", str(eng["command"])])
@@ -32,9 +35,14 @@ def engine_section(ctx: Ctx) -> Section | None:
     blocks = [Table(["", ""], rows)]
     lag = s.get("client") if isinstance(s.get("client"), dict) else None
     if lag:
-        blocks.append(Text(f"Client lag (sent − scheduled arrival) over {lag.get('sent')} requests: p50 "
-                           f"{fmt(lag.get('p50_ms'))} ms, p99 {fmt(lag.get('p99_ms'))} ms, max {fmt(lag.get('max_ms'))} ms."
-                           + (f" Warning: {lag['warning']}." if lag.get("warning") else "")))
+        blocks.append(
+            Text(
+                f"Client lag (sent − scheduled arrival) over {lag.get('sent')} requests: p50 "
+                f"{fmt(lag.get('p50_ms'))} ms, p99 {fmt(lag.get('p99_ms'))} ms, max "
+                f"{fmt(lag.get('max_ms'))} ms."
+                + (f" Warning: {lag['warning']}." if lag.get("warning") else "")
+            )
+        )
     blocks += _latency_views(s)
     return Section("System under test", blocks)
 
@@ -45,21 +53,48 @@ def _latency_views(s: dict) -> list:
     if not view.get("available"):
         return [Text("No server-side metrics (the server has no Prometheus /metrics).", "note")]
     rows = []
-    for name, key in (("TTFT", "ttft"), ("ITL", "itl"), ("E2E", "e2el"), ("queue (server)", "queue")):
+    for name, key in (
+        ("TTFT", "ttft"),
+        ("ITL", "itl"),
+        ("E2E", "e2el"),
+        ("queue (server)", "queue"),
+    ):
         srv = view.get(key) or {}
-        client = [fmt(m.get(f"{st}_{key}_ms")) for st in ("mean", "p50", "p90", "p99")] if key != "queue" \
+        client = (
+            [fmt(m.get(f"{st}_{key}_ms")) for st in ("mean", "p50", "p90", "p99")]
+            if key != "queue"
             else ["—"] * 4
-        rows.append([name, "client"] + client + [fmt(m.get("completed")) if key in ("ttft", "e2el") else "—"])
-        rows.append([name, "server"] + [fmt(srv.get(f"{st}_ms")) for st in ("mean", "p50", "p90", "p99")]
-                    + [fmt(srv.get("count"))])
-    note = ("Client: timed by the harness from the scheduled arrival (so the client's lag and the network count); "
-            "server: vLLM's own histograms over the measured window, from its arrival of the request; its "
-            "percentiles are interpolated inside Prometheus buckets (coarse: one that falls in the first bucket, e.g. a "
-            "queue time below 0.3 s, only says it is below that bound; the mean is exact).")
-    counts = (f"Server counters over the window: {fmt(view.get('prompt_tokens'))} prompt tokens, "
-              f"{fmt(view.get('generation_tokens'))} generated, {fmt(view.get('request_success'))} finished, "
-              f"{fmt(view.get('num_preemptions'))} preemptions; peak running {fmt(view.get('max_num_requests_running'))}, "
-              f"waiting {fmt(view.get('max_num_requests_waiting'))}, KV cache use "
-              f"{fmt(view.get('max_kv_cache_usage_perc'))} (0..1).")
-    return [Table(["latency (ms)", "seen by", "mean", "p50", "p90", "p99", "observations"], rows), Text(note, "note"),
-            Text(counts)]
+        )
+        rows.append(
+            [name, "client"]
+            + client
+            + [fmt(m.get("completed")) if key in ("ttft", "e2el") else "—"]
+        )
+        rows.append(
+            [name, "server"]
+            + [fmt(srv.get(f"{st}_ms")) for st in ("mean", "p50", "p90", "p99")]
+            + [fmt(srv.get("count"))]
+        )
+    note = (
+        "Client: timed by the harness from the scheduled arrival (so the client's lag and the "
+        "network count); "
+        "server: vLLM's own histograms over the measured window, from its arrival of the request; "
+        "its "
+        "percentiles are interpolated inside Prometheus buckets (coarse: one that falls in the "
+        "first bucket, e.g. a "
+        "queue time below 0.3 s, only says it is below that bound; the mean is exact)."
+    )
+    counts = (
+        f"Server counters over the window: {fmt(view.get('prompt_tokens'))} prompt tokens, "
+        f"{fmt(view.get('generation_tokens'))} generated, {fmt(view.get('request_success'))} "
+        f"finished, "
+        f"{fmt(view.get('num_preemptions'))} preemptions; peak running "
+        f"{fmt(view.get('max_num_requests_running'))}, "
+        f"waiting {fmt(view.get('max_num_requests_waiting'))}, KV cache use "
+        f"{fmt(view.get('max_kv_cache_usage_perc'))} (0..1)."
+    )
+    return [
+        Table(["latency (ms)", "seen by", "mean", "p50", "p90", "p99", "observations"], rows),
+        Text(note, "note"),
+        Text(counts),
+    ]

@@ -20,15 +20,17 @@ PREDICTION_FILE = "prediction.json"
 PREDICT_KIND = "harness.predict/1"
 
 # (label, metric key, planner bound key, bound scale to the metric's unit, bound sense)
-ROWS = (("TTFT median (ms)", "median_ttft_ms", "ttft_floor_s", 1e3, "≥"),
-        ("TTFT p99 (ms)", "p99_ttft_ms", "ttft_floor_s", 1e3, "≥"),
-        ("TPOT median (ms)", "median_tpot_ms", "tpot_at_rows_s", 1e3, "≥"),
-        ("TPOT p99 (ms)", "p99_tpot_ms", "tpot_at_rows_s", 1e3, "≥"),
-        ("ITL median (ms)", "median_itl_ms", None, 1.0, ""),
-        ("E2E median (ms)", "median_e2el_ms", "e2e_floor_s", 1e3, "≥"),
-        ("throughput (req/s)", "request_throughput", "rps_bound", 1.0, "≤"),
-        ("goodput (req/s)", "request_goodput", None, 1.0, ""),
-        ("output tokens/s", "output_throughput", None, 1.0, ""))
+ROWS = (
+    ("TTFT median (ms)", "median_ttft_ms", "ttft_floor_s", 1e3, "≥"),
+    ("TTFT p99 (ms)", "p99_ttft_ms", "ttft_floor_s", 1e3, "≥"),
+    ("TPOT median (ms)", "median_tpot_ms", "tpot_at_rows_s", 1e3, "≥"),
+    ("TPOT p99 (ms)", "p99_tpot_ms", "tpot_at_rows_s", 1e3, "≥"),
+    ("ITL median (ms)", "median_itl_ms", None, 1.0, ""),
+    ("E2E median (ms)", "median_e2el_ms", "e2e_floor_s", 1e3, "≥"),
+    ("throughput (req/s)", "request_throughput", "rps_bound", 1.0, "≤"),
+    ("goodput (req/s)", "request_goodput", None, 1.0, ""),
+    ("output tokens/s", "output_throughput", None, 1.0, ""),
+)
 
 
 def load_prediction(run_dir: Path, path: str | None) -> dict | None:
@@ -40,14 +42,24 @@ def load_prediction(run_dir: Path, path: str | None) -> dict | None:
     try:
         data = json.loads(p.read_text())
     except FileNotFoundError:
-        raise UsageError(f"--predicted: {p} not found; write one with "
-                         "`harness predict CONFIG --from RUN --out FILE`") from None
+        raise UsageError(
+            f"--predicted: {p} not found; write one with "
+            "`harness predict CONFIG --from RUN --out FILE`"
+        ) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UsageError(f"--predicted: {p} is not JSON ({e.__class__.__name__}); "
-                         "rewrite it with harness predict") from None
-    if not isinstance(data, dict) or data.get("kind") != PREDICT_KIND or not isinstance(data.get("metrics"), dict):
-        raise UsageError(f"--predicted: {p} is not a `harness predict` forecast ({PREDICT_KIND}); "
-                         "write one with `harness predict CONFIG --from RUN --out FILE`")
+        raise UsageError(
+            f"--predicted: {p} is not JSON ({e.__class__.__name__}); "
+            "rewrite it with harness predict"
+        ) from None
+    if (
+        not isinstance(data, dict)
+        or data.get("kind") != PREDICT_KIND
+        or not isinstance(data.get("metrics"), dict)
+    ):
+        raise UsageError(
+            f"--predicted: {p} is not a `harness predict` forecast ({PREDICT_KIND}); "
+            "write one with `harness predict CONFIG --from RUN --out FILE`"
+        )
     return data
 
 
@@ -66,32 +78,59 @@ def predicted_section(ctx: Ctx, pred: dict | None) -> Section | None:
     rows = []
     for label, key, bkey, scale, sense in ROWS:
         b = bounds.get(bkey) if bkey else None
-        rows.append([label, f"{sense} {fmt(b * scale)}" if b is not None else "—", fmt(pm.get(key)),
-                     fmt(m.get(key)), error_pct(pm.get(key), m.get(key))])
+        rows.append(
+            [
+                label,
+                f"{sense} {fmt(b * scale)}" if b is not None else "—",
+                fmt(pm.get(key)),
+                fmt(m.get(key)),
+                error_pct(pm.get(key), m.get(key)),
+            ]
+        )
     measured_slo = {str(r.get("target")): r for r in ctx.run.summary.get("slo") or []}
     verdict = {True: "PASS", False: "FAIL", None: "UNMEASURED"}
-    slo_rows = [[str(r.get("target")), fmt(r.get("measured")), verdict[r.get("passed")],
-                 fmt((measured_slo.get(str(r.get("target"))) or {}).get("measured")),
-                 verdict[(measured_slo.get(str(r.get("target"))) or {}).get("passed")]]
-                for r in pred.get("slo") or []]
+    slo_rows = [
+        [
+            str(r.get("target")),
+            fmt(r.get("measured")),
+            verdict[r.get("passed")],
+            fmt((measured_slo.get(str(r.get("target"))) or {}).get("measured")),
+            verdict[(measured_slo.get(str(r.get("target"))) or {}).get("passed")],
+        ]
+        for r in pred.get("slo") or []
+    ]
     wl = pred.get("workload") or {}
-    blocks = [Text(f"Forecast by harness predict from {pred.get('from')}: {pred.get('checked')}. "
-                   f"Workload forecast: {wl.get('arrival')}, rate {wl.get('rate_rps')}, concurrency "
-                   f"{wl.get('concurrency')}, {wl.get('num_requests')} requests; predicted verdict "
-                   f"{pred.get('verdict')}, measured {ctx.run.summary.get('verdict')}."),
-              Table(["quantity", "bound (planner)", "predicted (calibrated)", "measured", "error"], rows)]
+    blocks = [
+        Text(
+            f"Forecast by harness predict from {pred.get('from')}: {pred.get('checked')}. "
+            f"Workload forecast: {wl.get('arrival')}, rate {wl.get('rate_rps')}, concurrency "
+            f"{wl.get('concurrency')}, {wl.get('num_requests')} requests; predicted verdict "
+            f"{pred.get('verdict')}, measured {ctx.run.summary.get('verdict')}."
+        ),
+        Table(["quantity", "bound (planner)", "predicted (calibrated)", "measured", "error"], rows),
+    ]
     if slo_rows:
-        blocks.append(Table(["SLO target", "predicted", "predicted verdict", "measured", "measured verdict"],
-                            slo_rows))
+        blocks.append(
+            Table(
+                ["SLO target", "predicted", "predicted verdict", "measured", "measured verdict"],
+                slo_rows,
+            )
+        )
     fit = []
     for sc in (pred.get("model") or {}).get("stages") or []:
         r = sc.get("residuals") or {}
-        fit.append(f"stage {sc.get('stage')} ({sc.get('source')}): n {r.get('n')}, RMSE "
-                   f"{fmt((r.get('rmse_s') or 0) * 1e3)} ms, mean |residual| / mean {fmt(r.get('rel_mae'))}, "
-                   f"R² {fmt(r.get('r2'))}")
-    extra = [f"extrapolated: stage {e.get('stage')} {e.get('feature')} {fmt(e['forecast_range'][0])}.."
-             f"{fmt(e['forecast_range'][1])} (fitted on {fmt(e['fitted_range'][0])}..{fmt(e['fitted_range'][1])}, "
-             f"{fmt(e.get('beyond_pct'))} % of the range beyond it)"
-             for e in pred.get("extrapolation") or []]
+        fit.append(
+            f"stage {sc.get('stage')} ({sc.get('source')}): n {r.get('n')}, RMSE "
+            f"{fmt((r.get('rmse_s') or 0) * 1e3)} ms, mean |residual| / mean "
+            f"{fmt(r.get('rel_mae'))}, "
+            f"R² {fmt(r.get('r2'))}"
+        )
+    extra = [
+        f"extrapolated: stage {e.get('stage')} {e.get('feature')} {fmt(e['forecast_range'][0])}.."
+        f"{fmt(e['forecast_range'][1])} (fitted on "
+        f"{fmt(e['fitted_range'][0])}..{fmt(e['fitted_range'][1])}, "
+        f"{fmt(e.get('beyond_pct'))} % of the range beyond it)"
+        for e in pred.get("extrapolation") or []
+    ]
     blocks.append(Bullets(fit + (extra or ["no feature beyond the fitted range"])))
     return Section("Predicted (calibrated) vs measured", blocks)

@@ -36,9 +36,9 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
 
 def _json_default(o: Any) -> Any:
-    if hasattr(o, "item"):           # numpy scalars
+    if hasattr(o, "item"):  # numpy scalars
         return o.item()
-    if hasattr(o, "tolist"):         # numpy arrays
+    if hasattr(o, "tolist"):  # numpy arrays
         return o.tolist()
     if isinstance(o, (set, tuple)):
         return list(o)

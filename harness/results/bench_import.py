@@ -1,5 +1,7 @@
-"""A ``vllm bench serve --save-result --save-detailed`` result file read back as request records, its
-header fields and the workload it describes (pure; ``harness import-bench`` writes the run directory).
+"""A ``vllm bench serve --save-result --save-detailed`` result file read back as request records,
+its
+header fields and the workload it describes (pure; ``harness import-bench`` writes the run
+directory).
 
 From vLLM's per-request lists (vllm/benchmarks/serve.py, 0.32), request i becomes a record with
 (times in s, on the run's clock, whose 0 is the first request's arrival):
@@ -30,12 +32,29 @@ from typing import Any
 from harness.errors import UsageError
 from harness.measure.metrics import RequestRecord
 
-DETAILED_LISTS = ("input_lens", "output_lens", "ttfts", "itls", "latencies", "start_times", "errors")
-_MARKS = ("duration", "completed", "request_throughput")   # keys every bench serve result has
+DETAILED_LISTS = (
+    "input_lens",
+    "output_lens",
+    "ttfts",
+    "itls",
+    "latencies",
+    "start_times",
+    "errors",
+)
+_MARKS = ("duration", "completed", "request_throughput")  # keys every bench serve result has
 # Scalars of a result file that the recomputed summary must reproduce (where the file has them).
-REPRODUCED = ("completed", "failed", "total_input_tokens", "total_output_tokens", "request_throughput",
-              "output_throughput", "total_token_throughput", "request_goodput", "max_output_tokens_per_s",
-              "max_concurrent_requests")
+REPRODUCED = (
+    "completed",
+    "failed",
+    "total_input_tokens",
+    "total_output_tokens",
+    "request_throughput",
+    "output_throughput",
+    "total_token_throughput",
+    "request_goodput",
+    "max_output_tokens_per_s",
+    "max_concurrent_requests",
+)
 LATENCY_FAMILIES = ("ttft", "tpot", "itl", "e2el")
 
 
@@ -46,19 +65,28 @@ def read_bench_file(path: str | Path) -> dict[str, Any]:
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise UsageError(f"{where}: not found; give the JSON file vllm bench serve --save-result wrote") from None
+        raise UsageError(
+            f"{where}: not found; give the JSON file vllm bench serve --save-result wrote"
+        ) from None
     except (OSError, UnicodeDecodeError) as e:
-        raise UsageError(f"{where}: unreadable ({e.__class__.__name__}); give the JSON file "
-                         "vllm bench serve --save-result wrote") from None
+        raise UsageError(
+            f"{where}: unreadable ({e.__class__.__name__}); give the JSON file "
+            "vllm bench serve --save-result wrote"
+        ) from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
-        hint = ("it holds several results (--append-result): keep one per file" if e.msg == "Extra data"
-                else "give the JSON file vllm bench serve --save-result wrote")
+        hint = (
+            "it holds several results (--append-result): keep one per file"
+            if e.msg == "Extra data"
+            else "give the JSON file vllm bench serve --save-result wrote"
+        )
         raise UsageError(f"{where}: not JSON ({e.msg} at line {e.lineno}); {hint}") from None
     if not isinstance(data, dict) or any(k not in data for k in _MARKS):
-        raise UsageError(f"{where}: not a vllm bench serve result (no {', '.join(_MARKS)}); "
-                         "give the JSON file vllm bench serve --save-result wrote")
+        raise UsageError(
+            f"{where}: not a vllm bench serve result (no {', '.join(_MARKS)}); "
+            "give the JSON file vllm bench serve --save-result wrote"
+        )
     check_lists(data, where)
     return data
 
@@ -71,24 +99,35 @@ def check_lists(data: dict[str, Any], where: str) -> int:
     """The per-request lists: present, one entry per request each, of the right types. Returns n."""
     missing = [k for k in DETAILED_LISTS if not isinstance(data.get(k), list)]
     if missing:
-        raise UsageError(f"{where}: no per-request {', '.join(missing)}; rerun vllm bench serve with "
-                         "--save-result --save-detailed")
+        raise UsageError(
+            f"{where}: no per-request {', '.join(missing)}; rerun vllm bench serve with "
+            "--save-result --save-detailed"
+        )
     lengths = {k: len(data[k]) for k in DETAILED_LISTS}
     if "queue_times" in data and isinstance(data["queue_times"], list):
         lengths["queue_times"] = len(data["queue_times"])
     n = lengths["start_times"]
     bad = next((k for k, v in lengths.items() if v != n), None)
     if bad is not None:
-        raise UsageError(f"{where}: {bad} has {lengths[bad]} entries but start_times has {n}; "
-                         "the per-request lists must have one entry per request (a truncated or edited file?)")
+        raise UsageError(
+            f"{where}: {bad} has {lengths[bad]} entries but start_times has {n}; "
+            "the per-request lists must have one entry per request (a truncated or edited file?)"
+        )
     if n == 0:
         raise UsageError(f"{where}: the per-request lists are empty; the benchmark sent no request")
     if not _is_num(data["duration"]) or data["duration"] <= 0:
-        raise UsageError(f"{where}: duration {data['duration']!r} is not a positive number of seconds")
+        raise UsageError(
+            f"{where}: duration {data['duration']!r} is not a positive number of seconds"
+        )
     for k in ("input_lens", "output_lens"):
         if not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in data[k]):
             raise UsageError(f"{where}: {k} must hold token counts (integers >= 0)")
-    for k in ("ttfts", "latencies", "start_times", *(["queue_times"] if "queue_times" in lengths else [])):
+    for k in (
+        "ttfts",
+        "latencies",
+        "start_times",
+        *(["queue_times"] if "queue_times" in lengths else []),
+    ):
         if not all(_is_num(x) for x in data[k]):
             raise UsageError(f"{where}: {k} must hold numbers of seconds")
     if not all(isinstance(x, list) and all(_is_num(y) for y in x) for x in data["itls"]):
@@ -103,7 +142,9 @@ def records_from_bench(data: dict[str, Any]) -> tuple[list[RequestRecord], dict[
     n = len(data["start_times"])
     queue = data.get("queue_times") if isinstance(data.get("queue_times"), list) else [0.0] * n
     if str(data.get("request_rate")) == "inf":
-        queue = [0.0] * n   # every request was due at t = 0: its queue is a closed loop's wait, not latency
+        queue = [
+            0.0
+        ] * n  # every request was due at t = 0: its queue is a closed loop's wait, not latency
     due = [s - q for s, q in zip(data["start_times"], queue)]
     origin = min(due)
     records, errors = [], {}
@@ -114,32 +155,48 @@ def records_from_bench(data: dict[str, Any]) -> tuple[list[RequestRecord], dict[
         first = sent + ttft if ttft > 0 else None
         times: list[float] = []
         if first is not None:
-            t = data["start_times"][i] + ttft   # vLLM's own accumulation, then onto the run's clock
+            t = data["start_times"][i] + ttft  # vLLM's own accumulation, then onto the run's clock
             times.append(t - origin)
             for gap in data["itls"][i]:
                 t += gap
                 times.append(t - origin)
-        records.append(RequestRecord(
-            request_id=i, replica=0, arrival_s=due[i] - origin, admitted_s=None, first_token_s=first,
-            token_times_s=times, finish_s=sent + data["latencies"][i], input_len=data["input_lens"][i],
-            output_len=data["output_lens"][i], warmup=False, completed=done,
-            sent_s=sent, output_tokens=data["output_lens"][i] if done else None))
+        records.append(
+            RequestRecord(
+                request_id=i,
+                replica=0,
+                arrival_s=due[i] - origin,
+                admitted_s=None,
+                first_token_s=first,
+                token_times_s=times,
+                finish_s=sent + data["latencies"][i],
+                input_len=data["input_lens"][i],
+                output_len=data["output_lens"][i],
+                warmup=False,
+                completed=done,
+                sent_s=sent,
+                output_tokens=data["output_lens"][i] if done else None,
+            )
+        )
         if not done:
             errors[i] = err or "failed (vLLM recorded no error text)"
     return records, errors
 
 
 def selected_stats(data: dict[str, Any]) -> tuple[list[str], list[float]]:
-    """The ``--percentile-metrics`` and ``--metric-percentiles`` a file was written with, read from its keys."""
-    metrics = [m for m in (*LATENCY_FAMILIES, "client_queue_time", "e2el_including_client_queue")
-               if f"mean_{m}_ms" in data]
+    """The ``--percentile-metrics`` and ``--metric-percentiles`` a file was written with, read from
+    its keys."""
+    metrics = [
+        m
+        for m in (*LATENCY_FAMILIES, "client_queue_time", "e2el_including_client_queue")
+        if f"mean_{m}_ms" in data
+    ]
     qs: set[float] = set()
     for key in data:
         for m in metrics:
             tail = f"_{m}_ms"
             if key.startswith("p") and key.endswith(tail):
                 try:
-                    qs.add(float(key[1:-len(tail)]))
+                    qs.add(float(key[1 : -len(tail)]))
                 except ValueError:
                     pass
     return metrics, sorted(qs)
@@ -151,7 +208,9 @@ def _rate(v: Any) -> float:
     try:
         return float(v)
     except (TypeError, ValueError):
-        raise UsageError(f"import-bench: request_rate {v!r} is neither a number nor \"inf\"") from None
+        raise UsageError(
+            f'import-bench: request_rate {v!r} is neither a number nor "inf"'
+        ) from None
 
 
 def _lengths(values: list[int]) -> dict[str, Any]:
@@ -188,15 +247,20 @@ def layout_from_bench(data: dict[str, Any]) -> dict[str, int] | None:
     """tp/pp/dp from the header's ``--metadata`` keys (``tp=2`` or ``tensor_parallel_size=2``, as
     vLLM's sweep plots read them), else None."""
     out = {}
-    for short, long in (("tp", "tensor_parallel_size"), ("pp", "pipeline_parallel_size"),
-                        ("dp", "data_parallel_size")):
+    for short, long in (
+        ("tp", "tensor_parallel_size"),
+        ("pp", "pipeline_parallel_size"),
+        ("dp", "data_parallel_size"),
+    ):
         v = data.get(long, data.get(short))
         if v is None:
             continue
         try:
             out[short] = int(v)
         except (TypeError, ValueError):
-            raise UsageError(f"import-bench: metadata {short}={v!r} is not a whole number") from None
+            raise UsageError(
+                f"import-bench: metadata {short}={v!r} is not a whole number"
+            ) from None
         if out[short] < 1:
             raise UsageError(f"import-bench: metadata {short}={v!r} must be >= 1")
     return {"tp": out.get("tp", 1), "pp": out.get("pp", 1), "dp": out.get("dp", 1)} if out else None
@@ -209,7 +273,8 @@ def file_metrics(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def unreproduced(data: dict[str, Any], metrics: dict[str, Any], rel: float = 1e-9) -> list[str]:
-    """The file's numbers our summary does not reproduce (beyond float rounding), as 'key: file vs ours'."""
+    """The file's numbers our summary does not reproduce (beyond float rounding), as 'key: file vs
+    ours'."""
     out = []
     for key, want in file_metrics(data).items():
         if key not in metrics or key == "duration":

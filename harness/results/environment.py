@@ -1,6 +1,7 @@
 """What ran: versions of the harness and its stack, GPUs, hosts and Slurm job (``env.json``).
 
-No torch import at module level; ``environment`` imports it lazily, so the report verbs never pay for it.
+No torch import at module level; ``environment`` imports it lazily, so the report verbs never pay
+for it.
 """
 
 from __future__ import annotations
@@ -21,21 +22,32 @@ def _git_sha(repo_dir: Path) -> str | None:
     if git is None or not (repo_dir / ".git").exists():
         return None
     try:
-        out = subprocess.run([git, "-C", str(repo_dir), "rev-parse", "HEAD"], capture_output=True,
-                             text=True, timeout=5, check=False)
+        out = subprocess.run(
+            [git, "-C", str(repo_dir), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     sha = out.stdout.strip()
     if out.returncode != 0 or not sha:
         return None
-    dirty = subprocess.run([git, "-C", str(repo_dir), "status", "--porcelain", "--untracked-files=no"],
-                           capture_output=True, text=True, timeout=5, check=False)
+    dirty = subprocess.run(
+        [git, "-C", str(repo_dir), "status", "--porcelain", "--untracked-files=no"],
+        capture_output=True,
+        text=True,
+        timeout=5,
+        check=False,
+    )
     return sha + ("-dirty" if dirty.returncode == 0 and dirty.stdout.strip() else "")
 
 
 def _module_version(name: str) -> str | None:
     try:
         from importlib.metadata import PackageNotFoundError, version
+
         return version(name)
     except PackageNotFoundError:
         return None
@@ -44,6 +56,7 @@ def _module_version(name: str) -> str | None:
 def _driver_version() -> str | None:
     try:
         import pynvml
+
         pynvml.nvmlInit()
     except Exception:  # no library, no driver: a CPU host
         return None
@@ -59,8 +72,12 @@ def _driver_version() -> str | None:
             pass
 
 
-def environment(hostnames: list[str] | None = None, slurm_job_id: str | None = None,
-                backend: str | None = None, torch_module: Any = None) -> dict:
+def environment(
+    hostnames: list[str] | None = None,
+    slurm_job_id: str | None = None,
+    backend: str | None = None,
+    torch_module: Any = None,
+) -> dict:
     """What ran: harness version + git sha, Python/torch/transformers/CUDA/NCCL/driver versions,
     GPU names and count, hostnames (every rank's, when the run gathered them), Slurm job id.
 
@@ -76,9 +93,16 @@ def environment(hostnames: list[str] | None = None, slurm_job_id: str | None = N
         "platform": platform.platform(),
         "transformers": _module_version("transformers"),
         "hostnames": sorted(set(hostnames)) if hostnames else [socket.gethostname()],
-        "slurm_job_id": slurm_job_id if slurm_job_id is not None else os.environ.get("SLURM_JOB_ID"),
+        "slurm_job_id": slurm_job_id
+        if slurm_job_id is not None
+        else os.environ.get("SLURM_JOB_ID"),
         "backend": backend,
-        "torch": None, "cuda": None, "nccl": None, "driver": None, "gpu_count": 0, "gpu_names": [],
+        "torch": None,
+        "cuda": None,
+        "nccl": None,
+        "driver": None,
+        "gpu_count": 0,
+        "gpu_names": [],
     }
     torch = torch_module
     if torch is None:

@@ -11,7 +11,8 @@ import datetime as _dt
 from typing import Any, Iterable, Mapping
 
 from harness import SCHEMA_VERSION, __version__
-from harness.measure.metrics import STAT_NAMES, RequestRecord, client_queue_s, stats, summarize
+from harness.measure.metrics import RequestRecord, client_queue_s, summarize
+from harness.measure.percentiles import STAT_NAMES, stats
 from harness.spec.slo import judge, overall, per_request_thresholds_ms, preset_caveat
 
 
@@ -19,8 +20,13 @@ def utc_now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def new_summary(name: str, hardware: Mapping[str, Any], layout: Mapping[str, Any],
-                predicted: Mapping[str, Any] | None = None, started_utc: str | None = None) -> dict:
+def new_summary(
+    name: str,
+    hardware: Mapping[str, Any],
+    layout: Mapping[str, Any],
+    predicted: Mapping[str, Any] | None = None,
+    started_utc: str | None = None,
+) -> dict:
     """The summary a run writes at its start: every key present, ``complete: false``."""
     return {
         "schema_version": SCHEMA_VERSION,
@@ -46,8 +52,15 @@ def new_summary(name: str, hardware: Mapping[str, Any], layout: Mapping[str, Any
 
 def slo_rows(verdicts: Iterable[Any]) -> list[dict]:
     """``harness.spec.slo.SloVerdict`` list → the summary's ``slo`` rows."""
-    return [{"target": v.target.text, "measured": v.measured, "passed": v.passed, "margin_pct": v.margin_pct}
-            for v in verdicts]
+    return [
+        {
+            "target": v.target.text,
+            "measured": v.measured,
+            "passed": v.passed,
+            "margin_pct": v.margin_pct,
+        }
+        for v in verdicts
+    ]
 
 
 def overall_verdict(slo: list[dict], complete: bool) -> str:
@@ -68,29 +81,45 @@ def summary_header(spec: Any, env: Mapping[str, Any] | None = None) -> dict:
     names = env.get("gpu_names") or []
     lay = spec.layout
     return {
-        "hardware": {"gpu": spec.cluster.gpu, "gpu_name": names[0] if names else "cpu",
-                     "total_gpus": lay.world_size, "nodes": spec.cluster.nodes,
-                     "backend": env.get("backend") or ("nccl" if names else "gloo")},
+        "hardware": {
+            "gpu": spec.cluster.gpu,
+            "gpu_name": names[0] if names else "cpu",
+            "total_gpus": lay.world_size,
+            "nodes": spec.cluster.nodes,
+            "backend": env.get("backend") or ("nccl" if names else "gloo"),
+        },
         "layout": {"tp": lay.tp, "pp": lay.pp, "dp": lay.dp, "layer_split": list(lay.layer_split)},
     }
 
 
 def goodput_thresholds_ms(spec: Any) -> dict[str, float]:
-    """Per-request goodput thresholds (ms): the spec's own ``slo.goodput`` (vLLM's ``--goodput``) when
-    given, else the tightest latency target per metric (``harness.spec.slo.per_request_thresholds_ms``)."""
+    """Per-request goodput thresholds (ms): the spec's own ``slo.goodput`` (vLLM's ``--goodput``)
+    when
+    given, else the tightest latency target per metric
+    (``harness.spec.slo.per_request_thresholds_ms``)."""
     own = getattr(getattr(spec, "slo", None), "goodput", None)
     return dict(own) if own else per_request_thresholds_ms(spec.slo_targets)
 
 
 def partial_summary(spec: Any, records: Iterable[Any], reason: str) -> dict:
-    """What the reporting process can say on its own when a run stops early: completed requests only."""
-    recs = [r if isinstance(r, RequestRecord) else RequestRecord.from_dict(r) for r in list(records)]
+    """What the reporting process can say on its own when a run stops early: completed requests
+    only."""
+    recs = [
+        r if isinstance(r, RequestRecord) else RequestRecord.from_dict(r) for r in list(records)
+    ]
     metrics = summarize(recs, slo_thresholds_ms=goodput_thresholds_ms(spec))
-    return {"complete": False, "incomplete_reason": reason, "verdict": "INCOMPLETE", "metrics": metrics,
-            "finished_utc": utc_now()}
+    return {
+        "complete": False,
+        "incomplete_reason": reason,
+        "verdict": "INCOMPLETE",
+        "metrics": metrics,
+        "finished_utc": utc_now(),
+    }
 
 
-def metrics_from_send(records: Iterable[RequestRecord], thresholds_ms: Mapping[str, float] | None) -> dict | None:
+def metrics_from_send(
+    records: Iterable[RequestRecord], thresholds_ms: Mapping[str, float] | None
+) -> dict | None:
     """vLLM's definitions where they differ from the summary's ``metrics`` (TTFT and E2E from the
     scheduled arrival): ``{stat}_ttft_ms``, ``{stat}_e2el_ms``, ``good_requests`` and
     ``request_goodput`` with TTFT and E2E from the SEND, and ``{stat}_client_queue_ms`` (send −
@@ -100,17 +129,28 @@ def metrics_from_send(records: Iterable[RequestRecord], thresholds_ms: Mapping[s
     if not any(r.sent_s is not None for r in recs if not r.warmup):
         return None
     m = summarize(recs, slo_thresholds_ms=thresholds_ms, latency_origin="send")
-    out = {k: v for k, v in m.items() if k.endswith(("_ttft_ms", "_e2el_ms")) and not k.startswith("warmup")}
+    out = {
+        k: v
+        for k, v in m.items()
+        if k.endswith(("_ttft_ms", "_e2el_ms")) and not k.startswith("warmup")
+    }
     out.update(good_requests=m["good_requests"], request_goodput=m["request_goodput"])
     waits = stats(client_queue_s(r) for r in recs if not r.warmup and r.completed)
-    out.update({f"{name}_client_queue_ms": None if waits[name] is None else waits[name] * 1e3 for name in STAT_NAMES})
+    out.update(
+        {
+            f"{name}_client_queue_ms": None if waits[name] is None else waits[name] * 1e3
+            for name in STAT_NAMES
+        }
+    )
     return out
 
 
 def final_summary(spec: Any, predicted: Mapping[str, Any], result: Any) -> tuple[dict, dict]:
     """An engine's result → (summary, tables). The same for every engine: metrics from the common
-    request records (``harness.measure.metrics.summarize``: duration from the first scheduled arrival
-    to the last finish), SLO verdicts from those metrics, the engine's own summary parts beside them.
+    request records (``harness.measure.metrics.summarize``: duration from the first scheduled
+    arrival
+    to the last finish), SLO verdicts from those metrics, the engine's own summary parts beside
+    them.
     ``tables`` holds the requests table plus every table the engine produced, and no other."""
     records = list(result.records)
     metrics = summarize(records, slo_thresholds_ms=goodput_thresholds_ms(spec))
@@ -118,12 +158,21 @@ def final_summary(spec: Any, predicted: Mapping[str, Any], result: Any) -> tuple
     measured = dict(result.measured)
     measured["throughput_rps"] = metrics.get("request_throughput")
     summary = {
-        "complete": result.complete, "incomplete_reason": result.incomplete_reason, "name": spec.name,
-        "harness_version": __version__, "finished_utc": utc_now(), "wall_s": result.wall_s,
-        "warmup_s": result.warmup_s, "hardware": dict(result.hardware), "layout": dict(result.layout),
-        "metrics": metrics, "slo": slo_rows(verdicts),
+        "complete": result.complete,
+        "incomplete_reason": result.incomplete_reason,
+        "name": spec.name,
+        "harness_version": __version__,
+        "finished_utc": utc_now(),
+        "wall_s": result.wall_s,
+        "warmup_s": result.warmup_s,
+        "hardware": dict(result.hardware),
+        "layout": dict(result.layout),
+        "metrics": metrics,
+        "slo": slo_rows(verdicts),
         "verdict": overall(verdicts) if result.complete else "INCOMPLETE",
-        "measured": measured, "predicted": dict(predicted), **result.extra,
+        "measured": measured,
+        "predicted": dict(predicted),
+        **result.extra,
     }
     send = metrics_from_send(records, goodput_thresholds_ms(spec))
     if send is not None:
@@ -131,8 +180,11 @@ def final_summary(spec: Any, predicted: Mapping[str, Any], result: Any) -> tuple
     caveat = preset_caveat(spec.slo.preset, metrics.get("duration_s"))
     if caveat is not None:
         summary["slo_preset"] = caveat
-        summary["notes"] = list(summary.get("notes") or []) + [caveat["note"]] + \
-            ([caveat["warning"]] if caveat["warning"] else [])
+        summary["notes"] = (
+            list(summary.get("notes") or [])
+            + [caveat["note"]]
+            + ([caveat["warning"]] if caveat["warning"] else [])
+        )
     requests = []
     for r in records:
         row = r.to_dict()

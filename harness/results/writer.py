@@ -22,9 +22,21 @@ import yaml
 
 from harness import SCHEMA_VERSION
 from harness.errors import UsageError
-from harness.results.atomic import _clean_floats, atomic_write_bytes, atomic_write_json, atomic_write_text
+from harness.results.atomic import (
+    _clean_floats,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+)
 from harness.results.environment import environment
-from harness.results.schema import ENV_FILE, SPEC_FILE, SUMMARY_FILE, TABLES, VERDICTS, rows_to_table
+from harness.results.schema import (
+    ENV_FILE,
+    SPEC_FILE,
+    SUMMARY_FILE,
+    TABLES,
+    VERDICTS,
+    rows_to_table,
+)
 from harness.results.summary import new_summary, overall_verdict, summary_header, utc_now
 
 
@@ -42,18 +54,26 @@ def check_new_run_dir(run_dir: str | Path) -> Path:
     if p.exists() and not p.is_dir():
         raise UsageError(f"--results-dir: {p} is a file; give a new folder")
     if (p / SUMMARY_FILE).exists():
-        raise UsageError(f"--results-dir: {p.resolve()} already holds a run; give a new folder (nothing was changed)")
+        raise UsageError(
+            f"--results-dir: {p.resolve()} already holds a run; give a new folder (nothing was "
+            f"changed)"
+        )
     if p.is_dir() and any(p.iterdir()):
-        raise UsageError(f"--results-dir: {p.resolve()} already holds files but no run; give a new or empty folder "
-                         "(nothing was changed)")
+        raise UsageError(
+            f"--results-dir: {p.resolve()} already holds files but no run; give a new or empty "
+            f"folder "
+            "(nothing was changed)"
+        )
     try:
         p.mkdir(parents=True, exist_ok=True)
         probe = p / f".harness-write-test-{os.getpid()}"
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as e:
-        raise UsageError(f"--results-dir: cannot write in {p} ({e.strerror or type(e).__name__}); "
-                         "give a writable folder") from None
+        raise UsageError(
+            f"--results-dir: cannot write in {p} ({e.strerror or type(e).__name__}); "
+            "give a writable folder"
+        ) from None
     return p.resolve()
 
 
@@ -68,7 +88,8 @@ def read_summary_file(run_dir: str | Path) -> dict | None:
 
 def amend_summary(run_dir: str | Path, **fields: Any) -> dict | None:
     """Change ``summary.json`` of a finished world from outside it (the launcher, once no rank can
-    write any more); ``complete=False`` also makes the verdict INCOMPLETE. None when there is none."""
+    write any more); ``complete=False`` also makes the verdict INCOMPLETE. None when there is
+    none."""
     summary = read_summary_file(run_dir)
     if summary is None:
         return None
@@ -85,13 +106,14 @@ def run_dir_name(name: str, when: _dt.datetime | None = None) -> str:
     return f"{when.astimezone(_dt.timezone.utc).strftime('%Y%m%dT%H%M%SZ')}_{name}"
 
 
-
 def _serialised(method):
     """One write at a time: a stop thread (signal, timeout) and the main thread may both write."""
+
     @functools.wraps(method)
     def locked(self, *args, **kwargs):
         with self._lock:
             return method(self, *args, **kwargs)
+
     return locked
 
 
@@ -100,7 +122,8 @@ class RunWriter:
 
     The run's order::
 
-        w = RunWriter.create(run_dir, spec)      # spec.yaml, env.json, summary.json (complete=false)
+        w = RunWriter.create(run_dir, spec)      # spec.yaml, env.json, summary.json
+        (complete=false)
         w.flush_requests(records)                # every few seconds while running (whole table)
         w.write_final(summary, tables)           # every table, then summary.json last
       or, when stopped early (signal, timeout, a failed rank):
@@ -117,13 +140,19 @@ class RunWriter:
         self.summary: dict | None = None
         self._lock = threading.RLock()
         # Once a run was stopped (write_partial), no later write may call it complete; and
-        # ``stop_check`` (set by the engine) may veto ``complete: true`` at the moment it is written.
+        # ``stop_check`` (set by the engine) may veto ``complete: true`` at the moment it is
+        # written.
         self.stopped: str | None = None
         self.stop_check: Callable[[], str | None] | None = None
 
     @classmethod
-    def create(cls, run_dir: str | Path, spec: Any, env: Mapping[str, Any] | None = None,
-               summary: dict | None = None) -> "RunWriter":
+    def create(
+        cls,
+        run_dir: str | Path,
+        spec: Any,
+        env: Mapping[str, Any] | None = None,
+        summary: dict | None = None,
+    ) -> "RunWriter":
         """Start the run directory ``run_dir`` (the exact folder) for a validated spec.
 
         ``env`` defaults to :func:`environment`; ``summary`` to :func:`new_summary` with the
@@ -143,16 +172,23 @@ class RunWriter:
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise UsageError(f"--results-dir: cannot create {self.dir} ({e.strerror}); give a writable folder") from None
+            raise UsageError(
+                f"--results-dir: cannot create {self.dir} ({e.strerror}); give a writable folder"
+            ) from None
         if (self.dir / SUMMARY_FILE).exists():
-            raise UsageError(f"--results-dir: {self.dir} already holds a run (summary.json); give a new folder")
-        atomic_write_text(self.dir / SPEC_FILE, yaml.safe_dump(_clean_floats(dict(spec_dict)), sort_keys=False))
+            raise UsageError(
+                f"--results-dir: {self.dir} already holds a run (summary.json); give a new folder"
+            )
+        atomic_write_text(
+            self.dir / SPEC_FILE, yaml.safe_dump(_clean_floats(dict(spec_dict)), sort_keys=False)
+        )
         atomic_write_json(self.dir / ENV_FILE, dict(env))
         self.write_summary(dict(summary, complete=False, verdict="INCOMPLETE"))
 
     @_serialised
     def write_summary(self, summary: dict) -> None:
-        """summary.json, made consistent: the schema version; an incomplete run's verdict is INCOMPLETE."""
+        """summary.json, made consistent: the schema version; an incomplete run's verdict is
+        INCOMPLETE."""
         summary = dict(summary, schema_version=SCHEMA_VERSION)
         if summary.get("complete"):
             veto = self.stopped or (self.stop_check() if self.stop_check is not None else None)
@@ -180,7 +216,9 @@ class RunWriter:
         return atomic_write_bytes(self.dir / f"{name}.parquet", buf.getvalue())
 
     @_serialised
-    def flush_requests(self, records: Iterable[Any], tokens: Mapping[int, list[int]] | None = None) -> Path:
+    def flush_requests(
+        self, records: Iterable[Any], tokens: Mapping[int, list[int]] | None = None
+    ) -> Path:
         """``RequestRecord`` objects (or their dicts) → requests.parquet; ``tokens`` (request_id →
         token ids) adds the ``tokens`` column (run.record_tokens)."""
         rows = []
@@ -202,9 +240,11 @@ class RunWriter:
         self.write_summary(summary)
 
     @_serialised
-    def write_final(self, summary: dict, tables: Mapping[str, Any],
-                    hostnames: list[str] | None = None) -> None:
-        """Every table in ``tables`` (name → rows), env.json's hostnames when given, then the summary.
+    def write_final(
+        self, summary: dict, tables: Mapping[str, Any], hostnames: list[str] | None = None
+    ) -> None:
+        """Every table in ``tables`` (name → rows), env.json's hostnames when given, then the
+        summary.
 
         ``summary['complete']`` says whether the run finished; when true, ``finished_utc`` is
         filled and ``verdict`` is computed from ``slo`` if the caller left it out.
@@ -216,7 +256,7 @@ class RunWriter:
             env = json.loads(env_p.read_text()) if env_p.exists() else {}
             env["hostnames"] = sorted(set(hostnames))
             atomic_write_json(env_p, env)
-        summary = {**(self.summary or {}), **summary}   # keeps started_utc, name, ... from start()
+        summary = {**(self.summary or {}), **summary}  # keeps started_utc, name, ... from start()
         summary["finished_utc"] = summary.get("finished_utc") or utc_now()
         if summary.get("complete"):
             summary["incomplete_reason"] = None

@@ -38,7 +38,14 @@ import yaml
 from harness.errors import UsageError
 
 GOODPUT_METRICS = ("ttft", "tpot", "e2el")
-PERCENTILE_METRICS = ("ttft", "tpot", "itl", "e2el", "client_queue_time", "e2el_including_client_queue")
+PERCENTILE_METRICS = (
+    "ttft",
+    "tpot",
+    "itl",
+    "e2el",
+    "client_queue_time",
+    "e2el_including_client_queue",
+)
 
 
 @dataclass(frozen=True)
@@ -71,10 +78,14 @@ def parse_goodput(pairs: Iterable[str], flag: str = "--goodput") -> dict[str, fl
         except ValueError:
             value = math.nan
         if name not in GOODPUT_METRICS:
-            raise UsageError(f"{flag}: {pair!r}: use KEY:MS with KEY one of {', '.join(GOODPUT_METRICS)}, "
-                             "e.g. ttft:500")
+            raise UsageError(
+                f"{flag}: {pair!r}: use KEY:MS with KEY one of {', '.join(GOODPUT_METRICS)}, "
+                "e.g. ttft:500"
+            )
         if not math.isfinite(value) or value < 0:
-            raise UsageError(f"{flag}: {pair!r}: the threshold must be a number of ms >= 0, e.g. {name}:500")
+            raise UsageError(
+                f"{flag}: {pair!r}: the threshold must be a number of ms >= 0, e.g. {name}:500"
+            )
         out[name] = value
     return out
 
@@ -83,8 +94,10 @@ def parse_percentile_metrics(text: str, flag: str = "--percentile-metrics") -> l
     names = [t.strip() for t in str(text).split(",") if t.strip()]
     bad = next((n for n in names if n not in PERCENTILE_METRICS), None)
     if not names or bad is not None:
-        raise UsageError(f"{flag}: {bad or text!r} is not a metric; give a comma list of "
-                         f"{', '.join(PERCENTILE_METRICS)}")
+        raise UsageError(
+            f"{flag}: {bad or text!r} is not a metric; give a comma list of "
+            f"{', '.join(PERCENTILE_METRICS)}"
+        )
     return list(dict.fromkeys(names))
 
 
@@ -96,7 +109,9 @@ def parse_percentiles(text: str, flag: str = "--metric-percentiles") -> list[flo
         except ValueError:
             q = math.nan
         if not 0 <= q <= 100:
-            raise UsageError(f"{flag}: {t.strip()!r} is not a percentile in [0, 100]; e.g. 50,90,99")
+            raise UsageError(
+                f"{flag}: {t.strip()!r} is not a percentile in [0, 100]; e.g. 50,90,99"
+            )
         out.append(q)
     return out
 
@@ -109,11 +124,15 @@ def _range_ratios(value: Any) -> tuple[float, float]:
             try:
                 value = json.loads(value)
             except json.JSONDecodeError:
-                raise UsageError(f"--random-range-ratio: {value!r} is neither a number nor "
-                                 '{"input": r, "output": r}') from None
+                raise UsageError(
+                    f"--random-range-ratio: {value!r} is neither a number nor "
+                    '{"input": r, "output": r}'
+                ) from None
     if isinstance(value, dict):
         if set(value) != {"input", "output"}:
-            raise UsageError('--random-range-ratio: a mapping needs exactly the keys "input" and "output"')
+            raise UsageError(
+                '--random-range-ratio: a mapping needs exactly the keys "input" and "output"'
+            )
         pair = (value["input"], value["output"])
     else:
         pair = (value, value)
@@ -130,9 +149,15 @@ def random_lengths(length: int, ratio: float, lowest: int, flag: str) -> dict[st
     lo, hi = math.floor(length * (1 - ratio)), math.ceil(length * (1 + ratio))
     lo, hi = max(lo, lowest), max(hi, lowest)
     if lo < 1:
-        raise UsageError(f"--random-range-ratio: {ratio} leaves {flag} {length} lengths down to {lo}; "
-                         "lower the ratio or raise the length")
-    return {"dist": "fixed", "value": length} if ratio == 0 else {"dist": "uniform", "min": lo, "max": hi}
+        raise UsageError(
+            f"--random-range-ratio: {ratio} leaves {flag} {length} lengths down to {lo}; "
+            "lower the ratio or raise the length"
+        )
+    return (
+        {"dist": "fixed", "value": length}
+        if ratio == 0
+        else {"dist": "uniform", "min": lo, "max": hi}
+    )
 
 
 # ---------------------------------------------------------------- flags → overrides
@@ -199,17 +224,26 @@ class _Overrides:
         """Set ``path``; a different value in the spec file or a --set is a contradiction."""
         have = self.given.get(path)
         if have is not None and not _same(have[1], value):
-            where = have[0] if have[0].startswith("--set") else f"{path}: {_show(have[1])} in {have[0]}"
-            raise UsageError(f"{flag} contradicts {where} (it means {path}={_show(value)}); drop one of them")
+            where = (
+                have[0] if have[0].startswith("--set") else f"{path}: {_show(have[1])} in {have[0]}"
+            )
+            raise UsageError(
+                f"{flag} contradicts {where} (it means {path}={_show(value)}); drop one of them"
+            )
         self.fields[path] = value
 
     def strings(self) -> list[str]:
         return [f"{path}={json.dumps(v)}" for path, v in self.fields.items()]
 
 
-def bench_overrides(flags: BenchFlags, raw: Mapping[str, Any] | None = None, source: str = "the spec file",
-                    overrides: Iterable[str] = ()) -> list[str]:
-    """vLLM bench flags → dotted ``--set`` strings (see the module docstring). ``raw``: the spec file
+def bench_overrides(
+    flags: BenchFlags,
+    raw: Mapping[str, Any] | None = None,
+    source: str = "the spec file",
+    overrides: Iterable[str] = (),
+) -> list[str]:
+    """vLLM bench flags → dotted ``--set`` strings (see the module docstring). ``raw``: the spec
+    file
     as read (``source`` names it in errors); ``overrides``: the command's ``--set`` strings."""
     given = _Given(raw, source, overrides)
     out = _Overrides(given)
@@ -232,8 +266,10 @@ def bench_overrides(flags: BenchFlags, raw: Mapping[str, Any] | None = None, sou
             _closed_loop(out, given, flags)
         else:
             if closed_spec:
-                raise UsageError(f"--request-rate {rate:g} contradicts workload.arrival: closed in "
-                                 f"{arrival_given[0]}; drop one of them")
+                raise UsageError(
+                    f"--request-rate {rate:g} contradicts workload.arrival: closed in "
+                    f"{arrival_given[0]}; drop one of them"
+                )
             out.set("workload.rate_rps", float(rate), f"--request-rate {rate:g}")
     if cap is not None and (rate is None or not math.isinf(rate)):
         if closed_spec and rate is None:
@@ -242,8 +278,10 @@ def bench_overrides(flags: BenchFlags, raw: Mapping[str, Any] | None = None, sou
             out.set("workload.max_concurrency", cap, f"--max-concurrency {cap}")
     if burst is not None and not (rate is not None and math.isinf(rate)):
         if closed_spec and rate is None:
-            raise UsageError(f"--burstiness shapes open-loop arrivals but workload.arrival is closed in "
-                             f"{arrival_given[0]}; drop one of them")
+            raise UsageError(
+                f"--burstiness shapes open-loop arrivals but workload.arrival is closed in "
+                f"{arrival_given[0]}; drop one of them"
+            )
         _arrival_shape(out, given, burst)
     _lengths(out, flags)
     if flags.seed is not None:
@@ -251,11 +289,17 @@ def bench_overrides(flags: BenchFlags, raw: Mapping[str, Any] | None = None, sou
     if flags.goodput:
         out.set("slo.goodput", parse_goodput(flags.goodput), "--goodput " + " ".join(flags.goodput))
     if flags.percentile_metrics is not None:
-        out.set("run.percentile_metrics", parse_percentile_metrics(flags.percentile_metrics),
-                f"--percentile-metrics {flags.percentile_metrics}")
+        out.set(
+            "run.percentile_metrics",
+            parse_percentile_metrics(flags.percentile_metrics),
+            f"--percentile-metrics {flags.percentile_metrics}",
+        )
     if flags.metric_percentiles is not None:
-        out.set("run.metric_percentiles", parse_percentiles(flags.metric_percentiles),
-                f"--metric-percentiles {flags.metric_percentiles}")
+        out.set(
+            "run.metric_percentiles",
+            parse_percentiles(flags.metric_percentiles),
+            f"--metric-percentiles {flags.metric_percentiles}",
+        )
     return out.strings()
 
 
@@ -263,13 +307,17 @@ def _closed_loop(out: _Overrides, given: _Given, flags: BenchFlags) -> None:
     cap = flags.max_concurrency
     flag = "--request-rate inf" + (f" --max-concurrency {cap}" if cap is not None else "")
     if flags.burstiness is not None and flags.burstiness != 1:
-        raise UsageError(f"--burstiness {flags.burstiness:g} has no effect with --request-rate inf "
-                         "(no arrival gaps to shape); drop one of them")
+        raise UsageError(
+            f"--burstiness {flags.burstiness:g} has no effect with --request-rate inf "
+            "(no arrival gaps to shape); drop one of them"
+        )
     rate_given = given.get("workload.rate_rps")
     arrival = given.get("workload.arrival")
     if arrival is None and rate_given is not None:
-        raise UsageError(f"{flag} (a closed loop) contradicts workload.rate_rps: {rate_given[1]} in "
-                         f"{rate_given[0]}; drop one of them")
+        raise UsageError(
+            f"{flag} (a closed loop) contradicts workload.rate_rps: {rate_given[1]} in "
+            f"{rate_given[0]}; drop one of them"
+        )
     out.set("workload.arrival", "closed", f"{flag} (a closed loop)")
     if cap is None:
         n = flags.num_prompts
@@ -277,8 +325,10 @@ def _closed_loop(out: _Overrides, given: _Given, flags: BenchFlags) -> None:
             have = given.get("workload.num_requests")
             n = have[1] if have is not None else None
         if not isinstance(n, int) or isinstance(n, bool):
-            raise UsageError("--request-rate inf without --max-concurrency sends every request at once: "
-                             "give --num-prompts (or workload.num_requests) to size it")
+            raise UsageError(
+                "--request-rate inf without --max-concurrency sends every request at once: "
+                "give --num-prompts (or workload.num_requests) to size it"
+            )
         cap = n
     out.set("workload.concurrency", cap, flag)
 
@@ -300,16 +350,28 @@ def _lengths(out: _Overrides, flags: BenchFlags) -> None:
     r_in = r_out = 0.0
     if flags.random_range_ratio is not None:
         if flags.random_input_len is None and flags.random_output_len is None:
-            raise UsageError("--random-range-ratio: give --random-input-len and/or --random-output-len "
-                             "for it to apply to")
+            raise UsageError(
+                "--random-range-ratio: give --random-input-len and/or --random-output-len "
+                "for it to apply to"
+            )
         r_in, r_out = _range_ratios(flags.random_range_ratio)
-    suffix = f" --random-range-ratio {flags.random_range_ratio}" if flags.random_range_ratio is not None else ""
+    suffix = (
+        f" --random-range-ratio {flags.random_range_ratio}"
+        if flags.random_range_ratio is not None
+        else ""
+    )
     if flags.random_input_len is not None:
-        out.set("workload.input_len", random_lengths(flags.random_input_len, r_in, 0, "--random-input-len"),
-                f"--random-input-len {flags.random_input_len}{suffix}")
+        out.set(
+            "workload.input_len",
+            random_lengths(flags.random_input_len, r_in, 0, "--random-input-len"),
+            f"--random-input-len {flags.random_input_len}{suffix}",
+        )
     if flags.random_output_len is not None:
-        out.set("workload.output_len", random_lengths(flags.random_output_len, r_out, 1, "--random-output-len"),
-                f"--random-output-len {flags.random_output_len}{suffix}")
+        out.set(
+            "workload.output_len",
+            random_lengths(flags.random_output_len, r_out, 1, "--random-output-len"),
+            f"--random-output-len {flags.random_output_len}{suffix}",
+        )
 
 
 # ---------------------------------------------------------------- the spec fields they need
@@ -320,13 +382,17 @@ def check_bench_fields(workload: Any, slo: Any, run: Any, replicas: int = 1) -> 
     numeric ranges of harness.spec.bounds). ``replicas``: the DP replicas that split a cap on
     requests in flight among them (the reference engine's; 1 for a server behind one client)."""
     cap = workload.max_concurrency
-    if cap is not None:   # its range: harness.spec.bounds
+    if cap is not None:  # its range: harness.spec.bounds
         if workload.arrival == "closed":
-            raise UsageError("workload.max_concurrency: a closed loop's cap is workload.concurrency; drop "
-                             "max_concurrency")
+            raise UsageError(
+                "workload.max_concurrency: a closed loop's cap is workload.concurrency; drop "
+                "max_concurrency"
+            )
         if cap < replicas:
-            raise UsageError(f"workload.max_concurrency: {cap} < parallel.dp {replicas}; each DP replica holds "
-                             f"its own share of the cap, so give at least {replicas}")
+            raise UsageError(
+                f"workload.max_concurrency: {cap} < parallel.dp {replicas}; each DP replica holds "
+                f"its own share of the cap, so give at least {replicas}"
+            )
     parse_goodput([f"{k}:{v}" for k, v in (slo.goodput or {}).items()], "slo.goodput")
     parse_percentile_metrics(",".join(run.percentile_metrics), "run.percentile_metrics")
     parse_percentiles(",".join(str(q) for q in run.metric_percentiles), "run.metric_percentiles")

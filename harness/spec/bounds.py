@@ -18,8 +18,8 @@ from typing import Any, Iterator
 from harness.errors import UsageError, shown
 
 DAY_S = 86400.0
-MAX_REQUESTS = 1_000_000        # requests in one run's trace (each one a record in memory)
-MAX_TOKENS = 10_000_000         # any length in tokens
+MAX_REQUESTS = 1_000_000  # requests in one run's trace (each one a record in memory)
+MAX_TOKENS = 10_000_000  # any length in tokens
 MAX_SEED = 2**63 - 1
 
 
@@ -31,7 +31,7 @@ class Limit:
     low: float | None
     high: float
     open_low: bool = False
-    what: str = ""              # "lengths " → "lengths must be > 0"
+    what: str = ""  # "lengths " → "lengths must be > 0"
     unit: str = ""
 
 
@@ -39,13 +39,21 @@ def _length(open_low: bool = True, high: float = MAX_TOKENS) -> Limit:
     return Limit(0, high, open_low=open_low, what="lengths " if open_low else "", unit=" tokens")
 
 
-_LENGTHS = {f"workload.{which}.{k}": _length() for which in ("input_len", "output_len")
-            for k in ("value", "min", "max", "mean")}
-_LENGTHS.update({f"workload.{which}.std": _length(open_low=False) for which in ("input_len", "output_len")})
-_LENGTHS.update({f"workload.{which}.sigma": Limit(0, 10.0) for which in ("input_len", "output_len")})
+_LENGTHS = {
+    f"workload.{which}.{k}": _length()
+    for which in ("input_len", "output_len")
+    for k in ("value", "min", "max", "mean")
+}
+_LENGTHS.update(
+    {f"workload.{which}.std": _length(open_low=False) for which in ("input_len", "output_len")}
+)
+_LENGTHS.update(
+    {f"workload.{which}.sigma": Limit(0, 10.0) for which in ("input_len", "output_len")}
+)
 
 LIMITS: dict[str, Limit] = {
-    "cluster.nodes": Limit(1, 4096), "cluster.gpus_per_node": Limit(1, 1024),
+    "cluster.nodes": Limit(1, 4096),
+    "cluster.gpus_per_node": Limit(1, 1024),
     **{f"parallel.{k}": Limit(1, 65536) for k in ("tp", "pp", "dp", "ep")},
     "parallel.layer_split[]": Limit(1, 100_000, unit=" layers"),
     "parallel.gpu_map[]": Limit(0, 65535),
@@ -58,7 +66,8 @@ LIMITS: dict[str, Limit] = {
     "workload.trace_block_size": Limit(1, MAX_TOKENS, unit=" tokens"),
     "workload.max_concurrency": Limit(1, 100_000),
     **_LENGTHS,
-    "run.max_batch": Limit(1, 65536), "run.micro_batches": Limit(1, 65536),
+    "run.max_batch": Limit(1, 65536),
+    "run.micro_batches": Limit(1, 65536),
     "run.kv_cache_fraction": Limit(0, 1, open_low=True),
     "run.max_seq_len": Limit(1, MAX_TOKENS, unit=" tokens"),
     "run.warmup_requests": Limit(0, 100_000),
@@ -125,7 +134,8 @@ def numeric_paths(cls: type, prefix: str = "") -> Iterator[str]:
 
 
 def check_limits(spec: Any) -> None:
-    """Every number of ``spec`` inside its ``LIMITS`` range; the first one outside is a ``UsageError``.
+    """Every number of ``spec`` inside its ``LIMITS`` range; the first one outside is a
+    ``UsageError``.
     A field without a limit (a newer section) is only required to be finite, by the loader."""
     for path, v in numeric_fields(spec):
         limit = LIMITS.get(path)
@@ -135,13 +145,27 @@ def check_limits(spec: Any) -> None:
         if isinstance(v, float) and not math.isfinite(v):
             raise UsageError(f"{where}: must be a finite number, got {shown(v)}")
         if limit.low is not None and (v <= limit.low if limit.open_low else v < limit.low):
-            raise UsageError(f"{where}: {limit.what}must be {'>' if limit.open_low else '>='} {_num(limit.low)}, "
-                             f"got {shown(v)}")
+            raise UsageError(
+                f"{where}: {limit.what}must be {'>' if limit.open_low else '>='} "
+                f"{_num(limit.low)}, "
+                f"got {shown(v)}"
+            )
         if v > limit.high:
-            raise UsageError(f"{where}: {_num(v)} is beyond the limit of {_num(limit.high)}{limit.unit}; "
-                             f"use at most {_num(limit.high)}")
+            raise UsageError(
+                f"{where}: {_num(v)} is beyond the limit of {_num(limit.high)}{limit.unit}; "
+                f"use at most {_num(limit.high)}"
+            )
     w = spec.workload
-    if w.num_requests is None and w.duration_s is not None and w.rate_rps and w.trace is None \
-            and w.arrival != "closed" and w.rate_rps * w.duration_s > MAX_REQUESTS:
-        raise UsageError(f"workload.duration_s: rate_rps*duration_s = {_num(w.rate_rps * w.duration_s)} requests, "
-                         f"beyond the limit of {_num(MAX_REQUESTS)}; shorten it or set num_requests")
+    if (
+        w.num_requests is None
+        and w.duration_s is not None
+        and w.rate_rps
+        and w.trace is None
+        and w.arrival != "closed"
+        and w.rate_rps * w.duration_s > MAX_REQUESTS
+    ):
+        raise UsageError(
+            f"workload.duration_s: rate_rps*duration_s = {_num(w.rate_rps * w.duration_s)} "
+            f"requests, "
+            f"beyond the limit of {_num(MAX_REQUESTS)}; shorten it or set num_requests"
+        )

@@ -38,7 +38,8 @@ class ModelShape:
         return self.num_kv_heads * self.head_dim
 
     def vocab_shard(self, tp: int) -> int:
-        """Vocabulary rows each of ``tp`` ranks holds: ceil(V/tp). As vLLM does, a vocabulary ``tp`` does
+        """Vocabulary rows each of ``tp`` ranks holds: ceil(V/tp). As vLLM does, a vocabulary ``tp``
+        does
         not divide is padded to tp·ceil(V/tp) rows (zero weights whose logits are never sampled)."""
         return -(-self.vocab // tp)
 
@@ -58,37 +59,120 @@ class ModelShape:
 
 # Sources: the config.json files published with Meta's Llama 3 / 3.1 checkpoints.
 MODEL_PRESETS: dict[str, ModelShape] = {
-    "llama3-70b": ModelShape("llama3-70b", hidden=8192, num_layers=80, num_heads=64, num_kv_heads=8,
-                             head_dim=128, intermediate=28672, vocab=128256, max_context=8192),
-    "llama3-8b": ModelShape("llama3-8b", hidden=4096, num_layers=32, num_heads=32, num_kv_heads=8,
-                            head_dim=128, intermediate=14336, vocab=128256, max_context=8192),
+    "llama3-70b": ModelShape(
+        "llama3-70b",
+        hidden=8192,
+        num_layers=80,
+        num_heads=64,
+        num_kv_heads=8,
+        head_dim=128,
+        intermediate=28672,
+        vocab=128256,
+        max_context=8192,
+    ),
+    "llama3-8b": ModelShape(
+        "llama3-8b",
+        hidden=4096,
+        num_layers=32,
+        num_heads=32,
+        num_kv_heads=8,
+        head_dim=128,
+        intermediate=14336,
+        vocab=128256,
+        max_context=8192,
+    ),
     "llama3.1-405b": ModelShape(
-        "llama3.1-405b", hidden=16384, num_layers=126, num_heads=128, num_kv_heads=8, head_dim=128,
-        intermediate=53248, vocab=128256, max_context=131072,
-        rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
-                      "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}),
-    # Sources: the config.json files published with Meta's Llama 2 checkpoints (MLPerf's Llama2-70B).
-    "llama2-70b": ModelShape("llama2-70b", hidden=8192, num_layers=80, num_heads=64, num_kv_heads=8,
-                             head_dim=128, intermediate=28672, vocab=32000, max_context=4096, rope_theta=10000.0),
-    "llama2-13b": ModelShape("llama2-13b", hidden=5120, num_layers=40, num_heads=40, num_kv_heads=40,
-                             head_dim=128, intermediate=13824, vocab=32000, max_context=4096, rope_theta=10000.0),
-    "llama2-7b": ModelShape("llama2-7b", hidden=4096, num_layers=32, num_heads=32, num_kv_heads=32,
-                            head_dim=128, intermediate=11008, vocab=32000, max_context=4096, rope_theta=10000.0),
+        "llama3.1-405b",
+        hidden=16384,
+        num_layers=126,
+        num_heads=128,
+        num_kv_heads=8,
+        head_dim=128,
+        intermediate=53248,
+        vocab=128256,
+        max_context=131072,
+        rope_scaling={
+            "rope_type": "llama3",
+            "factor": 8.0,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 8192,
+        },
+    ),
+    # Sources: the config.json files published with Meta's Llama 2 checkpoints (MLPerf's
+    # Llama2-70B).
+    "llama2-70b": ModelShape(
+        "llama2-70b",
+        hidden=8192,
+        num_layers=80,
+        num_heads=64,
+        num_kv_heads=8,
+        head_dim=128,
+        intermediate=28672,
+        vocab=32000,
+        max_context=4096,
+        rope_theta=10000.0,
+    ),
+    "llama2-13b": ModelShape(
+        "llama2-13b",
+        hidden=5120,
+        num_layers=40,
+        num_heads=40,
+        num_kv_heads=40,
+        head_dim=128,
+        intermediate=13824,
+        vocab=32000,
+        max_context=4096,
+        rope_theta=10000.0,
+    ),
+    "llama2-7b": ModelShape(
+        "llama2-7b",
+        hidden=4096,
+        num_layers=32,
+        num_heads=32,
+        num_kv_heads=32,
+        head_dim=128,
+        intermediate=11008,
+        vocab=32000,
+        max_context=4096,
+        rope_theta=10000.0,
+    ),
     # The CPU twin: same architecture, small enough for 8 gloo ranks on 2 cores.
-    "tiny": ModelShape("tiny", hidden=64, num_layers=8, num_heads=4, num_kv_heads=2, head_dim=16,
-                       intermediate=128, vocab=256, max_context=512, rope_theta=10000.0,
-                       rms_norm_eps=1e-6),
+    "tiny": ModelShape(
+        "tiny",
+        hidden=64,
+        num_layers=8,
+        num_heads=4,
+        num_kv_heads=2,
+        head_dim=16,
+        intermediate=128,
+        vocab=256,
+        max_context=512,
+        rope_theta=10000.0,
+        rms_norm_eps=1e-6,
+    ),
 }
 
 # The report's "Llama3-70B-Instruct" is the same shape as the base model.
 MODEL_ALIASES = {
-    "llama3-70b-instruct": "llama3-70b", "llama-3-70b": "llama3-70b", "meta-llama-3-70b": "llama3-70b",
-    "llama3-8b-instruct": "llama3-8b", "llama-3-8b": "llama3-8b", "meta-llama-3-8b": "llama3-8b",
-    "llama3.1-405b-instruct": "llama3.1-405b", "llama-3.1-405b": "llama3.1-405b",
-    "llama3.1-70b": "llama3-70b", "llama3.1-70b-instruct": "llama3-70b",
-    "llama3.1-8b": "llama3-8b", "llama3.1-8b-instruct": "llama3-8b",
-    "llama-2-70b": "llama2-70b", "llama2-70b-chat": "llama2-70b", "llama-2-13b": "llama2-13b",
-    "llama2-13b-chat": "llama2-13b", "llama-2-7b": "llama2-7b", "llama2-7b-chat": "llama2-7b",
+    "llama3-70b-instruct": "llama3-70b",
+    "llama-3-70b": "llama3-70b",
+    "meta-llama-3-70b": "llama3-70b",
+    "llama3-8b-instruct": "llama3-8b",
+    "llama-3-8b": "llama3-8b",
+    "meta-llama-3-8b": "llama3-8b",
+    "llama3.1-405b-instruct": "llama3.1-405b",
+    "llama-3.1-405b": "llama3.1-405b",
+    "llama3.1-70b": "llama3-70b",
+    "llama3.1-70b-instruct": "llama3-70b",
+    "llama3.1-8b": "llama3-8b",
+    "llama3.1-8b-instruct": "llama3-8b",
+    "llama-2-70b": "llama2-70b",
+    "llama2-70b-chat": "llama2-70b",
+    "llama-2-13b": "llama2-13b",
+    "llama2-13b-chat": "llama2-13b",
+    "llama-2-7b": "llama2-7b",
+    "llama2-7b-chat": "llama2-7b",
 }
 
 
@@ -96,21 +180,24 @@ def model_preset(name: str, field: str = "model.preset") -> ModelShape:
     key = name.strip().lower()
     key = MODEL_ALIASES.get(key, key)
     if key not in MODEL_PRESETS:
-        raise UsageError(f"{field}: unknown model preset {name!r}; use one of "
-                         f"{', '.join(MODEL_PRESETS)} or a path to a Hugging Face config.json")
+        raise UsageError(
+            f"{field}: unknown model preset {name!r}; use one of "
+            f"{', '.join(MODEL_PRESETS)} or a path to a Hugging Face config.json"
+        )
     return MODEL_PRESETS[key]
 
 
 @dataclass(frozen=True)
 class GpuSpec:
-    """One accelerator's facts. Bandwidths in GB/s (1e9 bytes/s), memory in GiB as the driver reports it."""
+    """One accelerator's facts. Bandwidths in GB/s (1e9 bytes/s), memory in GiB as the driver
+    reports it."""
 
     name: str
     memory_gib: float
-    hbm_gbps: float          # HBM bandwidth
-    bf16_tflops: float       # dense bf16 tensor-core peak, no sparsity
-    link_gbps: float         # intra-node GPU-GPU bandwidth, per direction
-    internode_gbps: float    # per GPU, per direction
+    hbm_gbps: float  # HBM bandwidth
+    bf16_tflops: float  # dense bf16 tensor-core peak, no sparsity
+    link_gbps: float  # intra-node GPU-GPU bandwidth, per direction
+    internode_gbps: float  # per GPU, per direction
     intra_link: str
     inter_link: str
     source: str = ""
@@ -121,30 +208,71 @@ class GpuSpec:
 
 
 GPU_CATALOG: dict[str, GpuSpec] = {
-    "H100-SXM-80GB": GpuSpec("H100-SXM-80GB", 79.6, 3350.0, 989.0, 450.0, 50.0, "NVLink4 (18 links)",
-                             "InfiniBand NDR 400 Gb/s per GPU",
-                             "NVIDIA H100 datasheet: 80 GB HBM3 (81559 MiB usable), 3.35 TB/s, "
-                             "989 TFLOPS bf16 dense, NVLink 900 GB/s bidirectional"),
-    "H200-SXM-141GB": GpuSpec("H200-SXM-141GB", 140.4, 4800.0, 989.0, 450.0, 50.0, "NVLink4 (18 links)",
-                              "InfiniBand NDR 400 Gb/s per GPU",
-                              "NVIDIA H200 datasheet: 141 GB HBM3e (143771 MiB usable), 4.8 TB/s, "
-                              "989 TFLOPS bf16 dense, NVLink 900 GB/s bidirectional"),
-    "A100-SXM-80GB": GpuSpec("A100-SXM-80GB", 80.0, 2039.0, 312.0, 300.0, 25.0, "NVLink3 (12 links)",
-                             "InfiniBand HDR 200 Gb/s per GPU",
-                             "NVIDIA A100 datasheet: 80 GB HBM2e, 2039 GB/s, 312 TFLOPS bf16 dense, "
-                             "NVLink 600 GB/s bidirectional"),
+    "H100-SXM-80GB": GpuSpec(
+        "H100-SXM-80GB",
+        79.6,
+        3350.0,
+        989.0,
+        450.0,
+        50.0,
+        "NVLink4 (18 links)",
+        "InfiniBand NDR 400 Gb/s per GPU",
+        "NVIDIA H100 datasheet: 80 GB HBM3 (81559 MiB usable), 3.35 TB/s, "
+        "989 TFLOPS bf16 dense, NVLink 900 GB/s bidirectional",
+    ),
+    "H200-SXM-141GB": GpuSpec(
+        "H200-SXM-141GB",
+        140.4,
+        4800.0,
+        989.0,
+        450.0,
+        50.0,
+        "NVLink4 (18 links)",
+        "InfiniBand NDR 400 Gb/s per GPU",
+        "NVIDIA H200 datasheet: 141 GB HBM3e (143771 MiB usable), 4.8 TB/s, "
+        "989 TFLOPS bf16 dense, NVLink 900 GB/s bidirectional",
+    ),
+    "A100-SXM-80GB": GpuSpec(
+        "A100-SXM-80GB",
+        80.0,
+        2039.0,
+        312.0,
+        300.0,
+        25.0,
+        "NVLink3 (12 links)",
+        "InfiniBand HDR 200 Gb/s per GPU",
+        "NVIDIA A100 datasheet: 80 GB HBM2e, 2039 GB/s, 312 TFLOPS bf16 dense, "
+        "NVLink 600 GB/s bidirectional",
+    ),
     # The CPU twin: one gloo rank on the project's host (2 AMD EPYC cores, AVX-512). Memory
     # bandwidth and the matmul rate are the ceilings `harness emulate` measured there (the
     # fastest of 10: a 512 MiB copy 22.7 GB/s, an fp32 1024^3 product 187 GFLOP/s; 2026-12-01),
     # rounded up, so the planner's floors stay below what the host does; memory and links notional.
-    "cpu": GpuSpec("cpu", 2.0, 23.0, 0.19, 2.0, 1.0, "loopback (gloo)", "TCP (gloo)",
-                   "CPU host, measured ceilings (harness emulate, 2026-12-01): 23 GB/s copy, 0.19 TFLOP/s "
-                   "fp32 matmul; 2 GiB and the gloo links notional"),
+    "cpu": GpuSpec(
+        "cpu",
+        2.0,
+        23.0,
+        0.19,
+        2.0,
+        1.0,
+        "loopback (gloo)",
+        "TCP (gloo)",
+        "CPU host, measured ceilings (harness emulate, 2026-12-01): 23 GB/s copy, 0.19 TFLOP/s "
+        "fp32 matmul; 2 GiB and the gloo links notional",
+    ),
 }
 
-GPU_ALIASES = {"h100": "H100-SXM-80GB", "h100-80gb": "H100-SXM-80GB", "h100-sxm": "H100-SXM-80GB",
-               "h200": "H200-SXM-141GB", "h200-141gb": "H200-SXM-141GB", "h200-sxm": "H200-SXM-141GB",
-               "a100": "A100-SXM-80GB", "a100-80gb": "A100-SXM-80GB", "a100-sxm": "A100-SXM-80GB"}
+GPU_ALIASES = {
+    "h100": "H100-SXM-80GB",
+    "h100-80gb": "H100-SXM-80GB",
+    "h100-sxm": "H100-SXM-80GB",
+    "h200": "H200-SXM-141GB",
+    "h200-141gb": "H200-SXM-141GB",
+    "h200-sxm": "H200-SXM-141GB",
+    "a100": "A100-SXM-80GB",
+    "a100-80gb": "A100-SXM-80GB",
+    "a100-sxm": "A100-SXM-80GB",
+}
 
 
 def gpu_spec(name: str, overrides: dict | None = None, field: str = "cluster.gpu") -> GpuSpec:
@@ -157,11 +285,17 @@ def gpu_spec(name: str, overrides: dict | None = None, field: str = "cluster.gpu
     known = {f.name for f in fields(GpuSpec)} - {"name"}
     for k, v in overrides.items():
         if k not in known:
-            raise UsageError(f"cluster.overrides.{k}: unknown catalogue field; use one of {', '.join(sorted(known))}")
+            raise UsageError(
+                f"cluster.overrides.{k}: unknown catalogue field; use one of "
+                f"{', '.join(sorted(known))}"
+            )
         if k in ("intra_link", "inter_link", "source"):
             if not isinstance(v, str):
                 raise UsageError(f"cluster.overrides.{k}: expected text, got {shown(v)}")
         elif not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 < v <= 1e9:
             # NaN fails 0 < v too: a NaN bandwidth would give NaN bounds and a PASS
-            raise UsageError(f"cluster.overrides.{k}: must be a positive finite number (at most 1e9), got {shown(v)}")
+            raise UsageError(
+                f"cluster.overrides.{k}: must be a positive finite number (at most 1e9), got "
+                f"{shown(v)}"
+            )
     return replace(match, **overrides)

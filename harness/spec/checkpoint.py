@@ -22,8 +22,11 @@ INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 FLOAT_DTYPES = ("F32", "F16", "BF16", "F64")
-CONVERT_HINT = ("convert it to safetensors (transformers: model.save_pretrained(folder, safe_serialization=True)); "
-                "harness never unpickles a checkpoint")
+CONVERT_HINT = (
+    "convert it to safetensors (transformers: model.save_pretrained(folder, "
+    "safe_serialization=True)); "
+    "harness never unpickles a checkpoint"
+)
 
 
 def hf_tensor_shapes(shape: ModelShape) -> dict[str, tuple[int, ...]]:
@@ -32,13 +35,19 @@ def hf_tensor_shapes(shape: ModelShape) -> dict[str, tuple[int, ...]]:
     out: dict[str, tuple[int, ...]] = {"model.embed_tokens.weight": (shape.vocab, h)}
     for i in range(shape.num_layers):
         p = f"model.layers.{i}."
-        out.update({
-            p + "self_attn.q_proj.weight": (q, h), p + "self_attn.k_proj.weight": (kv, h),
-            p + "self_attn.v_proj.weight": (kv, h), p + "self_attn.o_proj.weight": (h, q),
-            p + "mlp.gate_proj.weight": (inter, h), p + "mlp.up_proj.weight": (inter, h),
-            p + "mlp.down_proj.weight": (h, inter),
-            p + "input_layernorm.weight": (h,), p + "post_attention_layernorm.weight": (h,),
-        })
+        out.update(
+            {
+                p + "self_attn.q_proj.weight": (q, h),
+                p + "self_attn.k_proj.weight": (kv, h),
+                p + "self_attn.v_proj.weight": (kv, h),
+                p + "self_attn.o_proj.weight": (h, q),
+                p + "mlp.gate_proj.weight": (inter, h),
+                p + "mlp.up_proj.weight": (inter, h),
+                p + "mlp.down_proj.weight": (h, inter),
+                p + "input_layernorm.weight": (h,),
+                p + "post_attention_layernorm.weight": (h,),
+            }
+        )
     out["model.norm.weight"] = (h,)
     if not shape.tie_embeddings:
         out["lm_head.weight"] = (shape.vocab, h)
@@ -48,7 +57,9 @@ def hf_tensor_shapes(shape: ModelShape) -> dict[str, tuple[int, ...]]:
 def _refuse_pickles(folder: Path, field: str) -> None:
     pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
     if pickles:
-        raise UsageError(f"{field}: {folder} holds {pickles[0]} (a pickle) and no safetensors; {CONVERT_HINT}")
+        raise UsageError(
+            f"{field}: {folder} holds {pickles[0]} (a pickle) and no safetensors; {CONVERT_HINT}"
+        )
 
 
 def checkpoint_files(folder: str | Path, field: str = "model.checkpoint") -> dict[str, Path]:
@@ -58,8 +69,10 @@ def checkpoint_files(folder: str | Path, field: str = "model.checkpoint") -> dic
     if folder.is_file() and folder.suffix in PICKLE_SUFFIXES:
         raise UsageError(f"{field}: {folder} is a pickle checkpoint; {CONVERT_HINT}")
     if not folder.is_dir():
-        raise UsageError(f"{field}: checkpoint folder {folder} not found; give a Hugging Face model folder with "
-                         "config.json and *.safetensors")
+        raise UsageError(
+            f"{field}: checkpoint folder {folder} not found; give a Hugging Face model folder with "
+            "config.json and *.safetensors"
+        )
     if not (folder / "config.json").is_file():
         raise UsageError(f"{field}: {folder} has no config.json; give a Hugging Face model folder")
     index = folder / INDEX_FILE
@@ -67,65 +80,103 @@ def checkpoint_files(folder: str | Path, field: str = "model.checkpoint") -> dic
         try:
             weight_map = json.loads(index.read_text(encoding="utf-8")).get("weight_map")
         except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as e:
-            raise UsageError(f"{field}: {index} is not a JSON object ({type(e).__name__}); rewrite it with "
-                             "save_pretrained") from None
-        if not isinstance(weight_map, dict) or not all(isinstance(k, str) and isinstance(v, str)
-                                                       for k, v in weight_map.items()):
-            raise UsageError(f"{field}: {index.name}: weight_map must map tensor names to file names, got "
-                             f"{shown(weight_map)}; rewrite it with save_pretrained")
+            raise UsageError(
+                f"{field}: {index} is not a JSON object ({type(e).__name__}); rewrite it with "
+                "save_pretrained"
+            ) from None
+        if not isinstance(weight_map, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()
+        ):
+            raise UsageError(
+                f"{field}: {index.name}: weight_map must map tensor names to file names, got "
+                f"{shown(weight_map)}; rewrite it with save_pretrained"
+            )
         files = {}
         for name, fname in weight_map.items():
             f = folder / fname
             if Path(fname).name != fname or f.suffix != ".safetensors":
-                raise UsageError(f"{field}: {index.name} lists {shown(fname)} for {name}; each entry must be a "
-                                 ".safetensors file in the checkpoint folder")
+                raise UsageError(
+                    f"{field}: {index.name} lists {shown(fname)} for {name}; each entry must be a "
+                    ".safetensors file in the checkpoint folder"
+                )
             files[name] = f
         for f in sorted(set(files.values())):
             if not f.is_file():
-                raise UsageError(f"{field}: {f.name} is listed in {index.name} but missing from {folder}")
+                raise UsageError(
+                    f"{field}: {f.name} is listed in {index.name} but missing from {folder}"
+                )
         return files
     single = folder / SINGLE_FILE
     if not single.is_file():
         _refuse_pickles(folder, field)
-        raise UsageError(f"{field}: {folder} has neither {SINGLE_FILE} nor {INDEX_FILE}; save the model with "
-                         "save_pretrained(..., safe_serialization=True)")
+        raise UsageError(
+            f"{field}: {folder} has neither {SINGLE_FILE} nor {INDEX_FILE}; save the model with "
+            "save_pretrained(..., safe_serialization=True)"
+        )
     return {name: single for name in read_header(single, field)}
 
 
-def read_header(path: Path, field: str = "model.checkpoint") -> dict[str, tuple[str, tuple[int, ...]]]:
-    """Tensor name → (dtype, shape) from one safetensors header; a bad or truncated file is a UsageError."""
+def read_header(
+    path: Path, field: str = "model.checkpoint"
+) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """Tensor name → (dtype, shape) from one safetensors header; a bad or truncated file is a
+    UsageError."""
     from safetensors import safe_open
 
     try:
         with safe_open(str(path), framework="np") as f:
-            return {name: (f.get_slice(name).get_dtype(), tuple(f.get_slice(name).get_shape())) for name in f.keys()}
+            return {
+                name: (f.get_slice(name).get_dtype(), tuple(f.get_slice(name).get_shape()))
+                for name in f.keys()
+            }
     except OSError as e:
-        raise UsageError(f"{field}: cannot read {path} ({e.strerror or type(e).__name__})") from None
-    except Exception as e:   # safetensors' own error type (SafetensorError) for a bad header or short file
+        raise UsageError(
+            f"{field}: cannot read {path} ({e.strerror or type(e).__name__})"
+        ) from None
+    except (
+        Exception
+    ) as e:  # safetensors' own error type (SafetensorError) for a bad header or short file
         reason = " ".join(str(e).split())[:120]
-        raise UsageError(f"{field}: {path.name} is not a complete safetensors file ({reason}); copy or "
-                         f"save it again") from None
+        raise UsageError(
+            f"{field}: {path.name} is not a complete safetensors file ({reason}); copy or "
+            f"save it again"
+        ) from None
 
 
-def check_checkpoint(folder: str | Path, shape: ModelShape, field: str = "model.checkpoint") -> None:
-    """Every tensor the model needs is in the checkpoint, in the file the index names, with its shape
-    and a float dtype; every file's header is whole. One ``UsageError`` line for the first problem."""
+def check_checkpoint(
+    folder: str | Path, shape: ModelShape, field: str = "model.checkpoint"
+) -> None:
+    """Every tensor the model needs is in the checkpoint, in the file the index names, with its
+    shape
+    and a float dtype; every file's header is whole. One ``UsageError`` line for the first
+    problem."""
     files = checkpoint_files(folder, field)
     headers = {f: read_header(f, field) for f in sorted(set(files.values()))}
     expected = hf_tensor_shapes(shape)
     missing = [n for n in expected if n not in files]
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-        raise UsageError(f"{field}: tensor {missing[0]}{more} is missing from the checkpoint in {folder}; the "
-                         f"checkpoint must match the model config ({shape.name})")
+        raise UsageError(
+            f"{field}: tensor {missing[0]}{more} is missing from the checkpoint in {folder}; the "
+            f"checkpoint must match the model config ({shape.name})"
+        )
     for name, want in expected.items():
         f = files[name]
         if name not in headers[f]:
-            raise UsageError(f"{field}: tensor {name} is missing from {f.name}, though {INDEX_FILE} lists it there")
+            raise UsageError(
+                f"{field}: tensor {name} is missing from {f.name}, though {INDEX_FILE} lists it "
+                f"there"
+            )
         dtype, found = headers[f][name]
         if found != want:
-            raise UsageError(f"{field}: tensor {name} in {f.name} has shape {list(found)}, the model config needs "
-                             f"{list(want)}; the checkpoint does not match the config")
+            raise UsageError(
+                f"{field}: tensor {name} in {f.name} has shape {list(found)}, the model config "
+                f"needs "
+                f"{list(want)}; the checkpoint does not match the config"
+            )
         if dtype not in FLOAT_DTYPES:
-            raise UsageError(f"{field}: tensor {name} in {f.name} is {dtype}; only unquantized float checkpoints "
-                             f"({', '.join(FLOAT_DTYPES)}) are supported")
+            raise UsageError(
+                f"{field}: tensor {name} in {f.name} is {dtype}; only unquantized float "
+                f"checkpoints "
+                f"({', '.join(FLOAT_DTYPES)}) are supported"
+            )

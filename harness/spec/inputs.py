@@ -16,12 +16,16 @@ def check_inputs(spec) -> Trace:
     max_seq = spec.run.max_seq_len or spec.shape.max_context
     trace = build_trace(spec.workload, spec.shape.vocab, max_seq)
     if not trace.requests:
-        raise UsageError(f"workload.duration_s: no request of {spec.workload.trace} arrives before "
-                         f"{spec.workload.duration_s:g} s; raise it or drop it")
+        raise UsageError(
+            f"workload.duration_s: no request of {spec.workload.trace} arrives before "
+            f"{spec.workload.duration_s:g} s; raise it or drop it"
+        )
     for r in trace.requests:
         if r.input_len + r.output_len - 1 > max_seq:
-            raise UsageError(f"run.max_seq_len: request {r.request_id} needs {r.input_len + r.output_len - 1} "
-                             f"cached tokens but a KV slot holds {max_seq}; raise it or shorten the lengths")
+            raise UsageError(
+                f"run.max_seq_len: request {r.request_id} needs {r.input_len + r.output_len - 1} "
+                f"cached tokens but a KV slot holds {max_seq}; raise it or shorten the lengths"
+            )
     if spec.model.checkpoint:
         check_checkpoint(spec.model.checkpoint, spec.shape)
     return trace

@@ -19,8 +19,10 @@ def read_objects(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
-        raise UsageError(f"workload.trace: {path} is not UTF-8 text (a binary file?); give a JSONL trace, "
-                         "one JSON object per line") from None
+        raise UsageError(
+            f"workload.trace: {path} is not UTF-8 text (a binary file?); give a JSONL trace, "
+            "one JSON object per line"
+        ) from None
     except OSError as e:
         raise UsageError(f"workload.trace: cannot read {path}: {e.strerror}") from None
     for lineno, line in enumerate(text.splitlines(), start=1):

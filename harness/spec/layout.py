@@ -44,13 +44,25 @@ class Layout:
         return range(start, start + self.layer_split[stage])
 
     def tp_groups(self) -> list[list[int]]:
-        return [[self.rank_of(d, s, t) for t in range(self.tp)] for d in range(self.dp) for s in range(self.pp)]
+        return [
+            [self.rank_of(d, s, t) for t in range(self.tp)]
+            for d in range(self.dp)
+            for s in range(self.pp)
+        ]
 
     def pp_groups(self) -> list[list[int]]:
-        return [[self.rank_of(d, s, t) for s in range(self.pp)] for d in range(self.dp) for t in range(self.tp)]
+        return [
+            [self.rank_of(d, s, t) for s in range(self.pp)]
+            for d in range(self.dp)
+            for t in range(self.tp)
+        ]
 
     def dp_groups(self) -> list[list[int]]:
-        return [[self.rank_of(d, s, t) for d in range(self.dp)] for s in range(self.pp) for t in range(self.tp)]
+        return [
+            [self.rank_of(d, s, t) for d in range(self.dp)]
+            for s in range(self.pp)
+            for t in range(self.tp)
+        ]
 
     def is_first_stage(self, rank: int) -> bool:
         return self.place(rank).stage == 0

@@ -7,29 +7,27 @@ Every error names its dotted field path and the fix, as a ``UsageError``.
 from __future__ import annotations
 
 import dataclasses
-import math
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from harness.errors import UsageError, shown
 from harness.spec.bench_flags import check_bench_fields
 from harness.spec.bounds import check_limits
 from harness.spec.catalog import GpuSpec, ModelShape, gpu_spec, model_preset
-from harness.spec.hf_config import model_from_hf_config
 from harness.spec.engine import EngineSpec, validate_engine
+from harness.spec.hf_config import model_from_hf_config
 from harness.spec.layout import Layout, even_split
 from harness.spec.slo import SloTarget, resolve_targets
+from harness.spec.typed import build_dataclass
 from harness.spec.yaml_text import apply_overrides, read_yaml_file
 
 
 @dataclass
 class ModelSpec:
-    preset: str | None = None          # llama3-70b, llama3-8b, llama3.1-405b, tiny
-    config: str | None = None          # path to a Hugging Face config.json (or its folder)
-    checkpoint: str | None = None      # HF checkpoint folder for real weights; None: seeded weights
+    preset: str | None = None  # llama3-70b, llama3-8b, llama3.1-405b, tiny
+    config: str | None = None  # path to a Hugging Face config.json (or its folder)
+    checkpoint: str | None = None  # HF checkpoint folder for real weights; None: seeded weights
     dtype: Literal["bf16", "fp16", "fp32"] = "bf16"
 
 
@@ -38,7 +36,7 @@ class ClusterSpec:
     gpu: str = "H100-SXM-80GB"
     nodes: int = 1
     gpus_per_node: int = 8
-    overrides: dict = field(default_factory=dict)   # any GpuSpec field, e.g. hbm_gbps: 3000
+    overrides: dict = field(default_factory=dict)  # any GpuSpec field, e.g. hbm_gbps: 3000
 
 
 @dataclass
@@ -47,8 +45,10 @@ class ParallelSpec:
     pp: int = 1
     dp: int = 1
     ep: int = 1
-    layer_split: list[int] | None = None   # decoder layers per stage
-    gpu_map: list[int] | None = None       # per node: local rank -> CUDA device index (default: identity)
+    layer_split: list[int] | None = None  # decoder layers per stage
+    gpu_map: list[int] | None = (
+        None  # per node: local rank -> CUDA device index (default: identity)
+    )
 
 
 @dataclass
@@ -73,37 +73,44 @@ class WorkloadSpec:
     input_len: LengthDist = field(default_factory=lambda: LengthDist(value=128))
     output_len: LengthDist = field(default_factory=lambda: LengthDist(value=128))
     seed: int = 0
-    trace: str | None = None           # JSONL trace to replay instead of generating one
-    trace_block_size: int = 512        # tokens per hash_ids block of a Mooncake/AIPerf trace
-    max_concurrency: int | None = None # cap on requests in flight with a rate (vLLM --max-concurrency)
+    trace: str | None = None  # JSONL trace to replay instead of generating one
+    trace_block_size: int = 512  # tokens per hash_ids block of a Mooncake/AIPerf trace
+    max_concurrency: int | None = (
+        None  # cap on requests in flight with a rate (vLLM --max-concurrency)
+    )
 
 
 @dataclass
 class SloSpec:
     preset: str | None = None
     targets: list[str] = field(default_factory=list)
-    goodput: dict = field(default_factory=dict)   # ms per request, vLLM --goodput; default: the targets'
+    # ms per request, vLLM --goodput; default: the targets'
+    goodput: dict = field(default_factory=dict)
 
 
 @dataclass
 class RunSpec:
-    max_batch: int = 32                 # sequences per micro-batch
-    micro_batches: int | None = None    # micro-batches in flight; default: pp
-    kv_cache_fraction: float = 0.9      # of the memory left after weights and workspace
-    max_seq_len: int | None = None      # KV slot length; default: the model's context
+    max_batch: int = 32  # sequences per micro-batch
+    micro_batches: int | None = None  # micro-batches in flight; default: pp
+    kv_cache_fraction: float = 0.9  # of the memory left after weights and workspace
+    max_seq_len: int | None = None  # KV slot length; default: the model's context
     warmup_requests: int = 2
-    timeout_s: float = 600.0            # whole run
-    comm_timeout_s: float = 60.0        # one collective / send / recv
-    seed: int = 0                       # seeded weights
+    timeout_s: float = 600.0  # whole run
+    comm_timeout_s: float = 60.0  # one collective / send / recv
+    seed: int = 0  # seeded weights
     record_tokens: bool = False
-    prefill_chunk: int | None = None    # cap on one row's prefill tokens per step
-    max_num_batched_tokens: int | None = None   # tokens per micro-batch; default: plan.memory.token_budget
+    prefill_chunk: int | None = None  # cap on one row's prefill tokens per step
+    max_num_batched_tokens: int | None = (
+        None  # tokens per micro-batch; default: plan.memory.token_budget
+    )
     instrument: Literal["off", "counts", "timing"] = "timing"
-    profile_steps: int = 0              # >0: export a torch.profiler trace of that many steps
+    profile_steps: int = 0  # >0: export a torch.profiler trace of that many steps
     nvml_interval_s: float = 0.1
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    percentile_metrics: list[str] = field(default_factory=lambda: ["ttft", "tpot", "itl", "e2el"])  # vLLM-keyed
-    metric_percentiles: list[float] = field(default_factory=lambda: [99.0])   # result file's statistics
+    # vLLM-keyed
+    percentile_metrics: list[str] = field(default_factory=lambda: ["ttft", "tpot", "itl", "e2el"])
+    # result file's statistics
+    metric_percentiles: list[float] = field(default_factory=lambda: [99.0])
 
 
 @dataclass
@@ -117,9 +124,9 @@ class Spec:
     run: RunSpec = field(default_factory=RunSpec)
     engine: EngineSpec = field(default_factory=EngineSpec)
     # Resolved once by validate(); not read from YAML.
-    shape: ModelShape = field(default=None, init=False, repr=False)          # type: ignore[assignment]
-    gpu: GpuSpec = field(default=None, init=False, repr=False)               # type: ignore[assignment]
-    layout: Layout = field(default=None, init=False, repr=False)             # type: ignore[assignment]
+    shape: ModelShape = field(default=None, init=False, repr=False)  # type: ignore[assignment]
+    gpu: GpuSpec = field(default=None, init=False, repr=False)  # type: ignore[assignment]
+    layout: Layout = field(default=None, init=False, repr=False)  # type: ignore[assignment]
     slo_targets: list[SloTarget] = field(default_factory=list, init=False, repr=False)
     source: str | None = field(default=None, init=False, repr=False)
 
@@ -137,94 +144,25 @@ class Spec:
 
     def to_dict(self) -> dict:
         """The spec as written (with defaults filled in), for results and round trips."""
-        return {f.name: dataclasses.asdict(getattr(self, f.name)) if dataclasses.is_dataclass(getattr(self, f.name))
-                else getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
-
-
-# ---------------------------------------------------------------- typed loading
-
-def _type_name(tp: Any) -> str:
-    if typing.get_origin(tp) is Literal:
-        return " | ".join(repr(a) for a in typing.get_args(tp))
-    return getattr(tp, "__name__", str(tp))
-
-
-def _convert(tp: Any, value: Any, path: str) -> Any:
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _convert(inner[0], value, path)
-    if origin is Literal:
-        if isinstance(value, bool):    # YAML's false/true where a person meant an "off"/"on" choice
-            value = "on" if value else "off"
-        match = next((a for a in args if isinstance(value, str) and value.strip().lower() == str(a).lower()), None)
-        if match is None:
-            raise UsageError(f"{path}: {shown(value)} is not allowed; use one of {', '.join(map(str, args))}")
-        return match
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, value, path)
-    if origin is list:
-        if not isinstance(value, list):
-            raise UsageError(f"{path}: expected a list, got {shown(value)}")
-        return [_convert(args[0], v, f"{path}[{i}]") for i, v in enumerate(value)]
-    if tp is dict or origin is dict:
-        if not isinstance(value, dict):
-            raise UsageError(f"{path}: expected a mapping, got {shown(value)}")
-        return dict(value)
-    if tp is bool:
-        word = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False}
-        if isinstance(value, str) and value.strip().lower() in word:
-            return word[value.strip().lower()]
-        if not isinstance(value, bool):
-            raise UsageError(f"{path}: expected true or false, got {shown(value)}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, float) and value.is_integer():
-                return int(value)
-            raise UsageError(f"{path}: expected a whole number, got {shown(value)}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise UsageError(f"{path}: expected a number, got {shown(value)}")
-        if isinstance(value, int) and abs(value) > 1e300 or not math.isfinite(value):
-            raise UsageError(f"{path}: must be a finite number, got {shown(value)}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-            raise UsageError(f"{path}: expected text, got {shown(value)}")
-        return str(value)
-    raise TypeError(f"unsupported field type {tp} at {path}")  # a bug in this module, not user input
-
-
-def _build(cls: type, data: Any, path: str) -> Any:
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise UsageError(f"{path or 'spec'}: expected a mapping of fields, got {shown(data)}")
-    hints = typing.get_type_hints(cls)
-    known = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    kwargs = {}
-    for key, value in data.items():
-        label = key if isinstance(key, str) and len(key) <= 60 else shown(key, 60)
-        where = f"{path}.{label}" if path else label
-        if key not in known:
-            raise UsageError(f"{where}: unknown field; known fields here: {', '.join(known)}")
-        kwargs[key] = _convert(hints[key], value, where)
-    return cls(**kwargs)
+        return {
+            f.name: dataclasses.asdict(getattr(self, f.name))
+            if dataclasses.is_dataclass(getattr(self, f.name))
+            else getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if f.init
+        }
 
 
 def load_spec(path: str | Path, overrides: list[str] | None = None) -> Spec:
-    """The spec YAML at ``path`` with ``--set`` overrides, typed and validated (``harness.spec.yaml_text``
-    reads the YAML)."""
+    """The spec YAML at ``path`` with ``--set`` overrides, typed and validated
+    (``harness.spec.yaml_text`` reads the YAML)."""
     p = Path(path)
     raw = read_yaml_file(p)
     raw = raw if raw is not None else {}
     if not isinstance(raw, dict):
-        raise UsageError(f"config: {path} must hold a mapping with model, cluster, parallel, workload, slo, run")
+        raise UsageError(
+            f"config: {path} must hold a mapping with model, cluster, parallel, workload, slo, run"
+        )
     spec = spec_from_dict(apply_overrides(raw, overrides or []), base_dir=p.parent)
     spec.source = str(p)
     return spec
@@ -232,13 +170,17 @@ def load_spec(path: str | Path, overrides: list[str] | None = None) -> Spec:
 
 def spec_from_dict(raw: dict, base_dir: Path | None = None) -> Spec:
     if not isinstance(raw, dict):
-        raise UsageError("config: the top level must be a mapping with model, cluster, parallel, workload, slo, run")
-    spec = _build(Spec, raw, "")
+        raise UsageError(
+            "config: the top level must be a mapping with model, cluster, parallel, workload, slo, "
+            "run"
+        )
+    spec = build_dataclass(Spec, raw, "")
     validate(spec, base_dir)
     return spec
 
 
 # ---------------------------------------------------------------- validation
+
 
 def _resolve_path(p: str, base_dir: Path | None) -> str:
     q = Path(p).expanduser()
@@ -249,69 +191,108 @@ def _resolve_path(p: str, base_dir: Path | None) -> str:
 
 def validate(spec: Spec, base_dir: Path | None = None) -> None:
     m, c, par, w, r = spec.model, spec.cluster, spec.parallel, spec.workload, spec.run
-    check_limits(spec)   # every number finite and in its range (harness.spec.bounds)
+    check_limits(spec)  # every number finite and in its range (harness.spec.bounds)
     # model
     if (m.preset is None) == (m.config is None):
         if m.checkpoint and m.preset is None and m.config is None:
             m.config = m.checkpoint
         else:
-            raise UsageError("model: give exactly one of model.preset (e.g. llama3-70b) or model.config (a config.json path)")
+            raise UsageError(
+                "model: give exactly one of model.preset (e.g. llama3-70b) or model.config (a "
+                "config.json path)"
+            )
     if m.checkpoint:
         m.checkpoint = _resolve_path(m.checkpoint, base_dir)
     if m.preset is not None:
         spec.shape = model_preset(m.preset)
     else:
         m.config = _resolve_path(m.config, base_dir)
-        spec.shape = model_from_hf_config(m.config, "model.checkpoint" if m.config == m.checkpoint else "model.config")
+        spec.shape = model_from_hf_config(
+            m.config, "model.checkpoint" if m.config == m.checkpoint else "model.config"
+        )
     shape = spec.shape
     # cluster
     spec.gpu = gpu_spec(c.gpu, c.overrides)
     # parallel
     if par.ep != 1:
-        raise UsageError(f"parallel.ep: {par.ep} given but Llama is a dense model with no experts; set ep: 1")
+        raise UsageError(
+            f"parallel.ep: {par.ep} given but Llama is a dense model with no experts; set ep: 1"
+        )
     gpus = c.nodes * c.gpus_per_node
     world = par.tp * par.pp * par.dp
     if world != gpus:
-        raise UsageError(f"parallel: tp*pp*dp = {par.tp}*{par.pp}*{par.dp} = {world} but the cluster has "
-                         f"{gpus} GPUs (cluster.nodes*cluster.gpus_per_node); make them equal")
-    for what, n in (("num_heads", shape.num_heads), ("num_kv_heads", shape.num_kv_heads),
-                    ("intermediate", shape.intermediate)):     # a vocabulary is padded instead
+        raise UsageError(
+            f"parallel: tp*pp*dp = {par.tp}*{par.pp}*{par.dp} = {world} but the cluster has "
+            f"{gpus} GPUs (cluster.nodes*cluster.gpus_per_node); make them equal"
+        )
+    for what, n in (
+        ("num_heads", shape.num_heads),
+        ("num_kv_heads", shape.num_kv_heads),
+        ("intermediate", shape.intermediate),
+    ):  # a vocabulary is padded instead
         if n % par.tp:
             ok = [d for d in range(1, min(n, 64) + 1) if n % d == 0]
-            raise UsageError(f"parallel.tp: {par.tp} does not divide the model's {what}={n} "
-                             f"(KV heads are split, not replicated); use tp in {ok}")
+            raise UsageError(
+                f"parallel.tp: {par.tp} does not divide the model's {what}={n} "
+                f"(KV heads are split, not replicated); use tp in {ok}"
+            )
     if shape.num_layers < 1:
-        raise UsageError(f"model: {shape.name} has {shape.num_layers} decoder layers; a model needs at least one")
+        raise UsageError(
+            f"model: {shape.name} has {shape.num_layers} decoder layers; a model needs at least one"
+        )
     if shape.num_layers < par.pp:
-        raise UsageError(f"parallel.pp: {par.pp} stages but the model has only {shape.num_layers} layers; "
-                         f"use pp <= {shape.num_layers}")
+        raise UsageError(
+            f"parallel.pp: {par.pp} stages but the model has only {shape.num_layers} layers; "
+            f"use pp <= {shape.num_layers}"
+        )
     if par.layer_split is not None:
         split = par.layer_split
         if len(split) != par.pp:
-            raise UsageError(f"parallel.layer_split: {len(split)} entries for pp={par.pp}; give one per stage")
+            raise UsageError(
+                f"parallel.layer_split: {len(split)} entries for pp={par.pp}; give one per stage"
+            )
         if sum(split) != shape.num_layers:
-            raise UsageError(f"parallel.layer_split: sums to {sum(split)} but the model has {shape.num_layers} "
-                             f"layers; make it sum to {shape.num_layers}")
+            raise UsageError(
+                f"parallel.layer_split: sums to {sum(split)} but the model has {shape.num_layers} "
+                f"layers; make it sum to {shape.num_layers}"
+            )
         layer_split = tuple(split)
     else:
         layer_split = even_split(shape.num_layers, par.pp)
     if par.gpu_map is not None and sorted(par.gpu_map) != list(range(c.gpus_per_node)):
-        raise UsageError(f"parallel.gpu_map: one device per local rank, the same on every node: a permutation of "
-                         f"0..{c.gpus_per_node - 1} (cluster.gpus_per_node), got {shown(par.gpu_map)}")
+        raise UsageError(
+            f"parallel.gpu_map: one device per local rank, the same on every node: a permutation "
+            f"of "
+            f"0..{c.gpus_per_node - 1} (cluster.gpus_per_node), got {shown(par.gpu_map)}"
+        )
     spec.layout = Layout(par.tp, par.pp, par.dp, layer_split)
     # workload
     _validate_workload(w, shape, base_dir)
     # slo
     spec.slo_targets = resolve_targets(spec.slo.preset, spec.slo.targets)
-    check_bench_fields(w, spec.slo, r, par.dp if spec.engine.kind == "reference" else 1)   # vLLM bench flags' fields
+    # vLLM bench flags' fields
+    check_bench_fields(w, spec.slo, r, par.dp if spec.engine.kind == "reference" else 1)
     # run
     if r.max_seq_len is not None and not 1 <= r.max_seq_len <= shape.max_context:
-        raise UsageError(f"run.max_seq_len: must be in 1..{shape.max_context} (the model's context), got {r.max_seq_len}")
+        raise UsageError(
+            f"run.max_seq_len: must be in 1..{shape.max_context} (the model's context), got "
+            f"{r.max_seq_len}"
+        )
     if r.max_num_batched_tokens is not None and r.max_num_batched_tokens < r.max_batch:
-        raise UsageError(f"run.max_num_batched_tokens: {r.max_num_batched_tokens} < run.max_batch {r.max_batch}; every "
-                         f"decode row must fit: use >= {r.max_batch}")
-    if not spec.name or len(spec.name) > 100 or not spec.name.replace("-", "").replace("_", "").replace(".", "").isalnum():
-        raise UsageError(f"name: {shown(spec.name)} must be at most 100 letters, digits, '-', '_' or '.' (it names the run folder)")
+        raise UsageError(
+            f"run.max_num_batched_tokens: {r.max_num_batched_tokens} < run.max_batch "
+            f"{r.max_batch}; every "
+            f"decode row must fit: use >= {r.max_batch}"
+        )
+    if (
+        not spec.name
+        or len(spec.name) > 100
+        or not spec.name.replace("-", "").replace("_", "").replace(".", "").isalnum()
+    ):
+        raise UsageError(
+            f"name: {shown(spec.name)} must be at most 100 letters, digits, '-', '_' or '.' (it "
+            f"names the run folder)"
+        )
     validate_engine(spec, Path(__file__).resolve().parents[2], base_dir)
 
 
@@ -325,11 +306,18 @@ def _max_len(d: LengthDist) -> int:
 
 
 def _validate_length(d: LengthDist, where: str) -> None:
-    need = {"fixed": ("value",), "uniform": ("min", "max"), "normal": ("mean", "std"),
-            "lognormal": ("mean", "sigma")}[d.dist]
+    need = {
+        "fixed": ("value",),
+        "uniform": ("min", "max"),
+        "normal": ("mean", "std"),
+        "lognormal": ("mean", "sigma"),
+    }[d.dist]
     for k in need:
         if getattr(d, k) is None:
-            raise UsageError(f"{where}.{k}: required for dist {d.dist}; e.g. {where}: {{dist: {d.dist}, {k}: 128}}")
+            raise UsageError(
+                f"{where}.{k}: required for dist {d.dist}; e.g. {where}: {{dist: {d.dist}, {k}: "
+                f"128}}"
+            )
     if d.dist == "uniform" and d.min > d.max:
         raise UsageError(f"{where}: min {d.min} > max {d.max}; swap them")
 
@@ -341,17 +329,26 @@ def _validate_workload(w: WorkloadSpec, shape: ModelShape, base_dir: Path | None
             raise UsageError(f"workload.trace: {w.trace} not found; give a JSONL trace file")
     if w.arrival == "closed":
         if w.concurrency is None or w.concurrency < 1:
-            raise UsageError(f"workload.concurrency: closed-loop arrival needs concurrency >= 1, got {w.concurrency}")
+            raise UsageError(
+                f"workload.concurrency: closed-loop arrival needs concurrency >= 1, got "
+                f"{w.concurrency}"
+            )
         if w.num_requests is None and w.trace is None:
-            raise UsageError("workload.num_requests: closed-loop arrival needs num_requests (duration_s alone "
-                             "cannot size it)")
+            raise UsageError(
+                "workload.num_requests: closed-loop arrival needs num_requests (duration_s alone "
+                "cannot size it)"
+            )
     elif w.trace is None and (w.rate_rps is None or w.rate_rps <= 0):
-        raise UsageError(f"workload.rate_rps: must be > 0 for {w.arrival} arrivals, got {w.rate_rps}")
+        raise UsageError(
+            f"workload.rate_rps: must be > 0 for {w.arrival} arrivals, got {w.rate_rps}"
+        )
     if w.num_requests is None and w.duration_s is None and w.trace is None:
         raise UsageError("workload.num_requests: give num_requests or duration_s")
     _validate_length(w.input_len, "workload.input_len")
     _validate_length(w.output_len, "workload.output_len")
     total = _max_len(w.input_len) + _max_len(w.output_len)
     if total > shape.max_context:
-        raise UsageError(f"workload: input_len + output_len can reach {total} tokens, beyond the model's "
-                         f"context of {shape.max_context}; lower the lengths")
+        raise UsageError(
+            f"workload: input_len + output_len can reach {total} tokens, beyond the model's "
+            f"context of {shape.max_context}; lower the lengths"
+        )

@@ -4,7 +4,8 @@ One JSON object per line (Mooncake FAST'25 traces, AIPerf's ``mooncake_trace`` d
 
     {"timestamp": 3052, "input_length": 7234, "output_length": 794, "hash_ids": [0, 28, 29, ...]}
 
-* ``timestamp``: arrival in ms (since the trace's clock start; lines sorted by it) → arrival_s = ms / 1000;
+* ``timestamp``: arrival in ms (since the trace's clock start; lines sorted by it) → arrival_s = ms
+/ 1000;
 * ``input_length`` / ``output_length``: prompt and output tokens;
 * ``hash_ids`` (optional): one id per block of ``block_size`` prompt tokens, the last block partial:
   len(hash_ids) = ⌈input_length / block_size⌉. Block size: 512 tokens, Mooncake's and AIPerf's
@@ -38,19 +39,23 @@ from harness.spec.jsonl import read_objects, write_lines
 
 MOONCAKE_KEYS = ("timestamp", "input_length", "output_length", "hash_ids")
 DEFAULT_BLOCK_SIZE = 512
-BLOCK_SEED = 0x4D6F6F6E   # "Moon": the prompt content of a block depends on its hash id only
+BLOCK_SEED = 0x4D6F6F6E  # "Moon": the prompt content of a block depends on its hash id only
 
 
 def trace_format(path: str | Path) -> str:
-    """"mooncake" when the first non-blank line is a JSON object with a Mooncake key, else "harness"
+    """ "mooncake" when the first non-blank line is a JSON object with a Mooncake key, else
+    "harness"
     (whose loader reports an unreadable, empty or malformed file)."""
     try:
         with open(path, encoding="utf-8", errors="replace") as fh:
             for line in fh:
                 if line.strip():
                     obj = json.loads(line)
-                    return "mooncake" if isinstance(obj, dict) and any(k in obj for k in MOONCAKE_KEYS) \
+                    return (
+                        "mooncake"
+                        if isinstance(obj, dict) and any(k in obj for k in MOONCAKE_KEYS)
                         else "harness"
+                    )
     except (OSError, ValueError):
         pass
     return "harness"
@@ -58,11 +63,14 @@ def trace_format(path: str | Path) -> str:
 
 def block_tokens(hash_id: int, block_size: int, vocab_size: int) -> np.ndarray:
     """The ``block_size`` token ids of block ``hash_id`` (see the module docstring)."""
-    return np.random.default_rng([BLOCK_SEED, int(hash_id)]).integers(0, vocab_size, size=block_size)
+    return np.random.default_rng([BLOCK_SEED, int(hash_id)]).integers(
+        0, vocab_size, size=block_size
+    )
 
 
 class BlockPrompt(Sequence[int]):
-    """A prompt made of hash-id blocks, built on demand; compares equal to the list it stands for."""
+    """A prompt made of hash-id blocks, built on demand; compares equal to the list it stands
+    for."""
 
     def __init__(self, hash_ids: Sequence[int], length: int, block_size: int, vocab_size: int):
         self.hash_ids, self.length = tuple(int(h) for h in hash_ids), int(length)
@@ -86,13 +94,20 @@ class BlockPrompt(Sequence[int]):
         if not -self.length <= i < self.length:
             raise IndexError(i)
         i %= self.length
-        return int(block_tokens(self.hash_ids[i // self.block_size], self.block_size, self.vocab_size)
-                   [i % self.block_size])
+        return int(
+            block_tokens(self.hash_ids[i // self.block_size], self.block_size, self.vocab_size)[
+                i % self.block_size
+            ]
+        )
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, BlockPrompt):
-            return (self.hash_ids, self.length, self.block_size, self.vocab_size) == \
-                (other.hash_ids, other.length, other.block_size, other.vocab_size)
+            return (self.hash_ids, self.length, self.block_size, self.vocab_size) == (
+                other.hash_ids,
+                other.length,
+                other.block_size,
+                other.vocab_size,
+            )
         return isinstance(other, (list, tuple)) and self.tokens() == list(other)
 
     def __hash__(self) -> int:
@@ -106,8 +121,12 @@ def _int(v: Any, low: int) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v >= low
 
 
-def load_mooncake(path: str | Path, context_len: int | None = None, vocab_size: int | None = None,
-                  block_size: int = DEFAULT_BLOCK_SIZE) -> list[tuple[float, int, int, BlockPrompt | None]]:
+def load_mooncake(
+    path: str | Path,
+    context_len: int | None = None,
+    vocab_size: int | None = None,
+    block_size: int = DEFAULT_BLOCK_SIZE,
+) -> list[tuple[float, int, int, BlockPrompt | None]]:
     """(arrival_s, input_len, output_len, prompt) per line, in file order; every problem is a
     UsageError "FILE:LINE: what is wrong" (blank lines skipped)."""
     path = Path(path)
@@ -118,39 +137,61 @@ def load_mooncake(path: str | Path, context_len: int | None = None, vocab_size: 
     for where, obj in read_objects(path):
         unknown = sorted(set(obj) - set(MOONCAKE_KEYS))
         if unknown:
-            raise UsageError(f"{where}: key {shown(unknown[0])} is not read here (a Mooncake trace line holds "
-                             f"{', '.join(MOONCAKE_KEYS)}; multi-turn and text fields are not replayed)")
+            raise UsageError(
+                f"{where}: key {shown(unknown[0])} is not read here (a Mooncake trace line holds "
+                f"{', '.join(MOONCAKE_KEYS)}; multi-turn and text fields are not replayed)"
+            )
         t = obj.get("timestamp")
         if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t < 0:
-            raise UsageError(f'{where}: expected "timestamp" as a number of ms >= 0, got {shown(t)}')
+            raise UsageError(
+                f'{where}: expected "timestamp" as a number of ms >= 0, got {shown(t)}'
+            )
         if t < prev:
-            raise UsageError(f'{where}: "timestamp" {t} is before the previous line\'s {prev}; sort the trace')
+            raise UsageError(
+                f'{where}: "timestamp" {t} is before the previous line\'s {prev}; sort the trace'
+            )
         prev = t
         for key in ("input_length", "output_length"):
             if not _int(obj.get(key), 1):
-                raise UsageError(f'{where}: expected "{key}" as a positive integer, got {shown(obj.get(key))}')
+                raise UsageError(
+                    f'{where}: expected "{key}" as a positive integer, got {shown(obj.get(key))}'
+                )
         n_in, n_out = obj["input_length"], obj["output_length"]
         if context_len is not None and n_in + n_out > context_len:
-            raise UsageError(f"{where}: input_length {n_in} + output_length {n_out} exceeds the model "
-                             f"context of {context_len} tokens")
+            raise UsageError(
+                f"{where}: input_length {n_in} + output_length {n_out} exceeds the model "
+                f"context of {context_len} tokens"
+            )
         ids = obj.get("hash_ids")
         if ids is not None:
             if not isinstance(ids, list) or not all(_int(h, 0) for h in ids):
                 raise UsageError(f'{where}: expected "hash_ids" as a list of integers >= 0')
             need = math.ceil(n_in / block_size)
             if len(ids) != need:
-                raise UsageError(f"{where}: {len(ids)} hash_ids for input_length {n_in} at {block_size} tokens "
-                                 f"a block; expected {need} (set workload.trace_block_size to the trace's block size)")
-        prompt = None if ids is None or vocab_size is None else BlockPrompt(ids, n_in, block_size, vocab_size)
+                raise UsageError(
+                    f"{where}: {len(ids)} hash_ids for input_length {n_in} at {block_size} tokens "
+                    f"a block; expected {need} (set workload.trace_block_size to the trace's block "
+                    f"size)"
+                )
+        prompt = (
+            None
+            if ids is None or vocab_size is None
+            else BlockPrompt(ids, n_in, block_size, vocab_size)
+        )
         rows.append((t / 1000.0, n_in, n_out, prompt))
     return rows
 
 
-def hash_ids_for(prompts: Iterable[Sequence[int] | None], block_size: int = DEFAULT_BLOCK_SIZE) -> list[list[int]]:
+def hash_ids_for(
+    prompts: Iterable[Sequence[int] | None], block_size: int = DEFAULT_BLOCK_SIZE
+) -> list[list[int]]:
     """Mooncake ids of each prompt's blocks by chained hashing (see the module docstring); a
-    :class:`BlockPrompt` keeps its own ids, a None prompt gets fresh ones (its length unknown here: none)."""
+    :class:`BlockPrompt` keeps its own ids, a None prompt gets fresh ones (its length unknown here:
+    none)."""
     prompts = list(prompts)
-    base = 1 + max((h for p in prompts if isinstance(p, BlockPrompt) for h in p.hash_ids), default=-1)
+    base = 1 + max(
+        (h for p in prompts if isinstance(p, BlockPrompt) for h in p.hash_ids), default=-1
+    )
     seen: dict[tuple[int, tuple[int, ...]], int] = {}
     out: list[list[int]] = []
     for p in prompts:
@@ -160,7 +201,7 @@ def hash_ids_for(prompts: Iterable[Sequence[int] | None], block_size: int = DEFA
         ids, parent = [], -1
         tokens = list(p or [])
         for start in range(0, len(tokens), block_size):
-            key = (parent, tuple(tokens[start:start + block_size]))
+            key = (parent, tuple(tokens[start : start + block_size]))
             parent = seen.setdefault(key, base + len(seen))
             ids.append(parent)
         out.append(ids)
@@ -172,15 +213,25 @@ def save_mooncake(requests: Any, path: str | Path, block_size: int = DEFAULT_BLO
     seeded prompts are then hashed too) as a Mooncake trace, atomically."""
     trace = requests if hasattr(requests, "prompt_ids") and hasattr(requests, "requests") else None
     reqs = list(trace.requests if trace is not None else requests)
-    prompts = [r.prompt if r.prompt is not None or trace is None else trace.prompt_ids(r) for r in reqs]
+    prompts = [
+        r.prompt if r.prompt is not None or trace is None else trace.prompt_ids(r) for r in reqs
+    ]
     ids = hash_ids_for(prompts, block_size)
     fresh = 1 + max((h for row in ids for h in row), default=-1)
     lines = []
     for r, row in zip(reqs, ids):
-        if not row:   # no prompt of its own: blocks shared with no other request
+        if not row:  # no prompt of its own: blocks shared with no other request
             row = list(range(fresh, fresh + math.ceil(r.input_len / block_size)))
             fresh += len(row)
         ms = round(r.arrival_s * 1000.0, 6)
-        lines.append(json.dumps({"timestamp": int(ms) if ms == int(ms) else ms, "input_length": r.input_len,
-                                 "output_length": r.output_len, "hash_ids": row}))
+        lines.append(
+            json.dumps(
+                {
+                    "timestamp": int(ms) if ms == int(ms) else ms,
+                    "input_length": r.input_len,
+                    "output_length": r.output_len,
+                    "hash_ids": row,
+                }
+            )
+        )
     write_lines(path, lines)

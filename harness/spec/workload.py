@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -92,10 +91,17 @@ def _check_rate(rate: float) -> None:
         raise ValueError(f"rate must be > 0, got {rate}")
 
 
-def _arrivals(arrival: str, rate: float | None, burstiness: float, n: int | None,
-              duration_s: float | None, rng: np.random.Generator) -> list[float]:
+def _arrivals(
+    arrival: str,
+    rate: float | None,
+    burstiness: float,
+    n: int | None,
+    duration_s: float | None,
+    rng: np.random.Generator,
+) -> list[float]:
     """Arrival times: n of them, or (n None) every arrival before duration_s; with both,
     the first n that fall before duration_s."""
+
     def draw(k: int) -> list[float]:
         if arrival == "poisson":
             return poisson(rate, k, rng)  # type: ignore[arg-type]
@@ -123,8 +129,9 @@ def _arrivals(arrival: str, rate: float | None, burstiness: float, n: int | None
 # ---------------------------------------------------------------- lengths
 
 
-def sample_lengths(dist: Any, n: int, rng: np.random.Generator, max_len: int | np.ndarray,
-                   field: str = "length") -> np.ndarray:
+def sample_lengths(
+    dist: Any, n: int, rng: np.random.Generator, max_len: int | np.ndarray, field: str = "length"
+) -> np.ndarray:
     """n integer lengths from ``dist`` (a LengthDist-like object), clipped to
     [max(1, dist.min), min(dist.max, max_len)]; ``max_len`` may be per request.
     For normal/lognormal, ``min``/``max`` (when set) are clip bounds."""
@@ -137,7 +144,7 @@ def sample_lengths(dist: Any, n: int, rng: np.random.Generator, max_len: int | n
     elif kind == "normal":
         raw = rng.normal(dist.mean, dist.std, size=n)
     else:  # lognormal, parameterised by the arithmetic mean (see module docstring)
-        mu = math.log(dist.mean) - dist.sigma ** 2 / 2.0
+        mu = math.log(dist.mean) - dist.sigma**2 / 2.0
         raw = rng.lognormal(mu, dist.sigma, size=n)
     lo = max(1, getattr(dist, "min", None) or 1)
     hi = np.asarray(max_len)
@@ -154,8 +161,12 @@ def validate_length_dist(dist: Any, field: str) -> None:
 
     def need(name: str, positive: bool = True) -> float:
         v = getattr(dist, name, None)
-        if v is None or isinstance(v, bool) or not isinstance(v, (int, float)) \
-                or not math.isfinite(v):
+        if (
+            v is None
+            or isinstance(v, bool)
+            or not isinstance(v, (int, float))
+            or not math.isfinite(v)
+        ):
             raise UsageError(f"{field}.{name}: required for dist={kind}, got {v!r}")
         if name in ("value", "min", "max") and not isinstance(v, int):
             raise UsageError(f"{field}.{name}: must be an integer number of tokens, got {v!r}")
@@ -204,17 +215,23 @@ def _check_context(spec: Any, context_len: int) -> None:
     i_dist, o_dist = spec.input_len, spec.output_len
     i_hi, o_hi, o_lo = _upper_bound(i_dist), _upper_bound(o_dist), _lower_bound(o_dist)
     if o_lo >= context_len:
-        raise UsageError(f"workload.output_len.{_bound_name(o_dist, 'min')}: {o_lo} leaves no "
-                         f"room for input in the model context of {context_len} tokens; "
-                         f"use at most {context_len - 1}")
+        raise UsageError(
+            f"workload.output_len.{_bound_name(o_dist, 'min')}: {o_lo} leaves no "
+            f"room for input in the model context of {context_len} tokens; "
+            f"use at most {context_len - 1}"
+        )
     if i_hi != math.inf and i_hi + o_lo > context_len:
-        raise UsageError(f"workload.input_len.{_bound_name(i_dist, 'max')}: {i_hi} + output "
-                         f"{o_lo} exceeds the model context of {context_len} tokens; "
-                         f"use at most {context_len - o_lo}")
+        raise UsageError(
+            f"workload.input_len.{_bound_name(i_dist, 'max')}: {i_hi} + output "
+            f"{o_lo} exceeds the model context of {context_len} tokens; "
+            f"use at most {context_len - o_lo}"
+        )
     if math.inf not in (i_hi, o_hi) and i_hi + o_hi > context_len:
-        raise UsageError(f"workload.output_len.{_bound_name(o_dist, 'max')}: {o_hi} + input "
-                         f"{i_hi} exceeds the model context of {context_len} tokens; "
-                         f"use at most {context_len - i_hi}")
+        raise UsageError(
+            f"workload.output_len.{_bound_name(o_dist, 'max')}: {o_hi} + input "
+            f"{i_hi} exceeds the model context of {context_len} tokens; "
+            f"use at most {context_len - i_hi}"
+        )
 
 
 # ---------------------------------------------------------------- prompts
@@ -246,8 +263,10 @@ def _check_spec(spec: Any) -> None:
         if c is None or isinstance(c, bool) or not isinstance(c, int) or c < 1:
             raise UsageError(f"workload.concurrency: must be >= 1 for arrival=closed, got {c!r}")
         if n is None and spec.trace is None:
-            raise UsageError("workload.num_requests: required for arrival=closed "
-                             "(duration_s alone cannot size a closed-loop run)")
+            raise UsageError(
+                "workload.num_requests: required for arrival=closed "
+                "(duration_s alone cannot size a closed-loop run)"
+            )
     elif spec.trace is None:
         rate = spec.rate_rps
         if rate is None or not rate > 0 or not math.isfinite(rate):
@@ -270,13 +289,18 @@ def build_trace(spec: Any, vocab_size: int, context_len: int) -> Trace:
     """
     _check_spec(spec)
     if vocab_size < 1 or context_len < 2:
-        raise UsageError(f"model: vocab_size={vocab_size} and context_len={context_len} "
-                         "must be >= 1 and >= 2")
+        raise UsageError(
+            f"model: vocab_size={vocab_size} and context_len={context_len} must be >= 1 and >= 2"
+        )
     closed = spec.arrival == "closed"
     conc = spec.concurrency if closed else None
     if spec.trace is not None:
-        reqs = load_trace(spec.trace, context_len=context_len, vocab_size=vocab_size,
-                          block_size=getattr(spec, "trace_block_size", 512))
+        reqs = load_trace(
+            spec.trace,
+            context_len=context_len,
+            vocab_size=vocab_size,
+            block_size=getattr(spec, "trace_block_size", 512),
+        )
         if spec.num_requests is not None:
             reqs = reqs[: spec.num_requests]
         if spec.duration_s is not None and not closed:
@@ -287,19 +311,32 @@ def build_trace(spec: Any, vocab_size: int, context_len: int) -> Trace:
 
     _check_context(spec, context_len)
     s_arr, s_in, s_out = np.random.SeedSequence(spec.seed).spawn(3)
-    times = _arrivals(spec.arrival, spec.rate_rps, getattr(spec, "burstiness", 1.0),
-                      spec.num_requests, spec.duration_s, np.random.default_rng(s_arr))
+    times = _arrivals(
+        spec.arrival,
+        spec.rate_rps,
+        getattr(spec, "burstiness", 1.0),
+        spec.num_requests,
+        spec.duration_s,
+        np.random.default_rng(s_arr),
+    )
     n = len(times)
-    ins = sample_lengths(spec.input_len, n, np.random.default_rng(s_in),
-                         context_len - _lower_bound(spec.output_len),
-                         "workload.input_len")
-    outs = sample_lengths(spec.output_len, n, np.random.default_rng(s_out), context_len - ins,
-                          "workload.output_len")
-    reqs = tuple(Request(i, float(t), int(a), int(b))
-                 for i, (t, a, b) in enumerate(zip(times, ins, outs)))
+    ins = sample_lengths(
+        spec.input_len,
+        n,
+        np.random.default_rng(s_in),
+        context_len - _lower_bound(spec.output_len),
+        "workload.input_len",
+    )
+    outs = sample_lengths(
+        spec.output_len, n, np.random.default_rng(s_out), context_len - ins, "workload.output_len"
+    )
+    reqs = tuple(
+        Request(i, float(t), int(a), int(b)) for i, (t, a, b) in enumerate(zip(times, ins, outs))
+    )
     return Trace(reqs, closed, conc, spec.seed, vocab_size, spec.duration_s, _cap(spec))
 
 
 def _cap(spec: Any) -> int | None:
-    """The open loop's cap on requests in flight (none for a closed loop: its concurrency is the cap)."""
+    """The open loop's cap on requests in flight (none for a closed loop: its concurrency is the
+    cap)."""
     return None if spec.arrival == "closed" else getattr(spec, "max_concurrency", None)

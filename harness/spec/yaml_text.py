@@ -35,18 +35,26 @@ class SpecLoader(yaml.SafeLoader):
                 key = self.construct_object(key_node, deep=deep)
                 if key in seen:
                     raise yaml.constructor.ConstructorError(
-                        None, None, f"key {shown(key)} appears twice in one mapping (first on line "
-                        f"{seen[key] + 1}); keep one", key_node.start_mark)
+                        None,
+                        None,
+                        f"key {shown(key)} appears twice in one mapping (first on line "
+                        f"{seen[key] + 1}); keep one",
+                        key_node.start_mark,
+                    )
                 seen[key] = key_node.start_mark.line
         return super().construct_mapping(node, deep=deep)
 
 
 SpecLoader.yaml_implicit_resolvers = {
     first: [(tag, rx) for tag, rx in resolvers if tag != _BOOL]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
-SpecLoader.add_implicit_resolver(_BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
-SpecLoader.add_implicit_resolver(_FLOAT, re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-                                 list("-+0123456789"))
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+SpecLoader.add_implicit_resolver(
+    _BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+SpecLoader.add_implicit_resolver(
+    _FLOAT, re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789")
+)
 
 
 def parse_yaml(text: str):
@@ -60,25 +68,32 @@ def read_yaml_file(path: str | Path, field: str = "config") -> object:
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise UsageError(f"{field}: {path} not found; give a spec YAML such as configs/tiny-tp2-pp4-cpu.yaml") from None
+        raise UsageError(
+            f"{field}: {path} not found; give a spec YAML such as configs/tiny-tp2-pp4-cpu.yaml"
+        ) from None
     except UnicodeDecodeError:
         raise UsageError(f"{field}: {path} is not a UTF-8 text file; give a spec YAML") from None
     except OSError as e:
-        raise UsageError(f"{field}: cannot read {path} ({e.strerror or type(e).__name__}); "
-                         f"give a readable spec YAML") from None
+        raise UsageError(
+            f"{field}: cannot read {path} ({e.strerror or type(e).__name__}); "
+            f"give a readable spec YAML"
+        ) from None
     try:
         return parse_yaml(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise UsageError(f"{field}: {path}:{where} is not valid YAML ({problem}); fix it there") from None
+        raise UsageError(
+            f"{field}: {path}:{where} is not valid YAML ({problem}); fix it there"
+        ) from None
     except RecursionError:
         raise UsageError(f"{field}: {path} nests too deeply to be a spec; flatten it") from None
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
-    """Dotted overrides from the command line: ``run.max_batch=8``, ``parallel.tp=4``, ``workload.rate_rps=1e3``."""
+    """Dotted overrides from the command line: ``run.max_batch=8``, ``parallel.tp=4``,
+    ``workload.rate_rps=1e3``."""
     for item in overrides:
         if "=" not in item:
             raise UsageError(f"--set {shown(item)}: write FIELD.PATH=VALUE, e.g. run.max_batch=8")
@@ -90,9 +105,11 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
         node = raw
         parts = key.strip().split(".")
         if not all(parts):
-            raise UsageError(f"--set {shown(item)}: FIELD.PATH has an empty part; e.g. run.max_batch=8")
+            raise UsageError(
+                f"--set {shown(item)}: FIELD.PATH has an empty part; e.g. run.max_batch=8"
+            )
         for p in parts[:-1]:
-            if node.get(p) is None:      # an empty section in the file ("run:") reads as None
+            if node.get(p) is None:  # an empty section in the file ("run:") reads as None
                 node[p] = {}
             node = node[p]
             if not isinstance(node, dict):

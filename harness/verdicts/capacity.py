@@ -11,24 +11,31 @@ from __future__ import annotations
 import math
 
 
-def next_probe(history: list[tuple[float, bool]], x0: float, *, integer: bool, max_probes: int,
-               rel_tol: float = 0.05) -> float | None:
-    """The next load to try after ``history`` [(load, passed), ...], or None when the search is done."""
+def next_probe(
+    history: list[tuple[float, bool]],
+    x0: float,
+    *,
+    integer: bool,
+    max_probes: int,
+    rel_tol: float = 0.05,
+) -> float | None:
+    """The next load to try after ``history`` [(load, passed), ...], or None when the search is
+    done."""
     if len(history) >= max_probes:
         return None
     if not history:
         return x0
     passes = [x for x, ok in history if ok]
     fails = [x for x, ok in history if not ok]
-    if not fails:                        # still climbing
+    if not fails:  # still climbing
         x = max(passes) * 2
-    elif not passes:                     # still descending
+    elif not passes:  # still descending
         x = min(fails) / 2
         if integer and x < 1:
             return None
     else:
         lo, hi = max(passes), min(fails)
-        if hi <= lo:                     # noisy: a higher load passed; nothing sound to bisect
+        if hi <= lo:  # noisy: a higher load passed; nothing sound to bisect
             return None
         if (integer and hi - lo <= 1) or (not integer and (hi - lo) <= rel_tol * lo):
             return None

@@ -50,7 +50,7 @@ class Delta:
     base: float | None
     new: float | None
     delta_pct: float | None
-    verdict: str           # regression | improved | same | n/a | info
+    verdict: str  # regression | improved | same | n/a | info
 
 
 @dataclass
@@ -60,7 +60,7 @@ class Comparison:
     threshold_pct: float
     rows: list[Delta] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-    engines: tuple[str, str] | None = None     # (base, new) when the engines differ
+    engines: tuple[str, str] | None = None  # (base, new) when the engines differ
 
     @property
     def regressions(self) -> list[Delta]:
@@ -71,9 +71,16 @@ class Comparison:
         return "REGRESSION" if self.regressions else "OK"
 
     def to_dict(self) -> dict:
-        return {"base": self.base, "new": self.new, "threshold_pct": self.threshold_pct, "verdict": self.verdict,
-                "regressions": [r.key for r in self.regressions], "warnings": self.warnings,
-                "engines": list(self.engines) if self.engines else None, "rows": [asdict(r) for r in self.rows]}
+        return {
+            "base": self.base,
+            "new": self.new,
+            "threshold_pct": self.threshold_pct,
+            "verdict": self.verdict,
+            "regressions": [r.key for r in self.regressions],
+            "warnings": self.warnings,
+            "engines": list(self.engines) if self.engines else None,
+            "rows": [asdict(r) for r in self.rows],
+        }
 
 
 def delta_pct(base: float | None, new: float | None) -> float | None:
@@ -97,14 +104,24 @@ def judge(better: str, d: float | None, threshold_pct: float) -> str:
 def _identity(run: Run) -> dict[str, Any]:
     model = (run.spec or {}).get("model") or {}
     lay = run.summary.get("layout") or {}
-    return {"model": (model.get("preset") or model.get("config"), model.get("dtype")),
-            "layout": (lay.get("tp"), lay.get("pp"), lay.get("dp"), tuple(lay.get("layer_split") or ()))}
+    return {
+        "model": (model.get("preset") or model.get("config"), model.get("dtype")),
+        "layout": (
+            lay.get("tp"),
+            lay.get("pp"),
+            lay.get("dp"),
+            tuple(lay.get("layer_split") or ()),
+        ),
+    }
 
 
 def _context(run: Run) -> dict[str, Any]:
     hw = run.summary.get("hardware") or {}
-    return {"hardware": (hw.get("gpu"), hw.get("total_gpus")), "workload": (run.spec or {}).get("workload"),
-            "slo": (run.spec or {}).get("slo")}
+    return {
+        "hardware": (hw.get("gpu"), hw.get("total_gpus")),
+        "workload": (run.spec or {}).get("workload"),
+        "slo": (run.spec or {}).get("slo"),
+    }
 
 
 def engine_name(run: Run) -> str:
@@ -113,14 +130,18 @@ def engine_name(run: Run) -> str:
     return " ".join(str(x) for x in (run.engine_kind(), eng.get("version")) if x)
 
 
-def compare_runs(base: Run, new: Run, threshold_pct: float = 5.0, force: bool = False) -> Comparison:
+def compare_runs(
+    base: Run, new: Run, threshold_pct: float = 5.0, force: bool = False
+) -> Comparison:
     if not threshold_pct >= 0:
         raise UsageError(f"--threshold: must be a percentage >= 0, got {threshold_pct}")
     cmp = Comparison(str(base.path), str(new.path), threshold_pct)
     for role, run in (("BASE", base), ("NEW", new)):
         if not run.complete:
-            msg = (f"{role} {run.path} is incomplete ({run.summary.get('incomplete_reason')}); "
-                   f"compare complete runs, or pass --force")
+            msg = (
+                f"{role} {run.path} is incomplete ({run.summary.get('incomplete_reason')}); "
+                f"compare complete runs, or pass --force"
+            )
             if not force:
                 raise UsageError(msg)
             cmp.warnings.append(msg)
@@ -129,7 +150,9 @@ def compare_runs(base: Run, new: Run, threshold_pct: float = 5.0, force: bool = 
         if ib[what] != inew[what]:
             msg = f"{what} differs: BASE {ib[what]} vs NEW {inew[what]}"
             if not force:
-                raise UsageError(f"{msg}; these runs are not comparable (pass --force to compare anyway)")
+                raise UsageError(
+                    f"{msg}; these runs are not comparable (pass --force to compare anyway)"
+                )
             cmp.warnings.append(msg + " (compared with --force)")
     if base.engine_kind() != new.engine_kind():
         cmp.engines = (engine_name(base), engine_name(new))
@@ -147,9 +170,12 @@ def compare_runs(base: Run, new: Run, threshold_pct: float = 5.0, force: bool = 
     return cmp
 
 
-def compare_dirs(base_dir: str | Path, new_dir: str | Path, threshold_pct: float = 5.0,
-                 force: bool = False) -> Comparison:
-    return compare_runs(load_run(base_dir, tables=False), load_run(new_dir, tables=False), threshold_pct, force)
+def compare_dirs(
+    base_dir: str | Path, new_dir: str | Path, threshold_pct: float = 5.0, force: bool = False
+) -> Comparison:
+    return compare_runs(
+        load_run(base_dir, tables=False), load_run(new_dir, tables=False), threshold_pct, force
+    )
 
 
 def _f(v: float | None) -> str:
@@ -160,18 +186,35 @@ def to_markdown(cmp: Comparison) -> str:
     title = f"# Compare: {cmp.verdict}"
     if cmp.engines:
         forced = any("(compared with --force)" in w for w in cmp.warnings)
-        title += f" — {cmp.engines[0]} vs {cmp.engines[1]}, side by side" + ("" if forced else
-                                                                            " (same model and layout)")
-    lines = [title, "", f"BASE {cmp.base}", f"NEW  {cmp.new}", f"threshold {cmp.threshold_pct:g} %", ""]
+        title += f" — {cmp.engines[0]} vs {cmp.engines[1]}, side by side" + (
+            "" if forced else " (same model and layout)"
+        )
+    lines = [
+        title,
+        "",
+        f"BASE {cmp.base}",
+        f"NEW  {cmp.new}",
+        f"threshold {cmp.threshold_pct:g} %",
+        "",
+    ]
     lines += [f"> warning: {w}" for w in cmp.warnings]
     b, n = (f"base: {cmp.engines[0]}", f"new: {cmp.engines[1]}") if cmp.engines else ("base", "new")
     ratio = cmp.engines is not None
-    lines += ["", f"| metric | better | {b} | {n} |" + (" ratio |" if ratio else "") + " delta | verdict |",
-              "|---|---|---|---|" + ("---|" if ratio else "") + "---|---|"]
+    lines += [
+        "",
+        f"| metric | better | {b} | {n} |" + (" ratio |" if ratio else "") + " delta | verdict |",
+        "|---|---|---|---|" + ("---|" if ratio else "") + "---|---|",
+    ]
     for r in cmp.rows:
         d = "—" if r.delta_pct is None else f"{r.delta_pct:+.1f} %"
-        q = "" if not ratio else (f" {r.new / r.base:.3g} |" if r.base and r.new is not None else " — |")
-        lines.append(f"| {r.label} | {r.better} | {_f(r.base)} | {_f(r.new)} |{q} {d} | {r.verdict} |")
+        q = (
+            ""
+            if not ratio
+            else (f" {r.new / r.base:.3g} |" if r.base and r.new is not None else " — |")
+        )
+        lines.append(
+            f"| {r.label} | {r.better} | {_f(r.base)} | {_f(r.new)} |{q} {d} | {r.verdict} |"
+        )
     if cmp.regressions:
         lines += ["", "Regressions: " + ", ".join(r.label for r in cmp.regressions)]
     return "\n".join(lines) + "\n"

@@ -1,4 +1,5 @@
-"""The torchrun agent of a reference run: torch's own ``torch.distributed.run`` (same arguments), plus
+"""The torchrun agent of a reference run: torch's own ``torch.distributed.run`` (same arguments),
+plus
 
 * SIGTERM when its launcher dies (``prctl(PR_SET_PDEATHSIG)``): torch's agent then stops every
   rank the way it stops them on Ctrl-C, instead of serving on as an orphan;
@@ -32,7 +33,7 @@ def _signal_name(exitcode: int) -> str | None:
 
 def main(argv: list[str]) -> int:
     die_with_parent()
-    os.environ[AGENT_ENV] = str(os.getpid())    # the ranks inherit this environment
+    os.environ[AGENT_ENV] = str(os.getpid())  # the ranks inherit this environment
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run
@@ -42,12 +43,23 @@ def main(argv: list[str]) -> int:
         run(parse_args(argv))
     except ChildFailedError as e:
         if folder:
-            ranks = {str(rank): {"local_rank": f.local_rank, "pid": f.pid, "exitcode": f.exitcode,
-                                 "signal": _signal_name(f.exitcode)} for rank, f in e.failures.items()}
+            ranks = {
+                str(rank): {
+                    "local_rank": f.local_rank,
+                    "pid": f.pid,
+                    "exitcode": f.exitcode,
+                    "signal": _signal_name(f.exitcode),
+                }
+                for rank, f in e.failures.items()
+            }
             atomic_write_json(Path(folder) / AGENT_FILE, {"ranks": ranks})
         return 1
     except SignalException as e:
-        print(f"harness agent: stopped the ranks on {signal.Signals(e.sigval).name}", file=sys.stderr, flush=True)
+        print(
+            f"harness agent: stopped the ranks on {signal.Signals(e.sigval).name}",
+            file=sys.stderr,
+            flush=True,
+        )
         return 128 + int(e.sigval)
     return 0
 

@@ -1,4 +1,5 @@
-"""Every collective and point-to-point op of a run goes through ``Comm``, so the trace sees all of them.
+"""Every collective and point-to-point op of a run goes through ``Comm``, so the trace sees all of
+them.
 
 Why an explicit layer rather than patching ``torch.distributed``: wrapping the library functions
 misses functional collectives, a ``TorchDispatchMode`` sees everything but costs 15-40 % of a CPU
@@ -19,8 +20,20 @@ from dataclasses import dataclass, field
 import torch
 import torch.distributed as dist
 
-COMM_COLUMNS = ("rank", "step", "phase", "op", "group", "group_size", "peer", "dtype", "numel", "bytes",
-                "t_start_s", "t_end_s")
+COMM_COLUMNS = (
+    "rank",
+    "step",
+    "phase",
+    "op",
+    "group",
+    "group_size",
+    "peer",
+    "dtype",
+    "numel",
+    "bytes",
+    "t_start_s",
+    "t_end_s",
+)
 
 
 @dataclass
@@ -28,17 +41,17 @@ class CommRecorder:
     """Collects one row per op issued by this rank (see COMM_COLUMNS)."""
 
     rank: int
-    level: str = "timing"            # off | counts | timing
+    level: str = "timing"  # off | counts | timing
     cuda: bool = False
-    step: int = -1                   # set by the engine: which micro-batch step issued the op
-    phase: str = ""                  # set by the engine: prefill | decode | mixed | sample | control
+    step: int = -1  # set by the engine: which micro-batch step issued the op
+    phase: str = ""  # set by the engine: prefill | decode | mixed | sample | control
     rows: list = field(default_factory=list)
-    _pending: list = field(default_factory=list)   # (row index, start event, end event) on CUDA
+    _pending: list = field(default_factory=list)  # (row index, start event, end event) on CUDA
     _t0: float = field(default_factory=time.monotonic)
-    _base: object = None       # CUDA: an event recorded at a known monotonic time (_base_s)
+    _base: object = None  # CUDA: an event recorded at a known monotonic time (_base_s)
     _base_s: float = 0.0
 
-    RESOLVE_EVERY = 1024       # CUDA: try to resolve finished events after this many pending ops
+    RESOLVE_EVERY = 1024  # CUDA: try to resolve finished events after this many pending ops
 
     def begin(self):
         if self.level != "timing":
@@ -64,8 +77,20 @@ class CommRecorder:
         if self.level == "off":
             return -1
         n = t.numel()
-        row = [self.rank, self.step, self.phase, op, group, group_size, peer, str(t.dtype).replace("torch.", ""),
-               n, n * t.element_size(), None, None]
+        row = [
+            self.rank,
+            self.step,
+            self.phase,
+            op,
+            group,
+            group_size,
+            peer,
+            str(t.dtype).replace("torch.", ""),
+            n,
+            n * t.element_size(),
+            None,
+            None,
+        ]
         if token is not None:
             if self.cuda:
                 ev = torch.cuda.Event(enable_timing=True)

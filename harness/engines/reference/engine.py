@@ -37,7 +37,7 @@ class ReferenceEngine:
 
     def __init__(self, run_dir: str | Path, guard: StopGuard | None = None):
         self.run_dir = Path(run_dir)
-        self.guard = guard       # started at the rank's start (harness.commands.run); else here
+        self.guard = guard  # started at the rank's start (harness.commands.run); else here
         self.ctx = None
         self.profiled = False
         self.complete = False
@@ -46,16 +46,24 @@ class ReferenceEngine:
         state: dict = {"records": [], "t0": None, "run_dir": self.run_dir}
         guard = self.guard = self.guard or StopGuard()
 
-        def on_stop(reason: str) -> None:   # runs on the stop thread; RunWriter serialises writes
+        def on_stop(reason: str) -> None:  # runs on the stop thread; RunWriter serialises writes
             if writer is not None:
-                writer.write_partial(partial_summary(spec, state["records"], reason), state["records"])
+                writer.write_partial(
+                    partial_summary(spec, state["records"], reason), state["records"]
+                )
 
         guard.arm(spec.run.timeout_s, on_stop)
         if writer is not None:
-            writer.stop_check = guard.check   # no "complete: true" once the agent or launcher is gone
+            # no "complete: true" once the agent or launcher is gone
+            writer.stop_check = guard.check
         try:
-            self.ctx = ctx = hdist.init(spec.layout, spec.run.device, spec.parallel.gpu_map,
-                                        spec.run.comm_timeout_s, spec.run.instrument)
+            self.ctx = ctx = hdist.init(
+                spec.layout,
+                spec.run.device,
+                spec.parallel.gpu_map,
+                spec.run.comm_timeout_s,
+                spec.run.instrument,
+            )
             self.profiled = spec.run.profile_steps > 0
             payload = run_rank(ctx, spec, trace, guard, state, writer)
             gathered = [None] * ctx.env.world_size if writer is not None else None
@@ -64,17 +72,21 @@ class ReferenceEngine:
             else:
                 gathered = [payload]
             # Only rank 0 sees every replica's coordinator; the others vouch for themselves.
-            complete = guard.check() is None and (writer is None or all(p.finished for p in gathered if p.coordinator))
+            complete = guard.check() is None and (
+                writer is None or all(p.finished for p in gathered if p.coordinator)
+            )
             self.complete = complete
             if writer is None:
                 return EngineResult(records=[], complete=complete, incomplete_reason=guard.reason)
-            return reference_result(spec, make_plan(spec), gathered, complete=complete, reason=guard.reason)
+            return reference_result(
+                spec, make_plan(spec), gathered, complete=complete, reason=guard.reason
+            )
         except BaseException as e:
             rank = hdist.launch_env().rank
             place = spec.layout.place(rank) if 0 <= rank < spec.layout.world_size else None
             failure = own_failure(rank, place, e)
             print(f"harness: {describe(failure)}", file=sys.stderr, flush=True)
-            if guard.reason is None:      # not a consequence of a stop already under way
+            if guard.reason is None:  # not a consequence of a stop already under way
                 report_failure(failure_dir(), failure)
                 if writer is not None:
                     summary = partial_summary(spec, state["records"], describe(failure))
@@ -83,7 +95,7 @@ class ReferenceEngine:
 
     def close(self, failed: bool) -> None:
         if self.ctx is None or failed:
-            return   # a failed rank waits for nobody: torchrun stops the world
+            return  # a failed rank waits for nobody: torchrun stops the world
         if self.ctx.env.world_size > 1:
             dist.barrier()
         if self.profiled:

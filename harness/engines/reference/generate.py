@@ -19,8 +19,9 @@ def _run_step(stage: PipelineStage, meta: StepMeta, ids: torch.Tensor) -> torch.
     return tokens
 
 
-def generate(ctx: DistContext, stage: PipelineStage, prompts: list[list[int]],
-             max_new_tokens: int) -> list[list[int]] | None:
+def generate(
+    ctx: DistContext, stage: PipelineStage, prompts: list[list[int]], max_new_tokens: int
+) -> list[list[int]] | None:
     """Greedy tokens per prompt on the coordinator (``max_new_tokens`` each); None on other ranks,
     which serve until the coordinator's stop."""
     if not stage.is_coordinator:
@@ -33,13 +34,15 @@ def generate(ctx: DistContext, stage: PipelineStage, prompts: list[list[int]],
     lens = torch.tensor([len(p) for p in prompts], dtype=torch.long, device=dev)
     ids = torch.zeros(b, int(lens.max()), dtype=torch.long)
     for i, p in enumerate(prompts):
-        ids[i, :len(p)] = torch.tensor(p, dtype=torch.long)
+        ids[i, : len(p)] = torch.tensor(p, dtype=torch.long)
     slots = torch.arange(b, dtype=torch.long, device=dev)
     out: list[list[int]] = [[] for _ in range(b)]
     # No try/finally around stop(): after a failure the peers may sit in a half-issued collective;
     # the process group timeout and torchrun's agent end the job instead.
     if max_new_tokens > 0:
-        meta = StepMeta(0, slots, torch.zeros(b, dtype=torch.long, device=dev), lens, phase="prefill")
+        meta = StepMeta(
+            0, slots, torch.zeros(b, dtype=torch.long, device=dev), lens, phase="prefill"
+        )
         tokens = _run_step(stage, meta, ids.to(dev))
         pos = lens.clone()
         for step in range(1, max_new_tokens + 1):
@@ -47,8 +50,13 @@ def generate(ctx: DistContext, stage: PipelineStage, prompts: list[list[int]],
                 out[i].append(t)
             if step == max_new_tokens:
                 break
-            meta = StepMeta(step, slots, pos.clone(), torch.ones(b, dtype=torch.long, device=dev),
-                            phase="decode")
+            meta = StepMeta(
+                step,
+                slots,
+                pos.clone(),
+                torch.ones(b, dtype=torch.long, device=dev),
+                phase="decode",
+            )
             tokens = _run_step(stage, meta, tokens.view(b, 1))
             pos += 1
     stage.stop()

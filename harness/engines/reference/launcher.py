@@ -28,7 +28,7 @@ from harness.errors import UsageError
 from harness.results.writer import amend_summary, read_summary_file
 
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-REAP_WAIT_S = GRACE_S + 15.0     # ranks stop themselves within GRACE_S of losing their agent
+REAP_WAIT_S = GRACE_S + 15.0  # ranks stop themselves within GRACE_S of losing their agent
 
 
 def world_shape(spec, args) -> tuple[int, int]:
@@ -40,29 +40,50 @@ def world_shape(spec, args) -> tuple[int, int]:
             raise UsageError(f"{flag}: must be >= 1, got {v}")
     if args.node_rank is not None and args.node_rank < 0:
         raise UsageError(f"--node-rank: must be >= 0, got {args.node_rank}")
-    nnodes = args.nnodes if args.nnodes is not None else (spec.cluster.nodes if args.rdzv_endpoint else 1)
+    nnodes = (
+        args.nnodes
+        if args.nnodes is not None
+        else (spec.cluster.nodes if args.rdzv_endpoint else 1)
+    )
     if world % nnodes:
         raise UsageError(f"--nnodes: {nnodes} does not divide the spec's {world} processes")
     nproc = args.nproc_per_node if args.nproc_per_node is not None else world // nnodes
     if nproc * nnodes != world:
-        raise UsageError(f"--nproc-per-node: {nproc} x {nnodes} nodes != {world} processes the spec needs "
-                         f"(parallel.tp*pp*dp)")
+        raise UsageError(
+            f"--nproc-per-node: {nproc} x {nnodes} nodes != {world} processes the spec needs "
+            f"(parallel.tp*pp*dp)"
+        )
     if args.node_rank is not None and args.node_rank >= nnodes:
-        raise UsageError(f"--node-rank: {args.node_rank} but there are {nnodes} nodes; use 0..{nnodes - 1}")
+        raise UsageError(
+            f"--node-rank: {args.node_rank} but there are {nnodes} nodes; use 0..{nnodes - 1}"
+        )
     if nnodes > 1 and not args.rdzv_endpoint:
         raise UsageError("--rdzv-endpoint: needed when --nnodes > 1 (HOST:PORT of the first node)")
     return nnodes, nproc
 
 
 def torchrun_command(spec, args, run_dir: Path) -> list[str]:
-    """The agent's command line for the spec's world (``--nnodes``/``--node-rank``/``--rdzv-endpoint``
-    of ``args`` for several nodes): torchrun's arguments, run by ``harness.engines.reference.agent``."""
+    """The agent's command line for the spec's world
+    (``--nnodes``/``--node-rank``/``--rdzv-endpoint``
+    of ``args`` for several nodes): torchrun's arguments, run by
+    ``harness.engines.reference.agent``."""
     nnodes, nproc = world_shape(spec, args)
-    cmd = [sys.executable, "-m", "harness.engines.reference.agent", f"--nproc-per-node={nproc}",
-           f"--nnodes={nnodes}", "--max-restarts=0", "--monitor-interval=0.5"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "harness.engines.reference.agent",
+        f"--nproc-per-node={nproc}",
+        f"--nnodes={nnodes}",
+        "--max-restarts=0",
+        "--monitor-interval=0.5",
+    ]
     if args.rdzv_endpoint:
         rdzv_id = args.rdzv_id or os.environ.get("SLURM_JOB_ID") or spec.name
-        cmd += ["--rdzv-backend=c10d", f"--rdzv-endpoint={args.rdzv_endpoint}", f"--rdzv-id={rdzv_id}"]
+        cmd += [
+            "--rdzv-backend=c10d",
+            f"--rdzv-endpoint={args.rdzv_endpoint}",
+            f"--rdzv-id={rdzv_id}",
+        ]
         if args.node_rank is not None:
             cmd.append(f"--node-rank={args.node_rank}")
     else:
@@ -74,7 +95,8 @@ def torchrun_command(spec, args, run_dir: Path) -> list[str]:
 
 
 def _wait(proc: subprocess.Popen) -> tuple[int, list]:
-    """Wait for the agent, remembering its ranks (they must not outlive it); (exit code, ranks seen)."""
+    """Wait for the agent, remembering its ranks (they must not outlive it); (exit code, ranks
+    seen)."""
     seen: dict[int, object] = {}
     while True:
         for p in descendants(proc.pid):
@@ -95,7 +117,8 @@ def _ending(rc: int) -> str:
 
 
 def settle(spec, run_dir: Path, agent_rc: int, failures: Path) -> None:
-    """After the world: the root cause of a failure into ``summary.json``; a run whose agent failed is
+    """After the world: the root cause of a failure into ``summary.json``; a run whose agent failed
+    is
     never left ``complete: true``. Nothing to do without a summary (rank 0 on another node)."""
     summary = read_summary_file(run_dir)
     if summary is None:
@@ -105,8 +128,12 @@ def settle(spec, run_dir: Path, agent_rc: int, failures: Path) -> None:
     if cause is not None:
         amend_summary(run_dir, complete=False, failure=cause, incomplete_reason=describe(cause))
     elif agent_rc < 0 or (agent_rc != 0 and summary.get("complete")):
-        amend_summary(run_dir, complete=False, incomplete_reason=f"the torchrun agent {_ending(agent_rc)}"
-                      + (" after rank 0 wrote the results" if summary.get("complete") else ""))
+        amend_summary(
+            run_dir,
+            complete=False,
+            incomplete_reason=f"the torchrun agent {_ending(agent_rc)}"
+            + (" after rank 0 wrote the results" if summary.get("complete") else ""),
+        )
     elif agent_rc != 0:
         amend_summary(run_dir, complete=False)
 
@@ -117,9 +144,14 @@ def run_world(spec, args, run_dir: Path) -> int:
     cmd = torchrun_command(spec, args, run_dir)
     failures = Path(tempfile.mkdtemp(prefix="harness-failures-"))
     env = dict(os.environ, **launcher_env(), **{FAILURE_DIR_ENV: str(failures)})
-    env.setdefault("OMP_NUM_THREADS", "1")   # 8 ranks on a few cores: no thread oversubscription
-    print(f"harness run: {spec.name}: {spec.world_size} ranks (tp={spec.parallel.tp} pp={spec.parallel.pp} "
-          f"dp={spec.parallel.dp}) -> {run_dir}", file=sys.stderr, flush=True)
+    env.setdefault("OMP_NUM_THREADS", "1")  # 8 ranks on a few cores: no thread oversubscription
+    print(
+        f"harness run: {spec.name}: {spec.world_size} ranks (tp={spec.parallel.tp} "
+        f"pp={spec.parallel.pp} "
+        f"dp={spec.parallel.dp}) -> {run_dir}",
+        file=sys.stderr,
+        flush=True,
+    )
     proc = subprocess.Popen(cmd, env=env, start_new_session=True)
 
     def forward(signum, _frame):  # Slurm pre-emption / Ctrl-C / a closed terminal reach the agent
@@ -134,8 +166,12 @@ def run_world(spec, args, run_dir: Path) -> int:
         t0 = time.monotonic()
         killed = reap(ranks, REAP_WAIT_S)
         if killed:
-            print(f"harness run: killed {len(killed)} rank(s) left after the agent ended "
-                  f"({time.monotonic() - t0:.0f} s): pids {killed}", file=sys.stderr, flush=True)
+            print(
+                f"harness run: killed {len(killed)} rank(s) left after the agent ended "
+                f"({time.monotonic() - t0:.0f} s): pids {killed}",
+                file=sys.stderr,
+                flush=True,
+            )
         settle(spec, run_dir, rc, failures)
         return rc
     finally:

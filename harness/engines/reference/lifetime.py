@@ -1,7 +1,8 @@
 """No process of a run outlives its job: who watches whom, and the environment that says so.
 
 The process tree of ``harness run``: the launcher (``harness run CONFIG``) starts the agent
-(``python -m harness.engines.reference.agent``, torch's torchrun), which starts one rank per process.
+(``python -m harness.engines.reference.agent``, torch's torchrun), which starts one rank per
+process.
 
 * Each rank and the agent ask the kernel for SIGTERM when their parent dies
   (``prctl(PR_SET_PDEATHSIG)``), and each rank also polls (``Lifeline``) that its agent and the
@@ -23,8 +24,8 @@ import socket
 import sys
 import time
 
-LAUNCHER_ENV = "HARNESS_LAUNCHER"        # "HOST:PID" of the `harness run` launcher
-AGENT_ENV = "HARNESS_AGENT_PID"          # pid of the torchrun agent that started this rank
+LAUNCHER_ENV = "HARNESS_LAUNCHER"  # "HOST:PID" of the `harness run` launcher
+AGENT_ENV = "HARNESS_AGENT_PID"  # pid of the torchrun agent that started this rank
 FAILURE_DIR_ENV = "HARNESS_FAILURE_DIR"  # folder where ranks and the agent say how they failed
 PR_SET_PDEATHSIG = 1
 
@@ -36,7 +37,7 @@ def die_with_parent(sig: int = signal.SIGTERM) -> None:
     try:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
     except (OSError, AttributeError):
-        pass   # no prctl: the Lifeline poll still ends the rank
+        pass  # no prctl: the Lifeline poll still ends the rank
 
 
 def launcher_env() -> dict[str, str]:
@@ -52,6 +53,7 @@ def alive(pid: int, born_before: float | None = None) -> bool:
     """``pid`` runs and is not a zombie (and, with ``born_before``, was started before that time:
     a reused pid is a different process)."""
     import psutil
+
     try:
         p = psutil.Process(pid)
         if born_before is not None and p.create_time() > born_before + 1.0:
@@ -67,6 +69,7 @@ class Lifeline:
 
     def __init__(self) -> None:
         import psutil
+
         agent = os.environ.get(AGENT_ENV)
         self.agent = int(agent) if agent and agent.isdigit() else os.getppid()
         self.me_started = psutil.Process().create_time()
@@ -86,6 +89,7 @@ class Lifeline:
 def descendants(pid: int) -> list:
     """psutil processes under ``pid`` (any depth); [] when it is gone."""
     import psutil
+
     try:
         return psutil.Process(pid).children(recursive=True)
     except psutil.NoSuchProcess:
@@ -96,6 +100,7 @@ def reap(procs: list, wait_s: float) -> list[int]:
     """Wait up to ``wait_s`` for ``procs`` (psutil processes) to end, then SIGKILL those left;
     returns the pids that had to be killed."""
     import psutil
+
     deadline = time.monotonic() + wait_s
     left = [p for p in procs if p.is_running()]
     while left and time.monotonic() < deadline:

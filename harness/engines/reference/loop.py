@@ -20,35 +20,64 @@ from harness.engines.reference.scheduler import Batch, Scheduler
 # loop only waits with work available when the pipeline is full); attn_pairs: the step's attention
 # (query, key) pairs, Σ_rows n·start + n(n+1)/2 (harness.predict fits step cost on it; outside the
 # steps schema, so runs written before it still read: rows_to_table keeps the extra column).
-STEP_COLUMNS = ("replica", "step", "phase", "n_rows", "n_prefill_rows", "n_decode_rows", "n_tokens",
-                "padded_tokens", "in_flight", "available", "t_submit_s", "t_done_s", "warmup", "attn_pairs")
+STEP_COLUMNS = (
+    "replica",
+    "step",
+    "phase",
+    "n_rows",
+    "n_prefill_rows",
+    "n_decode_rows",
+    "n_tokens",
+    "padded_tokens",
+    "in_flight",
+    "available",
+    "t_submit_s",
+    "t_done_s",
+    "warmup",
+    "attn_pairs",
+)
 
 
 def attn_pairs(batch: Batch) -> int:
     """(query, key) pairs the step's causal attention computes: Σ_rows n·start + n(n+1)/2."""
-    return sum(len(r.tokens) * r.start_pos + len(r.tokens) * (len(r.tokens) + 1) // 2 for r in batch.rows)
+    return sum(
+        len(r.tokens) * r.start_pos + len(r.tokens) * (len(r.tokens) + 1) // 2 for r in batch.rows
+    )
 
 
 def batch_tensors(batch: Batch, device: torch.device) -> tuple[StepMeta, torch.Tensor]:
     """The step's header fields and its token ids, packed ``[N]`` (rows in order, no padding)."""
     rows = batch.rows
     ids = torch.tensor([t for r in rows for t in r.tokens], dtype=torch.long)
-    meta = StepMeta(step=batch.step, phase=batch.phase,
-                    slots=torch.tensor([r.slot for r in rows], dtype=torch.long, device=device),
-                    start_pos=torch.tensor([r.start_pos for r in rows], dtype=torch.long, device=device),
-                    n_tokens=torch.tensor([len(r.tokens) for r in rows], dtype=torch.long, device=device))
+    meta = StepMeta(
+        step=batch.step,
+        phase=batch.phase,
+        slots=torch.tensor([r.slot for r in rows], dtype=torch.long, device=device),
+        start_pos=torch.tensor([r.start_pos for r in rows], dtype=torch.long, device=device),
+        n_tokens=torch.tensor([len(r.tokens) for r in rows], dtype=torch.long, device=device),
+    )
     return meta, ids.to(device)
 
 
 class ServeLoop:
     """Drive one scheduler to completion (or until ``should_stop()``) through the pipeline.
 
-    ``clock`` and ``sleep`` are the loop's only view of time: ``harness.predict`` runs this same loop
+    ``clock`` and ``sleep`` are the loop's only view of time: ``harness.predict`` runs this same
+    loop
     on a simulated clock, with a stage that advances it by fitted step costs."""
 
-    def __init__(self, stage: PipelineStage, groups: int, device: torch.device, clock: Callable[[], float],
-                 replica: int, *, should_stop: Callable[[], bool] = lambda: False,
-                 on_tick: Callable[[float], None] | None = None, sleep: Callable[[float], None] = time.sleep):
+    def __init__(
+        self,
+        stage: PipelineStage,
+        groups: int,
+        device: torch.device,
+        clock: Callable[[], float],
+        replica: int,
+        *,
+        should_stop: Callable[[], bool] = lambda: False,
+        on_tick: Callable[[float], None] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
         self.stage, self.groups, self.device = stage, groups, device
         self.clock, self.replica, self.sleep = clock, replica, sleep
         self.should_stop, self.on_tick = should_stop, on_tick
@@ -63,13 +92,17 @@ class ServeLoop:
                 break
             now = self.clock() - t0
             sched.release(now)
-            batch = sched.schedule(now, self.groups - len(in_flight)) if len(in_flight) < self.groups else None
+            batch = (
+                sched.schedule(now, self.groups - len(in_flight))
+                if len(in_flight) < self.groups
+                else None
+            )
             if batch is not None:
                 meta, ids = batch_tensors(batch, self.device)
                 comm_rec.step, comm_rec.phase = batch.step, batch.phase
                 t_submit = self.clock() - t0
                 tokens = self.stage.submit(meta, ids)
-                if tokens is not None:          # pp == 1: the stage is also the last
+                if tokens is not None:  # pp == 1: the stage is also the last
                     self._finish(sched, batch, tokens, t_submit, t0, 1, sched.available(), warmup)
                 else:
                     in_flight.append((batch, t_submit))
@@ -91,11 +124,35 @@ class ServeLoop:
         _, tokens = self.stage.collect()
         self._finish(sched, batch, tokens, t_submit, t0, depth, available, warmup)
 
-    def _finish(self, sched: Scheduler, batch: Batch, tokens: torch.Tensor, t_submit: float, t0: float,
-                depth: int, available: int, warmup: bool) -> None:
+    def _finish(
+        self,
+        sched: Scheduler,
+        batch: Batch,
+        tokens: torch.Tensor,
+        t_submit: float,
+        t0: float,
+        depth: int,
+        available: int,
+        warmup: bool,
+    ) -> None:
         now = self.clock() - t0
         sched.complete(batch, tokens.tolist(), now)
         n_pre = sum(r.is_prefill for r in batch.rows)
-        self.step_rows.append((self.replica, batch.step, batch.phase, len(batch.rows), n_pre,
-                               len(batch.rows) - n_pre, batch.n_tokens, batch.padded_tokens, depth, available,
-                               t_submit, now, warmup, attn_pairs(batch)))
+        self.step_rows.append(
+            (
+                self.replica,
+                batch.step,
+                batch.phase,
+                len(batch.rows),
+                n_pre,
+                len(batch.rows) - n_pre,
+                batch.n_tokens,
+                batch.padded_tokens,
+                depth,
+                available,
+                t_submit,
+                now,
+                warmup,
+                attn_pairs(batch),
+            )
+        )

@@ -53,9 +53,9 @@ def replica_share(cap: int | None, dp: int, replica: int) -> int | None:
 class Row:
     request_id: int
     slot: int
-    start_pos: int          # tokens already in the slot's cache
+    start_pos: int  # tokens already in the slot's cache
     tokens: list[int]
-    ends_prefill: bool      # the sampled token of this row is an output token
+    ends_prefill: bool  # the sampled token of this row is an output token
     is_prefill: bool
 
 
@@ -91,36 +91,54 @@ class _Seq:
 
 
 class Scheduler:
-    def __init__(self, requests: list[Request], prompt_of: Callable[[Request], list[int]], *,
-                 num_slots: int, max_batch: int, max_seq_len: int,
-                 prefill_chunk: int | None = None, token_budget: int | None = None,
-                 closed_loop_concurrency: int | None = None, max_in_flight: int | None = None,
-                 replica: int = 0, warmup: bool = False, first_step: int = 0):
+    def __init__(
+        self,
+        requests: list[Request],
+        prompt_of: Callable[[Request], list[int]],
+        *,
+        num_slots: int,
+        max_batch: int,
+        max_seq_len: int,
+        prefill_chunk: int | None = None,
+        token_budget: int | None = None,
+        closed_loop_concurrency: int | None = None,
+        max_in_flight: int | None = None,
+        replica: int = 0,
+        warmup: bool = False,
+        first_step: int = 0,
+    ):
         if num_slots < 1 or max_batch < 1:
             raise ValueError("num_slots and max_batch must be >= 1")
         if max_in_flight is not None and max_in_flight < 1:
             raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
         if token_budget is not None and token_budget < max_batch:
-            raise ValueError(f"token_budget {token_budget} < max_batch {max_batch}: every decode row must fit")
+            raise ValueError(
+                f"token_budget {token_budget} < max_batch {max_batch}: every decode row must fit"
+            )
         for r in requests:
             if r.input_len + r.output_len - 1 > max_seq_len:
-                raise ValueError(f"request {r.request_id}: {r.input_len}+{r.output_len} tokens exceed the KV slot "
-                                 f"length {max_seq_len}")
+                raise ValueError(
+                    f"request {r.request_id}: {r.input_len}+{r.output_len} tokens exceed the KV "
+                    f"slot "
+                    f"length {max_seq_len}"
+                )
         self.prompt_of = prompt_of
         self.num_slots, self.max_batch = num_slots, max_batch
         self.prefill_chunk, self.token_budget = prefill_chunk, token_budget
         self.replica, self.warmup = replica, warmup
         self.closed = closed_loop_concurrency is not None
         self.max_in_flight = None if self.closed else max_in_flight
-        self._capped_since: float | None = None   # when the cap began to bind (continuously since)
-        self.pending: deque[Request] = deque(sorted(requests, key=lambda r: (r.arrival_s, r.request_id)))
+        self._capped_since: float | None = None  # when the cap began to bind (continuously since)
+        self.pending: deque[Request] = deque(
+            sorted(requests, key=lambda r: (r.arrival_s, r.request_id))
+        )
         self.waiting: deque[_Seq] = deque()
-        self.held: deque[_Seq] = deque()       # arrived, held at the client by max_in_flight
-        self.running: list[_Seq] = []          # admitted, in admission order
+        self.held: deque[_Seq] = deque()  # arrived, held at the client by max_in_flight
+        self.running: list[_Seq] = []  # admitted, in admission order
         self.free_slots: list[int] = list(range(num_slots - 1, -1, -1))
         self.records: list[RequestRecord] = []
         self.outputs: dict[int, list[int]] = {}
-        self.step = first_step   # step ids are unique across warm-up and measured phases
+        self.step = first_step  # step ids are unique across warm-up and measured phases
         self._released_closed = 0
         if self.closed:
             for _ in range(min(closed_loop_concurrency, len(self.pending))):
@@ -128,9 +146,16 @@ class Scheduler:
 
     # ------------------------------------------------------------ arrivals
     def _make_seq(self, req: Request, arrival: float) -> _Seq:
-        rec = RequestRecord(request_id=req.request_id, replica=self.replica, arrival_s=arrival, admitted_s=None,
-                            first_token_s=None, input_len=req.input_len, output_len=req.output_len,
-                            warmup=self.warmup)
+        rec = RequestRecord(
+            request_id=req.request_id,
+            replica=self.replica,
+            arrival_s=arrival,
+            admitted_s=None,
+            first_token_s=None,
+            input_len=req.input_len,
+            output_len=req.output_len,
+            warmup=self.warmup,
+        )
         self.records.append(rec)
         return _Seq(req, self.prompt_of(req), rec)
 
@@ -139,7 +164,8 @@ class Scheduler:
             self.waiting.append(self._make_seq(self.pending.popleft(), now))
 
     def release(self, now: float) -> None:
-        """Open loop: every request whose scheduled arrival has passed joins the waiting queue (under
+        """Open loop: every request whose scheduled arrival has passed joins the waiting queue
+        (under
         ``max_in_flight``: while fewer than that are in flight; the others are held, recorded)."""
         if not self.closed:
             self._advance(now)
@@ -154,7 +180,8 @@ class Scheduler:
 
     def _advance(self, now: float) -> None:
         """Arrivals due by ``now`` join the held queue; held requests go while the cap allows. One
-        due since the cap began to bind was held: sent at ``now`` (a finish). One due before that was
+        due since the cap began to bind was held: sent at ``now`` (a finish). One due before that
+        was
         only late in the loop: it keeps its arrival, as without a cap."""
         while self.pending and self.pending[0].arrival_s <= now:
             req = self.pending.popleft()
@@ -162,7 +189,11 @@ class Scheduler:
         while self.held and not self.capped():
             seq = self.held.popleft()
             rec = seq.record
-            if self._capped_since is not None and rec.arrival_s >= self._capped_since and now > rec.arrival_s:
+            if (
+                self._capped_since is not None
+                and rec.arrival_s >= self._capped_since
+                and now > rec.arrival_s
+            ):
                 rec.sent_s = now
             self.waiting.append(seq)
             if self.capped() and self._capped_since is None:
@@ -172,7 +203,7 @@ class Scheduler:
 
     def next_arrival(self) -> float | None:
         if self.closed or not self.pending or self.capped():
-            return None        # closed, drained, or the next release waits for a finish
+            return None  # closed, drained, or the next release waits for a finish
         return self.pending[0].arrival_s
 
     # ------------------------------------------------------------ state
@@ -183,7 +214,8 @@ class Scheduler:
         return not self.pending and not self.held and not self.waiting and not self.running
 
     def available(self) -> int:
-        """Sequences that could join a micro-batch now: idle running ones + admissible waiting ones."""
+        """Sequences that could join a micro-batch now: idle running ones + admissible waiting
+        ones."""
         idle = sum(not s.in_flight for s in self.running)
         return idle + min(len(self.waiting), len(self.free_slots))
 
@@ -197,9 +229,11 @@ class Scheduler:
         budget = self.token_budget or math.inf
         idle = [s for s in self.running if not s.in_flight]
         rows = []
-        for s in [s for s in idle if s.prefilled >= s.req.input_len][:take]:     # decode rows first
+        for s in [s for s in idle if s.prefilled >= s.req.input_len][:take]:  # decode rows first
             pos = s.req.input_len + len(s.generated) - 1
-            rows.append(self._take(s, Row(s.req.request_id, s.slot, pos, [s.generated[-1]], True, False)))
+            rows.append(
+                self._take(s, Row(s.req.request_id, s.slot, pos, [s.generated[-1]], True, False))
+            )
         budget -= len(rows)
         prefilling = iter([s for s in idle if s.prefilled < s.req.input_len])
         while len(rows) < take and budget >= 1:
@@ -212,9 +246,20 @@ class Scheduler:
                 s.record.admitted_s = now
                 self.running.append(s)
             k = min(s.req.input_len - s.prefilled, self.prefill_chunk or math.inf, budget)
-            toks = s.prompt[s.prefilled:s.prefilled + k]
-            rows.append(self._take(s, Row(s.req.request_id, s.slot, s.prefilled, toks,
-                                          s.prefilled + k == s.req.input_len, True)))
+            toks = s.prompt[s.prefilled : s.prefilled + k]
+            rows.append(
+                self._take(
+                    s,
+                    Row(
+                        s.req.request_id,
+                        s.slot,
+                        s.prefilled,
+                        toks,
+                        s.prefilled + k == s.req.input_len,
+                        True,
+                    ),
+                )
+            )
             budget -= k
         batch = Batch(self.step, rows)
         self.step += 1

@@ -25,12 +25,14 @@ POLL_S = 0.5
 
 
 def block_stop_signals() -> None:
-    """Call before any thread starts: every thread inherits the mask, so only ``sigwait`` sees them."""
+    """Call before any thread starts: every thread inherits the mask, so only ``sigwait`` sees
+    them."""
     signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
 
 
 class StopGuard:
-    """Turns a stop signal, the loss of the agent or launcher, or (once armed) the run timeout into a
+    """Turns a stop signal, the loss of the agent or launcher, or (once armed) the run timeout into
+    a
     stop request, and a hard exit after a grace. ``arm`` gives it the timeout and the callback that
     saves what completed; a stop before that just ends the process (nothing is written yet)."""
 
@@ -45,7 +47,9 @@ class StopGuard:
 
     def arm(self, timeout_s: float, on_stop) -> None:
         self._on_stop = on_stop
-        threading.Thread(target=self._watchdog, args=(timeout_s,), daemon=True, name="harness-timeout").start()
+        threading.Thread(
+            target=self._watchdog, args=(timeout_s,), daemon=True, name="harness-timeout"
+        ).start()
 
     def is_set(self) -> bool:
         return self._event.is_set()
@@ -70,7 +74,7 @@ class StopGuard:
                 self._on_stop(reason)
         finally:
             if exit_after:
-                time.sleep(GRACE_S)          # let the main thread end cleanly if it can
+                time.sleep(GRACE_S)  # let the main thread end cleanly if it can
                 os._exit(EXIT_INCOMPLETE)
             threading.Thread(target=self._exit_later, daemon=True, name="harness-exit").start()
 
@@ -81,9 +85,12 @@ class StopGuard:
 
     def _wait_signal(self) -> None:
         sig = signal.sigwait(STOP_SIGNALS)
-        lost = self._lifeline.lost()          # a parent-death SIGTERM: say who died
-        self._trip(f"{lost} (received {signal.Signals(sig).name})" if lost else
-                   f"received {signal.Signals(sig).name}")
+        lost = self._lifeline.lost()  # a parent-death SIGTERM: say who died
+        self._trip(
+            f"{lost} (received {signal.Signals(sig).name})"
+            if lost
+            else f"received {signal.Signals(sig).name}"
+        )
 
     def _watch_lifeline(self) -> None:
         while not self._event.wait(POLL_S):

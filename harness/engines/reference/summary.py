@@ -1,4 +1,5 @@
-"""Rank payloads -> the reference engine's result: tables, measured claims, cross-checks (pure; rank 0 calls it).
+"""Rank payloads -> the reference engine's result: tables, measured claims, cross-checks (pure; rank
+0 calls it).
 
 Measured claim values (the ids of harness.verdicts.claims):
 - throughput_rps: completed non-warm-up requests / measured duration (filled in by results.summary)
@@ -38,7 +39,9 @@ class RankPayload:
     param_bytes: int
     kv_bytes: int
     num_slots: int
-    accelerate_weight_bytes: int | None = None   # accelerate's count of this rank's meta-device stage
+    accelerate_weight_bytes: int | None = (
+        None  # accelerate's count of this rank's meta-device stage
+    )
     finished: bool = True
     t0: float | None = None
     wall_s: float | None = None
@@ -77,15 +80,22 @@ def comm_cross_checks(spec, payloads, steps: dict) -> list[dict]:
         for (replica, step), s in steps.items():
             if replica != p.dp:
                 continue
-            exp = planner.expected_comm(spec.shape, spec.layout, spec.dtype_bytes, spec.run.max_batch,
-                                        rows=s["n_rows"], tokens=1, total_tokens=s["padded_tokens"])
+            exp = planner.expected_comm(
+                spec.shape,
+                spec.layout,
+                spec.dtype_bytes,
+                spec.run.max_batch,
+                rows=s["n_rows"],
+                tokens=1,
+                total_tokens=s["padded_tokens"],
+            )
             for (stage, tp_rank, op, group), v in exp.items():
                 if stage == p.stage and tp_rank in (None, p.tp):
                     key = (p.stage, op, group)
                     expected[key][0] += v["count"]
                     expected[key][1] += v["bytes"]
         for r in p.comm_rows:
-            if (r["step"] is not None and (p.dp, r["step"]) in steps and r["group"] in ("tp", "pp")):
+            if r["step"] is not None and (p.dp, r["step"]) in steps and r["group"] in ("tp", "pp"):
                 key = (p.stage, r["op"], r["group"])
                 measured[key][0] += 1
                 measured[key][1] += r["bytes"]
@@ -93,14 +103,22 @@ def comm_cross_checks(spec, payloads, steps: dict) -> list[dict]:
     for key in sorted(set(expected) | set(measured)):
         e, m = expected.get(key, [0, 0]), measured.get(key, [0, 0])
         stage, op, group = key
-        checks.append({"name": f"comm stage {stage} {group} {op}", "expected": {"count": e[0], "bytes": e[1]},
-                       "measured": {"count": m[0], "bytes": m[1]}, "ok": e == m,
-                       "detail": "planner formula vs traced ops, all measured steps, all ranks of the stage"})
+        checks.append(
+            {
+                "name": f"comm stage {stage} {group} {op}",
+                "expected": {"count": e[0], "bytes": e[1]},
+                "measured": {"count": m[0], "bytes": m[1]},
+                "ok": e == m,
+                "detail": "planner formula vs traced ops, all measured steps, all ranks of the "
+                "stage",
+            }
+        )
     return checks
 
 
 def _per_token_comm(spec, payloads, steps) -> tuple[float | None, float | None]:
-    """Measured TP all-reduce bytes per layer per token, and PP activation bytes per token per boundary."""
+    """Measured TP all-reduce bytes per layer per token, and PP activation bytes per token per
+    boundary."""
     ar_per_layer, pp_per_token = [], []
     for p in payloads:
         layers = spec.layout.layer_split[p.stage]
@@ -112,16 +130,23 @@ def _per_token_comm(spec, payloads, steps) -> tuple[float | None, float | None]:
             tokens = steps[(p.dp, step)]["padded_tokens"]
             ars = [r for r in rows if r["op"] == "all_reduce" and r["group"] == "tp"]
             if ars and layers:
-                layer_calls = len(ars) - (1 if p.stage == 0 else 0)   # stage 0: one for the embedding
+                # stage 0: one for the embedding
+                layer_calls = len(ars) - (1 if p.stage == 0 else 0)
                 ar_per_layer.append(ars[-1]["bytes"] / tokens * layer_calls / layers)
-            acts = [r for r in rows if r["op"] == "send" and r["group"] == "pp" and r["dtype"] != "int64"]
+            acts = [
+                r
+                for r in rows
+                if r["op"] == "send" and r["group"] == "pp" and r["dtype"] != "int64"
+            ]
             for r in acts:
                 pp_per_token.append(r["bytes"] / tokens)
     avg = lambda xs: sum(xs) / len(xs) if xs else None  # noqa: E731
     return avg(ar_per_layer), avg(pp_per_token)
 
 
-def reference_result(spec, plan, payloads: list[RankPayload], *, complete: bool, reason: str | None) -> EngineResult:
+def reference_result(
+    spec, plan, payloads: list[RankPayload], *, complete: bool, reason: str | None
+) -> EngineResult:
     """Every rank's payload (gathered on rank 0) → the engine's result: request records, tables,
     measured claim values, stage statistics and the traced-vs-planner cross-checks."""
     payloads = sorted(payloads, key=lambda p: p.rank)
@@ -137,9 +162,19 @@ def reference_result(spec, plan, payloads: list[RankPayload], *, complete: bool,
         for r in p.stage_rows:
             if (p.dp, r["step"]) not in steps:
                 continue
-            stage_rows.append({"rank": p.rank, "dp": p.dp, "stage": p.stage, "tp": p.tp, "step": r["step"],
-                               **{f"{k}_s": r[k] - base for k in ("t_recv_start", "t_recv_end", "t_compute_end",
-                                                                  "t_send_end")}})
+            stage_rows.append(
+                {
+                    "rank": p.rank,
+                    "dp": p.dp,
+                    "stage": p.stage,
+                    "tp": p.tp,
+                    "step": r["step"],
+                    **{
+                        f"{k}_s": r[k] - base
+                        for k in ("t_recv_start", "t_recv_end", "t_compute_end", "t_send_end")
+                    },
+                }
+            )
     pipe = pipeline_summary(stage_rows)
 
     checks = comm_cross_checks(spec, payloads, steps)
@@ -147,24 +182,45 @@ def reference_result(spec, plan, payloads: list[RankPayload], *, complete: bool,
 
     weights = [p.param_bytes for p in payloads]
     replica0 = [p for p in payloads if p.dp == 0]
-    stage_mem = [sum(p.param_bytes for p in replica0 if p.stage == s) for s in range(spec.layout.pp)]
+    stage_mem = [
+        sum(p.param_bytes for p in replica0 if p.stage == s) for s in range(spec.layout.pp)
+    ]
     mean_w = sum(weights) / len(weights)
     plan_ranks = {r.rank: r for r in plan.ranks}
     for p in payloads:
         exp = plan_ranks[p.rank].weight_bytes
-        checks.append({"name": f"weights rank {p.rank}", "expected": exp, "measured": p.param_bytes,
-                       "ok": exp == p.param_bytes, "detail": "planner weight bytes vs parameters built"})
+        checks.append(
+            {
+                "name": f"weights rank {p.rank}",
+                "expected": exp,
+                "measured": p.param_bytes,
+                "ok": exp == p.param_bytes,
+                "detail": "planner weight bytes vs parameters built",
+            }
+        )
         if p.accelerate_weight_bytes is not None:
-            checks.append({"name": f"weights rank {p.rank} (accelerate)", "expected": exp,
-                           "measured": p.accelerate_weight_bytes, "ok": exp == p.accelerate_weight_bytes,
-                           "detail": "planner formula vs accelerate compute_module_sizes of the meta-device stage"})
+            checks.append(
+                {
+                    "name": f"weights rank {p.rank} (accelerate)",
+                    "expected": exp,
+                    "measured": p.accelerate_weight_bytes,
+                    "ok": exp == p.accelerate_weight_bytes,
+                    "detail": "planner formula vs accelerate compute_module_sizes of the "
+                    "meta-device stage",
+                }
+            )
 
     nvml_rows = [dict(r, node=p.hostname) for p in payloads for r in p.nvml_rows]
     nvml = summarize_nvml_by_node(nvml_rows)
-    gpu_util = [d["mean_gpu_util_pct"] for d in nvml.values() if d.get("mean_gpu_util_pct") is not None]
+    gpu_util = [
+        d["mean_gpu_util_pct"] for d in nvml.values() if d.get("mean_gpu_util_pct") is not None
+    ]
     link_bps = spec.gpu.link_gbps * 1e9
-    nvlink = [(d.get("mean_nvlink_tx_bytes_per_s") or 0) / link_bps * 100 for d in nvml.values()
-              if d.get("mean_nvlink_tx_bytes_per_s") is not None]
+    nvlink = [
+        (d.get("mean_nvlink_tx_bytes_per_s") or 0) / link_bps * 100
+        for d in nvml.values()
+        if d.get("mean_nvlink_tx_bytes_per_s") is not None
+    ]
     cuda = any(p.memory.get("source") == "torch.cuda" for p in payloads)
     measured = {
         "total_gpus": len(payloads),
@@ -180,35 +236,65 @@ def reference_result(spec, plan, payloads: list[RankPayload], *, complete: bool,
     }
     notes = sorted({p.nvml_note for p in payloads if p.nvml_note})
     if not cuda:
-        notes.append("CPU twin: times and rates are of the tiny model on gloo, not of the GPU deployment")
+        notes.append(
+            "CPU twin: times and rates are of the tiny model on gloo, not of the GPU deployment"
+        )
     hosts = sorted({p.hostname for p in payloads})
     tables = {
         "steps": [dict(zip(STEP_COLUMNS, row)) for p in coordinators for row in p.steps],
         "comm": with_bandwidth([r for p in payloads for r in p.comm_rows]),
         "stages": stage_rows,
         "nvml": nvml_rows,
-        "memory": [{"rank": p.rank, "dp": p.dp, "stage": p.stage, "tp": p.tp, "param_bytes": p.param_bytes,
-                    "kv_bytes": p.kv_bytes, "peak_bytes": p.memory.get("max_memory_allocated_bytes")
-                    or p.memory.get("peak_rss_bytes"),
-                    "predicted_weight_bytes": plan_ranks[p.rank].weight_bytes,
-                    "predicted_kv_bytes": plan_ranks[p.rank].kv_budget_bytes} for p in payloads],
+        "memory": [
+            {
+                "rank": p.rank,
+                "dp": p.dp,
+                "stage": p.stage,
+                "tp": p.tp,
+                "param_bytes": p.param_bytes,
+                "kv_bytes": p.kv_bytes,
+                "peak_bytes": p.memory.get("max_memory_allocated_bytes")
+                or p.memory.get("peak_rss_bytes"),
+                "predicted_weight_bytes": plan_ranks[p.rank].weight_bytes,
+                "predicted_kv_bytes": plan_ranks[p.rank].kv_budget_bytes,
+            }
+            for p in payloads
+        ],
     }
     return EngineResult(
-        records=records, complete=complete, incomplete_reason=reason,
+        records=records,
+        complete=complete,
+        incomplete_reason=reason,
         tokens={rid: list(toks) for p in coordinators for rid, toks in p.outputs.items()}
-        if spec.run.record_tokens else None,
+        if spec.run.record_tokens
+        else None,
         wall_s=max((p.wall_s or 0.0) for p in coordinators) if coordinators else None,
         warmup_s=max((p.warmup_s or 0.0) for p in coordinators) if coordinators else None,
-        hardware={"gpu": spec.cluster.gpu if cuda else "cpu",
-                  "gpu_name": payloads[0].memory.get("device_name") or ("cuda" if cuda else "cpu"),
-                  "total_gpus": len(payloads), "nodes": len(hosts), "hosts": hosts,
-                  "backend": "nccl" if cuda else "gloo"},
-        layout={"tp": spec.layout.tp, "pp": spec.layout.pp, "dp": spec.layout.dp,
-                "layer_split": list(spec.layout.layer_split), "micro_batches": spec.micro_batches,
-                "kv_slots_per_replica": coordinators[0].num_slots if coordinators else None},
+        hardware={
+            "gpu": spec.cluster.gpu if cuda else "cpu",
+            "gpu_name": payloads[0].memory.get("device_name") or ("cuda" if cuda else "cpu"),
+            "total_gpus": len(payloads),
+            "nodes": len(hosts),
+            "hosts": hosts,
+            "backend": "nccl" if cuda else "gloo",
+        },
+        layout={
+            "tp": spec.layout.tp,
+            "pp": spec.layout.pp,
+            "dp": spec.layout.dp,
+            "layer_split": list(spec.layout.layer_split),
+            "micro_batches": spec.micro_batches,
+            "kv_slots_per_replica": coordinators[0].num_slots if coordinators else None,
+        },
         measured=measured,
-        extra={"stage_stats": pipe["stages"], "stage_imbalance": pipe["imbalance"],
-               "comm": per_group_op([r for p in payloads for r in p.comm_rows if (p.dp, r["step"]) in steps]),
-               "cross_checks": checks, "notes": notes},
+        extra={
+            "stage_stats": pipe["stages"],
+            "stage_imbalance": pipe["imbalance"],
+            "comm": per_group_op(
+                [r for p in payloads for r in p.comm_rows if (p.dp, r["step"]) in steps]
+            ),
+            "cross_checks": checks,
+            "notes": notes,
+        },
         tables=tables,
     )

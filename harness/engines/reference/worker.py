@@ -32,19 +32,25 @@ DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
 def _slots(plan, spec) -> int:
-    """KV slots per replica: enough for every micro-batch group at max_batch, within the planned capacity."""
+    """KV slots per replica: enough for every micro-batch group at max_batch, within the planned
+    capacity."""
     want = spec.micro_batches * spec.run.max_batch
     capacity = min(r.kv_token_capacity for r in plan.ranks) // plan.run["slot_tokens"]
     return max(1, min(want, capacity))
 
 
-WARMUP_ID_BASE = 1_000_000_000   # warm-up requests get ids no trace uses (and their own seeded prompts)
+WARMUP_ID_BASE = (
+    1_000_000_000  # warm-up requests get ids no trace uses (and their own seeded prompts)
+)
 
 
 def _warmup_requests(trace_requests: list[Request], n: int) -> list[Request]:
     """n requests shaped like the trace's first ones, all arriving at once."""
     base = trace_requests[:n]
-    return [Request(WARMUP_ID_BASE + i, 0.0, r.input_len, r.output_len, None) for i, r in enumerate(base)]
+    return [
+        Request(WARMUP_ID_BASE + i, 0.0, r.input_len, r.output_len, None)
+        for i, r in enumerate(base)
+    ]
 
 
 def run_rank(ctx, spec, trace, guard, state: dict, writer) -> RankPayload:
@@ -52,10 +58,24 @@ def run_rank(ctx, spec, trace, guard, state: dict, writer) -> RankPayload:
     request records with the stop callback."""
     place = ctx.place
     dtype = DTYPES[spec.model.dtype]
-    weights = CheckpointWeights(spec.model.checkpoint) if spec.model.checkpoint else SeededWeights(spec.run.seed)
-    model = build_stage(spec.shape, spec.layout, place, ctx.comm, dtype=dtype, device=ctx.device, weights=weights,
-                        column_major=spec.run.profile_steps == 0)   # see build_stage: the profiler and the heap
-    # counted before serving: after a torch.profiler window the CPU heap is not to be trusted (engine.close)
+    weights = (
+        CheckpointWeights(spec.model.checkpoint)
+        if spec.model.checkpoint
+        else SeededWeights(spec.run.seed)
+    )
+    # see build_stage: the profiler and the heap
+    model = build_stage(
+        spec.shape,
+        spec.layout,
+        place,
+        ctx.comm,
+        dtype=dtype,
+        device=ctx.device,
+        weights=weights,
+        column_major=spec.run.profile_steps == 0,
+    )
+    # counted before serving: after a torch.profiler window the CPU heap is not to be trusted
+    # (engine.close)
     counted = meta_rank_bytes(spec.shape, spec.layout, ctx.rank, spec.model.dtype)
     plan = make_plan(spec)
     max_seq = spec.run.max_seq_len or spec.shape.max_context
@@ -67,39 +87,67 @@ def run_rank(ctx, spec, trace, guard, state: dict, writer) -> RankPayload:
 
     mine = [r for r in trace.requests if r.request_id % spec.layout.dp == place.dp]
     groups = spec.micro_batches
-    # The most tokens a micro-batch carries: the token budget, or max_batch whole prompts (chunks) if fewer.
+    # The most tokens a micro-batch carries: the token budget, or max_batch whole prompts (chunks)
+    # if fewer.
     widest = max((r.input_len for r in trace.requests), default=1)
-    max_tokens = min(token_budget(spec), spec.run.max_batch * min(spec.run.prefill_chunk or widest, widest))
+    max_tokens = min(
+        token_budget(spec), spec.run.max_batch * min(spec.run.prefill_chunk or widest, widest)
+    )
     stage = PipelineStage(ctx, model, spec.run.max_batch, max_tokens)
     profiler = ProfilerWindow(spec.run.profile_steps, ctx, writer_dir=state.get("run_dir"))
     stage.on_step = profiler.step if profiler.enabled else None
     sampler = telemetry_sampler(ctx.device, ctx.env.local_rank, spec.run.nvml_interval_s)
     if sampler is not None:
         sampler.start()
-    payload = RankPayload(rank=ctx.rank, dp=place.dp, stage=place.stage, tp=place.tp,
-                          coordinator=place.stage == 0 and place.tp == 0, hostname=os.uname().nodename,
-                          param_bytes=param_bytes, kv_bytes=kv_bytes, num_slots=num_slots,
-                          accelerate_weight_bytes=counted)
+    payload = RankPayload(
+        rank=ctx.rank,
+        dp=place.dp,
+        stage=place.stage,
+        tp=place.tp,
+        coordinator=place.stage == 0 and place.tp == 0,
+        hostname=os.uname().nodename,
+        param_bytes=param_bytes,
+        kv_bytes=kv_bytes,
+        num_slots=num_slots,
+        accelerate_weight_bytes=counted,
+    )
     clock = time.monotonic
     if payload.coordinator:
         ticker = _Progress(ctx.rank == 0, state, writer)
         if ticker.enabled and writer is not None:
             warm_table_writer()
-        loop = ServeLoop(stage, groups, ctx.device, clock, place.dp, should_stop=guard.is_set, on_tick=ticker)
-        warm = Scheduler(_warmup_requests(mine, spec.run.warmup_requests), trace.prompt_ids, num_slots=num_slots,
-                         max_batch=spec.run.max_batch, max_seq_len=max_seq,
-                         prefill_chunk=spec.run.prefill_chunk, token_budget=token_budget(spec), replica=place.dp,
-                         warmup=True)
+        loop = ServeLoop(
+            stage, groups, ctx.device, clock, place.dp, should_stop=guard.is_set, on_tick=ticker
+        )
+        warm = Scheduler(
+            _warmup_requests(mine, spec.run.warmup_requests),
+            trace.prompt_ids,
+            num_slots=num_slots,
+            max_batch=spec.run.max_batch,
+            max_seq_len=max_seq,
+            prefill_chunk=spec.run.prefill_chunk,
+            token_budget=token_budget(spec),
+            replica=place.dp,
+            warmup=True,
+        )
         w0 = clock()
         if spec.run.warmup_requests > 0:
             loop.run(warm, w0, warmup=True)
         payload.warmup_s = clock() - w0
         payload.warmup_steps = warm.step
-        sched = Scheduler(mine, trace.prompt_ids, num_slots=num_slots, max_batch=spec.run.max_batch,
-                          max_seq_len=max_seq, prefill_chunk=spec.run.prefill_chunk, token_budget=token_budget(spec),
-                          closed_loop_concurrency=trace.concurrency if trace.closed_loop else None,
-                          max_in_flight=replica_share(trace.max_concurrency, spec.layout.dp, place.dp),
-                          replica=place.dp, first_step=warm.step)
+        sched = Scheduler(
+            mine,
+            trace.prompt_ids,
+            num_slots=num_slots,
+            max_batch=spec.run.max_batch,
+            max_seq_len=max_seq,
+            prefill_chunk=spec.run.prefill_chunk,
+            token_budget=token_budget(spec),
+            closed_loop_concurrency=trace.concurrency if trace.closed_loop else None,
+            max_in_flight=replica_share(trace.max_concurrency, spec.layout.dp, place.dp),
+            replica=place.dp,
+            first_step=warm.step,
+        )
         state["records"] = sched.records
         t0 = clock()
         state["t0"] = t0
@@ -120,13 +168,17 @@ def run_rank(ctx, spec, trace, guard, state: dict, writer) -> RankPayload:
     payload.comm_rows = ctx.comm.rec.as_dicts()
     payload.stage_rows = list(stage.timings)
     payload.memory = torch_memory_stats(ctx.device)
-    payload.memory["device_name"] = (torch.cuda.get_device_name(ctx.device) if ctx.device.type == "cuda"
-                                     else "cpu")
+    payload.memory["device_name"] = (
+        torch.cuda.get_device_name(ctx.device) if ctx.device.type == "cuda" else "cpu"
+    )
     return payload
 
 
-def telemetry_sampler(device: torch.device, local_rank: int, interval_s: float) -> NvmlSampler | None:
-    """Each CUDA rank samples exactly its own GPU, found in NVML by the UUID CUDA gives it (not every
+def telemetry_sampler(
+    device: torch.device, local_rank: int, interval_s: float
+) -> NvmlSampler | None:
+    """Each CUDA rank samples exactly its own GPU, found in NVML by the UUID CUDA gives it (not
+    every
     GPU of a shared node, not an index CUDA and NVML may number differently). On CPU no GPU is used:
     local rank 0 samples its own process instead (the CPU twin's telemetry)."""
     if device.type == "cuda":
@@ -146,7 +198,11 @@ class ProfilerWindow:
 
     def __init__(self, steps: int, ctx, writer_dir):
         self.enabled = steps > 0
-        self.steps, self.ctx, self.dir = steps, ctx, Path(writer_dir) / "profile" if writer_dir else None
+        self.steps, self.ctx, self.dir = (
+            steps,
+            ctx,
+            Path(writer_dir) / "profile" if writer_dir else None,
+        )
         self.seen = 0
         self.prof = None
 
@@ -179,6 +235,7 @@ def warm_table_writer() -> None:
     import pyarrow.parquet as pq
 
     from harness.results.schema import rows_to_table
+
     pq.write_table(rows_to_table("requests", []), io.BytesIO())
 
 
@@ -191,13 +248,20 @@ class _Progress:
 
     def __call__(self, now_s: float) -> None:
         if not self.enabled or not self.state["records"] or now_s - self._last < 2.0:
-            return   # silent during warm-up (no measured records yet)
+            return  # silent during warm-up (no measured records yet)
         self._last = now_s
-        recs = [r if isinstance(r, RequestRecord) else RequestRecord.from_dict(r) for r in self.state["records"]]
+        recs = [
+            r if isinstance(r, RequestRecord) else RequestRecord.from_dict(r)
+            for r in self.state["records"]
+        ]
         p = progress(recs, now_s)
         ttft = f"{p.p99_ttft_ms:.0f} ms" if p.p99_ttft_ms is not None else "-"
         rate = f"{p.request_throughput:.2f}" if p.request_throughput is not None else "-"
-        print(f"harness: [{p.completed}/{len(recs)} done, {p.in_flight} running] {rate} req/s, "
-              f"p99 TTFT {ttft}, {now_s:.0f} s", file=sys.stderr, flush=True)
+        print(
+            f"harness: [{p.completed}/{len(recs)} done, {p.in_flight} running] {rate} req/s, "
+            f"p99 TTFT {ttft}, {now_s:.0f} s",
+            file=sys.stderr,
+            flush=True,
+        )
         if self.writer is not None:
             self.writer.flush_requests(self.state["records"])

@@ -33,9 +33,16 @@ class StreamResult:
 
 
 def completion_body(model: str, prompt: list[int], max_tokens: int) -> dict:
-    return {"model": model, "prompt": list(prompt), "max_tokens": int(max_tokens), "ignore_eos": True,
-            "temperature": 0.0, "stream": True, "stream_options": {"include_usage": True},
-            "return_token_ids": True}
+    return {
+        "model": model,
+        "prompt": list(prompt),
+        "max_tokens": int(max_tokens),
+        "ignore_eos": True,
+        "temperature": 0.0,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "return_token_ids": True,
+    }
 
 
 def _on_chunk(data: dict, rec: RequestRecord, out: StreamResult, now: float) -> None:
@@ -63,7 +70,8 @@ def _on_chunk(data: dict, rec: RequestRecord, out: StreamResult, now: float) -> 
 
 
 def feed_line(line: str, rec: RequestRecord, out: StreamResult, now: float) -> bool:
-    """One line of the event stream received at ``now``; True when the stream is over ([DONE] or an error)."""
+    """One line of the event stream received at ``now``; True when the stream is over ([DONE] or an
+    error)."""
     line = line.strip()
     if not line.startswith("data:"):
         return False
@@ -77,8 +85,14 @@ def feed_line(line: str, rec: RequestRecord, out: StreamResult, now: float) -> b
     return out.error is not None
 
 
-async def stream_request(session: aiohttp.ClientSession, url: str, model: str, prompt: list[int],
-                         rec: RequestRecord, clock: Callable[[], float]) -> StreamResult:
+async def stream_request(
+    session: aiohttp.ClientSession,
+    url: str,
+    model: str,
+    prompt: list[int],
+    rec: RequestRecord,
+    clock: Callable[[], float],
+) -> StreamResult:
     """Send one request and fill ``rec`` (sent, first token, token times, finish, completed) as the
     answer streams in; ``clock`` gives seconds since the run's start."""
     out = StreamResult()
@@ -93,7 +107,12 @@ async def stream_request(session: aiohttp.ClientSession, url: str, model: str, p
                 async for raw in resp.content:
                     if feed_line(raw.decode("utf-8", "replace"), rec, out, clock()):
                         break
-    except (aiohttp.ClientError, ConnectionError, TimeoutError, ValueError) as e:   # ValueError: a line over 64 KiB
+    except (
+        aiohttp.ClientError,
+        ConnectionError,
+        TimeoutError,
+        ValueError,
+    ) as e:  # ValueError: a line over 64 KiB
         out.error = f"{type(e).__name__}: {e}"
     if out.error is not None or out.finish_reason is None:
         out.error = out.error or "stream ended without a finish_reason"

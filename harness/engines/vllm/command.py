@@ -31,13 +31,14 @@ BASE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 
 @dataclass(frozen=True)
 class ServerLaunch:
-    """Everything needed to start one server: argv, the environment added to ours, where it listens."""
+    """Everything needed to start one server: argv, the environment added to ours, where it
+    listens."""
 
     argv: tuple[str, ...]
     env: dict
     host: str
     port: int
-    model: str          # the name the server serves (its --model)
+    model: str  # the name the server serves (its --model)
 
     @property
     def url(self) -> str:
@@ -46,6 +47,7 @@ class ServerLaunch:
     def command_text(self) -> str:
         """The command line as one shell-quoted line, with the added environment in front."""
         import shlex
+
         env = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(self.env.items()))
         return (env + " " if env else "") + shlex.join(self.argv)
 
@@ -58,7 +60,8 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def model_folder(spec) -> tuple[str, bool]:
-    """(the folder vLLM loads, whether it has real weights): the checkpoint, else the config's folder."""
+    """(the folder vLLM loads, whether it has real weights): the checkpoint, else the config's
+    folder."""
     if spec.model.checkpoint:
         return str(Path(spec.model.checkpoint).resolve()), True
     cfg = Path(spec.model.config).resolve()
@@ -71,13 +74,31 @@ def server_launch(spec, port: int | None = None) -> ServerLaunch:
     host = "127.0.0.1"
     port = port or e.port or free_port(host)
     folder, real = model_folder(spec)
-    argv = [e.python, "-m", "vllm.entrypoints.openai.api_server", "--model", folder,
-            "--dtype", DTYPES[spec.model.dtype],
-            "--tensor-parallel-size", str(lay.tp), "--pipeline-parallel-size", str(lay.pp),
-            "--data-parallel-size", str(lay.dp),
-            "--max-model-len", str(spec.run.max_seq_len or spec.shape.max_context),
-            "--max-num-seqs", str(spec.run.max_batch), "--seed", str(spec.run.seed),
-            "--host", host, "--port", str(port)]
+    argv = [
+        e.python,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        folder,
+        "--dtype",
+        DTYPES[spec.model.dtype],
+        "--tensor-parallel-size",
+        str(lay.tp),
+        "--pipeline-parallel-size",
+        str(lay.pp),
+        "--data-parallel-size",
+        str(lay.dp),
+        "--max-model-len",
+        str(spec.run.max_seq_len or spec.shape.max_context),
+        "--max-num-seqs",
+        str(spec.run.max_batch),
+        "--seed",
+        str(spec.run.seed),
+        "--host",
+        host,
+        "--port",
+        str(port),
+    ]
     if lay.world_size > 1:
         argv += ["--distributed-executor-backend", "mp"]
     if not real:

@@ -3,9 +3,11 @@ loop) or as a closed loop, with the server's /metrics scraped and the requests f
 they complete. Asynchronous (asyncio + aiohttp), so a send never waits for another request.
 
 Open loop: request i is sent at t0 + arrival_s (its scheduled arrival); ``sent_s`` records when it
-actually left, so the client's lag is measured, never hidden. With ``trace.max_concurrency`` C (vLLM's
+actually left, so the client's lag is measured, never hidden. With ``trace.max_concurrency`` C
+(vLLM's
 ``--max-concurrency`` with a rate) at most C are in flight: a request due while C are waits at the
-client (an asyncio semaphore, FIFO as vLLM's) and ``sent_s`` is when it went. Closed loop (``trace.closed_loop``):
+client (an asyncio semaphore, FIFO as vLLM's) and ``sent_s`` is when it went. Closed loop
+(``trace.closed_loop``):
 ``concurrency`` requests start at t0 and each finish releases the next; a request's arrival is its
 release time (as in the reference engine). ``trace.duration_s`` stops new releases after it.
 Warm-up: ``run.warmup_requests`` requests shaped like the trace's first ones (their own seeded
@@ -31,10 +33,11 @@ import aiohttp
 from harness.engines.vllm.client import StreamResult, stream_request
 from harness.engines.vllm.priority import realtime_thread
 from harness.engines.vllm.scrape import counter_total, kept_lines, parse_metrics, snapshot
-from harness.measure.metrics import RequestRecord, percentile, ttft_s
+from harness.measure.metrics import RequestRecord, ttft_s
+from harness.measure.percentiles import percentile
 from harness.spec.workload import Request, random_prompt
 
-WARMUP_ID_BASE = 1_000_000_000      # the reference engine's warm-up ids: no trace uses them
+WARMUP_ID_BASE = 1_000_000_000  # the reference engine's warm-up ids: no trace uses them
 DONE_COUNTER = "vllm:request_success_total"
 FLUSH_S = 2.0
 
@@ -52,9 +55,9 @@ class Drive:
     records: list[RequestRecord] = field(default_factory=list)
     tokens: dict[int, list[int]] = field(default_factory=dict)
     errors: dict[int, str] = field(default_factory=dict)
-    released: dict[int, float] = field(default_factory=dict)   # when the cap let a held request go
+    released: dict[int, float] = field(default_factory=dict)  # when the cap let a held request go
     metric_rows: list[dict] = field(default_factory=list)
-    snapshots: list[dict] = field(default_factory=list)     # the measured window's scrapes, in order
+    snapshots: list[dict] = field(default_factory=list)  # the measured window's scrapes, in order
     baseline: dict | None = None
     final: dict | None = None
     metrics_note: str | None = None
@@ -62,27 +65,41 @@ class Drive:
     warmup_s: float | None = None
     wall_s: float | None = None
     finished: bool = False
-    scheduling: str | None = None       # the loop thread's policy during the run (harness.engines.vllm.priority)
+    scheduling: str | None = (
+        None  # the loop thread's policy during the run (harness.engines.vllm.priority)
+    )
 
 
 class Driver:
     """One pass over ``trace``; ``trip(reason)`` asks for a stop (it sets ``stop``), ``server`` (a
     ``ServerTree``, or None for a server someone else runs) is watched for an exit."""
 
-    def __init__(self, spec, trace, target: Target, stop: asyncio.Event, trip, writer=None, server=None):
-        self.spec, self.trace, self.target, self.stop, self.writer = spec, trace, target, stop, writer
+    def __init__(
+        self, spec, trace, target: Target, stop: asyncio.Event, trip, writer=None, server=None
+    ):
+        self.spec, self.trace, self.target, self.stop, self.writer = (
+            spec,
+            trace,
+            target,
+            stop,
+            writer,
+        )
         self.trip, self.server = trip, server
-        self.on_start = None        # called once at t0 (e.g. to start telemetry on the run's clock)
+        self.on_start = None  # called once at t0 (e.g. to start telemetry on the run's clock)
         self.out = Drive()
-        self._texts: list[tuple[float, str]] = []   # (t_s, kept /metrics lines) of the measured window
+        self._texts: list[
+            tuple[float, str]
+        ] = []  # (t_s, kept /metrics lines) of the measured window
         self._t0 = time.monotonic()
 
     def clock(self) -> float:
         return time.monotonic() - self._t0
 
     async def run(self) -> Drive:
-        # Threads (requests.parquet writes, telemetry) hold the GIL for at most this long before the loop
-        # gets it back: it bounds how late a send can be for that reason (CPython's default is 5 ms).
+        # Threads (requests.parquet writes, telemetry) hold the GIL for at most this long before the
+        # loop
+        # gets it back: it bounds how late a send can be for that reason (CPython's default is 5
+        # ms).
         old_switch = sys.getswitchinterval()
         sys.setswitchinterval(0.0005)
 
@@ -112,21 +129,27 @@ class Driver:
                 watch.cancel()
 
     async def _serve(self, w0: float) -> Drive:
-        pre = await self._scrape()                # the server may have served others before this run
+        pre = await self._scrape()  # the server may have served others before this run
         await self._until_stopped(self._warmup())
         self.out.warmup_s = time.monotonic() - w0
         if not self.stop.is_set():
-            # The first parquet write initialises pyarrow (>100 ms holding the GIL, measured): not at t > 0.
+            # The first parquet write initialises pyarrow (>100 ms holding the GIL, measured): not
+            # at t > 0.
             await self._flush()
-            base = await self._settled_scrape(pre, sum(1 for r in self.out.records if r.finish_s is not None))
+            base = await self._settled_scrape(
+                pre, sum(1 for r in self.out.records if r.finish_s is not None)
+            )
             self._t0 = time.monotonic()
             self.out.t0 = self._t0
-            if base is not None:           # taken just before t0: the table's row at t = 0
+            if base is not None:  # taken just before t0: the table's row at t = 0
                 self._texts.append((0.0, base))
             # Started off the loop: the first request (often due at t = 0) must not wait for it.
             starter = threading.Thread(target=self.on_start or (lambda: None), daemon=True)
             starter.start()
-            helpers = [asyncio.create_task(self._scrape_loop()), asyncio.create_task(self._flush_loop())]
+            helpers = [
+                asyncio.create_task(self._scrape_loop()),
+                asyncio.create_task(self._flush_loop()),
+            ]
             main = self._closed_loop() if self.trace.closed_loop else self._open_loop()
             self.out.finished = await self._until_stopped(main)
             self.out.wall_s = self.clock()
@@ -142,7 +165,8 @@ class Driver:
         return self.out
 
     def _parse_scrapes(self) -> None:
-        """The stored scrapes → table rows and snapshots; the first is the baseline (t = 0), the last
+        """The stored scrapes → table rows and snapshots; the first is the baseline (t = 0), the
+        last
         the final (the one after the last request, or the last that answered)."""
         for t, text in self._texts:
             rows = parse_metrics(text)
@@ -153,7 +177,8 @@ class Driver:
 
     async def _settled_scrape(self, since, finished: int):
         """A scrape once the server has counted the ``finished`` requests the client saw end after
-        the scrape ``since`` (its statistics are updated as the last chunk leaves, so briefly retried)."""
+        the scrape ``since`` (its statistics are updated as the last chunk leaves, so briefly
+        retried)."""
         got = None
         start = 0.0 if since is None else counter_total(since, DONE_COUNTER)
         for _ in range(10):
@@ -164,13 +189,17 @@ class Driver:
         return got
 
     async def _watch(self, w0: float) -> None:
-        """Trip the stop at run.timeout_s after the warm-up's start, or when the launched server exits."""
+        """Trip the stop at run.timeout_s after the warm-up's start, or when the launched server
+        exits."""
         deadline = w0 + self.spec.run.timeout_s
         while not self.stop.is_set():
             if self.server is not None and not self.server.running:
                 tail = "\n    ".join(self.server.log_tail(15))
-                self.trip(f"the vLLM server exited (code {self.server.exit_code}) during the run; last lines of "
-                          f"{self.server.log_path.name}:\n    {tail}")
+                self.trip(
+                    f"the vLLM server exited (code {self.server.exit_code}) during the run; last "
+                    f"lines of "
+                    f"{self.server.log_path.name}:\n    {tail}"
+                )
             elif time.monotonic() >= deadline:
                 self.trip(f"run.timeout_s={self.spec.run.timeout_s:g} s exceeded")
             await asyncio.sleep(0.5)
@@ -190,35 +219,58 @@ class Driver:
 
     # ---- requests
     async def _one(self, req: Request, rec: RequestRecord, prompt: list[int], cap=None) -> None:
-        self.out.records.append(rec)                     # from its arrival on, held by ``cap`` or not
-        waits = cap is not None and cap.locked()          # C in flight: it waits for a finish
+        self.out.records.append(rec)  # from its arrival on, held by ``cap`` or not
+        waits = cap is not None and cap.locked()  # C in flight: it waits for a finish
         async with cap or contextlib.nullcontext():
             if waits:
                 self.out.released[req.request_id] = self.clock()
-            res: StreamResult = await stream_request(self.session, self.target.url, self.target.model, prompt,
-                                                     rec, self.clock)
+            res: StreamResult = await stream_request(
+                self.session, self.target.url, self.target.model, prompt, rec, self.clock
+            )
         if self.spec.run.record_tokens:
             self.out.tokens[req.request_id] = res.tokens
         if res.error:
             self.out.errors[req.request_id] = res.error
 
     def _record(self, req: Request, arrival_s: float, warmup: bool = False) -> RequestRecord:
-        return RequestRecord(request_id=req.request_id, replica=0, arrival_s=arrival_s, admitted_s=None,
-                             first_token_s=None, input_len=req.input_len, output_len=req.output_len, warmup=warmup)
+        return RequestRecord(
+            request_id=req.request_id,
+            replica=0,
+            arrival_s=arrival_s,
+            admitted_s=None,
+            first_token_s=None,
+            input_len=req.input_len,
+            output_len=req.output_len,
+            warmup=warmup,
+        )
 
     async def _warmup(self) -> None:
         n = self.spec.run.warmup_requests
         base = list(self.trace.requests[:n])
-        reqs = [Request(WARMUP_ID_BASE + i, 0.0, r.input_len, r.output_len, None) for i, r in enumerate(base)]
-        await asyncio.gather(*(self._one(r, self._record(r, 0.0, warmup=True),
-                                         random_prompt(self.trace.seed, r.request_id, r.input_len,
-                                                       self.trace.vocab_size)) for r in reqs))
+        reqs = [
+            Request(WARMUP_ID_BASE + i, 0.0, r.input_len, r.output_len, None)
+            for i, r in enumerate(base)
+        ]
+        await asyncio.gather(
+            *(
+                self._one(
+                    r,
+                    self._record(r, 0.0, warmup=True),
+                    random_prompt(
+                        self.trace.seed, r.request_id, r.input_len, self.trace.vocab_size
+                    ),
+                )
+                for r in reqs
+            )
+        )
 
     async def _open_loop(self) -> None:
         tasks = []
         cap = asyncio.Semaphore(self.trace.max_concurrency) if self.trace.max_concurrency else None
         for req in sorted(self.trace.requests, key=lambda r: (r.arrival_s, r.request_id)):
-            while (delay := req.arrival_s - self.clock()) > 0:     # asyncio may wake a timer a hair early
+            while (
+                delay := req.arrival_s - self.clock()
+            ) > 0:  # asyncio may wake a timer a hair early
                 await asyncio.sleep(delay)
             rec = self._record(req, req.arrival_s)
             tasks.append(asyncio.create_task(self._one(req, rec, self.trace.prompt_ids(req), cap)))
@@ -240,7 +292,10 @@ class Driver:
                 req = pending.pop(0)
                 await self._one(req, self._record(req, self.clock()), self.trace.prompt_ids(req))
 
-        workers = [asyncio.create_task(worker()) for _ in range(min(self.trace.concurrency or 1, len(pending)))]
+        workers = [
+            asyncio.create_task(worker())
+            for _ in range(min(self.trace.concurrency or 1, len(pending)))
+        ]
         try:
             await asyncio.gather(*workers)
         finally:
@@ -250,18 +305,27 @@ class Driver:
 
     # ---- /metrics and the requests file
     async def _scrape(self) -> str | None:
-        """The kept lines of one GET /metrics; None when it failed (a server without /metrics is noted
+        """The kept lines of one GET /metrics; None when it failed (a server without /metrics is
+        noted
         once and never asked again)."""
         if self.out.metrics_note is not None:
             return None
         try:
-            async with self.session.get(self.target.url + "/metrics", timeout=aiohttp.ClientTimeout(total=10)) as r:
+            async with self.session.get(
+                self.target.url + "/metrics", timeout=aiohttp.ClientTimeout(total=10)
+            ) as r:
                 if r.status != 200:
-                    self.out.metrics_note = f"GET /metrics answered HTTP {r.status}: no server metrics"
+                    self.out.metrics_note = (
+                        f"GET /metrics answered HTTP {r.status}: no server metrics"
+                    )
                     return None
                 text = await r.text()
         except (aiohttp.ClientError, asyncio.TimeoutError) as e:
-            print(f"harness: /metrics scrape failed: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+            print(
+                f"harness: /metrics scrape failed: {type(e).__name__}: {e}",
+                file=sys.stderr,
+                flush=True,
+            )
             return None
         return kept_lines(text)
 
@@ -281,9 +345,13 @@ class Driver:
             running = sum(1 for r in main if r.finish_s is None)
             ttfts = [v for v in map(ttft_s, main) if v is not None]
             p99 = percentile(ttfts, 99.0)
-            print(f"harness: [{done}/{len(self.trace.requests)} done, {running} running] "
-                  f"{done / max(self.clock(), 1e-9):.2f} req/s, p99 TTFT "
-                  f"{'-' if p99 is None else f'{p99 * 1e3:.0f} ms'}, {self.clock():.0f} s", file=sys.stderr, flush=True)
+            print(
+                f"harness: [{done}/{len(self.trace.requests)} done, {running} running] "
+                f"{done / max(self.clock(), 1e-9):.2f} req/s, p99 TTFT "
+                f"{'-' if p99 is None else f'{p99 * 1e3:.0f} ms'}, {self.clock():.0f} s",
+                file=sys.stderr,
+                flush=True,
+            )
             await self._flush()
 
     async def _flush(self) -> None:

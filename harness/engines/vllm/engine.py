@@ -1,4 +1,5 @@
-"""The external engines behind the seam: ``vllm`` (the harness launches a vLLM server with the spec's
+"""The external engines behind the seam: ``vllm`` (the harness launches a vLLM server with the
+spec's
 layout and stops its whole tree afterwards) and ``openai`` (a server someone else runs).
 
 Both run in the ``harness run`` process itself, in one asyncio loop: bring the server up (launch
@@ -32,17 +33,26 @@ def launch_server(spec, log_dir: Path) -> ServerTree:
     """Start (not wait for) the server of ``spec``; its log and server.json go to ``log_dir``."""
     server = ServerTree(server_launch(spec), Path(log_dir) / "server.log").start()
     atomic_write_json(Path(log_dir) / "server.json", server.info())
-    print(f"harness run: vLLM server starting (pid {server.pid}, {server.launch.url}); log: {server.log_path}",
-          file=sys.stderr, flush=True)
+    print(
+        f"harness run: vLLM server starting (pid {server.pid}, {server.launch.url}); log: "
+        f"{server.log_path}",
+        file=sys.stderr,
+        flush=True,
+    )
     return server
 
 
 async def bring_up(spec, server: ServerTree, stop: asyncio.Event) -> ServerInfo:
     """Wait until the launched ``server`` is ready (engine.start_timeout_s) and describe it."""
     async with aiohttp.ClientSession() as session:
-        info = await wait_ready(session, server.launch.url, spec.engine.start_timeout_s, stop, server,
-                                server.started_at)
-    print(f"harness run: vLLM {info.version} ready after {info.ready_s:.0f} s", file=sys.stderr, flush=True)
+        info = await wait_ready(
+            session, server.launch.url, spec.engine.start_timeout_s, stop, server, server.started_at
+        )
+    print(
+        f"harness run: vLLM {info.version} ready after {info.ready_s:.0f} s",
+        file=sys.stderr,
+        flush=True,
+    )
     return info
 
 
@@ -50,8 +60,14 @@ class ExternalEngine:
     """``kind`` vllm or openai. ``server``/``info``: a launched server shared with other runs (the
     caller stops it); without it a vllm engine launches its own and stops it in ``close``."""
 
-    def __init__(self, kind: str, run_dir: str | Path, signals, server: ServerTree | None = None,
-                 info: ServerInfo | None = None):
+    def __init__(
+        self,
+        kind: str,
+        run_dir: str | Path,
+        signals,
+        server: ServerTree | None = None,
+        info: ServerInfo | None = None,
+    ):
         self.kind, self.run_dir, self.signals = kind, Path(run_dir), signals
         self.server, self.info = server, info
         self.owns_server = kind == "vllm" and server is None
@@ -68,15 +84,25 @@ class ExternalEngine:
             except ServerFailed as e:
                 reason = self.signals.reason or str(e)
                 print(f"harness run: {reason}", file=sys.stderr, flush=True)
-                return external_result(spec, self.kind, Drive(), info=self.info, command=self._command(),
-                                       sampler=None, complete=False, reason=reason, host=hostname())
+                return external_result(
+                    spec,
+                    self.kind,
+                    Drive(),
+                    info=self.info,
+                    command=self._command(),
+                    sampler=None,
+                    complete=False,
+                    reason=reason,
+                    host=hostname(),
+                )
             driver = Driver(spec, trace, target, stop, self.signals.trip, writer, self.server)
             sampler = None
 
             def started() -> None:
                 nonlocal sampler
-                sampler = start_sampler(self.server.pid if self.server else None, spec.run.nvml_interval_s,
-                                        driver.clock)
+                sampler = start_sampler(
+                    self.server.pid if self.server else None, spec.run.nvml_interval_s, driver.clock
+                )
 
             driver.on_start = started
             try:
@@ -85,9 +111,17 @@ class ExternalEngine:
                 if sampler is not None:
                     sampler.stop()
             complete = drive.finished and self.signals.reason is None
-            return external_result(spec, self.kind, drive, info=self.info, command=self._command(), sampler=sampler,
-                                   complete=complete, reason=None if complete else self.signals.reason
-                                   or "the run did not finish", host=hostname())
+            return external_result(
+                spec,
+                self.kind,
+                drive,
+                info=self.info,
+                command=self._command(),
+                sampler=sampler,
+                complete=complete,
+                reason=None if complete else self.signals.reason or "the run did not finish",
+                host=hostname(),
+            )
         finally:
             self.signals.detach()
 
@@ -116,6 +150,9 @@ def stop_and_record(server: ServerTree, log_dir: Path) -> dict:
     stopped = server.stop()
     atomic_write_json(Path(log_dir) / "server.json", {**server.info(), "stopped": stopped})
     if stopped.get("left"):
-        print(f"harness run: WARNING: vLLM processes still alive after the stop: {stopped['left']}",
-              file=sys.stderr, flush=True)
+        print(
+            f"harness run: WARNING: vLLM processes still alive after the stop: {stopped['left']}",
+            file=sys.stderr,
+            flush=True,
+        )
     return stopped

@@ -26,7 +26,8 @@ FIFO_PRIORITY = 1
 
 @contextmanager
 def realtime_thread(priority: int = FIFO_PRIORITY) -> Iterator[str]:
-    """The calling thread at SCHED_FIFO ``priority`` inside the block, its old policy restored after;
+    """The calling thread at SCHED_FIFO ``priority`` inside the block, its old policy restored
+    after;
     yields what it got (``"SCHED_FIFO 1"`` or ``"normal (...)"`` with the reason)."""
     try:
         old_policy, old_param = os.sched_getscheduler(0), os.sched_getparam(0)
@@ -35,7 +36,10 @@ def realtime_thread(priority: int = FIFO_PRIORITY) -> Iterator[str]:
         yield "normal (no SCHED_FIFO on this platform)"
         return
     except OSError as e:
-        yield f"normal (SCHED_FIFO refused: {e.strerror or e}; give CAP_SYS_NICE or RLIMIT_RTPRIO >= {priority})"
+        yield (
+            f"normal (SCHED_FIFO refused: {e.strerror or e}; give CAP_SYS_NICE or RLIMIT_RTPRIO "
+            f">= {priority})"
+        )
         return
     try:
         yield f"SCHED_FIFO {priority}"

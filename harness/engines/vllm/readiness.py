@@ -17,14 +17,15 @@ POLL_S = 0.5
 
 
 class ServerFailed(Exception):
-    """The server could not be brought up or died; the message says why (with its log's last lines)."""
+    """The server could not be brought up or died; the message says why (with its log's last
+    lines)."""
 
 
 @dataclass
 class ServerInfo:
-    ready_s: float | None          # launch → ready (None for a server someone else started)
-    version: str | None            # GET /version (vLLM); None when the server has no such endpoint
-    models: list[str]              # GET /v1/models ids
+    ready_s: float | None  # launch → ready (None for a server someone else started)
+    version: str | None  # GET /version (vLLM); None when the server has no such endpoint
+    models: list[str]  # GET /v1/models ids
 
 
 async def _get_json(session: aiohttp.ClientSession, url: str):
@@ -40,33 +41,54 @@ async def describe(session: aiohttp.ClientSession, url: str, ready_s: float | No
     except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, AttributeError):
         version = None
     try:
-        models = [m.get("id") for m in (await _get_json(session, url + "/v1/models") or {}).get("data", [])]
+        models = [
+            m.get("id")
+            for m in (await _get_json(session, url + "/v1/models") or {}).get("data", [])
+        ]
     except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, AttributeError):
         models = []
-    return ServerInfo(ready_s, str(version) if version is not None else None, [str(m) for m in models])
+    return ServerInfo(
+        ready_s, str(version) if version is not None else None, [str(m) for m in models]
+    )
 
 
 def _tail(server, n: int = 15) -> str:
     lines = server.log_tail(n) if server is not None else []
-    return ("; last lines of " + server.log_path.name + ":\n    " + "\n    ".join(lines)) if lines else ""
+    return (
+        ("; last lines of " + server.log_path.name + ":\n    " + "\n    ".join(lines))
+        if lines
+        else ""
+    )
 
 
-async def wait_ready(session: aiohttp.ClientSession, url: str, timeout_s: float, stop: asyncio.Event,
-                     server=None, started_at: float | None = None) -> ServerInfo:
-    """Poll ``url/health`` until it answers 200, then describe the server; ``server`` (a ``ServerTree``)
-    is watched for an early exit. Raises ``ServerFailed`` (the server exited, timeout, stop asked)."""
+async def wait_ready(
+    session: aiohttp.ClientSession,
+    url: str,
+    timeout_s: float,
+    stop: asyncio.Event,
+    server=None,
+    started_at: float | None = None,
+) -> ServerInfo:
+    """Poll ``url/health`` until it answers 200, then describe the server; ``server`` (a
+    ``ServerTree``)
+    is watched for an early exit. Raises ``ServerFailed`` (the server exited, timeout, stop
+    asked)."""
     t0 = started_at if started_at is not None else time.monotonic()
     deadline = t0 + timeout_s
     while True:
         if stop.is_set():
             raise ServerFailed("stopped while the server was starting")
         if server is not None and not server.running:
-            raise ServerFailed(f"the vLLM server exited with code {server.exit_code} during start-up, "
-                               f"{time.monotonic() - t0:.0f} s after launch" + _tail(server))
+            raise ServerFailed(
+                f"the vLLM server exited with code {server.exit_code} during start-up, "
+                f"{time.monotonic() - t0:.0f} s after launch" + _tail(server)
+            )
         try:
             async with session.get(url + "/health", timeout=aiohttp.ClientTimeout(total=5)) as r:
                 if r.status == 200:
-                    return await describe(session, url, time.monotonic() - t0 if server is not None else None)
+                    return await describe(
+                        session, url, time.monotonic() - t0 if server is not None else None
+                    )
         except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError):
             pass
         if time.monotonic() >= deadline:

@@ -38,14 +38,14 @@ def emit(obj: dict) -> None:
             sys.stdout.write(json.dumps(obj) + "\n")
             sys.stdout.flush()
         except (BrokenPipeError, ValueError):
-            pass        # harness run is gone; the stop still happens
+            pass  # harness run is gone; the stop still happens
 
 
 def _become_subreaper() -> None:
     try:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     except (OSError, AttributeError):
-        pass            # not Linux: orphans go to init, the session scan still finds them
+        pass  # not Linux: orphans go to init, the session scan still finds them
 
 
 def main() -> int:
@@ -56,14 +56,20 @@ def main() -> int:
     _become_subreaper()
     first = sys.stdin.readline()
     if not first:
-        return 0        # harness run died before asking for a server
+        return 0  # harness run died before asking for a server
     req = json.loads(first)
     before = leftover_names()
     try:
         with open(req["log"], "ab") as log:
-            proc = subprocess.Popen(req["argv"], env=req["env"], cwd=req.get("cwd"),
-                                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
+            proc = subprocess.Popen(
+                req["argv"],
+                env=req["env"],
+                cwd=req.get("cwd"),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
     except OSError as e:
         emit({"error": f"{type(e).__name__}: {e}"})
         return 1

@@ -25,18 +25,39 @@ def _cross_checks(drive, view: dict) -> list[dict]:
     received = sum(tokens_out(r) for r in main if r.finish_s is not None)
     finished = sum(1 for r in main if r.finish_s is not None)
     return [
-        {"name": "server generation tokens = tokens the client received", "expected": received,
-         "measured": view.get("generation_tokens"), "ok": view.get("generation_tokens") == received,
-         "detail": "Δ vllm:generation_tokens_total over the measured window vs Σ tokens of the measured requests"},
-        {"name": "server finished requests = requests the client saw finish", "expected": finished,
-         "measured": view.get("request_success"), "ok": view.get("request_success") == finished,
-         "detail": "Δ vllm:request_success_total (every finished_reason) vs measured requests with a finish"},
+        {
+            "name": "server generation tokens = tokens the client received",
+            "expected": received,
+            "measured": view.get("generation_tokens"),
+            "ok": view.get("generation_tokens") == received,
+            "detail": "Δ vllm:generation_tokens_total over the measured window vs Σ tokens of the "
+            "measured requests",
+        },
+        {
+            "name": "server finished requests = requests the client saw finish",
+            "expected": finished,
+            "measured": view.get("request_success"),
+            "ok": view.get("request_success") == finished,
+            "detail": "Δ vllm:request_success_total (every finished_reason) vs measured requests "
+            "with a finish",
+        },
     ]
 
 
-def external_result(spec, kind: str, drive, *, info, command: str | None, sampler, complete: bool,
-                    reason: str | None, host: str) -> EngineResult:
-    """``kind`` vllm (launched here, ``command`` its command line) or openai (someone else's server)."""
+def external_result(
+    spec,
+    kind: str,
+    drive,
+    *,
+    info,
+    command: str | None,
+    sampler,
+    complete: bool,
+    reason: str | None,
+    host: str,
+) -> EngineResult:
+    """``kind`` vllm (launched here, ``command`` its command line) or openai (someone else's
+    server)."""
     lay = spec.layout
     view = server_view(drive.baseline, drive.final, drive.snapshots)
     lag = client_lag(drive.records, released_s=drive.released)
@@ -54,18 +75,33 @@ def external_result(spec, kind: str, drive, *, info, command: str | None, sample
         notes.append(sampler.note)
     launched = kind == "vllm"
     if not launched:
-        notes.append(f"external server {info.models[0] if info and info.models else spec.engine.model} at "
-                     f"{spec.engine.url}: the layout tp={lay.tp} pp={lay.pp} dp={lay.dp} is the spec's claim about "
-                     f"it, not verified by the harness")
+        notes.append(
+            f"external server {info.models[0] if info and info.models else spec.engine.model} at "
+            f"{spec.engine.url}: the layout tp={lay.tp} pp={lay.pp} dp={lay.dp} is the spec's "
+            f"claim about "
+            f"it, not verified by the harness"
+        )
     nvml_rows = sampler.rows() if sampler is not None else []
     gpu = sampler is not None and type(sampler).__name__ == "GpuSampler"
-    util = [d["mean_gpu_util_pct"] for d in summarize_nvml(nvml_rows).values()
-            if d.get("mean_gpu_util_pct") is not None] if gpu and nvml_rows else []
+    util = (
+        [
+            d["mean_gpu_util_pct"]
+            for d in summarize_nvml(nvml_rows).values()
+            if d.get("mean_gpu_util_pct") is not None
+        ]
+        if gpu and nvml_rows
+        else []
+    )
     engine: dict[str, Any] = {
-        "kind": kind, "version": info.version if info else None, "command": command,
-        "url": spec.engine.url if not launched else None, "model": drive_model(info, spec),
-        "server_log": "server.log" if launched else None, "ready_s": info.ready_s if info else None,
-        "layout_source": "launched by the harness with these flags" if launched
+        "kind": kind,
+        "version": info.version if info else None,
+        "command": command,
+        "url": spec.engine.url if not launched else None,
+        "model": drive_model(info, spec),
+        "server_log": "server.log" if launched else None,
+        "ready_s": info.ready_s if info else None,
+        "layout_source": "launched by the harness with these flags"
+        if launched
         else "claimed by the spec (external server, not verified)",
     }
     tables = {}
@@ -74,18 +110,40 @@ def external_result(spec, kind: str, drive, *, info, command: str | None, sample
     if nvml_rows:
         tables["nvml"] = nvml_rows
     return EngineResult(
-        records=list(drive.records), complete=complete, incomplete_reason=reason,
+        records=list(drive.records),
+        complete=complete,
+        incomplete_reason=reason,
         tokens=dict(drive.tokens) if spec.run.record_tokens else None,
-        wall_s=drive.wall_s, warmup_s=drive.warmup_s,
-        hardware={"gpu": spec.cluster.gpu if gpu else "cpu", "gpu_name": spec.gpu.name if gpu else "cpu",
-                  "total_gpus": lay.world_size, "nodes": 1, "hosts": [host], "backend": kind},
-        layout={"tp": lay.tp, "pp": lay.pp, "dp": lay.dp, "layer_split": list(lay.layer_split),
-                "source": engine["layout_source"]},
+        wall_s=drive.wall_s,
+        warmup_s=drive.warmup_s,
+        hardware={
+            "gpu": spec.cluster.gpu if gpu else "cpu",
+            "gpu_name": spec.gpu.name if gpu else "cpu",
+            "total_gpus": lay.world_size,
+            "nodes": 1,
+            "hosts": [host],
+            "backend": kind,
+        },
+        layout={
+            "tp": lay.tp,
+            "pp": lay.pp,
+            "dp": lay.dp,
+            "layer_split": list(lay.layer_split),
+            "source": engine["layout_source"],
+        },
         # an external server's layout is a claim, not a measurement: only a launched one states it
-        measured={"total_gpus": lay.world_size if launched else None,
-                  "gpu_utilization_pct": sum(util) / len(util) if util else None},
-        extra={"engine": engine, "client": lag, "server_metrics": view, "notes": notes,
-               "cross_checks": _cross_checks(drive, view) if complete else [], "stage_stats": []},
+        measured={
+            "total_gpus": lay.world_size if launched else None,
+            "gpu_utilization_pct": sum(util) / len(util) if util else None,
+        },
+        extra={
+            "engine": engine,
+            "client": lag,
+            "server_metrics": view,
+            "notes": notes,
+            "cross_checks": _cross_checks(drive, view) if complete else [],
+            "stage_stats": [],
+        },
         tables=tables,
     )
 

@@ -1,4 +1,5 @@
-"""vLLM's Prometheus ``/metrics`` → rows of the ``server_metrics`` table and the server's own view of
+"""vLLM's Prometheus ``/metrics`` → rows of the ``server_metrics`` table and the server's own view
+of
 the run (its TTFT/ITL/E2E/queue histograms, token counters, peak queue and KV-cache use).
 
 Parsing is prometheus_client's text parser. Names (vLLM 0.32): counters are sampled as
@@ -16,14 +17,27 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 GAUGES = ("vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc")
-COUNTERS = ("vllm:prompt_tokens_total", "vllm:generation_tokens_total", "vllm:num_preemptions_total",
-            "vllm:request_success_total")
+COUNTERS = (
+    "vllm:prompt_tokens_total",
+    "vllm:generation_tokens_total",
+    "vllm:num_preemptions_total",
+    "vllm:request_success_total",
+)
 # (histogram, summary key); buckets are kept for all of them.
-HISTOGRAMS = (("vllm:time_to_first_token_seconds", "ttft"), ("vllm:inter_token_latency_seconds", "itl"),
-              ("vllm:e2e_request_latency_seconds", "e2el"), ("vllm:request_queue_time_seconds", "queue"),
-              ("vllm:request_prefill_time_seconds", "prefill"), ("vllm:request_decode_time_seconds", "decode"))
+HISTOGRAMS = (
+    ("vllm:time_to_first_token_seconds", "ttft"),
+    ("vllm:inter_token_latency_seconds", "itl"),
+    ("vllm:e2e_request_latency_seconds", "e2el"),
+    ("vllm:request_queue_time_seconds", "queue"),
+    ("vllm:request_prefill_time_seconds", "prefill"),
+    ("vllm:request_decode_time_seconds", "decode"),
+)
 _HIST_NAMES = {h for h, _ in HISTOGRAMS}
-_KEEP = set(GAUGES) | set(COUNTERS) | {h + s for h in _HIST_NAMES for s in ("_bucket", "_sum", "_count")}
+_KEEP = (
+    set(GAUGES)
+    | set(COUNTERS)
+    | {h + s for h in _HIST_NAMES for s in ("_bucket", "_sum", "_count")}
+)
 _FAMILIES = set(GAUGES) | {c.removesuffix("_total") for c in COUNTERS} | set(COUNTERS) | _HIST_NAMES
 
 
@@ -32,15 +46,22 @@ def _labels_text(labels: dict) -> str:
 
 
 def parse_metrics(text: str) -> list[dict[str, Any]]:
-    """The kept samples of one scrape: ``{"sample", "labels", "le", "value"}`` (``le`` only for buckets)."""
+    """The kept samples of one scrape: ``{"sample", "labels", "le", "value"}`` (``le`` only for
+    buckets)."""
     rows = []
     for family in text_string_to_metric_families(text):
         for s in family.samples:
             if s.name not in _KEEP:
                 continue
             le = s.labels.get("le")
-            rows.append({"sample": s.name, "labels": _labels_text(s.labels),
-                         "le": float(le) if le is not None else None, "value": float(s.value)})
+            rows.append(
+                {
+                    "sample": s.name,
+                    "labels": _labels_text(s.labels),
+                    "le": float(le) if le is not None else None,
+                    "value": float(s.value),
+                }
+            )
     return rows
 
 
@@ -75,12 +96,21 @@ def server_view(before: dict | None, after: dict | None, window: list[dict]) -> 
 
     if after is None:
         return {"available": False}
-    out: dict[str, Any] = {"available": True,
-                           "source": "vLLM /metrics: scrape after warm-up → scrape after the last request"}
+    out: dict[str, Any] = {
+        "available": True,
+        "source": "vLLM /metrics: scrape after warm-up → scrape after the last request",
+    }
     for name, key in HISTOGRAMS:
-        st = window_stats(after["histograms"].get(name), (before or {}).get("histograms", {}).get(name))
-        out[key] = {"count": st["count"], **{f"{k}_ms": None if st[k] is None else st[k] * 1e3
-                                             for k in ("mean", "p50", "p90", "p99")}}
+        st = window_stats(
+            after["histograms"].get(name), (before or {}).get("histograms", {}).get(name)
+        )
+        out[key] = {
+            "count": st["count"],
+            **{
+                f"{k}_ms": None if st[k] is None else st[k] * 1e3
+                for k in ("mean", "p50", "p90", "p99")
+            },
+        }
     for name in COUNTERS:
         short = name.removeprefix("vllm:").removesuffix("_total")
         a = after["counters"].get(name)
@@ -100,12 +130,18 @@ def kept_lines(text: str) -> str:
         if line.startswith("# TYPE vllm:"):
             if line.split(" ", 3)[2] in _FAMILIES:
                 keep.append(line)
-        elif line.startswith("vllm:") and line[:line.find("{") if "{" in line else line.find(" ")] in _KEEP:
+        elif (
+            line.startswith("vllm:")
+            and line[: line.find("{") if "{" in line else line.find(" ")] in _KEEP
+        ):
             keep.append(line)
     return "\n".join(keep) + "\n"
 
 
 def counter_total(text: str, name: str) -> float:
     """Σ over label sets of one counter sample in (kept) exposition text, without the parser."""
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{")
-               or line.startswith(name + " "))
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name + "{") or line.startswith(name + " ")
+    )

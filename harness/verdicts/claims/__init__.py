@@ -1,4 +1,5 @@
-"""Claims of a strategy report: parse (markdown report or claims YAML) and verify (claim -> verdict).
+"""Claims of a strategy report: parse (markdown report or claims YAML) and verify (claim ->
+verdict).
 
 Part of ``harness.verdicts``; may import ``harness.spec``, ``harness.plan``, ``harness.results``,
 ``harness.errors``.

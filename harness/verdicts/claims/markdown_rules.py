@@ -19,17 +19,22 @@ from harness.verdicts.claims.facts import read_facts
 from harness.verdicts.claims.units import SIZE_UNITS, scale
 
 # A number as written: sign, thousands commas, decimals, exponent ("-3", "32,768", "1e-3", "2.5e9").
-# Not inside a word or another number: "H100" holds no 100, and in "13-16%" the "-" is a range, not a sign.
+# Not inside a word or another number: "H100" holds no 100, and in "13-16%" the "-" is a range, not
+# a sign.
 NUM = r"(?<![\w.])[-+\u2212]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?"
 _GB_UNITS = r"TiB|GiB|MiB|TB|GB|MB"
 _LOWER = (">=", "≥", ">", "over", "above", "at least", "more than", "exceeds")
-_BOUND_BEFORE = re.compile(r"(<=|≤|<|>=|≥|>|under|below|less than|at most|up to|over|above|at least|more than|"
-                           r"exceeds)\s*[~≈]?\s*$", re.I)
+_BOUND_BEFORE = re.compile(
+    r"(<=|≤|<|>=|≥|>|under|below|less than|at most|up to|over|above|at least|more than|"
+    r"exceeds)\s*[~≈]?\s*$",
+    re.I,
+)
 
 
 @dataclass
 class Found:
-    """A value read from a line: the claim (canonical units), half a unit of its last digit, the size
+    """A value read from a line: the claim (canonical units), half a unit of its last digit, the
+    size
     unit as stated, and whether the line states a bound ("< 0.05") rather than a value."""
 
     value: Any
@@ -56,7 +61,9 @@ def _unit_name(u: str) -> str:
     return u[0].upper() + ("iB" if u.endswith("ib") else "B")
 
 
-def _found(m: re.Match, value: str, group: int = 1, factor: float = 1.0, unit: str | None = None) -> Found:
+def _found(
+    m: re.Match, value: str, group: int = 1, factor: float = 1.0, unit: str | None = None
+) -> Found:
     v, q = number(m.group(group))
     return Found(v * factor, q * factor, unit, _bound(value, m.start(group)))
 
@@ -89,16 +96,20 @@ def _plain(value: str) -> Found | None:
 
 
 def _capacity(value: str) -> tuple[float, str] | None:
-    """The capacity a percentage is "of": '43.75% of 80GB', '35GB / 80GB' -> (80.0 canonical GB, 'GB')."""
-    m = _first(rf"(?:\bof|/)\s*(?:(?:the|an?|its|total|available|usable|gpu'?s?|hbm\d?e?|memory)\s+)*"
-               rf"({NUM})\s*({_GB_UNITS})\b", value)
+    """The capacity a percentage is "of": '43.75% of 80GB', '35GB / 80GB' -> (80.0 canonical GB,
+    'GB')."""
+    m = _first(
+        rf"(?:\bof|/)\s*(?:(?:the|an?|its|total|available|usable|gpu'?s?|hbm\d?e?|memory)\s+)*"
+        rf"({NUM})\s*({_GB_UNITS})\b",
+        value,
+    )
     if not m:
         return None
     unit = _unit_name(m.group(2))
     return number(m.group(1))[0] * scale(unit, "gb"), unit
 
 
-Out = list[tuple[str, Found, int | None, dict]]   # (id, value, index, context)
+Out = list[tuple[str, Found, int | None, dict]]  # (id, value, index, context)
 
 
 def _hardware(label: str, value: str) -> Out:
@@ -152,15 +163,23 @@ def _bubble(label: str, value: str) -> Out:
         if not pct:
             return []
         flip = {"upper": "lower", "lower": "upper"}.get(pct.bound)
-        return [("bubble_ratio", Found(1 - pct.value / 100, pct.quantum / 100, None, flip), None,
-                 {"from": "efficiency"})]
+        return [
+            (
+                "bubble_ratio",
+                Found(1 - pct.value / 100, pct.quantum / 100, None, flip),
+                None,
+                {"from": "efficiency"},
+            )
+        ]
     if pct:
-        return [("bubble_ratio", Found(pct.value / 100, pct.quantum / 100, None, pct.bound), None, {})]
+        return [
+            ("bubble_ratio", Found(pct.value / 100, pct.quantum / 100, None, pct.bound), None, {})
+        ]
     v = _plain(value)
     return [("bubble_ratio", v, None, {})] if v else []
 
 
-MAX_GPUS = 1 << 16    # no cluster a report describes holds more; a wider range is a typo, not a claim
+MAX_GPUS = 1 << 16  # no cluster a report describes holds more; a wider range is a typo, not a claim
 
 
 def _gpu_list(value: str) -> list[int] | None:
@@ -168,7 +187,9 @@ def _gpu_list(value: str) -> list[int] | None:
     each = re.findall(r"\bGPU[-_ #]?(\d+)\b", value, re.I)
     if len(each) > 1:
         return [int(x) for x in each[:MAX_GPUS]]
-    m = _first(r"\[([\d,\s–-]+)\]", value) or _first(r"GPUs?\s*:?\s*(\d+(?:\s*[,–-]\s*\d+)*)", value)
+    m = _first(r"\[([\d,\s–-]+)\]", value) or _first(
+        r"GPUs?\s*:?\s*(\d+(?:\s*[,–-]\s*\d+)*)", value
+    )
     if not m:
         return None
     out: list[int] = []
@@ -177,7 +198,9 @@ def _gpu_list(value: str) -> list[int] | None:
             continue
         ends = [int(x) for x in re.split(r"\s*[-–]\s*", item.strip()) if x]
         if len(ends) == 2 and ends[1] - ends[0] >= MAX_GPUS or len(out) + len(ends) > MAX_GPUS:
-            raise UsageError(f"GPUs {item.strip()!r} name more than {MAX_GPUS} GPUs; list the group's GPUs")
+            raise UsageError(
+                f"GPUs {item.strip()!r} name more than {MAX_GPUS} GPUs; list the group's GPUs"
+            )
         out += list(range(ends[0], ends[-1] + 1)) if len(ends) == 2 else ends
     return out
 
@@ -206,7 +229,9 @@ def _stage(label: str, value: str, index: int) -> Out:
     if m:
         out.append(("stage_layers", _found(m, value), index, ctx))
     elif ly:
-        out.append(("stage_layers", Found(ctx["layers"][1] - ctx["layers"][0] + 1, 0.5), index, ctx))
+        out.append(
+            ("stage_layers", Found(ctx["layers"][1] - ctx["layers"][0] + 1, 0.5), index, ctx)
+        )
     gb = _gb_value(value)
     if gb:
         out.append(("stage_memory_gb", gb, index, {}))
@@ -226,6 +251,7 @@ def _simple(cid: str, parse: Callable[[str], Found | None]):
     def rule(label: str, value: str) -> Out:
         v = parse(value)
         return [(cid, v, None, {})] if v else []
+
     return rule
 
 
@@ -244,21 +270,39 @@ def _latency(label: str, value: str) -> Out:
 RULES: list[tuple[str, Callable]] = [
     (r"^(total gpus|gpus required|number of gpus|gpu count)", _simple("total_gpus", _plain)),
     (r"^(available gpus|gpus available|hardware|gpus?|gpu type|gpu model)$", _hardware),
-    (r"^(hardware utili[sz]ation|utili[sz]ation|gpu allocation|allocation)$", _simple("gpu_allocation_pct", _pct)),
-    (r"^(model memory|model size|model weights|total model memory)", _simple("model_memory_gb", _gb_value)),
-    (r"^(memory|memory usage|memory required|weight memory|weights memory) per (gpu|device|rank)|^per-gpu memory",
-     _memory_per_gpu),
+    (
+        r"^(hardware utili[sz]ation|utili[sz]ation|gpu allocation|allocation)$",
+        _simple("gpu_allocation_pct", _pct),
+    ),
+    (
+        r"^(model memory|model size|model weights|total model memory)",
+        _simple("model_memory_gb", _gb_value),
+    ),
+    (
+        r"^(memory|memory usage|memory required|weight memory|weights memory) per "
+        r"(gpu|device|rank)|^per-gpu memory",
+        _memory_per_gpu,
+    ),
     (r"^(gpu )?memory (utili[sz]ation|efficiency)", _memory_utilization),
     (r"^(memory balance|load balance|memory distribution)", _balance),
-    (r"^(expected |estimated |measured |achieved |overall )?(request )?throughput", _simple("throughput_rps", _plain)),
-    (r"^(average |mean |expected |estimated )?(gpu|sm|compute) utili[sz]ation", _simple("gpu_utilization_pct", _pct)),
+    (
+        r"^(expected |estimated |measured |achieved |overall )?(request )?throughput",
+        _simple("throughput_rps", _plain),
+    ),
+    (
+        r"^(average |mean |expected |estimated )?(gpu|sm|compute) utili[sz]ation",
+        _simple("gpu_utilization_pct", _pct),
+    ),
     (r"^nvlink\b.*(utili[sz]ation|usage)", _simple("nvlink_utilization_pct", _pct)),
     (r"bubble|^pipeline efficiency", _bubble),
     (r"^tp group (\d+)\b", _tp_group),
     (r"^(?:pp |pipeline )?stage (\d+)\b", _stage),
     (r"all-?reduce|^tensor parallel", _simple("tp_allreduce_bytes_per_layer", _bytes_value)),
-    (r"send/?recv|^pipeline (parallel|communication)|p2p|^activation (transfer|communication|size)",
-     _simple("pp_sendrecv_bytes_per_stage", _bytes_value)),
+    (
+        r"send/?recv|^pipeline (parallel|communication)|p2p|^activation "
+        r"(transfer|communication|size)",
+        _simple("pp_sendrecv_bytes_per_stage", _bytes_value),
+    ),
     (r"slos?\b", _slo),
     (r"^latency", _latency),
 ]
@@ -281,14 +325,29 @@ def parse_markdown(text: str, path: str = "report") -> ClaimsDoc:
             if not lm:
                 continue
             try:
-                found = rule(label, value, int(lm.group(1))) if lm.re.groups and lm.group(1) \
-                    and lm.group(1).isdigit() else rule(label, value)
+                found = (
+                    rule(label, value, int(lm.group(1)))
+                    if lm.re.groups and lm.group(1) and lm.group(1).isdigit()
+                    else rule(label, value)
+                )
             except UsageError as e:
-                raise UsageError(f"report: {path} line {lineno} ({m.group(1).strip()[:40]}): {e}") from None
+                raise UsageError(
+                    f"report: {path} line {lineno} ({m.group(1).strip()[:40]}): {e}"
+                ) from None
             for cid, f, index, ctx in found:
-                if (cid, index) not in seen:       # a later restatement does not add a claim
+                if (cid, index) not in seen:  # a later restatement does not add a claim
                     seen.add((cid, index))
-                    doc.claims.append(Claim(cid, f.value, line.lstrip("-*+ ").strip(), index, f.quantum, ctx,
-                                            f.unit, f.bound))
+                    doc.claims.append(
+                        Claim(
+                            cid,
+                            f.value,
+                            line.lstrip("-*+ ").strip(),
+                            index,
+                            f.quantum,
+                            ctx,
+                            f.unit,
+                            f.bound,
+                        )
+                    )
             break
     return doc

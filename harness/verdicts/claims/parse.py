@@ -1,4 +1,5 @@
-"""Read a strategy report into claims: a claims YAML (docs/claims.md) or a seed-format markdown report.
+"""Read a strategy report into claims: a claims YAML (docs/claims.md) or a seed-format markdown
+report.
 
 The entry point ``load_claims`` picks the reader. The records live in claim, the whole-text facts
 (model, hardware, strategy) in facts, the markdown label rules in markdown_rules, the YAML schema in
@@ -17,8 +18,20 @@ from harness.verdicts.claims.facts import GPU_NAMES
 from harness.verdicts.claims.markdown_rules import NUM, RULES, parse_markdown
 from harness.verdicts.claims.yaml_schema import parse_yaml
 
-__all__ = ["CLAIM_IDS", "GPU_NAMES", "NUM", "PER_GROUP", "PER_STAGE", "RULES", "Claim", "ClaimsDoc", "load_claims",
-           "number", "parse_markdown", "parse_yaml"]
+__all__ = [
+    "CLAIM_IDS",
+    "GPU_NAMES",
+    "NUM",
+    "PER_GROUP",
+    "PER_STAGE",
+    "RULES",
+    "Claim",
+    "ClaimsDoc",
+    "load_claims",
+    "number",
+    "parse_markdown",
+    "parse_yaml",
+]
 
 
 def load_claims(path: str | Path) -> ClaimsDoc:
@@ -28,9 +41,13 @@ def load_claims(path: str | Path) -> ClaimsDoc:
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise UsageError(f"report: {path} not found; give a claims YAML or a markdown report") from None
+        raise UsageError(
+            f"report: {path} not found; give a claims YAML or a markdown report"
+        ) from None
     except (IsADirectoryError, UnicodeDecodeError, PermissionError) as e:
-        raise UsageError(f"report: {path} is not a readable text file ({e.__class__.__name__})") from None
+        raise UsageError(
+            f"report: {path} is not a readable text file ({e.__class__.__name__})"
+        ) from None
     data = None
     try:
         data = yaml.safe_load(text)
@@ -38,14 +55,20 @@ def load_claims(path: str | Path) -> ClaimsDoc:
         if p.suffix.lower() in (".yaml", ".yml"):
             mark = getattr(e, "problem_mark", None)
             where = f" line {mark.line + 1}" if mark else ""
-            raise UsageError(f"report: {path}:{where} is not valid YAML; fix the syntax there") from None
+            raise UsageError(
+                f"report: {path}:{where} is not valid YAML; fix the syntax there"
+            ) from None
     if isinstance(data, dict) and "claims" in data:
         doc = parse_yaml(data, str(p))
     elif p.suffix.lower() in (".yaml", ".yml"):
-        raise UsageError(f"report: {path} has no 'claims' mapping; see docs/claims.md for the schema")
+        raise UsageError(
+            f"report: {path} has no 'claims' mapping; see docs/claims.md for the schema"
+        )
     else:
         doc = parse_markdown(text, str(p))
     if not doc.claims:
-        raise UsageError(f"report: {path} holds no recognisable claim (lines like '**Memory per GPU**: 35GB' "
-                         "or a claims YAML, docs/claims.md)")
+        raise UsageError(
+            f"report: {path} holds no recognisable claim (lines like '**Memory per GPU**: 35GB' "
+            "or a claims YAML, docs/claims.md)"
+        )
     return doc

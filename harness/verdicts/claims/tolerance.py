@@ -25,12 +25,20 @@ from harness.verdicts.claims.units import Reading
 REL_STATIC = 0.02
 REL_RUNTIME = 0.05
 EPS_ABS = 0.005
-SLIP_FACTORS = ((1e3, "x1000"), (1024.0, "x1024"), (1e6, "x1e6"), (2.0**20, "x2^20"), (1e9, "x1e9"),
-                (2.0**30, "x2^30"))
+SLIP_FACTORS = (
+    (1e3, "x1000"),
+    (1024.0, "x1024"),
+    (1e6, "x1e6"),
+    (2.0**20, "x2^20"),
+    (1e9, "x1e9"),
+    (2.0**30, "x2^30"),
+)
 GIB_PER_GB = 2**30 / 1e9
-BINARY_SLIPS = ((1.024, "KiB/KB", "KiB (1024 B) labelled kB (1000 B)"),
-                (1.024**2, "MiB/MB", "MiB (2^20 B) labelled MB (1e6 B)"),
-                (GIB_PER_GB, "GiB/GB", "GiB (2^30 B) labelled GB (1e9 B)"))
+BINARY_SLIPS = (
+    (1.024, "KiB/KB", "KiB (1024 B) labelled kB (1000 B)"),
+    (1.024**2, "MiB/MB", "MiB (2^20 B) labelled MB (1e6 B)"),
+    (GIB_PER_GB, "GiB/GB", "GiB (2^30 B) labelled GB (1e9 B)"),
+)
 
 
 @dataclass
@@ -40,12 +48,14 @@ class Verdict:
     text: str
     claimed: Any
     expected: Any
-    verdict: str                   # CONFIRMED | REFUTED | UNVERIFIED
+    verdict: str  # CONFIRMED | REFUTED | UNVERIFIED
     reason: str
-    source: str                    # measured | predicted | stated
-    ratio: float | None = None     # claimed / expected
-    unit_slip: str | None = None   # x1000, x1024, x1e6, x2^20, GiB/GB, ÷tp
-    reading: str | None = None     # the reading of the claim's units it holds under ("KB read as KiB ...")
+    source: str  # measured | predicted | stated
+    ratio: float | None = None  # claimed / expected
+    unit_slip: str | None = None  # x1000, x1024, x1e6, x2^20, GiB/GB, ÷tp
+    reading: str | None = (
+        None  # the reading of the claim's units it holds under ("KB read as KiB ...")
+    )
 
 
 def fmt(v: Any) -> str:
@@ -69,13 +79,24 @@ def holds(claimed: float, expected: float, tol: float, bound: str | None) -> boo
     return abs(claimed - expected) <= tol
 
 
-def compare_claim(c: Claim, expected: float, reason: str, source: str, tp: int, rel: float = REL_STATIC,
-                  abs_tol: float | None = None, alts: tuple[Alt, ...] = (), tp_slip: bool = False,
-                  binary: bool = False, readings: tuple[Reading, ...] = (Reading(None),)) -> Verdict:
+def compare_claim(
+    c: Claim,
+    expected: float,
+    reason: str,
+    source: str,
+    tp: int,
+    rel: float = REL_STATIC,
+    abs_tol: float | None = None,
+    alts: tuple[Alt, ...] = (),
+    tp_slip: bool = False,
+    binary: bool = False,
+    readings: tuple[Reading, ...] = (Reading(None),),
+) -> Verdict:
     """CONFIRMED within tolerance under one of ``readings`` (claimed and expected then given under
     that reading, in canonical units), else REFUTED under the first reading with the ratio and the
     slip that explains it; ``tp`` is the layout's TP degree (for the ÷tp slip)."""
-    held = []   # (closeness, order, reading, claimed, expected): the closest reading that holds is named
+    # (closeness, order, reading, claimed, expected): the closest reading that holds is named
+    held = []
     for k, r in enumerate(readings):
         claimed, q = c.claimed * r.factor, c.quantum * r.factor
         exp = expected if r.expected is None else r.expected
@@ -85,23 +106,54 @@ def compare_claim(c: Claim, expected: float, reason: str, source: str, tp: int, 
     if held:
         _, _, r, claimed, exp = min(held, key=lambda h: (h[0], h[1]))
         note = f"{reason}; reading: {r.label}" if r.label else reason
-        return Verdict(c.id, c.index, c.text, claimed, exp, "CONFIRMED", note, source,
-                       claimed / exp if exp else None, reading=r.label)
+        return Verdict(
+            c.id,
+            c.index,
+            c.text,
+            claimed,
+            exp,
+            "CONFIRMED",
+            note,
+            source,
+            claimed / exp if exp else None,
+            reading=r.label,
+        )
     first = readings[0]
     exp = expected if first.expected is None else first.expected
     ratio = c.claimed / exp if exp else None
     slip, note = unit_slip(c, exp, rel, alts, tp_slip, binary, ratio, tp)
-    why = (f"expected {fmt(exp)}" + (f" (claimed/expected = {ratio:.4g})" if ratio else "") + f": {reason}"
-           + (f"; it holds under no reading ({'; '.join(r.label for r in readings)})" if len(readings) > 1 else ""))
-    return Verdict(c.id, c.index, c.text, c.claimed, exp, "REFUTED", why + (f"; {note}" if note else ""),
-                   source, ratio, slip)
+    why = (
+        f"expected {fmt(exp)}"
+        + (f" (claimed/expected = {ratio:.4g})" if ratio else "")
+        + f": {reason}"
+        + (
+            f"; it holds under no reading ({'; '.join(r.label for r in readings)})"
+            if len(readings) > 1
+            else ""
+        )
+    )
+    return Verdict(
+        c.id,
+        c.index,
+        c.text,
+        c.claimed,
+        exp,
+        "REFUTED",
+        why + (f"; {note}" if note else ""),
+        source,
+        ratio,
+        slip,
+    )
 
 
-def unit_slip(c: Claim, expected: float, rel: float, alts, tp_slip: bool, binary: bool, ratio, tp: int):
+def unit_slip(
+    c: Claim, expected: float, rel: float, alts, tp_slip: bool, binary: bool, ratio, tp: int
+):
     """The first explanation of a refuted number: a named alternative computation, ÷tp, the
     nearest power-of-ten/two unit factor, or GiB read as GB (each within the claim's tolerance)."""
+
     def err(e: float) -> float:
-        return abs(c.claimed - e) / max(rel * abs(e), c.quantum, 1e-12)   # <= 1: within tolerance
+        return abs(c.claimed - e) / max(rel * abs(e), c.quantum, 1e-12)  # <= 1: within tolerance
 
     for a in alts:
         if err(a.value) <= 1:
@@ -110,13 +162,17 @@ def unit_slip(c: Claim, expected: float, rel: float, alts, tp_slip: bool, binary
         return "÷tp", f"about tp={tp} times too large: computed without TP sharding (÷tp missing)"
     if not c.claimed or not expected:
         return None, None
-    best = min([(err(expected / f), f, name, "larger") for f, name in SLIP_FACTORS]
-               + [(err(expected * f), f, name, "smaller") for f, name in SLIP_FACTORS])
+    best = min(
+        [(err(expected / f), f, name, "larger") for f, name in SLIP_FACTORS]
+        + [(err(expected * f), f, name, "smaller") for f, name in SLIP_FACTORS]
+    )
     if best[0] <= 1:
         _, f, name, way = best
-        return name, (f"a {name} unit slip: {fmt(c.claimed)} is the value in a unit {name[1:]} times {way} "
-                      f"than the one stated" + (" (KiB written as bytes?)" if name == "x1024" and way == "larger"
-                                                else ""))
+        return name, (
+            f"a {name} unit slip: {fmt(c.claimed)} is the value in a unit {name[1:]} times {way} "
+            f"than the one stated"
+            + (" (KiB written as bytes?)" if name == "x1024" and way == "larger" else "")
+        )
     if binary:
         for f, name, what in BINARY_SLIPS:
             if err(expected / f) <= 1:

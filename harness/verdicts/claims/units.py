@@ -15,17 +15,28 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 # unit (lower case) -> bytes, decimal reading
-BYTES = {"b": 1, "byte": 1, "bytes": 1, "kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12,
-         "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
-_POWER = {"kb": 1, "mb": 2, "gb": 3, "tb": 4}          # the ambiguous ones: 1000^k or 1024^k bytes
+BYTES = {
+    "b": 1,
+    "byte": 1,
+    "bytes": 1,
+    "kb": 1e3,
+    "mb": 1e6,
+    "gb": 1e9,
+    "tb": 1e12,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
+}
+_POWER = {"kb": 1, "mb": 2, "gb": 3, "tb": 4}  # the ambiguous ones: 1000^k or 1024^k bytes
 SIZE_UNITS = r"TiB|GiB|MiB|KiB|TB|GB|MB|KB|bytes?|B"  # regex alternation, longest first
 
 
 @dataclass(frozen=True)
 class Reading:
-    label: str | None               # None: the claim's units have this one reading only
-    factor: float = 1.0             # claimed (canonical, decimal reading) -> claimed under this reading
-    expected: float | None = None   # the expected value under this reading, when it depends on it
+    label: str | None  # None: the claim's units have this one reading only
+    factor: float = 1.0  # claimed (canonical, decimal reading) -> claimed under this reading
+    expected: float | None = None  # the expected value under this reading, when it depends on it
 
 
 def scale(unit: str, to: str) -> float:
@@ -39,13 +50,16 @@ def readings(unit: str | None) -> tuple[Reading, ...]:
         return (Reading(None),)
     k = _POWER[unit.lower()]
     binary = unit[0].upper() + "iB"
-    return (Reading(f"decimal, 1 {unit} = 10^{3 * k} B", 1.0),
-            Reading(f"binary, 1 {unit} = 1 {binary} = 2^{10 * k} B", 1.024 ** k))
+    return (
+        Reading(f"decimal, 1 {unit} = 10^{3 * k} B", 1.0),
+        Reading(f"binary, 1 {unit} = 1 {binary} = 2^{10 * k} B", 1.024**k),
+    )
 
 
 def capacity_readings(value_gb: float, unit: str | None, whose: str) -> list[tuple[str, float]]:
     """A stated capacity (canonical GB under the decimal reading) under each reading of its unit:
-    [(label, bytes)], e.g. 80 GB -> [("the report's 80 GB (decimal ...)", 8e10), ("... (binary ...)", 8.59e10)]."""
+    [(label, bytes)], e.g. 80 GB -> [("the report's 80 GB (decimal ...)", 8e10), ("... (binary
+    ...)", 8.59e10)]."""
     shown = f"{value_gb:g}" if unit is None else f"{value_gb / scale(unit, 'gb'):g} {unit}"
     out = []
     for r in readings(unit):

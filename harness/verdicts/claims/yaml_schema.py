@@ -51,7 +51,9 @@ def parse_yaml(data: dict, path: str) -> ClaimsDoc:
         if doc.nodes and doc.gpus_per_node:
             doc.total_gpus = doc.nodes * doc.gpus_per_node
     elif hw is not None:
-        raise UsageError(f"{path}: hardware: give a mapping {{gpu, nodes, gpus_per_node}} or text like '8x H100'")
+        raise UsageError(
+            f"{path}: hardware: give a mapping {{gpu, nodes, gpus_per_node}} or text like '8x H100'"
+        )
     st = data.get("strategy")
     if isinstance(st, str):
         m = STRATEGY.search(st)
@@ -60,14 +62,19 @@ def parse_yaml(data: dict, path: str) -> ClaimsDoc:
         doc.strategy = dict(zip(("tp", "pp", "dp", "ep"), (int(g) if g else 1 for g in m.groups())))
     elif isinstance(st, dict):
         bad = [k for k in st if k not in ("tp", "pp", "dp", "ep")]
-        if bad or not all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 1 << 20 for v in st.values()):
+        if bad or not all(
+            isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 1 << 20
+            for v in st.values()
+        ):
             raise UsageError(f"{path}: strategy: give tp, pp, dp (ep) as whole numbers >= 1")
         doc.strategy = {"tp": 1, "pp": 1, "dp": 1, "ep": 1, **st}
     if data.get("config") is not None:
         doc.config = str((Path(path).parent / str(data["config"])).resolve())
     claims = data.get("claims")
     if not isinstance(claims, dict) or not claims:
-        raise UsageError(f"{path}: claims: give a mapping of claim id -> value; ids: {', '.join(CLAIM_IDS)}")
+        raise UsageError(
+            f"{path}: claims: give a mapping of claim id -> value; ids: {', '.join(CLAIM_IDS)}"
+        )
     for cid, value in claims.items():
         doc.claims.extend(_yaml_claim(str(cid), value, path))
     return doc
@@ -78,21 +85,36 @@ def _yaml_claim(cid: str, value: Any, path: str) -> list[Claim]:
     if cid not in CLAIM_IDS:
         raise UsageError(f"{where}: unknown claim id; use one of {', '.join(CLAIM_IDS)}")
     if cid in PER_STAGE or cid in PER_GROUP:
-        items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else None
+        items = (
+            value.items()
+            if isinstance(value, dict)
+            else enumerate(value)
+            if isinstance(value, list)
+            else None
+        )
         if items is None:
-            raise UsageError(f"{where}: give a list (one value per {'stage' if cid in PER_STAGE else 'group'}) "
-                             "or a mapping index -> value")
+            raise UsageError(
+                f"{where}: give a list (one value per {'stage' if cid in PER_STAGE else 'group'}) "
+                "or a mapping index -> value"
+            )
         out = []
         for i, v in items:
             if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < 1 << 20:
                 raise UsageError(f"{where}: index {i!r} must be a whole number >= 0")
             if cid in PER_GROUP:
-                if not isinstance(v, list) or not all(isinstance(x, int) and not isinstance(x, bool) for x in v) \
-                        or len(v) > 1 << 16:
-                    raise UsageError(f"{where}[{i}]: give the group's GPU indices as a list, e.g. [0, 1]")
+                if (
+                    not isinstance(v, list)
+                    or not all(isinstance(x, int) and not isinstance(x, bool) for x in v)
+                    or len(v) > 1 << 16
+                ):
+                    raise UsageError(
+                        f"{where}[{i}]: give the group's GPU indices as a list, e.g. [0, 1]"
+                    )
                 out.append(Claim(cid, list(v), f"{cid}[{i}]: {v}", i, 0.0))
             else:
-                out.append(Claim(cid, _num(v, f"{where}[{i}]"), f"{cid}[{i}]: {v}", i, _quantum_of(v)))
+                out.append(
+                    Claim(cid, _num(v, f"{where}[{i}]"), f"{cid}[{i}]: {v}", i, _quantum_of(v))
+                )
         return out
     if cid == "latency_slos_met":
         if not isinstance(value, bool):
@@ -106,7 +128,8 @@ def _yaml_claim(cid: str, value: Any, path: str) -> list[Claim]:
     v = _num(value, where)
     if cid == "slo_margin_pct":
         return [Claim(cid, [v, v], f"{cid}: {value}", None, _quantum_of(value))]
-    # The schema fixes GB = 1e9 B, except for a GPU's capacity: its nominal "80" is binary as often as not.
+    # The schema fixes GB = 1e9 B, except for a GPU's capacity: its nominal "80" is binary as often
+    # as not.
     unit = "GB" if cid == "gpu_memory_gb" else None
     return [Claim(cid, v, f"{cid}: {value}", None, _quantum_of(value), unit=unit)]
 
@@ -127,4 +150,3 @@ def _num(v: Any, where: str) -> float:
     if not math.isfinite(f):
         raise UsageError(f"{where}: {shown(v)} is not a finite number; give the claimed value")
     return f
-

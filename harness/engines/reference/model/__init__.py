@@ -1,1 +1,2 @@
-"""The Llama model: single-device code (llama.py), weight sources (weights.py), per-rank build (build.py)."""
+"""The Llama model: single-device code (llama.py), weight sources (weights.py), per-rank build
+(build.py)."""

@@ -33,11 +33,15 @@ import torch.nn.functional as F
 from harness.plan.memory import KV_PAGE_TOKENS, kv_slot_tokens
 
 
-
 def paged_kernel_applies(device: torch.device, dtype: torch.dtype, head_dim: int) -> bool:
     """Whether the paged flash kernel serves this device and dtype: CUDA, fp16/bf16, a head size
     flash attention supports (multiple of 8, at most 256), and a torch that has ``varlen_attn``."""
-    if device.type != "cuda" or dtype not in (torch.float16, torch.bfloat16) or head_dim % 8 or head_dim > 256:
+    if (
+        device.type != "cuda"
+        or dtype not in (torch.float16, torch.bfloat16)
+        or head_dim % 8
+        or head_dim > 256
+    ):
         return False
     try:
         from torch.nn.attention.varlen import varlen_attn  # noqa: F401
@@ -60,8 +64,17 @@ class BatchIndex:
     convert. ``paged``: also build the paged kernel's index tensors.
     """
 
-    def __init__(self, slots: torch.Tensor, start_pos: torch.Tensor, n_tokens: torch.Tensor, max_seq_len: int,
-                 *, width: int | None = None, paged: bool = False, slot_len: int | None = None):
+    def __init__(
+        self,
+        slots: torch.Tensor,
+        start_pos: torch.Tensor,
+        n_tokens: torch.Tensor,
+        max_seq_len: int,
+        *,
+        width: int | None = None,
+        paged: bool = False,
+        slot_len: int | None = None,
+    ):
         device = slots.device
         self.slots, self.start_pos, self.n_tokens = slots, start_pos, n_tokens
         slot_l, start_l, n_l = slots.tolist(), start_pos.tolist(), n_tokens.tolist()
@@ -70,27 +83,34 @@ class BatchIndex:
         offsets = [0]
         for n in n_l[:-1]:
             offsets.append(offsets[-1] + n)
-        self.rows = tuple(zip(slot_l, start_l, n_l, offsets))    # (slot, start, n, first packed index)
+        # (slot, start, n, first packed index)
+        self.rows = tuple(zip(slot_l, start_l, n_l, offsets))
         self.n_total = offsets[-1] + n_l[-1]
-        self.span = max(s + n for s, n in zip(start_l, n_l))     # the longest row's end
+        self.span = max(s + n for s, n in zip(start_l, n_l))  # the longest row's end
         if self.span > max_seq_len:
-            raise ValueError(f"sequence reaches position {self.span} but the KV cache holds {max_seq_len}")
+            raise ValueError(
+                f"sequence reaches position {self.span} but the KV cache holds {max_seq_len}"
+            )
         self.max_q = max(n_l)
         self.width = width
         b = len(n_l)
-        if self.max_q == 1:                                        # decode only: one token per row
+        if self.max_q == 1:  # decode only: one token per row
             self.positions, self.token_slots = start_pos, slots
             self.last = torch.arange(b, device=device)
             row_of = self.last
             within = torch.zeros(b, dtype=torch.long, device=device)
         else:
             off = torch.tensor(offsets, dtype=torch.long, device=device)
-            row_of = torch.repeat_interleave(torch.arange(b, device=device), n_tokens, output_size=self.n_total)
+            row_of = torch.repeat_interleave(
+                torch.arange(b, device=device), n_tokens, output_size=self.n_total
+            )
             within = torch.arange(self.n_total, device=device) - off[row_of]
-            self.positions = start_pos[row_of] + within             # [N]
-            self.token_slots = slots[row_of]                        # [N]
-            self.last = off + n_tokens - 1                          # [B]: each row's last packed token
-        self._padded_at = None if width is None or self.n_total == b * width else row_of * width + within
+            self.positions = start_pos[row_of] + within  # [N]
+            self.token_slots = slots[row_of]  # [N]
+            self.last = off + n_tokens - 1  # [B]: each row's last packed token
+        self._padded_at = (
+            None if width is None or self.n_total == b * width else row_of * width + within
+        )
         self.paged = paged
         if paged:
             lens = (start_pos + n_tokens).to(torch.int32)
@@ -99,8 +119,11 @@ class BatchIndex:
             self.cu_k = F.pad(lens.cumsum(0, dtype=torch.int32), (1, 0))
             pages = math.ceil(self.span / KV_PAGE_TOKENS)
             per_slot = (slot_len or slot_tokens(max_seq_len, True)) // KV_PAGE_TOKENS
-            self.block_table = (slots[:, None] * per_slot
-                                + torch.arange(pages, device=device)[None, :]).to(torch.int32).contiguous()
+            self.block_table = (
+                (slots[:, None] * per_slot + torch.arange(pages, device=device)[None, :])
+                .to(torch.int32)
+                .contiguous()
+            )
 
     @property
     def batch(self) -> int:
@@ -120,32 +143,53 @@ class BatchIndex:
         return out.view(self.batch, self.width, *y.shape[1:])
 
 
-def write_kv(k_cache: torch.Tensor, v_cache: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-             batch: BatchIndex) -> None:
+def write_kv(
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    batch: BatchIndex,
+) -> None:
     """Each new token's K and V (``[N, kv_heads, d]``) into its own slot and position."""
     k_cache[batch.token_slots, batch.positions] = k
     v_cache[batch.token_slots, batch.positions] = v
 
 
-def attend(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, batch: BatchIndex) -> torch.Tensor:
+def attend(
+    q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, batch: BatchIndex
+) -> torch.Tensor:
     """Causal attention of the packed queries ``[N, q_heads, d]`` over their rows' cached keys
     (which already hold this step's tokens); -> ``[N, q_heads, d]``."""
     if batch.paged:
         try:
             return _paged(q, k_cache, v_cache, batch)
-        except RuntimeError as e:   # degrade, never crash: the rows kernel computes the same thing
+        except RuntimeError as e:  # degrade, never crash: the rows kernel computes the same thing
             batch.paged = False
-            sys.stderr.write(f"harness: paged flash attention unavailable ({str(e).splitlines()[0][:160]}); "
-                             "using one SDPA per row\n")
+            sys.stderr.write(
+                f"harness: paged flash attention unavailable ({str(e).splitlines()[0][:160]}); "
+                "using one SDPA per row\n"
+            )
     return _rows(q, k_cache, v_cache, batch)
 
 
 def _paged(q, k_cache, v_cache, batch: BatchIndex) -> torch.Tensor:
     from torch.nn.attention.varlen import varlen_attn
-    pool = (-1, KV_PAGE_TOKENS, *k_cache.shape[2:])      # [pages, page, kv_heads, d]: a view of the cache
-    return varlen_attn(q, k_cache.view(pool), v_cache.view(pool), batch.cu_q, batch.cu_k, batch.max_q, batch.span,
-                       window_size=(-1, 0), enable_gqa=True, seqused_k=batch.seqused_k,
-                       block_table=batch.block_table)
+
+    # [pages, page, kv_heads, d]: a view of the cache
+    pool = (-1, KV_PAGE_TOKENS, *k_cache.shape[2:])
+    return varlen_attn(
+        q,
+        k_cache.view(pool),
+        v_cache.view(pool),
+        batch.cu_q,
+        batch.cu_k,
+        batch.max_q,
+        batch.span,
+        window_size=(-1, 0),
+        enable_gqa=True,
+        seqused_k=batch.seqused_k,
+        block_table=batch.block_table,
+    )
 
 
 def _rows(q, k_cache, v_cache, batch: BatchIndex) -> torch.Tensor:
@@ -155,17 +199,20 @@ def _rows(q, k_cache, v_cache, batch: BatchIndex) -> torch.Tensor:
     out = torch.empty_like(q)
     for slot, start, n, off in batch.rows:
         span = start + n
-        keys = k_cache[slot, :span].transpose(0, 1)[None]    # [1, kv_heads, span, d], a view
+        keys = k_cache[slot, :span].transpose(0, 1)[None]  # [1, kv_heads, span, d], a view
         vals = v_cache[slot, :span].transpose(0, 1)[None]
-        if n == 1:   # query head j uses KV head j // rep: group the rep heads on the query axis
+        if n == 1:  # query head j uses KV head j // rep: group the rep heads on the query axis
             o = F.scaled_dot_product_attention(q[off].view(1, n_kv, rep, d), keys, vals)
             out[off] = o.view(n_q, d)
             continue
-        qr = q[off:off + n].transpose(0, 1)[None]             # [1, q_heads, n, d]
+        qr = q[off : off + n].transpose(0, 1)[None]  # [1, q_heads, n, d]
         if start == 0:
             o = F.scaled_dot_product_attention(qr, keys, vals, is_causal=True, enable_gqa=True)
-        else:        # a chunk on top of a cache: token t sees positions <= start + t
-            mask = torch.arange(span, device=q.device)[None, :] <= (start + torch.arange(n, device=q.device))[:, None]
+        else:  # a chunk on top of a cache: token t sees positions <= start + t
+            mask = (
+                torch.arange(span, device=q.device)[None, :]
+                <= (start + torch.arange(n, device=q.device))[:, None]
+            )
             o = F.scaled_dot_product_attention(qr, keys, vals, attn_mask=mask, enable_gqa=True)
-        out[off:off + n] = o[0].transpose(0, 1)
+        out[off : off + n] = o[0].transpose(0, 1)
     return out

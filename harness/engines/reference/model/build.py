@@ -26,12 +26,20 @@ def check_tp(shape: ModelShape, tp: int) -> None:
     """Every TP-split dimension must divide evenly (the vocabulary is padded instead); KV heads are
     split, never replicated."""
     if shape.num_kv_heads < tp:
-        raise UsageError(f"parallel.tp: {tp} exceeds model.num_kv_heads={shape.num_kv_heads}; KV heads are split "
-                         f"across TP ranks, not replicated; use tp <= {shape.num_kv_heads}")
-    for what, n in (("num_heads", shape.num_heads), ("num_kv_heads", shape.num_kv_heads),
-                    ("intermediate", shape.intermediate)):
+        raise UsageError(
+            f"parallel.tp: {tp} exceeds model.num_kv_heads={shape.num_kv_heads}; KV heads are "
+            f"split "
+            f"across TP ranks, not replicated; use tp <= {shape.num_kv_heads}"
+        )
+    for what, n in (
+        ("num_heads", shape.num_heads),
+        ("num_kv_heads", shape.num_kv_heads),
+        ("intermediate", shape.intermediate),
+    ):
         if n % tp:
-            raise UsageError(f"parallel.tp: {tp} does not divide model.{what}={n}; pick a tp that divides it")
+            raise UsageError(
+                f"parallel.tp: {tp} does not divide model.{what}={n}; pick a tp that divides it"
+            )
 
 
 def _source_name(name: str, shape: ModelShape) -> str:
@@ -41,8 +49,17 @@ def _source_name(name: str, shape: ModelShape) -> str:
     return name
 
 
-def build_stage(shape: ModelShape, layout: Layout, place: RankPlace, comm: Comm, *, dtype: torch.dtype,
-                device: torch.device, weights: WeightSource, column_major: bool = True) -> StageModel:
+def build_stage(
+    shape: ModelShape,
+    layout: Layout,
+    place: RankPlace,
+    comm: Comm,
+    *,
+    dtype: torch.dtype,
+    device: torch.device,
+    weights: WeightSource,
+    column_major: bool = True,
+) -> StageModel:
     """This rank's stage with its shards loaded. ``column_major`` (CPU only): store the matmul
     weights column-major (``_gemm_friendly``). A run with a torch.profiler window passes False:
     with torch 2.13 (CPU) the profiler and these transposed-view weights together corrupted the
@@ -50,11 +67,18 @@ def build_stage(shape: ModelShape, layout: Layout, place: RankPlace, comm: Comm,
     with row-major weights and 0 of 3 without the profiler; the cause inside torch is not known."""
     check_tp(shape, layout.tp)
     if comm.size("tp") != layout.tp:
-        raise ValueError(f"comm's TP group has {comm.size('tp')} ranks, the layout says {layout.tp}")
+        raise ValueError(
+            f"comm's TP group has {comm.size('tp')} ranks, the layout says {layout.tp}"
+        )
     layers = layout.layers_of_stage(place.stage)
     with torch.device("meta"):
-        model = StageModel(shape, layers, stage=place.stage, is_first=place.stage == 0,
-                           is_last=place.stage == layout.pp - 1)
+        model = StageModel(
+            shape,
+            layers,
+            stage=place.stage,
+            is_first=place.stage == 0,
+            is_last=place.stage == layout.pp - 1,
+        )
     shards = apply_tp(model, LLAMA_TP_PLAN, comm)
     global_shapes = hf_param_shapes(shape)
     if shape.tie_embeddings:
@@ -67,13 +91,19 @@ def build_stage(shape: ModelShape, layout: Layout, place: RankPlace, comm: Comm,
             raise RuntimeError(f"{name}: module holds {tuple(param.shape)} but its shard is {want}")
         tensor = weights.load(_source_name(name, shape), gshape, shard, dtype, device)
         if tuple(tensor.shape) != want:
-            raise RuntimeError(f"{name}: weight source returned {tuple(tensor.shape)}, expected {want}")
-        if column_major and device.type == "cpu" and name.endswith(("_proj.weight", "lm_head.weight")):
+            raise RuntimeError(
+                f"{name}: weight source returned {tuple(tensor.shape)}, expected {want}"
+            )
+        if (
+            column_major
+            and device.type == "cpu"
+            and name.endswith(("_proj.weight", "lm_head.weight"))
+        ):
             tensor = _gemm_friendly(tensor)
         owner_name, _, pname = name.rpartition(".")
         setattr(model.get_submodule(owner_name), pname, nn.Parameter(tensor, requires_grad=False))
     if shape.tie_embeddings and model.is_first and model.is_last:
-        model.lm_head.weight = model.model.embed_tokens.weight   # one tensor, as HF ties them
+        model.lm_head.weight = model.model.embed_tokens.weight  # one tensor, as HF ties them
     model.init_rope(device)
     return model.eval()
 
@@ -89,7 +119,7 @@ def _gemm_friendly(weight: torch.Tensor) -> torch.Tensor:
 def stage_param_bytes(model: nn.Module) -> int:
     """Bytes of the parameters this rank holds (shared tensors counted once)."""
     seen, total = set(), 0
-    for p in model.parameters():   # parameters() already yields a tied tensor once
+    for p in model.parameters():  # parameters() already yields a tied tensor once
         if p.data_ptr() in seen:
             continue
         seen.add(p.data_ptr())

@@ -23,8 +23,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.engines.reference.model.attention import (BatchIndex, attend, paged_kernel_applies, slot_tokens,
-                                                       write_kv)
+from harness.engines.reference.model.attention import (
+    BatchIndex,
+    attend,
+    paged_kernel_applies,
+    slot_tokens,
+    write_kv,
+)
 from harness.errors import UsageError
 from harness.spec.catalog import ModelShape
 from harness.spec.checkpoint import hf_tensor_shapes as hf_param_shapes  # noqa: F401 (HF names, one place)
@@ -36,11 +41,14 @@ def rope_inv_freq(shape: ModelShape, device: torch.device | None = None) -> torc
     Base: ``1 / theta^(2i/d)``. With ``rope_scaling.rope_type == "llama3"`` (Llama 3.1), a
     frequency whose wavelength ``2*pi/f`` exceeds ``original_max_position_embeddings /
     low_freq_factor`` is divided by ``factor``; one shorter than ``... / high_freq_factor`` is
-    kept; between the two, it is a linear blend in ``s = (orig_ctx / wavelength - low) / (high - low)``:
+    kept; between the two, it is a linear blend in ``s = (orig_ctx / wavelength - low) / (high -
+    low)``:
     ``(1 - s) * f / factor + s * f``.
     """
     d = shape.head_dim
-    inv = 1.0 / (shape.rope_theta ** (torch.arange(0, d, 2, dtype=torch.int64, device=device).float() / d))
+    inv = 1.0 / (
+        shape.rope_theta ** (torch.arange(0, d, 2, dtype=torch.int64, device=device).float() / d)
+    )
     rs = shape.rope_scaling
     if not rs:
         return inv
@@ -48,14 +56,18 @@ def rope_inv_freq(shape: ModelShape, device: torch.device | None = None) -> torc
     if kind == "default":
         return inv
     if kind != "llama3":
-        raise UsageError(f"model.rope_scaling.rope_type: {kind!r} is not supported; use llama3 or none")
+        raise UsageError(
+            f"model.rope_scaling.rope_type: {kind!r} is not supported; use llama3 or none"
+        )
     try:
         factor = float(rs["factor"])
         low, high = float(rs["low_freq_factor"]), float(rs["high_freq_factor"])
         orig = float(rs["original_max_position_embeddings"])
     except KeyError as e:
-        raise UsageError(f"model.rope_scaling.{e.args[0]}: missing; llama3 rope scaling needs factor, "
-                         "low_freq_factor, high_freq_factor and original_max_position_embeddings") from None
+        raise UsageError(
+            f"model.rope_scaling.{e.args[0]}: missing; llama3 rope scaling needs factor, "
+            "low_freq_factor, high_freq_factor and original_max_position_embeddings"
+        ) from None
     wavelen = 2 * math.pi / inv
     scaled = torch.where(wavelen > orig / low, inv / factor, inv)
     s = (orig / wavelen - low) / (high - low)
@@ -70,14 +82,16 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 
 def rope_cos_sin(inv_freq: torch.Tensor, positions: torch.Tensor, dtype: torch.dtype):
-    """cos and sin ``[..., head_dim]`` for integer positions ``[...]`` (packed: ``[N]``), in fp32 then cast."""
+    """cos and sin ``[..., head_dim]`` for integer positions ``[...]`` (packed: ``[N]``), in fp32
+    then cast."""
     freqs = positions.float()[..., None] * inv_freq
     emb = torch.cat((freqs, freqs), dim=-1)
     return emb.cos().to(dtype), emb.sin().to(dtype)
 
 
 class RMSNorm(nn.Module):
-    """``w * x / sqrt(mean(x^2) + eps)``, normalised in fp32, cast back before the weight (as HF)."""
+    """``w * x / sqrt(mean(x^2) + eps)``, normalised in fp32, cast back before the weight (as
+    HF)."""
 
     def __init__(self, dim: int, eps: float):
         super().__init__()
@@ -101,7 +115,7 @@ class Attention(nn.Module):
         self.k_proj = nn.Linear(h, shape.kv_dim, bias=False)
         self.v_proj = nn.Linear(h, shape.kv_dim, bias=False)
         self.o_proj = nn.Linear(shape.q_dim, h, bias=False)
-        self.k_cache: torch.Tensor | None = None   # [slots, slot_tokens, local_kv_heads, head_dim]
+        self.k_cache: torch.Tensor | None = None  # [slots, slot_tokens, local_kv_heads, head_dim]
         self.v_cache: torch.Tensor | None = None
 
     @property
@@ -116,7 +130,9 @@ class Attention(nn.Module):
         self.v_cache = torch.zeros_like(self.k_cache)
         return 2 * self.k_cache.numel() * self.k_cache.element_size()
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, batch: BatchIndex) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, batch: BatchIndex
+    ) -> torch.Tensor:
         if self.k_cache is None:
             raise RuntimeError("KV cache not allocated: call StageModel.allocate_kv first")
         n, d = x.shape[0], self.head_dim
@@ -157,19 +173,28 @@ class DecoderLayer(nn.Module):
 class StageModel(nn.Module):
     """The layers ``layer_ids`` of a Llama decoder; embedding if first, norm + lm_head if last."""
 
-    def __init__(self, shape: ModelShape, layer_ids: range, *, stage: int, is_first: bool, is_last: bool):
+    def __init__(
+        self, shape: ModelShape, layer_ids: range, *, stage: int, is_first: bool, is_last: bool
+    ):
         super().__init__()
         self.shape = shape
-        self.stage, self.is_first, self.is_last, self.layer_ids = stage, is_first, is_last, layer_ids
+        self.stage, self.is_first, self.is_last, self.layer_ids = (
+            stage,
+            is_first,
+            is_last,
+            layer_ids,
+        )
         self.model = nn.Module()
         self.model.embed_tokens = nn.Embedding(shape.vocab, shape.hidden) if is_first else None
         self.model.layers = nn.ModuleDict({str(i): DecoderLayer(shape) for i in layer_ids})
         self.model.norm = RMSNorm(shape.hidden, shape.rms_norm_eps) if is_last else None
         self.lm_head = nn.Linear(shape.hidden, shape.vocab, bias=False) if is_last else None
-        self.inv_freq: torch.Tensor | None = None   # set by init_rope once the device is known
+        self.inv_freq: torch.Tensor | None = None  # set by init_rope once the device is known
         self.max_seq_len = 0
-        self.slot_len = 0          # positions a slot's cache holds (max_seq_len, whole pages when paged)
-        self.paged = False         # the paged flash kernel serves this device and dtype (model/attention.py)
+        self.slot_len = 0  # positions a slot's cache holds (max_seq_len, whole pages when paged)
+        self.paged = (
+            False  # the paged flash kernel serves this device and dtype (model/attention.py)
+        )
 
     def init_rope(self, device: torch.device) -> None:
         self.inv_freq = rope_inv_freq(self.shape, device)
@@ -179,13 +204,28 @@ class StageModel(nn.Module):
         w = next(self.parameters())
         self.paged = paged_kernel_applies(w.device, w.dtype, self.shape.head_dim)
         self.max_seq_len, self.slot_len = max_seq_len, slot_tokens(max_seq_len, self.paged)
-        return sum(layer.self_attn.allocate_kv(num_slots, self.slot_len) for layer in self.model.layers.values())
+        return sum(
+            layer.self_attn.allocate_kv(num_slots, self.slot_len)
+            for layer in self.model.layers.values()
+        )
 
-    def index(self, slots: torch.Tensor, start_pos: torch.Tensor, n_tokens: torch.Tensor,
-              width: int | None = None) -> BatchIndex:
+    def index(
+        self,
+        slots: torch.Tensor,
+        start_pos: torch.Tensor,
+        n_tokens: torch.Tensor,
+        width: int | None = None,
+    ) -> BatchIndex:
         """The step's ``BatchIndex`` for this stage's cache (``width``: the inputs are padded)."""
-        return BatchIndex(slots, start_pos, n_tokens, self.max_seq_len, width=width, paged=self.paged,
-                          slot_len=self.slot_len)
+        return BatchIndex(
+            slots,
+            start_pos,
+            n_tokens,
+            self.max_seq_len,
+            width=width,
+            paged=self.paged,
+            slot_len=self.slot_len,
+        )
 
     def _embed(self, x: torch.Tensor) -> torch.Tensor:
         if self.is_first:
@@ -198,7 +238,8 @@ class StageModel(nn.Module):
         cos, sin = rope_cos_sin(self.inv_freq, batch.positions, h.dtype)
         for layer in self.model.layers.values():
             h = layer(h, cos, sin, batch)
-        self.paged = self.paged and batch.paged     # the kernel fell back once: stay on the rows kernel
+        # the kernel fell back once: stay on the rows kernel
+        self.paged = self.paged and batch.paged
         return h
 
     def _padded(self, x: torch.Tensor) -> bool:
@@ -217,14 +258,15 @@ class StageModel(nn.Module):
 
     def _output(self, h: torch.Tensor, batch: BatchIndex) -> torch.Tensor:
         if self.is_last:
-            return self._logits(h[batch.last])      # [B, local_vocab]: each row's last token
+            return self._logits(h[batch.last])  # [B, local_vocab]: each row's last token
         return h if batch.width is None else batch.unpack(h)
 
     @torch.no_grad()
     def forward(self, x, slots, start_pos, n_tokens) -> torch.Tensor:
         """``x``: packed ``[N]`` ids / ``[N, hidden]`` (rows contiguous, ``N = sum(n_tokens)``) or
         padded ``[B, T]`` / ``[B, T, hidden]``. Not last stage: hidden in the input's form. Last
-        stage: fp32 logits of each row's last token over this rank's vocabulary slice, ``[B, local_vocab]``."""
+        stage: fp32 logits of each row's last token over this rank's vocabulary slice, ``[B,
+        local_vocab]``."""
         h, batch = self._hidden(x, slots, start_pos, n_tokens)
         return self._output(h, batch)
 
@@ -234,7 +276,8 @@ class StageModel(nn.Module):
         modules and kernels, so the same output and cache writes. Building the index is where
         ``forward`` syncs the host (the rows as ints); this path has none, so a CUDA graph can
         capture it (harness/emulate/step.py) and replay it while the inputs and the index stay put.
-        The output is in the index's form (padded ``[B, width, hidden]`` when built with ``width``)."""
+        The output is in the index's form (padded ``[B, width, hidden]`` when built with
+        ``width``)."""
         return self._output(self._layers(self._embed(x), batch), batch)
 
     @torch.no_grad()

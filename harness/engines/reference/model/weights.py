@@ -34,7 +34,9 @@ class Shard:
     def local_shape(self, global_shape: tuple[int, ...]) -> tuple[int, ...]:
         size = global_shape[self.dim]
         if size % self.parts and not self.padded:
-            raise UsageError(f"parallel.tp: {self.parts} does not divide a weight dimension of {size}")
+            raise UsageError(
+                f"parallel.tp: {self.parts} does not divide a weight dimension of {size}"
+            )
         out = list(global_shape)
         out[self.dim] = -(-size // self.parts)
         return tuple(out)
@@ -45,7 +47,9 @@ class Shard:
         return min(self.index * n, size), min((self.index + 1) * n, size)
 
 
-def pad_to_shard(part: torch.Tensor, shard: Shard | None, global_shape: tuple[int, ...]) -> torch.Tensor:
+def pad_to_shard(
+    part: torch.Tensor, shard: Shard | None, global_shape: tuple[int, ...]
+) -> torch.Tensor:
     """``part`` (the shard's real rows) with zero rows appended up to the shard's local size."""
     if shard is None or not shard.padded:
         return part
@@ -63,8 +67,14 @@ def local_shape(global_shape: tuple[int, ...], shard: Shard | None) -> tuple[int
 
 
 class WeightSource(Protocol):
-    def load(self, name: str, global_shape: tuple[int, ...], shard: Shard | None, dtype: torch.dtype,
-             device: torch.device) -> torch.Tensor: ...
+    def load(
+        self,
+        name: str,
+        global_shape: tuple[int, ...],
+        shard: Shard | None,
+        dtype: torch.dtype,
+        device: torch.device,
+    ) -> torch.Tensor: ...
 
 
 @dataclass
@@ -95,7 +105,8 @@ def _is_norm(name: str) -> bool:
 
 @dataclass
 class SeededWeights:
-    """Random weights fixed by (seed, global parameter name): the same full model whatever the layout.
+    """Random weights fixed by (seed, global parameter name): the same full model whatever the
+    layout.
 
     Every linear and embedding weight is ``N(0, init_std^2)``; norm weights are 1. Each parameter is
     generated in full, in fp32, on the target device with a ``torch.Generator`` seeded from its
@@ -122,7 +133,7 @@ class SeededWeights:
         part = full if shard is None else full.narrow(shard.dim, *_start_len(shard, global_shape))
         out = pad_to_shard(part.to(dtype), shard, global_shape).contiguous()
         if out.untyped_storage().data_ptr() == full.untyped_storage().data_ptr():
-            out = out.clone()   # never hand out a view that keeps the full tensor alive
+            out = out.clone()  # never hand out a view that keeps the full tensor alive
         self.stats.note(out, full.numel() * full.element_size())
         del full, part
         return out
@@ -143,33 +154,44 @@ class CheckpointWeights:
         self.folder = Path(folder)
         self.field = field
         self.stats = LoadStats()
-        self._files = checkpoint_files(self.folder, field)   # name -> file; the launcher checked the headers
+        # name -> file; the launcher checked the headers
+        self._files = checkpoint_files(self.folder, field)
         self._handles: dict[Path, object] = {}
         self._keys: dict[Path, set[str]] = {}
 
     def _handle(self, path: Path):
         from safetensors import safe_open
+
         if path not in self._handles:
             try:
                 self._handles[path] = safe_open(str(path), framework="pt")
-            except Exception as e:   # safetensors raises its own error types for a bad header
-                raise UsageError(f"{self.field}: {path} is not a readable safetensors file ({e})") from None
+            except Exception as e:  # safetensors raises its own error types for a bad header
+                raise UsageError(
+                    f"{self.field}: {path} is not a readable safetensors file ({e})"
+                ) from None
             self._keys[path] = set(self._handles[path].keys())
         return self._handles[path]
 
     def load(self, name, global_shape, shard, dtype, device) -> torch.Tensor:
         if name not in self._files:
-            raise UsageError(f"{self.field}: tensor {name} is missing from the checkpoint in {self.folder}; "
-                             "the checkpoint must match the model config")
+            raise UsageError(
+                f"{self.field}: tensor {name} is missing from the checkpoint in {self.folder}; "
+                "the checkpoint must match the model config"
+            )
         path = self._files[name]
         handle = self._handle(path)
         if name not in self._keys[path]:
-            raise UsageError(f"{self.field}: tensor {name} is missing from {path.name}, though the index lists it")
+            raise UsageError(
+                f"{self.field}: tensor {name} is missing from {path.name}, though the index lists "
+                f"it"
+            )
         sl = handle.get_slice(name)
         found = tuple(sl.get_shape())
         if found != tuple(global_shape):
-            raise UsageError(f"{self.field}: tensor {name} in {path.name} has shape {list(found)}, the model "
-                             f"config needs {list(global_shape)}; the checkpoint does not match the config")
+            raise UsageError(
+                f"{self.field}: tensor {name} in {path.name} has shape {list(found)}, the model "
+                f"config needs {list(global_shape)}; the checkpoint does not match the config"
+            )
         index = [slice(None)] * len(found)
         if shard is not None:
             index[shard.dim] = slice(*shard.bounds(found))
@@ -183,9 +205,16 @@ class CheckpointWeights:
         self._keys.clear()
 
 
-def full_state_dict(shape, source: WeightSource, dtype: torch.dtype = torch.float32,
-                    device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+def full_state_dict(
+    shape,
+    source: WeightSource,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+) -> dict[str, torch.Tensor]:
     """The whole model, HF names to tensors (tests only: to feed transformers)."""
     from harness.engines.reference.model.llama import hf_param_shapes
-    return {name: source.load(name, shp, None, dtype, torch.device(device))
-            for name, shp in hf_param_shapes(shape).items()}
+
+    return {
+        name: source.load(name, shp, None, dtype, torch.device(device))
+        for name, shp in hf_param_shapes(shape).items()
+    }

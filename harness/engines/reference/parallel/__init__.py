@@ -1,1 +1,2 @@
-"""Parallelism applied from outside the model: TP plan and collectives (tp.py), pipeline transfers (pp.py)."""
+"""Parallelism applied from outside the model: TP plan and collectives (tp.py), pipeline transfers
+(pp.py)."""

@@ -42,11 +42,11 @@ _STEP_COL, _PHASE_COL = COMM_COLUMNS.index("step"), COMM_COLUMNS.index("phase")
 @dataclass
 class StepMeta:
     step: int
-    slots: torch.Tensor       # [B] int64: KV slot of each row
-    start_pos: torch.Tensor   # [B] int64: tokens already cached for that slot
-    n_tokens: torch.Tensor    # [B] int64: valid tokens in the row
+    slots: torch.Tensor  # [B] int64: KV slot of each row
+    start_pos: torch.Tensor  # [B] int64: tokens already cached for that slot
+    n_tokens: torch.Tensor  # [B] int64: valid tokens in the row
     stop: bool = False
-    phase: str = ""           # "" -> derived from the rows by step_phase()
+    phase: str = ""  # "" -> derived from the rows by step_phase()
 
     @property
     def batch(self) -> int:
@@ -68,7 +68,10 @@ def header_len(max_batch: int) -> int:
 def pack_ids(token_ids: torch.Tensor, n_tokens: torch.Tensor) -> torch.Tensor:
     """Padded ``[B, T]`` ids -> packed ``[N]`` (row b's first ``n_tokens[b]``, rows in order)."""
     width = token_ids.shape[1]
-    keep = torch.arange(width, device=token_ids.device)[None, :] < n_tokens.to(token_ids.device)[:, None]
+    keep = (
+        torch.arange(width, device=token_ids.device)[None, :]
+        < n_tokens.to(token_ids.device)[:, None]
+    )
     return token_ids[keep]
 
 
@@ -78,24 +81,34 @@ def pack_header(meta: StepMeta, n_tok: int, max_batch: int, device: torch.device
         raise ValueError(f"batch of {b} rows exceeds max_batch={max_batch}")
     phase = meta.phase or (step_phase(meta.start_pos, meta.n_tokens) if b else "")
     hdr = torch.zeros(header_len(max_batch), dtype=torch.long, device=device)
-    hdr[:4] = torch.tensor([meta.step, b, n_tok, (_STOP if meta.stop else 0) | (PHASES.index(phase) << 1)])
+    hdr[:4] = torch.tensor(
+        [meta.step, b, n_tok, (_STOP if meta.stop else 0) | (PHASES.index(phase) << 1)]
+    )
     for k, v in enumerate((meta.slots, meta.start_pos, meta.n_tokens)):
-        hdr[4 + k * max_batch: 4 + k * max_batch + b] = v
+        hdr[4 + k * max_batch : 4 + k * max_batch + b] = v
     return hdr
 
 
 def unpack_header(hdr: torch.Tensor, max_batch: int) -> tuple[StepMeta, int]:
     """-> (meta, N packed tokens). One host sync for the four scalars."""
     step, b, n_tok, flags = hdr[:4].tolist()
-    vec = [hdr[4 + k * max_batch: 4 + k * max_batch + b] for k in range(3)]
-    return StepMeta(step, vec[0], vec[1], vec[2], stop=bool(flags & _STOP), phase=PHASES[flags >> 1]), n_tok
+    vec = [hdr[4 + k * max_batch : 4 + k * max_batch + b] for k in range(3)]
+    return StepMeta(
+        step, vec[0], vec[1], vec[2], stop=bool(flags & _STOP), phase=PHASES[flags >> 1]
+    ), n_tok
 
 
 class PipelineStage:
     """One rank's part of a replica's pipeline. See the module docstring for the wire format."""
 
-    def __init__(self, ctx: DistContext, model: StageModel, max_batch: int, max_tokens: int,
-                 max_in_flight: int = 64):
+    def __init__(
+        self,
+        ctx: DistContext,
+        model: StageModel,
+        max_batch: int,
+        max_tokens: int,
+        max_in_flight: int = 64,
+    ):
         self.ctx, self.model, self.comm = ctx, model, ctx.comm
         self.max_batch, self.max_tokens, self.max_in_flight = max_batch, max_tokens, max_in_flight
         layout, place = ctx.layout, ctx.place
@@ -103,18 +116,25 @@ class PipelineStage:
         self.is_first, self.is_last = place.stage == 0, place.stage == layout.pp - 1
         self.is_coordinator = self.is_first and place.tp == 0
         self.coordinator_rank = layout.rank_of(place.dp, 0, 0)
-        self.return_rank = layout.rank_of(place.dp, layout.pp - 1, 0)   # sends tokens back
+        self.return_rank = layout.rank_of(place.dp, layout.pp - 1, 0)  # sends tokens back
         self.device = ctx.device
         self.dtype = next(model.parameters()).dtype
         self.hidden = model.shape.hidden
         self.clock = StageClock(self.device.type == "cuda")
-        self.on_step = None   # optional callable after each step this rank computes (profiler window)
-        self._in_flight: deque[int] = deque()          # coordinator: steps submitted, not collected
+        self.on_step = (
+            None  # optional callable after each step this rank computes (profiler window)
+        )
+        self._in_flight: deque[int] = deque()  # coordinator: steps submitted, not collected
         self._sends: deque[tuple[list, tuple]] = deque()  # (ops, buffers kept alive)
         self._hdr_buf = torch.zeros(header_len(max_batch), dtype=torch.long, device=self.device)
-        self._recv_buf = None if self.is_first else torch.empty(max_tokens * self.hidden, dtype=self.dtype,
-                                                                device=self.device)
-        self._ids_buf = torch.empty(max_tokens, dtype=torch.long, device=self.device) if self.is_first else None
+        self._recv_buf = (
+            None
+            if self.is_first
+            else torch.empty(max_tokens * self.hidden, dtype=self.dtype, device=self.device)
+        )
+        self._ids_buf = (
+            torch.empty(max_tokens, dtype=torch.long, device=self.device) if self.is_first else None
+        )
         self._tok_buf = torch.empty(max_batch, dtype=torch.long, device=self.device)
 
     # ---- helpers -------------------------------------------------------------------------------
@@ -127,7 +147,7 @@ class PipelineStage:
         step was known, so it is relabelled too). Returns (meta, N tokens, a copy of the header)."""
         rows = self.comm.rec.rows
         n_rows = len(rows)
-        hdr = receive().clone()   # a copy: it may travel on (isend) while the buffer takes the next
+        hdr = receive().clone()  # a copy: it may travel on (isend) while the buffer takes the next
         meta, n_tok = unpack_header(hdr, self.max_batch)
         self._set_rec(meta, phase)
         if len(rows) > n_rows:
@@ -171,8 +191,10 @@ class PipelineStage:
 
     def _check_size(self, meta: StepMeta, n_tok: int) -> None:
         if meta.batch > self.max_batch or n_tok > self.max_tokens:
-            raise ValueError(f"step {meta.step}: {meta.batch} rows, {n_tok} tokens exceed max_batch="
-                             f"{self.max_batch} / max_tokens={self.max_tokens}")
+            raise ValueError(
+                f"step {meta.step}: {meta.batch} rows, {n_tok} tokens exceed max_batch="
+                f"{self.max_batch} / max_tokens={self.max_tokens}"
+            )
 
     # ---- coordinator (first stage, TP rank 0) --------------------------------------------------
     def submit(self, meta: StepMeta, token_ids: torch.Tensor) -> torch.Tensor | None:
@@ -181,7 +203,9 @@ class PipelineStage:
         if not self.is_coordinator:
             raise RuntimeError("submit() runs on the first stage's TP rank 0 only")
         if len(self._in_flight) >= self.max_in_flight:
-            raise RuntimeError(f"{len(self._in_flight)} steps already in flight (max_in_flight); collect() first")
+            raise RuntimeError(
+                f"{len(self._in_flight)} steps already in flight (max_in_flight); collect() first"
+            )
         t0 = self.clock.stamp()
         ids = token_ids.to(self.device, torch.long)
         ids = (pack_ids(ids, meta.n_tokens) if ids.dim() == 2 else ids).contiguous()
@@ -210,11 +234,13 @@ class PipelineStage:
         are traced under that step's number and phase (``comm.rec`` is left set to them)."""
         if not self._in_flight:
             raise RuntimeError("collect() with no step in flight")
-        meta, _, _ = self._header(lambda: self.comm.recv(self._hdr_buf, self.return_rank, "pp"), "sample")
+        meta, _, _ = self._header(
+            lambda: self.comm.recv(self._hdr_buf, self.return_rank, "pp"), "sample"
+        )
         expected = self._in_flight.popleft()
         if meta.step != expected:
             raise RuntimeError(f"pipeline returned step {meta.step}, expected {expected}")
-        tokens = self.comm.recv(self._tok_buf[:meta.batch], self.return_rank, "pp").clone()
+        tokens = self.comm.recv(self._tok_buf[: meta.batch], self.return_rank, "pp").clone()
         return meta, tokens
 
     @property
@@ -222,7 +248,8 @@ class PipelineStage:
         return len(self._in_flight)
 
     def stop(self) -> None:
-        """Collect (and drop) any step still in flight, then send a stop header down the pipeline."""
+        """Collect (and drop) any step still in flight, then send a stop header down the
+        pipeline."""
         while self._in_flight:
             self.collect()
         empty = torch.zeros(0, dtype=torch.long, device=self.device)
@@ -240,7 +267,9 @@ class PipelineStage:
         """-> (meta, header, input) of the next step; input is None for a stop."""
         prev = None if self.is_first else self.ctx.peer(self.stage - 1)
         if self.is_first:
-            meta, n, hdr = self._header(lambda: self.comm.broadcast(self._hdr_buf, self.coordinator_rank, "tp"))
+            meta, n, hdr = self._header(
+                lambda: self.comm.broadcast(self._hdr_buf, self.coordinator_rank, "tp")
+            )
         else:
             meta, n, hdr = self._header(lambda: self.comm.recv(self._hdr_buf, prev, "pp"))
         if meta.stop:
@@ -249,11 +278,12 @@ class PipelineStage:
         if self.is_first:
             x = self.comm.broadcast(self._ids_buf[:n], self.coordinator_rank, "tp")
         else:
-            x = self.comm.recv(self._recv_buf[:n * self.hidden], prev, "pp").view(n, self.hidden)
+            x = self.comm.recv(self._recv_buf[: n * self.hidden], prev, "pp").view(n, self.hidden)
         return meta, hdr, x
 
     def serve_forever(self) -> int:
-        """Follow the coordinator until a stop header arrives; returns the number of steps served."""
+        """Follow the coordinator until a stop header arrives; returns the number of steps
+        served."""
         if self.is_coordinator:
             raise RuntimeError("the coordinator drives the pipeline with submit()/collect()")
         served = 0

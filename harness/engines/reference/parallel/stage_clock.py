@@ -22,12 +22,12 @@ STAMPS = ("t_recv_start", "t_recv_end", "t_compute_end", "t_send_end")
 
 
 class StageClock:
-    RESOLVE_EVERY = 64    # CUDA: steps between non-blocking resolves of finished events
+    RESOLVE_EVERY = 64  # CUDA: steps between non-blocking resolves of finished events
 
     def __init__(self, cuda: bool):
         self.cuda = cuda
-        self.rows: list[dict] = []           # resolved, in step order
-        self._pending: list[tuple[int, list]] = []   # CUDA: (step, [event per stamp])
+        self.rows: list[dict] = []  # resolved, in step order
+        self._pending: list[tuple[int, list]] = []  # CUDA: (step, [event per stamp])
         self._base = None
         self._base_s = 0.0
 
@@ -64,8 +64,15 @@ class StageClock:
             for step, events in self._pending:
                 if not block and not events[-1].query():
                     break
-                self.rows.append({"step": step, **{k: self._base_s + self._base.elapsed_time(ev) / 1e3
-                                                   for k, ev in zip(STAMPS, events)}})
+                self.rows.append(
+                    {
+                        "step": step,
+                        **{
+                            k: self._base_s + self._base.elapsed_time(ev) / 1e3
+                            for k, ev in zip(STAMPS, events)
+                        },
+                    }
+                )
                 done += 1
             del self._pending[:done]
         return self.rows

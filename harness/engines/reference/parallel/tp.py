@@ -9,7 +9,8 @@
 - ``vocab``: the embedding's rows (vocab) are split; ids outside a rank's range give 0, and the
   all-reduce assembles the full embedding.
 - ``vocab_colwise`` (``lm_head``): ``colwise`` over the vocabulary; each rank computes logits over
-  its vocab slice; sampling combines them (``greedy_sample``: one all_gather of (max, argmax) per row).
+  its vocab slice; sampling combines them (``greedy_sample``: one all_gather of (max, argmax) per
+  row).
 
 A vocabulary the TP degree does not divide is padded as vLLM pads it: each rank holds ceil(V/tp)
 rows, the last rank's rows past V are zero (the embedding never looks them up: ids are < V), and
@@ -43,7 +44,7 @@ LLAMA_TP_PLAN: dict[str, str] = {
 }
 
 _SPLIT_DIM = {"colwise": 0, "rowwise": 1, "vocab": 0, "vocab_colwise": 0}
-_PADDED = ("vocab", "vocab_colwise")   # split over the vocabulary: padded when tp does not divide it
+_PADDED = ("vocab", "vocab_colwise")  # split over the vocabulary: padded when tp does not divide it
 
 
 def tp_rank(comm: Comm) -> int:
@@ -52,7 +53,8 @@ def tp_rank(comm: Comm) -> int:
 
 
 class VocabParallelEmbedding(nn.Module):
-    """Rows ``[start, start + weight.shape[0])`` of the embedding; the parameter stays ``weight``."""
+    """Rows ``[start, start + weight.shape[0])`` of the embedding; the parameter stays
+    ``weight``."""
 
     def __init__(self, local_rows: int, dim: int, start: int, comm: Comm, device=None):
         super().__init__()
@@ -111,18 +113,25 @@ def apply_tp(model: nn.Module, plan: dict[str, str], comm: Comm) -> dict[str, Sh
 def _all_reduce_output(comm: Comm):
     def hook(_module, _inputs, output):
         return comm.all_reduce(output, "tp")
+
     return hook
 
 
 def _mask_padding(real: int):
-    """Logits of the padded vocabulary rows (local columns >= ``real``) become -inf: never the argmax."""
+    """Logits of the padded vocabulary rows (local columns >= ``real``) become -inf: never the
+    argmax."""
+
     def hook(_module, _inputs, output):
-        return output.index_fill(-1, torch.arange(real, output.shape[-1], device=output.device), float("-inf"))
+        return output.index_fill(
+            -1, torch.arange(real, output.shape[-1], device=output.device), float("-inf")
+        )
+
     return hook
 
 
 def greedy_sample(local_logits: torch.Tensor, comm: Comm) -> torch.Tensor:
-    """Argmax over the full vocabulary from each rank's slice ``[B, ceil(vocab/tp)]`` -> ids ``[B]`` int64.
+    """Argmax over the full vocabulary from each rank's slice ``[B, ceil(vocab/tp)]`` -> ids ``[B]``
+    int64.
 
     One all_gather of ``[B, 2]`` float64 (local max, global id; both exact in float64). Ties go
     to the lowest id, as ``torch.argmax``: within a rank argmax takes the first, and across
@@ -133,11 +142,12 @@ def greedy_sample(local_logits: torch.Tensor, comm: Comm) -> torch.Tensor:
         return idx
     offset = tp_rank(comm) * local_logits.shape[-1]
     packed = torch.stack([val.double(), (idx + offset).double()], dim=-1)
-    gathered = torch.stack(comm.all_gather(packed, "tp"))               # [tp, B, 2]
-    best = gathered[..., 0].argmax(dim=0)                               # first max over ranks
+    gathered = torch.stack(comm.all_gather(packed, "tp"))  # [tp, B, 2]
+    best = gathered[..., 0].argmax(dim=0)  # first max over ranks
     return gathered[..., 1].gather(0, best[None]).squeeze(0).long()
 
 
 def gather_logits(local_logits: torch.Tensor, comm: Comm, vocab: int | None = None) -> torch.Tensor:
-    """Full-vocabulary logits from every rank's slice (tests); ``vocab``: drop the padded columns."""
+    """Full-vocabulary logits from every rank's slice (tests); ``vocab``: drop the padded
+    columns."""
     return torch.cat(comm.all_gather(local_logits, "tp"), dim=-1)[..., :vocab]
