@@ -12,13 +12,11 @@ moment, so a shared machine's drift hits them alike. Per context: the median ove
 
     bytes(c)     = planner.stage_bytes_read(stage, B rows, 1 token, context c)
     cost ratio   = (t(c_max) / t(c_min)) / (bytes(c_max) / bytes(c_min))   (1: time grows like
-    bytes)
-    % copy BW    = bytes(c) / t(c) / copy bandwidth
+    bytes) % copy BW    = bytes(c) / t(c) / copy bandwidth
 
 Only the model's public forward (padded ``[B, 1]`` inputs) is used, so the same script times an
 older checkout too (``PYTHONPATH=<checkout> python benchmarks/decode_context.py ...``): that is
-how docs/performance.md compares before and after.
-"""
+how docs/performance.md compares before and after. """
 
 from __future__ import annotations
 

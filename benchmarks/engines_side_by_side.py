@@ -8,8 +8,7 @@ ratio vLLM / reference.
         [--concurrency 8] [--rate 4] [--out DIR]
 
 For each workload (a closed loop of ``--concurrency``, then Poisson at ``--rate``): the reference
-run
-first (its 8 ranks and the 15 GB vLLM server do not fit a 24 GB machine together), then the vLLM
+run first (its 8 ranks and the 15 GB vLLM server do not fit a 24 GB machine together), then the vLLM
 server is started once (the harness's own launch: reaper, readiness) and both workloads are sent to
 it as ``engine.kind: openai`` runs; the server is stopped at the end. Runs go one after the other,
 never at the same time. Every run is a ``harness run`` in ``--out`` (default a temporary folder), so

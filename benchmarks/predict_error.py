@@ -21,8 +21,7 @@ model would still show). Last, the simulation of a 1000-request workload is time
 10 s).
 
 The load average is recorded around each run. Writes ``predict_error.json`` (and every run
-directory) in ``--out`` (default: a temporary folder).
-"""
+directory) in ``--out`` (default: a temporary folder)."""
 
 from __future__ import annotations
 

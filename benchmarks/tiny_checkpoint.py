@@ -1,6 +1,5 @@
 """Write a tiny Llama checkpoint with a word-level tokenizer, for vLLM and the reference engine
-alike
-(no model hub is called):
+alike (no model hub is called):
 
     .venv/bin/python benchmarks/tiny_checkpoint.py results/tiny-llama
 
@@ -9,8 +8,7 @@ MLP 512, vocabulary 512, 512 positions, fp32, untied embeddings, seeded. Every m
 5 after transformers' init (std 0.02 gives nearly flat logits, where greedy decoding of two fp32
 implementations could split on a near-tie). Tokenizer (``tokenizers`` WordLevel): ``<unk>`` 0,
 ``<s>`` 1, ``</s>`` 2, then the words ``w0``… as ids 3…; the harness sends token ids, vLLM only
-needs the tokenizer to start.
-"""
+needs the tokenizer to start."""
 
 from __future__ import annotations
 
@@ -25,8 +23,7 @@ def fixed_length_sets(
     checkpoint: str | Path, requests: int, input_len: int, output_len: int
 ) -> list[str]:
     """The ``--set`` strings a benchmark on this checkpoint shares: the checkpoint (written here
-    when
-    it is not there yet), the request count and fixed input/output lengths."""
+    when it is not there yet), the request count and fixed input/output lengths."""
     ckpt = Path(checkpoint)
     if not (ckpt / "config.json").exists():
         write_tiny_checkpoint(ckpt)

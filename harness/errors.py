@@ -2,8 +2,7 @@
 
 Exit codes: ``0`` fine; ``1`` a verdict failed (SLO missed, claim refuted, regression); ``2`` bad
 input (one line naming the field and the fix); ``3`` a run failed or was interrupted (partial
-results on disk, marked incomplete).
-"""
+results on disk, marked incomplete)."""
 
 import reprlib
 

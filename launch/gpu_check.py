@@ -1,15 +1,13 @@
 """The Python body of launch/gpu_check.sh (run from the repo root with PYTHONPATH=.).
 
   gpu_check.py versions FILE          GPU, driver, CUDA, torch, NCCL, transformers versions -> FILE
-  (JSON)
-  gpu_check.py peaks FILE             copy bandwidth and bf16 matmul peak on cuda:0 -> FILE (JSON)
-  gpu_check.py summarize WORK OUTDIR  step logs and results in WORK ->
+  (JSON) gpu_check.py peaks FILE             copy bandwidth and bf16 matmul peak on cuda:0 -> FILE
+  (JSON) gpu_check.py summarize WORK OUTDIR  step logs and results in WORK ->
   OUTDIR/gpu_check.{json,md,log}
 
 Each is one step of the shell script, under its own timeout. ``summarize`` never raises for a
 missing or broken input: a step that failed reads as failed, a number not measured reads
-"not measured", and the short table is printed last.
-"""
+"not measured", and the short table is printed last."""
 
 from __future__ import annotations
 

@@ -139,8 +139,7 @@ def memory_check(ctx: hdist.DistContext) -> dict:
     Peak: Linux's VmHWM (peak resident set), reset to the current RSS just before the build by
     writing 5 to /proc/self/clear_refs; growth = VmHWM after - VmRSS before. It counts every
     byte the build touched (weights, transients, allocator slack), so a rank that materialised
-    the full model (159 MB) would show it, whatever code path did it.
-    """
+    the full model (159 MB) would show it, whatever code path did it."""
     # Warm-up: the first meta-device model imports torch's meta kernels (~77 MB RSS, once per
     # process, whatever the model size); build the tiny model first so the reading sees only WIDE.
     warm = build_stage(

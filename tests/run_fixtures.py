@@ -468,8 +468,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 def real_cpu_run(tmp_path_factory) -> Path:
     """The real CPU demo run directory (``harness run configs/tiny-tp2-pp4-cpu.yaml``), made once
-    per
-    test session and shared with tests/test_run.py (see tests/demo_run.py). Report and DAG tests
+    per test session and shared with tests/test_run.py (see tests/demo_run.py). Report and DAG tests
     write into it, which is what ``harness report`` does too."""
     from demo_run import demo
 

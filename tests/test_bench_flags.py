@@ -1,6 +1,5 @@
 """harness.spec.bench_flags: vLLM bench serve's flags → spec overrides, with vLLM's semantics, and
-the
-rule that a flag contradicting the spec file is an error naming both."""
+the rule that a flag contradicting the spec file is an error naming both."""
 
 from __future__ import annotations
 

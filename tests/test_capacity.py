@@ -73,8 +73,7 @@ def test_find_capacity_records_every_probe(tmp_path, monkeypatch, capsys):
 
 def test_a_failed_probe_is_recorded_and_ends_the_search_with_exit_3(tmp_path):
     """A real probe that times out (run.timeout_s=1): capacity.json names it failed, with its
-    reason,
-    and the search stops there with exit 3 (not 2: the input was fine)."""
+    reason, and the search stops there with exit 3 (not 2: the input was fine)."""
     import json
     import subprocess
     import sys

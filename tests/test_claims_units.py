@@ -1,10 +1,9 @@
 """verify-claims: one consistent reading of a claim's units (GB as 10^9 B or GiB, KB as 1000 B or
-KiB,
-a capacity the report states), numbers as written (sign, exponent), and bad claims files refused.
+KiB, a capacity the report states), numbers as written (sign, exponent), and bad claims files
+refused.
 
 Reports have the seed's shape (Llama3-70B, TP2-PP4-DP1, 8x H100); their numbers are computed here
-from
-the planner's byte counts under one reading, so each test knows which claims are true.
+from the planner's byte counts under one reading, so each test knows which claims are true.
 """
 
 from __future__ import annotations

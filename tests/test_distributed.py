@@ -194,8 +194,7 @@ def test_no_rank_materialises_the_full_model(world):
     source handed out exactly the share, its largest transient being one full fp32 parameter
     (SeededWeights generates a parameter in full, then slices it); (3) the process's peak RSS
     growth during the build (Linux VmHWM, reset before it) stays within share + that transient +
-    16 MiB of allocator slack: far below the full model.
-    """
+    16 MiB of allocator slack: far below the full model."""
     h, inter, vocab = WIDE.hidden, WIDE.intermediate, WIDE.vocab
     full_bytes = WIDE.total_params() * 4
     assert full_bytes == 4 * (
@@ -285,9 +284,8 @@ def test_every_collective_and_transfer_is_traced_per_step_and_phase(world):
 
 def test_odd_vocab_at_tp2_is_padded_and_matches_transformers(world, hf):
     """Vocabulary 255 at tp=2: each rank holds ceil(255/2) = 128 rows of the embedding and lm_head
-    (the
-    last of rank tp=1 zero padding, as vLLM pads); the padded logit is never sampled, so the greedy
-    tokens and the 255 real logits equal transformers' on the unpadded model."""
+    (the last of rank tp=1 zero padding, as vLLM pads); the padded logit is never sampled, so the
+    greedy tokens and the 255 real logits equal transformers' on the unpadded model."""
     runs = {r["rank"]: r for r in (rank["odd_vocab"] for rank in world[0]) if r is not None}
     assert sorted(runs) == [0, 1, 2, 3]
     ref = hf.model(ODD, full_state_dict(ODD, SeededWeights(SEED)))

@@ -6,8 +6,8 @@ MLP 128, vocab 256, fp32 d=4, TP 2, run.max_batch 8):
   one layer: q,o 64·64 each, k,v 64·32 each, gate,up,down 64·128 each, 2 norms of 64 = 36992;
   a TP rank holds (36992 − 128)/2 + 128 = 18560 per layer -> 2 layers 37120;
   first stage + embedding shard 256·64/2 = 8192 -> 45312; last + lm_head shard 8192 + norm 64 ->
-  45376.
-  Comm per decode step, B rows: activation B·1·64·4 = 256·B bytes; header 8·(4 + 3·8) = 224 bytes.
+  45376. Comm per decode step, B rows: activation B·1·64·4 = 256·B bytes; header 8·(4 + 3·8) = 224
+  bytes.
 """
 
 from __future__ import annotations

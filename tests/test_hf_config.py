@@ -1,7 +1,6 @@
 """model.config: a Hugging Face config.json read by transformers' LlamaConfig (its defaults),
-validated in
-full before any rank starts (``harness plan`` exits 2 with one line), and a vocabulary tp does not
-divide padded (byte counts against the formula)."""
+validated in full before any rank starts (``harness plan`` exits 2 with one line), and a vocabulary
+tp does not divide padded (byte counts against the formula)."""
 
 from __future__ import annotations
 

@@ -1,14 +1,13 @@
 """``harness import-bench``: real ``vllm bench serve --save-result --save-detailed`` files (vLLM
-0.32, CPU
-build, against a TP2-PP4 vLLM server of a tiny Llama; random dataset 32 in / 16 out, 24 prompts):
+0.32, CPU build, against a TP2-PP4 vLLM server of a tiny Llama; random dataset 32 in / 16 out, 24
+prompts):
 
 * poisson.json: --request-rate 4; closed.json: --max-concurrency 4 --request-rate inf;
 * goodput.json: --request-rate 4 --goodput ttft:500 tpot:100 --percentile-metrics ttft,tpot,itl,e2el
   --metric-percentiles 50,90,99.
 
 The summary recomputed by harness.measure.metrics.summarize must give the file's own numbers, key by
-key;
-the run directory reads like any run (report, compare, history, verify-claims --results)."""
+key; the run directory reads like any run (report, compare, history, verify-claims --results)."""
 
 from __future__ import annotations
 

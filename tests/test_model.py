@@ -287,9 +287,8 @@ def test_greedy_sample_single_rank_ties_to_lowest_id():
 
 def test_padded_vocab_shards_hold_the_real_rows_then_zeros(tiny, hf, tmp_path):
     """Vocabulary 255 over tp=2: part 0 holds rows 0-127, part 1 rows 128-254 and one zero row
-    (vLLM's
-    padding), from seeded weights and from a checkpoint alike; an unpadded uneven split stays an
-    error."""
+    (vLLM's padding), from seeded weights and from a checkpoint alike; an unpadded uneven split
+    stays an error."""
     odd = dataclasses.replace(tiny, vocab=255)
     ref = hf.model(odd, seed=3)
     ref.save_pretrained(tmp_path, safe_serialization=True)

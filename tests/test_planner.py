@@ -316,9 +316,8 @@ def test_planner_search_and_claims_do_not_import_torch():
 
 def test_check_weights_counts_again_with_accelerate(capsys, tmp_path):
     """accelerate's compute_module_sizes of each meta-device stage equals the planner's bytes,
-    exactly,
-    and both equal the hand numbers (70B TP2-PP4 bf16; tiny with a vocabulary of 255 at tp=2:
-    padded)."""
+    exactly, and both equal the hand numbers (70B TP2-PP4 bf16; tiny with a vocabulary of 255 at
+    tp=2: padded)."""
     assert cli.main(["plan", str(CFG_70B), "--json", "--check-weights"]) == 0
     checks = json.loads(capsys.readouterr().out)["weight_cross_check"]
     assert len(checks) == 8 and all(c["ok"] for c in checks)

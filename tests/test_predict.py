@@ -2,8 +2,7 @@
 report beside it, the capacity search on the simulator and bad input.
 
 The only distributed world is the session's shared CPU demo run (tests/demo_run.py); this module
-starts none of its own.
-"""
+starts none of its own."""
 
 from __future__ import annotations
 

@@ -1,8 +1,6 @@
 """A named SLO preset is its latency limits only: the summary, the SLO table and the report say what
-it
-is not (no MLPerf minimum duration or query count, no accuracy run, random prompts) and warn when
-the
-run is shorter than MLPerf's 600 s minimum."""
+it is not (no MLPerf minimum duration or query count, no accuracy run, random prompts) and warn when
+the run is shorter than MLPerf's 600 s minimum."""
 
 from __future__ import annotations
 

@@ -2,8 +2,8 @@
 real server) and the lifetime of its process tree: ``--find-capacity`` with one server for every
 probe and a SIGTERM mid-probe → exit 3, completed requests kept and marked incomplete, server gone;
 SIGKILL of ``harness run`` itself → nothing of the server is left; a server that dies during
-start-up → exit 3 with the last lines of its log, no hang.
-Bad input → exit 2 with one line, before anything starts (no server needed).
+start-up → exit 3 with the last lines of its log, no hang. Bad input → exit 2 with one line, before
+anything starts (no server needed).
 
 One server at a time (this machine holds one): each test's server is gone before the next starts.
 """
@@ -97,8 +97,8 @@ def test_sigkill_of_harness_leaves_no_server_process(ckpt, tmp_path):
 @pytest.mark.timeout(600)
 def test_one_server_for_every_capacity_probe_and_sigterm_mid_probe_exits_3(ckpt, tmp_path):
     """--find-capacity launches one server for all probes; a SIGTERM during the second probe ends
-    the
-    run with exit 3, that probe's completed requests kept and marked incomplete, the server gone."""
+    the run with exit 3, that probe's completed requests kept and marked incomplete, the server
+    gone."""
     config = write_spec(
         tmp_path / "vllm.yaml",
         spec_dict(ckpt, VLLM_ENGINE, tp=1, pp=1, num_requests=40, rate_rps=2),

@@ -6,8 +6,7 @@ client, a report, claims and a side-by-side compare.
 The server is started with the engine's own launch code (reaper, readiness) and driven with
 ``engine.kind: openai``; the ``kind: vllm`` launch by ``harness run`` itself is tested in
 test_vllm_lifecycle.py. Only one vLLM server may run on this machine: this module's is stopped
-(and checked gone, leftovers too) before the next module starts.
-"""
+(and checked gone, leftovers too) before the next module starts."""
 
 from __future__ import annotations
 
@@ -55,8 +54,7 @@ def ckpt(tmp_path_factory):
 @pytest.fixture(scope="module")
 def reference_run(ckpt, tmp_path_factory):
     """The reference engine (8 gloo ranks) on the same checkpoint and trace, before the server
-    starts
-    (both at once would not fit this machine's memory beside the other sessions)."""
+    starts (both at once would not fit this machine's memory beside the other sessions)."""
     tmp = tmp_path_factory.mktemp("ref")
     config = write_spec(
         tmp / "ref.yaml",

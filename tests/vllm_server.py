@@ -2,8 +2,7 @@
 that nothing of a server is left.
 
 The vLLM interpreter is ``.venv-vllm/bin/python`` (``./setup.sh --vllm``); without it the
-real-server
-tests skip and say so (CI's ``./setup.sh --test`` installs it).
+real-server tests skip and say so (CI's ``./setup.sh --test`` installs it).
 """
 
 from __future__ import annotations

@@ -1,7 +1,6 @@
 """``harness import-bench FILE RUN_DIR``: a ``vllm bench serve --save-result --save-detailed``
-result
-→ a run directory that ``report``, ``compare``, ``history`` and ``verify-claims --results`` read
-like any run.
+result → a run directory that ``report``, ``compare``, ``history`` and ``verify-claims --results``
+read like any run.
 
 The requests table comes from the file's per-request lists (harness.results.bench_import), the
 spec's workload from its header (rate, burstiness, concurrency, prompts, lengths), the model,

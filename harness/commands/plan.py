@@ -1,12 +1,9 @@
 """``harness plan CONFIG [--json] [--set a.b=c ...] [--search] [--check-weights]``: the planner's
-numbers, no
-GPU needed; ``--check-weights`` counts every rank's weight bytes again with accelerate (exit 1 when
-they
-differ from the planner's).
+numbers, no GPU needed; ``--check-weights`` counts every rank's weight bytes again with accelerate
+(exit 1 when they differ from the planner's).
 
 Rendering only; the numbers come from harness.plan.planner and harness.plan.search (formulas in
-docs/formulas.md). Tables are plain text under 100 columns.
-"""
+docs/formulas.md). Tables are plain text under 100 columns."""
 
 from __future__ import annotations
 

@@ -8,8 +8,7 @@ writes the JSON atomically; ``harness report RUN --predicted FILE`` (or ``predic
 run directory) shows it beside the bound and the measurement.
 
 Exit: 0 forecast made; 2 bad input (missing run dir, a run without the tables, an emulate JSON of
-another model or layout), before anything is simulated.
-"""
+another model or layout), before anything is simulated."""
 
 from __future__ import annotations
 

@@ -15,8 +15,7 @@ directory gets its report and, with ``--save-result``, vLLM's result file
 (``harness.commands.run_outputs``), without changing the exit code.
 
 Exit codes: 0 run complete and every SLO met; 1 run complete and some SLO missed; 2 bad input;
-3 run failed or interrupted (results on disk marked incomplete).
-"""
+3 run failed or interrupted (results on disk marked incomplete)."""
 
 from __future__ import annotations
 
@@ -172,9 +171,8 @@ def check_launch(spec, args: argparse.Namespace) -> None:
 
 def serve(engine, spec, run_dir: Path, reports: bool) -> int:
     """Serve the spec's trace through ``engine`` in this process. The reporting process opens the
-    run
-    directory, saves the trace (replay it with ``workload.trace``) and writes the summary from the
-    engine's result. Exit 0 when the run completed (the verdict is the caller's), else 3."""
+    run directory, saves the trace (replay it with ``workload.trace``) and writes the summary from
+    the engine's result. Exit 0 when the run completed (the verdict is the caller's), else 3."""
     from harness.plan.planner import plan as make_plan
     from harness.results.summary import final_summary
     from harness.results.writer import RunWriter
@@ -206,10 +204,9 @@ def serve(engine, spec, run_dir: Path, reports: bool) -> int:
 
 def find_capacity(spec, args: argparse.Namespace, launch_probe=None) -> int:
     """One run per probe under <results-dir>/probe-NN; capacity.json records every probe. A probe
-    that
-    fails or times out is recorded as failed and ends the search (exit 3), capacity.json holding
-    what the probes before it found. ``launch_probe(spec, args) -> exit code`` runs one probe
-    (default: ``launch``, a torchrun world)."""
+    that fails or times out is recorded as failed and ends the search (exit 3), capacity.json
+    holding what the probes before it found. ``launch_probe(spec, args) -> exit code`` runs one
+    probe (default: ``launch``, a torchrun world)."""
     from harness.results.atomic import atomic_write_json
     from harness.results.writer import check_new_run_dir, default_run_dir, read_summary_file
     from harness.spec.spec import load_spec

@@ -1,7 +1,6 @@
 """``harness run CONFIG --find-capacity --predict --from SRC [--confirm]``: the capacity search on
-the
-simulator (harness.predict.capacity: seconds, no run per probe), then, with ``--confirm``, one real
-run at the predicted capacity to check it.
+the simulator (harness.predict.capacity: seconds, no run per probe), then, with ``--confirm``, one
+real run at the predicted capacity to check it.
 
 Writes ``<results-dir>/capacity.json`` (``predicted: true``, every simulated probe, and the
 confirming run's verdict when there is one); the confirming run lands in ``<results-dir>/confirm``.

@@ -1,8 +1,7 @@
 """``harness verify-claims REPORT [--config CONFIG] [--results RUN_DIR] [--json]``.
 
 Exit 0 when no claim is refuted, 1 when some claim is, 2 on bad input (cli.py turns the
-UsageError into one line). Schema and tolerances: docs/claims.md.
-"""
+UsageError into one line). Schema and tolerances: docs/claims.md."""
 
 from __future__ import annotations
 

@@ -28,17 +28,14 @@ projection (or an upper bound below it) is reported as a planner error (``planne
 Modules, in the order they depend on each other:
   comm.py        RecordingComm (groups at real sizes, nothing issued), StepComm, planner comparison
   timing.py      Peaks, measure_peaks, raise_to_points, time_median/time_best, the device's
-  catalogue entry
-  records.py     Point, RankResult
-  sweep.py       Sweep, the ranks to emulate, input checks
-  step.py        StaticStep (graph-capturable decode step), eager step, graph capture, output check
-  projection.py  measured_compute, MeasuredTiming, project
-  rank.py        RankEmulator, emulate_rank, emulate (the whole command's report)
+  catalogue entry records.py     Point, RankResult sweep.py       Sweep, the ranks to emulate, input
+  checks step.py        StaticStep (graph-capturable decode step), eager step, graph capture, output
+  check projection.py  measured_compute, MeasuredTiming, project rank.py        RankEmulator,
+  emulate_rank, emulate (the whole command's report)
 
 Place: beside the flow; a verb of its own built on the reference engine's model code.
 May import: ``harness.spec``, ``harness.plan``, ``harness.measure``, ``harness.results``,
-``harness.engines``, ``harness.errors``.
-"""
+``harness.engines``, ``harness.errors``."""
 
 from harness.emulate.comm import (
     RecordingComm,

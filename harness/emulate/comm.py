@@ -3,8 +3,7 @@
 ``RecordingComm`` appends the row a real run's ``Comm`` would (same columns) and moves nothing;
 ``StepComm`` issues the ops a rank makes around its forward in ``PipelineStage``, so one
 recorded step holds exactly the ops and bytes of a real one; ``expected_rank_comm`` is the
-planner's count of the same ops, to compare with.
-"""
+planner's count of the same ops, to compare with."""
 
 from __future__ import annotations
 

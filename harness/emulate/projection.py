@@ -3,8 +3,7 @@
 ``project`` feeds the measured stage times (interpolated; a stage type that was not measured is
 scaled from a measured one by the planner's floor ratio) plus the planner's communication time
 into the planner's own workload bounds, so the projection and the analytic floors are computed
-by one formula and differ only in where the compute time comes from.
-"""
+by one formula and differ only in where the compute time comes from."""
 
 from __future__ import annotations
 
@@ -127,8 +126,8 @@ def _bounds_dict(b: planner.Bounds, label: str, basis: str) -> dict:
 def project(spec, results: list[RankResult], device_label: str, local_gpu: GpuSpec | None) -> dict:
     """Projected TPOT/TTFT/max RPS of the whole deployment (label "projection") beside the
     planner's analytic floors, both from ``planner.workload_bounds`` on the spec's workload and
-    SLOs.
-    Scaled to the spec's GPU by the per-point floor ratio when the local device is another GPU."""
+    SLOs. Scaled to the spec's GPU by the per-point floor ratio when the local device is another
+    GPU."""
     pl = planner.plan(spec)
     base = planner.Timing(
         spec.shape,

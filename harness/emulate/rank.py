@@ -212,8 +212,7 @@ def emulate_rank(
     on_point: Callable[[RankResult, Point], None] | None = None,
 ) -> RankResult:
     """Build ``rank`` and measure every point of ``sweep``; a point that fails is kept with its
-    note.
-    ``on_point`` sees each point as it is done (progress, for a log that survives a kill)."""
+    note. ``on_point`` sees each point as it is done (progress, for a log that survives a kill)."""
     check_cpu_size(spec, [rank], device)
     em = RankEmulator(spec, rank, device, peaks)
     deadline = time.monotonic() + sweep.budget_s if sweep.budget_s else None

@@ -2,8 +2,7 @@
 
 ``StaticStep`` runs ``StageModel.forward_indexed`` on inputs and a ``BatchIndex`` fixed in
 advance, so the step has no host sync and a graph can capture it; ``same_output`` is the check
-of that step against ``StageModel.forward``.
-"""
+of that step against ``StageModel.forward``."""
 
 from __future__ import annotations
 
@@ -21,9 +20,8 @@ class StaticStep:
     """``StageModel.forward`` (+ greedy sampling on the last stage) over fixed inputs, with the
     ``BatchIndex`` built once here: building it syncs the host (the rows as ints), which a CUDA
     graph cannot capture. ``x`` is packed (``[N]`` ids or ``[N, hidden]``). ``forward_indexed`` is
-    the same modules and kernels, so the
-    output equals ``forward``'s; ``pre`` keeps the tensor before sampling (hidden, or the last
-    stage's logits) for that check."""
+    the same modules and kernels, so the output equals ``forward``'s; ``pre`` keeps the tensor
+    before sampling (hidden, or the last stage's logits) for that check."""
 
     def __init__(self, model: StageModel, comm: Comm, x, slots, start_pos, n_tokens):
         self.model, self.comm, self.x, self.n_tokens = model, comm, x, n_tokens

@@ -1,8 +1,7 @@
 """The local device's own ceilings and the clock every emulated point is timed with.
 
 Timing rule: warm-up excluded, device synced before every clock read; a point is the median of
-N iterations, a ceiling the fastest of N (``Peaks``).
-"""
+N iterations, a ceiling the fastest of N (``Peaks``)."""
 
 from __future__ import annotations
 
@@ -22,10 +21,9 @@ WARMUP = 2  # eager iterations before timing (and before graph capture)
 class Peaks:
     """The device's ceilings, each the FASTEST of ``iters`` timings after warm-up (interference only
     ever slows a run down, so the fastest is the best estimate of what the device can do; a
-    point's step time is the median):
-    copy_gbps = 2·bytes / t (a device-to-device copy reads and writes each byte), of a buffer far
-    larger than the last-level cache; matmul_tflops = 2·n³ / t, the best over the sizes tried
-    (``matmul_n`` the size that gave it).
+    point's step time is the median): copy_gbps = 2·bytes / t (a device-to-device copy reads and
+    writes each byte), of a buffer far larger than the last-level cache; matmul_tflops = 2·n³ / t,
+    the best over the sizes tried (``matmul_n`` the size that gave it).
 
     ``raise_to_points`` then lifts a ceiling that a measured point beat (a point's rate is a
     measurement of what the device does too), so no point shows more than 100 % of a ceiling;

@@ -8,5 +8,4 @@ directory.
 - ``reference/``: our own TP×PP×DP Llama on a torchrun world (gloo on CPU, NCCL on GPU).
 
 May import: ``harness.spec``, ``harness.plan``, ``harness.measure``, ``harness.results``,
-``harness.errors``.
-"""
+``harness.errors``."""

@@ -126,10 +126,9 @@ def client_lag(
     released_s: Mapping[int, float] | None = None,
 ) -> dict[str, Any] | None:
     """The client's lag, sent − (arrival, or ``released_s[id]`` when a client-side cap let it go:
-    the
-    cap's wait is client queue, not lag), over the non-warm-up requests with ``sent_s``: ``sent``,
-    ``p50_ms``, ``p99_ms``, ``max_ms`` and ``warning`` (text when p99 > ``warn_ms``); None without
-    any."""
+    the cap's wait is client queue, not lag), over the non-warm-up requests with ``sent_s``:
+    ``sent``, ``p50_ms``, ``p99_ms``, ``max_ms`` and ``warning`` (text when p99 > ``warn_ms``); None
+    without any."""
     lags = [
         r.sent_s - max(r.arrival_s, (released_s or {}).get(r.request_id, 0.0))
         for r in records
@@ -281,12 +280,12 @@ def summarize(
     tokens_out over completed non-warm-up requests.
     Rates, D = ``duration_s`` (given, else :func:`measured_duration_s`; give vLLM's own
     ``duration`` — its client's clock from before the first send to after the last response — to
-    reproduce a ``vllm bench serve`` result's rates):
-    ``request_throughput`` = completed / D, ``output_throughput`` = total_output_tokens / D,
-    ``total_token_throughput`` = (total_input_tokens + total_output_tokens) / D,
+    reproduce a ``vllm bench serve`` result's rates): ``request_throughput`` = completed / D,
+    ``output_throughput`` = total_output_tokens / D, ``total_token_throughput`` =
+    (total_input_tokens + total_output_tokens) / D,
     ``request_goodput`` = (completed requests meeting every SLO threshold) / D (DistServe;
-    None without thresholds). Rates are None when D is None or 0.
-    Latencies: ``{mean,median,std,p50,p90,p95,p99}_{ttft,tpot,itl,e2el,queue}_ms``, TTFT, E2E and
+    None without thresholds). Rates are None when D is None or 0. Latencies:
+    ``{mean,median,std,p50,p90,p95,p99}_{ttft,tpot,itl,e2el,queue}_ms``, TTFT, E2E and
     goodput measured from ``latency_origin`` ("arrival", ours; "send", vLLM's: see the module
     docstring; the summary is all numbers, so the caller records which). Peaks:
     ``max_output_tokens_per_s`` and

@@ -11,8 +11,7 @@ A field the device does not support (any ``NVMLError`` from its call, or a per-f
 code) is recorded once in ``unsupported`` and never asked for again; its column stays None.
 When NVML cannot start (no library, no driver, no devices) the sampler records
 ``note = "NVML unavailable: <reason>"`` and samples this process instead (device = -1), so
-the same table exists on a CPU machine.
-"""
+the same table exists on a CPU machine."""
 
 from __future__ import annotations
 
@@ -83,15 +82,12 @@ class NvmlSampler:
     """Background sampler of NVML device telemetry, or of this process when NVML is absent.
 
     ``devices`` are NVML indices on this node (None: all); ``uuids`` name the devices instead, by
-    the
-    UUID CUDA reports for them (``harness.engines.reference.dist.device_uuid``), so that a job
-    samples
-    exactly the GPUs its ranks use whatever CUDA_VISIBLE_DEVICES or the CUDA device order did to the
-    indices; an empty list samples no GPU (a CPU rank: this process instead). ``clock`` stamps
-    ``t_s``
-    (one read per pass, shared by that pass's rows); the thread's schedule uses ``time.monotonic``.
-    Counters: ``passes`` = sample passes taken (baseline + ``loop_iterations`` + final).
-    """
+    the UUID CUDA reports for them (``harness.engines.reference.dist.device_uuid``), so that a job
+    samples exactly the GPUs its ranks use whatever CUDA_VISIBLE_DEVICES or the CUDA device order
+    did to the indices; an empty list samples no GPU (a CPU rank: this process instead). ``clock``
+    stamps ``t_s`` (one read per pass, shared by that pass's rows); the thread's schedule uses
+    ``time.monotonic``. Counters: ``passes`` = sample passes taken (baseline + ``loop_iterations`` +
+    final)."""
 
     def __init__(
         self,

@@ -4,8 +4,7 @@ devices whose UUIDs CUDA reported for this job's ranks.
 The UUID is the one name CUDA and NVML agree on: a rank's CUDA index (after CUDA_VISIBLE_DEVICES and
 CUDA_DEVICE_ORDER) need not be the NVML index of the same GPU, and a node shared with other jobs has
 GPUs this job must not measure. ``nvmlDeviceGetHandleByUUID`` finds the GPU, ``nvmlDeviceGetIndex``
-gives its NVML index for the rows' ``device`` column.
-"""
+gives its NVML index for the rows' ``device`` column."""
 
 from __future__ import annotations
 
@@ -24,8 +23,7 @@ def device_handles(
 ) -> tuple[list[tuple[int, Any]], str | None]:
     """([(NVML index, handle)], None), or ([], the reason NVML is unusable) after ``nvmlInit``.
     A device that fails to open is appended to ``errors`` and skipped; an NVML index outside this
-    node's
-    devices is a UsageError."""
+    node's devices is a UsageError."""
     try:
         count = pynvml.nvmlDeviceGetCount()
     except pynvml.NVMLError as e:

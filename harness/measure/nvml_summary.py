@@ -21,8 +21,7 @@ def torch_memory_stats(device: Any) -> dict:
     ``max_memory_reserved_bytes`` are torch's caching-allocator peaks on that device.
     CPU (``source = "process"``): those two are None; ``peak_rss_bytes`` is the whole
     process's peak resident set (``max(getrusage(RUSAGE_SELF).ru_maxrss, current RSS)``), which
-    counts
-    Python, libraries and tensors alike, not torch's allocator alone.
+    counts Python, libraries and tensors alike, not torch's allocator alone.
     ``peak_rss_bytes`` and ``rss_bytes`` are filled on both paths.  torch is imported only
     when a CUDA device is asked for, so the CPU path never needs CUDA.
     """
@@ -82,15 +81,12 @@ def summarize_nvml(rows: Iterable[dict]) -> dict[int, dict]:
       peak_mem_used_bytes         = max(mem_used_bytes)
       mean_gpu_util_pct           = sum(gpu_util_pct) / count      (samples are equally spaced,
       mean_power_w                = sum(power_w) / count            so this approximates the time
-      mean)
-      energy_j                    = sum(energy_delta_j)            (energy from first to last
-      sample)
-      mean_nvlink_tx_bytes_per_s  = sum(nvlink_tx_delta_bytes) / elapsed_s   (None if elapsed_s ==
-      0)
-      mean_nvlink_rx_bytes_per_s  = sum(nvlink_rx_delta_bytes) / elapsed_s
-      mean_gpm_sm_occupancy_pct, mean_gpm_dram_bw_util_pct,
-      mean_gpm_nvlink_tx_bytes_per_s, mean_gpm_nvlink_rx_bytes_per_s = sum(x) / count
-      peak_rss_bytes              = max(rss_bytes)                 (CPU twin rows, device -1)
+      mean) energy_j                    = sum(energy_delta_j)            (energy from first to last
+      sample) mean_nvlink_tx_bytes_per_s  = sum(nvlink_tx_delta_bytes) / elapsed_s   (None if
+      elapsed_s == 0) mean_nvlink_rx_bytes_per_s  = sum(nvlink_rx_delta_bytes) / elapsed_s
+      mean_gpm_sm_occupancy_pct, mean_gpm_dram_bw_util_pct, mean_gpm_nvlink_tx_bytes_per_s,
+      mean_gpm_nvlink_rx_bytes_per_s = sum(x) / count peak_rss_bytes              = max(rss_bytes)
+                    (CPU twin rows, device -1)
       mean_cpu_pct                = sum(cpu_pct) / count
     """
     by_dev: dict[int, list[dict]] = {}
@@ -132,9 +128,8 @@ def summarize_nvml(rows: Iterable[dict]) -> dict[int, dict]:
 
 def summarize_nvml_by_node(rows: Iterable[dict]) -> dict[tuple[str, int], dict]:
     """``summarize_nvml`` per (node, device) of GPU rows (device >= 0): an NVML index names a GPU on
-    its
-    own node only, so device 0 of two nodes is two GPUs, each with its own rates (``node`` as the
-    results' nvml table writes it; rows without one count as one node)."""
+    its own node only, so device 0 of two nodes is two GPUs, each with its own rates (``node`` as
+    the results' nvml table writes it; rows without one count as one node)."""
     by_node: dict[str, list[dict]] = {}
     for r in rows:
         if r.get("device") is not None and int(r["device"]) >= 0:

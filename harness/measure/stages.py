@@ -10,8 +10,7 @@ Per rank, over the window from its first ``t_recv_start_s`` to its last ``t_send
 - send    = Σ (t_send_end − t_compute_end)
 - busy fraction = compute / wall;  bubble ratio = 1 − busy fraction = idle / wall
 Per stage: the mean over its TP ranks. Imbalance = max stage compute / mean stage compute.
-The run's bubble ratio is the mean of the stages' bubble ratios.
-"""
+The run's bubble ratio is the mean of the stages' bubble ratios."""
 
 from __future__ import annotations
 

@@ -2,8 +2,7 @@
 the TPOT/TTFT/E2E floors and throughput bound they imply (``Bounds``); the pipeline bubble.
 
 Pure arithmetic, no torch. Units and symbols as in ``harness.plan.planner``; formulas in
-docs/formulas.md.
-"""
+docs/formulas.md."""
 
 from __future__ import annotations
 

@@ -2,8 +2,7 @@
 their bandwidth time floor.
 
 Pure arithmetic, no torch. Units and symbols as in ``harness.plan.planner``; formulas in
-docs/formulas.md.
-"""
+docs/formulas.md."""
 
 from __future__ import annotations
 
@@ -61,8 +60,8 @@ def expected_comm(
     rank issues nothing. With B = rows, B·T = the tokens (``total_tokens`` when given),
     H = 8·(4 + 3·max_batch) header bytes:
       TP (t > 1): all_reduce (2·L_s + [s = 0]) × B·T·h·d  (the +1: vocab-parallel embedding);
-        stage 0: broadcast 2 ops, H + 8·B·T (header, token ids);
-        last stage: all_gather 1 op, 16·B (per row: local max and global id as 2 float64).
+        stage 0: broadcast 2 ops, H + 8·B·T (header, token ids); last stage: all_gather 1 op, 16·B
+        (per row: local max and global id as 2 float64).
       PP (p > 1): stage s < p−1 sends 2 ops, H + B·T·h·d, to the same TP rank of s+1, which
         records 2 recvs of the same bytes; the last stage's TP rank 0 sends H + 8·B (header,
         sampled tokens) to stage 0's TP rank 0, which records the 2 recvs.
@@ -112,8 +111,7 @@ def links(layout: Layout, gpu: GpuSpec, gpus_per_node: int) -> Links:
     """TP groups inside one node use the intra-node link (link_gbps), else the inter-node one
     (internode_gbps); likewise a PP hop whose two ranks sit on different nodes. Rank r runs on node
     r // gpus_per_node (torchrun gives each node a contiguous block of ranks; ``parallel.gpu_map``
-    only
-    picks the device within the node)."""
+    only picks the device within the node)."""
 
     def node(rank: int) -> int:
         return rank // gpus_per_node

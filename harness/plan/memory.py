@@ -1,8 +1,7 @@
 """Planner, memory: parameters, KV-cache bytes and forward workspace of one rank; imbalance ε.
 
 Pure arithmetic, no torch. Units and symbols as in ``harness.plan.planner``; formulas in
-docs/formulas.md.
-"""
+docs/formulas.md."""
 
 from __future__ import annotations
 
@@ -19,9 +18,8 @@ def rank_params(shape: ModelShape, layout: Layout, stage: int) -> int:
     L_s·(P_layer − 2h)/t + L_s·2h + [first] ⌈V/t⌉·h + [last] (⌈V/t⌉·h + h): the matmul weights of a
     layer are split over TP, its two RMSNorm weights are replicated on every TP rank, the
     embedding and lm_head are vocab-parallel (⌈V/t⌉ rows each: a vocabulary t does not divide is
-    padded, as vLLM pads it), the final norm is replicated.
-    A tied lm_head is the embedding itself: counted once when stage 0 is also the last stage.
-    """
+    padded, as vLLM pads it), the final norm is replicated. A tied lm_head is the embedding itself:
+    counted once when stage 0 is also the last stage."""
     t, h, layers = layout.tp, shape.hidden, layout.layer_split[stage]
     n = layers * (shape.layer_params() - 2 * h) // t + layers * 2 * h
     first, last = stage == 0, stage == layout.pp - 1
@@ -78,8 +76,7 @@ def workspace_bytes(
     v and output are smaller for Llama; flash/memory-efficient attention is assumed, so no
     width² score matrix). The last stage adds rows · V/t · 4 bytes of fp32 logits (the last
     position of each row, ⌈V/t⌉ padded columns). The KV-cache fraction (< 1) leaves room for what
-    this misses
-    (CUDA context, communicator buffers, allocator fragmentation).
+    this misses (CUDA context, communicator buffers, allocator fragmentation).
     """
     n = tokens
     act = n * (2 * shape.hidden + 3 * shape.intermediate // tp) * dtype_bytes

@@ -12,8 +12,7 @@ The formulas live in four modules, one job each, re-exported here so ``planner.X
 working: ``plan_memory`` (parameters, KV cache, workspace, ε), ``plan_comm`` (expected ops,
 bytes, links, comm floors), ``plan_time`` (FLOPs, HBM bytes, roofline, ``Timing``) and
 ``plan_bounds`` (workload shape, SLO limits, ``Bounds``, bubble). This module assembles the
-``Plan``.
-"""
+``Plan``."""
 
 from __future__ import annotations
 

@@ -7,8 +7,7 @@ width or vocabulary, when it has more stages than layers, when a TP group would 
 when it does not fit in memory, or when the SLO targets are out of reach (TPOT/TTFT floors above
 the targets, capacity below the throughput target). Accepted ones are ranked by capacity:
 the largest request rate the planner allows while meeting the latency targets (``rps_slo``),
-or the plain bound ``rps_bound`` when the spec has no latency target.
-"""
+or the plain bound ``rps_bound`` when the spec has no latency target."""
 
 from __future__ import annotations
 

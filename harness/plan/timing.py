@@ -2,8 +2,7 @@
 ``Timing`` (compute + communication floors of a replica's stages).
 
 Pure arithmetic, no torch. Units and symbols as in ``harness.plan.planner``; formulas in
-docs/formulas.md.
-"""
+docs/formulas.md."""
 
 from __future__ import annotations
 

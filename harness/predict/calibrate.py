@@ -12,9 +12,9 @@ From a run (``from_run``), every measured (non-warm-up) step gives, per stage s:
   samples (the simulator draws from them);
 - coordinator time per step (``loop_s``): over the steps submitted while another was in flight
   (so the loop was not idling for an arrival; a run that never had two in flight: the lower decile
-  of its gaps), the mean gap from the coordinator's last event (end
-  of its stage-0 work, or the last collected step) to the next submit: scheduling, packing,
-  applying tokens — the serving loop's own Python.
+  of its gaps), the mean gap from the coordinator's last event (end of its stage-0 work, or the last
+  collected step) to the next submit: scheduling, packing, applying tokens — the serving loop's own
+  Python.
 
 From an emulate JSON (``from_emulate``): each emulated rank's decode (B rows at context c: tokens
 B, rows B, attn_pairs B·(c+1)) and prefill (T tokens, 1 row, attn_pairs T(T+1)/2) points; a stage

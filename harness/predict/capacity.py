@@ -4,8 +4,7 @@ simulator as its probe (seconds per probe instead of a run each).
 The search is the same (``next_probe``: from the spec's load, double or halve, then bisect); each
 probe's spec is loaded with the probe's override (``load``), simulated on one calibrated model, and
 passes when its simulated SLO verdict is PASS. ``max_probes`` is higher than a real search's
-default since a probe costs a simulation.
-"""
+default since a probe costs a simulation."""
 
 from __future__ import annotations
 

@@ -5,8 +5,8 @@ are computed from the simulated request records by the same code as a run's ``su
 (``harness.measure.metrics.summarize``, ``harness.spec.slo.judge``, ``harness.results.summary``),
 so every metric key and formula is the run's; each metric is its mean over the simulation's
 Monte-Carlo replications (``harness.predict.simulate.simulate_metrics``). Beside them: the fitted
-model with its residuals,
-``extrapolation`` (each stage feature the workload drives outside the fitted range), and
+model with its residuals, ``extrapolation`` (each stage feature the workload drives outside the
+fitted range), and
 ``checked``: whether the source measured this deployment (a run of the same layout) or it is a
 projection no measurement has confirmed (an emulate profile of one device).
 """

@@ -16,8 +16,7 @@ when idle — exactly as in a run. Only time is simulated:
 
 Each stage cost adds a residual drawn from its fit's own (``StageCost.draw``) and the return hop is
 drawn from the measured ones (seeded: the same inputs give the same forecast); a model without
-samples
-(an exact fit) is deterministic.
+samples (an exact fit) is deterministic.
 
 With pp == 1 ``submit`` returns the tokens at once, as ``PipelineStage.submit`` does. Every
 micro-batch's features are checked against the fitted range of each stage (``extrapolated``).

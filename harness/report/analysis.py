@@ -212,8 +212,7 @@ def memory_by_stage(memory_df) -> list[dict]:
 
 def nvml_series(nvml_df) -> dict[str, Any]:
     """Per device time series: gpu_util_pct, power_w, nvlink bytes/s (from counter deltas, else
-    GPM),
-    and for the CPU twin (device −1) rss_bytes and cpu_pct. Times from the first sample."""
+    GPM), and for the CPU twin (device −1) rss_bytes and cpu_pct. Times from the first sample."""
     rows = _rows(nvml_df)
     if not rows:
         return {"devices": {}, "host": False}

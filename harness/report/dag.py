@@ -9,9 +9,8 @@ tp.py):
   last stage:  ``head`` (final norm + lm_head), ``head.ag`` (tp > 1: sampling all-gather)
   pp > 1:    ``send`` (s < pp−1, to the same TP rank of s+1), ``recv`` (s > 0, from s−1),
              ``ret.send`` (last stage, TP rank 0) → ``ret.recv`` (stage 0, TP rank 0): sampled
-             tokens
-             back to the coordinator (they feed the next step; that edge is left out to keep it
-             acyclic).
+             tokens back to the coordinator (they feed the next step; that edge is left out to keep
+             it acyclic).
 
 Node count (pure, :func:`node_count`), with N = Σ L_s, T = [tp > 1], P = [pp > 1]:
   dp · ( tp·(2N + 2) + T·tp·(2N + 3) + P·(2·tp·(pp − 1) + 2) )
@@ -21,8 +20,8 @@ Measured attributes, from the run's tables:
   those in the stages table) of the comm rows of that rank whose (op, group) match the node kind,
   split equally among that rank's nodes of the kind (all its all-reduces carry the same activation
   shape). A send is an isend: its time runs from post to wait, not transfer time. Rows with no
-  matching node are kept in ``unmatched`` so that
-  Σ node bytes + Σ unmatched bytes = Σ comm table bytes.
+  matching node are kept in ``unmatched`` so that Σ node bytes + Σ unmatched bytes = Σ comm table
+  bytes.
 - compute nodes: the rank's stage compute time (stages table: Σ t_compute_end − t_recv_end) minus
   its TP all-reduce time, apportioned by parameter count (attention, MLP, lm_head; the embedding is
   a lookup, weighted as one hidden vector). Marked ``time_source: apportioned``.

@@ -85,8 +85,8 @@ def draw_plots(run: Run, out_dir: Path) -> dict[str, Path]:
 
 def verify_claims(claims_path: str, run: Run) -> tuple[list[dict], list[str]]:
     """Claim verdicts (``harness.verdicts.claims``: parse the report, verify against the plan and
-    this run)
-    as dicts {id, index, text, claimed, expected, verdict, reason, source, ...}, and its notes."""
+    this run) as dicts {id, index, text, claimed, expected, verdict, reason, source, ...}, and its
+    notes."""
     try:
         from harness.verdicts.claims import load_claims, verify
     except ImportError:

@@ -1,6 +1,5 @@
 """A run as ``vllm bench serve --save-result [--save-detailed]`` writes it: one flat JSON object
-with
-vLLM's top-level keys, units and definitions, so vLLM's own plotting and sweep scripts read it.
+with vLLM's top-level keys, units and definitions, so vLLM's own plotting and sweep scripts read it.
 
 Pure functions over request records (``harness.measure.metrics.RequestRecord``, non-warm-up only,
 in request-id order); :func:`write_bench_file` writes the result atomically.
@@ -28,8 +27,7 @@ vLLM's definitions, which the vLLM-named keys follow (vllm/benchmarks/serve.py, 
 Ours beside them, where the harness's definition differs (from the SCHEDULED arrival):
 ``*_ttft_including_client_queue_ms`` (our TTFT), ``*_e2el_including_client_queue_ms`` (our E2E,
 the same as vLLM's key of that name) and ``*_client_queue_time_ms`` (send − arrival), always
-written.
-"""
+written."""
 
 from __future__ import annotations
 

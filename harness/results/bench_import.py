@@ -1,6 +1,5 @@
 """A ``vllm bench serve --save-result --save-detailed`` result file read back as request records,
-its
-header fields and the workload it describes (pure; ``harness import-bench`` writes the run
+its header fields and the workload it describes (pure; ``harness import-bench`` writes the run
 directory).
 
 From vLLM's per-request lists (vllm/benchmarks/serve.py, 0.32), request i becomes a record with

@@ -1,8 +1,7 @@
 """What ran: versions of the harness and its stack, GPUs, hosts and Slurm job (``env.json``).
 
 No torch import at module level; ``environment`` imports it lazily, so the report verbs never pay
-for it.
-"""
+for it."""
 
 from __future__ import annotations
 

@@ -94,8 +94,7 @@ def summary_header(spec: Any, env: Mapping[str, Any] | None = None) -> dict:
 
 def goodput_thresholds_ms(spec: Any) -> dict[str, float]:
     """Per-request goodput thresholds (ms): the spec's own ``slo.goodput`` (vLLM's ``--goodput``)
-    when
-    given, else the tightest latency target per metric
+    when given, else the tightest latency target per metric
     (``harness.spec.slo.per_request_thresholds_ms``)."""
     own = getattr(getattr(spec, "slo", None), "goodput", None)
     return dict(own) if own else per_request_thresholds_ms(spec.slo_targets)
@@ -148,10 +147,9 @@ def metrics_from_send(
 def final_summary(spec: Any, predicted: Mapping[str, Any], result: Any) -> tuple[dict, dict]:
     """An engine's result → (summary, tables). The same for every engine: metrics from the common
     request records (``harness.measure.metrics.summarize``: duration from the first scheduled
-    arrival
-    to the last finish), SLO verdicts from those metrics, the engine's own summary parts beside
-    them.
-    ``tables`` holds the requests table plus every table the engine produced, and no other."""
+    arrival to the last finish), SLO verdicts from those metrics, the engine's own summary parts
+    beside them. ``tables`` holds the requests table plus every table the engine produced, and no
+    other."""
     records = list(result.records)
     metrics = summarize(records, slo_thresholds_ms=goodput_thresholds_ms(spec))
     verdicts = judge(spec.slo_targets, metrics)

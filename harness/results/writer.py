@@ -132,8 +132,7 @@ class RunWriter:
     Tables are replaced whole on each write; summary.json is always written after the tables it
     describes, so ``complete: true`` on disk means every table is there. A later summary is merged
     over the one written at start, so keys the caller leaves out (``started_utc``, ``hardware``...)
-    are kept.
-    """
+    are kept."""
 
     def __init__(self, run_dir: str | Path):
         self.dir = Path(run_dir)

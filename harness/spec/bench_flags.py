@@ -243,8 +243,7 @@ def bench_overrides(
     overrides: Iterable[str] = (),
 ) -> list[str]:
     """vLLM bench flags → dotted ``--set`` strings (see the module docstring). ``raw``: the spec
-    file
-    as read (``source`` names it in errors); ``overrides``: the command's ``--set`` strings."""
+    file as read (``source`` names it in errors); ``overrides``: the command's ``--set`` strings."""
     given = _Given(raw, source, overrides)
     out = _Overrides(given)
     arrival_given = given.get("workload.arrival")

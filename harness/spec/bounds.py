@@ -135,8 +135,8 @@ def numeric_paths(cls: type, prefix: str = "") -> Iterator[str]:
 
 def check_limits(spec: Any) -> None:
     """Every number of ``spec`` inside its ``LIMITS`` range; the first one outside is a
-    ``UsageError``.
-    A field without a limit (a newer section) is only required to be finite, by the loader."""
+    ``UsageError``. A field without a limit (a newer section) is only required to be finite, by the
+    loader."""
     for path, v in numeric_fields(spec):
         limit = LIMITS.get(path)
         if v is None or limit is None:

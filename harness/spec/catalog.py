@@ -39,8 +39,8 @@ class ModelShape:
 
     def vocab_shard(self, tp: int) -> int:
         """Vocabulary rows each of ``tp`` ranks holds: ceil(V/tp). As vLLM does, a vocabulary ``tp``
-        does
-        not divide is padded to tp·ceil(V/tp) rows (zero weights whose logits are never sampled)."""
+        does not divide is padded to tp·ceil(V/tp) rows (zero weights whose logits are never
+        sampled)."""
         return -(-self.vocab // tp)
 
     def layer_params(self) -> int:

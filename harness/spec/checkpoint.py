@@ -147,8 +147,7 @@ def check_checkpoint(
     folder: str | Path, shape: ModelShape, field: str = "model.checkpoint"
 ) -> None:
     """Every tensor the model needs is in the checkpoint, in the file the index names, with its
-    shape
-    and a float dtype; every file's header is whole. One ``UsageError`` line for the first
+    shape and a float dtype; every file's header is whole. One ``UsageError`` line for the first
     problem."""
     files = checkpoint_files(folder, field)
     headers = {f: read_header(f, field) for f in sorted(set(files.values()))}

@@ -10,8 +10,7 @@
   launched, and the spec's layout fields are recorded as the claim about that server.
 
 ``metrics_interval_s``: how often the server's Prometheus ``/metrics`` is scraped (vllm, openai).
-The numbers' ranges are in ``harness.spec.bounds.LIMITS``.
-"""
+The numbers' ranges are in ``harness.spec.bounds.LIMITS``."""
 
 from __future__ import annotations
 

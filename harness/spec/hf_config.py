@@ -8,8 +8,7 @@ sizes are whole numbers >= 1 and consistent (heads a multiple of KV heads, an ev
 hidden size the heads divide when head_dim is not given), and what the reference model does not
 implement is refused rather than run wrongly: biases on the attention or MLP projections, an
 activation other than SiLU, a rope other than the default or Llama 3.1's ``llama3`` scaling (whose
-four fields must all be there).
-"""
+four fields must all be there)."""
 
 from __future__ import annotations
 

@@ -1,8 +1,7 @@
 """Every file and sequence a validated spec names, checked before anything starts: the trace it
 serves (generated or replayed, non-empty, each request fitting a KV slot) and the checkpoint's
 safetensors headers. ``harness plan`` and ``harness run`` (in the launcher) both call it, so plan
-refuses exactly what run refuses.
-"""
+refuses exactly what run refuses."""
 
 from __future__ import annotations
 

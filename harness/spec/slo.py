@@ -8,10 +8,9 @@ A target is ``<name> <op> <value>``, the name spelled as ``vllm bench serve`` wr
   ``total_token_throughput`` (tokens/s), ``>= X``.
 The older spelling is read too: ``<metric>_<stat>_<ms|s>`` (``ttft_p99_ms``, ``e2e_p90_s``; ``e2e``
 is ``e2el``) and ``throughput_rps``, ``goodput_rps``, ``output_tps``; either names one target, and a
-later target on the same statistic replaces an earlier one.
-Margin (%) is the headroom: for ``<=`` (target − measured)/target·100, for ``>=``
-(measured − target)/target·100; a negative margin is a miss.
-"""
+later target on the same statistic replaces an earlier one. Margin (%) is the headroom: for ``<=``
+(target − measured)/target·100, for ``>=`` (measured − target)/target·100; a negative margin is a
+miss."""
 
 from __future__ import annotations
 
@@ -71,10 +70,8 @@ PRESET_MIN_DURATION_S: dict[str, float] = {name: 600.0 for name in PRESET_NOTES}
 
 def preset_caveat(preset: str | None, duration_s: float | None) -> dict | None:
     """What a run judged by ``preset`` can and cannot claim: {preset, note, min_duration_s,
-    duration_s,
-    warning}; ``warning`` when the measured duration is below the benchmark's minimum. None: no
-    preset
-    (or one that borrows nothing)."""
+    duration_s, warning}; ``warning`` when the measured duration is below the benchmark's minimum.
+    None: no preset (or one that borrows nothing)."""
     if preset not in PRESET_NOTES:
         return None
     need = PRESET_MIN_DURATION_S[preset]

@@ -1,6 +1,5 @@
 """JSONL traces: one request per line ``{"arrival_s", "input_len", "output_len"[, "prompt"]}``, read
-with
-every problem named by FILE:LINE, written atomically.
+with every problem named by FILE:LINE, written atomically.
 
 Pure (json only). ``harness.spec.workload.build_trace`` replays a trace named by ``workload.trace``.
 """

@@ -44,8 +44,7 @@ BLOCK_SEED = 0x4D6F6F6E  # "Moon": the prompt content of a block depends on its 
 
 def trace_format(path: str | Path) -> str:
     """ "mooncake" when the first non-blank line is a JSON object with a Mooncake key, else
-    "harness"
-    (whose loader reports an unreadable, empty or malformed file)."""
+    "harness" (whose loader reports an unreadable, empty or malformed file)."""
     try:
         with open(path, encoding="utf-8", errors="replace") as fh:
             for line in fh:

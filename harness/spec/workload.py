@@ -285,8 +285,7 @@ def build_trace(spec: Any, vocab_size: int, context_len: int) -> Trace:
     max_tokens by the room the prompt leaves. Bounded dists that cannot fit: UsageError.
     With ``spec.trace`` set, requests (times, lengths, prompts) come from that JSONL file,
     cut to num_requests and to duration_s if set; arrival=closed replays its lengths in
-    a closed loop, any other arrival replays its times.
-    """
+    a closed loop, any other arrival replays its times."""
     _check_spec(spec)
     if vocab_size < 1 or context_len < 2:
         raise UsageError(

@@ -6,8 +6,7 @@
   * ``1e12`` is a number (YAML 1.1 wants ``1.0e+12``);
   * a key given twice in one mapping is an error (PyYAML keeps the last one silently).
 Aliases stay shared references, so an alias bomb costs no memory; error lines show values through
-``harness.errors.shown`` (at most ~100 characters).
-"""
+``harness.errors.shown`` (at most ~100 characters)."""
 
 from __future__ import annotations
 

@@ -8,5 +8,4 @@ Place in the flow: spec → plan → engines → measure → results → **verdi
 - ``capacity``: the probe sequence of ``--find-capacity`` (doubling, then bisection).
 
 May import: ``harness.spec``, ``harness.plan``, ``harness.measure``, ``harness.results``,
-``harness.errors``.
-"""
+``harness.errors``."""

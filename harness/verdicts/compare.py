@@ -8,8 +8,7 @@ Per metric: delta % = (new − base) / |base| · 100. Direction-aware verdict wi
 Runs of different models or layouts are not comparable: UsageError unless ``force``; so is an
 incomplete run. Hardware or workload differences are named as warnings. Runs of the same model and
 layout by different engines (the reference engine vs a vLLM deployment) are compared side by side:
-the table names each engine and adds ratio = new / base.
-"""
+the table names each engine and adds ratio = new / base."""
 
 from __future__ import annotations
 

@@ -14,5 +14,4 @@ parent.
 - ``generate``: plain greedy generation through the pipeline (tests, benchmarks).
 
 May import: ``harness.spec``, ``harness.plan``, ``harness.measure``, ``harness.results``,
-``harness.engines.base``, ``harness.errors``.
-"""
+``harness.engines.base``, ``harness.errors``."""

@@ -146,8 +146,7 @@ class Comm:
     """The run's process groups by role (``tp``, ``pp``, ``dp``, ``world``) and the ops on them.
 
     ``groups[name]`` is ``(ProcessGroup or None, global ranks of that group)``; a group of one
-    rank issues no op at all.
-    """
+    rank issues no op at all."""
 
     def __init__(self, groups: dict[str, tuple[object, list[int]]], recorder: CommRecorder):
         self.groups = groups

@@ -2,9 +2,7 @@
 
 Backend: NCCL when the run uses CUDA, gloo on CPU. Device from ``LOCAL_RANK`` (through the
 spec's per-node ``parallel.gpu_map`` when given). One process group per TP group, PP group and DP
-group,
-created on every rank in the same order (torch requires that).
-"""
+group, created on every rank in the same order (torch requires that)."""
 
 from __future__ import annotations
 

@@ -5,8 +5,7 @@ by peer", a recv timeout), and rank 0 may only have seen one of those. So each f
 a report (``rank<R>.json``: its place, its exception, whether that exception is a peer's failure
 seen through a collective) into the launcher's failure folder, the agent writes how each process
 ended (``agent.json``: exit code, signal), and the launcher picks the root cause (``root_cause``,
-pure) after the world has ended.
-"""
+pure) after the world has ended."""
 
 from __future__ import annotations
 

@@ -7,8 +7,7 @@ launcher and records how each rank ended). The world's rank 0 writes the run dir
 world is over, the launcher names the root cause of a failure in ``summary.json`` (``failure`` and
 ``incomplete_reason``) and marks a run whose agent failed after rank 0 wrote ``complete: true``
 incomplete, so the exit code (judged from the summary by the caller) always agrees with the disk.
-See ``harness.engines.reference.lifetime`` for who watches whom.
-"""
+See ``harness.engines.reference.lifetime`` for who watches whom."""
 
 from __future__ import annotations
 
@@ -118,8 +117,7 @@ def _ending(rc: int) -> str:
 
 def settle(spec, run_dir: Path, agent_rc: int, failures: Path) -> None:
     """After the world: the root cause of a failure into ``summary.json``; a run whose agent failed
-    is
-    never left ``complete: true``. Nothing to do without a summary (rank 0 on another node)."""
+    is never left ``complete: true``. Nothing to do without a summary (rank 0 on another node)."""
     summary = read_summary_file(run_dir)
     if summary is None:
         return

@@ -63,8 +63,7 @@ class ServeLoop:
     """Drive one scheduler to completion (or until ``should_stop()``) through the pipeline.
 
     ``clock`` and ``sleep`` are the loop's only view of time: ``harness.predict`` runs this same
-    loop
-    on a simulated clock, with a stage that advances it by fitted step costs."""
+    loop on a simulated clock, with a stage that advances it by fitted step costs."""
 
     def __init__(
         self,

@@ -181,8 +181,7 @@ class Scheduler:
     def _advance(self, now: float) -> None:
         """Arrivals due by ``now`` join the held queue; held requests go while the cap allows. One
         due since the cap began to bind was held: sent at ``now`` (a finish). One due before that
-        was
-        only late in the loop: it keeps its arrival, as without a cap."""
+        was only late in the loop: it keeps its arrival, as without a cap."""
         while self.pending and self.pending[0].arrival_s <= now:
             req = self.pending.popleft()
             self.held.append(self._make_seq(req, req.arrival_s))

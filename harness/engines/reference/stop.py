@@ -32,9 +32,8 @@ def block_stop_signals() -> None:
 
 class StopGuard:
     """Turns a stop signal, the loss of the agent or launcher, or (once armed) the run timeout into
-    a
-    stop request, and a hard exit after a grace. ``arm`` gives it the timeout and the callback that
-    saves what completed; a stop before that just ends the process (nothing is written yet)."""
+    a stop request, and a hard exit after a grace. ``arm`` gives it the timeout and the callback
+    that saves what completed; a stop before that just ends the process (nothing is written yet)."""
 
     def __init__(self, lifeline: Lifeline | None = None):
         self.reason: str | None = None

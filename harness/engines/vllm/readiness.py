@@ -70,9 +70,8 @@ async def wait_ready(
     started_at: float | None = None,
 ) -> ServerInfo:
     """Poll ``url/health`` until it answers 200, then describe the server; ``server`` (a
-    ``ServerTree``)
-    is watched for an early exit. Raises ``ServerFailed`` (the server exited, timeout, stop
-    asked)."""
+    ``ServerTree``) is watched for an early exit. Raises ``ServerFailed`` (the server exited,
+    timeout, stop asked)."""
     t0 = started_at if started_at is not None else time.monotonic()
     deadline = t0 + timeout_s
     while True:

@@ -11,10 +11,9 @@ orphans come back to it to be collected. No PR_SET_PDEATHSIG on the server: it f
 of the spawning *thread*, and vLLM's shutdown on SIGTERM hangs while a stream is open.
 
 Protocol (JSON lines): stdin line 1 ``{"argv", "env" (the whole environment), "log", "cwd",
-"grace_s"}``; then ``stop``
-or EOF. stdout: ``{"pid": P}`` once the server started (or ``{"error": ...}``), ``{"exit": RC}``
-when the server process exits by itself, ``{"stopped": {...}}`` when its session is empty and the
-leftovers are removed; then the reaper exits.
+"grace_s"}``; then ``stop`` or EOF. stdout: ``{"pid": P}`` once the server started (or ``{"error":
+...}``), ``{"exit": RC}`` when the server process exits by itself, ``{"stopped": {...}}`` when its
+session is empty and the leftovers are removed; then the reaper exits.
 """
 
 from __future__ import annotations

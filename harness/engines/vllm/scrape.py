@@ -1,6 +1,5 @@
 """vLLM's Prometheus ``/metrics`` → rows of the ``server_metrics`` table and the server's own view
-of
-the run (its TTFT/ITL/E2E/queue histograms, token counters, peak queue and KV-cache use).
+of the run (its TTFT/ITL/E2E/queue histograms, token counters, peak queue and KV-cache use).
 
 Parsing is prometheus_client's text parser. Names (vLLM 0.32): counters are sampled as
 ``<family>_total``, histograms as ``_bucket{le}``/``_sum``/``_count``; every vLLM sample carries

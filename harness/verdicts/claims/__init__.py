@@ -2,8 +2,7 @@
 verdict).
 
 Part of ``harness.verdicts``; may import ``harness.spec``, ``harness.plan``, ``harness.results``,
-``harness.errors``.
-"""
+``harness.errors``."""
 
 from harness.verdicts.claims.parse import CLAIM_IDS, Claim, ClaimsDoc, load_claims
 from harness.verdicts.claims.verify import Report, Verdict, verify

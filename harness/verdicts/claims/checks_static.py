@@ -111,9 +111,8 @@ class StaticChecks:
 
     def _capacities(self, c: Claim) -> list[tuple[str, float]]:
         """What a memory percentage may be "of": the GPU's usable memory (the catalogue), then the
-        capacity
-        the claim's line states, else the one the report states (its hardware line), else the GPU's
-        nominal size; each stated one under every reading of its unit."""
+        capacity the claim's line states, else the one the report states (its hardware line), else
+        the GPU's nominal size; each stated one under every reading of its unit."""
         g = self.spec.gpu
         out = [(f"{g.name}'s {g.memory_gib:g} GiB usable", float(g.memory_bytes))]
         if c.context.get("capacity"):

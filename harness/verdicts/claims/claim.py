@@ -2,8 +2,7 @@
 document that holds them with the model, hardware and strategy it names.
 
 Canonical units: GB = 1e9 bytes, bytes, percent, fractions (ε, bubble), requests/s; a size claim
-keeps
-the unit it was stated in (``unit``), whose other readings (GB as GiB ...)
+keeps the unit it was stated in (``unit``), whose other readings (GB as GiB ...)
 harness.verdicts.claims.units
 gives.
 """
@@ -70,9 +69,9 @@ class ClaimsDoc:
 
 def number(text: str, where: str = "claim") -> tuple[float, float]:
     """'32,768' -> (32768, 0.5); '43.75' -> (43.75, 0.005); '-3' -> (-3, 0.5); '2.5e9' -> (2.5e9,
-    5e7);
-    '1e-3' -> (0.001, 0.0005): the value (int when written without a decimal point or exponent) and
-    half a unit of its last stated digit. A value that is not a finite number is a UsageError."""
+    5e7); '1e-3' -> (0.001, 0.0005): the value (int when written without a decimal point or
+    exponent) and half a unit of its last stated digit. A value that is not a finite number is a
+    UsageError."""
     t = text.strip().replace(",", "").replace("\u2212", "-")
     mantissa, _, exp = t.lower().partition("e")
     try:

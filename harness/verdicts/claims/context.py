@@ -1,7 +1,6 @@
 """What the claims are checked against: the spec (from --config, or from the model, strategy and
 GPUs the report names) and, with ``--results``, the run's summary.json and why it may not stand
-for the claims (other hardware, model, layout, or an incomplete run).
-"""
+for the claims (other hardware, model, layout, or an incomplete run)."""
 
 from __future__ import annotations
 

@@ -4,8 +4,7 @@ Each claim keeps its source line, the half unit of its last stated digit (``quan
 tolerance rule of harness.verdicts.claims.verify, the size unit it was stated in (whose readings,
 GB as 10^9 B or GiB ..., harness.verdicts.claims.units gives), the capacity a percentage is "of",
 and whether it states a bound ("< 0.05"). Canonical units (decimal reading): GB = 1e9 bytes, bytes,
-percent, fractions (ε, bubble), requests/s.
-"""
+percent, fractions (ε, bubble), requests/s."""
 
 from __future__ import annotations
 
@@ -34,8 +33,7 @@ _BOUND_BEFORE = re.compile(
 @dataclass
 class Found:
     """A value read from a line: the claim (canonical units), half a unit of its last digit, the
-    size
-    unit as stated, and whether the line states a bound ("< 0.05") rather than a value."""
+    size unit as stated, and whether the line states a bound ("< 0.05") rather than a value."""
 
     value: Any
     quantum: float = 0.0

@@ -11,8 +11,7 @@ its units (GB as 10^9 B or as GiB ...; for a percentage of a capacity, each capa
 and the verdict names that reading; it is REFUTED only when no reading makes it hold, and then
 shows the first (decimal) reading. A refuted value is explained by the first of: a named
 alternative computation, ÷tp, a power-of-ten/two unit factor, or a binary unit read as a decimal
-one (KiB/MiB/GiB as kB/MB/GB), each within the same tolerance.
-"""
+one (KiB/MiB/GiB as kB/MB/GB), each within the same tolerance."""
 
 from __future__ import annotations
 

@@ -7,8 +7,7 @@ one reading makes it hold (harness.verdicts.claims.tolerance). "GiB", "MiB", "Ki
 "bytes" have one reading only.
 
 Canonical units of a parsed claim are those of the decimal reading (GB = 1e9 B, bytes); a reading is
-the factor that turns that value into the value under the reading.
-"""
+the factor that turns that value into the value under the reading."""
 
 from __future__ import annotations
 

@@ -9,8 +9,7 @@ utilisations; ε has an absolute tolerance of 0.005. GB = 1e9 bytes. Memory clai
 weights: the KV cache comes on top of them and is planned separately.
 
 The spec and run context live in ``harness.verdicts.claims.context``, the tolerance rule and unit
-slips in
-``harness.verdicts.claims.tolerance``; this module holds the checks, one per claim id.
+slips in ``harness.verdicts.claims.tolerance``; this module holds the checks, one per claim id.
 """
 
 from __future__ import annotations

@@ -8,8 +8,7 @@ device (no memory): the stage's modules, then the TP plan shrinking them to this
 what ``infer_auto_device_map`` plans with) counts its parameters at the run's dtype. Two
 computations that share no arithmetic: when they disagree the formula (or the model code) is wrong.
 Every rank of a run counts its own stage before serving (``cross_checks`` of its summary);
-``harness plan --check-weights`` counts every stage without a run.
-"""
+``harness plan --check-weights`` counts every stage without a run."""
 
 from __future__ import annotations
 
@@ -50,8 +49,8 @@ def meta_rank_bytes(shape: ModelShape, layout: Layout, rank: int, dtype: str) ->
 
 def weight_cross_check(spec, plan) -> list[dict]:
     """One row per stage (its first and last TP rank, the ones padding could tell apart): the
-    planner's
-    weight bytes vs accelerate's count of the meta-device stage; ``ok`` when equal to the byte."""
+    planner's weight bytes vs accelerate's count of the meta-device stage; ``ok`` when equal to the
+    byte."""
     rows = []
     lay = spec.layout
     for st in plan.stages:

@@ -61,8 +61,7 @@ class BatchIndex:
     slots, starts and lengths as Python ints), shared by every layer.
 
     ``width`` (optional): the inputs came padded as ``[B, width, ...]``; ``pack``/``unpack``
-    convert. ``paged``: also build the paged kernel's index tensors.
-    """
+    convert. ``paged``: also build the paged kernel's index tensors."""
 
     def __init__(
         self,

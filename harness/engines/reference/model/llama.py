@@ -42,9 +42,7 @@ def rope_inv_freq(shape: ModelShape, device: torch.device | None = None) -> torc
     frequency whose wavelength ``2*pi/f`` exceeds ``original_max_position_embeddings /
     low_freq_factor`` is divided by ``factor``; one shorter than ``... / high_freq_factor`` is
     kept; between the two, it is a linear blend in ``s = (orig_ctx / wavelength - low) / (high -
-    low)``:
-    ``(1 - s) * f / factor + s * f``.
-    """
+    low)``: ``(1 - s) * f / factor + s * f``."""
     d = shape.head_dim
     inv = 1.0 / (
         shape.rope_theta ** (torch.arange(0, d, 2, dtype=torch.int64, device=device).float() / d)

@@ -2,8 +2,7 @@
 
 A source hands out one parameter at a time, already in this rank's sharded form, so that a rank
 never holds more than its own share (plus, for seeded weights, one full parameter while it is
-being sliced).
-"""
+being sliced)."""
 
 from __future__ import annotations
 
@@ -113,8 +112,7 @@ class SeededWeights:
     name, then sliced to this rank's shard and cast. The transient peak is therefore ONE full
     parameter in fp32 (for Llama3-70B the embedding: 128256 x 8192 x 4 B = 4.2 GB), freed before
     the next. The stream depends on the device type (CPU and CUDA generators differ), so a
-    comparison across layouts must use one device type.
-    """
+    comparison across layouts must use one device type."""
 
     seed: int
     init_std: float = 0.02

@@ -18,8 +18,7 @@ Sends are ``isend``: a stage never blocks on a send, so a full pipeline cannot d
 buffers stay referenced until it is waited; the oldest are waited once more than ``max_in_flight``
 steps' sends are outstanding, which cannot block because the coordinator never has more than
 ``max_in_flight`` steps in flight (``submit`` refuses more), and every outstanding send belongs to
-one of them.
-"""
+one of them."""
 
 from __future__ import annotations
 

@@ -9,8 +9,7 @@ resolved later: the oldest finished steps every ``RESOLVE_EVERY`` steps (``Event
 sync), everything at the end of the window (one sync).
 
 A resolved row: ``{"step", "t_recv_start", "t_recv_end", "t_compute_end", "t_send_end"}`` in
-monotonic seconds, the same on both devices.
-"""
+monotonic seconds, the same on both devices."""
 
 from __future__ import annotations
 

@@ -135,8 +135,7 @@ def greedy_sample(local_logits: torch.Tensor, comm: Comm) -> torch.Tensor:
 
     One all_gather of ``[B, 2]`` float64 (local max, global id; both exact in float64). Ties go
     to the lowest id, as ``torch.argmax``: within a rank argmax takes the first, and across
-    ranks the first (lowest-vocab) rank holding the maximum wins.
-    """
+    ranks the first (lowest-vocab) rank holding the maximum wins."""
     val, idx = local_logits.max(dim=-1)
     if comm.size("tp") == 1:
         return idx
