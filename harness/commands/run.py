@@ -15,16 +15,16 @@ directory gets its report and, with ``--save-result``, vLLM's result file
 (``harness.commands.run_outputs``), without changing the exit code.
 
 Exit codes: 0 run complete and every SLO met; 1 run complete and some SLO missed; 2 bad input;
-3 run failed or interrupted (results on disk marked incomplete)."""
+3 run failed or interrupted (results on disk marked incomplete); 4 run complete, no SLO missed, but
+some SLO undecided at the confidence level (INCONCLUSIVE)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
-import textwrap
 from pathlib import Path
 
-from harness.errors import EXIT_FAIL, EXIT_INCOMPLETE, EXIT_PASS, UsageError
+from harness.errors import EXIT_FAIL, EXIT_INCOMPLETE, EXIT_INCONCLUSIVE, EXIT_PASS, UsageError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -263,7 +263,10 @@ def find_capacity(spec, args: argparse.Namespace, launch_probe=None) -> int:
             "request_throughput": metrics.get("request_throughput"),
             "request_goodput": metrics.get("request_goodput"),
         }
-        if rc not in (EXIT_PASS, EXIT_FAIL) or summary.get("complete") is not True:
+        if (
+            rc not in (EXIT_PASS, EXIT_FAIL, EXIT_INCONCLUSIVE)
+            or summary.get("complete") is not True
+        ):
             reason = summary.get("incomplete_reason") or f"exit {rc}, no summary"
             probes.append({**row, "verdict": "INCOMPLETE", "failed": True, "reason": reason})
             record(False, stopped=f"probe {field}={value} failed: {reason}")
@@ -273,7 +276,7 @@ def find_capacity(spec, args: argparse.Namespace, launch_probe=None) -> int:
                 file=sys.stderr,
             )
             return EXIT_INCOMPLETE
-        history.append((x, rc == EXIT_PASS))
+        history.append((x, rc == EXIT_PASS))  # an undecided probe does not count as meeting
         probes.append({**row, "failed": False})
         record(False)
     record(True, **stopped)
@@ -300,37 +303,6 @@ def launch(spec, args: argparse.Namespace, outputs: bool = False) -> int:
     return rc
 
 
-def slo_table(summary: dict) -> str:
-    """The run's SLO verdicts and headline rates as a plain-text table."""
-    m = summary.get("metrics") or {}
-    lines = [f"{'SLO target':<28} {'measured':>12} {'margin':>9}  verdict", "-" * 60]
-    for v in summary.get("slo") or []:
-        measured = "-" if v["measured"] is None else f"{v['measured']:.3g}"
-        margin = "-" if v["margin_pct"] is None else f"{v['margin_pct']:+.1f}%"
-        verdict = {True: "PASS", False: "FAIL", None: "NOT MEASURED"}[v["passed"]]
-        lines.append(f"{v['target']:<28} {measured:>12} {margin:>9}  {verdict}")
-    lines.append("-" * 60)
-    fmt = lambda x, unit: "-" if x is None else f"{x:.3g} {unit}"  # noqa: E731
-    lines.append(
-        f"requests {m.get('completed')}, throughput {fmt(m.get('request_throughput'), 'req/s')}, "
-        f"goodput {fmt(m.get('request_goodput'), 'req/s')}, output "
-        f"{fmt(m.get('output_throughput'), 'tok/s')}"
-    )
-    lines.append(
-        f"TTFT p50/p99 {fmt(m.get('p50_ttft_ms'), 'ms')} / {fmt(m.get('p99_ttft_ms'), 'ms')}, "
-        f"TPOT p50/p99 {fmt(m.get('p50_tpot_ms'), 'ms')} / {fmt(m.get('p99_tpot_ms'), 'ms')}"
-    )
-    caveat = summary.get("slo_preset") if isinstance(summary.get("slo_preset"), dict) else None
-    if caveat:  # a named preset borrows a benchmark's limits, not its rules
-        lines += textwrap.wrap(
-            f"preset {caveat.get('preset')}: {caveat.get('note')}", 99, subsequent_indent="  "
-        )
-        if caveat.get("warning"):
-            lines += textwrap.wrap(f"WARNING: {caveat['warning']}", 99, subsequent_indent="  ")
-    lines.append(f"overall: {summary.get('verdict')}")
-    return "\n".join(lines)
-
-
 def exit_code(run_dir: Path, torchrun_rc: int) -> int:
     """The exit code from ``summary.json`` alone (the launcher settled it after the world ended)."""
     from harness.results.writer import read_summary_file
@@ -353,7 +325,15 @@ def exit_code(run_dir: Path, torchrun_rc: int) -> int:
         return EXIT_INCOMPLETE
     if torchrun_rc != 0:
         return EXIT_INCOMPLETE
+    from harness.report.slo_table import slo_table
+
     verdict = summary.get("verdict")
     print(slo_table(summary))
     print(f"harness run: {verdict}; results in {run_dir}", file=sys.stderr)
-    return EXIT_PASS if verdict == "PASS" else EXIT_FAIL
+    return verdict_exit_code(verdict)
+
+
+def verdict_exit_code(verdict: str | None) -> int:
+    """A complete run's verdict → its exit code: PASS 0, INCONCLUSIVE 4, anything else (FAIL,
+    UNMEASURED) 1."""
+    return {"PASS": EXIT_PASS, "INCONCLUSIVE": EXIT_INCONCLUSIVE}.get(str(verdict), EXIT_FAIL)

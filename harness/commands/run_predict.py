@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from harness.errors import EXIT_FAIL, EXIT_INCOMPLETE, EXIT_PASS, UsageError
+from harness.errors import EXIT_FAIL, EXIT_INCOMPLETE, EXIT_INCONCLUSIVE, EXIT_PASS, UsageError
 
 
 def find_capacity_predicted(spec, args: argparse.Namespace, launch_probe) -> int:
@@ -68,10 +68,10 @@ def find_capacity_predicted(spec, args: argparse.Namespace, launch_probe) -> int
     }
     atomic_write_json(root / "capacity.json", {**found, "confirm": confirm, "done": True})
     print(f"confirming run at {field} = {value}: {confirm['verdict']} ({probe_dir})")
-    if rc not in (EXIT_PASS, EXIT_FAIL) or not summary.get("complete"):
+    if rc not in (EXIT_PASS, EXIT_FAIL, EXIT_INCONCLUSIVE) or not summary.get("complete"):
         print(
             f"harness run: --confirm: the run at {field}={value} failed (exit {rc})",
             file=sys.stderr,
         )
         return EXIT_INCOMPLETE
-    return EXIT_PASS if confirm["verdict"] == "PASS" else EXIT_FAIL
+    return {"PASS": EXIT_PASS, "INCONCLUSIVE": EXIT_INCONCLUSIVE}.get(confirm["verdict"], EXIT_FAIL)
