@@ -132,6 +132,7 @@ def test_a_table_column_of_the_wrong_type(good, tmp_path):
 def test_a_verdict_outside_the_vocabulary(good, tmp_path):
     bad = _edited(good, tmp_path, lambda s: s.update(verdict="GREAT"))
     with pytest.raises(
-        UsageError, match="summary.verdict is 'GREAT', expected one of PASS, FAIL, INCONCLUSIVE, UNMEASURED"
+        UsageError,
+        match="summary.verdict is 'GREAT', expected one of PASS, FAIL, INCONCLUSIVE, UNMEASURED",
     ):
         read_summary(bad)

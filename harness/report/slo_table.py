@@ -56,9 +56,7 @@ def slo_table(summary: dict) -> str:
         measured = "-" if v.get("measured") is None else f"{v['measured']:.3g}"
         margin = "-" if v.get("margin_pct") is None else f"{v['margin_pct']:+.1f}%"
         bounds = bounds_text(v.get("low"), v.get("high")) if "low" in v else "-"
-        lines.append(
-            f"{v['target']:<24} {measured:>9} {bounds:>18} {margin:>8}  {verdict_text(v)}"
-        )
+        lines.append(f"{v['target']:<24} {measured:>9} {bounds:>18} {margin:>8}  {verdict_text(v)}")
         if v.get("rule"):
             lines += textwrap.wrap(
                 f"rule: {v['rule']}", 99, initial_indent="  ", subsequent_indent="    "
