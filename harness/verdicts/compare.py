@@ -276,10 +276,39 @@ def compare_runs(
         cmp.warnings.append(
             "a run has no requests table: rows rest on the history alone, or cannot decide"
         )
-    base_metrics = base.summary.get("metrics") or {}
+    cmp.rows, cmp.suspects = compare_rows(
+        base.summary,
+        new.summary,
+        sb,
+        sn,
+        history,
+        threshold_pct=threshold_pct,
+        confidence=confidence,
+        floors=floors,
+        min_effect_e2e_pct=min_effect_e2e_pct,
+    )
+    return cmp
+
+
+def compare_rows(
+    base: Mapping[str, Any],
+    new: Mapping[str, Any],
+    sb: Samples | None,
+    sn: Samples | None,
+    history: Sequence[Mapping[str, Any]] = (),
+    *,
+    threshold_pct: float = 5.0,
+    confidence: float = DEFAULT_CONFIDENCE,
+    floors: Mapping[str, float] | None = None,
+    min_effect_e2e_pct: float = DEFAULT_MIN_EFFECT_E2E_PCT,
+) -> tuple[list[Delta], list[str]]:
+    """The table's rows from two summaries and their samples (module docstring), and the keys of
+    the rows worse than the threshold by the point alone (suspects)."""
+    rows, suspects = [], []
+    base_metrics = base.get("metrics") or {}
     for source, key, label, better in METRICS:
-        b = as_number((base.summary.get(source) or {}).get(key))
-        n = as_number((new.summary.get(source) or {}).get(key))
+        b = as_number((base.get(source) or {}).get(key))
+        n = as_number((new.get(source) or {}).get(key))
         if b is None and n is None:
             continue
         past = [as_number((h.get(source) or {}).get(key)) for h in history]
@@ -291,16 +320,18 @@ def compare_runs(
             [v for v in past if v is not None],
             confidence,
         )
-        floor = _floor(key, base_metrics, floors, min_effect_e2e_pct) if better != INFO else None
+        floor = (
+            _floor(key, base_metrics, floors or {}, min_effect_e2e_pct) if better != INFO else None
+        )
         verdict = row_verdict(better, b, ch, threshold_pct, floor or 0.0)
-        cmp.rows.append(
+        rows.append(
             Delta(
                 key, label, better, b, n, ch.pct, verdict, ch.low_pct, ch.high_pct, floor, ch.basis
             )
         )
         if verdict == "inconclusive" and suspected(better, b, ch, threshold_pct, floor or 0.0):
-            cmp.suspects.append(key)
-    return cmp
+            suspects.append(key)
+    return rows, suspects
 
 
 def compare_dirs(
