@@ -113,6 +113,13 @@ def noise_band(values: Sequence[float], confidence: float) -> tuple[float, float
     return math.exp(m), math.exp(m - half), math.exp(m + half)
 
 
+def _around(x: float, bounds: tuple[float | None, float | None]):
+    """Bounds that hold their estimate (a summary's value and its samples' interval agree by
+    construction; an edited or imported summary may not)."""
+    lo, hi = bounds
+    return (None if lo is None else min(lo, x), None if hi is None else max(hi, x))
+
+
 def change(
     b: float | None,
     n: float | None,
@@ -129,7 +136,7 @@ def change(
     pct = (n - b) / abs(b) * 100.0
     lows, highs, basis = [], [], []
     if b_bounds is not None and n_bounds is not None:
-        lo, hi = mover(b, *b_bounds, n, *n_bounds)
+        lo, hi = mover(b, *_around(b, b_bounds), n, *_around(n, n_bounds))
         lows.append(lo)
         highs.append(hi)
         basis.append("per-request samples")
