@@ -120,7 +120,7 @@ def test_a_cap_with_a_rate_is_the_spec_field_max_concurrency(tmp_path):
 
 
 def test_a_flag_contradicting_the_spec_names_both(tmp_path):
-    path = _spec_file(tmp_path)  # rate_rps: 4, input_len uniform 16..64, num_requests 24, poisson
+    path = _spec_file(tmp_path)  # rate_rps: 4, input_len uniform 16..64, num_requests 48, poisson
     raw = yaml.safe_load(path.read_text())
     cases = [
         (
@@ -133,7 +133,7 @@ def test_a_flag_contradicting_the_spec_names_both(tmp_path):
         ),
         (
             BenchFlags(num_prompts=10),
-            f"--num-prompts 10 contradicts workload.num_requests: 24 in {path}",
+            f"--num-prompts 10 contradicts workload.num_requests: 48 in {path}",
         ),
         (
             BenchFlags(random_input_len=32),

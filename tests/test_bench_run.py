@@ -244,7 +244,7 @@ def test_the_run_wrote_its_report(bench_run):
     [
         (["--request-rate", "fast"], "argument --request-rate: invalid float value: 'fast'"),
         (["--max-concurrency", "0"], "--max-concurrency: must be a whole number >= 1, got 0"),
-        (["--num-prompts", "30"], "--num-prompts 30 contradicts workload.num_requests: 24 in"),
+        (["--num-prompts", "30"], "--num-prompts 30 contradicts workload.num_requests: 48 in"),
         (["--request-rate", "8"], "--request-rate 8 contradicts workload.rate_rps: 4 in"),
         (["--goodput", "ttft"], "--goodput: 'ttft': the threshold must be a number of ms"),
         (["--save-detailed"], "--save-detailed: applies to the result file; add --save-result"),
