@@ -147,7 +147,7 @@ def test_a_flag_contradicting_the_spec_names_both(tmp_path):
         with pytest.raises(UsageError, match=re.escape(message)):
             bench_overrides(flags, raw, str(path))
     # the same values are no contradiction; --set entries count as the spec too
-    assert bench_overrides(BenchFlags(request_rate=4.0, num_prompts=24, seed=0), raw, str(path))
+    assert bench_overrides(BenchFlags(request_rate=4.0, num_prompts=48, seed=0), raw, str(path))
     with pytest.raises(
         UsageError, match=r"--num-prompts 10 contradicts --set workload.num_requests=30"
     ):

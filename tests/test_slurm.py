@@ -377,6 +377,7 @@ def _planted(src: Path, dst: Path, *, speed: float = 1.0, verdict: str | None = 
         s["verdict"] = verdict
         for row in s["slo"]:
             row["passed"] = verdict == "PASS"
+            row["verdict"] = verdict
     (dst / "summary.json").write_text(json.dumps(s))
     return dst
 
