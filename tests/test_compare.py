@@ -179,3 +179,33 @@ def test_history_table_csv_parquet_and_plot(tmp_path, runs, capsys):
     (tmp_path / "emptydir").mkdir()
     assert cli(["history", str(tmp_path / "emptydir")]) == 2
     assert "no readable run directory" in capsys.readouterr().err
+
+
+def test_history_band_widens_compare_and_shows_in_history(tmp_path, runs):
+    """Three earlier runs of the same spec whose throughput spread ±15 %: compare's intervals
+    widen by that run-to-run spread, and history shows the band."""
+    _, base, _, _ = runs
+    hist = tmp_path / "nights"
+    for i, scale in enumerate((0.85, 1.0, 1.15)):
+        d = hist / f"night-{i}"
+        shutil.copytree(base, d)
+        s = json.loads((d / "summary.json").read_text())
+        s["metrics"]["request_throughput"] *= scale
+        s["started_utc"] = f"2025-01-0{i + 1}T00:00:00Z"
+        (d / "summary.json").write_text(json.dumps(s))
+    alone = {r.key: r for r in compare_dirs(base, base).rows}["request_throughput"]
+    cmp = compare_dirs(base, base, history_dir=hist)
+    row = {r.key: r for r in cmp.rows}["request_throughput"]
+    assert cmp.history_runs == 3 and "history of 3 runs" in row.basis
+    # t(2, 0.975)·s·√2 on the log scale, s the spread of ln(0.85), ln(1), ln(1.15)
+    import math
+    import statistics
+
+    s = statistics.stdev([math.log(0.85), 0.0, math.log(1.15)])
+    half = 4.302653 * s * math.sqrt(2)
+    assert row.high_pct == pytest.approx(max(alone.high_pct, math.expm1(half) * 100), rel=1e-4)
+    rows, _ = collect_history(hist)
+    from harness.report.history import history_markdown
+
+    md = history_markdown(rows, [])
+    assert "## Noise band of tiny-tp2-pp4-cpu" in md and "| request_throughput | 3 |" in md
