@@ -13,16 +13,16 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness.measure.metric_intervals import metric_intervals, samples_of
 from harness.measure.metrics import RequestRecord, summarize
 from harness.measure.nvml import COLUMNS as NVML_COLUMNS
+from harness.measure.slo_verdicts import judge_slo
 from harness.measure.stages import pipeline_summary, stage_stats
 from harness.plan import planner
 from harness.results.summary import new_summary, slo_rows
 from harness.results.writer import RunWriter
 from harness.spec.catalog import model_preset
 from harness.spec.layout import Layout, even_split
-from harness.measure.metric_intervals import metric_intervals, samples_of
-from harness.measure.slo_verdicts import judge_slo
 from harness.spec.slo import per_request_thresholds_ms, resolve_targets
 from harness.spec.spec import spec_from_dict
 
