@@ -29,7 +29,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from harness.verdicts.compare import compare_dirs  # noqa: E402
+from harness.results.reader import load_run  # noqa: E402
+from harness.verdicts.compare import compare_runs  # noqa: E402
 
 DEMO = REPO / "configs" / "tiny-tp2-pp4-cpu.yaml"
 
@@ -70,8 +71,13 @@ def one_run(run_dir: Path, overrides: list[str], burn: bool) -> dict:
     }
 
 
-def compare(base: str, new: str, threshold: float) -> dict:
-    cmp = compare_dirs(base, new, threshold)
+def compare(base: str, new: str, threshold: float, history: list[str] = ()) -> dict:
+    """``harness compare BASE NEW``; ``history``: earlier runs of the same system whose run-to-run
+    spread widens the intervals (what ``--history DIR`` gives the nightly job)."""
+    past = [load_run(h, tables=False).summary for h in history]
+    cmp = compare_runs(
+        load_run(base, ("requests",)), load_run(new, ("requests",)), threshold, history=past
+    )
     point = [
         r.key
         for r in cmp.rows
@@ -89,6 +95,37 @@ def compare(base: str, new: str, threshold: float) -> dict:
     }
 
 
+def analyse(out: dict, threshold: float) -> None:
+    """Every pair compared twice: from the two runs' requests alone, and with the identical runs
+    other than NEW as the history (BASE among them), as the nightly job's ``--history`` gives it."""
+    runs = out["runs"]
+    same = [r["run_dir"] for r in runs["identical"]]
+    pairs: dict[str, list[tuple[str, str]]] = {
+        "identical": list(itertools.combinations(same, 2)),
+        "burn": [(a, r["run_dir"]) for a in same for r in runs["burn"]],
+        "config": [(a, r["run_dir"]) for a in same for r in runs["config"]],
+    }
+    out["pairs"], out["summary"] = {}, {}
+    for mode in ("requests only", "with history"):
+        for kind, ps in pairs.items():
+            done = [
+                compare(
+                    a,
+                    b,
+                    threshold,
+                    [h for h in same if h != b] if mode == "with history" else [],
+                )
+                for a, b in ps
+            ]
+            out["pairs"][f"{kind}, {mode}"] = done
+            out["summary"][f"{kind}, {mode}"] = {
+                "pairs": len(done),
+                "regression": sum(p["verdict"] == "REGRESSION" for p in done),
+                "inconclusive": sum(p["verdict"] == "INCONCLUSIVE" for p in done),
+                "point_rule_regression": sum(bool(p["point_rule_regressions"]) for p in done),
+            }
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--identical", type=int, default=5, help="identical runs (pairs: K(K-1)/2)")
@@ -98,7 +135,20 @@ def main() -> int:
     ap.add_argument("--threshold", type=float, default=5.0)
     ap.add_argument("--root", default=None, help="where the runs go (default results/stability-*)")
     ap.add_argument("--out", default=None, help="JSON of every run and pair")
+    ap.add_argument(
+        "--reanalyse",
+        metavar="JSON",
+        default=None,
+        help="compare the runs of an earlier --out again",
+    )
     args = ap.parse_args()
+    if args.reanalyse:
+        out = json.loads(Path(args.reanalyse).read_text())
+        analyse(out, args.threshold)
+        if args.out:
+            Path(args.out).write_text(json.dumps(out, indent=1))
+        print(json.dumps(out["summary"], indent=1))
+        return 0
     slow_set = args.slow_set or ["run.max_batch=2"]
     root = Path(args.root or REPO / "results" / time.strftime("stability-%Y%m%dT%H%M%S"))
     root.mkdir(parents=True, exist_ok=False)
@@ -113,28 +163,14 @@ def main() -> int:
         r = one_run(root / f"{i:02d}-{kind}", overrides, burn)
         runs[kind].append(r)
         print(f"run {i} {kind}: exit {r['exit_code']}, {r['verdict']}, {r['wall_s']} s", flush=True)
-    same = [r["run_dir"] for r in runs["identical"]]
-    pairs = {
-        "identical": [compare(a, b, args.threshold) for a, b in itertools.combinations(same, 2)],
-        "burn": [compare(a, r["run_dir"], args.threshold) for a in same for r in runs["burn"]],
-        "config": [compare(a, r["run_dir"], args.threshold) for a in same for r in runs["config"]],
-    }
-    out.update(runs=runs, pairs=pairs, uptime_after=uptime())
-    summary = {}
-    for kind, ps in pairs.items():
-        summary[kind] = {
-            "pairs": len(ps),
-            "regression": sum(p["verdict"] == "REGRESSION" for p in ps),
-            "inconclusive": sum(p["verdict"] == "INCONCLUSIVE" for p in ps),
-            "point_rule_regression": sum(bool(p["point_rule_regressions"]) for p in ps),
-        }
-    out["summary"] = summary
+    out.update(runs=runs, uptime_after=uptime())
+    analyse(out, args.threshold)
     out["verdicts"] = {k: [r["verdict"] for r in v] for k, v in runs.items()}
     text = json.dumps(out, indent=1)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(text)
-    print(json.dumps({"summary": summary, "verdicts": out["verdicts"]}, indent=1))
+    print(json.dumps({"summary": out["summary"], "verdicts": out["verdicts"]}, indent=1))
     print(out["uptime_before"], "|", out["uptime_after"])
     return 0
 

@@ -272,6 +272,12 @@ def compare_runs(
         if cb[what] != cn[what]:
             cmp.warnings.append(f"{what} differs between the runs")
     sb, sn = run_samples(base), run_samples(new)
+    if not history:
+        cmp.warnings.append(
+            "no history: the intervals hold the sampling within each run only, not the variation "
+            "from run to run (a shared machine's load): give --history DIR with 3 or more earlier "
+            "runs of this spec"
+        )
     if sb is None or sn is None:
         cmp.warnings.append(
             "a run has no requests table: rows rest on the history alone, or cannot decide"
