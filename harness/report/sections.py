@@ -164,14 +164,19 @@ def _bound_verdict(bound: Any, measured: Any) -> str:
 
 
 def _slo_prediction(target: str, bounds: dict) -> str:
-    t = target.replace(" ", "")
-    if t.startswith("tpot") and bounds.get("tpot_at_rows_s") is not None:
-        return f"≥ {bounds['tpot_at_rows_s'] * 1e3:.3g} ms"
-    if t.startswith("ttft") and bounds.get("ttft_floor_s") is not None:
-        return f"≥ {bounds['ttft_floor_s'] * 1e3:.3g} ms"
-    if t.startswith("e2e") and bounds.get("e2e_floor_s") is not None:
-        return f"≥ {bounds['e2e_floor_s'] * 1e3:.3g} ms"
-    if t.startswith("throughput") and bounds.get("rps_bound") is not None:
+    """The planner's bound on a target's metric, in either spelling (``ttft_p99_ms``,
+    ``p99_ttft_ms``)."""
+    from harness.errors import UsageError
+    from harness.spec.slo import parse_target
+
+    try:
+        t = parse_target(target)
+    except UsageError:
+        return "—"
+    floors = {"tpot": "tpot_at_rows_s", "ttft": "ttft_floor_s", "e2e": "e2e_floor_s"}
+    if t.metric in floors and bounds.get(floors[t.metric]) is not None:
+        return f"≥ {bounds[floors[t.metric]] * 1e3:.3g} ms"
+    if t.summary_key == "request_throughput" and bounds.get("rps_bound") is not None:
         return f"≤ {bounds['rps_bound']:.3g} /s"
     return "—"
 

@@ -9,7 +9,9 @@ import textwrap
 
 
 def _num(x) -> str:
-    return "open" if x is None else f"{x:.3g}"
+    if x is None:
+        return "open"
+    return f"{x:,.0f}" if abs(x) >= 1000 else f"{x:.3g}"
 
 
 def bounds_text(low, high) -> str:
