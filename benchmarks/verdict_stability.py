@@ -110,10 +110,7 @@ def analyse(out: dict, threshold: float) -> None:
         for kind, ps in pairs.items():
             done = [
                 compare(
-                    a,
-                    b,
-                    threshold,
-                    [h for h in same if h != b] if mode == "with history" else [],
+                    a, b, threshold, [h for h in same if h != b] if mode == "with history" else []
                 )
                 for a, b in ps
             ]
