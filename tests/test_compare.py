@@ -197,13 +197,17 @@ def test_history_band_widens_compare_and_shows_in_history(tmp_path, runs):
     cmp = compare_dirs(base, base, history_dir=hist)
     row = {r.key: r for r in cmp.rows}["request_throughput"]
     assert cmp.history_runs == 3 and "history of 3 runs" in row.basis
-    # t(2, 0.975)·s·√2 on the log scale, s the spread of ln(0.85), ln(1), ln(1.15)
+    # NEW against the noise band of the three: ln n − m ± t(2, 0.975)·s·√(1 + 1/3) on the log
+    # scale, m and s the mean and spread of ln(0.85 b), ln(b), ln(1.15 b); the union with the
+    # samples' interval
     import math
     import statistics
 
-    s = statistics.stdev([math.log(0.85), 0.0, math.log(1.15)])
-    half = 4.302653 * s * math.sqrt(2)
-    assert row.high_pct == pytest.approx(max(alone.high_pct, math.expm1(half) * 100), rel=1e-4)
+    logs = [math.log(0.85), 0.0, math.log(1.15)]
+    m, s = statistics.mean(logs), statistics.stdev(logs)
+    half = 4.302653 * s * math.sqrt(1 + 1 / 3)
+    assert row.high_pct == pytest.approx(max(alone.high_pct, math.expm1(-m + half) * 100), rel=1e-4)
+    assert row.low_pct == pytest.approx(min(alone.low_pct, math.expm1(-m - half) * 100), rel=1e-4)
     rows, _ = collect_history(hist)
     from harness.report.history import history_markdown
 

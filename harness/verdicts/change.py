@@ -11,9 +11,12 @@ Interval of the change (BASE b → NEW n, relative change n/b − 1), at confide
   l and u each run's bounds (the linear difference when a value or bound is ≤ 0). An open bound
   leaves that side open.
 * from a history of k ≥ 3 earlier runs of the same spec (the run-to-run variation, which on a
-  shared machine exceeds the within-run one): s = the standard deviation of ln(metric) over them,
-  and two runs of the same system differ by d ± t_{k−1,(1+c)/2}·s·√2. The wider of the two
-  intervals is kept on each side.
+  shared machine exceeds the within-run one): m and s = the mean and standard deviation of
+  ln(metric) over them; NEW against the runs before it is ln n − m ± t_{k−1,(1+c)/2}·s·√(1 + 1/k)
+  (the prediction interval of one more run: the noise band ``harness history`` shows). The union
+  of the two intervals is kept: a change is called only when it shows both against BASE and
+  against the history's typical run, so an outlier BASE (a quiet night) does not make an ordinary
+  NEW a regression.
 
 Row verdict, threshold T % and an absolute floor F (the smallest change that matters, in the
 metric's unit), for a metric where lower is better (mirrored where higher is better):
@@ -90,17 +93,6 @@ def log_spread(values: Sequence[float]) -> tuple[float, float, int] | None:
     return mean, math.sqrt(sum((x - mean) ** 2 for x in logs) / (len(logs) - 1)), len(logs)
 
 
-def history_halfwidth(values: Sequence[float], confidence: float) -> float | None:
-    """On the log scale, the half-width t_{k−1,(1+c)/2}·s·√2 within which two runs of the same
-    system differ, from k ≥ ``MIN_HISTORY`` earlier runs' values; None with fewer (or a value
-    ≤ 0)."""
-    spread = log_spread(values)
-    if spread is None:
-        return None
-    _, s, k = spread
-    return float(sps.t.ppf(0.5 + confidence / 2.0, k - 1) * s * math.sqrt(2.0))
-
-
 def noise_band(values: Sequence[float], confidence: float) -> tuple[float, float, float] | None:
     """Where one more run of the same system falls with probability ``confidence``, from k earlier
     runs (a prediction interval on the log scale): (geometric mean, low, high) =
@@ -140,11 +132,11 @@ def change(
         lows.append(lo)
         highs.append(hi)
         basis.append("per-request samples")
-    half = history_halfwidth(history, confidence)
-    if half is not None and b > 0 and n > 0:
-        d = math.log(n / b)
-        lows.append(math.expm1(d - half))
-        highs.append(math.expm1(d + half))
+    band = noise_band(history, confidence)
+    if band is not None and n > 0:
+        center, low, high = band
+        lows.append(n / high - 1.0)
+        highs.append(n / low - 1.0)
         basis.append(f"history of {len([v for v in history if v is not None])} runs")
     if not basis:
         return Change(pct, None, None, NO_INTERVAL)
