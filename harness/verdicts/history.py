@@ -135,17 +135,16 @@ def noise_bands(rows: list[dict], confidence: float = 0.95) -> dict[str, dict[st
     return out
 
 
+SYSTEM_SECTIONS = ("model", "cluster", "parallel", "workload", "run", "engine")
+
+
 def _same_system(run: Run, base: Run) -> bool:
+    """The same spec: name and every section that shapes the system or its load (the SLO
+    targets may differ)."""
+
     def ident(r: Run) -> tuple:
-        model = (r.spec or {}).get("model") or {}
-        lay = r.summary.get("layout") or {}
-        return (
-            r.summary.get("name"),
-            model.get("preset") or model.get("config"),
-            model.get("dtype"),
-            tuple(lay.get(k) for k in ("tp", "pp", "dp")),
-            (r.spec or {}).get("workload"),
-        )
+        spec = r.spec or {}
+        return (r.summary.get("name"), *(spec.get(k) for k in SYSTEM_SECTIONS))
 
     return ident(run) == ident(base)
 
@@ -153,9 +152,9 @@ def _same_system(run: Run, base: Run) -> bool:
 def comparable_history(
     root: str | Path, base: Run, exclude: Iterable[Path] = ()
 ) -> list[dict[str, Any]]:
-    """The summaries of the complete runs under ``root`` of the same spec as ``base`` (name, model,
-    layout and workload), except the ``exclude``d run directories, oldest first: the run-to-run
-    variation ``harness compare --history`` widens its intervals with."""
+    """The summaries of the complete runs under ``root`` of the same spec as ``base`` (name and
+    ``SYSTEM_SECTIONS``), except the ``exclude``d run directories, oldest first: the run-to-run
+    variation ``harness compare --history`` reads NEW against."""
     root = Path(root)
     if not root.is_dir():
         raise UsageError(f"--history: {root} is not a directory; give the folder of earlier runs")
