@@ -43,6 +43,7 @@ from harness.measure.intervals import (
 )
 from harness.measure.metric_intervals import Samples, interval_of
 from harness.measure.percentiles import PERCENTILES
+from harness.measure.resample import MIN_SAMPLES
 from harness.spec.slo import SloTarget, margin_pct
 
 VERDICTS = (PASS, FAIL, INCONCLUSIVE, UNMEASURED)
@@ -115,8 +116,8 @@ def _more_from_width(t: SloTarget, point: float, iv: Interval, n: int) -> int | 
         bound = iv.high if t.op == "<=" else iv.low
     else:
         bound = iv.low if t.op == "<=" else iv.high
-    if bound is None:
-        return None
+    if bound is None:  # too few requests for an interval: at least enough for one
+        return max(1, MIN_SAMPLES - n) if n < MIN_SAMPLES else None
     width, room = abs(bound - point), abs(t.value - point)
     need = math.ceil(n * (width / room) ** 2)
     return max(1, need - n)
