@@ -13,45 +13,25 @@ every probe against it (the probes differ only in the offered load), then stops 
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
 
-from harness.errors import EXIT_INCOMPLETE, UsageError
+from harness.errors import EXIT_INCOMPLETE
 
 
 def preflight(spec) -> None:
-    e = spec.engine
-    if e.kind == "vllm":
-        probe = "import importlib.util, sys; sys.exit(importlib.util.find_spec('vllm') is None)"
-        try:
-            rc = subprocess.run([e.python, "-c", probe], capture_output=True, timeout=60).returncode
-        except (OSError, subprocess.TimeoutExpired) as err:
-            raise UsageError(
-                f"engine.python: {e.python} does not run ({type(err).__name__}); give the python "
-                f"of a venv with vllm (./setup.sh --vllm makes .venv-vllm)"
-            ) from None
-        if rc != 0:
-            raise UsageError(
-                f"engine.python: {e.python} has no vllm package; run ./setup.sh --vllm or point "
-                f"engine.python at a python with vllm installed"
-            )
-    elif e.kind == "openai":
-        url = e.url.rstrip("/") + "/v1/models"
-        try:
-            with urllib.request.urlopen(url, timeout=10) as r:  # noqa: S310 (the user's own server URL)
-                r.read(1)
-        except (urllib.error.URLError, OSError, ValueError) as err:
-            raise UsageError(
-                f"engine.url: nothing answers GET {url} ({getattr(err, 'reason', err)}); start the "
-                f"server or fix the URL"
-            ) from None
+    if spec.engine.kind == "vllm":
+        from harness.engines.vllm.preflight import preflight as vllm_preflight
+
+        vllm_preflight(spec)
+    elif spec.engine.kind == "openai":
+        from harness.engines.openai_server.preflight import preflight as openai_preflight
+
+        openai_preflight(spec)
 
 
 def main_external(spec, args: argparse.Namespace, run_verb) -> int:
-    from harness.engines.vllm.stopping import StopSignals
+    from harness.engines.openai_server.stopping import StopSignals
     from harness.results.writer import check_new_run_dir, default_run_dir
     from harness.spec.inputs import check_inputs
 
@@ -71,17 +51,21 @@ def main_external(spec, args: argparse.Namespace, run_verb) -> int:
 
 
 def _engine(spec, run_dir: Path, signals, server=None, info=None):
-    from harness.engines.vllm.engine import ExternalEngine
+    if spec.engine.kind == "vllm":
+        from harness.engines.vllm.engine import VllmEngine
 
-    return ExternalEngine(spec.engine.kind, run_dir, signals, server=server, info=info)
+        return VllmEngine(run_dir, signals, server=server, info=info)
+    from harness.engines.openai_server.engine import OpenAIServerEngine
+
+    return OpenAIServerEngine(run_dir, signals, info=info)
 
 
 def _capacity(spec, args: argparse.Namespace, signals, run_verb) -> int:
     """--find-capacity with one server for every probe (kind vllm: launched at the first probe)."""
     import asyncio
 
+    from harness.engines.openai_server.readiness import ServerFailed
     from harness.engines.vllm.engine import bring_up, launch_server, stop_and_record
-    from harness.engines.vllm.readiness import ServerFailed
 
     shared: dict = {}
 

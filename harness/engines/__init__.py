@@ -6,6 +6,10 @@ directory.
 
 - ``base``: the seam (``Engine``, ``EngineResult``).
 - ``reference/``: our own TP×PP×DP Llama on a torchrun world (gloo on CPU, NCCL on GPU).
+- ``openai_server/``: the trace streamed to a server that speaks the OpenAI API (``kind: openai``,
+  a server someone else runs).
+- ``vllm/``: a vLLM server the harness launches with the spec's layout, then drives through
+  ``openai_server/`` (``kind: vllm``).
 
 May import: ``harness.spec``, ``harness.plan``, ``harness.measure``, ``harness.results``,
 ``harness.errors``."""
