@@ -262,7 +262,7 @@ def test_an_agent_failing_after_a_complete_summary_leaves_the_run_incomplete(tmp
     """The exit code is read from summary.json, and the launcher never leaves `complete: true` for a
     world whose agent failed (here: exit 1 after rank 0 wrote the results, e.g. a crash at
     teardown)."""
-    from harness.commands.run import exit_code
+    from harness.commands.run_exit import exit_code
     from harness.engines.reference.launcher import settle
     from harness.spec.spec import load_spec
 

@@ -112,24 +112,22 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def with_bench_overrides(args: argparse.Namespace) -> argparse.Namespace:
-    """``args`` with the spec flags appended to ``args.overrides`` as ``--set`` strings (a copy; the
-    same ``args`` when none is given), after checking every bench flag."""
+def bench_set_strings(args: argparse.Namespace) -> list[str]:
+    """The spec flags given as ``--set`` strings (none when no flag is given), after checking every
+    bench flag against the spec file and the ``--set`` overrides."""
     from harness.spec.bench_flags import BenchFlags, bench_overrides
     from harness.spec.yaml_text import read_yaml_file
 
-    check_output_flags(args)
     given = {name: getattr(args, name, None) for name in SPEC_FLAGS}
     if all(v is None for v in given.values()):
-        return args
+        return []
     raw = read_yaml_file(args.config)
-    sets = bench_overrides(
+    return bench_overrides(
         BenchFlags(**given),
         raw if isinstance(raw, dict) else None,
         str(args.config),
         args.overrides,
     )
-    return argparse.Namespace(**{**vars(args), "overrides": [*args.overrides, *sets]})
 
 
 def check_output_flags(args: argparse.Namespace) -> None:
