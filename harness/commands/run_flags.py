@@ -1,8 +1,9 @@
 """``vllm bench serve``'s flags on ``harness run``: argparse for them, and their mapping onto the
 spec's ``--set`` overrides (``harness.spec.bench_flags``), so ``spec.yaml`` records what they set.
 
-Every check runs before any rank or server starts (one line, exit 2): a bad value, a flag that
-contradicts the spec file or a ``--set`` (named both), an output flag without ``--save-result``.
+Every check runs before any rank or server starts (one line, exit 2): a bad value, a flag and a
+``--set`` that give one field different values (named both; over the spec file a flag wins, as
+``--set`` does), an output flag without ``--save-result``.
 The outputs (``--save-result`` and the report) are ``harness.commands.run_outputs``.
 """
 
@@ -32,9 +33,9 @@ SPEC_FLAGS = (
 def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group(
         "vllm bench serve flags",
-        "the same names and meanings as `vllm bench serve`; "
-        "each sets a spec field (recorded in spec.yaml); one that contradicts the spec "
-        "file is an error",
+        "the same names and meanings as `vllm bench serve`; each sets a spec field and "
+        "overrides the spec file as --set does (recorded in spec.yaml); a flag and a --set "
+        "that give one field different values are an error naming both",
     )
     g.add_argument(
         "--request-rate",
