@@ -38,6 +38,12 @@ class Run:
         eng = self.summary.get("engine")
         return str(eng.get("kind") or "reference") if isinstance(eng, dict) else "reference"
 
+    def plan_note(self) -> str | None:
+        """``no plan: REASON`` for a run that has no plan (an import whose model or hardware is
+        unknown, ``summary.no_plan``), else None."""
+        reason = self.summary.get("no_plan")
+        return f"no plan: {reason}" if reason else None
+
     def absent_note(self, name: str) -> str | None:
         """One line for a report when table ``name`` was not produced by this run's engine, else
         None."""
