@@ -245,7 +245,7 @@ def test_bad_files_are_one_line_and_exit_2(tmp_path, capsys):
     }  # no --save-detailed
     short = dict(good, ttfts=good["ttfts"][:-1])
     cases = {
-        "not JSON": ("{not json", "not JSON"),
+        "not JSON": ("{not json", "is not valid JSON"),
         "several": (
             json.dumps(good) + "\n" + json.dumps(good),
             "several results (--append-result)",
