@@ -82,6 +82,7 @@ def _sent(req) -> np.ndarray:
     return np.where(req["sent_s"].isna(), req["arrival_s"], req["sent_s"]).astype(float)
 
 
+@pytest.mark.slow
 def test_the_flags_are_the_runs_spec(bench_run):
     spec = yaml.safe_load((bench_run["run_dir"] / "spec.yaml").read_text())
     w = spec["workload"]
@@ -100,6 +101,7 @@ def test_the_flags_are_the_runs_spec(bench_run):
     assert spec["run"]["metric_percentiles"] == [50.0, 99.0]
 
 
+@pytest.mark.slow
 def test_never_more_than_the_cap_in_flight_and_the_cap_bound(bench_run):
     req = _requests(bench_run["run_dir"])
     assert len(req) == N and req["completed"].all()
@@ -116,6 +118,7 @@ def test_never_more_than_the_cap_in_flight_and_the_cap_bound(bench_run):
     assert (req["admitted_s"] >= sent - 1e-9).all()
 
 
+@pytest.mark.slow
 def test_summary_carries_ttft_from_the_arrival_and_from_the_send(bench_run):
     s = json.loads((bench_run["run_dir"] / "summary.json").read_text())
     req = _requests(bench_run["run_dir"])
@@ -129,6 +132,7 @@ def test_summary_carries_ttft_from_the_arrival_and_from_the_send(bench_run):
     assert send["p99_ttft_ms"] < s["metrics"]["p99_ttft_ms"]  # the client-side wait is in ours only
 
 
+@pytest.mark.slow
 def test_result_file_is_vllms_and_equals_the_runs_numbers(bench_run):
     path, run_dir = bench_run["file"], bench_run["run_dir"]
     s = json.loads((run_dir / "summary.json").read_text())
@@ -178,6 +182,7 @@ def test_result_file_is_vllms_and_equals_the_runs_numbers(bench_run):
     assert f["input_lens"] == list(req["input_len"]) and len(f["itls"]) == N
 
 
+@pytest.mark.slow
 def test_import_bench_of_the_file_reproduces_it(bench_run):
     imported = bench_run["root"] / "imported"
     assert (
@@ -218,6 +223,7 @@ def test_import_bench_of_the_file_reproduces_it(bench_run):
     )
 
 
+@pytest.mark.slow
 def test_the_run_wrote_its_report(bench_run):
     run_dir = bench_run["run_dir"]
     md = (run_dir / "report.md").read_text()

@@ -1,3 +1,5 @@
+import pytest
+
 from harness.verdicts.capacity import capacity, next_probe
 
 
@@ -135,6 +137,7 @@ def test_find_capacity_records_every_probe(tmp_path, monkeypatch, capsys):
     assert "capacity: workload.rate_rps = 11.0" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_a_failed_probe_is_recorded_and_ends_the_search_with_exit_3(tmp_path):
     """A real probe that times out (run.timeout_s=1): capacity.json names it failed, with its
     reason, and the search stops there with exit 3 (not 2: the input was fine)."""
