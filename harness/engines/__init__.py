@@ -4,7 +4,9 @@ Place in the flow: spec → plan → **engines** → measure → results. An eng
 hands back the common request records plus telemetry; ``harness run`` turns that into the run
 directory.
 
-- ``base``: the seam (``Engine``, ``EngineResult``).
+- ``base``: the seam (``Engine``, ``EngineResult``); ``serving``: one serve through it.
+- ``registry``: one entry per ``engine.kind`` (preflight, serve, probes, tables); ``options``: the
+  typed launch options ``harness run`` builds from its command line.
 - ``reference/``: our own TP×PP×DP Llama on a torchrun world (gloo on CPU, NCCL on GPU).
 - ``openai_server/``: the trace streamed to a server that speaks the OpenAI API (``kind: openai``,
   a server someone else runs).
