@@ -212,15 +212,6 @@ def test_a_model_unknown_here_imports_as_a_metrics_only_run(imported, tmp_path, 
     assert "no_plan" not in with_plan and with_plan["predicted"]["bounds"]
 
 
-def test_the_format_is_found_from_the_file_or_named():
-    from harness.results.import_formats import FORMATS, result_format
-
-    assert result_format(FIXTURES / "closed.json").name == "vllm"
-    assert result_format(FIXTURES / "closed.json", "vllm") is FORMATS["vllm"]
-    assert FORMATS["vllm"].sniff(FIXTURES / "closed.json")
-    assert not FORMATS["vllm"].sniff(Path(__file__))
-
-
 def _bad(tmp_path, text: str) -> Path:
     p = tmp_path / "bad.json"
     p.write_text(text)

@@ -8,9 +8,8 @@ Place in the flow: spec → plan → engines → measure → **results** → ver
 - ``writer``: ``RunWriter`` (atomic, serialised writes; ``complete: true`` only at the end).
 - ``reader``: ``load_run``/``read_summary``, type-checked; ``atomic``: atomic file writes.
 - ``environment``: versions, devices, git sha.
-- ``bench_file``: a run as ``vllm bench serve --save-result`` writes it.
-- ``import_formats``: the result files ``harness import-bench`` reads, one entry per tool
-  (``bench_import``: vLLM's, read back as request records).
+- ``bench_file``: a run as ``vllm bench serve --save-result`` writes it; ``bench_import``: such a
+  file read back as request records (``harness import-bench``).
 
 May import: ``harness.spec``, ``harness.plan``, ``harness.measure``, ``harness.errors``.
 """

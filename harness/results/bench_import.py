@@ -19,20 +19,16 @@ From vLLM's per-request lists (vllm/benchmarks/serve.py, 0.32), request i become
 
 Summarised with ``latency_origin="send"`` and the file's ``duration``, these records give the file's
 own numbers (harness.measure.metrics.summarize); ``goodput`` thresholds are not in the file.
-``read_vllm_result`` is the ``vllm`` entry of ``harness.results.import_formats.FORMATS``.
 """
 
 from __future__ import annotations
 
-import datetime as _dt
-import json
 import math
 from pathlib import Path
 from typing import Any
 
 from harness.errors import UsageError
 from harness.measure.metrics import RequestRecord
-from harness.results.import_formats import ImportedResult
 from harness.spec.json_file import read_json_file
 
 DETAILED_LISTS = (
@@ -261,55 +257,17 @@ def file_metrics(data: dict[str, Any]) -> dict[str, Any]:
     return {k: data[k] for k in keys if k in data and (data[k] is None or _is_num(data[k]))}
 
 
-# the header fields summary.engine carries over
-HEADER = (
-    "backend",
-    "endpoint_type",
-    "model_id",
-    "tokenizer_id",
-    "label",
-    "date",
-    "request_rate",
-    "burstiness",
-    "max_concurrency",
-    "num_prompts",
-)
-
-
-def is_vllm_result(path: Path) -> bool:
-    """The file is a JSON object with the keys every ``vllm bench serve`` result has."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        return False
-    return isinstance(data, dict) and all(k in data for k in _MARKS)
-
-
-def _started_utc(date: object) -> str | None:
-    try:
-        return _dt.datetime.strptime(str(date), "%Y%m%d-%H%M%S").strftime("%Y-%m-%dT%H:%M:%SZ")
-    except ValueError:
-        return None
-
-
-def read_vllm_result(path: Path) -> ImportedResult:
-    data = read_bench_file(path)
-    records, errors = records_from_bench(data)
-    pct_metrics, pct = selected_stats(data)
-    return ImportedResult(
-        tool="vllm bench serve",
-        records=records,
-        errors=errors,
-        duration_s=float(data["duration"]),
-        workload=workload_from_bench(data),
-        model_id=str(data.get("model_id") or "") or None,
-        layout=layout_from_bench(data),
-        name=str(data["label"]) if data.get("label") else None,
-        started_utc=_started_utc(data.get("date")),
-        file_metrics=file_metrics(data),
-        engine={
-            **{k: data.get(k) for k in HEADER},
-            "percentile_metrics": pct_metrics,
-            "metric_percentiles": pct,
-        },
-    )
+def unreproduced(data: dict[str, Any], metrics: dict[str, Any], rel: float = 1e-9) -> list[str]:
+    """The file's numbers our summary does not reproduce (beyond float rounding), as 'key: file vs
+    ours'."""
+    out = []
+    for key, want in file_metrics(data).items():
+        if key not in metrics or key == "duration":
+            continue
+        got = metrics[key]
+        if want is None or got is None:
+            if want != got:
+                out.append(f"{key}: {want} vs {got}")
+        elif not math.isclose(float(want), float(got), rel_tol=rel, abs_tol=1e-9):
+            out.append(f"{key}: {want} vs {got}")
+    return out
