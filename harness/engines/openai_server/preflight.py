@@ -9,7 +9,8 @@ import urllib.request
 from harness.errors import UsageError
 
 
-def preflight(spec) -> None:
+def preflight(spec, options=None) -> None:
+    """``options``: the launch options (unused: a server has no torchrun world)."""
     url = spec.engine.url.rstrip("/") + "/v1/models"
     try:
         with urllib.request.urlopen(url, timeout=10) as r:  # noqa: S310 (the user's own server URL)

@@ -11,7 +11,8 @@ from harness.errors import UsageError
 PROBE = "import importlib.util, sys; sys.exit(importlib.util.find_spec('vllm') is None)"
 
 
-def preflight(spec) -> None:
+def preflight(spec, options=None) -> None:
+    """``options``: the launch options (unused: a server has no torchrun world)."""
     python = spec.engine.python
     try:
         rc = subprocess.run([python, "-c", PROBE], capture_output=True, timeout=60).returncode
