@@ -4,8 +4,11 @@ read like any run.
 
 The requests table comes from the file's per-request lists (harness.results.bench_import), the
 spec's workload from its header (rate, burstiness, concurrency, prompts, lengths), the model,
-cluster, layout and SLO targets from ``--config`` when given (else the model id the file names and
-the layout of its ``--metadata tp=.. pp=..``, else 1×1×1). ``summary.engine`` says what ran:
+cluster, layout, SLO targets and the plan from ``--config`` when given (else the model id the file
+names, when it is a folder with config.json here, and the layout of its ``--metadata tp=.. pp=..``,
+else 1×1×1; no plan, the hardware being unknown). A model that cannot be resolved here makes a
+metrics-only run: no plan, ``summary.no_plan: model unknown``, which the report and compare show
+("no plan: model unknown"). ``summary.engine`` says what ran:
 ``kind: openai`` and what the file says. The summary's metrics are recomputed by
 ``harness.measure.metrics.summarize`` from the records, from the send and over the file's own
 duration (vLLM's definitions), and the command says whether they reproduce the file's numbers.
@@ -76,17 +79,18 @@ def _deployment(args: argparse.Namespace, data: dict) -> tuple[dict, dict, dict,
     from harness.spec.layout import even_split
 
     model_id = str(data.get("model_id") or "")
-    if (
-        not model_id
-        or not (Path(model_id) / "config.json").is_file()
-        and not model_id.endswith(".json")
-    ):
-        raise UsageError(
-            f"import-bench: the file's model {model_id or '(none)'} has no config.json here; give "
-            "--config SPEC naming the model and layout that were benchmarked"
-        )
-    shape = model_from_hf_config(model_id)
     lay = layout_from_bench(data) or {"tp": 1, "pp": 1, "dp": 1}
+    if _no_plan(args, data) == MODEL_UNKNOWN:  # metrics only: no layers, no plan
+        world = lay["tp"] * lay["pp"] * lay["dp"]
+        spec = {
+            "model": {"served_as": model_id or None},
+            "cluster": {"gpu": "unknown", "nodes": 1, "gpus_per_node": world},
+            "parallel": dict(lay),
+            "slo": {"targets": []},
+        }
+        hardware = {"gpu": "unknown", "gpu_name": "unknown", "total_gpus": world, "nodes": None}
+        return spec, {**hardware, "backend": None}, {**lay, "layer_split": []}, [], {}
+    shape = model_from_hf_config(model_id)
     if lay["pp"] > shape.num_layers:
         raise UsageError(
             f"import-bench: metadata pp={lay['pp']} exceeds the model's {shape.num_layers} layers"
@@ -114,6 +118,20 @@ def _deployment(args: argparse.Namespace, data: dict) -> tuple[dict, dict, dict,
     )
 
 
+MODEL_UNKNOWN = "model unknown"
+
+
+def _no_plan(args: argparse.Namespace, data: dict) -> str | None:
+    """Why the run has no plan: the file's model cannot be resolved here, or (without --config) the
+    hardware is unknown; None with --config."""
+    if args.config:
+        return None
+    model_id = str(data.get("model_id") or "")
+    if model_id and ((Path(model_id) / "config.json").is_file() or model_id.endswith(".json")):
+        return "hardware unknown (give --config)"
+    return MODEL_UNKNOWN
+
+
 def main(args: argparse.Namespace) -> int:
     from harness.measure.metric_intervals import DEFAULT_CONFIDENCE, metric_intervals, samples_of
     from harness.measure.metrics import summarize
@@ -139,6 +157,7 @@ def main(args: argparse.Namespace) -> int:
     data = read_bench_file(args.file)
     records, errors = records_from_bench(data)
     spec, hardware, layout, targets, predicted = _deployment(args, data)
+    no_plan = _no_plan(args, data)
     name = args.name or str(data.get("label") or "vllm-bench")
     spec["name"] = name
     spec["workload"] = workload_from_bench(data)
@@ -165,6 +184,8 @@ def main(args: argparse.Namespace) -> int:
             f"the file's request_goodput {data['request_goodput']:.4g} req/s needs its --goodput "
             "thresholds, which the file does not record: give --goodput to recompute it"
         )
+    if no_plan:
+        notes.append(f"no plan: {no_plan}")
     engine = {
         "kind": ENGINE_KIND,
         "source": "vllm bench serve",
@@ -209,6 +230,7 @@ def main(args: argparse.Namespace) -> int:
             "measured": {"throughput_rps": metrics["request_throughput"]},
             "engine": engine,
             "notes": notes,
+            **({"no_plan": no_plan} if no_plan else {}),
         }
     )
     env = {
@@ -237,7 +259,7 @@ def main(args: argparse.Namespace) -> int:
         print(
             f"harness import-bench: {len(records)} requests ({done} completed) → {run_dir}; the "
             f"summary "
-            "reproduces every number of the file",
+            "reproduces every number of the file" + (f"; no plan: {no_plan}" if no_plan else ""),
             file=sys.stderr,
         )
     return 0
