@@ -8,8 +8,8 @@ a first token, a finish or ``steps.t_done_s`` before it has the tokens on the ho
 from __future__ import annotations
 
 import pytest
-from fake_device import DeviceClock, FakeStage
 
+from fake_device import DeviceClock, FakeStage
 from harness.engines.reference.loop import STEP_COLUMNS, ServeLoop
 from harness.engines.reference.scheduler import Scheduler
 from harness.spec.workload import Request
