@@ -8,9 +8,8 @@ import resource
 import sys
 from typing import Any, Iterable
 
-import psutil
-
 from harness.errors import UsageError
+from harness.measure import host
 from harness.measure.nvml_fields import GPM_COLUMNS as _GPM_COLUMNS
 
 
@@ -44,7 +43,7 @@ def torch_memory_stats(device: Any) -> dict:
         "max_memory_allocated_bytes": None,
         "max_memory_reserved_bytes": None,
     }
-    rss = int(psutil.Process().memory_info().rss)
+    rss = host.process().rss_bytes()
     # the kernel updates ru_maxrss lazily, so it can trail the current RSS by a few pages
     out["peak_rss_bytes"], out["rss_bytes"] = max(_peak_rss_bytes(), rss), rss
     if kind == "cuda":

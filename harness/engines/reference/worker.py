@@ -16,7 +16,7 @@ import torch
 
 from harness.engines.reference import dist as hdist
 from harness.engines.reference.loop import ServeLoop
-from harness.engines.reference.model.accounting import meta_rank_bytes
+from harness.engines.reference.model.accounting import have_accelerate, meta_rank_bytes
 from harness.engines.reference.model.build import build_stage
 from harness.engines.reference.model.weights import CheckpointWeights, SeededWeights
 from harness.engines.reference.parallel.pp import PipelineStage
@@ -76,7 +76,11 @@ def run_rank(ctx, spec, trace, guard, state: dict, writer) -> RankPayload:
     )
     # counted before serving: after a torch.profiler window the CPU heap is not to be trusted
     # (engine.close)
-    counted = meta_rank_bytes(spec.shape, spec.layout, ctx.rank, spec.model.dtype)
+    counted = (  # None: accelerate not installed here, the summary says the count was skipped
+        meta_rank_bytes(spec.shape, spec.layout, ctx.rank, spec.model.dtype)
+        if have_accelerate()
+        else None
+    )
     plan = make_plan(spec)
     max_seq = spec.run.max_seq_len or spec.shape.max_context
     num_slots = _slots(plan, spec)
