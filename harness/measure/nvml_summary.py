@@ -61,6 +61,16 @@ def torch_memory_stats(device: Any) -> dict:
     return out
 
 
+def reset_peak_memory(device: Any) -> None:
+    """Start torch's CUDA allocator peaks afresh on ``device`` (a rank calls it once its weights
+    and KV cache are allocated, so the reported peak is the serving peak, not the transient spike
+    of building the weights). The CPU's process peak RSS cannot be reset: a no-op there."""
+    if getattr(device, "type", None) == "cuda":
+        import torch
+
+        torch.cuda.reset_peak_memory_stats(device)
+
+
 def _peak_rss_bytes() -> int:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak if sys.platform == "darwin" else peak * 1024)  # Linux reports KiB, macOS bytes

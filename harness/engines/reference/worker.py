@@ -23,7 +23,7 @@ from harness.engines.reference.parallel.pp import PipelineStage
 from harness.engines.reference.scheduler import Scheduler, replica_share
 from harness.engines.reference.summary import RankPayload
 from harness.measure.metrics import RequestRecord, progress
-from harness.measure.nvml import NvmlSampler, torch_memory_stats
+from harness.measure.nvml import NvmlSampler, reset_peak_memory, torch_memory_stats
 from harness.plan.planner import plan as make_plan
 from harness.plan.planner import token_budget
 from harness.spec.workload import Request
@@ -84,7 +84,10 @@ def run_rank(ctx, spec, trace, guard, state: dict, writer) -> RankPayload:
     plan = make_plan(spec)
     max_seq = spec.run.max_seq_len or spec.shape.max_context
     num_slots = _slots(plan, spec)
-    kv_bytes = model.allocate_kv(num_slots, max_seq)
+    # the planner's slot length, so the allocation is the plan's (pages where it counted pages)
+    kv_bytes = model.allocate_kv(num_slots, max_seq, plan.run["slot_tokens"])
+    # the memory table's peak: serving (weights, KV, activations), not the weight-building spike
+    reset_peak_memory(ctx.device)
     param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     if hdist.fail_rank_request() == ctx.rank:
         raise RuntimeError("HARNESS_FAIL_RANK: failing on purpose (test-only)")
