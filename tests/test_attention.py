@@ -15,6 +15,7 @@ order, decode-only batches whose rows have very different contexts. Two shapes: 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 
 import pytest
 import torch
@@ -360,12 +361,19 @@ def test_batched_kernel_equals_rows_in_a_fixed_number_of_launches(tiny, monkeypa
 
 
 def test_failed_kernels_fall_back_once_and_are_not_retried(tiny, monkeypatch, capsys):
-    """Flash attention does not run on a CPU: a model that (as on a CUDA bf16 device with this
-    torch) chose the paged kernel falls back step by step to one that runs, one stderr line per
+    """Flash attention does not run on a CPU: a model that (as on a CUDA bf16 device with torch
+    >= 2.12) chose the paged kernel falls back step by step to one that runs, one stderr line per
     failed kernel, computes the rows kernel's logits, and a later ``allocate_kv`` (emulate calls
     it per point) does not try the failed kernels again."""
+    import torch.nn.attention.varlen as varlen
+
     from harness.engines.reference.model import attention, llama
 
+    def no_cpu_kernel(*a, **kw):  # what flash attention does on a CPU
+        raise NotImplementedError("Could not run 'aten::_flash_attention_forward' on 'CPU'")
+
+    no_cpu_kernel.__signature__ = inspect.signature(varlen_attn_212)
+    monkeypatch.setattr(varlen, "varlen_attn", no_cpu_kernel)
     monkeypatch.setattr(
         llama,
         "choose_kernel",
