@@ -78,21 +78,26 @@ def slot_tokens(max_seq_len: int, paged: bool) -> int:
 class _Group:
     """Rows one ``batched`` SDPA call serves, padded to the group's longest query and key span:
     ``q_index [G, T]`` packed token of (row, t) (past a row's end: its last token again),
-    ``q_valid [G, T]``, ``key_index [G, L]`` flat cache position (slot · slot_len + j), ``mask``
-    ``[G, 1, T, L]`` (key j visible to query t iff ``j <= start + t``), ``out_index``: the packed
-    index of each valid (row, t) in row-major order."""
+    ``valid_at`` flat (row, t) of each real token, ``key_index [G, L]`` flat cache position
+    (slot · slot_len + j), ``mask [G, 1, T, L]`` (key j visible to query t iff ``j <= start +
+    t``), ``out_index`` the packed index of each real token, in the order of ``valid_at``."""
 
-    def __init__(self, rows, slots, start_pos, n_tokens, offsets, slot_len, t_max, l_max):
+    def __init__(self, rows, slots, start_pos, n_tokens, offsets, slot_len, t_max, l_max, valid):
         dev = slots.device
         idx = torch.tensor(rows, dtype=torch.long, device=dev)
         n, s, off = n_tokens[idx], start_pos[idx], offsets[idx]
         t = torch.minimum(torch.arange(t_max, device=dev)[None, :], n[:, None] - 1)
         self.q_index = off[:, None] + t
-        self.q_valid = torch.arange(t_max, device=dev)[None, :] < n[:, None]
         j = torch.arange(l_max, device=dev)
         self.key_index = slots[idx][:, None] * slot_len + j[None, :]
         self.mask = (j[None, None, :] <= (s[:, None] + t)[:, :, None])[:, None]
-        self.out_index = self.q_index[self.q_valid]
+        # (row, t) of each real token, flat in [G·T], built with its size known (``valid``: the
+        # group's tokens, from the host's ints) so that neither here nor in a layer does a
+        # boolean index make the host wait for the device
+        g = torch.repeat_interleave(torch.arange(len(rows), device=dev), n, output_size=valid)
+        first = torch.cumsum(n, 0) - n
+        self.valid_at = g * t_max + torch.arange(valid, device=dev) - first[g]
+        self.out_index = self.q_index.reshape(-1)[self.valid_at]
         self._rep: dict[int, torch.Tensor] = {}
 
     def mask_for(self, rep: int) -> torch.Tensor:
@@ -225,6 +230,7 @@ class BatchIndex:
             if rows:
                 t_max = max(self.rows[i][2] for i in rows)
                 l_max = max(self.rows[i][1] + self.rows[i][2] for i in rows)
+                valid = sum(self.rows[i][2] for i in rows)
                 self.groups.append(
                     _Group(
                         rows,
@@ -235,6 +241,7 @@ class BatchIndex:
                         self.slot_len,
                         t_max,
                         l_max,
+                        valid,
                     )
                 )
 

@@ -92,7 +92,7 @@ def batched(q, k_cache, v_cache, batch) -> torch.Tensor:
         vals = flat_v[g.key_index].transpose(1, 2)
         o = F.scaled_dot_product_attention(qg, keys, vals, attn_mask=g.mask_for(rep))
         o = o.view(rows, n_kv, rep, t, d).permute(0, 3, 1, 2, 4).reshape(rows, t, n_kv * rep, d)
-        out[g.out_index] = o[g.q_valid]
+        out[g.out_index] = o.reshape(rows * t, n_kv * rep, d)[g.valid_at]
     return out
 
 
