@@ -43,12 +43,7 @@ from harness.measure.nvml_fields import GPM_COLUMNS as _GPM_COLUMNS
 from harness.measure.nvml_fields import GPM_METRICS as _GPM_METRICS
 from harness.measure.nvml_fields import NVLINK_FIELDS as _NVLINK_FIELDS
 from harness.measure.nvml_fields import SCALAR_READERS as _SCALAR_READERS
-from harness.measure.nvml_summary import (
-    reset_peak_memory,
-    summarize_nvml,
-    summarize_nvml_by_node,
-    torch_memory_stats,
-)
+from harness.measure.nvml_summary import summarize_nvml, summarize_nvml_by_node, torch_memory_stats
 
 __all__ = [
     "ALL_LINKS",
@@ -60,7 +55,6 @@ __all__ = [
     "MIB",
     "NvmlSampler",
     "counter_delta",
-    "reset_peak_memory",
     "summarize_nvml",
     "summarize_nvml_by_node",
     "torch_memory_stats",

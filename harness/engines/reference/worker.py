@@ -23,7 +23,8 @@ from harness.engines.reference.parallel.pp import PipelineStage
 from harness.engines.reference.scheduler import Scheduler, replica_share
 from harness.engines.reference.summary import RankPayload
 from harness.measure.metrics import RequestRecord, progress
-from harness.measure.nvml import NvmlSampler, reset_peak_memory, torch_memory_stats
+from harness.measure.nvml import NvmlSampler, torch_memory_stats
+from harness.measure.nvml_summary import reset_peak_memory
 from harness.plan.planner import plan as make_plan
 from harness.plan.planner import token_budget
 from harness.spec.workload import Request
