@@ -20,38 +20,15 @@ from harness.engines.reference.model.accounting import have_accelerate, meta_ran
 from harness.engines.reference.model.build import build_stage
 from harness.engines.reference.model.weights import CheckpointWeights, SeededWeights
 from harness.engines.reference.parallel.pp import PipelineStage
-from harness.engines.reference.scheduler import Scheduler, replica_share
+from harness.engines.reference.scheduler import for_replica, for_warmup
 from harness.engines.reference.summary import RankPayload
 from harness.measure.metrics import RequestRecord, progress
 from harness.measure.nvml import NvmlSampler, torch_memory_stats
 from harness.measure.nvml_summary import reset_peak_memory
 from harness.plan.planner import plan as make_plan
-from harness.plan.planner import token_budget
-from harness.spec.workload import Request
+from harness.plan.planner import seq_len, token_budget
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-
-
-def _slots(plan, spec) -> int:
-    """KV slots per replica: enough for every micro-batch group at max_batch, within the planned
-    capacity."""
-    want = spec.micro_batches * spec.run.max_batch
-    capacity = min(r.kv_token_capacity for r in plan.ranks) // plan.run["slot_tokens"]
-    return max(1, min(want, capacity))
-
-
-WARMUP_ID_BASE = (
-    1_000_000_000  # warm-up requests get ids no trace uses (and their own seeded prompts)
-)
-
-
-def _warmup_requests(trace_requests: list[Request], n: int) -> list[Request]:
-    """n requests shaped like the trace's first ones, all arriving at once."""
-    base = trace_requests[:n]
-    return [
-        Request(WARMUP_ID_BASE + i, 0.0, r.input_len, r.output_len, None)
-        for i, r in enumerate(base)
-    ]
 
 
 def run_rank(ctx, spec, trace, guard, state: dict, writer) -> RankPayload:
@@ -83,17 +60,15 @@ def run_rank(ctx, spec, trace, guard, state: dict, writer) -> RankPayload:
         else None
     )
     plan = make_plan(spec)
-    max_seq = spec.run.max_seq_len or spec.shape.max_context
-    num_slots = _slots(plan, spec)
+    num_slots = plan.kv_slots()
     # the planner's slot length, so the allocation is the plan's (pages where it counted pages)
-    kv_bytes = model.allocate_kv(num_slots, max_seq, plan.run["slot_tokens"])
+    kv_bytes = model.allocate_kv(num_slots, seq_len(spec), plan.run["slot_tokens"])
     # the memory table's peak: serving (weights, KV, activations), not the weight-building spike
     reset_peak_memory(ctx.device)
     param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     if hdist.fail_rank_request() == ctx.rank:
         raise RuntimeError("HARNESS_FAIL_RANK: failing on purpose (test-only)")
 
-    mine = [r for r in trace.requests if r.request_id % spec.layout.dp == place.dp]
     groups = spec.micro_batches
     # The most tokens a micro-batch carries: the token budget, or max_batch whole prompts (chunks)
     # if fewer.
@@ -127,35 +102,13 @@ def run_rank(ctx, spec, trace, guard, state: dict, writer) -> RankPayload:
         loop = ServeLoop(
             stage, groups, ctx.device, clock, place.dp, should_stop=guard.is_set, on_tick=ticker
         )
-        warm = Scheduler(
-            _warmup_requests(mine, spec.run.warmup_requests),
-            trace.prompt_ids,
-            num_slots=num_slots,
-            max_batch=spec.run.max_batch,
-            max_seq_len=max_seq,
-            prefill_chunk=spec.run.prefill_chunk,
-            token_budget=token_budget(spec),
-            replica=place.dp,
-            warmup=True,
-        )
+        warm = for_warmup(spec, trace, place.dp, num_slots)
         w0 = clock()
         if spec.run.warmup_requests > 0:
             loop.run(warm, w0, warmup=True)
         payload.warmup_s = clock() - w0
         payload.warmup_steps = warm.step
-        sched = Scheduler(
-            mine,
-            trace.prompt_ids,
-            num_slots=num_slots,
-            max_batch=spec.run.max_batch,
-            max_seq_len=max_seq,
-            prefill_chunk=spec.run.prefill_chunk,
-            token_budget=token_budget(spec),
-            closed_loop_concurrency=trace.concurrency if trace.closed_loop else None,
-            max_in_flight=replica_share(trace.max_concurrency, spec.layout.dp, place.dp),
-            replica=place.dp,
-            first_step=warm.step,
-        )
+        sched = for_replica(spec, trace, place.dp, num_slots, first_step=warm.step)
         state["records"] = sched.records
         t0 = clock()
         state["t0"] = t0
