@@ -133,7 +133,9 @@ def _no_plan(args: argparse.Namespace, data: dict) -> str | None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from harness.measure.metric_intervals import DEFAULT_CONFIDENCE, metric_intervals, samples_of
     from harness.measure.metrics import summarize
+    from harness.measure.slo_verdicts import judge_slo
     from harness.results.bench_import import (
         file_metrics,
         read_bench_file,
@@ -145,7 +147,6 @@ def main(args: argparse.Namespace) -> int:
     from harness.results.summary import new_summary, overall_verdict, slo_rows, utc_now
     from harness.results.writer import RunWriter
     from harness.spec.bench_flags import parse_goodput
-    from harness.spec.slo import judge
 
     run_dir = Path(args.run_dir)
     if (run_dir / "summary.json").exists():
@@ -168,7 +169,9 @@ def main(args: argparse.Namespace) -> int:
         slo_thresholds_ms=goodput,
         latency_origin="send",
     )
-    verdicts = judge(targets, metrics)
+    confidence = float((spec.get("slo") or {}).get("confidence") or DEFAULT_CONFIDENCE)
+    samples = samples_of(records, goodput, "send", float(data["duration"]))
+    verdicts = judge_slo(targets, metrics, samples, confidence)
     missed = unreproduced(data, metrics)
     pct_metrics, pct = selected_stats(data)
     notes = [
@@ -221,6 +224,7 @@ def main(args: argparse.Namespace) -> int:
             "finished_utc": utc_now(),
             "wall_s": float(data["duration"]),
             "metrics": metrics,
+            "intervals": metric_intervals(samples, confidence),
             "slo": slo_rows(verdicts),
             "verdict": overall_verdict(slo_rows(verdicts), True),
             "measured": {"throughput_rps": metrics["request_throughput"]},
