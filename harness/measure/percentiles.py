@@ -60,3 +60,13 @@ def running_p99(values: Iterable[float]) -> list[float]:
         bisect.insort(seen, v)
         out.append(_percentile_sorted(seen, 99.0))  # type: ignore[arg-type]
     return out
+
+
+def lower_rank_percentile(values: Sequence[float], q: float) -> float | None:
+    """MLPerf LoadGen's percentile (loadgen/results.cc): no interpolation, the sorted sample at
+    index ⌊N·p⌋, p = q/100 as LoadGen's double (0.99 · N, not 99 · N / 100: the two round
+    apart for some N). None for an empty input."""
+    if not 0.0 <= q < 100.0:
+        raise ValueError(f"LoadGen's percentile q must be within [0, 100), got {q}")
+    xs = sorted(values)
+    return xs[int(len(xs) * (q / 100.0))] if xs else None

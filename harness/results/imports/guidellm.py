@@ -1,0 +1,11 @@
+"""placeholder until the guidellm reader lands."""
+
+from pathlib import Path
+
+
+def detect(path: Path) -> bool:
+    return False
+
+
+def read(path: Path):
+    raise NotImplementedError
