@@ -9,9 +9,11 @@ calls back at the first token → ``FirstTokenComplete`` (with the first token i
 one). A failed request is completed too (LoadGen waits for every query), with the tokens it got
 (at least 1, LoadGen refuses 0); our record marks it failed.
 
-Our record of request i: ``arrival_s`` = when LoadGen issued it (our clock; LoadGen's scheduled
-time is earlier by its issue delay, in ``mlperf_log_trace.json``), then the request function's
-own times. ``mlperf_loadgen`` is imported only here, only when a test runs.
+Our record of request i: ``arrival_s`` = when LoadGen's issue callback ran (our clock) less
+LoadGen's own issue delay for the sample (``issue_start_ns`` in its trace), so TTFT and
+E2E run from LoadGen's schedule as LoadGen's do (a loaded host can delay its issue thread by
+milliseconds); then the request function's own times. ``mlperf_loadgen`` is imported only here,
+only when a test runs.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import Any, Awaitable, Callable, Sequence
 from harness.engines.loadgen.settings import LoadGenOptions, test_settings_values
 from harness.errors import UsageError
 from harness.measure.metrics import RequestRecord
+from harness.results.imports.loadgen import TRACE, read_trace
 
 LOG_FILES = (
     "mlperf_log_summary.txt",
@@ -171,4 +174,17 @@ def run_loadgen(
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=10)
         loop.close()
+    _arrivals_from_schedule(records, log_dir / TRACE)
     return LoadGenRun([records[i] for i in sorted(records)], log_dir, errors)
+
+
+def _arrivals_from_schedule(records: dict[int, RequestRecord], trace: Path) -> None:
+    """arrival = our issue time − LoadGen's issue delay of the same sample (its trace); the request
+    function's ``sent_s`` stays (the hop to our event loop is client queue)."""
+    if not trace.exists():
+        return
+    samples, _, _ = read_trace(trace)
+    for ev in samples.values():
+        rec = records.get(int(ev["args"]["sample_idx"]))
+        if rec is not None:  # arrival_s holds the issue time until here
+            rec.arrival_s -= int(ev["args"]["issue_start_ns"]) * 1e-9

@@ -4,7 +4,6 @@ keys are our summary's), so each must be reproduced."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from harness.results.bench_import import (
@@ -28,16 +27,14 @@ _HEADER = (
     "max_concurrency",
     "num_prompts",
 )
+# vllm bench serve --metadata keys that name the layout (harness.results.bench_import)
+_LAYOUT = ("tp", "pp", "dp", "tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size")
 
 
 def detect(path: Path) -> bool:
-    if not path.is_file() or path.suffix != ".json":
-        return False
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return False
-    return isinstance(data, dict) and "duration" in data and "request_throughput" in data
+    """Any other ``.json`` file: the last entry of the table, so that a JSON file none of the others
+    recognised gets vLLM's reader and its exact error (not JSON, several results, not detailed)."""
+    return path.is_file() and path.suffix == ".json"
 
 
 def read(path: Path) -> Imported:
@@ -57,6 +54,9 @@ def read(path: Path) -> Imported:
         latency_origin="send",
         workload=workload_from_bench(data),
         comparisons=comparisons,
-        header={k: data.get(k) for k in _HEADER},
+        header={
+            **{k: data.get(k) for k in _HEADER},
+            **{k: data[k] for k in (*_LAYOUT, "request_goodput") if k in data},
+        },
         name=str(data.get("label") or "vllm-bench"),
     )
