@@ -1,5 +1,5 @@
-"""The peer tools' result files that tests/fixtures/ holds, made with the real tools against one real
-vLLM-CPU server (TP1, the tiny Llama of benchmarks/tiny_checkpoint.py):
+"""The peer tools' result files that tests/fixtures/ holds, made with the real tools against one
+real vLLM-CPU server (TP1, the tiny Llama of benchmarks/tiny_checkpoint.py):
 
     flock /tmp/harness-heavy.lock .venv/bin/python benchmarks/peer_fixtures.py \
         [--out tests/fixtures] [--tools aiperf,guidellm,loadgen] [--server URL,SID,MODEL]
@@ -8,14 +8,17 @@ vLLM-CPU server (TP1, the tiny Llama of benchmarks/tiny_checkpoint.py):
   streaming, Poisson 4 req/s, 24 requests of 32 synthetic tokens in / 16 out, ``ignore_eos``; its
   token counts re-tokenized by the client (the checkpoint's word-level tokenizer);
 * ``aiperf/server_count``: the same at concurrency 4 with ``--use-server-token-count``;
-* ``guidellm/poisson``: guidellm 0.8.1, the same workload (a scenario file), ``benchmarks.json``;
+* ``guidellm/poisson``: guidellm 0.8.1, the same workload from a JSON Lines file of 24 prompts of 32
+  words ``w0``… (its ``synthetic_text`` makes empty prompts with a word-level tokenizer: the corpus
+  text encodes to ``<unk>``, which decodes to nothing), ``benchmarks.json``;
 * ``loadgen/server``, ``loadgen/offline``: MLPerf LoadGen 6.0.17 (``harness.engines.loadgen``)
   issuing the spec's trace to the server through the harness's client: Server at 4 req/s, TTFT /
   TPOT limits 2000 / 500 ms, 24 queries; Offline, 12 queries; every log LoadGen writes.
 
-Each tool runs in its own venv (``--venvs``, default /work/venvs/{aiperf,guidellm}); LoadGen in
-this interpreter (``pip install 'harness[loadgen]'``). A tool that fails is reported and the others
-still run.
+Each tool runs in its own venv (``--venvs``, default /work/venvs/{aiperf,guidellm}) without
+``HF_HUB_OFFLINE`` (AIPerf 0.13.0 then refuses a local tokenizer folder as a hub id; nothing is
+downloaded either way: the tokenizer is a local folder); LoadGen in this interpreter (``pip install
+'harness[loadgen]'``). A tool that fails is reported and the others still run.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import random
 import shutil
 import subprocess
 import sys
@@ -36,8 +41,14 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 N, RATE, IN, OUT, CONC = 24, 4.0, 32, 16, 4
 
 
+def tool_env() -> dict:
+    return {
+        k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    }
+
+
 def aiperf_cmd(venv: Path, url: str, model: str, tokenizer: str, out: Path, extra: list) -> list:
-    """AIPerf's profile command for the tiny checkpoint (offline: a local tokenizer, no telemetry)."""
+    """AIPerf's profile command for the tiny checkpoint (a local tokenizer, no telemetry)."""
     return [
         str(venv / "bin" / "aiperf"),
         "profile",
@@ -85,10 +96,10 @@ def run_aiperf(args, url: str, model: str, ckpt: Path, dest: Path) -> None:
             "0",
         ]
         cmd = aiperf_cmd(venv, url, model, str(ckpt), work, load + sizes)
-        log = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-        (work / "command.txt").write_text(" ".join(cmd) + "\n")
+        log = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=tool_env())
         if log.returncode != 0:
-            raise RuntimeError(f"aiperf {name}: exit {log.returncode}\n{log.stderr[-3000:]}")
+            tail = (log.stdout + log.stderr)[-3000:]
+            raise RuntimeError(f"aiperf {name}: exit {log.returncode} (logs in {work})\n{tail}")
         target = dest / "aiperf" / name
         target.mkdir(parents=True, exist_ok=True)
         for f in ("profile_export.jsonl", "profile_export_aiperf.json"):
@@ -116,11 +127,22 @@ def run_guidellm(args, url: str, model: str, ckpt: Path, dest: Path) -> None:
             "profile": {"kind": "poisson", "rate": [RATE]},
             "constraints": [{"kind": "max_requests", "count": N}],
             "tokenizer": {"kind": "hf_auto", "model": str(ckpt)},
-            "data": [{"kind": "synthetic_text", "prompt_tokens": IN, "output_tokens": OUT}],
+            "data": [{"kind": "json_file", "path": "prompts.jsonl"}],
             "outputs": [{"kind": "json", "path": str(out)}],
         }
     }
     work = Path(tempfile.mkdtemp(prefix="guidellm-"))
+    rng = random.Random(0)
+    rows = [
+        {
+            "prompt": " ".join(f"w{rng.randrange(500)}" for _ in range(IN)),
+            "prompt_tokens_count": IN,
+            "output_tokens_count": OUT,
+        }
+        for _ in range(N)
+    ]
+    (target / "prompts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    scenario["spec"]["data"][0]["path"] = str(target / "prompts.jsonl")
     (work / "scenario.json").write_text(json.dumps(scenario, indent=1))
     cmd = [
         str(venv / "bin" / "guidellm"),
@@ -129,10 +151,11 @@ def run_guidellm(args, url: str, model: str, ckpt: Path, dest: Path) -> None:
         str(work / "scenario.json"),
         "--disable-console-interactive",
     ]
-    log = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=work)
+    log = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=work, env=tool_env())
     if log.returncode != 0 or not out.exists():
         raise RuntimeError(f"guidellm: exit {log.returncode}\n{(log.stdout + log.stderr)[-3000:]}")
     scenario["spec"]["outputs"][0]["path"] = "benchmarks.json"
+    scenario["spec"]["data"][0]["path"] = "prompts.jsonl"
     (target / "scenario.json").write_text(json.dumps(scenario, indent=1) + "\n")
     print(f"  guidellm: {target}", file=sys.stderr, flush=True)
 

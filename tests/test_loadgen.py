@@ -116,7 +116,9 @@ def test_offline_run_is_valid_and_read_back(tmp_path):
     opts = make_options("offline", None, 8, [])
     run = run_loadgen(opts, QUERIES[:8], _stream, tmp_path / "offline")
     imp = reader.read(tmp_path / "offline" / "mlperf_log_detail.txt")
-    assert imp.header["scenario"] == "Offline" and imp.header["loadgen"]["result_validity"] == "VALID"
+    assert (
+        imp.header["scenario"] == "Offline" and imp.header["loadgen"]["result_validity"] == "VALID"
+    )
     assert max(r.arrival_s for r in imp.records) == 0.0  # all issued at once
     assert all(r.first_token_s is not None for r in imp.records)
     rows = imp.comparison_rows(summarize(imp.records, latency_origin="arrival"))

@@ -60,9 +60,7 @@ def _started_utc(date: object) -> str | None:
         return None
 
 
-def _deployment(
-    args: argparse.Namespace, data: dict
-) -> tuple[dict, dict, dict, list, dict]:
+def _deployment(args: argparse.Namespace, data: dict) -> tuple[dict, dict, dict, list, dict]:
     """(spec dict, hardware, layout, SLO targets, predicted) from --config, else from the file."""
     from harness.results.bench_import import layout_from_bench
     from harness.results.summary import summary_header

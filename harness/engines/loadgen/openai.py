@@ -30,8 +30,7 @@ class OpenAIRequests:
     ) -> Answer:
         if self._session is None:
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0),
-                timeout=aiohttp.ClientTimeout(total=None),
+                connector=aiohttp.TCPConnector(limit=0), timeout=aiohttp.ClientTimeout(total=None)
             )
         out = await stream_request(
             self._session, self.url, self.model, q.prompt, rec, clock, on_first_token

@@ -94,7 +94,9 @@ def make_options(
     """The options for a spec's workload and SLO targets; bad combinations are one-line errors."""
     scenario = scenario.lower()
     if scenario not in SCENARIOS:
-        raise UsageError(f"--loadgen: {scenario!r} is not a LoadGen scenario; use server or offline")
+        raise UsageError(
+            f"--loadgen: {scenario!r} is not a LoadGen scenario; use server or offline"
+        )
     if scenario == "server" and (rate_rps is None or not math.isfinite(rate_rps) or rate_rps <= 0):
         raise UsageError(
             "--loadgen server: LoadGen's Server scenario needs workload.rate_rps (its Poisson "

@@ -1,5 +1,6 @@
-"""MLPerf LoadGen drives a system under test: its SUT and QSL callbacks bridged to an asyncio request
-function, every request recorded as a :class:`RequestRecord` on our clock beside LoadGen's logs.
+"""MLPerf LoadGen drives a system under test: its SUT and QSL callbacks bridged to an asyncio
+request function, every request recorded as a :class:`RequestRecord` on our clock beside
+LoadGen's logs.
 
 The QSL is the trace: sample index i is trace request i (LoadGen's ``performance_issue_unique``
 issues each once). LoadGen calls ``issue`` from its own thread at its schedule; the request runs on

@@ -4,9 +4,9 @@ import-bench`` detects the format from the files and reads it through this table
 
 | format | tool | what is read |
 |---|---|---|
-| ``aiperf`` | NVIDIA AIPerf | ``profile_export.jsonl`` (+ ``profile_export_aiperf.json``), or their folder |
+| ``aiperf`` | NVIDIA AIPerf | ``profile_export.jsonl`` (+ ``..._aiperf.json``), or their folder |
 | ``guidellm`` | guidellm | ``benchmarks.json`` (its first benchmark) |
-| ``loadgen`` | MLPerf LoadGen | ``mlperf_log_detail.txt`` (+ trace and accuracy log beside it), or their folder |
+| ``loadgen`` | MLPerf LoadGen | ``mlperf_log_detail.txt`` (+ trace, accuracy log) or the folder |
 | ``vllm`` | ``vllm bench serve`` | its ``--save-result --save-detailed`` JSON |
 """
 

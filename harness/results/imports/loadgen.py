@@ -70,7 +70,9 @@ def read_detail(path: Path) -> dict[str, Any]:
         try:
             row = json.loads(line[len(":::MLLOG ") :])
         except json.JSONDecodeError:
-            raise bad(path, TOOL, f"line {i} is not a LoadGen log line; a truncated file?") from None
+            raise bad(
+                path, TOOL, f"line {i} is not a LoadGen log line; a truncated file?"
+            ) from None
         if isinstance(row, dict) and "key" in row:
             out[str(row["key"])] = row.get("value")
     if not out:
@@ -178,11 +180,7 @@ def _comparisons(d: dict[str, Any], recs: list[RequestRecord], server: bool) -> 
             return
         out.append(
             Comparison(
-                f"mean_{ours}_ms",
-                tool_mean,
-                ns(d.get(tool_mean)),
-                True,
-                theirs_recomputed=None,
+                f"mean_{ours}_ms", tool_mean, ns(d.get(tool_mean)), True, theirs_recomputed=None
             )
         )
         for p in _PCTS:
