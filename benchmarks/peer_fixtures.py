@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
 import shutil
 import subprocess
@@ -37,42 +36,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
+from peer_clients import aiperf_cmd, check_tokenizer, tool_env  # noqa: E402
 
 N, RATE, IN, OUT, CONC = 24, 4.0, 32, 16, 4
-
-
-def tool_env() -> dict:
-    return {
-        k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
-    }
-
-
-def aiperf_cmd(venv: Path, url: str, model: str, tokenizer: str, out: Path, extra: list) -> list:
-    """AIPerf's profile command for the tiny checkpoint (a local tokenizer, no telemetry)."""
-    return [
-        str(venv / "bin" / "aiperf"),
-        "profile",
-        "--model",
-        model,
-        "--url",
-        url,
-        "--endpoint-type",
-        "completions",
-        "--streaming",
-        "--tokenizer",
-        tokenizer,
-        "--extra-inputs",
-        "ignore_eos:true",
-        "--no-server-metrics",
-        "--no-gpu-telemetry",
-        "--ui",
-        "none",
-        "--random-seed",
-        "0",
-        "--output-artifact-dir",
-        str(out),
-        *extra,
-    ]
 
 
 def run_aiperf(args, url: str, model: str, ckpt: Path, dest: Path) -> None:
@@ -95,7 +61,7 @@ def run_aiperf(args, url: str, model: str, ckpt: Path, dest: Path) -> None:
             "--prompt-output-tokens-stddev",
             "0",
         ]
-        cmd = aiperf_cmd(venv, url, model, str(ckpt), work, load + sizes)
+        cmd = aiperf_cmd(venv, url, model, ckpt, work, load + sizes)
         log = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=tool_env())
         if log.returncode != 0:
             tail = (log.stdout + log.stderr)[-3000:]
@@ -209,6 +175,7 @@ def main() -> int:
     ]
     spec = load_spec(str(REPO / "configs" / "tiny-tp2-pp4-vllm-cpu.yaml"), sets)
     dest = Path(args.out)
+    check_tokenizer(args.checkpoint, "--checkpoint")
     logs = Path(tempfile.mkdtemp(prefix="peer-fixtures-"))
     server = launch_server(spec, logs) if args.server is None else _Running(*args.server.split(","))
     failed = []
