@@ -114,6 +114,7 @@ def test_loadgen_verdict_and_percentiles(imported):
     run = load_run(imported / "loadgen-server")
     eng = run.summary["engine"]
     assert eng["scenario"] == "Server" and eng["loadgen"]["result_validity"] in ("VALID", "INVALID")
+    assert eng["loadgen_verdict"]["validity"] == eng["loadgen"]["result_validity"]
     assert eng["latency_origin"] == "arrival"
     by = {r["tool_key"]: r for r in eng["comparisons"]}
     p99 = by["result_first_token_99.00_percentile_latency_ns"]

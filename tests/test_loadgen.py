@@ -84,6 +84,7 @@ def test_server_run_logs_verdict_and_loadgens_numbers_from_the_trace(server_run)
     # 16 queries cannot pass LoadGen's early stopping; the duration rule was not applied
     assert v["result_validity"] == "INVALID" and v["early_stopping_met"] is False
     assert v["result_min_duration_met"] is True and v["result_min_queries_met"] is True
+    assert [w.split(" ")[0] for w in imp.header["loadgen_verdict"]["failed"]] == ["early"]
     assert imp.header["ttft_latency_ns"] == 2_000_000_000
     assert len(imp.records) == 16 and sorted(r.request_id for r in imp.records) == list(range(16))
     assert sorted(r.output_tokens for r in imp.records) == sorted(q.output_len for q in QUERIES)

@@ -253,6 +253,32 @@ def _rates(d: dict[str, Any], recs: list[RequestRecord], server: bool) -> list[C
     return out
 
 
+_RULES = (
+    (
+        "result_perf_constraints_met",
+        "performance constraints (its latency limits at the percentile)",
+    ),
+    ("result_min_duration_met", "minimum duration"),
+    ("result_min_queries_met", "minimum query count"),
+    ("early_stopping_met", "early stopping (too few queries to bound the percentile)"),
+)
+
+
+def verdict(d: dict[str, Any]) -> dict[str, Any]:
+    """LoadGen's own verdict from its detail log: VALID / INVALID and the rules that failed, in
+    words (what ``summary.json`` keeps beside ours)."""
+    failed = [words for key, words in _RULES if d.get(key) is False]
+    return {
+        "validity": d.get("result_validity"),
+        "failed": failed,
+        "recommendation": (d.get("result_invalid_reason") or "").strip() or None,
+        "early_stopping": {
+            "ttft": (d.get("early_stopping_ttft_result") or "").strip() or None,
+            "tpot": (d.get("early_stopping_tpot_result") or "").strip() or None,
+        },
+    }
+
+
 def read(path: Path) -> Imported:
     detail = path / DETAIL if path.is_dir() else path
     d = read_detail(detail)
@@ -260,9 +286,10 @@ def read(path: Path) -> Imported:
     scenario = str(d.get("effective_scenario") or d.get("requested_scenario") or "")
     server = scenario == "Server"
     files = [str(detail)]
+    v = verdict(d)
     notes = [
-        f"LoadGen {scenario} verdict: {d.get('result_validity')}"
-        + (f" ({d['result_invalid_reason'].strip()})" if d.get("result_invalid_reason") else "")
+        f"LoadGen {scenario} verdict: {v['validity']}"
+        + (f" (failed: {'; '.join(v['failed'])})" if v["failed"] else "")
     ]
     records: list[RequestRecord] = []
     if (folder / TRACE).exists():
@@ -295,6 +322,7 @@ def read(path: Path) -> Imported:
         workload.update(arrival="closed", concurrency=workload["num_requests"])
     header = {
         "loadgen": {k: d.get(k) for k in _VERDICT_KEYS if k in d},
+        "loadgen_verdict": v,
         "scenario": scenario,
         "loadgen_version": d.get("loadgen_version"),
         "ttft_latency_ns": d.get("requested_server_ttft_latency"),
