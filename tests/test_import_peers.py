@@ -43,6 +43,23 @@ def imported(tmp_path_factory):
     return root
 
 
+def test_the_peers_percentiles_by_hand():
+    from harness.measure.percentiles import (
+        inverse_cdf_percentile,
+        lower_rank_percentile,
+        percentile,
+    )
+
+    xs = [10.0, 20.0, 30.0, 40.0, 50.0, 60.0]
+    # LoadGen: sorted[⌊N·p⌋] → p50: index 3, p90: index ⌊5.4⌋ = 5, p99: index 5
+    assert [lower_rank_percentile(xs, q) for q in (50, 90, 99)] == [40.0, 60.0, 60.0]
+    # guidellm: first value whose cumulative share (k/6) reaches p → p50: 3/6 → 30; p90: 60
+    assert [inverse_cdf_percentile(xs, q) for q in (50, 90)] == [30.0, 60.0]
+    assert inverse_cdf_percentile([5.0, 5.0, 7.0], 60) == 5.0  # equal values merged: 2/3 ≥ 0.6
+    assert percentile(xs, 50) == 35.0  # ours (numpy's): between the two
+    assert lower_rank_percentile([], 50) is None and inverse_cdf_percentile([], 50) is None
+
+
 def _engine(imported, name) -> dict:
     return load_run(imported / name).summary["engine"]
 
@@ -102,9 +119,9 @@ def test_aiperf_client_token_count_disagreement_is_shown(imported):
 def test_guidellm_definitions(imported):
     eng = _engine(imported, "guidellm")
     by = {r["tool_key"]: r for r in eng["comparisons"]}
-    assert by["inter_token_latency_ms.mean"]["same"] and by["inter_token_latency_ms.mean"]["key"] == (
-        "mean_tpot_ms"
-    )
+    assert by["inter_token_latency_ms.mean"]["same"] and by["inter_token_latency_ms.mean"][
+        "key"
+    ] == ("mean_tpot_ms")
     tpot = by["time_per_output_token_ms.mean"]
     assert not tpot["same"] and "TTFT included" in tpot["definition"] and tpot["reproduced"]
     assert "cumulative share" in by["time_to_first_token_ms.p50"]["definition"]
