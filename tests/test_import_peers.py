@@ -141,6 +141,25 @@ def test_loadgen_verdict_and_percentiles(imported):
     assert off["scenario"] == "Offline" and off["loadgen"]["result_validity"] == "VALID"
 
 
+@pytest.mark.parametrize("scenario", ["server", "offline"])
+def test_our_client_agrees_with_loadgen_on_the_same_vllm_requests(scenario):
+    """The harness's own records of the LoadGen run against the vLLM server (its clock) and
+    LoadGen's (its log): TTFT p50/p90/p99 and TPOT p50/p99 within 1 % or 1 ms."""
+    from harness.measure.metrics import RequestRecord, summarize
+    from harness.results.imports import loadgen
+
+    folder = FIX / "loadgen" / scenario
+    ours = [
+        RequestRecord.from_dict(d)
+        for d in json.loads((folder / "harness_records.json").read_text())
+    ]
+    mine, theirs = summarize(ours), summarize(loadgen.read(folder).records)
+    assert mine["completed"] == theirs["completed"] == len(ours)
+    assert mine["total_output_tokens"] == theirs["total_output_tokens"]  # n_tokens as sent
+    for key in ("p50_ttft_ms", "p90_ttft_ms", "p99_ttft_ms", "p50_tpot_ms", "p99_tpot_ms"):
+        assert abs(mine[key] - theirs[key]) <= max(1.0, 0.01 * theirs[key]), key
+
+
 def test_report_names_every_definition_that_differs(imported):
     assert cli(["report", str(imported / "aiperf-poisson")]) == 0
     md = (imported / "aiperf-poisson" / "report.md").read_text()

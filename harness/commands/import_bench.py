@@ -123,7 +123,6 @@ def _deployment(args: argparse.Namespace, data: dict) -> tuple[dict, dict, dict,
 
 def main(args: argparse.Namespace) -> int:
     from harness.measure.metrics import summarize
-    from harness.results.bench_import import selected_stats
     from harness.results.imports import read_any
     from harness.results.imports.base import unreproduced
     from harness.results.summary import new_summary, overall_verdict, slo_rows, utc_now
@@ -159,14 +158,11 @@ def main(args: argparse.Namespace) -> int:
         "defines them; only the requests table exists",
         *imp.notes,
     ]
-    if fmt.name == "vllm":
-        data = imp.header
-        if imp.header.get("request_goodput") is not None and not goodput:
-            notes.append(
-                f"the file's request_goodput {data['request_goodput']:.4g} req/s needs its "
-                "--goodput thresholds, which the file does not record: give --goodput to "
-                "recompute it"
-            )
+    if imp.goodput_in_file is not None and not goodput:
+        notes.append(
+            f"the file's request_goodput {imp.goodput_in_file:.4g} req/s needs its --goodput "
+            "thresholds, which the file does not record: give --goodput to recompute it"
+        )
     differ = [r for r in rows if not r["same"]]
     engine = {
         "kind": ENGINE_KIND,
@@ -174,7 +170,7 @@ def main(args: argparse.Namespace) -> int:
         "format": fmt.name,
         "file": str(args.file),
         "files": imp.files,
-        **{k: v for k, v in imp.header.items() if k != "request_goodput"},
+        **imp.header,
         "duration_s": imp.duration_s,
         "latency_origin": imp.latency_origin,
         "goodput_ms": goodput,
@@ -183,11 +179,6 @@ def main(args: argparse.Namespace) -> int:
         "token_counts": imp.token_counts,
         "unreproduced": missed,
     }
-    if fmt.name == "vllm":
-        engine["percentile_metrics"], engine["metric_percentiles"] = selected_stats(
-            {r["key"]: r["theirs"] for r in rows}
-        )
-        engine["file_metrics"] = {r["key"]: r["theirs"] for r in rows}
     summary = new_summary(
         name, hardware, layout, predicted, started_utc=_started_utc(imp.header.get("date"))
     )

@@ -50,6 +50,9 @@ class Imported:
     token_counts: dict[str, Any] | None = None  # server's vs the client's count, where both
     notes: list[str] = field(default_factory=list)
     name: str = ""  # the run's default name
+    goodput_in_file: float | None = (
+        None  # a goodput the tool printed with thresholds it did not keep
+    )
 
     def comparison_rows(self, metrics: dict[str, Any]) -> list[dict[str, Any]]:
         """Per comparison: the tool's value, ours, and whether the one that must agree does."""

@@ -10,6 +10,7 @@ from harness.results.bench_import import (
     file_metrics,
     read_bench_file,
     records_from_bench,
+    selected_stats,
     workload_from_bench,
 )
 from harness.results.imports.base import Comparison, Imported
@@ -40,11 +41,13 @@ def detect(path: Path) -> bool:
 def read(path: Path) -> Imported:
     data = read_bench_file(path)
     records, errors = records_from_bench(data)
+    own = file_metrics(data)
     comparisons = [
         Comparison(k, k, None if v is None else float(v), True)
-        for k, v in file_metrics(data).items()
+        for k, v in own.items()
         if k != "duration"
     ]
+    pct_metrics, pct = selected_stats(data)
     return Imported(
         tool=TOOL,
         files=[str(path)],
@@ -56,7 +59,11 @@ def read(path: Path) -> Imported:
         comparisons=comparisons,
         header={
             **{k: data.get(k) for k in _HEADER},
-            **{k: data[k] for k in (*_LAYOUT, "request_goodput") if k in data},
+            **{k: data[k] for k in _LAYOUT if k in data},
+            "percentile_metrics": pct_metrics,
+            "metric_percentiles": pct,
+            "file_metrics": own,
         },
         name=str(data.get("label") or "vllm-bench"),
+        goodput_in_file=data.get("request_goodput"),
     )
