@@ -167,6 +167,22 @@ def test_report_names_every_definition_that_differs(imported):
     assert "phase window" in md
 
 
+def test_loadgen_log_alone_keeps_its_numbers_unchecked(tmp_path):
+    (tmp_path / "lg").mkdir()
+    shutil.copy(FIX / "loadgen" / "server" / "mlperf_log_detail.txt", tmp_path / "lg")
+    assert (
+        cli(["import-bench", str(tmp_path / "lg"), str(tmp_path / "run"), "--config", str(CONFIG)])
+        == 0
+    )
+    run = load_run(tmp_path / "run")
+    rows = run.summary["engine"]["comparisons"]
+    assert run.summary["metrics"]["completed"] == 0 and len(rows) >= 15
+    assert (
+        all(r["reproduced"] is None for r in rows) and run.summary["engine"]["unreproduced"] == []
+    )
+    assert any("no mlperf_log_trace.json" in n for n in run.summary["notes"])
+
+
 # ---------------------------------------------------------------- bad input
 
 

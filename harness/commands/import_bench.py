@@ -219,6 +219,12 @@ def main(args: argparse.Namespace) -> int:
             f"{head}{run_dir}; the summary does NOT reproduce the tool's {', '.join(missed)}",
             file=sys.stderr,
         )
+    elif not imp.records:
+        print(
+            f"{head}{run_dir}; no per-request records, so none of the tool's {len(rows)} numbers "
+            "could be checked (kept in summary.engine.comparisons)",
+            file=sys.stderr,
+        )
     else:
         checked = sum(1 for r in rows if r["reproduced"])
         print(

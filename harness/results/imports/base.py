@@ -55,8 +55,13 @@ class Imported:
     )
 
     def comparison_rows(self, metrics: dict[str, Any]) -> list[dict[str, Any]]:
-        """Per comparison: the tool's value, ours, and whether the one that must agree does."""
-        return [_row(c, metrics) for c in self.comparisons]
+        """Per comparison: the tool's value, ours, and whether the one that must agree does
+        (nothing is checked without records: the tool's numbers are only kept)."""
+        rows = [_row(c, metrics) for c in self.comparisons]
+        if not self.records:
+            for r in rows:
+                r["reproduced"] = None
+        return rows
 
 
 def _close(a: float, b: float, rel: float, abs_: float) -> bool:

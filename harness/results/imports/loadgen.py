@@ -176,7 +176,7 @@ def _comparisons(d: dict[str, Any], recs: list[RequestRecord], server: bool) -> 
     rank = "LoadGen's percentile: the sorted sample at ⌊N·p⌋, no interpolation (ours: numpy's)"
 
     def family(values: list, ours: str, prefix: str, suffix: str, tool_mean: str) -> None:
-        if not values:
+        if not values and recs:
             return
         out.append(
             Comparison(
@@ -208,7 +208,7 @@ def _comparisons(d: dict[str, Any], recs: list[RequestRecord], server: bool) -> 
             "result_first_token_mean_latency_ns",
         )
         family(tpot, "tpot", "result_time_per_output_token_", "_percentile_ns", "")
-        if "result_time_to_output_token_mean" in d and tpot:
+        if "result_time_to_output_token_mean" in d and (tpot or not recs):
             out.append(
                 Comparison(
                     "mean_tpot_ms",
@@ -228,6 +228,18 @@ def _rates(d: dict[str, Any], recs: list[RequestRecord], server: bool) -> list[C
     n = len(recs)
     toks = sum(r.output_tokens or 0 for r in recs)
     out = []
+    if not recs:
+        keys = (
+            ("result_completed_samples_per_sec", "request_throughput"),
+            ("result_completed_tokens_per_second", "output_throughput"),
+            ("result_samples_per_second", "request_throughput"),
+            ("result_tokens_per_second", "output_throughput"),
+        )
+        return [
+            Comparison(ours, k, float(d[k]), False, "LoadGen's rate (no trace to recompute it)")
+            for k, ours in keys
+            if k in d
+        ]
     if server:
         last = max(recs, key=lambda r: r.arrival_s)  # the last issued query
         done, sched = last.finish_s, last.arrival_s
@@ -308,7 +320,7 @@ def read(path: Path) -> Imported:
             "no mlperf_log_trace.json beside the log (LogSettings.enable_trace): LoadGen's own "
             "numbers only, no per-request records"
         )
-    comparisons = _comparisons(d, records, server) if records else []
+    comparisons = _comparisons(d, records, server)
     out_lens = [r.output_tokens for r in records if r.output_tokens]
     qps = d.get("effective_target_qps")
     workload: dict[str, Any] = {
