@@ -86,7 +86,8 @@ def _response(lg, qid: int, ids: Sequence[int], n_tokens: int):
 
 @dataclass
 class LoadGenRun:
-    """What a LoadGen test left: our records (in trace order) and the folder of its logs."""
+    """What a LoadGen test left: our records (request_id = LoadGen's sample_seq, the issue order)
+    and the folder of its logs."""
 
     records: list[RequestRecord]
     log_dir: Path
@@ -109,10 +110,10 @@ def run_loadgen(
     errors: dict[int, str] = {}
     pending: list[Any] = []
 
-    async def one(qid: int, index: int, issued: float) -> None:
+    async def one(qid: int, seq: int, index: int, issued: float) -> None:
         q = queries[index]
         rec = RequestRecord(
-            request_id=index,
+            request_id=seq,
             replica=0,
             arrival_s=issued,
             admitted_s=None,
@@ -120,7 +121,7 @@ def run_loadgen(
             input_len=q.input_len,
             output_len=q.output_len,
         )
-        records[index] = rec
+        records[seq] = rec
         first_sent = False
 
         def on_first(token: int) -> None:
@@ -137,7 +138,7 @@ def run_loadgen(
             ans = Answer(tokens=[], error=f"{type(e).__name__}: {e}")
             rec.finish_s, rec.completed = clock(), False
         if ans.error:
-            errors[index] = ans.error
+            errors[seq] = ans.error
         if not first_sent:
             on_first(ans.tokens[0] if ans.tokens else 0)
         n = ans.server_tokens if ans.server_tokens is not None else len(ans.tokens)
@@ -146,9 +147,11 @@ def run_loadgen(
         del buf
 
     def issue(samples) -> None:
+        # LoadGen's one issue thread numbers samples in issue order: its trace's sample_seq
         now = clock()
         for s in samples:
-            pending.append(asyncio.run_coroutine_threadsafe(one(s.id, s.index, now), loop))
+            seq = len(pending)
+            pending.append(asyncio.run_coroutine_threadsafe(one(s.id, seq, s.index, now), loop))
 
     settings = lg.TestSettings()
     for key, value in test_settings_values(opts).items():
@@ -186,6 +189,6 @@ def _arrivals_from_schedule(records: dict[int, RequestRecord], trace: Path) -> N
         return
     samples, _, _ = read_trace(trace)
     for ev in samples.values():
-        rec = records.get(int(ev["args"]["sample_idx"]))
+        rec = records.get(int(ev["args"]["sample_seq"]))
         if rec is not None:  # arrival_s holds the issue time until here
             rec.arrival_s -= int(ev["args"]["issue_start_ns"]) * 1e-9

@@ -142,7 +142,7 @@ def _records(
         n = n_tok.get(seq)
         out.append(
             RequestRecord(
-                request_id=int(a["sample_idx"]),
+                request_id=seq,  # sample_seq: unique even when LoadGen reissues a sample
                 replica=0,
                 arrival_s=sched,
                 admitted_s=None,
