@@ -36,7 +36,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "profile_export.jsonl or its artifact folder, guidellm's benchmarks.json, LoadGen's "
         "mlperf_log_detail.txt or its folder",
     )
-    p.add_argument("run_dir", help="the run directory to create (must not hold a run)")
+    p.add_argument(
+        "run_dir", metavar="RUN", help="the run directory to create (must not hold a run)"
+    )
     p.add_argument(
         "--config",
         help="spec YAML of the deployment that was benchmarked (model, cluster, "
