@@ -223,6 +223,37 @@ def test_loadgen_log_without_result_line(tmp_path, capsys):
     _fails(tmp_path, capsys, detail, "no result line (result_validity)")
 
 
+def test_missing_tokenizer_path_stops_the_peer_benchmark_before_anything(tmp_path):
+    """AIPerf counts tokens with a local tokenizer folder: a missing one is one line, exit 2, before
+    a checkpoint, a server or an output folder exists."""
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    out = tmp_path / "bench"
+    p = subprocess.run(
+        [
+            sys.executable,
+            str(repo / "benchmarks" / "client_vs_vllm_bench.py"),
+            "--clients",
+            "harness,aiperf",
+            "--tokenizer",
+            str(tmp_path / "no-such-tokenizer"),
+            "--checkpoint",
+            str(tmp_path / "ckpt"),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert p.returncode == 2 and p.stdout == ""
+    assert "--tokenizer" in p.stderr and "no tokenizer folder" in p.stderr
+    assert p.stderr.count("\n") == 1
+    assert not out.exists() and not (tmp_path / "ckpt").exists()
+
+
 def test_existing_run_is_never_overwritten(imported, tmp_path):
     done = tmp_path / "done"
     assert cli(["import-bench", str(CASES["guidellm"][0]), str(done), "--config", str(CONFIG)]) == 0
