@@ -149,7 +149,11 @@ def run_loadgen_fixtures(spec, url: str, model: str, dest: Path) -> None:
             json.dumps([r.to_dict() for r in res.records], indent=0) + "\n"
         )
         done = sum(r.completed for r in res.records)
-        print(f"  loadgen {scenario}: {done}/{n} completed → {target}", file=sys.stderr, flush=True)
+        print(
+            f"  loadgen {scenario}: {done}/{n} completed → {target} ({res.scheduling})",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 class _Running:
