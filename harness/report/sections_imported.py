@@ -62,17 +62,15 @@ def imported_section(ctx: Ctx) -> Section | None:
         )
     tc = eng.get("token_counts")
     if isinstance(tc, dict) and tc.get("client") is not None:
+        m = ctx.run.summary.get("metrics") or {}
+        client_tpot = ((tc.get("metrics") or {}).get("mean_tpot_ms") or {}).get("client")
         blocks.append(
             Text(
                 f"Output tokens: the server counted {fmt(tc.get('server'))} (its usage fields, "
                 f"used here), {tool}'s client {fmt(tc.get('client'))} by re-tokenizing the text, "
-                f"over {fmt(tc.get('requests'))} requests; {fmt(tc.get('differ'))} requests "
-                "disagree. Per-token metrics follow the count: "
-                + ", ".join(
-                    f"{k} {fmt(v.get('server'))} (server) vs {fmt(v.get('client'))} (client)"
-                    for k, v in (tc.get("metrics") or {}).items()
-                )
-                + "."
+                f"over {fmt(tc.get('requests'))} requests ({fmt(tc.get('differ'))} disagree). "
+                f"Mean TPOT over the server's count {fmt(m.get('mean_tpot_ms'))} ms, over the "
+                f"client's {fmt(client_tpot)} ms."
             )
         )
     return Section("Imported results", blocks)
