@@ -1,6 +1,7 @@
 import pytest
 
 from harness.measure.comm_stats import per_group_op, with_bandwidth
+from harness.plan.comm import COLLECTIVES, bus_factor, link_bytes, op_size, ring_factor
 
 
 def _row(op, nbytes, n, t0, t1, group="tp"):
@@ -36,3 +37,28 @@ def test_totals_per_group_and_op():
     assert tot["ops"] == 2 and tot["bytes"] == 4e9 and tot["time_s"] == 2
     # 2(n-1)/n = 1
     assert tot["algbw_gbps"] == pytest.approx(2) and tot["busbw_gbps"] == pytest.approx(2)
+
+
+def test_one_table_of_ops_with_nccl_tests_sizes_and_bus_factors():
+    """nccl-tests' PERFORMANCE.md: busbw factor all_reduce 2(n−1)/n, all_gather and reduce_scatter
+    (n−1)/n (over the gathered size n·B), broadcast and point-to-point 1. The planner's link-time
+    floor of an op is its size times its factor: the bytes each rank's link carries."""
+    n, b = 8, 100
+    assert {op: bus_factor(op, n) for op in COLLECTIVES} == {
+        "all_reduce": 1.75,
+        "all_gather": 0.875,
+        "reduce_scatter": 0.875,
+        "broadcast": 1.0,
+        "send": 1.0,
+        "recv": 1.0,
+    }
+    assert [op_size(op, b, n) for op in ("all_reduce", "all_gather", "broadcast")] == [
+        100,
+        800,
+        100,
+    ]
+    assert link_bytes("all_reduce", b, n) == pytest.approx(175.0)  # 2(n−1)/n · B
+    assert link_bytes("all_gather", b, n) == pytest.approx(700.0)  # (n−1) · B
+    assert link_bytes("send", b, 2) == 100.0
+    assert ring_factor(1) == bus_factor("all_reduce", 1) == 0.0  # a group of one moves nothing
+    assert bus_factor("barrier", 4) == 1.0  # an op outside the table moves its bytes once

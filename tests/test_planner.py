@@ -257,6 +257,20 @@ def test_kv_slot_is_paged_on_a_gpu_in_16_bit_only():
     assert slot_tokens(load_spec(ROOT / "configs" / "tiny-tp2-pp4-cpu.yaml")) == 128  # the CPU twin
 
 
+def test_kv_slots_per_replica_one_per_sequence_in_flight_within_the_kv_budget():
+    # m · max_batch = 4 · 64 = 256 slots of 2048 tokens fit (the smallest rank caches 1,473,179)
+    default = plan(load_spec(CFG_70B))
+    assert min(r.kv_token_capacity for r in default.ranks) == 1_473_179
+    assert default.kv_slots() == 256
+    # 8192-token slots: the budget binds, ⌊1,473,179 / 8192⌋ = 179 < 256
+    assert plan(load_spec(CFG_70B, ["run.max_seq_len=8192"])).kv_slots() == 179
+    # a budget under one slot still allocates one (the plan says it does not fit)
+    tiny = plan(load_spec(CFG_70B, ["run.max_seq_len=8192", "run.kv_cache_fraction=0.0001"]))
+    assert tiny.kv_slots() == 1 and not tiny.fits
+    # the CPU twin: 4 micro-batches of 8
+    assert plan(load_spec(ROOT / "configs" / "tiny-tp2-pp4-cpu.yaml")).kv_slots() == 32
+
+
 def test_plan_that_does_not_fit_says_so_with_numbers(capsys):
     rc = cli.main(
         [

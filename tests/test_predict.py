@@ -121,6 +121,25 @@ def test_simulator_closed_loop_one_constant_step_cost_is_exact():
     assert out["extrapolation"] == []
 
 
+def test_simulator_honours_the_concurrency_cap_hand_timeline():
+    """pp 1, every step 10 ms, 4 output tokens, 12 requests 1 ms apart with at most 1 in flight:
+    each request is sent at the previous one's finish and served alone in 40 ms, so the
+    throughput is 1/40 ms = 25 req/s and E2E from the send 40 ms; from the arrival, request k
+    (sent at 40k ms, arrived at k ms) also waited at the client: E2E 40 + 39k ms, mean 254.5 ms.
+    Without the cap all 12 share the batch."""
+    sets = ["workload.arrival=constant", "workload.rate_rps=1000", "workload.num_requests=12"]
+    capped = simulate_spec(_spec(*sets, "workload.max_concurrency=1"), _constant(1, 0.010))
+    m, send = capped["metrics"], capped["metrics_from_send"]
+    assert m["request_throughput"] == pytest.approx(25.0, rel=1e-9)
+    assert send["mean_e2el_ms"] == pytest.approx(40.0, abs=1e-6)
+    assert send["p99_ttft_ms"] == pytest.approx(10.0, abs=1e-6)
+    assert m["mean_e2el_ms"] == pytest.approx(254.5, abs=1e-6)
+    assert send["mean_client_queue_ms"] == pytest.approx(214.5, abs=1e-6)
+    free = simulate_spec(_spec(*sets), _constant(1, 0.010))
+    assert free["metrics"]["request_throughput"] > 5 * m["request_throughput"]
+    assert "metrics_from_send" not in free
+
+
 def test_simulator_pipeline_two_stages_two_in_flight_hand_timeline():
     """pp 2, 2 micro-batches in flight, 10 ms per stage, closed loop 2. By hand: A (request 0's
     prefill) runs stage 0 at 0–10 and stage 1 at 10–20; B (request 1) stage 0 10–20, stage 1 20–30;
@@ -375,6 +394,30 @@ def test_capacity_search_on_the_simulator(demo_dir, tmp_path):
         max(x for x in passed if x < min(failed, default=math.inf)) if passed else None
     )
     assert not (tmp_path / "cap" / "probe-00").exists()  # no real run was made
+
+
+def test_predict_honours_max_concurrency_on_the_demo_calibration(demo_dir):
+    """The issue's command: a cap of 1 at 50 req/s, far above the demo's capacity. One request in
+    flight at a time, so the throughput is one over one request's service time: the mean E2E from
+    the send (from the arrival it also holds the client queue, which grows all run)."""
+    res = _cli(
+        "predict",
+        str(DEMO_CONFIG),
+        "--from",
+        str(demo_dir),
+        "--set",
+        "workload.rate_rps=50",
+        "--set",
+        "workload.max_concurrency=1",
+        "--json",
+    )
+    assert res.returncode == 0, res.stderr
+    pred = json.loads(res.stdout)
+    service_s = pred["metrics_from_send"]["mean_e2el_ms"] / 1e3
+    assert pred["metrics"]["request_throughput"] == pytest.approx(1 / service_s, rel=0.2)
+    assert pred["workload"]["max_concurrency"] == 1
+    # the client queue: from the arrival, the mean E2E is several service times
+    assert pred["metrics"]["mean_e2el_ms"] > 3 * pred["metrics_from_send"]["mean_e2el_ms"]
 
 
 def _cli(*argv: str) -> subprocess.CompletedProcess:

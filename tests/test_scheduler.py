@@ -256,3 +256,46 @@ def test_replica_shares_of_a_cap_add_up_to_it():
     assert [replica_share(7, 3, k) for k in range(3)] == [3, 2, 2]
     assert [replica_share(4, 2, k) for k in range(2)] == [2, 2]
     assert replica_share(None, 2, 0) is None
+
+
+def test_the_scheduler_built_from_a_spec_honours_its_discipline_per_replica():
+    """``for_replica`` is what the engine and the simulator both build: the replica's share of the
+    trace (id mod dp), the spec's limits, its share of max_concurrency; a closed loop ignores the
+    cap. ``for_warmup``: the replica's first requests, at once, under ids no trace uses."""
+    from pathlib import Path
+
+    from harness.engines.reference.scheduler import WARMUP_ID_BASE, for_replica, for_warmup
+    from harness.plan.planner import token_budget
+    from harness.spec.spec import load_spec
+    from harness.spec.workload import build_trace
+
+    cfg = Path(__file__).resolve().parents[1] / "configs" / "tiny-tp2-pp4-cpu.yaml"
+    spec = load_spec(
+        cfg,
+        [
+            "parallel.dp=2",
+            "cluster.gpus_per_node=16",
+            "workload.max_concurrency=3",
+            "run.prefill_chunk=8",
+            "run.warmup_requests=2",
+        ],
+    )
+    trace = build_trace(spec.workload, spec.shape.vocab, 128)
+    s0, s1 = (for_replica(spec, trace, k, num_slots=5) for k in (0, 1))
+    assert [r.request_id for r in s0.pending] == [r.request_id for r in trace.requests][::2]
+    assert {r.request_id % 2 for r in s1.pending} == {1}
+    assert (s0.max_in_flight, s1.max_in_flight) == (2, 1)  # 3 split over 2 replicas
+    assert (s0.num_slots, s0.max_batch, s0.prefill_chunk) == (5, 8, 8)
+    assert s0.token_budget == token_budget(spec) and not s0.closed and s0.replica == 0
+    first = min(s1.pending, key=lambda r: r.request_id)
+    assert s1.prompt_of(first) == trace.prompt_ids(first)
+    closed = load_spec(cfg, ["workload.arrival=closed", "workload.concurrency=2"])
+    sc = for_replica(closed, build_trace(closed.workload, 256, 128), 0, num_slots=5)
+    assert sc.closed and sc.max_in_flight is None and len(sc.waiting) == 2
+    warm = for_warmup(spec, trace, 1, num_slots=5)
+    assert warm.warmup and warm.max_in_flight is None
+    assert [r.request_id for r in warm.pending] == [WARMUP_ID_BASE, WARMUP_ID_BASE + 1]
+    ones = [r for r in trace.requests if r.request_id % 2 == 1][:2]
+    assert [(r.input_len, r.output_len, r.arrival_s) for r in warm.pending] == [
+        (r.input_len, r.output_len, 0.0) for r in ones
+    ]

@@ -64,6 +64,7 @@ def render(p: dict) -> str:
         f"closed loop, concurrency {wl['concurrency']}"
         if wl["arrival"] == "closed"
         else f"{wl['arrival']} {wl['rate_rps']} req/s"
+        + (f", at most {wl['max_concurrency']} in flight" if wl.get("max_concurrency") else "")
     )
     lines = [
         f"harness predict: {p['name']} TP{lay['tp']}-PP{lay['pp']}-DP{lay['dp']}, {load}, "
@@ -80,6 +81,14 @@ def render(p: dict) -> str:
         lines.append(
             f"  {name:24}"
             + "".join(f"{_f(m.get(f'{st}_{key}_ms')):>10}" for st in ("mean", "median", "p99"))
+        )
+    send = p.get("metrics_from_send")
+    if send:
+        lines.append(
+            f"  {'from the send':24}"
+            + "".join(f"{_f(send.get(f'{st}_e2el_ms')):>10}" for st in ("mean", "median", "p99"))
+            + f"  (E2E; the cap held requests at the client: mean client queue "
+            f"{_f(send.get('mean_client_queue_ms'))} ms)"
         )
     lines.append(
         f"  throughput {_f(m.get('request_throughput'))} req/s, goodput "

@@ -1,12 +1,14 @@
 """Bandwidth of traced communication, as nccl-tests defines it (pure; no torch).
 
 For one op of ``bytes`` B (the local tensor) in a group of n ranks taking t seconds:
-- size S: B for all_reduce, broadcast, send and recv; n·B for all_gather (the gathered buffer,
-  nccl-tests' convention) and for reduce_scatter the input n·B as well
+- size S = ``op_size``: B for all_reduce, broadcast, send and recv; n·B for all_gather (the
+  gathered buffer, nccl-tests' convention) and for reduce_scatter the input n·B as well
 - algbw = S / t
-- busbw = algbw × 2(n−1)/n for all_reduce, × (n−1)/n for all_gather and reduce_scatter,
-  × 1 for broadcast, send and recv
-busbw is comparable with the link's peak bandwidth whatever the collective.
+- busbw = algbw × ``bus_factor``: 2(n−1)/n for all_reduce, (n−1)/n for all_gather and
+  reduce_scatter, 1 for broadcast, send and recv
+Size and factor come from the one table of ops (``harness.plan.comm.COLLECTIVES``), which the
+planner's link-time floors use too. busbw is comparable with the link's peak bandwidth whatever
+the collective.
 On the CPU, times are wall clock around the call; an isend/irecv's time runs from its post to
 its ``wait()`` (so it includes waiting for the peer), which this module cannot tell apart.
 """
@@ -15,19 +17,9 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from harness.plan.comm import bus_factor, op_size
+
 DERIVED_COLUMNS = ("time_s", "algbw_gbps", "busbw_gbps")
-
-
-def bus_factor(op: str, n: int) -> float:
-    if op == "all_reduce":
-        return 2 * (n - 1) / n
-    if op in ("all_gather", "reduce_scatter"):
-        return (n - 1) / n
-    return 1.0
-
-
-def op_size(op: str, nbytes: int, n: int) -> int:
-    return nbytes * n if op in ("all_gather", "reduce_scatter") else nbytes
 
 
 def with_bandwidth(rows: list[dict]) -> list[dict]:

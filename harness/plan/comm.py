@@ -26,9 +26,63 @@ def pp_bytes_per_token_per_boundary(shape: ModelShape, dtype_bytes: int) -> int:
     return shape.hidden * dtype_bytes
 
 
+@dataclass(frozen=True)
+class Collective:
+    """One communication op with its size and bus factor kept together, as nccl-tests keeps each
+    collective (its ``testColl`` table). For a local tensor of B bytes in a group of n ranks:
+
+    - size S: B, or n·B for an op over the gathered buffer (all_gather's output, reduce_scatter's
+      input); algbw = S / t;
+    - bus factor: busbw = algbw · factor, the bytes each rank's link carries per byte of S (ring
+      algorithms), so busbw is comparable with the link's peak whatever the op: all_reduce
+      2(n−1)/n, all_gather and reduce_scatter (n−1)/n, broadcast, send and recv 1.
+
+    The link-time floor of one op is therefore S · factor / link bandwidth (``link_bytes``)."""
+
+    gathered: bool
+    # ring phases each byte makes around the group: 2 for all_reduce (a reduce-scatter, then an
+    # all-gather), 1 for all_gather and reduce_scatter; 0: a point-to-point hop (factor 1)
+    ring_phases: int
+
+    def size(self, nbytes: int, n: int) -> int:
+        return nbytes * n if self.gathered else nbytes
+
+    def bus_factor(self, n: int) -> float:
+        if not self.ring_phases:
+            return 1.0
+        return self.ring_phases * (n - 1) / n if n > 1 else 0.0
+
+
+COLLECTIVES = {
+    "all_reduce": Collective(gathered=False, ring_phases=2),
+    "all_gather": Collective(gathered=True, ring_phases=1),
+    "reduce_scatter": Collective(gathered=True, ring_phases=1),
+    "broadcast": Collective(gathered=False, ring_phases=0),
+    "send": Collective(gathered=False, ring_phases=0),
+    "recv": Collective(gathered=False, ring_phases=0),
+}
+_POINT = COLLECTIVES["send"]  # an op not in the table moves its bytes once
+
+
+def op_size(op: str, nbytes: int, n: int) -> int:
+    """nccl-tests' size S of one ``op`` of ``nbytes`` local bytes in a group of ``n``."""
+    return COLLECTIVES.get(op, _POINT).size(nbytes, n)
+
+
+def bus_factor(op: str, n: int) -> float:
+    """nccl-tests' bus factor of ``op`` in a group of ``n`` (busbw = algbw · factor)."""
+    return COLLECTIVES.get(op, _POINT).bus_factor(n)
+
+
+def link_bytes(op: str, nbytes: int, n: int) -> float:
+    """Bytes one rank's link carries for one ``op`` of ``nbytes`` local bytes: S · bus factor
+    (all_reduce 2(n−1)/n · B, all_gather (n−1) · B, broadcast and send B)."""
+    return op_size(op, nbytes, n) * bus_factor(op, n)
+
+
 def ring_factor(n: int) -> float:
-    """Ring all-reduce bus factor 2(n−1)/n: bytes each rank moves per byte of payload."""
-    return 2 * (n - 1) / n if n > 1 else 0.0
+    """All-reduce bus factor 2(n−1)/n (the plan's ``tp_ring_factor``): ``bus_factor``'s entry."""
+    return bus_factor("all_reduce", n)
 
 
 def header_numel(max_batch: int) -> int:
@@ -148,18 +202,14 @@ def comm_time_s(
     tokens: int,
 ) -> float:
     """Time floor of one rank's ops for one micro-batch forward at link bandwidth (TP rank 0, the
-    busiest): Σ bytes · factor / bw — all_reduce 2(t−1)/t, all_gather t−1, broadcast and send 1;
-    a recv is the sender's time. Per-op latency is ignored (a bandwidth floor)."""
+    busiest): Σ ``link_bytes`` / bw — all_reduce 2(t−1)/t · B, all_gather (t−1) · B, broadcast and
+    send B; a recv is the sender's time. Per-op latency is ignored (a bandwidth floor)."""
     total = 0.0
     for (s, k, op, group), v in expected_comm(
         shape, layout, dtype_bytes, max_batch, rows, tokens
     ).items():
         if s != stage or k not in (None, 0) or op == "recv":
             continue
-        n = layout.tp
-        factor = {"all_reduce": ring_factor(n), "all_gather": n - 1, "broadcast": 1.0, "send": 1.0}[
-            op
-        ]
         bw = (lk.tp_gbps if group == "tp" else lk.pp_gbps)[stage] * 1e9
-        total += v["bytes"] * factor / bw
+        total += link_bytes(op, v["bytes"], layout.tp) / bw
     return total

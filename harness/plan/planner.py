@@ -188,6 +188,14 @@ class Plan:
     def rank(self, rank: int) -> RankPlan:
         return self.ranks[rank]
 
+    def kv_slots(self) -> int:
+        """KV slots per DP replica, as the reference engine allocates them: one per sequence of
+        every micro-batch in flight (m · max_batch), within what the smallest rank's KV budget
+        holds (⌊min_r kv_token_capacity_r / slot_tokens⌋), and at least one."""
+        want = self.run["micro_batches"] * self.run["max_batch"]
+        capacity = min(r.kv_token_capacity for r in self.ranks) // self.run["slot_tokens"]
+        return max(1, min(want, capacity))
+
 
 def _link_name(inter: bool, gpu: GpuSpec) -> str:
     return (

@@ -30,13 +30,16 @@ def simulate_spec(spec, model: PipelineModel) -> dict:
 
     out = simulate_metrics(spec, model, slo_thresholds_ms=goodput_thresholds_ms(spec))
     verdicts = judge(spec.slo_targets, out["metrics"])
-    return {
+    res = {
         "metrics": out["metrics"],
         "slo": slo_rows(verdicts),
         "verdict": overall(verdicts),
         "extrapolation": out["extrapolation"],
         "simulation": out["simulation"],
     }
+    if "metrics_from_send" in out:
+        res["metrics_from_send"] = out["metrics_from_send"]
+    return res
 
 
 def forecast(spec, source: str, model: PipelineModel | None = None) -> dict:
@@ -69,6 +72,7 @@ def forecast(spec, source: str, model: PipelineModel | None = None) -> dict:
             "arrival": spec.workload.arrival,
             "rate_rps": spec.workload.rate_rps,
             "concurrency": spec.workload.concurrency,
+            "max_concurrency": spec.workload.max_concurrency,
             "num_requests": spec.workload.num_requests,
         },
         **out,

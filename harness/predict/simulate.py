@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from harness.engines.reference.loop import ServeLoop
-from harness.engines.reference.scheduler import Scheduler
+from harness.engines.reference.scheduler import for_replica
 from harness.predict.calibrate import PipelineModel
 
 
@@ -149,6 +149,11 @@ class SimStage:
         return out
 
 
+def _no_prompt(req) -> list[int]:
+    """The simulator's prompts: only their lengths matter."""
+    return [0] * req.input_len
+
+
 @dataclass
 class Simulation:
     records: list
@@ -158,39 +163,19 @@ class Simulation:
     steps: int
 
 
-def kv_slots(spec) -> int:
-    """KV slots per replica, as the reference engine allocates them (``worker._slots``)."""
-    from harness.engines.reference.worker import _slots
-    from harness.plan.planner import plan as make_plan
-
-    return _slots(make_plan(spec), spec)
-
-
 def simulate(spec, trace, model: PipelineModel, num_slots: int, seed: int = 0) -> Simulation:
-    """Serve ``trace`` (one DP replica's share per replica, as a run does) on the simulated clock;
-    ``seed`` draws the residuals."""
-    from harness.plan.planner import token_budget
-
+    """Serve ``trace`` (one DP replica's share per replica, as a run does, through the scheduler
+    the engine builds: ``scheduler.for_replica``) on the simulated clock; ``seed`` draws the
+    residuals."""
     fit_context = not any("attn_pairs" in n for n in model.notes)
     records, rows, extra, steps, end = [], [], [], 0, 0.0
     for dp in range(spec.layout.dp):
-        mine = [r for r in trace.requests if r.request_id % spec.layout.dp == dp]
         clock = SimClock()
         stage = SimStage(model, clock, fit_context=fit_context, seed=seed * 1009 + dp)
         loop = ServeLoop(
             stage, spec.micro_batches, torch.device("cpu"), clock, dp, sleep=clock.sleep
         )
-        sched = Scheduler(
-            mine,
-            lambda r: [0] * r.input_len,
-            num_slots=num_slots,
-            max_batch=spec.run.max_batch,
-            max_seq_len=spec.run.max_seq_len or spec.shape.max_context,
-            prefill_chunk=spec.run.prefill_chunk,
-            token_budget=token_budget(spec),
-            closed_loop_concurrency=trace.concurrency if trace.closed_loop else None,
-            replica=dp,
-        )
+        sched = for_replica(spec, trace, dp, num_slots, prompt_of=_no_prompt)
         clock.next_arrival = sched.next_arrival
         loop.run(sched, 0.0)
         records += sched.records
@@ -238,19 +223,21 @@ def _merged_extrapolation(lists: list[list[dict]]) -> list[dict]:
 
 def simulate_metrics(spec, model: PipelineModel, slo_thresholds_ms=None) -> dict:
     """``spec``'s workload simulated ``replications()`` times (seeds 0..R−1): the metrics of
-    ``summary.json`` (each the mean over replications), the extrapolations of any replication, and
-    the simulation's size and wall time."""
+    ``summary.json`` (each the mean over replications) and, where a client-side cap held requests
+    in every replication, its ``metrics_from_send`` (TTFT and E2E from the send, as vLLM measures
+    them), the extrapolations of any replication, and the simulation's size and wall time."""
     from harness.measure.metrics import summarize
+    from harness.plan.planner import plan as make_plan
+    from harness.plan.planner import seq_len
+    from harness.results.summary import metrics_from_send
     from harness.spec.workload import build_trace
 
-    trace = build_trace(
-        spec.workload, spec.shape.vocab, spec.run.max_seq_len or spec.shape.max_context
-    )
-    slots, reps = kv_slots(spec), replications(len(trace.requests))
+    trace = build_trace(spec.workload, spec.shape.vocab, seq_len(spec))
+    slots, reps = make_plan(spec).kv_slots(), replications(len(trace.requests))
     t0 = time.perf_counter()
     sims = [simulate(spec, trace, model, slots, seed=r) for r in range(reps)]
     wall = time.perf_counter() - t0
-    return {
+    out = {
         "metrics": _mean_metrics(
             [summarize(s.records, slo_thresholds_ms=slo_thresholds_ms) for s in sims]
         ),
@@ -263,3 +250,7 @@ def simulate_metrics(spec, model: PipelineModel, slo_thresholds_ms=None) -> dict
             "replications": reps,
         },
     }
+    send = [metrics_from_send(s.records, slo_thresholds_ms) for s in sims]
+    if all(m is not None for m in send):
+        out["metrics_from_send"] = _mean_metrics(send)
+    return out

@@ -37,7 +37,8 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from harness.measure.metrics import RequestRecord
-from harness.spec.workload import Request
+from harness.plan.planner import seq_len, token_budget
+from harness.spec.workload import Request, Trace
 
 
 def replica_share(cap: int | None, dp: int, replica: int) -> int | None:
@@ -296,3 +297,62 @@ class Scheduler:
                 elif self.max_in_flight is not None:
                     self._advance(now)
         return finished
+
+
+# ---------------------------------------------------------------- built from a spec
+# The engine's coordinator and the simulator (harness.predict.simulate) both build their
+# schedulers here, so a spec field the scheduler honours reaches both (the simulator's own copy
+# once dropped workload.max_concurrency).
+
+WARMUP_ID_BASE = 1_000_000_000  # warm-up requests get ids no trace uses (and their own prompts)
+
+
+def replica_requests(trace: Trace, dp: int, replica: int) -> list[Request]:
+    """DP replica ``replica``'s fixed share of the trace: request id mod dp."""
+    return [r for r in trace.requests if r.request_id % dp == replica]
+
+
+def _limits(spec, num_slots: int) -> dict:
+    return {
+        "num_slots": num_slots,
+        "max_batch": spec.run.max_batch,
+        "max_seq_len": seq_len(spec),
+        "prefill_chunk": spec.run.prefill_chunk,
+        "token_budget": token_budget(spec),
+    }
+
+
+def for_replica(
+    spec,
+    trace: Trace,
+    replica: int,
+    num_slots: int,
+    prompt_of: Callable[[Request], list[int]] | None = None,
+    first_step: int = 0,
+) -> Scheduler:
+    """The measured phase's scheduler of DP replica ``replica``: its share of ``trace``, the
+    spec's batch, slot length, chunk and token budget, the trace's arrival discipline (a closed
+    loop's concurrency, or this replica's share of ``max_concurrency``); ``prompt_of``: the
+    trace's prompts unless given (the simulator needs only their lengths)."""
+    return Scheduler(
+        replica_requests(trace, spec.layout.dp, replica),
+        prompt_of or trace.prompt_ids,
+        **_limits(spec, num_slots),
+        closed_loop_concurrency=trace.concurrency if trace.closed_loop else None,
+        max_in_flight=replica_share(trace.max_concurrency, spec.layout.dp, replica),
+        replica=replica,
+        first_step=first_step,
+    )
+
+
+def for_warmup(spec, trace: Trace, replica: int, num_slots: int) -> Scheduler:
+    """The warm-up's scheduler: ``run.warmup_requests`` requests shaped like the replica's first
+    ones, all arriving at once, with ids no trace uses and no arrival discipline."""
+    base = replica_requests(trace, spec.layout.dp, replica)[: spec.run.warmup_requests]
+    warm = [
+        Request(WARMUP_ID_BASE + i, 0.0, r.input_len, r.output_len, None)
+        for i, r in enumerate(base)
+    ]
+    return Scheduler(
+        warm, trace.prompt_ids, **_limits(spec, num_slots), replica=replica, warmup=True
+    )

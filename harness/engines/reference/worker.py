@@ -20,37 +20,14 @@ from harness.engines.reference.model.accounting import meta_rank_bytes
 from harness.engines.reference.model.build import build_stage
 from harness.engines.reference.model.weights import CheckpointWeights, SeededWeights
 from harness.engines.reference.parallel.pp import PipelineStage
-from harness.engines.reference.scheduler import Scheduler, replica_share
+from harness.engines.reference.scheduler import for_replica, for_warmup
 from harness.engines.reference.summary import RankPayload
 from harness.measure.metrics import RequestRecord, progress
 from harness.measure.nvml import NvmlSampler, torch_memory_stats
 from harness.plan.planner import plan as make_plan
-from harness.plan.planner import token_budget
-from harness.spec.workload import Request
+from harness.plan.planner import seq_len, token_budget
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-
-
-def _slots(plan, spec) -> int:
-    """KV slots per replica: enough for every micro-batch group at max_batch, within the planned
-    capacity."""
-    want = spec.micro_batches * spec.run.max_batch
-    capacity = min(r.kv_token_capacity for r in plan.ranks) // plan.run["slot_tokens"]
-    return max(1, min(want, capacity))
-
-
-WARMUP_ID_BASE = (
-    1_000_000_000  # warm-up requests get ids no trace uses (and their own seeded prompts)
-)
-
-
-def _warmup_requests(trace_requests: list[Request], n: int) -> list[Request]:
-    """n requests shaped like the trace's first ones, all arriving at once."""
-    base = trace_requests[:n]
-    return [
-        Request(WARMUP_ID_BASE + i, 0.0, r.input_len, r.output_len, None)
-        for i, r in enumerate(base)
-    ]
 
 
 def run_rank(ctx, spec, trace, guard, state: dict, writer) -> RankPayload:
@@ -77,15 +54,12 @@ def run_rank(ctx, spec, trace, guard, state: dict, writer) -> RankPayload:
     # counted before serving: after a torch.profiler window the CPU heap is not to be trusted
     # (engine.close)
     counted = meta_rank_bytes(spec.shape, spec.layout, ctx.rank, spec.model.dtype)
-    plan = make_plan(spec)
-    max_seq = spec.run.max_seq_len or spec.shape.max_context
-    num_slots = _slots(plan, spec)
-    kv_bytes = model.allocate_kv(num_slots, max_seq)
+    num_slots = make_plan(spec).kv_slots()
+    kv_bytes = model.allocate_kv(num_slots, seq_len(spec))
     param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     if hdist.fail_rank_request() == ctx.rank:
         raise RuntimeError("HARNESS_FAIL_RANK: failing on purpose (test-only)")
 
-    mine = [r for r in trace.requests if r.request_id % spec.layout.dp == place.dp]
     groups = spec.micro_batches
     # The most tokens a micro-batch carries: the token budget, or max_batch whole prompts (chunks)
     # if fewer.
@@ -119,35 +93,13 @@ def run_rank(ctx, spec, trace, guard, state: dict, writer) -> RankPayload:
         loop = ServeLoop(
             stage, groups, ctx.device, clock, place.dp, should_stop=guard.is_set, on_tick=ticker
         )
-        warm = Scheduler(
-            _warmup_requests(mine, spec.run.warmup_requests),
-            trace.prompt_ids,
-            num_slots=num_slots,
-            max_batch=spec.run.max_batch,
-            max_seq_len=max_seq,
-            prefill_chunk=spec.run.prefill_chunk,
-            token_budget=token_budget(spec),
-            replica=place.dp,
-            warmup=True,
-        )
+        warm = for_warmup(spec, trace, place.dp, num_slots)
         w0 = clock()
         if spec.run.warmup_requests > 0:
             loop.run(warm, w0, warmup=True)
         payload.warmup_s = clock() - w0
         payload.warmup_steps = warm.step
-        sched = Scheduler(
-            mine,
-            trace.prompt_ids,
-            num_slots=num_slots,
-            max_batch=spec.run.max_batch,
-            max_seq_len=max_seq,
-            prefill_chunk=spec.run.prefill_chunk,
-            token_budget=token_budget(spec),
-            closed_loop_concurrency=trace.concurrency if trace.closed_loop else None,
-            max_in_flight=replica_share(trace.max_concurrency, spec.layout.dp, place.dp),
-            replica=place.dp,
-            first_step=warm.step,
-        )
+        sched = for_replica(spec, trace, place.dp, num_slots, first_step=warm.step)
         state["records"] = sched.records
         t0 = clock()
         state["t0"] = t0
