@@ -14,8 +14,9 @@ Clients (each a fresh process, given the same trace: arrival times, lengths, pro
 - ``vllm``: ``vllm.benchmarks.serve.benchmark`` (what ``vllm bench serve`` runs: its aiohttp
   session, request function, dispatch) in the vLLM venv, the trace's times as ``self_timed``
   timestamps (open loop) or ``--request-rate inf --max-concurrency C`` (closed loop);
-- ``bare``: the harness's request function (``harness.engines.vllm.client.stream_request``) alone,
-  dispatched like vLLM's, no driver around it;
+- ``bare``: the harness's request function
+  (``harness.engines.openai_server.client.stream_request``) alone, dispatched like vLLM's, no
+  driver around it;
 - ``aiperf``: AIPerf 0.13.0 in its own venv (benchmarks/peer_clients.py): the trace's prompts as the
   text the word-level tokenizer reads back into the same ids, the trace's times as a fixed schedule
   (open loop) or ``--concurrency C`` (closed loop), ``--use-server-token-count``; its records read
@@ -23,7 +24,7 @@ Clients (each a fresh process, given the same trace: arrival times, lengths, pro
   (AIPerf runs several service processes) is not in the /proc columns: only the wrapper is.
 A suffix runs a client's process differently: ``-rt`` under ``chrt -f 1`` (SCHED_FIFO, every
 thread), ``-nocap`` without CAP_SYS_NICE (``setpriv``), so the harness's loop thread cannot take
-SCHED_FIFO (harness.engines.vllm.priority) and runs as it did before that: normal priority.
+SCHED_FIFO (harness.engines.openai_server.priority) and runs as it did before that: normal priority.
 No warm-up requests in any client: one unmeasured pass warms the server first.
 
 Same formulas for every client (times from each client's own clock): lag = sent − scheduled (open
@@ -151,7 +152,7 @@ def bare_client(trace_path: str, out_path: str) -> None:
     """The harness's request function alone, dispatched like vLLM's client."""
     import aiohttp
 
-    from harness.engines.vllm.client import stream_request
+    from harness.engines.openai_server.client import stream_request
     from harness.measure.metrics import RequestRecord
 
     t = _trace(trace_path)
@@ -349,14 +350,14 @@ def client_metrics(recs: list[dict], closed: bool, conc: int) -> dict:
 
 
 def scrape(url: str) -> str:
-    from harness.engines.vllm.scrape import kept_lines
+    from harness.engines.openai_server.scrape import kept_lines
 
     with urllib.request.urlopen(url + "/metrics", timeout=30) as r:  # noqa: S310 (our server)
         return kept_lines(r.read().decode())
 
 
 def server_side(before: str, after: str) -> dict:
-    from harness.engines.vllm.scrape import parse_metrics, server_view, snapshot
+    from harness.engines.openai_server.scrape import parse_metrics, server_view, snapshot
 
     v = server_view(snapshot(parse_metrics(before)), snapshot(parse_metrics(after)), [])
     return {

@@ -38,22 +38,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
     for verb, (module, help_text) in VERBS.items():
         p = sub.add_parser(verb, help=help_text, description=help_text)
-        mod = _load(module)
-        if mod is not None:
-            mod.add_arguments(p)
-            p.set_defaults(_module=module)
-        else:
-            p.set_defaults(_module=None)
+        _load(module).add_arguments(p)
+        p.set_defaults(_module=module)
     return parser
 
 
 def _load(module: str):
-    try:
-        return importlib.import_module(f"harness.commands.{module}")
-    except ModuleNotFoundError as e:
-        if e.name == f"harness.commands.{module}":
-            return None  # verb not built yet
-        raise
+    return importlib.import_module(f"harness.commands.{module}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,9 +52,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.verb:
         parser.print_help()
-        return 2
-    if args._module is None:
-        sys.stderr.write(f"harness {args.verb}: not available in this build\n")
         return 2
     try:
         return int(_load(args._module).main(args) or 0)

@@ -99,3 +99,32 @@ def prompts():
 
 # The real CPU demo run (one per session), for every test that needs a run directory.
 from demo_run import demo_run  # noqa: E402,F401
+
+
+@pytest.fixture(scope="session")
+def vllm_ckpt(tmp_path_factory):
+    """The tiny Llama checkpoint the shared vLLM server serves (tests/vllm_server.py)."""
+    from vllm_server import tiny_checkpoint
+
+    return tiny_checkpoint(tmp_path_factory.mktemp("vllm-ckpt") / "tiny-llama")
+
+
+@pytest.fixture(scope="session")
+def vllm_server(vllm_ckpt, tmp_path_factory):
+    """One real vLLM server (TP2-PP4, CPU) for every test of the session that needs one: {url,
+    model, info, tree}; drive it with ``engine: {kind: openai, url, model}``."""
+    from vllm_server import shared_server
+
+    yield from shared_server(vllm_ckpt, tmp_path_factory.mktemp("server"))
+
+
+def pytest_collection_modifyitems(items):
+    """The tests on the shared vLLM server run last, test_vllm_serve's first (its reference run
+    needs the memory before the server takes it): the server starts once, and no other server or
+    world of the suite runs beside it."""
+
+    def key(item):
+        shared = "vllm_server" in getattr(item, "fixturenames", ())
+        return (shared, shared and item.module.__name__ != "test_vllm_serve")
+
+    items.sort(key=key)

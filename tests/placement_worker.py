@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from harness.engines.reference import dist as hdist  # noqa: E402
 from harness.plan.planner import plan  # noqa: E402
-from harness.report.dag import _gpu_label  # noqa: E402
+from harness.report.dag import gpu_label  # noqa: E402
 from harness.spec.spec import load_spec
 
 
@@ -32,7 +32,7 @@ def main() -> None:
         "node": int(os.environ["GROUP_RANK"]),
         "device": hdist.device_index(env, spec.parallel.gpu_map),
         "planned_node": rank_plan.node,
-        "dag_label": _gpu_label(env.rank, spec.cluster.gpus_per_node, spec.parallel.gpu_map),
+        "dag_label": gpu_label(env.rank, spec.cluster.gpus_per_node, spec.parallel.gpu_map),
     }
     path = Path(sys.argv[2]) / f"rank{env.rank}.json"
     path.write_text(json.dumps(out))

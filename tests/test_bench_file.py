@@ -190,6 +190,7 @@ def _vllm_python() -> str | None:
     reason="vLLM is not installed (.venv-vllm or HARNESS_VLLM_PYTHON): "
     "the cross-check against vLLM's own calculate_metrics cannot run here",
 )
+@pytest.mark.slow
 def test_vllm_own_calculate_metrics_agrees(tmp_path, synth):
     """Our file's per-request lists fed to vLLM's calculate_metrics give our file's numbers."""
     files = []

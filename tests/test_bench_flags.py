@@ -119,42 +119,71 @@ def test_a_cap_with_a_rate_is_the_spec_field_max_concurrency(tmp_path):
         load_spec(closed, ["workload.max_concurrency=2"])
 
 
-def test_a_flag_contradicting_the_spec_names_both(tmp_path):
+def test_flags_override_the_file_and_only_a_disagreeing_set_is_an_error(tmp_path):
+    """A flag overrides the spec file exactly as --set does; a flag and a --set that give one field
+    different values are the only contradiction, named both."""
     path = _spec_file(tmp_path)  # rate_rps: 4, input_len uniform 16..64, num_requests 24, poisson
+    sets, spec = _apply(
+        path, BenchFlags(request_rate=3.0, num_prompts=12, random_input_len=32, seed=3)
+    )
+    w = spec.workload
+    assert (w.rate_rps, w.num_requests, w.seed, w.arrival) == (3.0, 12, 3, "poisson")
+    assert (w.input_len.dist, w.input_len.value) == ("fixed", 32)
+    assert sets == [
+        "workload.num_requests=12",
+        "workload.rate_rps=3.0",
+        'workload.input_len={"dist": "fixed", "value": 32}',
+        "workload.seed=3",
+    ]
+    # a closed loop over the file's poisson; the file's open-loop cap goes with it
+    capped = _spec_file(tmp_path, {**yaml.safe_load(CONFIG.read_text())["workload"]})
+    raw = yaml.safe_load(capped.read_text())
+    raw["workload"]["max_concurrency"] = 2
+    capped.write_text(yaml.safe_dump(raw))
+    w = _apply(capped, BenchFlags(request_rate=math.inf, max_concurrency=4))[1].workload
+    assert (w.arrival, w.concurrency, w.max_concurrency) == ("closed", 4, None)
+    # a rate over the file's closed loop opens it, with vLLM's default gaps (Poisson)
+    closed = _spec_file(
+        tmp_path, {"arrival": "closed", "concurrency": 2, "num_requests": 4, **SHORT}
+    )
+    w = _apply(closed, BenchFlags(request_rate=4.0, max_concurrency=2))[1].workload
+    assert (w.arrival, w.rate_rps, w.max_concurrency) == ("poisson", 4.0, 2)
+    w = _apply(closed, BenchFlags(request_rate=4.0, burstiness=0.5))[1].workload
+    assert (w.arrival, w.burstiness) == ("gamma", 0.5)
+    with pytest.raises(UsageError, match="--burstiness shapes the gaps of an open loop, but"):
+        bench_overrides(BenchFlags(burstiness=2.0), yaml.safe_load(closed.read_text()), "c.yaml")
+    # the command line against itself
     raw = yaml.safe_load(path.read_text())
     cases = [
         (
+            BenchFlags(num_prompts=10),
+            ["workload.num_requests=30"],
+            "--num-prompts 10 contradicts --set workload.num_requests=30 "
+            "(it means workload.num_requests=10); drop one of them",
+        ),
+        (
             BenchFlags(request_rate=8.0),
-            f"--request-rate 8 contradicts workload.rate_rps: 4 in {path}",
+            ["workload.rate_rps=5"],
+            "--request-rate 8 contradicts --set workload.rate_rps=5",
+        ),
+        (
+            BenchFlags(request_rate=8.0),
+            ["workload.arrival=closed", "workload.concurrency=2"],
+            "--request-rate 8 contradicts --set workload.arrival=closed",
         ),
         (
             BenchFlags(request_rate=math.inf, max_concurrency=4),
-            "contradicts workload.arrival: poisson",
+            ["workload.arrival=poisson"],
+            "--request-rate inf --max-concurrency 4 (a closed loop) contradicts --set "
+            "workload.arrival=poisson",
         ),
-        (
-            BenchFlags(num_prompts=10),
-            f"--num-prompts 10 contradicts workload.num_requests: 24 in {path}",
-        ),
-        (
-            BenchFlags(random_input_len=32),
-            '--random-input-len 32 contradicts workload.input_len: {"dist": '
-            '"uniform", "max": 64, "min": 16}',
-        ),
-        (BenchFlags(seed=3), "--seed 3 contradicts workload.seed: 0"),
-        (BenchFlags(burstiness=2.0), "--burstiness 2 contradicts workload.arrival: poisson"),
+        (BenchFlags(seed=3), ["workload.seed=1"], "--seed 3 contradicts --set workload.seed=1"),
     ]
-    for flags, message in cases:
+    for flags, overrides, message in cases:
         with pytest.raises(UsageError, match=re.escape(message)):
-            bench_overrides(flags, raw, str(path))
-    # the same values are no contradiction; --set entries count as the spec too
-    assert bench_overrides(BenchFlags(request_rate=4.0, num_prompts=24, seed=0), raw, str(path))
-    with pytest.raises(
-        UsageError, match=r"--num-prompts 10 contradicts --set workload.num_requests=30"
-    ):
-        bench_overrides(BenchFlags(num_prompts=10), raw, str(path), ["workload.num_requests=30"])
-    closed = {"workload": {"arrival": "closed", "concurrency": 2}}
-    with pytest.raises(UsageError, match="--request-rate 4 contradicts workload.arrival: closed"):
-        bench_overrides(BenchFlags(request_rate=4.0), closed, "c.yaml")
+            bench_overrides(flags, raw, str(path), overrides)
+    # the same value twice is no contradiction
+    assert bench_overrides(BenchFlags(num_prompts=30), raw, str(path), ["workload.num_requests=30"])
 
 
 def test_goodput_and_percentile_flags(tmp_path):

@@ -2,8 +2,9 @@
 flight served by the reference engine, the vLLM-keyed result file at the end of the run (and
 ``import-bench`` of it) and the report written without a second command.
 
-One CPU world (the demo's TP2-PP4 tiny Llama, 8 gloo ranks) for the whole module: 12 prompts at
-40 requests/s under --max-concurrency 3, so the cap binds from the first second.
+One CPU world (the demo's TP2-PP4 tiny Llama, 8 gloo ranks) for the whole module: the shipped
+config with the flags overriding its workload (as ``--set`` would), 12 prompts at 40 requests/s
+under --max-concurrency 3, so the cap binds from the first second.
 """
 
 from __future__ import annotations
@@ -47,16 +48,6 @@ FLAGS = [
 ]
 
 
-def _spec_file(tmp_path):
-    """The demo's deployment with no workload of its own: the flags give it (a flag that disagrees
-    with the file would be an error)."""
-    raw = yaml.safe_load(DEMO_CONFIG.read_text())
-    raw["workload"] = {"arrival": "poisson"}
-    path = tmp_path / "bench-spec.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return path
-
-
 @pytest.fixture(scope="module")
 def bench_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("bench")
@@ -66,7 +57,7 @@ def bench_run(tmp_path_factory):
         "-m",
         "harness.cli",
         "run",
-        str(_spec_file(root)),
+        str(DEMO_CONFIG),
         "--results-dir",
         str(run_dir),
         *FLAGS,
@@ -91,6 +82,7 @@ def _sent(req) -> np.ndarray:
     return np.where(req["sent_s"].isna(), req["arrival_s"], req["sent_s"]).astype(float)
 
 
+@pytest.mark.slow
 def test_the_flags_are_the_runs_spec(bench_run):
     spec = yaml.safe_load((bench_run["run_dir"] / "spec.yaml").read_text())
     w = spec["workload"]
@@ -109,6 +101,7 @@ def test_the_flags_are_the_runs_spec(bench_run):
     assert spec["run"]["metric_percentiles"] == [50.0, 99.0]
 
 
+@pytest.mark.slow
 def test_never_more_than_the_cap_in_flight_and_the_cap_bound(bench_run):
     req = _requests(bench_run["run_dir"])
     assert len(req) == N and req["completed"].all()
@@ -125,6 +118,7 @@ def test_never_more_than_the_cap_in_flight_and_the_cap_bound(bench_run):
     assert (req["admitted_s"] >= sent - 1e-9).all()
 
 
+@pytest.mark.slow
 def test_summary_carries_ttft_from_the_arrival_and_from_the_send(bench_run):
     s = json.loads((bench_run["run_dir"] / "summary.json").read_text())
     req = _requests(bench_run["run_dir"])
@@ -138,6 +132,7 @@ def test_summary_carries_ttft_from_the_arrival_and_from_the_send(bench_run):
     assert send["p99_ttft_ms"] < s["metrics"]["p99_ttft_ms"]  # the client-side wait is in ours only
 
 
+@pytest.mark.slow
 def test_result_file_is_vllms_and_equals_the_runs_numbers(bench_run):
     path, run_dir = bench_run["file"], bench_run["run_dir"]
     s = json.loads((run_dir / "summary.json").read_text())
@@ -187,6 +182,7 @@ def test_result_file_is_vllms_and_equals_the_runs_numbers(bench_run):
     assert f["input_lens"] == list(req["input_len"]) and len(f["itls"]) == N
 
 
+@pytest.mark.slow
 def test_import_bench_of_the_file_reproduces_it(bench_run):
     imported = bench_run["root"] / "imported"
     assert (
@@ -227,6 +223,7 @@ def test_import_bench_of_the_file_reproduces_it(bench_run):
     )
 
 
+@pytest.mark.slow
 def test_the_run_wrote_its_report(bench_run):
     run_dir = bench_run["run_dir"]
     md = (run_dir / "report.md").read_text()
@@ -244,8 +241,14 @@ def test_the_run_wrote_its_report(bench_run):
     [
         (["--request-rate", "fast"], "argument --request-rate: invalid float value: 'fast'"),
         (["--max-concurrency", "0"], "--max-concurrency: must be a whole number >= 1, got 0"),
-        (["--num-prompts", "30"], "--num-prompts 30 contradicts workload.num_requests: 24 in"),
-        (["--request-rate", "8"], "--request-rate 8 contradicts workload.rate_rps: 4 in"),
+        (
+            ["--num-prompts", "30", "--set", "workload.num_requests=10"],
+            "--num-prompts 30 contradicts --set workload.num_requests=10",
+        ),
+        (
+            ["--request-rate", "8", "--set", "workload.arrival=closed"],
+            "--request-rate 8 contradicts --set workload.arrival=closed",
+        ),
         (["--goodput", "ttft"], "--goodput: 'ttft': the threshold must be a number of ms"),
         (["--save-detailed"], "--save-detailed: applies to the result file; add --save-result"),
         (["--result-dir", "x"], "--result-dir: applies to the result file; add --save-result"),

@@ -612,7 +612,7 @@ def test_incomplete_run_gives_no_rates(tmp_path, seed):
     "content, needle",
     [
         (None, "not found"),
-        ("{not json", "not readable JSON"),
+        ("{not json", "is not valid JSON"),
         (
             json.dumps({"schema_version": 2, "complete": True, "hardware": {}, "measured": {}}),
             "schema_version 2 unknown",

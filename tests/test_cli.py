@@ -56,3 +56,46 @@ def test_slurm_verb_renders_and_rejects_bad_time(capsys):
     assert "#SBATCH --nodes=1" in text and "#SBATCH --time=00:30:00" in text
     assert main(["slurm", str(REPO / "configs/tiny-tp2-pp4-cpu.yaml"), "--time", "soon"]) == 2
     assert "--time" in capsys.readouterr().err
+
+
+def test_an_external_engine_spec_inside_a_torchrun_world_is_refused(tmp_path):
+    """#27: a vLLM (or openai) spec started as a torchrun rank, as a Slurm script would, exits 2
+    with one line instead of serving the reference engine; nothing is written."""
+    import os
+
+    from harness.engines.registry import ENGINES
+    from harness.spec.engine import KINDS
+
+    assert set(ENGINES) == set(KINDS)  # one registry entry per kind the spec accepts
+    world = dict(os.environ, RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1")
+    openai = [
+        "--set",
+        "engine.kind=openai",
+        "--set",
+        "engine.url=http://127.0.0.1:9",
+        "--set",
+        "engine.model=m",
+    ]
+    cases = [("configs/tiny-tp2-pp4-cpu.yaml", openai, "openai")]
+    if (REPO / ".venv-vllm" / "bin" / "python").exists():
+        from vllm_server import tiny_checkpoint
+
+        ckpt = tiny_checkpoint(tmp_path / "ckpt")
+        vllm = ["--set", f"model.checkpoint={ckpt}"]
+        cases.append(("configs/tiny-tp2-pp4-vllm-cpu.yaml", vllm, "vllm"))
+    for config, extra, kind in cases:
+        out = tmp_path / kind
+        p = subprocess.run(
+            [sys.executable, "-m", "harness", "run", config, "--results-dir", str(out), *extra],
+            cwd=REPO,
+            env=world,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert p.returncode == 2, p.stderr
+        assert p.stderr.strip().splitlines() == [
+            f"harness run: error: engine.kind: {kind} serves from the harness run process, not "
+            f"from a torchrun world; start `harness run {config}` without torchrun"
+        ]
+        assert not out.exists()

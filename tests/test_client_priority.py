@@ -1,7 +1,8 @@
-"""The vLLM client's loop thread at SCHED_FIFO during a run (harness.engines.vllm.priority): the
-policy really changes inside the block (read back from the kernel), threads started there run at
-the normal policy (SCHED_RESET_ON_FORK), the old policy comes back after, and without the
-privilege the block runs at normal priority and says why."""
+"""The vLLM client's loop thread at SCHED_FIFO during a run
+(harness.engines.openai_server.priority): the policy really changes inside the block (read back
+from the kernel), threads started there run at the normal policy (SCHED_RESET_ON_FORK), the old
+policy comes back after, and without the privilege the block runs at normal priority and says
+why."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import threading
 
 import pytest
 
-from harness.engines.vllm.priority import realtime_thread
+from harness.engines.openai_server.priority import realtime_thread
 
 MAY_RT = os.geteuid() == 0 or resource.getrlimit(resource.RLIMIT_RTPRIO)[0] >= 1
 
@@ -60,7 +61,7 @@ def test_fifo_inside_normal_for_new_threads_and_restored_after():
 )
 def test_without_the_privilege_it_runs_normal_and_says_why():
     code = (
-        "import os; from harness.engines.vllm.priority import realtime_thread\n"
+        "import os; from harness.engines.openai_server.priority import realtime_thread\n"
         "with realtime_thread() as got: print(got); print(os.sched_getscheduler(0))"
     )
     p = subprocess.run(

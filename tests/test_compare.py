@@ -124,7 +124,7 @@ def test_history_table_csv_parquet_and_plot(tmp_path, runs, capsys):
     (hist / "broken" / "summary.json").write_text("{")
     rows, skipped = collect_history(hist)
     assert [r["run_dir"].rsplit("/", 1)[1] for r in rows] == ["nightly-2", "nightly-1", "nightly-0"]
-    assert len(skipped) == 1 and "corrupt JSON" in skipped[0]
+    assert len(skipped) == 1 and "is not valid JSON" in skipped[0]
     out = tmp_path / "report" / "history.md"
     assert cli(["history", str(hist), "--out", str(out)]) == 0
     assert "# History: 3 run(s)" in out.read_text()

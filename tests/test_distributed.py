@@ -19,6 +19,8 @@ from harness.engines.reference.model.weights import SeededWeights, full_state_di
 from harness.plan.planner import rank_params
 from harness.spec.layout import Layout, even_split
 
+pytestmark = pytest.mark.slow  # one torchrun world of 8 ranks for the module
+
 REPO = Path(__file__).resolve().parents[1]
 WORKER = REPO / "tests" / "dist_worker.py"
 WORLD = 8

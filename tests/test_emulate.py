@@ -243,6 +243,7 @@ def test_measured_compute_interpolates_and_scales():
     )
 
 
+@pytest.mark.slow
 def test_gpu_check_on_a_machine_without_gpu(tmp_path):
     env = dict(os.environ, PYTHON=sys.executable, CUDA_VISIBLE_DEVICES="")
     # timeout: a hang guard only (no absolute timing in tests: the machine is shared)

@@ -39,6 +39,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_agents_each_local_rank_gets_its_mapped_device(tmp_path):
     spec = _spec(tmp_path, gpu_map=GPU_MAP)
     out = tmp_path / "out"

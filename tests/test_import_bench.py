@@ -180,10 +180,37 @@ def test_without_config_the_model_and_layout_come_from_the_file(tmp_path):
     run = load_run(tmp_path / "run")
     assert run.summary["layout"] == {"tp": 2, "pp": 2, "dp": 1, "layer_split": [2, 2]}
     assert run.summary["verdict"] == "UNMEASURED" and run.summary["metrics"]["completed"] == 24
-    data["model_id"] = "meta-llama/Llama-3.1-8B"  # not on this machine
-    src.write_text(json.dumps(data))
-    assert cli(["import-bench", str(src), str(tmp_path / "run2")]) == 2
-    assert not (tmp_path / "run2").exists()
+    assert run.summary["no_plan"] == "hardware unknown (give --config)"
+
+
+def test_a_model_unknown_here_imports_as_a_metrics_only_run(imported, tmp_path, capsys):
+    """The fixtures name a checkpoint folder of the machine that ran vLLM: without --config the
+    run has no plan, says so in the summary, the report and compare, and still reproduces the
+    file's numbers; --config adds the plan."""
+    vllm = json.loads((FIXTURES / "poisson.json").read_text())
+    assert not Path(vllm["model_id"]).exists()
+    capsys.readouterr()
+    assert cli(["import-bench", str(FIXTURES / "poisson.json"), str(tmp_path / "run")]) == 0
+    err = capsys.readouterr().err
+    assert "reproduces the tool's numbers" in err and err.endswith("; no plan: model unknown\n")
+    run = load_run(tmp_path / "run")
+    s = run.summary
+    assert (
+        s["no_plan"] == "model unknown"
+        and s["predicted"] == {}
+        and s["engine"]["unreproduced"] == []
+    )
+    for key in ("request_throughput", "output_throughput", "p99_ttft_ms", "mean_itl_ms"):
+        assert _close(s["metrics"][key], vllm[key]), key
+    assert run.spec["model"] == {"served_as": vllm["model_id"]}
+    assert cli(["report", str(tmp_path / "run")]) == 0
+    md = (tmp_path / "run" / "report.md").read_text()
+    assert "No plan: model unknown." in md and "No graph: the model's layers are unknown" in md
+    capsys.readouterr()
+    assert cli(["compare", str(tmp_path / "run"), str(imported / "goodput"), "--force"]) in (0, 1)
+    assert f"> warning: BASE {tmp_path / 'run'}: no plan: model unknown" in capsys.readouterr().out
+    with_plan = load_run(imported / "poisson").summary  # imported with --config
+    assert "no_plan" not in with_plan and with_plan["predicted"]["bounds"]
 
 
 def _bad(tmp_path, text: str) -> Path:
@@ -210,7 +237,7 @@ def test_bad_files_are_one_line_and_exit_2(tmp_path, capsys):
     }  # no --save-detailed
     short = dict(good, ttfts=good["ttfts"][:-1])
     cases = {
-        "not JSON": ("{not json", "not JSON"),
+        "not JSON": ("{not json", "is not valid JSON"),
         "several": (
             json.dumps(good) + "\n" + json.dumps(good),
             "several results (--append-result)",

@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from demo_run import REPO
 
 
@@ -43,6 +45,7 @@ def _bench(tmp_path, *extra):
     return json.loads(out.read_text())
 
 
+@pytest.mark.slow
 def test_every_distributed_call_is_traced_and_a_bypass_is_caught(tmp_path):
     clean = _bench(tmp_path)
     assert clean["coverage_ok"] is True and clean["uncovered"] == {}

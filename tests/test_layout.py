@@ -25,7 +25,7 @@ LAYERS = [
 TOP_LEVEL_FILES = {"__init__.py", "__main__.py", "cli.py", "errors.py"}
 
 
-TOP_NAMES = {"__version__", "SCHEMA_VERSION"}  # defined in harness/__init__.py
+TOP_NAMES = {"__version__", "SCHEMA_VERSION", "REPO_ROOT"}  # defined in harness/__init__.py
 
 
 def _package(module: str) -> str | None:

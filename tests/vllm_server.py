@@ -82,3 +82,37 @@ def wait_for(pred, timeout: float, every: float = 0.2) -> bool:
             return True
         time.sleep(every)
     return bool(pred())
+
+
+def shared_server(ckpt: Path, tmp: Path):
+    """The session's vLLM server (TP2-PP4 on ``ckpt``), started with the engine's own launch code;
+    yields {url, model, info, tree}; at the end stopped and checked gone, leftovers too."""
+    import asyncio
+
+    from harness.engines.vllm.engine import bring_up, launch_server, stop_and_record
+    from harness.engines.vllm.tree import leftover_names, session_members
+    from harness.spec.spec import load_spec
+
+    if not VLLM_PYTHON.exists():
+        pytest.skip("no .venv-vllm/bin/python: run ./setup.sh --vllm for the vLLM tests")
+    config = write_spec(tmp / "vllm.yaml", spec_dict(ckpt, {"kind": "vllm", "env": CPU_ENV}))
+    spec = load_spec(config)
+    before = leftover_names()
+    srv = launch_server(spec, tmp)
+
+    async def up():
+        return await bring_up(spec, srv, asyncio.Event())
+
+    try:
+        info = asyncio.run(up())
+    except BaseException:
+        stop_and_record(srv, tmp)
+        raise
+    print(f"\nvLLM TP2-PP4 server ready after {info.ready_s:.0f} s", file=sys.stderr)
+    yield {"url": srv.launch.url, "model": srv.launch.model, "info": info, "tree": srv}
+    stopped = stop_and_record(srv, tmp)
+    assert stopped["left"] == [] and session_members(srv.pid) == []
+    assert stopped["removed"], (
+        "a TP2-PP4 server leaves shared memory and sockets; they were not removed"
+    )
+    assert leftover_names() - before == set()

@@ -99,9 +99,9 @@ def main(args: argparse.Namespace) -> int:
 
         atomic_write_json(args.out, report)
     if args.json:
-        from harness.results.atomic import _clean_floats
+        from harness.results.atomic import clean_floats
 
-        sys.stdout.write(json.dumps(_clean_floats(report), indent=1) + "\n")
+        sys.stdout.write(json.dumps(clean_floats(report), indent=1) + "\n")
     else:
         sys.stdout.write(render(report))
     errors = [

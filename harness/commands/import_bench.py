@@ -10,9 +10,11 @@ tool's own origin: the client's send, or LoadGen's schedule; rates over the tool
 the command says whether they reproduce the tool's own numbers wherever the definitions agree.
 Where they differ, ``summary.engine.comparisons`` keeps both values with the tool's definition, and
 the report's "Imported results" section shows them. The spec's workload comes from the file; the
-model, cluster, layout and SLO targets from ``--config`` when given (else the model id the file
-names, when its config.json is here, and the layout of vLLM's ``--metadata tp=.. pp=..``, else
-1×1×1). Only the requests table exists: the others are absent (the report says so).
+model, cluster, layout, SLO targets and the plan from ``--config`` when given (else the model id
+the file names, when it is a folder with config.json here, and the layout of vLLM's ``--metadata
+tp=.. pp=..``, else 1×1×1; no plan, the hardware being unknown). A model that cannot be resolved
+here makes a metrics-only run: no plan, ``summary.no_plan: model unknown``, which the report and
+compare show. Only the requests table exists: the others are absent (the report says so).
 """
 
 from __future__ import annotations
@@ -85,17 +87,18 @@ def _deployment(args: argparse.Namespace, data: dict) -> tuple[dict, dict, dict,
     from harness.spec.layout import even_split
 
     model_id = str(data.get("model_id") or "")
-    if (
-        not model_id
-        or not (Path(model_id) / "config.json").is_file()
-        and not model_id.endswith(".json")
-    ):
-        raise UsageError(
-            f"import-bench: the file's model {model_id or '(none)'} has no config.json here; give "
-            "--config SPEC naming the model and layout that were benchmarked"
-        )
-    shape = model_from_hf_config(model_id)
     lay = layout_from_bench(data) or {"tp": 1, "pp": 1, "dp": 1}
+    if _no_plan(args, data) == MODEL_UNKNOWN:  # metrics only: no layers, no plan
+        world = lay["tp"] * lay["pp"] * lay["dp"]
+        spec = {
+            "model": {"served_as": model_id or None},
+            "cluster": {"gpu": "unknown", "nodes": 1, "gpus_per_node": world},
+            "parallel": dict(lay),
+            "slo": {"targets": []},
+        }
+        hardware = {"gpu": "unknown", "gpu_name": "unknown", "total_gpus": world, "nodes": None}
+        return spec, {**hardware, "backend": None}, {**lay, "layer_split": []}, [], {}
+    shape = model_from_hf_config(model_id)
     if lay["pp"] > shape.num_layers:
         raise UsageError(
             f"import-bench: metadata pp={lay['pp']} exceeds the model's {shape.num_layers} layers"
@@ -123,6 +126,20 @@ def _deployment(args: argparse.Namespace, data: dict) -> tuple[dict, dict, dict,
     )
 
 
+MODEL_UNKNOWN = "model unknown"
+
+
+def _no_plan(args: argparse.Namespace, data: dict) -> str | None:
+    """Why the run has no plan: the file's model cannot be resolved here, or (without --config) the
+    hardware is unknown; None with --config."""
+    if args.config:
+        return None
+    model_id = str(data.get("model_id") or "")
+    if model_id and ((Path(model_id) / "config.json").is_file() or model_id.endswith(".json")):
+        return "hardware unknown (give --config)"
+    return MODEL_UNKNOWN
+
+
 def main(args: argparse.Namespace) -> int:
     from harness.measure.metrics import summarize
     from harness.results.imports import read_any
@@ -140,6 +157,7 @@ def main(args: argparse.Namespace) -> int:
     goodput = parse_goodput(args.goodput, "--goodput") if args.goodput else None
     fmt, imp = read_any(args.file)
     spec, hardware, layout, targets, predicted = _deployment(args, imp.header)
+    no_plan = _no_plan(args, imp.header)
     name = args.name or imp.name or fmt.name
     spec["name"] = name
     spec["workload"] = imp.workload
@@ -160,6 +178,8 @@ def main(args: argparse.Namespace) -> int:
         "defines them; only the requests table exists",
         *imp.notes,
     ]
+    if no_plan:
+        notes.append(f"no plan: {no_plan}")
     if imp.goodput_in_file is not None and not goodput:
         notes.append(
             f"the file's request_goodput {imp.goodput_in_file:.4g} req/s needs its --goodput "
@@ -198,6 +218,7 @@ def main(args: argparse.Namespace) -> int:
             "measured": {"throughput_rps": metrics["request_throughput"]},
             "engine": engine,
             "notes": notes,
+            **({"no_plan": no_plan} if no_plan else {}),
         }
     )
     env = {
@@ -216,6 +237,7 @@ def main(args: argparse.Namespace) -> int:
     writer.write_final(summary, {"requests": table})
     done = metrics["completed"]
     head = f"harness import-bench: {fmt.tool}, {len(imp.records)} requests ({done} completed) → "
+    tail = f"; no plan: {no_plan}" if no_plan else ""
     if missed:
         print(
             f"{head}{run_dir}; the summary does NOT reproduce the tool's {', '.join(missed)}",
@@ -231,7 +253,7 @@ def main(args: argparse.Namespace) -> int:
         checked = sum(1 for r in rows if r["reproduced"])
         print(
             f"{head}{run_dir}; the summary reproduces the tool's numbers ({checked} checked; "
-            f"{len(differ)} defined differently, both kept in summary.engine.comparisons)",
+            f"{len(differ)} defined differently, both kept in summary.engine.comparisons){tail}",
             file=sys.stderr,
         )
     return 0

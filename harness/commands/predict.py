@@ -40,7 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from harness.predict.forecast import forecast
-    from harness.results.atomic import _clean_floats, atomic_write_json
+    from harness.results.atomic import atomic_write_json, clean_floats
     from harness.spec.spec import load_spec
 
     spec = load_spec(args.config, args.overrides)
@@ -48,7 +48,7 @@ def main(args: argparse.Namespace) -> int:
     if args.out:
         atomic_write_json(args.out, out)
     if args.json:
-        sys.stdout.write(json.dumps(_clean_floats(out), indent=1) + "\n")
+        sys.stdout.write(json.dumps(clean_floats(out), indent=1) + "\n")
     else:
         sys.stdout.write(render(out))
     return 0

@@ -37,6 +37,7 @@ def main(args: argparse.Namespace) -> int:
     )
     print(f"report: {files.html}")
     print(f"        {files.markdown}")
-    print(f"dag:    {files.dag_json}, {files.dag_dot}")
+    dag = f"{files.dag_json}, {files.dag_dot}" if files.dag_json else "none (model unknown)"
+    print(f"dag:    {dag}")
     print(f"plots:  {len(files.plots)} PNG in {files.plots[0].parent}", file=sys.stdout)
     return 0

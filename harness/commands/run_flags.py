@@ -1,8 +1,9 @@
 """``vllm bench serve``'s flags on ``harness run``: argparse for them, and their mapping onto the
 spec's ``--set`` overrides (``harness.spec.bench_flags``), so ``spec.yaml`` records what they set.
 
-Every check runs before any rank or server starts (one line, exit 2): a bad value, a flag that
-contradicts the spec file or a ``--set`` (named both), an output flag without ``--save-result``.
+Every check runs before any rank or server starts (one line, exit 2): a bad value, a flag and a
+``--set`` that give one field different values (named both; over the spec file a flag wins, as
+``--set`` does), an output flag without ``--save-result``.
 The outputs (``--save-result`` and the report) are ``harness.commands.run_outputs``.
 """
 
@@ -32,9 +33,9 @@ SPEC_FLAGS = (
 def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group(
         "vllm bench serve flags",
-        "the same names and meanings as `vllm bench serve`; "
-        "each sets a spec field (recorded in spec.yaml); one that contradicts the spec "
-        "file is an error",
+        "the same names and meanings as `vllm bench serve`; each sets a spec field and "
+        "overrides the spec file as --set does (recorded in spec.yaml); a flag and a --set "
+        "that give one field different values are an error naming both",
     )
     g.add_argument(
         "--request-rate",
@@ -112,24 +113,22 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def with_bench_overrides(args: argparse.Namespace) -> argparse.Namespace:
-    """``args`` with the spec flags appended to ``args.overrides`` as ``--set`` strings (a copy; the
-    same ``args`` when none is given), after checking every bench flag."""
+def bench_set_strings(args: argparse.Namespace) -> list[str]:
+    """The spec flags given as ``--set`` strings (none when no flag is given), after checking every
+    bench flag against the spec file and the ``--set`` overrides."""
     from harness.spec.bench_flags import BenchFlags, bench_overrides
     from harness.spec.yaml_text import read_yaml_file
 
-    check_output_flags(args)
     given = {name: getattr(args, name, None) for name in SPEC_FLAGS}
     if all(v is None for v in given.values()):
-        return args
+        return []
     raw = read_yaml_file(args.config)
-    sets = bench_overrides(
+    return bench_overrides(
         BenchFlags(**given),
         raw if isinstance(raw, dict) else None,
         str(args.config),
         args.overrides,
     )
-    return argparse.Namespace(**{**vars(args), "overrides": [*args.overrides, *sets]})
 
 
 def check_output_flags(args: argparse.Namespace) -> None:

@@ -15,16 +15,17 @@ The report is written for every run that left a summary, complete or not.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
+
+from harness.commands.run_options import OutputOptions
 
 
 def _say(text: str) -> None:
     print(f"harness run: {text}", file=sys.stderr, flush=True)
 
 
-def write_outputs(run_dir: Path, args: argparse.Namespace) -> None:
+def write_outputs(run_dir: Path, outputs: OutputOptions) -> None:
     """The result file and the report for the run in ``run_dir``; nothing when it holds no summary
     (rank 0 and its results on another node, or a run that failed before writing any)."""
     from harness.results.writer import read_summary_file
@@ -32,21 +33,21 @@ def write_outputs(run_dir: Path, args: argparse.Namespace) -> None:
     summary = read_summary_file(run_dir)
     if summary is None:
         return
-    if getattr(args, "save_result", False):
-        save_result(run_dir, args, summary)
-    if not getattr(args, "no_report", False):
+    if outputs.save_result:
+        save_result(run_dir, outputs, summary)
+    if outputs.report:
         report(run_dir)
 
 
-def result_path(run_dir: Path, args: argparse.Namespace, header: dict) -> Path:
+def result_path(run_dir: Path, outputs: OutputOptions, header: dict) -> Path:
     """vLLM's rule: ``--result-dir`` joined with ``--result-filename`` (a path in it is kept)."""
     from harness.results.bench_file import result_filename
 
-    folder = Path(args.result_dir) if getattr(args, "result_dir", None) else run_dir
-    return folder / (getattr(args, "result_filename", None) or result_filename(header))
+    folder = outputs.result_dir or run_dir
+    return folder / (outputs.result_filename or result_filename(header))
 
 
-def save_result(run_dir: Path, args: argparse.Namespace, summary: dict) -> Path | None:
+def save_result(run_dir: Path, outputs: OutputOptions, summary: dict) -> Path | None:
     if not summary.get("complete"):
         _say(
             "--save-result: no result file for an incomplete run (vllm bench serve writes none "
@@ -58,10 +59,8 @@ def save_result(run_dir: Path, args: argparse.Namespace, summary: dict) -> Path 
         from harness.results.bench_file import bench_result_of_run, write_bench_file
         from harness.results.reader import load_run
 
-        result = bench_result_of_run(
-            load_run(run_dir), detailed=bool(getattr(args, "save_detailed", False))
-        )
-        path = write_bench_file(result, result_path(run_dir, args, result))
+        result = bench_result_of_run(load_run(run_dir), detailed=outputs.save_detailed)
+        path = write_bench_file(result, result_path(run_dir, outputs, result))
     except Exception as e:  # noqa: BLE001 - the run's own results stay as they are, whatever went wrong here
         _say(
             f"warning: --save-result failed ({type(e).__name__}: "

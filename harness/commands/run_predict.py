@@ -10,28 +10,31 @@ found, or the confirming run missed an SLO; 3 the confirming run failed; 2 bad i
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-from harness.errors import EXIT_FAIL, EXIT_INCOMPLETE, EXIT_PASS, UsageError
+from harness.commands.run_options import RunOptions
+from harness.errors import EXIT_FAIL, EXIT_INCOMPLETE, EXIT_PASS
 
 
-def find_capacity_predicted(spec, args: argparse.Namespace, launch_probe) -> int:
+def find_capacity_predicted(spec, options: RunOptions, entry) -> int:
+    """The search on the simulator; with ``--confirm``, one run of ``entry`` (the spec's engine) at
+    the predicted capacity."""
+    from harness.commands.run_capacity import result_of_run
+    from harness.commands.run_exit import exit_code
     from harness.predict.capacity import predicted_capacity
     from harness.predict.closure import calibrated
     from harness.results.atomic import atomic_write_json
     from harness.results.writer import check_new_run_dir, default_run_dir, read_summary_file
     from harness.spec.spec import load_spec
 
-    if not args.predict_from:
-        raise UsageError("--predict: give the calibration with --from RUN_DIR|EMULATE_JSON")
-    model = calibrated(args.predict_from, spec)
-    root = check_new_run_dir(args.results_dir or default_run_dir(spec.name + "-capacity"))
+    launch, cap = options.launch, options.capacity
+    model = calibrated(cap.predict_from, spec)
+    root = check_new_run_dir(launch.results_dir or default_run_dir(spec.name + "-capacity"))
     found = predicted_capacity(
-        spec, model, lambda extra: load_spec(args.config, [*args.overrides, *extra])
+        spec, model, lambda extra: load_spec(launch.config, [*launch.overrides, *extra])
     )
-    found["from"] = str(args.predict_from)
-    atomic_write_json(root / "capacity.json", {**found, "done": not args.confirm})
+    found["from"] = str(cap.predict_from)
+    atomic_write_json(root / "capacity.json", {**found, "done": not cap.confirm})
     field, best = found["field"], found["capacity"]
     print(f"{'probe':>5} {field:>22}  simulated verdict")
     for p in found["probes"]:
@@ -44,31 +47,25 @@ def find_capacity_predicted(spec, args: argparse.Namespace, launch_probe) -> int
     )
     if best is None:
         return EXIT_FAIL
-    if not args.confirm:
+    if not cap.confirm:
         return EXIT_PASS
     value = int(best) if field == "workload.concurrency" else best
     probe_dir = root / "confirm"
-    probe_args = argparse.Namespace(
-        **{
-            **vars(args),
-            "results_dir": str(probe_dir),
-            "overrides": [*args.overrides, f"{field}={value}"],
-        }
-    )
-    rc = launch_probe(load_spec(args.config, probe_args.overrides), probe_args)
+    probe_launch = launch.for_run(probe_dir, f"{field}={value}")
+    probe_spec = load_spec(probe_launch.config, list(probe_launch.overrides))
+    rc = exit_code(probe_dir, entry.serve(probe_spec, probe_launch))
     summary = read_summary_file(probe_dir) or {}
+    result = result_of_run(probe_dir, rc, summary)
     confirm = {
         field: value,
         "run_dir": str(probe_dir),
         "exit_code": rc,
-        "verdict": summary.get("verdict", "INCOMPLETE")
-        if summary.get("complete")
-        else "INCOMPLETE",
-        "request_throughput": (summary.get("metrics") or {}).get("request_throughput"),
+        "verdict": "INCOMPLETE" if result.failed else result.verdict,
+        "request_throughput": result.metrics.get("request_throughput"),
     }
     atomic_write_json(root / "capacity.json", {**found, "confirm": confirm, "done": True})
     print(f"confirming run at {field} = {value}: {confirm['verdict']} ({probe_dir})")
-    if rc not in (EXIT_PASS, EXIT_FAIL) or not summary.get("complete"):
+    if result.failed:
         print(
             f"harness run: --confirm: the run at {field}={value} failed (exit {rc})",
             file=sys.stderr,

@@ -20,12 +20,13 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from harness import REPO_ROOT
 from harness.errors import UsageError
 
 if TYPE_CHECKING:
     from harness.spec.spec import Spec
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = REPO_ROOT
 SCRIPTS_DIR = REPO / "slurm"
 SINGLE, MULTI, NIGHTLY = "single_node.sbatch", "multi_node.sbatch", "nightly.sbatch"
 SIGNAL_LEAD_S = 120  # SIGTERM this long before the time limit: time to write partial results

@@ -8,7 +8,7 @@ Modules, in the order they depend on each other:
   simulate.py   SimClock, SimStage (the PipelineStage surface), simulate: Scheduler + ServeLoop
   closure.py    one factor on every fitted time so the calibration run's own mean ITL is met
   forecast.py   forecast(spec, source): summary-shaped metrics, SLO verdicts, extrapolation flags
-  capacity.py   the capacity search on the simulator
+  capacity.py   the simulator as the capacity search's probe
 
 Place: after ``harness.emulate`` (it reads emulate JSON) and before ``harness.commands``.
 May import: every package below it; it imports the reference engine's scheduler and loop (torch).

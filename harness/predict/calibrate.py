@@ -29,7 +29,6 @@ model or layout; an emulate JSON that is not one, or of another model, dtype, TP
 
 from __future__ import annotations
 
-import json
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +37,7 @@ import numpy as np
 
 from harness.errors import UsageError
 from harness.predict.fit import StageCost, fit_stage
+from harness.spec.json_file import read_json_file
 
 EMULATE_SCHEMA = "harness.emulate/1"
 
@@ -245,20 +245,8 @@ def _emulate_points(rank: dict) -> list[tuple[dict[str, float], float]]:
 
 def read_emulate(path: str | Path) -> dict:
     p = Path(path)
-    try:
-        data = json.loads(p.read_text())
-    except FileNotFoundError:
-        raise UsageError(f"--from {path}: no such run directory or emulate JSON") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UsageError(
-            f"--from {path}: not JSON ({e.__class__.__name__}); give `harness emulate --out` JSON "
-            "or a run directory"
-        ) from None
-    if (
-        not isinstance(data, dict)
-        or data.get("schema") != EMULATE_SCHEMA
-        or not isinstance(data.get("ranks"), list)
-    ):
+    data = read_json_file(p, "--from", "give `harness emulate --out` JSON or a run directory")
+    if data.get("schema") != EMULATE_SCHEMA or not isinstance(data.get("ranks"), list):
         raise UsageError(
             f"--from {path}: not a `harness emulate` result (schema {EMULATE_SCHEMA}); rerun "
             "`harness emulate CONFIG --out FILE`"

@@ -96,7 +96,7 @@ def node_count(layout: Layout) -> int:
     return layout.dp * per_replica
 
 
-def _gpu_label(rank: int, gpus_per_node: int, gpu_map: list[int] | None) -> str:
+def gpu_label(rank: int, gpus_per_node: int, gpu_map: list[int] | None) -> str:
     """Rank r runs on node r // gpus_per_node, on device gpu_map[r % gpus_per_node] there (per-node
     map)."""
     node, local = divmod(rank, gpus_per_node)
@@ -156,7 +156,7 @@ def build_dag(
     gpn = gpus_per_node or layout.world_size
     dag = Dag(layout)
     chains = {
-        r: _rank_chain(layout, r, _gpu_label(r, gpn, gpu_map)) for r in range(layout.world_size)
+        r: _rank_chain(layout, r, gpu_label(r, gpn, gpu_map)) for r in range(layout.world_size)
     }
     for r, chain in chains.items():
         dag.nodes.extend(chain)
@@ -329,7 +329,7 @@ def dag_from_run(run) -> Dag:
     spec = run.spec or {}
     cluster = spec.get("cluster") or {}
     weights = {}
-    shape = _shape_of(spec)
+    shape = shape_of(spec)
     if shape is not None:
         weights = block_weights_for(shape, layout.tp)
     return build_dag(
@@ -342,7 +342,7 @@ def dag_from_run(run) -> Dag:
     )
 
 
-def _shape_of(spec: dict):
+def shape_of(spec: dict):
     from harness.errors import UsageError
     from harness.spec.catalog import model_preset
     from harness.spec.hf_config import model_from_hf_config

@@ -295,7 +295,7 @@ def _max_concurrent(reqs: list) -> int | None:
 
 def evidence_from_run(run) -> Evidence:
     from harness.report import analysis as an
-    from harness.report.dag import _shape_of
+    from harness.report.dag import shape_of
 
     lay = run.layout()
     summary, spec = run.summary, run.spec or {}
@@ -325,7 +325,7 @@ def evidence_from_run(run) -> Evidence:
             for s in stats
         ]
         ev.bubble_ratio = an.run_bubble(stats)
-    shape = _shape_of(spec)
+    shape = shape_of(spec)
     if shape is not None:
         layer = shape.layer_params()
         head = shape.vocab * shape.hidden / layer

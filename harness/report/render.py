@@ -42,8 +42,8 @@ class ReportFiles:
     markdown: Path
     html: Path
     plots: list[Path]
-    dag_json: Path
-    dag_dot: Path
+    dag_json: Path | None  # None: no graph (the model's layers are unknown)
+    dag_dot: Path | None
 
 
 def _slo_lines(summary: dict) -> dict[str, list[tuple[str, float]]]:
@@ -118,13 +118,14 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     claim_rows, claim_notes = verify_claims(claims, run) if claims else (None, [])
     plot_paths = draw_plots(run, out)
-    dag = dag_from_run(run)
-    dag_json, dag_dot = write_dag(dag, out)
+    # no layer split: the model is unknown (an import without its model), so no graph to draw
+    dag = dag_from_run(run) if run.layout().layer_split else None
+    dag_json, dag_dot = write_dag(dag, out) if dag is not None else (None, None)
     ctx = Ctx(
         run=run,
         plots={k: f"{PLOTS_DIR}/{v}" for k, v in PLOT_FILES.items()},
         dag=dag,
-        dag_files=[dag_json.name, dag_dot.name],
+        dag_files=[dag_json.name, dag_dot.name] if dag is not None else [],
         advice=recommend(evidence_from_run(run)),
         claims=claim_rows,
         claims_source=claims,

@@ -350,6 +350,8 @@ def intro(ctx: Ctx) -> list:
         ),
         Text(f"Run directory: {ctx.run.path}"),
     ]
+    if ctx.run.plan_note():  # an import without its model (or hardware): nothing predicted
+        lines.append(Text(f"{ctx.run.plan_note()[0].upper()}{ctx.run.plan_note()[1:]}."))
     eng = s.get("engine") if isinstance(s.get("engine"), dict) else None
     if eng and eng.get("kind") not in (None, "reference"):
         lines.append(

@@ -167,6 +167,10 @@ def communication(ctx: Ctx) -> Section:
 
 def dag_section(ctx: Ctx) -> Section:
     dag = ctx.dag
+    if dag is None:
+        return Section(
+            "DAG", [Text(f"No graph: the model's layers are unknown ({ctx.run.plan_note()}).")]
+        )
     lay = dag.layout
     on_nodes = sum(n.bytes or 0 for n in dag.nodes if n.kind == "comm")
     heavy = sorted((n for n in dag.nodes if n.time_s and n.op != "send"), key=lambda n: -n.time_s)[

@@ -9,12 +9,12 @@ residuals and every feature it extrapolated. Reads the forecast's JSON only (no 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from harness.errors import UsageError
 from harness.report.doc import Bullets, Section, Table, Text
 from harness.report.rows import Ctx, fmt
+from harness.spec.json_file import read_json_file
 
 PREDICTION_FILE = "prediction.json"
 PREDICT_KIND = "harness.predict/1"
@@ -39,23 +39,10 @@ def load_prediction(run_dir: Path, path: str | None) -> dict | None:
     p = Path(path) if path else run_dir / PREDICTION_FILE
     if not path and not p.exists():
         return None
-    try:
-        data = json.loads(p.read_text())
-    except FileNotFoundError:
-        raise UsageError(
-            f"--predicted: {p} not found; write one with "
-            "`harness predict CONFIG --from RUN --out FILE`"
-        ) from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UsageError(
-            f"--predicted: {p} is not JSON ({e.__class__.__name__}); "
-            "rewrite it with harness predict"
-        ) from None
-    if (
-        not isinstance(data, dict)
-        or data.get("kind") != PREDICT_KIND
-        or not isinstance(data.get("metrics"), dict)
-    ):
+    data = read_json_file(
+        p, "--predicted", "write one with `harness predict CONFIG --from RUN --out FILE`"
+    )
+    if data.get("kind") != PREDICT_KIND or not isinstance(data.get("metrics"), dict):
         raise UsageError(
             f"--predicted: {p} is not a `harness predict` forecast ({PREDICT_KIND}); "
             "write one with `harness predict CONFIG --from RUN --out FILE`"

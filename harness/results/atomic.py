@@ -35,7 +35,7 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def _json_default(o: Any) -> Any:
+def json_default(o: Any) -> Any:
     if hasattr(o, "item"):  # numpy scalars
         return o.item()
     if hasattr(o, "tolist"):  # numpy arrays
@@ -47,17 +47,17 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"{type(o).__name__} is not JSON serialisable")
 
 
-def _clean_floats(o: Any) -> Any:
+def clean_floats(o: Any) -> Any:
     """NaN/inf are not JSON: write them as null."""
     if isinstance(o, float) and not math.isfinite(o):
         return None
     if isinstance(o, dict):
-        return {str(k): _clean_floats(v) for k, v in o.items()}
+        return {str(k): clean_floats(v) for k, v in o.items()}
     if isinstance(o, (list, tuple)):
-        return [_clean_floats(v) for v in o]
+        return [clean_floats(v) for v in o]
     return o
 
 
 def atomic_write_json(path: str | Path, data: Any) -> Path:
-    text = json.dumps(_clean_floats(data), indent=1, default=_json_default, allow_nan=False)
+    text = json.dumps(clean_floats(data), indent=1, default=json_default, allow_nan=False)
     return atomic_write_text(path, text + "\n")

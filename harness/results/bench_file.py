@@ -53,7 +53,7 @@ from harness.measure.metrics import (
 )
 from harness.measure.peaks import peaks
 from harness.measure.percentiles import percentile, stats
-from harness.results.atomic import _json_default, atomic_write_text
+from harness.results.atomic import atomic_write_text, json_default
 
 # Metric families a result file may carry statistics for (vLLM's names).
 VLLM_METRICS = ("ttft", "tpot", "itl", "e2el", "client_queue_time", "e2el_including_client_queue")
@@ -342,4 +342,4 @@ def write_bench_file(result: Mapping[str, Any], path: str | Path) -> Path:
         raise UsageError(
             f"--result-dir: cannot create {path.parent} ({e.strerror}); give a writable folder"
         ) from None
-    return atomic_write_text(path, json.dumps(body, allow_nan=False, default=_json_default))
+    return atomic_write_text(path, json.dumps(body, allow_nan=False, default=json_default))

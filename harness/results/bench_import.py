@@ -23,13 +23,13 @@ own numbers (harness.measure.metrics.summarize); ``goodput`` thresholds are not 
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
 
 from harness.errors import UsageError
 from harness.measure.metrics import RequestRecord
+from harness.spec.json_file import read_json_file
 
 DETAILED_LISTS = (
     "input_lens",
@@ -61,27 +61,13 @@ def read_bench_file(path: str | Path) -> dict[str, Any]:
     """The JSON object of a ``vllm bench serve --save-result --save-detailed`` file, checked."""
     p = Path(path)
     where = f"import-bench: {p}"
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UsageError(
-            f"{where}: not found; give the JSON file vllm bench serve --save-result wrote"
-        ) from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise UsageError(
-            f"{where}: unreadable ({e.__class__.__name__}); give the JSON file "
-            "vllm bench serve --save-result wrote"
-        ) from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        hint = (
-            "it holds several results (--append-result): keep one per file"
-            if e.msg == "Extra data"
-            else "give the JSON file vllm bench serve --save-result wrote"
-        )
-        raise UsageError(f"{where}: not JSON ({e.msg} at line {e.lineno}); {hint}") from None
-    if not isinstance(data, dict) or any(k not in data for k in _MARKS):
+    data = read_json_file(
+        p,
+        "import-bench",
+        "give the JSON file vllm bench serve --save-result wrote",
+        several="it holds several results (--append-result): keep one per file",
+    )
+    if any(k not in data for k in _MARKS):
         raise UsageError(
             f"{where}: not a vllm bench serve result (no {', '.join(_MARKS)}); "
             "give the JSON file vllm bench serve --save-result wrote"

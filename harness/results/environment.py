@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from harness import SCHEMA_VERSION, __version__
+from harness import REPO_ROOT, SCHEMA_VERSION, __version__
 
 
 def _git_sha(repo_dir: Path) -> str | None:
@@ -83,7 +83,7 @@ def environment(
     Never initialises CUDA on a host without it and never needs git. ``torch_module`` lets a
     test pass a stand-in; by default torch is imported here (not at module import).
     """
-    repo = Path(__file__).resolve().parents[2]
+    repo = REPO_ROOT
     env: dict[str, Any] = {
         "harness_version": __version__,
         "schema_version": SCHEMA_VERSION,

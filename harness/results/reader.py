@@ -5,7 +5,6 @@ No torch import: ``report``, ``compare`` and ``history`` read runs without it.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ from harness import SCHEMA_VERSION, __version__
 from harness.errors import UsageError, shown
 from harness.results.schema import ENV_FILE, SPEC_FILE, SUMMARY_FILE, TABLES, VERDICTS
 from harness.results.summary_types import SUMMARY_TYPES, check_types
+from harness.spec.json_file import read_json_file
 
 
 @dataclass
@@ -37,6 +37,12 @@ class Run:
         reference."""
         eng = self.summary.get("engine")
         return str(eng.get("kind") or "reference") if isinstance(eng, dict) else "reference"
+
+    def plan_note(self) -> str | None:
+        """``no plan: REASON`` for a run that has no plan (an import whose model or hardware is
+        unknown, ``summary.no_plan``), else None."""
+        reason = self.summary.get("no_plan")
+        return f"no plan: {reason}" if reason else None
 
     def absent_note(self, name: str) -> str | None:
         """One line for a report when table ``name`` was not produced by this run's engine, else
@@ -124,16 +130,7 @@ def read_summary(run_dir: str | Path) -> dict:
     if not run_dir.is_dir():
         raise UsageError(f"{run_dir}: no such run directory; {_fix_hint(run_dir)}")
     p = run_dir / SUMMARY_FILE
-    try:
-        data = json.loads(p.read_text())
-    except FileNotFoundError:
-        raise UsageError(f"{p}: missing; {_fix_hint(run_dir)}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UsageError(
-            f"{p}: corrupt JSON ({e.__class__.__name__}: {e}); rerun the benchmark to rewrite it"
-        ) from None
-    if not isinstance(data, dict):
-        raise UsageError(f"{p}: must hold a JSON object; rerun the benchmark to rewrite it")
+    data = read_json_file(p, None, _fix_hint(run_dir))
     version = data.get("schema_version")
     if isinstance(version, bool) or not isinstance(version, int):
         raise UsageError(
@@ -215,17 +212,10 @@ def load_run(run_dir: str | Path, tables: bool = True) -> Run:
         ) from None
     if not isinstance(spec, dict):
         raise UsageError(f"{spec_p}: must hold a mapping (the resolved spec); rerun the benchmark")
-    try:
-        env = json.loads(env_p.read_text())
-    except FileNotFoundError:
-        raise UsageError(f"{env_p}: missing; {_fix_hint(run_dir)}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UsageError(
-            f"{env_p}: corrupt JSON ({e.__class__.__name__}); rerun the benchmark"
-        ) from None
+    env = read_json_file(env_p, None, _fix_hint(run_dir))
     frames = {name: _read_table(run_dir, name) for name in TABLES} if tables else {}
     absent = frozenset(name for name in TABLES if not (run_dir / f"{name}.parquet").exists())
-    return Run(run_dir, summary, spec, env if isinstance(env, dict) else {}, frames, absent)
+    return Run(run_dir, summary, spec, env, frames, absent)
 
 
 def as_number(v: Any) -> float | None:

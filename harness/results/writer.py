@@ -23,10 +23,10 @@ import yaml
 from harness import SCHEMA_VERSION
 from harness.errors import UsageError
 from harness.results.atomic import (
-    _clean_floats,
     atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
+    clean_floats,
 )
 from harness.results.environment import environment
 from harness.results.schema import (
@@ -179,7 +179,7 @@ class RunWriter:
                 f"--results-dir: {self.dir} already holds a run (summary.json); give a new folder"
             )
         atomic_write_text(
-            self.dir / SPEC_FILE, yaml.safe_dump(_clean_floats(dict(spec_dict)), sort_keys=False)
+            self.dir / SPEC_FILE, yaml.safe_dump(clean_floats(dict(spec_dict)), sort_keys=False)
         )
         atomic_write_json(self.dir / ENV_FILE, dict(env))
         self.write_summary(dict(summary, complete=False, verdict="INCOMPLETE"))

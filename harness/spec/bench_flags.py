@@ -1,8 +1,9 @@
 """``vllm bench serve``'s flags as spec overrides, and the spec fields they need.
 
-:func:`bench_overrides` maps the flags onto dotted ``--set`` strings (so ``spec.yaml`` records
-them and ``--set`` keeps working); a flag that contradicts a field the spec file (or a ``--set``)
-gives is an error naming both. vLLM's semantics (vllm/benchmarks, 0.32):
+:func:`bench_overrides` maps the flags onto dotted ``--set`` strings, so a flag overrides the spec
+file exactly as ``--set`` does (and ``spec.yaml`` records what it set). Only two command-line
+sources that set one field to different values, a flag and a ``--set``, are an error naming both.
+vLLM's semantics (vllm/benchmarks, 0.32):
 
 * ``--request-rate R``: gaps ~ Gamma(shape=b, scale=1/(R·b)), b = ``--burstiness`` (b = 1: Poisson,
   b = inf: constant 1/R) → ``workload.rate_rps`` and ``workload.arrival`` poisson / gamma
@@ -11,8 +12,11 @@ gives is an error naming both. vLLM's semantics (vllm/benchmarks, 0.32):
   harness's closed loop → ``arrival: closed``, ``concurrency: C`` (C = the number of requests
   without a cap). ``--burstiness`` has no effect with ``R = inf``.
 * ``--max-concurrency C`` with a finite rate (or an open-loop spec): a cap on requests in flight,
-  the rest wait at the client → ``workload.max_concurrency`` (with a closed-loop spec:
-  ``workload.concurrency``). Flags not given keep the spec's values.
+  the rest wait at the client → ``workload.max_concurrency`` (with a closed-loop spec and no rate:
+  ``workload.concurrency``). Flags not given keep the spec's values, except what the loop they
+  ask for cannot hold: a finite rate over a closed-loop spec file makes the loop open (poisson
+  unless ``--burstiness`` says otherwise), ``inf`` over an open-loop one drops its
+  ``max_concurrency``.
 * ``--num-prompts N`` → ``workload.num_requests``; ``--seed S`` → ``workload.seed``.
 * ``--random-input-len L``, ``--random-output-len O``, ``--random-range-ratio r`` (a number, or
   {"input": r1, "output": r2}; 0 <= r < 1): lengths uniform on the integers
@@ -183,10 +187,11 @@ class _Given:
             node[parts[-1]] = value
             self.layers.append((f"--set {item}", root))
 
-    def get(self, path: str) -> tuple[str, Any] | None:
-        """(where, value) of the last layer that sets ``path``, else None."""
+    def get(self, path: str, command_line: bool = False) -> tuple[str, Any] | None:
+        """(where, value) of the last layer that sets ``path`` (with ``command_line``: of the last
+        ``--set``), else None."""
         found = None
-        for where, tree in self.layers:
+        for where, tree in self.layers[1:] if command_line else self.layers:
             node: Any = tree
             for p in path.split("."):
                 if not isinstance(node, Mapping) or p not in node:
@@ -221,14 +226,12 @@ class _Overrides:
         self.given, self.fields = given, {}
 
     def set(self, path: str, value: Any, flag: str) -> None:
-        """Set ``path``; a different value in the spec file or a --set is a contradiction."""
-        have = self.given.get(path)
+        """Set ``path`` over the spec file's value; a ``--set`` of another value is a
+        contradiction."""
+        have = self.given.get(path, command_line=True)
         if have is not None and not _same(have[1], value):
-            where = (
-                have[0] if have[0].startswith("--set") else f"{path}: {_show(have[1])} in {have[0]}"
-            )
             raise UsageError(
-                f"{flag} contradicts {where} (it means {path}={_show(value)}); drop one of them"
+                f"{flag} contradicts {have[0]} (it means {path}={_show(value)}); drop one of them"
             )
         self.fields[path] = value
 
@@ -249,6 +252,7 @@ def bench_overrides(
     arrival_given = given.get("workload.arrival")
     closed_spec = arrival_given is not None and arrival_given[1] == "closed"
     rate, burst, cap = flags.request_rate, flags.burstiness, flags.max_concurrency
+    open_rate = rate is not None and not math.isinf(rate)
     if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
         raise UsageError(f"--max-concurrency: must be a whole number >= 1, got {cap!r}")
     if burst is not None and not burst > 0:
@@ -264,13 +268,10 @@ def bench_overrides(
         if math.isinf(rate):
             _closed_loop(out, given, flags)
         else:
-            if closed_spec:
-                raise UsageError(
-                    f"--request-rate {rate:g} contradicts workload.arrival: closed in "
-                    f"{arrival_given[0]}; drop one of them"
-                )
             out.set("workload.rate_rps", float(rate), f"--request-rate {rate:g}")
-    if cap is not None and (rate is None or not math.isinf(rate)):
+            if closed_spec and burst is None:  # the file's closed loop opens: vLLM's default gaps
+                out.set("workload.arrival", "poisson", f"--request-rate {rate:g}")
+    if cap is not None and (rate is None or open_rate):
         if closed_spec and rate is None:
             out.set("workload.concurrency", cap, f"--max-concurrency {cap}")
         else:
@@ -278,8 +279,8 @@ def bench_overrides(
     if burst is not None and not (rate is not None and math.isinf(rate)):
         if closed_spec and rate is None:
             raise UsageError(
-                f"--burstiness shapes open-loop arrivals but workload.arrival is closed in "
-                f"{arrival_given[0]}; drop one of them"
+                f"--burstiness shapes the gaps of an open loop, but workload.arrival is closed in "
+                f"{arrival_given[0]}; add --request-rate (or drop --burstiness)"
             )
         _arrival_shape(out, given, burst)
     _lengths(out, flags)
@@ -310,14 +311,9 @@ def _closed_loop(out: _Overrides, given: _Given, flags: BenchFlags) -> None:
             f"--burstiness {flags.burstiness:g} has no effect with --request-rate inf "
             "(no arrival gaps to shape); drop one of them"
         )
-    rate_given = given.get("workload.rate_rps")
-    arrival = given.get("workload.arrival")
-    if arrival is None and rate_given is not None:
-        raise UsageError(
-            f"{flag} (a closed loop) contradicts workload.rate_rps: {rate_given[1]} in "
-            f"{rate_given[0]}; drop one of them"
-        )
     out.set("workload.arrival", "closed", f"{flag} (a closed loop)")
+    if given.get("workload.max_concurrency") is not None:  # an open loop's cap: the loop is closed
+        out.set("workload.max_concurrency", None, f"{flag} (a closed loop)")
     if cap is None:
         n = flags.num_prompts
         if n is None:

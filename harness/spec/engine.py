@@ -7,7 +7,8 @@
   ``extra_args`` appended to its command line, ``env`` added to its environment,
   ``start_timeout_s`` to become ready and ``port`` on 127.0.0.1 (default: a free one).
 - ``openai``: an OpenAI-compatible server someone else started (``url``, ``model``): nothing is
-  launched, and the spec's layout fields are recorded as the claim about that server.
+  launched, and the spec's layout fields are recorded as the claim about that server
+  (``harness.engines.openai_server``).
 
 ``metrics_interval_s``: how often the server's Prometheus ``/metrics`` is scraped (vllm, openai).
 The numbers' ranges are in ``harness.spec.bounds.LIMITS``."""

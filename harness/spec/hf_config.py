@@ -12,13 +12,13 @@ four fields must all be there)."""
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from pathlib import Path
 
 from harness.errors import UsageError, shown
 from harness.spec.catalog import ModelShape
+from harness.spec.json_file import read_json_file
 
 SIZES = (
     "hidden_size",
@@ -40,31 +40,9 @@ def model_from_hf_config(path: str | Path, field: str = "model.config") -> Model
     p = Path(path)
     if p.is_dir():
         p = p / "config.json"
-    raw = _read(p, path, field)
+    raw = read_json_file(p, field, "give a Hugging Face config.json or a preset name", name=path)
     _check_raw(raw, p, field)
     return _shape(_llama_config(raw, p, field), raw, p, field)
-
-
-def _read(p: Path, given, field: str) -> dict:
-    try:
-        raw = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UsageError(
-            f"{field}: {given} not found; give a Hugging Face config.json or a preset name"
-        ) from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise UsageError(
-            f"{field}: {p} is not readable ({e.__class__.__name__}); give a Hugging Face "
-            "config.json"
-        ) from None
-    except json.JSONDecodeError as e:
-        raise UsageError(
-            f"{field}: {p} is not valid JSON (line {e.lineno}: {e.msg}); give a Hugging Face "
-            "config.json"
-        ) from None
-    if not isinstance(raw, dict):
-        raise UsageError(f"{field}: {p} must hold a JSON object")
-    return raw
 
 
 def _positive(raw: dict, key: str, p: Path, field: str) -> None:

@@ -22,7 +22,9 @@ class Layout:
     tp: int
     pp: int
     dp: int
-    layer_split: tuple[int, ...]  # decoder layers per stage, sums to the model's layer count
+    # decoder layers per stage, sums to the model's layer count; empty when the model is unknown
+    # (a benchmark imported without its model): no stage has a known layer
+    layer_split: tuple[int, ...]
 
     @property
     def world_size(self) -> int:
@@ -40,6 +42,8 @@ class Layout:
         return (dp * self.pp + stage) * self.tp + tp
 
     def layers_of_stage(self, stage: int) -> range:
+        if not self.layer_split:
+            return range(0)
         start = sum(self.layer_split[:stage])
         return range(start, start + self.layer_split[stage])
 

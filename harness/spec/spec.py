@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from harness import REPO_ROOT
 from harness.errors import UsageError, shown
 from harness.spec.bench_flags import check_bench_fields
 from harness.spec.bounds import check_limits
@@ -293,7 +294,7 @@ def validate(spec: Spec, base_dir: Path | None = None) -> None:
             f"name: {shown(spec.name)} must be at most 100 letters, digits, '-', '_' or '.' (it "
             f"names the run folder)"
         )
-    validate_engine(spec, Path(__file__).resolve().parents[2], base_dir)
+    validate_engine(spec, REPO_ROOT, base_dir)
 
 
 def _max_len(d: LengthDist) -> int:

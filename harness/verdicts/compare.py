@@ -153,6 +153,9 @@ def compare_runs(
                     f"{msg}; these runs are not comparable (pass --force to compare anyway)"
                 )
             cmp.warnings.append(msg + " (compared with --force)")
+    for role, run in (("BASE", base), ("NEW", new)):
+        if run.plan_note():
+            cmp.warnings.append(f"{role} {run.path}: {run.plan_note()}")
     if base.engine_kind() != new.engine_kind():
         cmp.engines = (engine_name(base), engine_name(new))
     cb, cn = _context(base), _context(new)

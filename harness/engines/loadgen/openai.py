@@ -1,6 +1,7 @@
 """LoadGen's request function for an OpenAI-compatible server (vLLM): the harness's own streaming
-client (``harness.engines.vllm.client.stream_request``), its first token reported to LoadGen as
-soon as it is read, the server's ``usage.completion_tokens`` as ``n_tokens`` where it sent one."""
+client (``harness.engines.openai_server.client.stream_request``), its first token reported to
+LoadGen as soon as it is read, the server's ``usage.completion_tokens`` as ``n_tokens`` where it
+sent one."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Callable
 import aiohttp
 
 from harness.engines.loadgen.sut import Answer, Query
-from harness.engines.vllm.client import stream_request
+from harness.engines.openai_server.client import stream_request
 from harness.measure.metrics import RequestRecord
 
 

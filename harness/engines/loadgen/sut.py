@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable, Sequence
 
 from harness.engines.loadgen.settings import LoadGenOptions, test_settings_values
-from harness.engines.vllm.priority import realtime_thread
+from harness.engines.openai_server.priority import realtime_thread
 from harness.errors import UsageError
 from harness.measure.metrics import RequestRecord
 from harness.results.imports.loadgen import TRACE, read_trace
@@ -107,9 +107,10 @@ def run_loadgen(
     got: dict[str, str] = {}
 
     def serve() -> None:
-        # the loop thread at real-time priority, as the harness's own client (priority.py): on a
-        # busy host a descheduled thread between reading the first token and telling LoadGen
-        # made the two clocks differ by 15 ms (measured, TP1 vLLM-CPU, 2 cores)
+        # the loop thread at real-time priority, as the harness's own client
+        # (openai_server/priority.py): on a busy host a descheduled thread between reading the
+        # first token and telling LoadGen made the two clocks differ by 15 ms (measured, TP1
+        # vLLM-CPU, 2 cores)
         with realtime_thread() as how:
             got["scheduling"] = how
             loop.run_forever()

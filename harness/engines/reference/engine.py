@@ -37,7 +37,7 @@ class ReferenceEngine:
 
     def __init__(self, run_dir: str | Path, guard: StopGuard | None = None):
         self.run_dir = Path(run_dir)
-        self.guard = guard  # started at the rank's start (harness.commands.run); else here
+        self.guard = guard  # started at the rank's start (harness.commands.run_rank); else here
         self.ctx = None
         self.profiled = False
         self.complete = False

@@ -18,8 +18,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import nullcontext
 from pathlib import Path
+from typing import ContextManager
 
+from harness.engines.options import LaunchOptions
 from harness.engines.reference.failures import describe, read_reports, root_cause
 from harness.engines.reference.lifetime import FAILURE_DIR_ENV, descendants, launcher_env, reap
 from harness.engines.reference.stop import GRACE_S
@@ -30,43 +33,48 @@ FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 REAP_WAIT_S = GRACE_S + 15.0  # ranks stop themselves within GRACE_S of losing their agent
 
 
-def world_shape(spec, args) -> tuple[int, int]:
+def world_shape(spec, options: LaunchOptions) -> tuple[int, int]:
     """(nnodes, nproc per node) from ``--nnodes``/``--nproc-per-node`` and the spec; UsageError when
     they cannot make the spec's world."""
     world = spec.world_size
-    for flag, v in (("--nnodes", args.nnodes), ("--nproc-per-node", args.nproc_per_node)):
+    for flag, v in (("--nnodes", options.nnodes), ("--nproc-per-node", options.nproc_per_node)):
         if v is not None and v < 1:
             raise UsageError(f"{flag}: must be >= 1, got {v}")
-    if args.node_rank is not None and args.node_rank < 0:
-        raise UsageError(f"--node-rank: must be >= 0, got {args.node_rank}")
+    if options.node_rank is not None and options.node_rank < 0:
+        raise UsageError(f"--node-rank: must be >= 0, got {options.node_rank}")
     nnodes = (
-        args.nnodes
-        if args.nnodes is not None
-        else (spec.cluster.nodes if args.rdzv_endpoint else 1)
+        options.nnodes
+        if options.nnodes is not None
+        else (spec.cluster.nodes if options.rdzv_endpoint else 1)
     )
     if world % nnodes:
         raise UsageError(f"--nnodes: {nnodes} does not divide the spec's {world} processes")
-    nproc = args.nproc_per_node if args.nproc_per_node is not None else world // nnodes
+    nproc = options.nproc_per_node if options.nproc_per_node is not None else world // nnodes
     if nproc * nnodes != world:
         raise UsageError(
             f"--nproc-per-node: {nproc} x {nnodes} nodes != {world} processes the spec needs "
             f"(parallel.tp*pp*dp)"
         )
-    if args.node_rank is not None and args.node_rank >= nnodes:
+    if options.node_rank is not None and options.node_rank >= nnodes:
         raise UsageError(
-            f"--node-rank: {args.node_rank} but there are {nnodes} nodes; use 0..{nnodes - 1}"
+            f"--node-rank: {options.node_rank} but there are {nnodes} nodes; use 0..{nnodes - 1}"
         )
-    if nnodes > 1 and not args.rdzv_endpoint:
+    if nnodes > 1 and not options.rdzv_endpoint:
         raise UsageError("--rdzv-endpoint: needed when --nnodes > 1 (HOST:PORT of the first node)")
     return nnodes, nproc
 
 
-def torchrun_command(spec, args, run_dir: Path) -> list[str]:
-    """The agent's command line for the spec's world
-    (``--nnodes``/``--node-rank``/``--rdzv-endpoint``
-    of ``args`` for several nodes): torchrun's arguments, run by
-    ``harness.engines.reference.agent``."""
-    nnodes, nproc = world_shape(spec, args)
+def preflight(spec, options: LaunchOptions) -> None:
+    """What the world needs before it starts: the torchrun flags make the spec's world."""
+    world_shape(spec, options)
+
+
+def torchrun_command(spec, options: LaunchOptions) -> list[str]:
+    """The agent's command line for the spec's world (``--nnodes``/``--node-rank``/
+    ``--rdzv-endpoint`` of ``options`` for several nodes): torchrun's arguments, run by
+    ``harness.engines.reference.agent``; each rank runs ``harness run`` on the same spec file and
+    overrides into ``options.results_dir``."""
+    nnodes, nproc = world_shape(spec, options)
     cmd = [
         sys.executable,
         "-m",
@@ -76,19 +84,20 @@ def torchrun_command(spec, args, run_dir: Path) -> list[str]:
         "--max-restarts=0",
         "--monitor-interval=0.5",
     ]
-    if args.rdzv_endpoint:
-        rdzv_id = args.rdzv_id or os.environ.get("SLURM_JOB_ID") or spec.name
+    if options.rdzv_endpoint:
+        rdzv_id = options.rdzv_id or os.environ.get("SLURM_JOB_ID") or spec.name
         cmd += [
             "--rdzv-backend=c10d",
-            f"--rdzv-endpoint={args.rdzv_endpoint}",
+            f"--rdzv-endpoint={options.rdzv_endpoint}",
             f"--rdzv-id={rdzv_id}",
         ]
-        if args.node_rank is not None:
-            cmd.append(f"--node-rank={args.node_rank}")
+        if options.node_rank is not None:
+            cmd.append(f"--node-rank={options.node_rank}")
     else:
         cmd.append("--standalone")
-    cmd += ["-m", "harness", "run", str(Path(args.config).resolve()), "--results-dir", str(run_dir)]
-    for o in args.overrides:
+    run_dir = str(options.results_dir)
+    cmd += ["-m", "harness", "run", str(Path(options.config).resolve()), "--results-dir", run_dir]
+    for o in options.overrides:
         cmd += ["--set", o]
     return cmd
 
@@ -136,10 +145,17 @@ def settle(spec, run_dir: Path, agent_rc: int, failures: Path) -> None:
         amend_summary(run_dir, complete=False)
 
 
-def run_world(spec, args, run_dir: Path) -> int:
-    """Start the agent for the spec, forward SIGTERM/SIGINT/SIGHUP to it, wait until none of its
-    processes is left, settle the summary and return the agent's exit code."""
-    cmd = torchrun_command(spec, args, run_dir)
+def world_probes(spec, options: LaunchOptions) -> ContextManager:
+    """A search's runs: one world each (nothing is shared between worlds)."""
+    return nullcontext(run_world)
+
+
+def run_world(spec, options: LaunchOptions) -> int:
+    """Start the agent for the spec (its run directory ``options.results_dir``), forward
+    SIGTERM/SIGINT/SIGHUP to it, wait until none of its processes is left, settle the summary and
+    return the agent's exit code."""
+    run_dir = Path(options.results_dir)
+    cmd = torchrun_command(spec, options)
     failures = Path(tempfile.mkdtemp(prefix="harness-failures-"))
     env = dict(os.environ, **launcher_env(), **{FAILURE_DIR_ENV: str(failures)})
     env.setdefault("OMP_NUM_THREADS", "1")  # 8 ranks on a few cores: no thread oversubscription

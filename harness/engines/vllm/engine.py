@@ -1,13 +1,12 @@
-"""The external engines behind the seam: ``vllm`` (the harness launches a vLLM server with the
-spec's layout and stops its whole tree afterwards) and ``openai`` (a server someone else runs).
+"""The vLLM engine (``kind: vllm``): the OpenAI-compatible server engine
+(``harness.engines.openai_server.engine``) with a vLLM server the harness launches with the spec's
+layout and whose whole process tree it stops afterwards.
 
-Both run in the ``harness run`` process itself, in one asyncio loop: bring the server up (launch
-and wait for readiness, or check the given one), then ``Driver`` serves the trace, then
-``external_result`` turns it into the common result. A launched server's command line goes to
-``server.json`` and the top of ``server.log`` (its whole output) in the run directory; a server
-shared by several runs (``--find-capacity``) is started once by the caller and passed in.
-Failure: a server that dies or never becomes ready, a stop signal or ``run.timeout_s`` end the
-run incomplete (exit 3) with the reason — for a server, the last lines of its log.
+A launched server's command line goes to ``server.json`` and the top of ``server.log`` (its whole
+output) in the run directory; a server shared by several runs (``--find-capacity``) is started once
+by the caller (``launch_server``, ``bring_up``) and passed in, and the caller stops it
+(``stop_and_record``). A server that dies or never becomes ready ends the run incomplete with the
+last lines of its log.
 """
 
 from __future__ import annotations
@@ -18,11 +17,10 @@ from pathlib import Path
 
 import aiohttp
 
-from harness.engines.base import EngineResult
+from harness.engines.openai_server.driver import Target
+from harness.engines.openai_server.engine import OpenAIServerEngine
+from harness.engines.openai_server.readiness import ServerInfo, wait_ready
 from harness.engines.vllm.command import server_launch
-from harness.engines.vllm.driver import Drive, Driver, Target
-from harness.engines.vllm.readiness import ServerFailed, ServerInfo, describe, wait_ready
-from harness.engines.vllm.result import external_result, hostname
 from harness.engines.vllm.server import ServerTree
 from harness.engines.vllm.telemetry import start_sampler
 from harness.results.atomic import atomic_write_json
@@ -55,95 +53,6 @@ async def bring_up(spec, server: ServerTree, stop: asyncio.Event) -> ServerInfo:
     return info
 
 
-class ExternalEngine:
-    """``kind`` vllm or openai. ``server``/``info``: a launched server shared with other runs (the
-    caller stops it); without it a vllm engine launches its own and stops it in ``close``."""
-
-    def __init__(
-        self,
-        kind: str,
-        run_dir: str | Path,
-        signals,
-        server: ServerTree | None = None,
-        info: ServerInfo | None = None,
-    ):
-        self.kind, self.run_dir, self.signals = kind, Path(run_dir), signals
-        self.server, self.info = server, info
-        self.owns_server = kind == "vllm" and server is None
-        self.stopped: dict | None = None
-
-    def serve(self, spec, trace, writer) -> EngineResult:
-        return asyncio.run(self._serve(spec, trace, writer))
-
-    async def _serve(self, spec, trace, writer) -> EngineResult:
-        stop = self.signals.attach()
-        try:
-            try:
-                target = await self._bring_up(spec, stop)
-            except ServerFailed as e:
-                reason = self.signals.reason or str(e)
-                print(f"harness run: {reason}", file=sys.stderr, flush=True)
-                return external_result(
-                    spec,
-                    self.kind,
-                    Drive(),
-                    info=self.info,
-                    command=self._command(),
-                    sampler=None,
-                    complete=False,
-                    reason=reason,
-                    host=hostname(),
-                )
-            driver = Driver(spec, trace, target, stop, self.signals.trip, writer, self.server)
-            sampler = None
-
-            def started() -> None:
-                nonlocal sampler
-                sampler = start_sampler(
-                    self.server.pid if self.server else None, spec.run.nvml_interval_s, driver.clock
-                )
-
-            driver.on_start = started
-            try:
-                drive = await driver.run()
-            finally:
-                if sampler is not None:
-                    sampler.stop()
-            complete = drive.finished and self.signals.reason is None
-            return external_result(
-                spec,
-                self.kind,
-                drive,
-                info=self.info,
-                command=self._command(),
-                sampler=sampler,
-                complete=complete,
-                reason=None if complete else self.signals.reason or "the run did not finish",
-                host=hostname(),
-            )
-        finally:
-            self.signals.detach()
-
-    async def _bring_up(self, spec, stop: asyncio.Event) -> Target:
-        if self.kind == "openai":
-            async with aiohttp.ClientSession() as session:
-                self.info = await describe(session, spec.engine.url.rstrip("/"), None)
-            return Target(spec.engine.url.rstrip("/"), spec.engine.model)
-        if self.server is None:
-            self.server = launch_server(spec, self.run_dir)
-        if self.info is None:
-            self.info = await bring_up(spec, self.server, stop)
-        return Target(self.server.launch.url, self.server.launch.model)
-
-    def _command(self) -> str | None:
-        return self.server.launch.command_text() if self.server is not None else None
-
-    def close(self, failed: bool) -> None:
-        if not self.owns_server or self.server is None:
-            return
-        self.stopped = stop_and_record(self.server, self.run_dir)
-
-
 def stop_and_record(server: ServerTree, log_dir: Path) -> dict:
     """Stop the server's tree and add how it ended to server.json; warn when anything was left."""
     stopped = server.stop()
@@ -155,3 +64,40 @@ def stop_and_record(server: ServerTree, log_dir: Path) -> dict:
             flush=True,
         )
     return stopped
+
+
+class VllmEngine(OpenAIServerEngine):
+    """``server``/``info``: a launched server shared with other runs (the caller stops it); without
+    it the engine launches its own and stops it in ``close``."""
+
+    kind = "vllm"
+
+    def __init__(
+        self,
+        run_dir: str | Path,
+        signals,
+        server: ServerTree | None = None,
+        info: ServerInfo | None = None,
+    ):
+        super().__init__(run_dir, signals, info)
+        self.server = server
+        self.owns_server = server is None
+        self.stopped: dict | None = None
+
+    async def _bring_up(self, spec, stop: asyncio.Event) -> Target:
+        if self.server is None:
+            self.server = launch_server(spec, self.run_dir)
+        if self.info is None:
+            self.info = await bring_up(spec, self.server, stop)
+        return Target(self.server.launch.url, self.server.launch.model)
+
+    def _start_sampler(self, spec, clock):
+        return start_sampler(self.server.pid, spec.run.nvml_interval_s, clock)
+
+    def _command(self) -> str | None:
+        return self.server.launch.command_text() if self.server is not None else None
+
+    def close(self, failed: bool) -> None:
+        if not self.owns_server or self.server is None:
+            return
+        self.stopped = stop_and_record(self.server, self.run_dir)

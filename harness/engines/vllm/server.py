@@ -18,6 +18,7 @@ import time
 from collections import deque
 from pathlib import Path
 
+from harness import REPO_ROOT
 from harness.engines.vllm.command import ServerLaunch
 from harness.engines.vllm.tree import session_members, stop_session
 
@@ -45,7 +46,7 @@ class ServerTree:
         self.started_at = time.monotonic()
         # A new session: Ctrl-C or a signal to harness run's process group never reaches the reaper.
         # the reaper imports harness from here
-        package_root = str(Path(__file__).resolve().parents[3])
+        package_root = str(REPO_ROOT)
         reaper_env = {
             **os.environ,
             "PYTHONPATH": os.pathsep.join(

@@ -15,8 +15,9 @@ from typing import Callable
 
 import psutil
 
+from harness.engines.openai_server.telemetry import start_node_sampler
 from harness.engines.vllm.tree import session_members
-from harness.measure.nvml import COLUMNS, HOST_DEVICE, NvmlSampler
+from harness.measure.nvml import COLUMNS, HOST_DEVICE
 
 RESCAN_EVERY = 10  # passes between scans of /proc for the session's members
 
@@ -84,27 +85,10 @@ class ServerTreeSampler:
         return list(self._rows)
 
 
-class GpuSampler:
-    """NVML on this node's GPUs, rows stamped on the run's clock and with the node name."""
-
-    def __init__(self, sampler: NvmlSampler):
-        self.sampler, self.note = sampler, None
-
-    def stop(self) -> None:
-        self.sampler.stop()
-
-    def rows(self) -> list[dict]:
-        node = os.uname().nodename
-        return [dict(r, node=node) for r in self.sampler.rows()]
-
-
 def start_sampler(sid: int | None, interval_s: float, clock: Callable[[], float]):
     """NVML when the node has GPUs, else the tree of session ``sid``; None when neither applies
     (a server someone else started, on a machine without GPUs)."""
-    nvml = NvmlSampler(interval_s, clock=clock).start()
-    if nvml.using_nvml:
-        return GpuSampler(nvml)
-    nvml.stop()
-    if sid is None:
-        return None
+    gpus = start_node_sampler(interval_s, clock)
+    if gpus is not None or sid is None:
+        return gpus
     return ServerTreeSampler(sid, max(interval_s, 0.5), clock).start()

@@ -4,7 +4,6 @@ for the claims (other hardware, model, layout, or an incomplete run)."""
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +13,7 @@ import yaml
 
 from harness.errors import UsageError
 from harness.spec.catalog import MODEL_PRESETS, gpu_spec, model_preset
+from harness.spec.json_file import read_json_file
 from harness.spec.spec import load_spec, spec_from_dict
 from harness.verdicts.claims.parse import ClaimsDoc
 
@@ -127,16 +127,9 @@ def load_results(run_dir: str) -> RunResults:
     """RUN_DIR/summary.json (schema_version 1): complete, hardware, measured (and, when there, the
     run's layout, its plan's model and dtype, SLO rows). Anything else is a UsageError."""
     p = Path(run_dir) / "summary.json"
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UsageError(
-            f"--results: {p} not found; give a run directory written by 'harness run'"
-        ) from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UsageError(f"--results: {p} is not readable JSON ({e.__class__.__name__})") from None
-    if not isinstance(data, dict) or data.get("schema_version") != 1:
-        got = data.get("schema_version") if isinstance(data, dict) else None
+    data = read_json_file(p, "--results", "give a run directory written by 'harness run'")
+    if data.get("schema_version") != 1:
+        got = data.get("schema_version")
         raise UsageError(f"--results: {p}: schema_version {got!r} unknown; this harness reads 1")
     hw, measured = data.get("hardware"), data.get("measured")
     if (

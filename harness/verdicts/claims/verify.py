@@ -50,9 +50,13 @@ MODEL_DEPENDENT = {
     "pp_sendrecv_bytes_per_stage",
 } | RUNTIME
 LAYOUT_DEPENDENT = {"memory_per_gpu_gb", "memory_balance_epsilon", "stage_memory_gb"} | RUNTIME
-# Measured only from the reference engine's trace (comm table: bytes per op; stages table: idle
-# time).
-NEEDS_TRACE = {"tp_allreduce_bytes_per_layer", "pp_sendrecv_bytes_per_stage", "bubble_ratio"}
+# Measured only from an engine's trace: the tables each needs (comm: bytes per op; stages: idle
+# time); an engine whose registry entry does not produce them cannot state the claim.
+NEEDS_TRACE = {
+    "tp_allreduce_bytes_per_layer": ("comm",),
+    "pp_sendrecv_bytes_per_stage": ("comm",),
+    "bubble_ratio": ("stages",),
+}
 
 
 @dataclass
@@ -152,7 +156,7 @@ class Checker(RuntimeChecks, StaticChecks):
         return Verdict(c.id, c.index, c.text, c.claimed, expected, "UNVERIFIED", reason, source)
 
     def check(self, c: Claim) -> Verdict:
-        if self.res is not None and self.res.engine != "reference" and c.id in NEEDS_TRACE:
+        if self.res is not None and c.id in NEEDS_TRACE and not _traces(self.res.engine, c.id):
             return self.unverified(
                 c,
                 f"not traced (external engine: {self.res.engine}): the claim needs the run's "
@@ -193,3 +197,11 @@ def verify(doc: ClaimsDoc, config: str | None = None, results: str | None = None
         results,
         notes,
     )
+
+
+def _traces(kind: str, claim_id: str) -> bool:
+    """The engine of ``kind`` produces the tables ``claim_id`` is measured from."""
+    from harness.engines.registry import ENGINES
+
+    entry = ENGINES.get(kind)
+    return entry is not None and set(NEEDS_TRACE[claim_id]) <= set(entry.tables)

@@ -13,7 +13,7 @@ import os
 from typing import Any
 
 from harness.engines.base import EngineResult
-from harness.engines.vllm.scrape import server_view
+from harness.engines.openai_server.scrape import server_view
 from harness.measure.metrics import client_lag, tokens_out
 from harness.measure.nvml import summarize_nvml
 

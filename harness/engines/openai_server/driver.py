@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
-from harness.engines.vllm.client import StreamResult, stream_request
-from harness.engines.vllm.priority import realtime_thread
-from harness.engines.vllm.scrape import counter_total, kept_lines, parse_metrics, snapshot
+from harness.engines.openai_server.client import StreamResult, stream_request
+from harness.engines.openai_server.priority import realtime_thread
+from harness.engines.openai_server.scrape import counter_total, kept_lines, parse_metrics, snapshot
 from harness.measure.metrics import RequestRecord, ttft_s
 from harness.measure.percentiles import percentile
 from harness.spec.workload import Request, random_prompt
@@ -64,7 +64,7 @@ class Drive:
     wall_s: float | None = None
     finished: bool = False
     scheduling: str | None = (
-        None  # the loop thread's policy during the run (harness.engines.vllm.priority)
+        None  # the loop thread's policy during the run (harness.engines.openai_server.priority)
     )
 
 
