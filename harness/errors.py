@@ -2,11 +2,13 @@
 
 Exit codes: ``0`` fine; ``1`` a verdict failed (SLO missed, claim refuted, regression); ``2`` bad
 input (one line naming the field and the fix); ``3`` a run failed or was interrupted (partial
-results on disk, marked incomplete)."""
+results on disk, marked incomplete); ``4`` inconclusive: the data cannot decide a verdict at the
+confidence level (an SLO neither met nor missed with confidence, a possible regression within the
+noise), nothing failed."""
 
 import reprlib
 
-EXIT_PASS, EXIT_FAIL, EXIT_USAGE, EXIT_INCOMPLETE = 0, 1, 2, 3
+EXIT_PASS, EXIT_FAIL, EXIT_USAGE, EXIT_INCOMPLETE, EXIT_INCONCLUSIVE = 0, 1, 2, 3, 4
 
 
 class UsageError(Exception):

@@ -59,7 +59,7 @@ def peaks(path: str) -> int:
     atomic_write_json(path, p.__dict__)
     print(
         f"copy {p.copy_gbps:.0f} GB/s (read+write of {p.copy_bytes / 2**30:.0f} GiB), bf16 matmul "
-        f"{p.matmul_tflops:.0f} TFLOP/s ({p.matmul_n}^3, median of {p.iters})"
+        f"{p.matmul_tflops:.0f} TFLOP/s ({p.matmul_n}^3), each the fastest of {p.iters}"
     )
     return 0
 
@@ -220,6 +220,7 @@ def summarize(work_dir: str, out_dir: str) -> int:
         "gpu": gpu,
         "message": "" if gpu else "no GPU present: GPU fields not measured; CPU-side checks only",
         "versions": ver,
+        "deps": _load(work / "deps.json"),
         "peaks": {
             "copy_gbps": pk["copy_gbps"] if pk else NOT_MEASURED,
             "matmul_tflops": pk["matmul_tflops"] if pk else NOT_MEASURED,
@@ -362,6 +363,9 @@ def render_short(d: dict) -> str:
             f"{v.get('driver')} / {v.get('cuda')} / {v.get('torch')} / {v.get('nccl')}",
         )
     )
+    deps = d.get("deps") or {}
+    missing = [*deps.get("missing", {}), *deps.get("optional_missing", {})]
+    rows.append(("missing modules", ", ".join(missing) or "none"))
     rows.append(("copy bandwidth", _num(d["peaks"]["copy_gbps"], ".0f", unit=" GB/s")))
     rows.append(("bf16 matmul peak", _num(d["peaks"]["matmul_tflops"], ".0f", unit=" TFLOP/s")))
     t = d["tests"]

@@ -63,7 +63,7 @@ def demo(tmp_path_factory) -> RunResult:
     """The demo run, made on first use and shared by every test module of the session."""
     if "run" not in _DEMO:
         res = harness_run(tmp_path_factory.mktemp("demo") / "run", "run.record_tokens=true")
-        assert res.returncode in (0, 1), (
+        assert res.returncode in (0, 1, 4), (
             f"demo run failed ({res.returncode}):\n{res.stderr[-4000:]}"
         )
         _DEMO["run"] = res

@@ -13,15 +13,17 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness.measure.metric_intervals import metric_intervals, samples_of
 from harness.measure.metrics import RequestRecord, summarize
 from harness.measure.nvml import COLUMNS as NVML_COLUMNS
+from harness.measure.slo_verdicts import judge_slo
 from harness.measure.stages import pipeline_summary, stage_stats
 from harness.plan import planner
 from harness.results.summary import new_summary, slo_rows
 from harness.results.writer import RunWriter
 from harness.spec.catalog import model_preset
 from harness.spec.layout import Layout, even_split
-from harness.spec.slo import judge, per_request_thresholds_ms, resolve_targets
+from harness.spec.slo import per_request_thresholds_ms, resolve_targets
 from harness.spec.spec import spec_from_dict
 
 
@@ -380,8 +382,10 @@ def build_synthetic_run(path: str | Path, c: SynthRun | None = None, **overrides
     steps, stages, comm = simulate_pipeline(c)
     records = make_requests(c)
     targets = resolve_targets(None, c.slo_targets)
-    metrics = summarize(records, slo_thresholds_ms=per_request_thresholds_ms(targets))
-    slo = slo_rows(judge(targets, metrics))
+    thresholds = per_request_thresholds_ms(targets)
+    metrics = summarize(records, slo_thresholds_ms=thresholds)
+    samples = samples_of(records, thresholds, duration_s=metrics["duration_s"])
+    slo = slo_rows(judge_slo(targets, metrics, samples, 0.95))
     wall = max(r.finish_s for r in records)
     env = {
         "harness_version": "0.1.0",
@@ -436,6 +440,7 @@ def build_synthetic_run(path: str | Path, c: SynthRun | None = None, **overrides
     writer.flush_requests(records[: len(records) // 2])
     summary.update(
         metrics=metrics,
+        intervals=metric_intervals(samples, 0.95),
         slo=slo,
         wall_s=wall,
         warmup_s=0.5,

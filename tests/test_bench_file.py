@@ -178,6 +178,16 @@ def test_a_harness_run_as_a_vllm_file(synth):
     ):
         assert r[key] == A(m[key]), key
     assert r["label"] == run.spec["name"] and r["request_rate"] == run.spec["workload"]["rate_rps"]
+    # beside vLLM's keys: each of its statistics' interval, and the run's SLO verdicts with rules
+    iv = r["harness_intervals"]
+    assert iv["confidence"] == 0.95
+    low, high = iv["metrics"]["median_ttft_ms"]
+    assert low <= r["median_ttft_ms"] <= high
+    assert iv["metrics"]["p99_ttft_ms"][1] is None  # 24 requests: no upper bound of a p99
+    assert set(iv["metrics"]) >= {"request_throughput", "mean_itl_ms", "p99_tpot_ms"}
+    slo = r["harness_slo"]
+    assert slo["verdict"] == run.summary["verdict"] and slo["targets"] == run.summary["slo"]
+    assert all(t["rule"] for t in slo["targets"])
 
 
 def _vllm_python() -> str | None:

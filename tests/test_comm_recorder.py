@@ -1,5 +1,6 @@
 """The recorder's CUDA-event bookkeeping, with a scripted stand-in for torch.cuda (no GPU here)."""
 
+import pytest
 import torch
 
 from harness.engines.reference.comm import COMM_COLUMNS, CommRecorder
@@ -49,3 +50,47 @@ def test_cuda_events_resolve_without_sync_in_the_hot_path(monkeypatch):
     want = [(0.0, 0.002), (0.010, 0.012), (0.020, 0.023)]
     assert all(abs(a - c) < 1e-12 and abs(b - d) < 1e-12 for (a, b), (c, d) in zip(got, want))
     assert tuple(rows[0]) == COMM_COLUMNS and rows[2]["op"] == "send" and rows[2]["bytes"] == 16
+
+
+def test_async_send_and_recv_end_when_the_transfer_completes(monkeypatch):
+    """Issue 26, finding 3. On CUDA an isend/irecv returns when the op is queued; its row must end
+    when the transfer completes, not when it was queued (every pipeline send lasted microseconds
+    and its GB/s was absurd) nor when the pipeline got round to ``wait()`` (later compute would
+    count as transfer). ``FakeStreams``: the compute stream reaches 1.0 s, a send of 0.5 s and a
+    receive of 0.2 s are issued there, 3 s more of compute is queued, the ops are waited only
+    after it; a blocking recv of 0.1 s then runs after that compute."""
+    from fake_device import FakeStreams
+    from harness.engines.reference import comm as comm_mod
+
+    streams = FakeStreams().install(monkeypatch)
+    durations = {"isend": 0.5, "irecv": 0.2, "recv": 0.1}
+
+    def op(name):
+        def issue(t, **kw):
+            work = streams.work(durations[name])
+            if name == "recv":  # blocking: NCCL makes the current stream wait
+                work.wait()
+            return work
+
+        return issue
+
+    for name in durations:
+        monkeypatch.setattr(comm_mod.dist, name, op(name))
+    rec = CommRecorder(rank=0, level="timing", cuda=True)
+    c = comm_mod.Comm({"pp": (None, [0, 1])}, rec)
+    t = torch.zeros(1024)
+    streams.run(1.0)
+    send = c.isend(t, 1)
+    recv = c.irecv(t, 1)
+    streams.run(3.0)  # compute queued behind the transfers
+    send.wait()
+    recv.wait()
+    c.recv(t, 1)
+    rows = rec.as_dicts()
+    assert [(r["op"], r["peer"]) for r in rows] == [("send", 1), ("recv", 1), ("recv", 1)]
+    dur = [r["t_end_s"] - r["t_start_s"] for r in rows]
+    assert dur == [pytest.approx(0.5), pytest.approx(0.2), pytest.approx(0.1)]
+    starts = [r["t_start_s"] - rows[0]["t_start_s"] for r in rows]
+    assert starts == [0.0, 0.0, pytest.approx(3.0)]  # the blocking recv after the compute
+    # neither the compute stream nor the host waited for the async ops when they were issued
+    assert streams.compute.t == pytest.approx(4.1)

@@ -385,7 +385,7 @@ def test_capacity_search_on_the_simulator(demo_dir, tmp_path):
         "--results-dir",
         str(tmp_path / "cap"),
     )
-    assert res.returncode in (0, 1), res.stderr
+    assert res.returncode in (0, 1, 4), res.stderr
     cap = json.loads((tmp_path / "cap" / "capacity.json").read_text())
     assert cap["predicted"] is True and cap["field"] == "workload.rate_rps" and cap["probes"]
     passed = [p["workload.rate_rps"] for p in cap["probes"] if p["verdict"] == "PASS"]

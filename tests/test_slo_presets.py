@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import json
 
-from harness.commands.run_exit import slo_table
 from harness.engines.base import EngineResult
 from harness.report.render import write_report
+from harness.report.slo_table import slo_table
 from harness.results.summary import final_summary
 from harness.spec.slo import preset_caveat
 from harness.spec.spec import spec_from_dict

@@ -360,8 +360,17 @@ FAKE_ENV = {
 
 
 def _planted(src: Path, dst: Path, *, speed: float = 1.0, verdict: str | None = None) -> Path:
-    """A copy of run ``src`` whose throughputs are ``speed`` x and latencies 1/``speed`` x."""
+    """A copy of run ``src`` whose throughputs are ``speed`` x and latencies 1/``speed`` x: the
+    summary's numbers and the requests table's times (compare reads both)."""
+    import pandas as pd
+
     shutil.copytree(src, dst)
+    if speed != 1.0:
+        req = pd.read_parquet(dst / "requests.parquet")
+        for col in ("arrival_s", "admitted_s", "first_token_s", "finish_s", "sent_s"):
+            req[col] = req[col] / speed
+        req["token_times_s"] = [[t / speed for t in ts] for ts in req["token_times_s"]]
+        req.to_parquet(dst / "requests.parquet", index=False)
     s = _summary(dst)
     for k, v in s["metrics"].items():
         if isinstance(v, (int, float)) and k.endswith(("_throughput", "_goodput")):
@@ -372,6 +381,7 @@ def _planted(src: Path, dst: Path, *, speed: float = 1.0, verdict: str | None = 
         s["verdict"] = verdict
         for row in s["slo"]:
             row["passed"] = verdict == "PASS"
+            row["verdict"] = verdict
     (dst / "summary.json").write_text(json.dumps(s))
     return dst
 

@@ -61,7 +61,7 @@ def reference_run(ckpt, tmp_path_factory):
         spec_dict(ckpt, {"kind": "reference"}, arrival="constant", num_requests=6, rate_rps=2),
     )
     res = _run(config, tmp / "run", "run.record_tokens=true")
-    assert res.returncode in (0, 1), res.stderr[-3000:]
+    assert res.returncode in (0, 1, 4), res.stderr[-3000:]
     return tmp / "run"
 
 
@@ -89,7 +89,7 @@ def test_greedy_tokens_equal_transformers_and_the_reference_engine(
         _openai(ckpt, server, arrival="constant", num_requests=6, rate_rps=2),
     )
     res = _run(config, tmp_path / "run", "run.record_tokens=true")
-    assert res.returncode in (0, 1), res.stderr[-3000:]
+    assert res.returncode in (0, 1, 4), res.stderr[-3000:]
     got = pd.read_parquet(tmp_path / "run" / "requests.parquet")
     ref = pd.read_parquet(reference_run / "requests.parquet")
     vllm_tokens = {
@@ -111,9 +111,10 @@ def test_greedy_tokens_equal_transformers_and_the_reference_engine(
 
 def _check_complete(run_dir, n: int) -> dict:
     s = _summary(run_dir)
-    assert s["complete"] is True and s["verdict"] in ("PASS", "FAIL")
+    assert s["complete"] is True and s["verdict"] in ("PASS", "FAIL", "INCONCLUSIVE")
     assert s["slo"] and all(
-        r["passed"] in (True, False) and r["measured"] is not None for r in s["slo"]
+        r["verdict"] in ("PASS", "FAIL", "INCONCLUSIVE") and r["measured"] is not None
+        for r in s["slo"]
     )
     m = s["metrics"]
     assert m["completed"] == n and m["total_output_tokens"] == 16 * n and m["failed"] == 0
@@ -135,9 +136,8 @@ def _check_complete(run_dir, n: int) -> dict:
 def test_poisson_run_report_claims_and_compare(ckpt, reference_run, server, tmp_path):
     config = write_spec(tmp_path / "vllm.yaml", _openai(ckpt, server))
     res = _run(config, tmp_path / "run", report=True)
-    assert res.returncode == (0 if _summary(tmp_path / "run")["verdict"] == "PASS" else 1), (
-        res.stderr[-3000:]
-    )
+    verdict = _summary(tmp_path / "run")["verdict"]
+    assert res.returncode == {"PASS": 0, "INCONCLUSIVE": 4}.get(verdict, 1), res.stderr[-3000:]
     s = _check_complete(tmp_path / "run", 16)
     req = pd.read_parquet(tmp_path / "run" / "requests.parquet")
     main = req[~req["warmup"]]
@@ -166,7 +166,7 @@ def test_poisson_run_report_claims_and_compare(ckpt, reference_run, server, tmp_
     )
 
     cmp = _harness("compare", str(reference_run), str(tmp_path / "run"))
-    assert cmp.returncode in (0, 1), cmp.stderr
+    assert cmp.returncode in (0, 1, 4), cmp.stderr
     assert "reference vs openai 0.32.0, side by side (same model and layout)" in cmp.stdout
     assert "| metric | better | base: reference | new: openai 0.32.0 | ratio |" in cmp.stdout
 
@@ -185,7 +185,7 @@ def test_closed_loop_releases_a_request_per_finish(ckpt, server, tmp_path):
         _openai(ckpt, server, arrival="closed", concurrency=4, num_requests=12),
     )
     res = _run(config, tmp_path / "run")
-    assert res.returncode in (0, 1), res.stderr[-3000:]
+    assert res.returncode in (0, 1, 4), res.stderr[-3000:]
     _check_complete(tmp_path / "run", 12)
     req = pd.read_parquet(tmp_path / "run" / "requests.parquet")
     main = req[~req["warmup"]].sort_values("arrival_s")
@@ -218,7 +218,7 @@ def test_a_cap_with_a_rate_holds_requests_at_the_client(ckpt, server, tmp_path):
         "--result-filename",
         "capped.json",
     )
-    assert res.returncode in (0, 1), res.stderr[-3000:]
+    assert res.returncode in (0, 1, 4), res.stderr[-3000:]
     s = _check_complete(tmp_path / "run", 8)
     req = pd.read_parquet(tmp_path / "run" / "requests.parquet")
     main = req[~req["warmup"]].sort_values("request_id")

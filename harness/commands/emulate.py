@@ -83,7 +83,7 @@ def main(args: argparse.Namespace) -> int:
     if args.budget_s is not None and args.budget_s <= 0:
         raise UsageError(f"--budget-s: must be > 0, got {args.budget_s}")
     # one process, device 0
-    device = pick_device(spec.run.device, LaunchEnv(0, 1, 0, 1, None, False), None)
+    device = pick_device(spec.run.device, LaunchEnv(0, 1, 0, 1, None, False), None, spec.gpu.name)
     base = em.default_sweep(device)
     sweep = em.Sweep(
         args.batches or base.batches,

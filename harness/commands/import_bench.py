@@ -141,13 +141,14 @@ def _no_plan(args: argparse.Namespace, data: dict) -> str | None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from harness.measure.metric_intervals import DEFAULT_CONFIDENCE, metric_intervals, samples_of
     from harness.measure.metrics import summarize
+    from harness.measure.slo_verdicts import judge_slo
     from harness.results.imports import read_any
     from harness.results.imports.base import unreproduced
     from harness.results.summary import new_summary, overall_verdict, slo_rows, utc_now
     from harness.results.writer import RunWriter
     from harness.spec.bench_flags import parse_goodput
-    from harness.spec.slo import judge
 
     run_dir = Path(args.run_dir)
     if (run_dir / "summary.json").exists():
@@ -169,7 +170,9 @@ def main(args: argparse.Namespace) -> int:
         slo_thresholds_ms=goodput,
         latency_origin=imp.latency_origin,
     )
-    verdicts = judge(targets, metrics)
+    confidence = float((spec.get("slo") or {}).get("confidence") or DEFAULT_CONFIDENCE)
+    samples = samples_of(imp.records, goodput, imp.latency_origin, imp.duration_s)
+    verdicts = judge_slo(targets, metrics, samples, confidence)
     rows = imp.comparison_rows(metrics)
     missed = unreproduced(rows)
     origin = "the send" if imp.latency_origin == "send" else "the scheduled arrival"
@@ -213,6 +216,7 @@ def main(args: argparse.Namespace) -> int:
             "finished_utc": utc_now(),
             "wall_s": wall,
             "metrics": metrics,
+            "intervals": metric_intervals(samples, confidence),
             "slo": slo_rows(verdicts),
             "verdict": overall_verdict(slo_rows(verdicts), True),
             "measured": {"throughput_rps": metrics["request_throughput"]},

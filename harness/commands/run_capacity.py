@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from harness.commands.run_options import RunOptions
-from harness.errors import EXIT_FAIL, EXIT_INCOMPLETE, EXIT_PASS, UsageError
+from harness.errors import EXIT_FAIL, EXIT_INCOMPLETE, EXIT_INCONCLUSIVE, EXIT_PASS, UsageError
 
 
 def find_capacity(spec, options: RunOptions, entry) -> int:
@@ -78,12 +78,15 @@ def run_probe(launch, serve, root: Path, field_name: str):
 
 
 def result_of_run(run_dir: Path, rc: int, summary: dict | None):
-    """A probe's outcome from its run directory: failed unless the run completed (exit 0 or 1)."""
+    """A probe's outcome from its run directory: failed unless the run completed (exit 0, 1 or 4;
+    an INCONCLUSIVE probe completed, and does not count as meeting the SLOs)."""
     from harness.verdicts.capacity import ProbeResult
 
     summary = summary or {}
     metrics = summary.get("metrics") if isinstance(summary.get("metrics"), dict) else {}
-    failed = rc not in (EXIT_PASS, EXIT_FAIL) or summary.get("complete") is not True
+    failed = (
+        rc not in (EXIT_PASS, EXIT_FAIL, EXIT_INCONCLUSIVE) or summary.get("complete") is not True
+    )
     return ProbeResult(
         summary.get("verdict", "INCOMPLETE"),
         metrics,

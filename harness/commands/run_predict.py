@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sys
 
+from harness.commands.run_exit import verdict_exit_code
 from harness.commands.run_options import RunOptions
 from harness.errors import EXIT_FAIL, EXIT_INCOMPLETE, EXIT_PASS
 
@@ -71,4 +72,4 @@ def find_capacity_predicted(spec, options: RunOptions, entry) -> int:
             file=sys.stderr,
         )
         return EXIT_INCOMPLETE
-    return EXIT_PASS if confirm["verdict"] == "PASS" else EXIT_FAIL
+    return verdict_exit_code(confirm["verdict"])

@@ -18,7 +18,7 @@ import torch
 from harness.emulate.comm import StepComm, expected_rank_comm, rank_comm, summarize_comm
 from harness.emulate.projection import project
 from harness.emulate.records import Point, RankResult
-from harness.emulate.step import StaticStep, capture_graph, eager_forward, same_output
+from harness.emulate.step import StaticStep, capture_or_eager, eager_forward, same_output
 from harness.emulate.sweep import DTYPES, Sweep, check_cpu_size, check_sweep, stage_kind
 from harness.emulate.timing import (
     WARMUP,
@@ -159,11 +159,9 @@ class RankEmulator:
         pt.warmup_s = time.perf_counter() - t0
         run, pt.mode = eager, "eager"
         if dev.type == "cuda" and graphs:
-            try:
-                run, pt.capture_s = capture_graph(step, dev)
-                pt.mode = "cuda_graph"
-            except RuntimeError as e:  # degrade: time the eager step, say why
-                pt.note = f"graph capture failed, timed eagerly: {str(e).splitlines()[0][:160]}"
+            run, pt.mode, capture_s, pt.note = capture_or_eager(step, dev, eager)
+            if capture_s is not None:
+                pt.capture_s = capture_s
         pt.step_s, pt.iters = time_median(run, dev, iters), iters
         if pt.mode == "cuda_graph":
             run()

@@ -65,6 +65,24 @@ def capture_graph(step: StaticStep, device: torch.device):
     return (lambda: (graph.replay(), out)[1]), time.perf_counter() - t0
 
 
+def capture_or_eager(step: StaticStep, device: torch.device, eager):
+    """The step captured in a CUDA graph, or, when capture fails for any reason, the eager step:
+    -> (run, mode, capture seconds or None, note). Capture raises more than RuntimeError (an
+    ``AssertionError`` from the allocator's graph pool, a ``TypeError`` from a kernel's Python
+    wrapper, ``torch.AcceleratorError``...): any of them degrades the point, none ends the sweep."""
+    try:
+        run, capture_s = capture_graph(step, device)
+        return run, "cuda_graph", capture_s, ""
+    except Exception as e:  # degrade: time the eager step, say why
+        first = str(e).splitlines()[0][:160] if str(e) else ""
+        return (
+            eager,
+            "eager",
+            None,
+            f"graph capture failed, timed eagerly: {type(e).__name__}: {first}",
+        )
+
+
 def same_output(a: torch.Tensor, b: torch.Tensor, dtype: torch.dtype) -> str:
     """ "ok (exact)", "ok (rel ...)" within the dtype's rounding (‖a − b‖/‖b‖ <= 1e-2 for 16-bit
     types, 1e-5 for fp32: kernels may pick other algorithms inside a graph), else "mismatch"."""

@@ -12,7 +12,7 @@ from typing import Callable
 
 import torch
 
-from harness.spec.catalog import GPU_CATALOG, GpuSpec
+from harness.spec.catalog import GPU_CATALOG, GpuSpec, catalog_key_for_device
 
 WARMUP = 2  # eager iterations before timing (and before graph capture)
 
@@ -145,11 +145,7 @@ def device_name(device: torch.device) -> str:
 
 
 def catalog_gpu_for(name: str) -> GpuSpec | None:
-    """The catalogue entry of a device named ``name`` ("CPU", "NVIDIA H200", ...), or None."""
-    low = name.lower()
-    if low == "cpu":
-        return GPU_CATALOG["cpu"]
-    for key in ("h200", "h100", "a100"):
-        if key in low:
-            return next(g for k, g in GPU_CATALOG.items() if k.lower().startswith(key))
-    return None
+    """The catalogue entry of a device named ``name`` ("CPU", "NVIDIA H200", ...), or None when
+    the catalogue does not describe that part (an H100 PCIe or NVL is not the SXM part)."""
+    key = catalog_key_for_device(name)
+    return GPU_CATALOG[key] if key else None

@@ -1,4 +1,4 @@
-"""GPU telemetry sampler (NVML) and its CPU twin (psutil).
+"""GPU telemetry sampler (NVML) and its CPU twin (this process: psutil, or /proc without it).
 
 One background thread samples every ``interval_s``; ``start()`` takes a baseline sample and
 ``stop()`` joins the thread and takes a final one, so the rows cover the whole window.
@@ -20,14 +20,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-import psutil
-
 try:
     import pynvml
 except ImportError:  # the CPU twin must still work without nvidia-ml-py
     pynvml = None  # type: ignore[assignment]
 
 from harness.errors import UsageError
+from harness.measure import host
 from harness.measure.nvml_devices import device_handles
 from harness.measure.nvml_fields import (
     ALL_LINKS,
@@ -117,7 +116,8 @@ class NvmlSampler:
         self._thread: threading.Thread | None = None
         self._stopped = False
         self._nvml_open = False
-        self._proc: psutil.Process | None = None
+        self._proc: host.Proc | None = None
+        self._cpu_mark: tuple[float, float] = (0.0, 0.0)  # (wall, CPU seconds) of the last pass
 
     # ---- public API -------------------------------------------------------------------
     @property
@@ -185,8 +185,8 @@ class NvmlSampler:
         reason = self._open_nvml()
         if reason is not None:
             self.note = f"NVML unavailable: {reason}"
-            self._proc = psutil.Process()
-            self._proc.cpu_percent(None)  # first call only primes psutil's CPU-time baseline
+            self._proc = host.process()
+            self._cpu_mark = (time.monotonic(), host.cpu_seconds())
 
     def _open_nvml(self) -> str | None:
         """Init NVML and take handles; the reason it is unusable, or None on success."""
@@ -255,9 +255,12 @@ class NvmlSampler:
     def _sample_host(self, t: float) -> tuple:
         row = dict.fromkeys(COLUMNS)
         row["t_s"], row["device"] = t, HOST_DEVICE
-        row["rss_bytes"] = int(self._proc.memory_info().rss)
-        row["cpu_pct"] = float(self._proc.cpu_percent(None))
-        row["sys_mem_used_bytes"] = int(psutil.virtual_memory().used)
+        row["rss_bytes"] = self._proc.rss_bytes()
+        # CPU time since the previous pass over the wall time between them (100 = one core)
+        wall, cpu = time.monotonic(), host.cpu_seconds()
+        (wall0, cpu0), self._cpu_mark = self._cpu_mark, (wall, cpu)
+        row["cpu_pct"] = 100.0 * (cpu - cpu0) / (wall - wall0) if wall > wall0 else 0.0
+        row["sys_mem_used_bytes"] = host.sys_mem_used_bytes()
         return tuple(row.values())
 
     def _sample_device(self, dev: _Device, t: float) -> tuple:

@@ -8,9 +8,8 @@ import resource
 import sys
 from typing import Any, Iterable
 
-import psutil
-
 from harness.errors import UsageError
+from harness.measure import host
 from harness.measure.nvml_fields import GPM_COLUMNS as _GPM_COLUMNS
 
 
@@ -44,7 +43,7 @@ def torch_memory_stats(device: Any) -> dict:
         "max_memory_allocated_bytes": None,
         "max_memory_reserved_bytes": None,
     }
-    rss = int(psutil.Process().memory_info().rss)
+    rss = host.process().rss_bytes()
     # the kernel updates ru_maxrss lazily, so it can trail the current RSS by a few pages
     out["peak_rss_bytes"], out["rss_bytes"] = max(_peak_rss_bytes(), rss), rss
     if kind == "cuda":
@@ -60,6 +59,16 @@ def torch_memory_stats(device: Any) -> dict:
         else:
             out["label"] += "; CUDA was asked for but is not available"
     return out
+
+
+def reset_peak_memory(device: Any) -> None:
+    """Start torch's CUDA allocator peaks afresh on ``device`` (a rank calls it once its weights
+    and KV cache are allocated, so the reported peak is the serving peak, not the transient spike
+    of building the weights). The CPU's process peak RSS cannot be reset: a no-op there."""
+    if getattr(device, "type", None) == "cuda":
+        import torch
+
+        torch.cuda.reset_peak_memory_stats(device)
 
 
 def _peak_rss_bytes() -> int:

@@ -95,7 +95,7 @@ blockquote{border-left:4px solid #ef8636;margin:0.5em 0;padding:0.2em 1em;backgr
 pre{background:#f6f6f6;padding:0.6em;overflow-x:auto}
 .PASS,.ok,.agrees,.fits,.match{color:#1a7f37;font-weight:600}
 .FAIL,.mismatch,.differs,.regression{color:#c0392b;font-weight:600}
-.INCOMPLETE,.UNMEASURED{color:#b36b00;font-weight:600}
+.INCOMPLETE,.UNMEASURED,.INCONCLUSIVE,.inconclusive{color:#b36b00;font-weight:600}
 nav a{margin-right:0.8em}
 """
 
@@ -104,6 +104,8 @@ _VERDICT_WORDS = (
     "FAIL",
     "INCOMPLETE",
     "UNMEASURED",
+    "INCONCLUSIVE",
+    "inconclusive",
     "ok",
     "agrees",
     "fits",

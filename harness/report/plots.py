@@ -290,8 +290,14 @@ def plot_pipeline(rows: list[dict], pp: int, path: Path) -> Path:
     return _save(fig, path)
 
 
-def plot_history(rows: list[dict], metrics: list[tuple[str, str]], path: Path) -> Path:
-    """Key metrics across runs (x = run start order), one panel per metric."""
+def plot_history(
+    rows: list[dict],
+    metrics: list[tuple[str, str]],
+    path: Path,
+    bands: dict[str, dict] | None = None,
+) -> Path:
+    """Key metrics across runs (x = run start order), one panel per metric; ``bands`` (metric →
+    {low, high}, ``harness.verdicts.history.noise_bands``): shaded where one more run falls."""
     fig, axes = _figure(1, len(metrics), width=10, height=2.2)
     labels = [r.get("started_utc") or "?" for r in rows]
     for ax, (key, title) in zip(axes, metrics):
@@ -301,6 +307,10 @@ def plot_history(rows: list[dict], metrics: list[tuple[str, str]], path: Path) -
             _no_data(ax, f"no run reports {key}")
             continue
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o")
+        band = (bands or {}).get(key)
+        if band:
+            ax.axhspan(band["low"], band["high"], color="tab:green", alpha=0.15, label="noise band")
+            ax.legend(fontsize=6)
         ax.grid(alpha=0.3)
         ax.set_xticks(
             range(len(rows)),

@@ -30,6 +30,8 @@ from harness.report.sections_engine import engine_section
 from harness.report.sections_imported import imported_section
 from harness.report.sections_pipeline import communication, dag_section, pp_stages, tp_groups
 from harness.report.sections_resources import hardware, load_balancing, memory
+from harness.report.sections_slo import latency_rows, rate_text
+from harness.report.sections_slo import slo_rows as slo_table_rows
 
 __all__ = [
     "CLAIM_LABELS",
@@ -61,41 +63,10 @@ def performance(ctx: Ctx) -> Section:
     run = ctx.run
     m = run.summary.get("metrics") or {}
     bounds = (run.summary.get("predicted") or {}).get("bounds") or {}
-    slo_rows = []
-    for r in run.summary.get("slo") or []:
-        target = str(r.get("target"))
-        pred = _slo_prediction(target, bounds)
-        verdict = {True: "PASS", False: "FAIL", None: "UNMEASURED"}[r.get("passed")]
-        margin = r.get("margin_pct")
-        row = [target, pred, fmt(r.get("measured")), "—" if margin is None else f"{margin:+.1f} %"]
-        if ctx.claims is not None:
-            row.append("—")
-        slo_rows.append(row + [verdict])
-    hdr = ["SLO target", "predicted (planner bound)", "measured", "margin"]
-    hdr += ["claimed", "verdict"] if ctx.claims is not None else ["verdict"]
-    lat_rows = []
-    for name, key in (
-        ("TTFT", "ttft"),
-        ("TPOT", "tpot"),
-        ("ITL", "itl"),
-        ("E2E", "e2el"),
-        ("queue", "queue"),
-    ):
-        lat_rows.append(
-            [name] + [fmt(m.get(f"{st}_{key}_ms")) for st in ("mean", "median", "p90", "p99")]
-        )
-    # a request went after its arrival: vLLM's origin too
-    send = run.summary.get("metrics_from_send")
-    for name, key in (
-        ("TTFT from the send", "ttft"),
-        ("E2E from the send", "e2el"),
-        ("client queue", "client_queue"),
-    ):
-        if isinstance(send, dict):
-            lat_rows.append(
-                [name]
-                + [fmt(send.get(f"{st}_{key}_ms")) for st in ("mean", "median", "p90", "p99")]
-            )
+    hdr, slo_rows = slo_table_rows(
+        run.summary, lambda target: _slo_prediction(target, bounds), ctx.claims is not None
+    )
+    lat_hdr, lat_rows = latency_rows(run.summary)
     rates = [
         claim_row(ctx, "throughput_rps", 1e9, "throughput (requests/s; predicted = upper bound)"),
         check_row(
@@ -147,7 +118,14 @@ def performance(ctx: Ctx) -> Section:
             else Text("No SLO targets in the spec: verdict UNMEASURED.", "note"),
             *preset,
             Table(check_header(ctx), rates),
-            Table(["latency (ms)", "mean", "median", "p90", "p99"], lat_rows),
+            Text(
+                "With their confidence intervals: throughput "
+                f"{rate_text(run.summary, 'request_throughput')} req/s, goodput "
+                f"{rate_text(run.summary, 'request_goodput')} req/s, output "
+                f"{rate_text(run.summary, 'output_throughput')} tokens/s.",
+                "note",
+            ),
+            Table(lat_hdr, lat_rows),
             Image(ctx.plots["latency"], "TTFT / TPOT / E2E CDFs with the SLO targets"),
             Image(ctx.plots["throughput"], "Throughput over time"),
         ],
@@ -187,14 +165,19 @@ def _bound_verdict(bound: Any, measured: Any) -> str:
 
 
 def _slo_prediction(target: str, bounds: dict) -> str:
-    t = target.replace(" ", "")
-    if t.startswith("tpot") and bounds.get("tpot_at_rows_s") is not None:
-        return f"≥ {bounds['tpot_at_rows_s'] * 1e3:.3g} ms"
-    if t.startswith("ttft") and bounds.get("ttft_floor_s") is not None:
-        return f"≥ {bounds['ttft_floor_s'] * 1e3:.3g} ms"
-    if t.startswith("e2e") and bounds.get("e2e_floor_s") is not None:
-        return f"≥ {bounds['e2e_floor_s'] * 1e3:.3g} ms"
-    if t.startswith("throughput") and bounds.get("rps_bound") is not None:
+    """The planner's bound on a target's metric, in either spelling (``ttft_p99_ms``,
+    ``p99_ttft_ms``)."""
+    from harness.errors import UsageError
+    from harness.spec.slo import parse_target
+
+    try:
+        t = parse_target(target)
+    except UsageError:
+        return "—"
+    floors = {"tpot": "tpot_at_rows_s", "ttft": "ttft_floor_s", "e2e": "e2e_floor_s"}
+    if t.metric in floors and bounds.get(floors[t.metric]) is not None:
+        return f"≥ {bounds[floors[t.metric]] * 1e3:.3g} ms"
+    if t.summary_key == "request_throughput" and bounds.get("rps_bound") is not None:
         return f"≤ {bounds['rps_bound']:.3g} /s"
     return "—"
 

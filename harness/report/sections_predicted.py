@@ -14,6 +14,7 @@ from pathlib import Path
 from harness.errors import UsageError
 from harness.report.doc import Bullets, Section, Table, Text
 from harness.report.rows import Ctx, fmt
+from harness.report.slo_table import verdict_text
 from harness.spec.json_file import read_json_file
 
 PREDICTION_FILE = "prediction.json"
@@ -82,7 +83,7 @@ def predicted_section(ctx: Ctx, pred: dict | None) -> Section | None:
             fmt(r.get("measured")),
             verdict[r.get("passed")],
             fmt((measured_slo.get(str(r.get("target"))) or {}).get("measured")),
-            verdict[(measured_slo.get(str(r.get("target"))) or {}).get("passed")],
+            verdict_text(measured_slo.get(str(r.get("target"))) or {}),
         ]
         for r in pred.get("slo") or []
     ]

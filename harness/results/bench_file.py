@@ -27,7 +27,9 @@ vLLM's definitions, which the vLLM-named keys follow (vllm/benchmarks/serve.py, 
 Ours beside them, where the harness's definition differs (from the SCHEDULED arrival):
 ``*_ttft_including_client_queue_ms`` (our TTFT), ``*_e2el_including_client_queue_ms`` (our E2E,
 the same as vLLM's key of that name) and ``*_client_queue_time_ms`` (send − arrival), always
-written."""
+written; ``harness_intervals`` (each vLLM-keyed statistic's confidence interval, over the file's
+own values: ``harness.measure.metric_intervals``) and ``harness_slo`` (the run's SLO verdicts, each
+with its bounds and the rule that decided it, and the overall verdict)."""
 
 from __future__ import annotations
 
@@ -39,6 +41,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from harness import __version__
 from harness.errors import UsageError
+from harness.measure.metric_intervals import DEFAULT_CONFIDENCE, interval_of, samples_of
 from harness.measure.metrics import (
     RequestRecord,
     client_queue_s,
@@ -270,7 +273,7 @@ def bench_result_of_run(run: Any, detailed: bool = True) -> dict[str, Any]:
         )
     records, errors = run_records(run.requests.to_dict("records"))
     duration = engine.get("duration_s") or (summary.get("metrics") or {}).get("duration_s")
-    return bench_result(
+    result = bench_result(
         records,
         header_from_run(spec, summary),
         duration,
@@ -284,6 +287,32 @@ def bench_result_of_run(run: Any, detailed: bool = True) -> dict[str, Any]:
         detailed=detailed,
         errors=errors,
     )
+    confidence = float(slo.get("confidence") or DEFAULT_CONFIDENCE)
+    result["harness_intervals"] = file_intervals(result, records, goodput, duration, confidence)
+    result["harness_slo"] = {
+        "verdict": summary.get("verdict"),
+        "confidence": confidence,
+        "targets": summary.get("slo") or [],
+    }
+    return result
+
+
+def file_intervals(
+    result: Mapping[str, Any],
+    records: Sequence[RequestRecord],
+    goodput: Mapping[str, float] | None,
+    duration_s: float,
+    confidence: float,
+) -> dict[str, Any]:
+    """{"confidence", "metrics": {key: [low, high]}} for each statistic of the file whose
+    definition the summary's intervals share: vLLM's keys from the send (None: open)."""
+    samples = samples_of(records, goodput or None, "send", duration_s)
+    out = {}
+    for key in result:
+        iv = interval_of(samples, key, confidence) if isinstance(result[key], float) else None
+        if iv is not None:
+            out[key] = [iv.low, iv.high]
+    return {"confidence": confidence, "metrics": out}
 
 
 def result_filename(header: Mapping[str, Any]) -> str:

@@ -195,10 +195,11 @@ def _read_table(run_dir: Path, name: str):
     return df if isinstance(df, pd.DataFrame) else pd.DataFrame(df)
 
 
-def load_run(run_dir: str | Path, tables: bool = True) -> Run:
+def load_run(run_dir: str | Path, tables: bool | tuple[str, ...] = True) -> Run:
     """Read a run directory. Missing tables become empty frames with the right columns and are
     named in ``Run.absent`` (an engine that does not produce a table writes no file for it);
-    ``tables=False`` reads only summary, spec and env (what compare and history need)."""
+    ``tables=False`` reads only summary, spec and env (what history needs); a tuple of names reads
+    only those tables (compare: ``("requests",)``)."""
     run_dir = Path(run_dir)
     summary = read_summary(run_dir)
     spec_p, env_p = run_dir / SPEC_FILE, run_dir / ENV_FILE
@@ -213,7 +214,8 @@ def load_run(run_dir: str | Path, tables: bool = True) -> Run:
     if not isinstance(spec, dict):
         raise UsageError(f"{spec_p}: must hold a mapping (the resolved spec); rerun the benchmark")
     env = read_json_file(env_p, None, _fix_hint(run_dir))
-    frames = {name: _read_table(run_dir, name) for name in TABLES} if tables else {}
+    wanted = TABLES if tables is True else () if tables is False else tables
+    frames = {name: _read_table(run_dir, name) for name in wanted}
     absent = frozenset(name for name in TABLES if not (run_dir / f"{name}.parquet").exists())
     return Run(run_dir, summary, spec, env, frames, absent)
 

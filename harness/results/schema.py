@@ -173,7 +173,9 @@ TABLES: dict[str, pa.Schema] = {
 }
 
 SUMMARY_FILE, SPEC_FILE, ENV_FILE = "summary.json", "spec.yaml", "env.json"
-VERDICTS = ("PASS", "FAIL", "UNMEASURED", "INCOMPLETE")
+# A complete run's verdicts (FINAL_VERDICTS), then an unfinished run's.
+FINAL_VERDICTS = ("PASS", "FAIL", "INCONCLUSIVE", "UNMEASURED")
+VERDICTS = (*FINAL_VERDICTS, "INCOMPLETE")
 MEASURED_KEYS = (
     "throughput_rps",
     "gpu_utilization_pct",

@@ -11,9 +11,11 @@ import datetime as _dt
 from typing import Any, Iterable, Mapping
 
 from harness import SCHEMA_VERSION, __version__
+from harness.measure.metric_intervals import DEFAULT_CONFIDENCE, metric_intervals, samples_of
 from harness.measure.metrics import RequestRecord, client_queue_s, summarize
 from harness.measure.percentiles import STAT_NAMES, stats
-from harness.spec.slo import judge, overall, per_request_thresholds_ms, preset_caveat
+from harness.measure.slo_verdicts import PASS, judge_slo, overall, row_verdict
+from harness.spec.slo import per_request_thresholds_ms, preset_caveat
 
 
 def utc_now() -> str:
@@ -51,28 +53,37 @@ def new_summary(
 
 
 def slo_rows(verdicts: Iterable[Any]) -> list[dict]:
-    """``harness.spec.slo.SloVerdict`` list → the summary's ``slo`` rows."""
-    return [
-        {
-            "target": v.target.text,
-            "measured": v.measured,
-            "passed": v.passed,
-            "margin_pct": v.margin_pct,
-        }
-        for v in verdicts
-    ]
+    """SLO verdicts → the summary's ``slo`` rows: a measured run's
+    (``harness.measure.slo_verdicts.SloVerdict``, with their bounds and rule) as they are; point
+    verdicts (``harness.spec.slo.SloVerdict``, a forecast's) with ``passed`` only."""
+    rows = []
+    for v in verdicts:
+        if hasattr(v, "to_row"):
+            rows.append(v.to_row())
+            continue
+        rows.append(
+            {
+                "target": v.target.text,
+                "measured": v.measured,
+                "passed": v.passed,
+                "margin_pct": v.margin_pct,
+            }
+        )
+    return rows
 
 
 def overall_verdict(slo: list[dict], complete: bool) -> str:
-    """INCOMPLETE for an unfinished run; FAIL when any target missed; PASS when every target
-    was measured and met; UNMEASURED otherwise (including a run with no targets)."""
+    """INCOMPLETE for an unfinished run; else the SLO rows' overall verdict
+    (``harness.measure.slo_verdicts.overall``): FAIL, INCONCLUSIVE, UNMEASURED (a target with no
+    value, or no target) or PASS."""
     if not complete:
         return "INCOMPLETE"
-    if any(r.get("passed") is False for r in slo):
-        return "FAIL"
-    if slo and all(r.get("passed") is True for r in slo):
-        return "PASS"
-    return "UNMEASURED"
+    return overall(slo)
+
+
+def slo_passed(slo: list[dict]) -> bool:
+    """Every row PASS (and at least one)."""
+    return bool(slo) and all(row_verdict(r) == PASS for r in slo)
 
 
 def summary_header(spec: Any, env: Mapping[str, Any] | None = None) -> dict:
@@ -90,6 +101,11 @@ def summary_header(spec: Any, env: Mapping[str, Any] | None = None) -> dict:
         },
         "layout": {"tp": lay.tp, "pp": lay.pp, "dp": lay.dp, "layer_split": list(lay.layer_split)},
     }
+
+
+def confidence_of(spec: Any) -> float:
+    """The spec's ``slo.confidence`` (default 0.95)."""
+    return float(getattr(getattr(spec, "slo", None), "confidence", None) or DEFAULT_CONFIDENCE)
 
 
 def goodput_thresholds_ms(spec: Any) -> dict[str, float]:
@@ -151,8 +167,11 @@ def final_summary(spec: Any, predicted: Mapping[str, Any], result: Any) -> tuple
     beside them. ``tables`` holds the requests table plus every table the engine produced, and no
     other."""
     records = list(result.records)
-    metrics = summarize(records, slo_thresholds_ms=goodput_thresholds_ms(spec))
-    verdicts = judge(spec.slo_targets, metrics)
+    thresholds = goodput_thresholds_ms(spec)
+    metrics = summarize(records, slo_thresholds_ms=thresholds)
+    confidence = confidence_of(spec)
+    samples = samples_of(records, thresholds, duration_s=metrics.get("duration_s"))
+    verdicts = judge_slo(spec.slo_targets, metrics, samples, confidence)
     measured = dict(result.measured)
     measured["throughput_rps"] = metrics.get("request_throughput")
     summary = {
@@ -166,6 +185,7 @@ def final_summary(spec: Any, predicted: Mapping[str, Any], result: Any) -> tuple
         "hardware": dict(result.hardware),
         "layout": dict(result.layout),
         "metrics": metrics,
+        "intervals": metric_intervals(samples, confidence),
         "slo": slo_rows(verdicts),
         "verdict": overall(verdicts) if result.complete else "INCOMPLETE",
         "measured": measured,

@@ -156,6 +156,7 @@ _PREDICTED = Fields(
         "problems": ListOf(str),
     }
 )
+_INTERVAL = Fields({"low": Opt(NUM), "high": Opt(NUM), "confidence": NUM, "method": str, "n": int})
 SUMMARY_TYPES = Fields(
     {
         "schema_version": int,
@@ -191,9 +192,23 @@ SUMMARY_TYPES = Fields(
         "metrics_from_send": Opt(MapOf(Opt(NUM))),
         "slo": ListOf(
             Fields(
-                {"target": str, "measured": Opt(NUM), "passed": Opt(bool), "margin_pct": Opt(NUM)}
+                {
+                    "target": str,
+                    "measured": Opt(NUM),
+                    "passed": Opt(bool),
+                    "margin_pct": Opt(NUM),
+                    "verdict": str,
+                    "low": Opt(NUM),
+                    "high": Opt(NUM),
+                    "confidence": NUM,
+                    "rule": str,
+                    "n": int,
+                    "over": Opt(int),
+                    "more_requests": Opt(int),
+                }
             )
         ),
+        "intervals": Fields({"confidence": NUM, "metrics": MapOf(_INTERVAL)}),
         "verdict": str,
         "measured": MapOf(_NUMBERS),
         "predicted": _PREDICTED,

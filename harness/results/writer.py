@@ -31,10 +31,10 @@ from harness.results.atomic import (
 from harness.results.environment import environment
 from harness.results.schema import (
     ENV_FILE,
+    FINAL_VERDICTS,
     SPEC_FILE,
     SUMMARY_FILE,
     TABLES,
-    VERDICTS,
     rows_to_table,
 )
 from harness.results.summary import new_summary, overall_verdict, summary_header, utc_now
@@ -199,7 +199,7 @@ class RunWriter:
             summary.setdefault("incomplete_reason", "run did not finish")
             if not summary.get("incomplete_reason"):
                 summary["incomplete_reason"] = "run did not finish"
-        elif summary.get("verdict") not in VERDICTS[:3]:
+        elif summary.get("verdict") not in FINAL_VERDICTS:
             summary["verdict"] = overall_verdict(summary.get("slo") or [], True)
         self.summary = summary
         atomic_write_json(self.dir / SUMMARY_FILE, summary)
@@ -259,6 +259,6 @@ class RunWriter:
         summary["finished_utc"] = summary.get("finished_utc") or utc_now()
         if summary.get("complete"):
             summary["incomplete_reason"] = None
-            if summary.get("verdict") not in VERDICTS[:3]:
+            if summary.get("verdict") not in FINAL_VERDICTS:
                 summary["verdict"] = overall_verdict(summary.get("slo") or [], True)
         self.write_summary(summary)

@@ -66,6 +66,7 @@ LIMITS: dict[str, Limit] = {
     "workload.trace_block_size": Limit(1, MAX_TOKENS, unit=" tokens"),
     "workload.max_concurrency": Limit(1, 100_000),
     **_LENGTHS,
+    "slo.confidence": Limit(0.5, 0.9999, open_low=True),
     "run.max_batch": Limit(1, 65536),
     "run.micro_batches": Limit(1, 65536),
     "run.kv_cache_fraction": Limit(0, 1, open_low=True),

@@ -5,6 +5,7 @@ Pure data; no torch import, so planning works on a laptop.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, fields, replace
 
 from harness.errors import UsageError, shown
@@ -299,3 +300,37 @@ def gpu_spec(name: str, overrides: dict | None = None, field: str = "cluster.gpu
                 f"{shown(v)}"
             )
     return replace(match, **overrides)
+
+
+# CUDA device names (torch.cuda.get_device_name, nvidia-smi) -> catalogue entry. Only the exact
+# parts the catalogue describes: an H100 PCIe or NVL, an H200 NVL, a GH200, a 40 GB A100 have
+# other memory, bandwidth or links, so they map to nothing rather than to the SXM part.
+_DEVICE_PATTERNS = (
+    (re.compile(r"\bh100\b(?!.*\b(pcie|nvl)\b).*\b80gb\b"), "H100-SXM-80GB"),
+    (re.compile(r"\bh200\b(?!.*\b(pcie|nvl)\b)"), "H200-SXM-141GB"),
+    (re.compile(r"\ba100-sxm4?-80gb\b"), "A100-SXM-80GB"),
+)
+
+
+def catalog_key_for_device(device_name: str) -> str | None:
+    """The catalogue entry of the device named ``device_name`` ("NVIDIA H100 80GB HBM3" ->
+    "H100-SXM-80GB", "CPU"/"cpu" -> "cpu"), or None when the catalogue does not describe it."""
+    low = device_name.strip().lower()
+    if low == "cpu":
+        return "cpu"
+    return next((key for pattern, key in _DEVICE_PATTERNS if pattern.search(low)), None)
+
+
+def gpu_label(spec_gpu: str, device_names: list[str]) -> tuple[str, str | None]:
+    """What a run's ``hardware.gpu`` says: the catalogue entry of the devices it ran on (their
+    own name when the catalogue has none; ``mixed: ...`` when ranks differ), never the spec's
+    GPU; and a warning when that is not the spec's ``cluster.gpu`` (None when it is)."""
+    names = sorted(set(device_names)) or ["unknown"]
+    labels = sorted({catalog_key_for_device(n) or n for n in names})
+    label = labels[0] if len(labels) == 1 else "mixed: " + ", ".join(labels)
+    if label == spec_gpu:
+        return label, None
+    return label, (
+        f"hardware: the spec names {spec_gpu} but the run's devices are {', '.join(names)} "
+        f"({label}); hardware.gpu says what ran, and the plan's floors are {spec_gpu}'s"
+    )

@@ -203,7 +203,23 @@ class SloVerdict:
     margin_pct: float | None
 
 
+def margin_pct(t: SloTarget, measured: float) -> float | None:
+    """The headroom (%): (target − measured)/target·100 for ``<=``, (measured − target)/target·100
+    for ``>=``; None for a target of 0."""
+    if not t.value:
+        return None
+    diff = t.value - measured if t.op == "<=" else measured - t.value
+    return diff / t.value * 100.0
+
+
+def met(t: SloTarget, value: float) -> bool:
+    """``value`` is on the target's good side (``<=``: at or under it; ``>=``: at or over it)."""
+    return value <= t.value if t.op == "<=" else value >= t.value
+
+
 def judge(targets: list[SloTarget], summary: dict) -> list[SloVerdict]:
+    """Point verdicts: each number against its target, with no statement of how sure (a forecast's
+    numbers; a measured run's verdicts come from ``harness.measure.slo_verdicts``)."""
     out = []
     for t in targets:
         v = summary.get(t.summary_key)
@@ -211,13 +227,7 @@ def judge(targets: list[SloTarget], summary: dict) -> list[SloVerdict]:
             out.append(SloVerdict(t, None, None, None))
             continue
         v = float(v)
-        if t.op == "<=":
-            ok = v <= t.value
-            margin = (t.value - v) / t.value * 100.0 if t.value else None
-        else:
-            ok = v >= t.value
-            margin = (v - t.value) / t.value * 100.0 if t.value else None
-        out.append(SloVerdict(t, v, ok, margin))
+        out.append(SloVerdict(t, v, met(t, v), margin_pct(t, v)))
     return out
 
 

@@ -87,6 +87,9 @@ class SloSpec:
     targets: list[str] = field(default_factory=list)
     # ms per request, vLLM --goodput; default: the targets'
     goodput: dict = field(default_factory=dict)
+    # of every interval and SLO verdict (harness.measure.slo_verdicts); each verdict errs with
+    # probability at most 1 - confidence
+    confidence: float = 0.95
 
 
 @dataclass

@@ -1,10 +1,23 @@
-"""Regression check of one run against a baseline, and the history of many runs.
+"""Regression check of one run against a baseline, each metric's change with its interval.
 
-Per metric: delta % = (new − base) / |base| · 100. Direction-aware verdict with threshold T (%):
-  lower-is-better (latencies, bubble): delta > +T → regression, delta < −T → improved;
-  higher-is-better (throughput, goodput): delta < −T → regression, delta > +T → improved;
-  otherwise "same"; "n/a" when either value is missing; "info" rows (utilisation, memory) never
-  decide. A base of 0 gives no percentage (n/a) unless both are 0 (same).
+Per metric: delta % = (new − base) / |base| · 100, its interval at confidence c (default 0.95) from
+the per-request samples of both runs and, with ``history``, the run-to-run variation of earlier
+runs (``harness.verdicts.change``), and a direction-aware verdict with threshold T (%) and the
+smallest absolute change that matters (below): ``regression`` / ``improved`` only when the change
+is beyond T with confidence; ``same`` when it is within T (or within the floor) with confidence;
+``inconclusive`` otherwise; ``n/a`` when either value is missing; ``info`` rows (utilisation,
+memory) never decide. A base of 0 gives no percentage (n/a) unless both are 0 (same).
+
+What matters, for latency rows: a change must also exceed a floor in ms. By default the floor is
+``min_effect_e2e_pct`` (1 %) of the base run's E2E of the same statistic, carried into a
+request's E2E: queue and TTFT changes count as they are, a TPOT or ITL change times (output
+tokens − 1) per request, so a queue p99 moving by 15 ms inside a 2-second E2E does not decide
+alone while a TPOT change that slows every request does. ``min_effect`` ({family or key: ms})
+states the floor per metric instead.
+
+Overall: REGRESSION when a row is a regression; INCONCLUSIVE when none is, but a row's point change
+is worse than T and its floor without the interval to confirm it; else OK.
+
 Runs of different models or layouts are not comparable: UsageError unless ``force``; so is an
 incomplete run. Hardware or workload differences are named as warnings. Runs of the same model and
 layout by different engines (the reference engine vs a vLLM deployment) are compared side by side:
@@ -14,12 +27,17 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 from harness.errors import UsageError
+from harness.measure.metric_intervals import DEFAULT_CONFIDENCE, Samples, interval_of, samples_of
+from harness.results.bench_file import run_records
 from harness.results.reader import Run, as_number, load_run
+from harness.spec.slo import per_request_thresholds_ms, resolve_targets
+from harness.verdicts.change import HIGHER, INFO, LOWER, Change, change, row_verdict, suspected
 
-LOWER, HIGHER, INFO = "lower", "higher", "info"
+DEFAULT_MIN_EFFECT_E2E_PCT = 1.0
+FAMILIES = ("ttft", "tpot", "itl", "e2el", "queue")
 
 # (source, key, label, better)
 METRICS: list[tuple[str, str, str, str]] = [
@@ -49,7 +67,11 @@ class Delta:
     base: float | None
     new: float | None
     delta_pct: float | None
-    verdict: str  # regression | improved | same | n/a | info
+    verdict: str  # regression | improved | same | inconclusive | n/a | info
+    low_pct: float | None = None  # the change's interval (%), None: open
+    high_pct: float | None = None
+    floor: float | None = None  # the smallest change that matters, in the metric's unit
+    basis: str = ""  # what the interval rests on
 
 
 @dataclass
@@ -60,6 +82,9 @@ class Comparison:
     rows: list[Delta] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     engines: tuple[str, str] | None = None  # (base, new) when the engines differ
+    confidence: float = DEFAULT_CONFIDENCE
+    history_runs: int = 0
+    suspects: list[str] = field(default_factory=list)  # worse by the point only
 
     @property
     def regressions(self) -> list[Delta]:
@@ -67,15 +92,20 @@ class Comparison:
 
     @property
     def verdict(self) -> str:
-        return "REGRESSION" if self.regressions else "OK"
+        if self.regressions:
+            return "REGRESSION"
+        return "INCONCLUSIVE" if self.suspects else "OK"
 
     def to_dict(self) -> dict:
         return {
             "base": self.base,
             "new": self.new,
             "threshold_pct": self.threshold_pct,
+            "confidence": self.confidence,
+            "history_runs": self.history_runs,
             "verdict": self.verdict,
             "regressions": [r.key for r in self.regressions],
+            "inconclusive": self.suspects,
             "warnings": self.warnings,
             "engines": list(self.engines) if self.engines else None,
             "rows": [asdict(r) for r in self.rows],
@@ -91,13 +121,8 @@ def delta_pct(base: float | None, new: float | None) -> float | None:
 
 
 def judge(better: str, d: float | None, threshold_pct: float) -> str:
-    if better == INFO:
-        return "info"
-    if d is None:
-        return "n/a"
-    worse = d > threshold_pct if better == LOWER else d < -threshold_pct
-    good = d < -threshold_pct if better == LOWER else d > threshold_pct
-    return "regression" if worse else "improved" if good else "same"
+    """The verdict of a change known exactly (no interval): beyond the threshold or not."""
+    return row_verdict(better, None, Change(d, d, d, "exact"), threshold_pct)
 
 
 def _identity(run: Run) -> dict[str, Any]:
@@ -129,12 +154,99 @@ def engine_name(run: Run) -> str:
     return " ".join(str(x) for x in (run.engine_kind(), eng.get("version")) if x)
 
 
+def run_samples(run: Run) -> Samples | None:
+    """The per-request samples of a run read with its requests table, as its summary counted
+    them (goodput thresholds, latency origin, duration); None without requests."""
+    table = run.tables.get("requests")
+    if table is None or "requests" in run.absent or len(table) == 0:
+        return None
+    records, _ = run_records(table.to_dict("records"))
+    spec, summary = run.spec or {}, run.summary
+    engine = summary.get("engine") if isinstance(summary.get("engine"), dict) else {}
+    slo = spec.get("slo") or {}
+    if "goodput_ms" in engine:
+        goodput = engine["goodput_ms"]
+    else:
+        goodput = slo.get("goodput") or per_request_thresholds_ms(
+            resolve_targets(slo.get("preset"), slo.get("targets") or [])
+        )
+    origin = engine.get("latency_origin") or "arrival"
+    duration = (summary.get("metrics") or {}).get("duration_s")
+    return samples_of(records, goodput or None, origin, as_number(duration))
+
+
+def _floor(
+    key: str, base_metrics: Mapping, min_effect: Mapping[str, float], e2e_pct: float
+) -> float:
+    """The smallest change (ms) of latency row ``key`` that matters (module docstring); 0 for
+    rates."""
+    stat, _, rest = key.partition("_")
+    family = rest[: -len("_ms")] if rest.endswith("_ms") else ""
+    if family not in FAMILIES:
+        return float(min_effect.get(key, 0.0))
+    for name in (key, family):
+        if name in min_effect:
+            return float(min_effect[name])
+    e2e = as_number(base_metrics.get(f"{stat}_e2el_ms")) or as_number(
+        base_metrics.get("mean_e2el_ms")
+    )
+    if e2e is None:
+        return 0.0
+    floor = e2e * e2e_pct / 100.0
+    if family in ("tpot", "itl"):  # a per-token change, carried over a request's tokens
+        done = as_number(base_metrics.get("completed")) or 0.0
+        tokens = (as_number(base_metrics.get("total_output_tokens")) or 0.0) / max(done, 1.0)
+        floor /= max(tokens - 1.0, 1.0)
+    return floor
+
+
+def _bounds(samples: Samples | None, key: str, confidence: float):
+    if samples is None:
+        return None
+    iv = interval_of(samples, key, confidence)
+    return None if iv is None else (iv.low, iv.high)
+
+
+def check_min_effect(min_effect: Mapping[str, float] | None) -> dict[str, float]:
+    """``--min-effect`` entries: a family (ttft, tpot, itl, e2el, queue) or a metric key of the
+    table, each a number ≥ 0 in the metric's unit."""
+    keys = set(FAMILIES) | {key for _, key, _, _ in METRICS}
+    out = {}
+    for name, value in (min_effect or {}).items():
+        if name not in keys:
+            raise UsageError(
+                f"--min-effect: unknown metric {name!r}; use a family ({', '.join(FAMILIES)}) "
+                "or a key of the compare table (e.g. p99_queue_ms)"
+            )
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not value >= 0:
+            raise UsageError(f"--min-effect: {name}={value!r} must be a number >= 0")
+        out[name] = float(value)
+    return out
+
+
 def compare_runs(
-    base: Run, new: Run, threshold_pct: float = 5.0, force: bool = False
+    base: Run,
+    new: Run,
+    threshold_pct: float = 5.0,
+    force: bool = False,
+    *,
+    confidence: float = DEFAULT_CONFIDENCE,
+    min_effect: Mapping[str, float] | None = None,
+    min_effect_e2e_pct: float = DEFAULT_MIN_EFFECT_E2E_PCT,
+    history: Sequence[Mapping[str, Any]] = (),
 ) -> Comparison:
+    """``base`` and ``new`` loaded with their requests table (``load_run(d, ("requests",))``;
+    without it a row's interval rests on ``history`` alone); ``history``: earlier runs' summaries
+    (``harness.verdicts.history.comparable_history``)."""
     if not threshold_pct >= 0:
         raise UsageError(f"--threshold: must be a percentage >= 0, got {threshold_pct}")
-    cmp = Comparison(str(base.path), str(new.path), threshold_pct)
+    if not 0.5 < confidence < 1:
+        raise UsageError(f"--confidence: must be in (0.5, 1), e.g. 0.95; got {confidence}")
+    if not min_effect_e2e_pct >= 0:
+        raise UsageError(f"--min-effect-e2e: must be a percentage >= 0, got {min_effect_e2e_pct}")
+    floors = check_min_effect(min_effect)
+    cmp = Comparison(str(base.path), str(new.path), threshold_pct, confidence=confidence)
+    cmp.history_runs = len(history)
     for role, run in (("BASE", base), ("NEW", new)):
         if not run.complete:
             msg = (
@@ -162,61 +274,89 @@ def compare_runs(
     for what in ("hardware", "workload", "slo"):
         if cb[what] != cn[what]:
             cmp.warnings.append(f"{what} differs between the runs")
-    for source, key, label, better in METRICS:
-        b = as_number((base.summary.get(source) or {}).get(key))
-        n = as_number((new.summary.get(source) or {}).get(key))
-        if b is None and n is None:
-            continue
-        d = delta_pct(b, n)
-        cmp.rows.append(Delta(key, label, better, b, n, d, judge(better, d, threshold_pct)))
+    sb, sn = run_samples(base), run_samples(new)
+    if not history:
+        cmp.warnings.append(
+            "no history: the intervals hold the sampling within each run only, not the variation "
+            "from run to run (a shared machine's load): give --history DIR with 3 or more earlier "
+            "runs of this spec"
+        )
+    if sb is None or sn is None:
+        cmp.warnings.append(
+            "a run has no requests table: rows rest on the history alone, or cannot decide"
+        )
+    cmp.rows, cmp.suspects = compare_rows(
+        base.summary,
+        new.summary,
+        sb,
+        sn,
+        history,
+        threshold_pct=threshold_pct,
+        confidence=confidence,
+        floors=floors,
+        min_effect_e2e_pct=min_effect_e2e_pct,
+    )
     return cmp
 
 
+def compare_rows(
+    base: Mapping[str, Any],
+    new: Mapping[str, Any],
+    sb: Samples | None,
+    sn: Samples | None,
+    history: Sequence[Mapping[str, Any]] = (),
+    *,
+    threshold_pct: float = 5.0,
+    confidence: float = DEFAULT_CONFIDENCE,
+    floors: Mapping[str, float] | None = None,
+    min_effect_e2e_pct: float = DEFAULT_MIN_EFFECT_E2E_PCT,
+) -> tuple[list[Delta], list[str]]:
+    """The table's rows from two summaries and their samples (module docstring), and the keys of
+    the rows worse than the threshold by the point alone (suspects)."""
+    rows, suspects = [], []
+    base_metrics = base.get("metrics") or {}
+    for source, key, label, better in METRICS:
+        b = as_number((base.get(source) or {}).get(key))
+        n = as_number((new.get(source) or {}).get(key))
+        if b is None and n is None:
+            continue
+        past = [as_number((h.get(source) or {}).get(key)) for h in history]
+        ch = change(
+            b,
+            n,
+            _bounds(sb, key, confidence),
+            _bounds(sn, key, confidence),
+            [v for v in past if v is not None],
+            confidence,
+        )
+        floor = (
+            _floor(key, base_metrics, floors or {}, min_effect_e2e_pct) if better != INFO else None
+        )
+        verdict = row_verdict(better, b, ch, threshold_pct, floor or 0.0)
+        rows.append(
+            Delta(
+                key, label, better, b, n, ch.pct, verdict, ch.low_pct, ch.high_pct, floor, ch.basis
+            )
+        )
+        if verdict == "inconclusive" and suspected(better, b, ch, threshold_pct, floor or 0.0):
+            suspects.append(key)
+    return rows, suspects
+
+
 def compare_dirs(
-    base_dir: str | Path, new_dir: str | Path, threshold_pct: float = 5.0, force: bool = False
+    base_dir: str | Path,
+    new_dir: str | Path,
+    threshold_pct: float = 5.0,
+    force: bool = False,
+    *,
+    history_dir: str | Path | None = None,
+    **options: Any,
 ) -> Comparison:
-    return compare_runs(
-        load_run(base_dir, tables=False), load_run(new_dir, tables=False), threshold_pct, force
-    )
+    """``compare_runs`` of two run directories; ``history_dir``: a folder of earlier runs whose
+    run-to-run variation widens every interval (``harness.verdicts.history``)."""
+    from harness.verdicts.history import comparable_history
 
-
-def _f(v: float | None) -> str:
-    return "—" if v is None else f"{v:.4g}"
-
-
-def to_markdown(cmp: Comparison) -> str:
-    title = f"# Compare: {cmp.verdict}"
-    if cmp.engines:
-        forced = any("(compared with --force)" in w for w in cmp.warnings)
-        title += f" — {cmp.engines[0]} vs {cmp.engines[1]}, side by side" + (
-            "" if forced else " (same model and layout)"
-        )
-    lines = [
-        title,
-        "",
-        f"BASE {cmp.base}",
-        f"NEW  {cmp.new}",
-        f"threshold {cmp.threshold_pct:g} %",
-        "",
-    ]
-    lines += [f"> warning: {w}" for w in cmp.warnings]
-    b, n = (f"base: {cmp.engines[0]}", f"new: {cmp.engines[1]}") if cmp.engines else ("base", "new")
-    ratio = cmp.engines is not None
-    lines += [
-        "",
-        f"| metric | better | {b} | {n} |" + (" ratio |" if ratio else "") + " delta | verdict |",
-        "|---|---|---|---|" + ("---|" if ratio else "") + "---|---|",
-    ]
-    for r in cmp.rows:
-        d = "—" if r.delta_pct is None else f"{r.delta_pct:+.1f} %"
-        q = (
-            ""
-            if not ratio
-            else (f" {r.new / r.base:.3g} |" if r.base and r.new is not None else " — |")
-        )
-        lines.append(
-            f"| {r.label} | {r.better} | {_f(r.base)} | {_f(r.new)} |{q} {d} | {r.verdict} |"
-        )
-    if cmp.regressions:
-        lines += ["", "Regressions: " + ", ".join(r.label for r in cmp.regressions)]
-    return "\n".join(lines) + "\n"
+    base = load_run(base_dir, ("requests",))
+    new = load_run(new_dir, ("requests",))
+    history = comparable_history(history_dir, base, exclude=(new.path,)) if history_dir else []
+    return compare_runs(base, new, threshold_pct, force, history=history, **options)

@@ -10,6 +10,20 @@ counting the ``torch.distributed`` calls of a run against this trace.
 Recording levels: ``off`` (nothing), ``counts`` (op, group, peer, dtype, elements, bytes),
 ``timing`` (plus start/end). On CUDA, timing uses events that are resolved in ``flush()`` at the
 end of a window: no device sync per op in the hot path. On CPU it is the wall clock.
+
+CUDA events of an op: the start is recorded on the current (compute) stream before the op is
+issued (NCCL's stream waits for that point before it starts the op); a blocking op's end is
+recorded on the current stream after it (which waited for the op); an async op's (``isend``/
+``irecv``) end is recorded on a timing stream of its own that first waits for the op
+(``work.wait()`` under that stream), so it fires when the transfer has completed, not when it was
+queued, and neither the host nor the compute stream waits for it.
+
+Point-to-point ops go on the process group of their directed pair (``p2p[(src, dst)]``, built by
+``dist.init``: one per pipeline edge and direction), never on the default group: with NCCL each
+process group is one communicator and one stream, whose ops run in issue order (in eager-init mode
+torch serialises every unbatched send/recv of a group with its other ops), so a pipeline whose
+forward sends and returned tokens shared one stream could wait in a cycle (tests/
+test_pipeline_streams.py). Without an entry (one process, tests) the default group carries it.
 """
 
 from __future__ import annotations
@@ -50,6 +64,7 @@ class CommRecorder:
     _t0: float = field(default_factory=time.monotonic)
     _base: object = None  # CUDA: an event recorded at a known monotonic time (_base_s)
     _base_s: float = 0.0
+    _streams: dict = field(default_factory=dict)  # CUDA: (op, peer) -> timing stream of async ops
 
     RESOLVE_EVERY = 1024  # CUDA: try to resolve finished events after this many pending ops
 
@@ -73,7 +88,11 @@ class CommRecorder:
         torch.cuda.synchronize()
         self._base_s = time.monotonic() - self._t0
 
-    def end(self, token, op: str, group: str, group_size: int, peer: int, t: torch.Tensor) -> int:
+    def end(
+        self, token, op: str, group: str, group_size: int, peer: int, t: torch.Tensor, work=None
+    ) -> int:
+        """Close the row of an op just issued; ``work``: the async op's handle (its end is when
+        it completes, see the module docstring), None for a blocking op."""
         if self.level == "off":
             return -1
         n = t.numel()
@@ -93,8 +112,7 @@ class CommRecorder:
         ]
         if token is not None:
             if self.cuda:
-                ev = torch.cuda.Event(enable_timing=True)
-                ev.record()
+                ev = self._end_event(op, peer, work)
                 self._pending.append((len(self.rows), token, ev))
                 if len(self._pending) >= self.RESOLVE_EVERY:
                     self.flush(block=False)
@@ -104,8 +122,24 @@ class CommRecorder:
         self.rows.append(row)
         return len(self.rows) - 1
 
+    def _end_event(self, op: str, peer: int, work):
+        ev = torch.cuda.Event(enable_timing=True)
+        if work is None:
+            ev.record()
+            return ev
+        # One timing stream per (op, peer): ops on one communicator complete in issue order, so
+        # a stream never holds an end behind an op that finishes later.
+        stream = self._streams.get((op, peer))
+        if stream is None:
+            stream = self._streams[(op, peer)] = torch.cuda.Stream()
+        with torch.cuda.stream(stream):
+            work.wait()  # this stream (only) waits for the transfer
+            ev.record()
+        return ev
+
     def stamp_end(self, index: int) -> None:
-        """For async ops: the end is when ``wait()`` returned (CPU clock)."""
+        """For async ops on CPU: the end is when ``wait()`` returned (wall clock; on CUDA the
+        end event was placed when the op was issued)."""
         if index >= 0 and self.level == "timing" and not self.cuda:
             self.rows[index][11] = time.monotonic() - self._t0
 
@@ -146,17 +180,27 @@ class Comm:
     """The run's process groups by role (``tp``, ``pp``, ``dp``, ``world``) and the ops on them.
 
     ``groups[name]`` is ``(ProcessGroup or None, global ranks of that group)``; a group of one
-    rank issues no op at all."""
+    rank issues no op at all. ``p2p[(src, dst)]``: the process group of that directed pipeline
+    edge (global ranks; module docstring)."""
 
-    def __init__(self, groups: dict[str, tuple[object, list[int]]], recorder: CommRecorder):
+    def __init__(
+        self,
+        groups: dict[str, tuple[object, list[int]]],
+        recorder: CommRecorder,
+        p2p: dict[tuple[int, int], object] | None = None,
+    ):
         self.groups = groups
         self.rec = recorder
+        self.p2p = p2p or {}
 
     def size(self, group: str) -> int:
         return len(self.groups[group][1])
 
     def _pg(self, group: str):
         return self.groups[group][0]
+
+    def _edge(self, src: int, dst: int):
+        return self.p2p.get((src, dst))
 
     def all_reduce(self, t: torch.Tensor, group: str = "tp") -> torch.Tensor:
         n = self.size(group)
@@ -186,27 +230,28 @@ class Comm:
         self.rec.end(tok, "broadcast", group, n, src, t)
         return t
 
-    # Point-to-point ops address global ranks on the default group; ``group`` only labels the row.
+    # Point-to-point ops address global ranks, on the process group of their directed edge;
+    # ``group`` only labels the row.
     def send(self, t: torch.Tensor, dst: int, group: str = "pp") -> None:
         tok = self.rec.begin()
-        dist.send(t.contiguous(), dst=dst)
+        dist.send(t.contiguous(), dst=dst, group=self._edge(self.rec.rank, dst))
         self.rec.end(tok, "send", group, 2, dst, t)
 
     def recv(self, t: torch.Tensor, src: int, group: str = "pp") -> torch.Tensor:
         tok = self.rec.begin()
-        dist.recv(t, src=src)
+        dist.recv(t, src=src, group=self._edge(src, self.rec.rank))
         self.rec.end(tok, "recv", group, 2, src, t)
         return t
 
     def isend(self, t: torch.Tensor, dst: int, group: str = "pp") -> _AsyncOp:
         tok = self.rec.begin()
-        work = dist.isend(t.contiguous(), dst=dst)
-        return _AsyncOp(work, self.rec, self.rec.end(tok, "send", group, 2, dst, t))
+        work = dist.isend(t.contiguous(), dst=dst, group=self._edge(self.rec.rank, dst))
+        return _AsyncOp(work, self.rec, self.rec.end(tok, "send", group, 2, dst, t, work))
 
     def irecv(self, t: torch.Tensor, src: int, group: str = "pp") -> _AsyncOp:
         tok = self.rec.begin()
-        work = dist.irecv(t, src=src)
-        return _AsyncOp(work, self.rec, self.rec.end(tok, "recv", group, 2, src, t))
+        work = dist.irecv(t, src=src, group=self._edge(src, self.rec.rank))
+        return _AsyncOp(work, self.rec, self.rec.end(tok, "recv", group, 2, src, t, work))
 
     def barrier(self, group: str = "world") -> None:
         if self.size(group) > 1:

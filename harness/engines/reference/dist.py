@@ -1,14 +1,25 @@
 """Process groups, backend, device and timeouts. The only reader of torch distributed env vars.
 
 Backend: NCCL when the run uses CUDA, gloo on CPU. Device from ``LOCAL_RANK`` (through the
-spec's per-node ``parallel.gpu_map`` when given). One process group per TP group, PP group and DP
-group, created on every rank in the same order (torch requires that)."""
+spec's per-node ``parallel.gpu_map`` when given). On CUDA the default group is bound to the rank's
+device (``device_id``: NCCL initialises eagerly, a failure shows at start-up, and every later
+group is split from it). One process group per TP group, PP group and DP group, and one per
+directed pipeline edge (``pipeline_edges``: stage s -> s+1 of each TP shard, and the last stage's
+TP rank 0 -> the coordinator), created on every rank in the same order (torch requires that).
+
+Why a group per edge and direction: with NCCL a process group is one communicator and one stream
+per rank, whose ops run in issue order, and in eager mode torch runs every unbatched send/recv of a
+group in that order with everything else on it. On the default group the coordinator's receive of
+returned tokens would queue behind its next micro-batch's send, and a pipeline with every
+micro-batch in flight could wait in a cycle (tests/test_pipeline_streams.py models it). With one
+group per directed edge, each stream carries one direction of one edge only."""
 
 from __future__ import annotations
 
 import datetime
 import os
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.distributed as dist
@@ -73,8 +84,13 @@ def device_index(env: LaunchEnv, gpu_map: list[int] | None) -> int:
     return gpu_map[env.local_rank]
 
 
-def pick_device(kind: str, env: LaunchEnv, gpu_map: list[int] | None) -> torch.device:
-    want_cuda = kind == "cuda" or (kind == "auto" and torch.cuda.is_available())
+def pick_device(
+    kind: str, env: LaunchEnv, gpu_map: list[int] | None, spec_gpu: str | None = None
+) -> torch.device:
+    """``run.device``: cuda, cpu, or auto: CUDA when one is visible, unless the spec describes
+    the CPU twin (``cluster.gpu: cpu``: its plan, KV layout and floors are the CPU's)."""
+    cpu_spec = spec_gpu is not None and spec_gpu.lower() == "cpu"
+    want_cuda = kind == "cuda" or (kind == "auto" and not cpu_spec and torch.cuda.is_available())
     if not want_cuda:
         return torch.device("cpu")
     if not torch.cuda.is_available():
@@ -124,8 +140,53 @@ class DistContext:
         return self.layout.rank_of(self.place.dp, stage, self.place.tp)
 
 
+def pipeline_edges(layout: Layout) -> list[tuple[int, int]]:
+    """Every directed point-to-point edge of the pipeline as (src, dst) global ranks, in one order
+    all ranks share: for each replica, stage s -> s+1 of each TP shard (hidden states), then the
+    last stage's TP rank 0 -> the first stage's TP rank 0 (sampled tokens back to the
+    coordinator). Empty when pp == 1."""
+    edges = []
+    if layout.pp == 1:
+        return edges
+    for dp in range(layout.dp):
+        for s in range(layout.pp - 1):
+            for tp in range(layout.tp):
+                edges.append((layout.rank_of(dp, s, tp), layout.rank_of(dp, s + 1, tp)))
+        edges.append((layout.rank_of(dp, layout.pp - 1, 0), layout.rank_of(dp, 0, 0)))
+    return edges
+
+
+def make_groups(
+    layout: Layout, rank: int, new_group: Callable[[list[int]], object] | None
+) -> tuple[dict[str, tuple[object, list[int]]], dict[tuple[int, int], object]]:
+    """This rank's role groups ({name: (group, ranks)}) and pipeline edge groups ({(src, dst):
+    group}). ``new_group(ranks)`` is called for every group of more than one rank in the same
+    order on every rank (None: a world of one process, no group at all)."""
+    groups: dict[str, tuple[object, list[int]]] = {"world": (None, list(range(layout.world_size)))}
+    for name, all_groups in (
+        ("tp", layout.tp_groups()),
+        ("pp", layout.pp_groups()),
+        ("dp", layout.dp_groups()),
+    ):
+        for ranks in all_groups:
+            pg = new_group(ranks) if new_group is not None and len(ranks) > 1 else None
+            if rank in ranks:
+                groups[name] = (pg, ranks)
+    p2p: dict[tuple[int, int], object] = {}
+    for src, dst in pipeline_edges(layout):
+        pg = new_group(sorted((src, dst))) if new_group is not None else None
+        if rank in (src, dst):
+            p2p[(src, dst)] = pg
+    return groups, p2p
+
+
 def init(
-    layout: Layout, device_kind: str, gpu_map: list[int] | None, timeout_s: float, instrument: str
+    layout: Layout,
+    device_kind: str,
+    gpu_map: list[int] | None,
+    timeout_s: float,
+    instrument: str,
+    spec_gpu: str | None = None,
 ) -> DistContext:
     env = launch_env()
     if env.world_size != layout.world_size:
@@ -134,30 +195,19 @@ def init(
             f"{env.world_size}; start torchrun with --nproc-per-node/--nnodes that multiply to "
             f"{layout.world_size}"
         )
-    device = pick_device(device_kind, env, gpu_map)
+    device = pick_device(device_kind, env, gpu_map, spec_gpu)
     backend = "nccl" if device.type == "cuda" else "gloo"
     timeout = datetime.timedelta(seconds=timeout_s)
     if env.world_size > 1 and not dist.is_initialized():
         kwargs = {"device_id": device} if device.type == "cuda" else {}
         dist.init_process_group(backend=backend, timeout=timeout, **kwargs)
+    new_group = (
+        (lambda ranks: dist.new_group(ranks, timeout=timeout)) if env.world_size > 1 else None
+    )
+    groups, p2p = make_groups(layout, env.rank, new_group)
     place = layout.place(env.rank)
-    groups: dict[str, tuple[object, list[int]]] = {"world": (None, list(range(env.world_size)))}
-    for name, all_groups in (
-        ("tp", layout.tp_groups()),
-        ("pp", layout.pp_groups()),
-        ("dp", layout.dp_groups()),
-    ):
-        for ranks in all_groups:
-            # Every rank creates every group, in the same order; it keeps its own.
-            pg = (
-                dist.new_group(ranks, timeout=timeout)
-                if env.world_size > 1 and len(ranks) > 1
-                else None
-            )
-            if env.rank in ranks:
-                groups[name] = (pg, ranks)
     recorder = CommRecorder(env.rank, instrument, cuda=device.type == "cuda")
-    return DistContext(env, layout, place, device, backend, Comm(groups, recorder))
+    return DistContext(env, layout, place, device, backend, Comm(groups, recorder, p2p))
 
 
 def shutdown() -> None:

@@ -63,6 +63,7 @@ class ReferenceEngine:
                 spec.parallel.gpu_map,
                 spec.run.comm_timeout_s,
                 spec.run.instrument,
+                spec.gpu.name,
             )
             self.profiled = spec.run.profile_steps > 0
             payload = run_rank(ctx, spec, trace, guard, state, writer)

@@ -22,7 +22,8 @@ import os
 import signal
 import socket
 import sys
-import time
+
+from harness.measure import host
 
 LAUNCHER_ENV = "HARNESS_LAUNCHER"  # "HOST:PID" of the `harness run` launcher
 AGENT_ENV = "HARNESS_AGENT_PID"  # pid of the torchrun agent that started this rank
@@ -52,14 +53,12 @@ def failure_dir() -> str | None:
 def alive(pid: int, born_before: float | None = None) -> bool:
     """``pid`` runs and is not a zombie (and, with ``born_before``, was started before that time:
     a reused pid is a different process)."""
-    import psutil
-
     try:
-        p = psutil.Process(pid)
+        p = host.process(pid)
         if born_before is not None and p.create_time() > born_before + 1.0:
             return False
-        return p.status() != psutil.STATUS_ZOMBIE
-    except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
+        return not p.is_zombie()
+    except (host.NoSuchProcess, ValueError):
         return False
 
 
@@ -68,14 +67,12 @@ class Lifeline:
     the launcher. ``lost()`` names the first one gone, else None."""
 
     def __init__(self) -> None:
-        import psutil
-
         agent = os.environ.get(AGENT_ENV)
         self.agent = int(agent) if agent and agent.isdigit() else os.getppid()
-        self.me_started = psutil.Process().create_time()
+        self.me_started = host.process().create_time()
         self.launcher: int | None = None
-        host, _, pid = os.environ.get(LAUNCHER_ENV, "").rpartition(":")
-        if pid.isdigit() and host == socket.gethostname():
+        name, _, pid = os.environ.get(LAUNCHER_ENV, "").rpartition(":")
+        if pid.isdigit() and name == socket.gethostname():
             self.launcher = int(pid)
 
     def lost(self) -> str | None:
@@ -87,29 +84,18 @@ class Lifeline:
 
 
 def descendants(pid: int) -> list:
-    """psutil processes under ``pid`` (any depth); [] when it is gone."""
-    import psutil
-
+    """Processes under ``pid`` (any depth, ``harness.measure.host.Proc``); [] when it is gone."""
     try:
-        return psutil.Process(pid).children(recursive=True)
-    except psutil.NoSuchProcess:
+        return host.process(pid).children()
+    except host.NoSuchProcess:
         return []
 
 
 def reap(procs: list, wait_s: float) -> list[int]:
-    """Wait up to ``wait_s`` for ``procs`` (psutil processes) to end, then SIGKILL those left;
+    """Wait up to ``wait_s`` for ``procs`` (from ``descendants``) to end, then SIGKILL those left;
     returns the pids that had to be killed."""
-    import psutil
-
-    deadline = time.monotonic() + wait_s
-    left = [p for p in procs if p.is_running()]
-    while left and time.monotonic() < deadline:
-        _, left = psutil.wait_procs(left, timeout=min(0.5, max(0.0, deadline - time.monotonic())))
-        left = [p for p in left if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    left = host.wait_gone(procs, wait_s)
     for p in left:
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(left, timeout=5)
+        p.kill()
+    host.wait_gone(left, 5)
     return [p.pid for p in left]

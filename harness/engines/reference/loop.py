@@ -134,8 +134,11 @@ class ServeLoop:
         available: int,
         warmup: bool,
     ) -> None:
+        # The tokens first, then the clock: reading them waits for the step on the device (on
+        # CUDA ``submit`` returns when the step is queued), so ``now`` is when they exist.
+        values = tokens.tolist()
         now = self.clock() - t0
-        sched.complete(batch, tokens.tolist(), now)
+        sched.complete(batch, values, now)
         n_pre = sum(r.is_prefill for r in batch.rows)
         self.step_rows.append(
             (

@@ -26,6 +26,7 @@ from harness.measure.metrics import RequestRecord
 from harness.measure.nvml import summarize_nvml_by_node
 from harness.measure.stages import pipeline_summary
 from harness.plan import planner
+from harness.spec.catalog import gpu_label
 
 
 @dataclass
@@ -235,6 +236,14 @@ def reference_result(
         "nvlink_utilization_pct": sum(nvlink) / len(nvlink) if nvlink else None,
     }
     notes = sorted({p.nvml_note for p in payloads if p.nvml_note})
+    # hardware.gpu from the devices the ranks ran on, never from the spec (an H200 spec run on an
+    # H100 is an H100 run, and no evidence for H200 claims)
+    names = [p.memory.get("device_name") or ("cuda" if cuda else "cpu") for p in payloads]
+    gpu, mismatch = gpu_label(spec.gpu.name, names)
+    if mismatch:
+        notes.append(mismatch)
+    if any(p.accelerate_weight_bytes is None for p in payloads):
+        notes.append("weights not counted a third way: accelerate is not installed where it ran")
     if not cuda:
         notes.append(
             "CPU twin: times and rates are of the tiny model on gloo, not of the GPU deployment"
@@ -271,7 +280,7 @@ def reference_result(
         wall_s=max((p.wall_s or 0.0) for p in coordinators) if coordinators else None,
         warmup_s=max((p.warmup_s or 0.0) for p in coordinators) if coordinators else None,
         hardware={
-            "gpu": spec.cluster.gpu if cuda else "cpu",
+            "gpu": gpu,
             "gpu_name": payloads[0].memory.get("device_name") or ("cuda" if cuda else "cpu"),
             "total_gpus": len(payloads),
             "nodes": len(hosts),

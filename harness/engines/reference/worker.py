@@ -16,7 +16,7 @@ import torch
 
 from harness.engines.reference import dist as hdist
 from harness.engines.reference.loop import ServeLoop
-from harness.engines.reference.model.accounting import meta_rank_bytes
+from harness.engines.reference.model.accounting import have_accelerate, meta_rank_bytes
 from harness.engines.reference.model.build import build_stage
 from harness.engines.reference.model.weights import CheckpointWeights, SeededWeights
 from harness.engines.reference.parallel.pp import PipelineStage
@@ -24,6 +24,7 @@ from harness.engines.reference.scheduler import for_replica, for_warmup
 from harness.engines.reference.summary import RankPayload
 from harness.measure.metrics import RequestRecord, progress
 from harness.measure.nvml import NvmlSampler, torch_memory_stats
+from harness.measure.nvml_summary import reset_peak_memory
 from harness.plan.planner import plan as make_plan
 from harness.plan.planner import seq_len, token_budget
 
@@ -53,9 +54,17 @@ def run_rank(ctx, spec, trace, guard, state: dict, writer) -> RankPayload:
     )
     # counted before serving: after a torch.profiler window the CPU heap is not to be trusted
     # (engine.close)
-    counted = meta_rank_bytes(spec.shape, spec.layout, ctx.rank, spec.model.dtype)
-    num_slots = make_plan(spec).kv_slots()
-    kv_bytes = model.allocate_kv(num_slots, seq_len(spec))
+    counted = (  # None: accelerate not installed here, the summary says the count was skipped
+        meta_rank_bytes(spec.shape, spec.layout, ctx.rank, spec.model.dtype)
+        if have_accelerate()
+        else None
+    )
+    plan = make_plan(spec)
+    num_slots = plan.kv_slots()
+    # the planner's slot length, so the allocation is the plan's (pages where it counted pages)
+    kv_bytes = model.allocate_kv(num_slots, seq_len(spec), plan.run["slot_tokens"])
+    # the memory table's peak: serving (weights, KV, activations), not the weight-building spike
+    reset_peak_memory(ctx.device)
     param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     if hdist.fail_rank_request() == ctx.rank:
         raise RuntimeError("HARNESS_FAIL_RANK: failing on purpose (test-only)")

@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from harness.errors import UsageError
-from harness.spec.catalog import MODEL_PRESETS, gpu_spec, model_preset
+from harness.spec.catalog import MODEL_PRESETS, catalog_key_for_device, gpu_spec, model_preset
 from harness.spec.json_file import read_json_file
 from harness.spec.spec import load_spec, spec_from_dict
 from harness.verdicts.claims.parse import ClaimsDoc
@@ -184,6 +184,11 @@ def run_mismatch(res: RunResults, spec) -> dict[str, str | None]:
     hw = res.hardware
     lay = spec.layout
     run_gpu = _gpu_name(str(hw.get("gpu", "?")))
+    device = str(hw.get("gpu_name") or "")
+    if device and device.lower() not in ("cpu", "cuda"):
+        # the device the run reported is the evidence (summaries written before hardware.gpu came
+        # from the device carry the spec's GPU there)
+        run_gpu = catalog_key_for_device(device) or device
     out: dict[str, str | None] = {"hardware": None, "model": None, "layout": None, "complete": None}
     if run_gpu != spec.gpu.name or hw.get("total_gpus", lay.world_size) != lay.world_size:
         out["hardware"] = (

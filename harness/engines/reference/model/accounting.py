@@ -8,24 +8,38 @@ device (no memory): the stage's modules, then the TP plan shrinking them to this
 what ``infer_auto_device_map`` plans with) counts its parameters at the run's dtype. Two
 computations that share no arithmetic: when they disagree the formula (or the model code) is wrong.
 Every rank of a run counts its own stage before serving (``cross_checks`` of its summary);
-``harness plan --check-weights`` counts every stage without a run."""
+``harness plan --check-weights`` counts every stage without a run. accelerate is optional at run
+time (the lent GPU machines have none): without it a run skips this count and its summary says
+so; ``--check-weights`` asks for it."""
 
 from __future__ import annotations
+
+import importlib.util
 
 import torch
 
 from harness.engines.reference.comm import Comm, CommRecorder
 from harness.engines.reference.model.llama import StageModel
 from harness.engines.reference.parallel.tp import LLAMA_TP_PLAN, apply_tp
+from harness.errors import UsageError
 from harness.spec.catalog import ModelShape
 from harness.spec.layout import Layout
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
+def have_accelerate() -> bool:
+    return importlib.util.find_spec("accelerate") is not None
+
+
 def meta_rank_bytes(shape: ModelShape, layout: Layout, rank: int, dtype: str) -> int:
     """Bytes of the parameters ``rank`` holds, by accelerate's accounting of its meta-device
     stage."""
+    if not have_accelerate():
+        raise UsageError(
+            "--check-weights: accelerate is not installed; pip install accelerate, or leave out "
+            "--check-weights"
+        )
     from accelerate.utils import compute_module_sizes
 
     place = layout.place(rank)

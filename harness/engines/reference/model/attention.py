@@ -7,19 +7,28 @@ order (no padding is computed). ``BatchIndex`` holds that description once per s
 Cache layout, per layer: K and V of ``[num_slots, slot_tokens, kv_heads, head_dim]``, token-major
 inside a slot (the layout of a paged flash-attention pool whose pages are ``KV_PAGE_TOKENS``
 consecutive positions of one slot). A slot holds ``max_seq_len`` positions, rounded up to whole
-pages where the paged kernel runs (``slot_tokens``). Only new tokens are written, at their own
-(slot, position); nothing of the cache is copied to attend.
+pages where the planner counts pages (``harness.plan.planner.slot_tokens``: a GPU in 16-bit); the
+runtime allocates exactly the planner's slot length. Only new tokens are written, at their own
+(slot, position).
 
-Two kernels, one result (causal attention of each token over its row's cached prefix):
-- ``paged``: CUDA, 16-bit, ``torch.nn.attention.varlen.varlen_attn`` (flash attention) over the
-  cache as a page pool: ``block_table[b]`` lists slot b's pages, ``seqused_k[b] = start_b + n_b``
-  keys, causal aligned to the bottom right (query t of row b sees keys ``<= start_b + t``),
-  grouped-query heads in the kernel (``enable_gqa``). One launch per layer, no host sync.
-- ``rows``: everywhere else (CPU, fp32 on CUDA): one fused ``scaled_dot_product_attention``
-  per row over views of its slot. A decode row (n = 1) puts the ``rep = q_heads / kv_heads``
-  query heads of each KV head on the query axis (``[kv_heads, rep, d]`` against
-  ``[kv_heads, L, d]``), so no mask and no head repetition; a prefill row uses ``enable_gqa``
-  and is causal (from position 0) or has a ``[n, L]`` mask (a chunk on top of a cache).
+Four kernels, one result (causal attention of each token over its row's cached prefix), chosen by
+``choose_kernel`` from the device, the dtype and what the installed torch's
+``torch.nn.attention.varlen.varlen_attn`` accepts (its signature, not only that it imports); the
+kernels themselves: ``attention_kernels.py``.
+
+- ``paged``: CUDA, 16-bit, a ``varlen_attn`` that takes ``block_table``, ``seqused_k`` and
+  ``enable_gqa`` (torch >= 2.12): flash attention over the cache as a page pool, one launch per
+  layer, nothing copied.
+- ``varlen``: CUDA, 16-bit, a ``varlen_attn`` without paging (torch 2.10: ``is_causal``; 2.11:
+  ``window_size``): each row's keys and values gathered packed, then one flash call (3 launches).
+- ``batched``: CUDA otherwise (fp32, torch < 2.10, a head size flash does not take): at most two
+  groups of rows (decode, prefill), each a few gathers and one SDPA, whatever the batch size.
+- ``rows``: CPU: one SDPA per row over views of its slot (no copy).
+
+A kernel that raises (``RuntimeError``, ``TypeError``, ``ValueError``, ``NotImplementedError``)
+hands the step to the next one in ``FALLBACK`` with one line on stderr; the model stays on it
+(``StageModel.kernel``) and never tries the failed one again, not even at the next
+``allocate_kv``.
 """
 
 from __future__ import annotations
@@ -30,30 +39,77 @@ import sys
 import torch
 import torch.nn.functional as F
 
+from harness.engines.reference.model import attention_kernels as kernels
+from harness.engines.reference.model.attention_kernels import flash_takes, varlen_params
 from harness.plan.memory import KV_PAGE_TOKENS, kv_slot_tokens
 
+FALLBACK = {"paged": "varlen", "varlen": "batched", "batched": None, "rows": None}
+_PAGED_ARGS = frozenset({"block_table", "seqused_k", "enable_gqa", "window_size"})
+_CAUSAL_ARGS = ("window_size", "is_causal")  # torch 2.11 / torch 2.10 spell causality so
 
-def paged_kernel_applies(device: torch.device, dtype: torch.dtype, head_dim: int) -> bool:
-    """Whether the paged flash kernel serves this device and dtype: CUDA, fp16/bf16, a head size
-    flash attention supports (multiple of 8, at most 256), and a torch that has ``varlen_attn``."""
-    if (
-        device.type != "cuda"
-        or dtype not in (torch.float16, torch.bfloat16)
-        or head_dim % 8
-        or head_dim > 256
-    ):
-        return False
-    try:
-        from torch.nn.attention.varlen import varlen_attn  # noqa: F401
-    except ImportError:
-        return False
-    return True
+
+def choose_kernel(
+    device: torch.device,
+    dtype: torch.dtype,
+    head_dim: int,
+    slot_len: int | None = None,
+    exclude: frozenset[str] | set[str] = frozenset(),
+) -> str:
+    """The kernel for this device, dtype and torch (see the module docstring); ``slot_len``: the
+    allocated slot length (``paged`` needs whole pages); ``exclude``: kernels that already failed
+    here."""
+    if device.type != "cuda":
+        return "rows"
+    params = varlen_params() if flash_takes(dtype, head_dim) else None
+    pages_fit = slot_len is None or slot_len % KV_PAGE_TOKENS == 0
+    if params is not None and _PAGED_ARGS <= params and pages_fit and "paged" not in exclude:
+        return "paged"
+    if params is not None and any(a in params for a in _CAUSAL_ARGS) and "varlen" not in exclude:
+        return "varlen"
+    return "batched"
 
 
 def slot_tokens(max_seq_len: int, paged: bool) -> int:
-    """Positions one slot holds: ``max_seq_len``, rounded up to whole pages for the paged kernel
-    (the planner's ``kv_slot_tokens``, so plan and allocation agree)."""
+    """Positions one slot holds: ``max_seq_len``, rounded up to whole pages when paged (the
+    planner's ``kv_slot_tokens``, so plan and allocation agree)."""
     return kv_slot_tokens(max_seq_len, paged)
+
+
+class _Group:
+    """Rows one ``batched`` SDPA call serves, padded to the group's longest query and key span:
+    ``q_index [G, T]`` packed token of (row, t) (past a row's end: its last token again),
+    ``valid_at`` flat (row, t) of each real token, ``key_index [G, L]`` flat cache position
+    (slot · slot_len + j), ``mask [G, 1, T, L]`` (key j visible to query t iff ``j <= start +
+    t``), ``out_index`` the packed index of each real token, in the order of ``valid_at``."""
+
+    def __init__(self, rows, slots, start_pos, n_tokens, offsets, slot_len, t_max, l_max, valid):
+        dev = slots.device
+        idx = torch.tensor(rows, dtype=torch.long, device=dev)
+        n, s, off = n_tokens[idx], start_pos[idx], offsets[idx]
+        t = torch.minimum(torch.arange(t_max, device=dev)[None, :], n[:, None] - 1)
+        self.q_index = off[:, None] + t
+        j = torch.arange(l_max, device=dev)
+        self.key_index = slots[idx][:, None] * slot_len + j[None, :]
+        self.mask = (j[None, None, :] <= (s[:, None] + t)[:, :, None])[:, None]
+        # (row, t) of each real token, flat in [G·T], built with its size known (``valid``: the
+        # group's tokens, from the host's ints) so that neither here nor in a layer does a
+        # boolean index make the host wait for the device
+        g = torch.repeat_interleave(torch.arange(len(rows), device=dev), n, output_size=valid)
+        first = torch.cumsum(n, 0) - n
+        self.valid_at = g * t_max + torch.arange(valid, device=dev) - first[g]
+        self.out_index = self.q_index.reshape(-1)[self.valid_at]
+        self._rep: dict[int, torch.Tensor] = {}
+
+    def mask_for(self, rep: int) -> torch.Tensor:
+        """The mask for queries laid out ``[G, kv_heads, rep·T, d]`` (query head r of a KV head at
+        rows r·T .. r·T + T − 1), built once per step and shared by every layer."""
+        t = self.mask.shape[2]
+        if t == 1 or rep == 1:
+            return self.mask
+        if rep not in self._rep:
+            g, _, _, span = self.mask.shape
+            self._rep[rep] = self.mask.expand(g, rep, t, span).reshape(g, 1, rep * t, span)
+        return self._rep[rep]
 
 
 class BatchIndex:
@@ -61,7 +117,8 @@ class BatchIndex:
     slots, starts and lengths as Python ints), shared by every layer.
 
     ``width`` (optional): the inputs came padded as ``[B, width, ...]``; ``pack``/``unpack``
-    convert. ``paged``: also build the paged kernel's index tensors."""
+    convert. ``kernel``: which attention kernel reads it (its index tensors are built here, and
+    again by ``fall_back`` for the next kernel). ``slot_len``: positions per allocated slot."""
 
     def __init__(
         self,
@@ -71,7 +128,7 @@ class BatchIndex:
         max_seq_len: int,
         *,
         width: int | None = None,
-        paged: bool = False,
+        kernel: str = "rows",
         slot_len: int | None = None,
     ):
         device = slots.device
@@ -92,14 +149,16 @@ class BatchIndex:
             )
         self.max_q = max(n_l)
         self.width = width
+        self.slot_len = slot_len or max_seq_len
         b = len(n_l)
         if self.max_q == 1:  # decode only: one token per row
             self.positions, self.token_slots = start_pos, slots
             self.last = torch.arange(b, device=device)
             row_of = self.last
             within = torch.zeros(b, dtype=torch.long, device=device)
+            self._off = row_of
         else:
-            off = torch.tensor(offsets, dtype=torch.long, device=device)
+            self._off = off = torch.tensor(offsets, dtype=torch.long, device=device)
             row_of = torch.repeat_interleave(
                 torch.arange(b, device=device), n_tokens, output_size=self.n_total
             )
@@ -110,19 +169,81 @@ class BatchIndex:
         self._padded_at = (
             None if width is None or self.n_total == b * width else row_of * width + within
         )
-        self.paged = paged
-        if paged:
-            lens = (start_pos + n_tokens).to(torch.int32)
-            self.seqused_k = lens
-            self.cu_q = F.pad(n_tokens.cumsum(0), (1, 0)).to(torch.int32)
-            self.cu_k = F.pad(lens.cumsum(0, dtype=torch.int32), (1, 0))
-            pages = math.ceil(self.span / KV_PAGE_TOKENS)
-            per_slot = (slot_len or slot_tokens(max_seq_len, True)) // KV_PAGE_TOKENS
-            self.block_table = (
-                (slots[:, None] * per_slot + torch.arange(pages, device=device)[None, :])
-                .to(torch.int32)
-                .contiguous()
-            )
+        self.kernel = kernel
+        self.failed: list[str] = []  # kernels that raised on this step, in order
+        self._prepare()
+
+    def _prepare(self) -> None:
+        if self.kernel == "paged":
+            self._index_paged()
+        elif self.kernel == "varlen":
+            self._index_varlen()
+        elif self.kernel == "batched":
+            self._index_batched()
+
+    def fall_back(self) -> str | None:
+        """Move to the next kernel in ``FALLBACK`` (building its index); None when none is left."""
+        nxt = FALLBACK[self.kernel]
+        if nxt is not None:
+            self.failed.append(self.kernel)
+            self.kernel = nxt
+            self._prepare()
+        return nxt
+
+    def _cu(self) -> None:
+        lens = (self.start_pos + self.n_tokens).to(torch.int32)
+        self.seqused_k = lens
+        self.cu_q = F.pad(self.n_tokens.cumsum(0), (1, 0)).to(torch.int32)
+        self.cu_k = F.pad(lens.cumsum(0, dtype=torch.int32), (1, 0))
+
+    def _index_paged(self) -> None:
+        self._cu()
+        if self.slot_len % KV_PAGE_TOKENS:
+            raise ValueError(f"paged attention needs whole pages; slot_len={self.slot_len}")
+        pages = math.ceil(self.span / KV_PAGE_TOKENS)
+        per_slot = self.slot_len // KV_PAGE_TOKENS
+        dev = self.slots.device
+        self.block_table = (
+            (self.slots[:, None] * per_slot + torch.arange(pages, device=dev)[None, :])
+            .to(torch.int32)
+            .contiguous()
+        )
+
+    def _index_varlen(self) -> None:
+        """Each row's keys 0 .. start + n − 1, packed in row order, as flat cache positions."""
+        self._cu()
+        dev = self.slots.device
+        lens = self.start_pos + self.n_tokens
+        total = sum(s + n for _, s, n, _ in self.rows)
+        row_of = torch.repeat_interleave(
+            torch.arange(self.batch, device=dev), lens, output_size=total
+        )
+        within = torch.arange(total, device=dev) - self.cu_k[:-1].long()[row_of]
+        self.key_index = self.slots[row_of] * self.slot_len + within
+
+    def _index_batched(self) -> None:
+        """At most two groups, so padding stays small: decode rows (one query each) and prefill
+        rows (padded to the longest prompt chunk among them)."""
+        self.groups = []
+        for want_decode in (True, False):
+            rows = [i for i, (_, _, n, _) in enumerate(self.rows) if (n == 1) == want_decode]
+            if rows:
+                t_max = max(self.rows[i][2] for i in rows)
+                l_max = max(self.rows[i][1] + self.rows[i][2] for i in rows)
+                valid = sum(self.rows[i][2] for i in rows)
+                self.groups.append(
+                    _Group(
+                        rows,
+                        self.slots,
+                        self.start_pos,
+                        self.n_tokens,
+                        self._off,
+                        self.slot_len,
+                        t_max,
+                        l_max,
+                        valid,
+                    )
+                )
 
     @property
     def batch(self) -> int:
@@ -154,64 +275,29 @@ def write_kv(
     v_cache[batch.token_slots, batch.positions] = v
 
 
+_KERNELS = {
+    "paged": kernels.paged,
+    "varlen": kernels.varlen,
+    "batched": kernels.batched,
+    "rows": kernels.rows,
+}
+_DEGRADE = (RuntimeError, TypeError, ValueError, NotImplementedError)
+
+
 def attend(
     q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, batch: BatchIndex
 ) -> torch.Tensor:
     """Causal attention of the packed queries ``[N, q_heads, d]`` over their rows' cached keys
     (which already hold this step's tokens); -> ``[N, q_heads, d]``."""
-    if batch.paged:
+    while True:
+        kernel = batch.kernel
         try:
-            return _paged(q, k_cache, v_cache, batch)
-        except RuntimeError as e:  # degrade, never crash: the rows kernel computes the same thing
-            batch.paged = False
+            return _KERNELS[kernel](q, k_cache, v_cache, batch)
+        except _DEGRADE as e:  # degrade, never crash: the next kernel computes the same thing
+            if FALLBACK[kernel] is None:
+                raise
+            nxt = batch.fall_back()
             sys.stderr.write(
-                f"harness: paged flash attention unavailable ({str(e).splitlines()[0][:160]}); "
-                "using one SDPA per row\n"
+                f"harness: {kernel} attention unavailable ({type(e).__name__}: "
+                f"{str(e).splitlines()[0][:160] if str(e) else ''}); using the {nxt} kernel\n"
             )
-    return _rows(q, k_cache, v_cache, batch)
-
-
-def _paged(q, k_cache, v_cache, batch: BatchIndex) -> torch.Tensor:
-    from torch.nn.attention.varlen import varlen_attn
-
-    # [pages, page, kv_heads, d]: a view of the cache
-    pool = (-1, KV_PAGE_TOKENS, *k_cache.shape[2:])
-    return varlen_attn(
-        q,
-        k_cache.view(pool),
-        v_cache.view(pool),
-        batch.cu_q,
-        batch.cu_k,
-        batch.max_q,
-        batch.span,
-        window_size=(-1, 0),
-        enable_gqa=True,
-        seqused_k=batch.seqused_k,
-        block_table=batch.block_table,
-    )
-
-
-def _rows(q, k_cache, v_cache, batch: BatchIndex) -> torch.Tensor:
-    n_q, d = q.shape[1], q.shape[2]
-    n_kv = k_cache.shape[2]
-    rep = n_q // n_kv
-    out = torch.empty_like(q)
-    for slot, start, n, off in batch.rows:
-        span = start + n
-        keys = k_cache[slot, :span].transpose(0, 1)[None]  # [1, kv_heads, span, d], a view
-        vals = v_cache[slot, :span].transpose(0, 1)[None]
-        if n == 1:  # query head j uses KV head j // rep: group the rep heads on the query axis
-            o = F.scaled_dot_product_attention(q[off].view(1, n_kv, rep, d), keys, vals)
-            out[off] = o.view(n_q, d)
-            continue
-        qr = q[off : off + n].transpose(0, 1)[None]  # [1, q_heads, n, d]
-        if start == 0:
-            o = F.scaled_dot_product_attention(qr, keys, vals, is_causal=True, enable_gqa=True)
-        else:  # a chunk on top of a cache: token t sees positions <= start + t
-            mask = (
-                torch.arange(span, device=q.device)[None, :]
-                <= (start + torch.arange(n, device=q.device))[:, None]
-            )
-            o = F.scaled_dot_product_attention(qr, keys, vals, attn_mask=mask, enable_gqa=True)
-        out[off : off + n] = o[0].transpose(0, 1)
-    return out

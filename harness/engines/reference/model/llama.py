@@ -26,7 +26,7 @@ from torch import nn
 from harness.engines.reference.model.attention import (
     BatchIndex,
     attend,
-    paged_kernel_applies,
+    choose_kernel,
     slot_tokens,
     write_kv,
 )
@@ -190,22 +190,35 @@ class StageModel(nn.Module):
         self.inv_freq: torch.Tensor | None = None  # set by init_rope once the device is known
         self.max_seq_len = 0
         self.slot_len = 0  # positions a slot's cache holds (max_seq_len, whole pages when paged)
-        self.paged = (
-            False  # the paged flash kernel serves this device and dtype (model/attention.py)
-        )
+        self.kernel = "rows"  # the attention kernel (model/attention.py), set by allocate_kv
+        self.failed_kernels: set[str] = set()  # kernels that raised here: never chosen again
 
     def init_rope(self, device: torch.device) -> None:
         self.inv_freq = rope_inv_freq(self.shape, device)
 
-    def allocate_kv(self, num_slots: int, max_seq_len: int) -> int:
-        """Preallocate every layer's K and V cache; returns their bytes."""
+    def allocate_kv(self, num_slots: int, max_seq_len: int, slot_len: int | None = None) -> int:
+        """Preallocate every layer's K and V cache; returns their bytes. ``slot_len``: positions
+        per slot as the planner counted them (``plan.run["slot_tokens"]``, >= ``max_seq_len``), so
+        the allocation is the plan's; without it, ``max_seq_len`` in whole pages when the paged
+        kernel serves this device and torch."""
+        if slot_len is not None and slot_len < max_seq_len:
+            raise ValueError(f"slot_len {slot_len} is shorter than max_seq_len {max_seq_len}")
         w = next(self.parameters())
-        self.paged = paged_kernel_applies(w.device, w.dtype, self.shape.head_dim)
-        self.max_seq_len, self.slot_len = max_seq_len, slot_tokens(max_seq_len, self.paged)
+        hd, failed = self.shape.head_dim, self.failed_kernels
+        if slot_len is None:
+            kernel = choose_kernel(w.device, w.dtype, hd, None, failed)
+            slot_len = slot_tokens(max_seq_len, kernel == "paged")
+        self.kernel = choose_kernel(w.device, w.dtype, hd, slot_len, failed)
+        self.max_seq_len, self.slot_len = max_seq_len, slot_len
         return sum(
             layer.self_attn.allocate_kv(num_slots, self.slot_len)
             for layer in self.model.layers.values()
         )
+
+    @property
+    def paged(self) -> bool:
+        """The paged flash kernel serves this model's attention."""
+        return self.kernel == "paged"
 
     def index(
         self,
@@ -221,7 +234,7 @@ class StageModel(nn.Module):
             n_tokens,
             self.max_seq_len,
             width=width,
-            paged=self.paged,
+            kernel=self.kernel,
             slot_len=self.slot_len,
         )
 
@@ -236,8 +249,9 @@ class StageModel(nn.Module):
         cos, sin = rope_cos_sin(self.inv_freq, batch.positions, h.dtype)
         for layer in self.model.layers.values():
             h = layer(h, cos, sin, batch)
-        # the kernel fell back once: stay on the rows kernel
-        self.paged = self.paged and batch.paged
+        if batch.failed:  # a kernel raised: stay on the one that served the step
+            self.failed_kernels.update(batch.failed)
+            self.kernel = batch.kernel
         return h
 
     def _padded(self, x: torch.Tensor) -> bool:

@@ -14,7 +14,11 @@ the three vectors padded to ``max_batch``; ``flags`` = stop bit | phase code << 
 Stage timing (``timings``): four stamps per step from ``StageClock`` — on CUDA device events,
 resolved later, so timing adds no host synchronize to a step.
 
-Sends are ``isend``: a stage never blocks on a send, so a full pipeline cannot deadlock. A send's
+Sends are ``isend``: the host never blocks on a send. That alone keeps a full pipeline moving on
+gloo, not on NCCL, where a process group's sends and receives run in issue order on one stream:
+every directed edge therefore has a process group of its own (``dist.make_groups``), so no stream
+holds a send ahead of a receive in the other direction (tests/test_pipeline_streams.py replays
+this order under NCCL's semantics for pp 2-4 and every micro-batch count up to pp). A send's
 buffers stay referenced until it is waited; the oldest are waited once more than ``max_in_flight``
 steps' sends are outstanding, which cannot block because the coordinator never has more than
 ``max_in_flight`` steps in flight (``submit`` refuses more), and every outstanding send belongs to
