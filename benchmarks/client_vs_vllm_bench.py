@@ -1,11 +1,12 @@
-"""The harness's client against vLLM's own benchmark client on ONE vLLM server, the same trace,
-alternating, in one invocation: is our client worse than vLLM's on the same server, or do both see
-the same (then it is the machine)?
+"""The harness's client against the peers' clients (vLLM's own benchmark client, NVIDIA AIPerf) on
+ONE vLLM server, the same trace, alternating, in one invocation: does our client measure what theirs
+measure on the same server (ratios ours/theirs, with the spread over rounds), or do all see the same
+(then it is the machine)?
 
-    flock /tmp/harness-vllm.lock .venv/bin/python benchmarks/client_vs_vllm_bench.py \
+    flock /tmp/harness-heavy.lock .venv/bin/python benchmarks/client_vs_vllm_bench.py \
         [--config configs/tiny-tp2-pp4-vllm-cpu.yaml] [--tp 2 --pp 4] [--rounds 2] \
-        [--clients harness,harness-nocap,vllm,vllm-rt] [--workloads closed,poisson] [--requests 48]
-        [--out DIR]
+        [--clients harness,harness-nocap,vllm,vllm-rt,aiperf] [--workloads closed,poisson]
+        [--requests 48] [--aiperf-venv /work/venvs/aiperf] [--tokenizer CKPT] [--out DIR]
 
 Clients (each a fresh process, given the same trace: arrival times, lengths, prompt token ids):
 - ``harness``: ``harness run --set engine={kind: openai, ...}``, the product path (its driver,
@@ -15,7 +16,12 @@ Clients (each a fresh process, given the same trace: arrival times, lengths, pro
   timestamps (open loop) or ``--request-rate inf --max-concurrency C`` (closed loop);
 - ``bare``: the harness's request function
   (``harness.engines.openai_server.client.stream_request``) alone, dispatched like vLLM's, no
-  driver around it.
+  driver around it;
+- ``aiperf``: AIPerf 0.13.0 in its own venv (benchmarks/peer_clients.py): the trace's prompts as the
+  text the word-level tokenizer reads back into the same ids, the trace's times as a fixed schedule
+  (open loop) or ``--concurrency C`` (closed loop), ``--use-server-token-count``; its records read
+  back by harness.results.imports.aiperf (its chunk times, from its own clock). Its process tree
+  (AIPerf runs several service processes) is not in the /proc columns: only the wrapper is.
 A suffix runs a client's process differently: ``-rt`` under ``chrt -f 1`` (SCHED_FIFO, every
 thread), ``-nocap`` without CAP_SYS_NICE (``setpriv``), so the harness's loop thread cannot take
 SCHED_FIFO (harness.engines.openai_server.priority) and runs as it did before that: normal priority.
@@ -386,6 +392,8 @@ def run_phase(kind: str, wl: dict, trace_file: Path, server, out: Path, args) ->
     else:
         py = str(REPO / ".venv-vllm" / "bin" / "python") if kind == "vllm" else sys.executable
         cmd = [py, __file__, f"--client-mode={kind}", str(trace_file), str(res_file)]
+        if kind == "aiperf":
+            cmd += [args.aiperf_venv, str(args.tokenizer)]
     prefix = {
         "rt": ["chrt", "-f", "1"],
         "nocap": ["setpriv", "--bounding-set=-sys_nice", "--inh-caps=-sys_nice"],
@@ -467,6 +475,35 @@ KEYS = [
 ]
 
 
+def ratio_spread(phases: list[tuple[str, int, dict]], clients: list[str]) -> list[str]:
+    """ours/theirs (ours: the first client) per round, each round's own pair of phases (the server
+    in the same state): the median over rounds and [min, max], the run-to-run spread."""
+    from statistics import median
+
+    by = {(k, r): p["client"] for k, r, p in phases}
+    rounds = sorted({r for _, r, _ in phases})
+    ours = clients[0]
+    lines = [
+        f"  {ours}/theirs, per round: median [min, max]",
+        f"  {'metric':<16}" + "".join(f"{ours + '/' + c:>30}" for c in clients[1:]),
+    ]
+    for k in KEYS:
+        cells = []
+        for c in clients[1:]:
+            rs = [
+                by[(ours, r)][k] / by[(c, r)][k]
+                for r in rounds
+                if (ours, r) in by
+                and (c, r) in by
+                and by[(ours, r)][k] is not None
+                and by[(c, r)][k]
+            ]
+            cell = f"{median(rs):.3f} [{min(rs):.3f}, {max(rs):.3f}]" if rs else "—"
+            cells.append(f"{cell:>30}")
+        lines.append(f"  {k:<16}" + "".join(cells))
+    return lines
+
+
 def report(name: str, phases: list[tuple[str, int, dict]], clients: list[str]) -> str:
     from statistics import median
 
@@ -494,6 +531,7 @@ def report(name: str, phases: list[tuple[str, int, dict]], clients: list[str]) -
             for c in clients[1:]
         )
         lines.append(row)
+    lines += ratio_spread(phases, clients)
     for kind, rnd, p in phases:
         s, m = p["server"], p["machine"]
         roles = ", ".join(
@@ -542,6 +580,12 @@ def main() -> int:
         "--set", dest="extra", action="append", default=[], help="extra spec overrides (server)"
     )
     ap.add_argument("--out", default=None)
+    ap.add_argument("--aiperf-venv", default="/work/venvs/aiperf")
+    ap.add_argument(
+        "--tokenizer",
+        default=None,
+        help="the tokenizer folder AIPerf counts with (default: --checkpoint)",
+    )
     ap.add_argument(
         "--server",
         default=None,
@@ -550,6 +594,19 @@ def main() -> int:
     args = ap.parse_args()
 
     sys.path.insert(0, str(REPO / "benchmarks"))
+    clients = args.clients.split(",")
+    if "aiperf" in clients:  # bad input stops here, before a checkpoint or server exists
+        from peer_clients import check_tokenizer
+
+        if args.tokenizer is not None:
+            args.tokenizer = check_tokenizer(args.tokenizer)
+        if not (Path(args.aiperf_venv) / "bin" / "aiperf").exists():
+            print(
+                f"client_vs_vllm_bench.py: error: --aiperf-venv {args.aiperf_venv}: no bin/aiperf "
+                "there; pip install aiperf==0.13.0 into a venv of its own",
+                file=sys.stderr,
+            )
+            return 2
     from harness.engines.vllm.engine import bring_up, launch_server, stop_and_record
     from harness.spec.spec import load_spec
     from tiny_checkpoint import fixed_length_sets
@@ -575,7 +632,8 @@ def main() -> int:
             "sets": common + ["workload.arrival=poisson", f"workload.rate_rps={args.rate}"],
         },
     }
-    clients = args.clients.split(",")
+    if "aiperf" in clients and args.tokenizer is None:
+        args.tokenizer = check_tokenizer(args.checkpoint, "--checkpoint")
     spec = load_spec(args.config, common)
     print(f"runs in {out}", file=sys.stderr)
     server = launch_server(spec, out) if args.server is None else _Running(*args.server.split(","))
@@ -636,6 +694,12 @@ def main() -> int:
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1].startswith("--client-mode="):
         mode = sys.argv[1].split("=", 1)[1]
-        (vllm_client if mode == "vllm" else bare_client)(sys.argv[2], sys.argv[3])
+        if mode == "aiperf":
+            sys.path.insert(0, str(REPO / "benchmarks"))
+            from peer_clients import aiperf_client
+
+            aiperf_client(*sys.argv[2:6])
+        else:
+            (vllm_client if mode == "vllm" else bare_client)(sys.argv[2], sys.argv[3])
         raise SystemExit(0)
     raise SystemExit(main())

@@ -16,7 +16,8 @@ VERBS: dict[str, tuple[str, str]] = {
     "run": ("run", "launch the real model under the spec's layout and measure it (the main job)"),
     "import-bench": (
         "import_bench",
-        "turn a vllm bench serve --save-detailed result into a run directory",
+        "turn a peer tool's result (vllm bench serve, AIPerf, guidellm, MLPerf LoadGen) into a run "
+        "directory",
     ),
     "report": ("report", "render report.md/report.html for a run directory"),
     "compare": ("compare", "compare a run with a baseline; exit 1 on regression"),

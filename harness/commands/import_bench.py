@@ -1,18 +1,20 @@
-"""``harness import-bench FILE RUN_DIR``: a ``vllm bench serve --save-result --save-detailed``
-result → a run directory that ``report``, ``compare``, ``history`` and ``verify-claims --results``
-read like any run.
+"""``harness import-bench PATH RUN_DIR``: a peer tool's result → a run directory that ``report``,
+``compare``, ``history`` and ``verify-claims --results`` read like any run.
 
-The requests table comes from the file's per-request lists (harness.results.bench_import), the
-spec's workload from its header (rate, burstiness, concurrency, prompts, lengths), the model,
-cluster, layout, SLO targets and the plan from ``--config`` when given (else the model id the file
-names, when it is a folder with config.json here, and the layout of its ``--metadata tp=.. pp=..``,
-else 1×1×1; no plan, the hardware being unknown). A model that cannot be resolved here makes a
-metrics-only run: no plan, ``summary.no_plan: model unknown``, which the report and compare show
-("no plan: model unknown"). ``summary.engine`` says what ran:
-``kind: openai`` and what the file says. The summary's metrics are recomputed by
-``harness.measure.metrics.summarize`` from the records, from the send and over the file's own
-duration (vLLM's definitions), and the command says whether they reproduce the file's numbers.
-Only the requests table exists: the others are absent (the report says so).
+The format is detected from the files (``harness.results.imports.FORMATS``, one entry per format):
+``vllm bench serve --save-result --save-detailed`` JSON, AIPerf's ``profile_export.jsonl`` (or its
+artifact folder), guidellm's ``benchmarks.json``, MLPerf LoadGen's ``mlperf_log_detail.txt`` (with
+its trace and accuracy log where present). The reader gives our request records; the summary's
+metrics are recomputed from them by ``harness.measure.metrics.summarize`` (TTFT/E2E from the
+tool's own origin: the client's send, or LoadGen's schedule; rates over the tool's duration), and
+the command says whether they reproduce the tool's own numbers wherever the definitions agree.
+Where they differ, ``summary.engine.comparisons`` keeps both values with the tool's definition, and
+the report's "Imported results" section shows them. The spec's workload comes from the file; the
+model, cluster, layout, SLO targets and the plan from ``--config`` when given (else the model id
+the file names, when it is a folder with config.json here, and the layout of vLLM's ``--metadata
+tp=.. pp=..``, else 1×1×1; no plan, the hardware being unknown). A model that cannot be resolved
+here makes a metrics-only run: no plan, ``summary.no_plan: model unknown``, which the report and
+compare show. Only the requests table exists: the others are absent (the report says so).
 """
 
 from __future__ import annotations
@@ -30,9 +32,15 @@ ENGINE_KIND = "openai"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "file", help="the JSON file vllm bench serve --save-result --save-detailed wrote"
+        "file",
+        metavar="PATH",
+        help="a peer tool's result: vllm bench serve's --save-result JSON, AIPerf's "
+        "profile_export.jsonl or its artifact folder, guidellm's benchmarks.json, LoadGen's "
+        "mlperf_log_detail.txt or its folder",
     )
-    p.add_argument("run_dir", help="the run directory to create (must not hold a run)")
+    p.add_argument(
+        "run_dir", metavar="RUN", help="the run directory to create (must not hold a run)"
+    )
     p.add_argument(
         "--config",
         help="spec YAML of the deployment that was benchmarked (model, cluster, "
@@ -46,7 +54,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="the --goodput thresholds the benchmark used (e.g. ttft:500 tpot:100); the file "
         "does not record them, and request_goodput needs them",
     )
-    p.add_argument("--name", help="the run's name (default: the file's label, else vllm-bench)")
+    p.add_argument("--name", help="the run's name (default: the file's label, else the tool's)")
 
 
 def _started_utc(date: object) -> str | None:
@@ -136,14 +144,8 @@ def main(args: argparse.Namespace) -> int:
     from harness.measure.metric_intervals import DEFAULT_CONFIDENCE, metric_intervals, samples_of
     from harness.measure.metrics import summarize
     from harness.measure.slo_verdicts import judge_slo
-    from harness.results.bench_import import (
-        file_metrics,
-        read_bench_file,
-        records_from_bench,
-        selected_stats,
-        unreproduced,
-        workload_from_bench,
-    )
+    from harness.results.imports import read_any
+    from harness.results.imports.base import unreproduced
     from harness.results.summary import new_summary, overall_verdict, slo_rows, utc_now
     from harness.results.writer import RunWriter
     from harness.spec.bench_flags import parse_goodput
@@ -154,75 +156,65 @@ def main(args: argparse.Namespace) -> int:
             f"RUN_DIR: {run_dir} already holds a run (summary.json); give a new folder"
         )
     goodput = parse_goodput(args.goodput, "--goodput") if args.goodput else None
-    data = read_bench_file(args.file)
-    records, errors = records_from_bench(data)
-    spec, hardware, layout, targets, predicted = _deployment(args, data)
-    no_plan = _no_plan(args, data)
-    name = args.name or str(data.get("label") or "vllm-bench")
+    fmt, imp = read_any(args.file)
+    spec, hardware, layout, targets, predicted = _deployment(args, imp.header)
+    no_plan = _no_plan(args, imp.header)
+    name = args.name or imp.name or fmt.name
     spec["name"] = name
-    spec["workload"] = workload_from_bench(data)
+    spec["workload"] = imp.workload
     if goodput:
         spec.setdefault("slo", {})["goodput"] = goodput
     metrics = summarize(
-        records,
-        duration_s=float(data["duration"]),
+        imp.records,
+        duration_s=imp.duration_s,
         slo_thresholds_ms=goodput,
-        latency_origin="send",
+        latency_origin=imp.latency_origin,
     )
     confidence = float((spec.get("slo") or {}).get("confidence") or DEFAULT_CONFIDENCE)
-    samples = samples_of(records, goodput, "send", float(data["duration"]))
+    samples = samples_of(imp.records, goodput, imp.latency_origin, imp.duration_s)
     verdicts = judge_slo(targets, metrics, samples, confidence)
-    missed = unreproduced(data, metrics)
-    pct_metrics, pct = selected_stats(data)
+    rows = imp.comparison_rows(metrics)
+    missed = unreproduced(rows)
+    origin = "the send" if imp.latency_origin == "send" else "the scheduled arrival"
     notes = [
-        f"imported from {args.file} (vllm bench serve): TTFT and E2EL from the send, over the "
-        f"file's "
-        "duration, as vLLM defines them; only the requests table exists"
+        f"imported from {args.file} ({fmt.tool}): TTFT and E2EL from {origin}, as the tool "
+        "defines them; only the requests table exists",
+        *imp.notes,
     ]
-    if data.get("request_goodput") is not None and not goodput:
-        notes.append(
-            f"the file's request_goodput {data['request_goodput']:.4g} req/s needs its --goodput "
-            "thresholds, which the file does not record: give --goodput to recompute it"
-        )
     if no_plan:
         notes.append(f"no plan: {no_plan}")
+    if imp.goodput_in_file is not None and not goodput:
+        notes.append(
+            f"the file's request_goodput {imp.goodput_in_file:.4g} req/s needs its --goodput "
+            "thresholds, which the file does not record: give --goodput to recompute it"
+        )
+    differ = [r for r in rows if not r["same"]]
     engine = {
         "kind": ENGINE_KIND,
-        "source": "vllm bench serve",
+        "source": fmt.tool,
+        "format": fmt.name,
         "file": str(args.file),
-        **{
-            k: data.get(k)
-            for k in (
-                "backend",
-                "endpoint_type",
-                "model_id",
-                "tokenizer_id",
-                "label",
-                "date",
-                "request_rate",
-                "burstiness",
-                "max_concurrency",
-                "num_prompts",
-            )
-        },
-        "duration_s": float(data["duration"]),
-        "latency_origin": "send",
-        "percentile_metrics": pct_metrics,
-        "metric_percentiles": pct,
+        "files": imp.files,
+        **imp.header,
+        "duration_s": imp.duration_s,
+        "latency_origin": imp.latency_origin,
         "goodput_ms": goodput,
-        "file_metrics": file_metrics(data),
+        "comparisons": rows,
+        "definitions_differ": len(differ),
+        "token_counts": imp.token_counts,
         "unreproduced": missed,
     }
     summary = new_summary(
-        name, hardware, layout, predicted, started_utc=_started_utc(data.get("date"))
+        name, hardware, layout, predicted, started_utc=_started_utc(imp.header.get("date"))
     )
+    wall = imp.duration_s if imp.duration_s is not None else metrics["duration_s"]
     summary.update(
         {
             "complete": True,
             "incomplete_reason": None,
             "harness_version": __version__,
             "finished_utc": utc_now(),
-            "wall_s": float(data["duration"]),
+            "wall_s": wall,
             "metrics": metrics,
             "intervals": metric_intervals(samples, confidence),
             "slo": slo_rows(verdicts),
@@ -237,29 +229,35 @@ def main(args: argparse.Namespace) -> int:
         "harness_version": __version__,
         "imported_from": str(args.file),
         "backend": None,
-        "benchmark_date": data.get("date"),
+        "benchmark_date": imp.header.get("date"),
     }
-    rows = []
-    for r in records:
+    table = []
+    for r in imp.records:
         row = r.to_dict()
-        row["error"] = errors.get(r.request_id)
-        rows.append(row)
+        row["error"] = imp.errors.get(r.request_id)
+        table.append(row)
     writer = RunWriter(run_dir)
     writer.start(spec, env, summary)
-    writer.write_final(summary, {"requests": rows})
+    writer.write_final(summary, {"requests": table})
     done = metrics["completed"]
+    head = f"harness import-bench: {fmt.tool}, {len(imp.records)} requests ({done} completed) → "
+    tail = f"; no plan: {no_plan}" if no_plan else ""
     if missed:
         print(
-            f"harness import-bench: {len(records)} requests ({done} completed) → {run_dir}; the "
-            f"summary does "
-            f"NOT reproduce the file's {', '.join(missed)}",
+            f"{head}{run_dir}; the summary does NOT reproduce the tool's {', '.join(missed)}",
+            file=sys.stderr,
+        )
+    elif not imp.records:
+        print(
+            f"{head}{run_dir}; no per-request records, so none of the tool's {len(rows)} numbers "
+            "could be checked (kept in summary.engine.comparisons)",
             file=sys.stderr,
         )
     else:
+        checked = sum(1 for r in rows if r["reproduced"])
         print(
-            f"harness import-bench: {len(records)} requests ({done} completed) → {run_dir}; the "
-            f"summary "
-            "reproduces every number of the file" + (f"; no plan: {no_plan}" if no_plan else ""),
+            f"{head}{run_dir}; the summary reproduces the tool's numbers ({checked} checked; "
+            f"{len(differ)} defined differently, both kept in summary.engine.comparisons){tail}",
             file=sys.stderr,
         )
     return 0

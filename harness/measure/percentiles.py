@@ -60,3 +60,39 @@ def running_p99(values: Iterable[float]) -> list[float]:
         bisect.insort(seen, v)
         out.append(_percentile_sorted(seen, 99.0))  # type: ignore[arg-type]
     return out
+
+
+def lower_rank_percentile(values: Sequence[float], q: float) -> float | None:
+    """MLPerf LoadGen's percentile (loadgen/results.cc): no interpolation, the sorted sample at
+    index ⌊N·p⌋, p = q/100 as LoadGen's double (0.99 · N, not 99 · N / 100: the two round
+    apart for some N). None for an empty input."""
+    if not 0.0 <= q < 100.0:
+        raise ValueError(f"LoadGen's percentile q must be within [0, 100), got {q}")
+    xs = sorted(values)
+    return xs[int(len(xs) * (q / 100.0))] if xs else None
+
+
+def inverse_cdf_percentile(values: Sequence[float], q: float) -> float | None:
+    """guidellm's percentile (guidellm 0.8 ``Percentiles.from_pdf``): the smallest value whose
+    cumulative share of the samples reaches q/100 (equal weights, equal values merged, the shares
+    summed left to right in floating point as numpy's cumsum does). None for an empty input."""
+    if not 0.0 <= q <= 100.0:
+        raise ValueError(f"percentile q must be within [0, 100], got {q}")
+    xs = sorted(values)
+    if not xs:
+        return None
+    uniq: list[float] = []
+    counts: list[int] = []
+    for x in xs:
+        if uniq and x == uniq[-1]:
+            counts[-1] += 1
+        else:
+            uniq.append(x)
+            counts.append(1)
+    total = float(len(xs))
+    cdf = 0.0
+    for x, c in zip(uniq, counts):
+        cdf += c / total
+        if cdf >= q / 100.0:
+            return x
+    return uniq[-1]

@@ -27,6 +27,7 @@ from harness.report.rows import (
     predicted_claims,
 )
 from harness.report.sections_engine import engine_section
+from harness.report.sections_imported import imported_section
 from harness.report.sections_pipeline import communication, dag_section, pp_stages, tp_groups
 from harness.report.sections_resources import hardware, load_balancing, memory
 from harness.report.sections_slo import latency_rows, rate_text
@@ -293,6 +294,7 @@ def build_sections(ctx: Ctx) -> list[Section]:
         memory(ctx),
         performance(ctx),
         engine_section(ctx),
+        imported_section(ctx),
         load_balancing(ctx),
         tp_groups(ctx),
         pp_stages(ctx),

@@ -92,9 +92,11 @@ async def stream_request(
     prompt: list[int],
     rec: RequestRecord,
     clock: Callable[[], float],
+    on_first_token: Callable[[int], None] | None = None,
 ) -> StreamResult:
     """Send one request and fill ``rec`` (sent, first token, token times, finish, completed) as the
-    answer streams in; ``clock`` gives seconds since the run's start."""
+    answer streams in; ``clock`` gives seconds since the run's start. ``on_first_token(id)`` is
+    called as soon as the first token is read (MLPerf LoadGen's ``FirstTokenComplete``)."""
     out = StreamResult()
     body = completion_body(model, prompt, rec.output_len)
     rec.sent_s = clock()
@@ -105,8 +107,11 @@ async def stream_request(
                 out.error = f"HTTP {resp.status}: {text}"
             else:
                 async for raw in resp.content:
+                    had_first = rec.first_token_s is not None
                     if feed_line(raw.decode("utf-8", "replace"), rec, out, clock()):
                         break
+                    if on_first_token and not had_first and rec.first_token_s is not None:
+                        on_first_token(out.tokens[0] if out.tokens else 0)
     except (
         aiohttp.ClientError,
         ConnectionError,
