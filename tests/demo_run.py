@@ -56,6 +56,24 @@ def harness_run(
     return RunResult(run_dir, p.returncode, p.stdout, p.stderr, time.monotonic() - t0)
 
 
+def assert_verdict_exit(returncode: int, run_dir: Path, stderr: str = "") -> dict:
+    """A complete run's exit code agrees with the verdict in its ``summary.json`` (PASS 0, FAIL or
+    UNMEASURED 1, INCONCLUSIVE 4); returns the summary."""
+    import json
+
+    from harness.commands.run_exit import verdict_exit_code
+
+    summary_file = run_dir / "summary.json"
+    assert summary_file.exists(), f"no summary (exit {returncode}):\n{stderr[-4000:]}"
+    summary = json.loads(summary_file.read_text())
+    assert summary["complete"] is True, (summary.get("incomplete_reason"), stderr[-4000:])
+    want = verdict_exit_code(summary.get("verdict"))
+    assert returncode == want, (
+        f"exit {returncode}, verdict {summary.get('verdict')} wants {want}:\n{stderr[-4000:]}"
+    )
+    return summary
+
+
 _DEMO: dict[str, RunResult] = {}
 
 
@@ -63,9 +81,7 @@ def demo(tmp_path_factory) -> RunResult:
     """The demo run, made on first use and shared by every test module of the session."""
     if "run" not in _DEMO:
         res = harness_run(tmp_path_factory.mktemp("demo") / "run", "run.record_tokens=true")
-        assert res.returncode in (0, 1, 4), (
-            f"demo run failed ({res.returncode}):\n{res.stderr[-4000:]}"
-        )
+        assert_verdict_exit(res.returncode, res.run_dir, res.stderr)
         _DEMO["run"] = res
     return _DEMO["run"]
 

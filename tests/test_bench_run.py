@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from demo_run import DEMO_CONFIG, REPO
+from demo_run import DEMO_CONFIG, REPO, assert_verdict_exit
 from harness.cli import main as cli
 from harness.report.rows import fmt
 from harness.results.reader import load_run
@@ -67,7 +67,7 @@ def bench_run(tmp_path_factory):
         str(out),
     ]
     p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert p.returncode in (0, 1), p.stderr[-4000:]
+    assert_verdict_exit(p.returncode, run_dir, p.stderr)
     files = sorted(out.glob("*.json"))
     assert len(files) == 1, (files, p.stderr[-2000:])
     return {"run_dir": run_dir, "file": files[0], "stderr": p.stderr, "root": root}

@@ -18,6 +18,7 @@ import sys
 import pandas as pd
 import pytest
 
+from demo_run import assert_verdict_exit
 from vllm_server import REPO, needs_vllm, spec_dict, write_spec
 
 pytestmark = [needs_vllm, pytest.mark.slow, pytest.mark.timeout(900)]
@@ -61,7 +62,7 @@ def reference_run(ckpt, tmp_path_factory):
         spec_dict(ckpt, {"kind": "reference"}, arrival="constant", num_requests=6, rate_rps=2),
     )
     res = _run(config, tmp / "run", "run.record_tokens=true")
-    assert res.returncode in (0, 1, 4), res.stderr[-3000:]
+    assert_verdict_exit(res.returncode, tmp / "run", res.stderr)
     return tmp / "run"
 
 
@@ -89,7 +90,7 @@ def test_greedy_tokens_equal_transformers_and_the_reference_engine(
         _openai(ckpt, server, arrival="constant", num_requests=6, rate_rps=2),
     )
     res = _run(config, tmp_path / "run", "run.record_tokens=true")
-    assert res.returncode in (0, 1, 4), res.stderr[-3000:]
+    assert_verdict_exit(res.returncode, tmp_path / "run", res.stderr)
     got = pd.read_parquet(tmp_path / "run" / "requests.parquet")
     ref = pd.read_parquet(reference_run / "requests.parquet")
     vllm_tokens = {
@@ -185,7 +186,7 @@ def test_closed_loop_releases_a_request_per_finish(ckpt, server, tmp_path):
         _openai(ckpt, server, arrival="closed", concurrency=4, num_requests=12),
     )
     res = _run(config, tmp_path / "run")
-    assert res.returncode in (0, 1, 4), res.stderr[-3000:]
+    assert_verdict_exit(res.returncode, tmp_path / "run", res.stderr)
     _check_complete(tmp_path / "run", 12)
     req = pd.read_parquet(tmp_path / "run" / "requests.parquet")
     main = req[~req["warmup"]].sort_values("arrival_s")
@@ -218,7 +219,7 @@ def test_a_cap_with_a_rate_holds_requests_at_the_client(ckpt, server, tmp_path):
         "--result-filename",
         "capped.json",
     )
-    assert res.returncode in (0, 1, 4), res.stderr[-3000:]
+    assert_verdict_exit(res.returncode, tmp_path / "run", res.stderr)
     s = _check_complete(tmp_path / "run", 8)
     req = pd.read_parquet(tmp_path / "run" / "requests.parquet")
     main = req[~req["warmup"]].sort_values("request_id")
