@@ -48,7 +48,7 @@ def run_options(args: argparse.Namespace) -> RunOptions:
     from harness.commands.run_flags import bench_set_strings, check_output_flags
 
     check_output_flags(args)
-    overrides = (*args.overrides, *bench_set_strings(args))
+    overrides = (*args.overrides, *bench_set_strings(args), *until_decided_strings(args))
     launch = LaunchOptions(
         config=Path(args.config),
         overrides=tuple(overrides),
@@ -67,6 +67,17 @@ def run_options(args: argparse.Namespace) -> RunOptions:
         result_filename=args.result_filename,
     )
     return RunOptions(launch, outputs, _capacity(args))
+
+
+def until_decided_strings(args: argparse.Namespace) -> list[str]:
+    """``--until-decided``, ``--max-requests``, ``--max-seconds`` as ``--set`` strings (the spec
+    validates them: a budget without ``--until-decided`` is refused there)."""
+    out = ["slo.until_decided=true"] if getattr(args, "until_decided", False) else []
+    for flag, field in (("max_requests", "slo.max_requests"), ("max_seconds", "slo.max_seconds")):
+        value = getattr(args, flag, None)
+        if value is not None:
+            out.append(f"{field}={value!r}")
+    return out
 
 
 def _capacity(args: argparse.Namespace) -> CapacityOptions | None:

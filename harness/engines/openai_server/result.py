@@ -143,6 +143,7 @@ def external_result(
             "notes": notes,
             "cross_checks": _cross_checks(drive, view) if complete else [],
             "stage_stats": [],
+            **({"sequential": drive.sequential} if drive.sequential else {}),
         },
         tables=tables,
     )

@@ -76,10 +76,13 @@ class ServeLoop:
         should_stop: Callable[[], bool] = lambda: False,
         on_tick: Callable[[float], None] | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        stop_arrivals: Callable[[list, float], bool] | None = None,
     ):
         self.stage, self.groups, self.device = stage, groups, device
         self.clock, self.replica, self.sleep = clock, replica, sleep
         self.should_stop, self.on_tick = should_stop, on_tick
+        # (records, now) -> True: no more arrivals, finish those in (slo.until_decided)
+        self.stop_arrivals = stop_arrivals
         self.step_rows: list[tuple] = []
 
     def run(self, sched: Scheduler, t0: float, warmup: bool = False) -> bool:
@@ -90,6 +93,9 @@ class ServeLoop:
             if self.should_stop():
                 break
             now = self.clock() - t0
+            if self.stop_arrivals is not None and not warmup and sched.pending:
+                if self.stop_arrivals(sched.records, now):
+                    sched.close_arrivals()
             sched.release(now)
             batch = (
                 sched.schedule(now, self.groups - len(in_flight))

@@ -56,6 +56,7 @@ class RankPayload:
     comm_rows: list[dict] = field(default_factory=list)
     stage_rows: list[dict] = field(default_factory=list)
     memory: dict = field(default_factory=dict)
+    sequential: dict | None = None  # slo.until_decided: the rule's looks (the coordinator's)
 
 
 def _gb(b: float | None) -> float | None:
@@ -304,6 +305,7 @@ def reference_result(
             ),
             "cross_checks": checks,
             "notes": notes,
+            **{"sequential": p.sequential for p in coordinators if p.sequential is not None},
         },
         tables=tables,
     )

@@ -27,6 +27,7 @@ from harness.measure.nvml import NvmlSampler, torch_memory_stats
 from harness.measure.nvml_summary import reset_peak_memory
 from harness.plan.planner import plan as make_plan
 from harness.plan.planner import seq_len, token_budget
+from harness.results.summary import sequential_rule
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
@@ -99,8 +100,16 @@ def run_rank(ctx, spec, trace, guard, state: dict, writer) -> RankPayload:
         ticker = _Progress(ctx.rank == 0, state, writer)
         if ticker.enabled and writer is not None:
             warm_table_writer()
+        rule = sequential_rule(spec, len(trace.requests))  # slo.until_decided (dp is 1)
         loop = ServeLoop(
-            stage, groups, ctx.device, clock, place.dp, should_stop=guard.is_set, on_tick=ticker
+            stage,
+            groups,
+            ctx.device,
+            clock,
+            place.dp,
+            should_stop=guard.is_set,
+            on_tick=ticker,
+            stop_arrivals=None if rule is None else rule.should_stop,
         )
         warm = for_warmup(spec, trace, place.dp, num_slots)
         w0 = clock()
@@ -119,6 +128,8 @@ def run_rank(ctx, spec, trace, guard, state: dict, writer) -> RankPayload:
         payload.records = [r.to_dict() for r in warm.records + sched.records]
         payload.outputs = {**warm.outputs, **sched.outputs} if spec.run.record_tokens else {}
         payload.steps = loop.step_rows
+        if rule is not None:
+            payload.sequential = rule.summary(sched.records, payload.finished)
     else:
         stage.serve_forever()
     profiler.close()
