@@ -115,6 +115,7 @@ class SequentialRule:
         self._next = 0  # index of the next look
         self._pos = 0  # records scanned (an engine's list, in arrival order)
         self._prefix: list[RequestRecord] = []  # the measured arrivals that ended, in order
+        self._final: dict | None = None  # the summary block, once the run has ended
 
     def should_stop(self, records: Sequence[RequestRecord], now_s: float) -> bool:
         """True once no more requests should arrive: every target decided at a look, or the time
@@ -163,7 +164,10 @@ class SequentialRule:
 
     def summary(self, records: Sequence[RequestRecord], complete: bool = True) -> dict:
         """The summary's ``sequential`` block after the run: the rule, the looks, why it stopped and
-        the final look (``final``: n and confidence, which ``final_verdicts`` judges again)."""
+        the final look (``final``: n and confidence, which ``final_verdicts`` judges again); the
+        final look is taken once."""
+        if self._final is not None:
+            return self._final
         if self.stopped == DECIDED:
             final = self.taken[-1]
         else:
@@ -180,7 +184,7 @@ class SequentialRule:
             if self.stopped is None:
                 self.stopped = REQUEST_BUDGET if complete else "run ended before its budget"
         served = sum(1 for r in records if not r.warmup)
-        return {
+        self._final = {
             "rule": RULE.format(g=self.growth, first=self.first_look),
             "confidence": self.confidence,
             "request_budget": self.budget,
@@ -192,6 +196,7 @@ class SequentialRule:
             "requests_served": served,
             "final": {"look": final["look"], "n": final["n"], "confidence": final["confidence"]},
         }
+        return self._final
 
 
 def final_verdicts(
