@@ -20,9 +20,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from test_sequential import P90, _naive, _records, _sequential  # noqa: E402
-
 from harness.measure.sequential import SequentialRule  # noqa: E402
+from test_sequential import P90, _naive, _records, _sequential  # noqa: E402
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
