@@ -84,6 +84,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="with --find-capacity --predict: one real run at the predicted capacity",
     )
+    p.add_argument(
+        "--repeats",
+        type=int,
+        metavar="N",
+        default=None,
+        help="run the spec N times into <results-dir>/run-NN, then repeats.json and report.md "
+        "across them (mean and interval over runs, SLO verdicts across runs); "
+        "`harness compare` takes the folder",
+    )
     g = p.add_argument_group(
         "run until decided",
         "keep the arrivals going until every SLO is PASS or FAIL at a look (errors stay at "

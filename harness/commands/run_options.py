@@ -42,6 +42,7 @@ class RunOptions:
     launch: LaunchOptions
     outputs: OutputOptions
     capacity: CapacityOptions | None = None  # None: one run
+    repeats: int | None = None  # --repeats N: N runs under one parent (None: one run)
 
 
 def run_options(args: argparse.Namespace) -> RunOptions:
@@ -66,7 +67,7 @@ def run_options(args: argparse.Namespace) -> RunOptions:
         result_dir=Path(args.result_dir) if args.result_dir else None,
         result_filename=args.result_filename,
     )
-    return RunOptions(launch, outputs, _capacity(args))
+    return RunOptions(launch, outputs, _capacity(args), _repeats(args))
 
 
 def until_decided_strings(args: argparse.Namespace) -> list[str]:
@@ -78,6 +79,22 @@ def until_decided_strings(args: argparse.Namespace) -> list[str]:
         if value is not None:
             out.append(f"{field}={value!r}")
     return out
+
+
+def _repeats(args: argparse.Namespace) -> int | None:
+    n = getattr(args, "repeats", None)
+    if n is None:
+        return None
+    if n < 2:
+        raise UsageError(f"--repeats: must be >= 2 (one run: leave it out), got {n}")
+    if args.find_capacity:
+        raise UsageError("--repeats: not with --find-capacity; repeat a run, not a search")
+    if args.result_dir or args.result_filename:
+        raise UsageError(
+            "--repeats: each run's --save-result file goes into its own run directory; drop "
+            "--result-dir/--result-filename"
+        )
+    return n
 
 
 def _capacity(args: argparse.Namespace) -> CapacityOptions | None:

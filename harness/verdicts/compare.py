@@ -372,11 +372,10 @@ def compare_dirs(
     if base_runs is not None or new_runs is not None:  # a repeats folder on either side
         runs = (base_runs or [base.summary], new_runs or [new.summary])
     cmp = compare_runs(base, new, threshold_pct, force, history=history, runs=runs, **options)
-    for role, got in (("BASE", base_runs), ("NEW", new_runs)):
-        if got is not None:
-            cmp.warnings.insert(
-                0,
-                f"{role} is a repeats folder of {len(got)} runs: its values are their geometric "
-                f"means, every interval rests on the run-to-run variation",
-            )
+    cmp.warnings[:0] = [
+        f"{role} is a repeats folder of {len(got)} runs: its values are their geometric means, "
+        f"every interval rests on the run-to-run variation"
+        for role, got in (("BASE", base_runs), ("NEW", new_runs))
+        if got is not None
+    ]
     return cmp
