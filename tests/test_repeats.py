@@ -60,6 +60,13 @@ def test_slo_verdict_across_runs_is_one_sided_on_the_mean_over_runs():
     assert verdict_across("p99_ttft_ms <= 170", [150, 170, 160], 0.95)["verdict"] == "INCONCLUSIVE"
     assert verdict_across("p99_ttft_ms <= 140", [150, 170, 160], 0.95)["verdict"] == "FAIL"
     assert verdict_across("request_throughput >= 2", [2.8, 3.0, 2.9], 0.95)["verdict"] == "PASS"
+    # a percentile also needs the pooled binomial rule: 0 of 3 x 24 requests over does not bound
+    # a p99 (299 needed), 0 of 3 x 100 does
+    rows = [{"n": 24, "over": 0}] * 3
+    v = verdict_across("p99_ttft_ms <= 200", [150, 170, 160], 0.95, rows)
+    assert v["verdict"] == "INCONCLUSIVE" and "pooled binomial (LoadGen) INCONCLUSIVE" in v["rule"]
+    rows = [{"n": 100, "over": 0}] * 3
+    assert verdict_across("p99_ttft_ms <= 200", [150, 170, 160], 0.95, rows)["verdict"] == "PASS"
     one = verdict_across("p99_ttft_ms <= 200", [150], 0.95)
     assert one["verdict"] == "INCONCLUSIVE" and one["rule"] == "fewer than 2 runs"
 
@@ -148,3 +155,46 @@ def test_repeats_flag_refuses_what_it_cannot_do(tmp_path, capsys):
     assert "--repeats: must be >= 2" in capsys.readouterr().err
     assert cli(["run", cfg, "--repeats", "2", "--find-capacity"]) == 2
     assert "not with --find-capacity" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_two_repeats_of_a_tiny_world(tmp_path, capsys):
+    """``--repeats 2`` of a small world (tiny Llama, PP2, 2 gloo ranks, 8 requests): two normal
+    run directories with their reports, repeats.json and report.md across them, the exit code
+    from the verdict across runs, and the folder as either side of ``harness compare``."""
+    from demo_run import harness_run
+    from harness.commands.run_exit import verdict_exit_code
+
+    root = tmp_path / "rep"
+    res = harness_run(
+        root,
+        "parallel.tp=1",
+        "parallel.pp=2",
+        "cluster.gpus_per_node=2",
+        "workload.num_requests=8",
+        'slo.targets=["request_throughput >= 0.01", "p99_ttft_ms <= 60000"]',
+        flags=("--repeats", "2"),
+        report=True,
+        timeout=400,
+    )
+    doc = json.loads((root / REPEATS_FILE).read_text())
+    assert res.returncode == verdict_exit_code(doc["verdict"]), res.stderr[-2000:]
+    assert [r["dir"] for r in doc["runs"]] == ["run-01", "run-02"] and doc["complete_runs"] == 2
+    assert doc["served_by"].startswith("a torchrun world per run")
+    for d in ("run-01", "run-02"):
+        s = json.loads((root / d / "summary.json").read_text())
+        assert s["complete"] and s["metrics"]["completed"] == 8
+        assert (root / d / "report.md").is_file() and (root / d / "requests.parquet").is_file()
+    thr = doc["metrics"]["request_throughput"]
+    assert len(thr["values"]) == 2 and thr["low"] < thr["mean"] < thr["high"]
+    assert thr["run_to_run_sd_pct"] is not None and thr["within_run_sd_pct"] is not None
+    # a p99 of 8 requests per run is undecided in each run, and across runs (16 pooled requests)
+    (p99, rate) = doc["slo"]
+    assert p99["per_run"] == ["INCONCLUSIVE", "INCONCLUSIVE"] and p99["verdict"] == "INCONCLUSIVE"
+    assert "0 of 16 requests over" in p99["rule"]
+    assert rate["verdict"] == "PASS" and rate["per_run"] == ["PASS", "PASS"]
+    md = (root / "report.md").read_text()
+    assert "| [run-01](run-01/report.md) | yes |" in md and "| [run-02](run-02/report.md)" in md
+    capsys.readouterr()
+    assert cli(["compare", str(root / "run-01"), str(root)]) in (0, 4)
+    assert "NEW is a repeats folder of 2 runs" in capsys.readouterr().out

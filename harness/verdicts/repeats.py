@@ -17,7 +17,11 @@ the mean over runs of X, mean ± t_{k−1,c}·s/√k: PASS when the bound on the
 side of the limit, FAIL when the bound on the good side is on the bad side, INCONCLUSIVE otherwise
 (and with fewer than 2 complete runs: no spread to judge from). It states "the run's X, averaged
 over runs of this system, meets the limit", which holds the run-to-run variation that one run's
-verdict cannot see; each run's own verdict is listed beside it.
+verdict cannot see; each run's own verdict is listed beside it. A percentile of a run's few
+requests is a biased estimate of the quantile (the p99 of 8 requests is nearly their maximum), so
+for a percentile target the mean over runs must agree with the binomial rule (MLPerf LoadGen's, as
+for one run) on every run's requests pooled, from the counts in the runs' SLO rows: PASS only when
+both say PASS, FAIL only when both say FAIL (ITL targets, whose counts are gaps, are not pooled).
 """
 
 from __future__ import annotations
@@ -28,7 +32,8 @@ from typing import Any, Mapping, Sequence
 
 from scipy import stats as sps
 
-from harness.measure.intervals import FAIL, INCONCLUSIVE, PASS
+from harness.measure.intervals import FAIL, INCONCLUSIVE, PASS, decide_quantile
+from harness.measure.percentiles import PERCENTILES
 from harness.measure.slo_verdicts import overall
 from harness.results.reader import as_number
 from harness.spec.slo import resolve_targets
@@ -78,8 +83,24 @@ def metric_across(
     }
 
 
-def verdict_across(text: str, values: Sequence[float | None], confidence: float) -> dict:
-    """The SLO verdict of one target across runs (module docstring)."""
+def _pooled(t, rows: Sequence[Mapping], confidence: float):
+    """LoadGen's rule on every run's requests of a percentile target, from the rows' n and over;
+    None for other targets, ITL, or rows without counts."""
+    if not t.is_latency or t.stat in ("mean", "std") or t.metric == "itl":
+        return None
+    counts = [(as_number(r.get("n")), as_number(r.get("over"))) for r in rows]
+    if not counts or any(n is None or o is None for n, o in counts):
+        return None
+    n, over = sum(c[0] for c in counts), sum(c[1] for c in counts)
+    q = PERCENTILES["p50" if t.stat == "median" else t.stat] / 100.0
+    return decide_quantile(n, over, q, confidence)
+
+
+def verdict_across(
+    text: str, values: Sequence[float | None], confidence: float, rows: Sequence[Mapping] = ()
+) -> dict:
+    """The SLO verdict of one target across runs (module docstring); ``rows``: the target's SLO
+    row of each run (their counts pool a percentile target's requests)."""
     (t,) = resolve_targets(None, [text])
     xs = [v for v in values if v is not None]
     row = {"target": text, "values": list(values), "confidence": confidence}
@@ -100,6 +121,14 @@ def verdict_across(text: str, values: Sequence[float | None], confidence: float)
         f"one-sided {confidence * 100:g} % bounds of the mean over {len(xs)} runs "
         f"(Student t, run-to-run sd {sd:.4g})"
     )
+    pooled = _pooled(t, rows, confidence)
+    if pooled is not None:
+        rule += (
+            f"; pooled binomial (LoadGen) {pooled.verdict}: {pooled.over:g} of {pooled.n:g} "
+            f"requests over"
+        )
+        if pooled.verdict != verdict:
+            verdict = INCONCLUSIVE
     return {**row, "measured": m, "verdict": verdict, "low": low, "high": high, "rule": rule}
 
 
@@ -120,11 +149,9 @@ def repeats_summary(
     for text in targets:
         (t,) = resolve_targets(None, [text])
         values = [as_number((s.get("metrics") or {}).get(t.summary_key)) for s in done]
-        row = verdict_across(text, values, confidence)
-        row["per_run"] = [
-            next((r.get("verdict") for r in s.get("slo") or [] if r.get("target") == text), None)
-            for s in done
-        ]
+        rows = [next((r for r in s.get("slo") or [] if r.get("target") == text), {}) for s in done]
+        row = verdict_across(text, values, confidence, rows)
+        row["per_run"] = [r.get("verdict") for r in rows]
         slo.append(row)
     incomplete = len(done) < len(summaries)
     return {
