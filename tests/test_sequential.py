@@ -216,3 +216,25 @@ def test_a_reference_run_until_decided_stops_early_and_drains(tmp_path):
     assert s["metrics"]["completed"] == seq["requests_served"]  # drained: every one finished
     (row,) = s["slo"]
     assert row["n"] == 16 and "run until decided: look 1 (decided)" in row["rule"]
+
+
+def test_the_summary_takes_the_final_looks_verdicts_and_the_slo_table_says_why_it_stopped():
+    from harness.engines.base import EngineResult
+    from harness.report.slo_table import slo_table
+    from harness.results.summary import final_summary, sequential_rule
+
+    spec = spec_from_dict(_spec(until_decided=True, targets=["p90_e2el_ms <= 1000"]))
+    lat = np.full(100, 0.5)
+    lat[64:] = 5.0
+    recs = _records(lat)
+    rule = sequential_rule(spec, 200)
+    for i in range(len(recs)):
+        rule.should_stop(recs[: i + 1], 0.0)
+    block = rule.summary(recs)
+    result = EngineResult(records=recs, complete=True, extra={"sequential": block})
+    summary, _ = final_summary(spec, {}, result)
+    assert summary["verdict"] == "PASS" and summary["sequential"]["stopped"] == DECIDED
+    assert summary["slo"][0]["n"] == 64 and summary["metrics"]["completed"] == 100
+    text = slo_table(summary)
+    assert "run until decided: stopped by decided; verdicts from look 3 (the first 64" in text
+    assert "100 of a budget of 200 requests served" in text
