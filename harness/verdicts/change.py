@@ -134,7 +134,7 @@ def runs_interval(
     else:
         many, m = (lb, mb) if len(lb) >= 2 else (ln, mn)
         se, df = math.sqrt(var(many, m) * (1.0 / len(many) + 1.0)), len(many) - 1
-    half = float(sps.t.ppf(0.5 + confidence / 2.0, df)) * se
+    half = t_ppf(0.5 + confidence / 2.0, df) * se
     return math.expm1(d - half), math.expm1(d + half)
 
 

@@ -27,14 +27,12 @@ both say PASS, FAIL only when both say FAIL (ITL targets, whose counts are gaps,
 from __future__ import annotations
 
 import math
-from statistics import NormalDist
 from typing import Any, Mapping, Sequence
-
-from scipy import stats as sps
 
 from harness.measure.intervals import FAIL, INCONCLUSIVE, PASS, decide_quantile
 from harness.measure.percentiles import PERCENTILES
 from harness.measure.slo_verdicts import overall
+from harness.measure.special import norm_ppf, t_ppf
 from harness.results.reader import as_number
 from harness.spec.slo import resolve_targets
 
@@ -56,7 +54,7 @@ def _within_sd_pct(summary: Mapping, key: str, value: float, confidence: float) 
     lo, hi, c = as_number(iv.get("low")), as_number(iv.get("high")), iv.get("confidence")
     if lo is None or hi is None or not value:
         return None
-    z = NormalDist().inv_cdf(0.5 + float(c or confidence) / 2.0)
+    z = float(norm_ppf(0.5 + float(c or confidence) / 2.0))
     return (hi - lo) / 2.0 / z / abs(value) * 100.0
 
 
@@ -69,7 +67,7 @@ def metric_across(
         return None
     m, sd = _mean_sd(values)
     k = len(values)
-    half = None if sd is None else float(sps.t.ppf(0.5 + confidence / 2.0, k - 1)) * sd / k**0.5
+    half = None if sd is None else t_ppf(0.5 + confidence / 2.0, k - 1) * sd / k**0.5
     within = [_within_sd_pct(s, key, v, confidence) for s, v in zip(summaries, values)]
     within = [w for w in within if w is not None]
     return {
@@ -108,7 +106,7 @@ def verdict_across(
         why = "fewer than 2 runs" if len(xs) < 2 else "a run has no value"
         return {**row, "verdict": INCONCLUSIVE, "low": None, "high": None, "rule": why}
     m, sd = _mean_sd(xs)
-    half = float(sps.t.ppf(confidence, len(xs) - 1)) * sd / len(xs) ** 0.5
+    half = t_ppf(confidence, len(xs) - 1) * sd / len(xs) ** 0.5
     low, high = m - half, m + half
     good, bad = (high, low) if t.op == "<=" else (low, high)
     if good <= t.value if t.op == "<=" else good >= t.value:
