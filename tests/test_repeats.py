@@ -189,7 +189,7 @@ def test_two_repeats_of_a_tiny_world(tmp_path, capsys):
     assert len(thr["values"]) == 2 and thr["low"] < thr["mean"] < thr["high"]
     assert thr["run_to_run_sd_pct"] is not None and thr["within_run_sd_pct"] is not None
     # a p99 of 8 requests per run is undecided in each run, and across runs (16 pooled requests)
-    (p99, rate) = doc["slo"]
+    (rate, p99) = doc["slo"]
     assert p99["per_run"] == ["INCONCLUSIVE", "INCONCLUSIVE"] and p99["verdict"] == "INCONCLUSIVE"
     assert "0 of 16 requests over" in p99["rule"]
     assert rate["verdict"] == "PASS" and rate["per_run"] == ["PASS", "PASS"]

@@ -70,10 +70,11 @@ def metric_across(
     half = None if sd is None else t_ppf(0.5 + confidence / 2.0, k - 1) * sd / k**0.5
     within = [_within_sd_pct(s, key, v, confidence) for s, v in zip(summaries, values)]
     within = [w for w in within if w is not None]
+    floor = 0.0 if min(values) >= 0 else -math.inf  # latencies, rates, counts: never below 0
     return {
         "values": values,
         "mean": m,
-        "low": None if half is None else m - half,
+        "low": None if half is None else max(m - half, floor),
         "high": None if half is None else m + half,
         "run_to_run_sd": sd,
         "run_to_run_sd_pct": None if sd is None or not m else sd / abs(m) * 100.0,
@@ -107,7 +108,7 @@ def verdict_across(
         return {**row, "verdict": INCONCLUSIVE, "low": None, "high": None, "rule": why}
     m, sd = _mean_sd(xs)
     half = t_ppf(confidence, len(xs) - 1) * sd / len(xs) ** 0.5
-    low, high = m - half, m + half
+    low, high = max(m - half, 0.0) if min(xs) >= 0 else m - half, m + half
     good, bad = (high, low) if t.op == "<=" else (low, high)
     if good <= t.value if t.op == "<=" else good >= t.value:
         verdict = PASS
