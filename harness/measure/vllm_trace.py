@@ -4,10 +4,11 @@ Steps: each engine step is a range named ``execute_context_N(a)_generation_M(b)`
 with a prompt tokens, M with b generated tokens); with PP the engine also runs empty steps
 (``execute_context_0(0)_generation_0(0)``), kept apart. A communication op is one event of
 ``vllm_trace_names`` carrying shapes, paired with the backend's event carrying its time: the
-k-th ``shape`` event of a family with the k-th ``time`` event of that family on the rank. An op
+k-th ``shape`` event of a family with the k-th ``time`` event of that family on the rank, when
+both are equally many and in order (else every op of the family keeps its own span). An op
 nested inside another of the same family on the same thread is the same op (kept once, the
 outer one). Times are the backend event's (the collective itself); an op without a paired
-backend event keeps its own span (``paired: False``).
+backend event keeps its own span (``paired: False``); each ``both`` event is its own time.
 
 An op belongs to the step whose range contains it; one outside every range goes to the next
 step for a receive (vLLM receives a step's input before the step's range opens) and to the
@@ -102,6 +103,9 @@ def _tensors(dims, types, entry: CommName, default_dtype: str | None) -> list[Te
         if name is None and default_dtype in {v[0] for v in DTYPES.values()}:
             name, size = next(v for v in DTYPES.values() if v[0] == default_dtype)
         out.append(Tensor(name, n, size, tuple(int(s) for s in shape)))
+    if entry.backend == "shm" and entry.op == "send" and out and t == "TensorList":
+        # vllm cpu_communicator.send_tensor_dict: the list ends with the pickled keys and sizes
+        out[-1] = Tensor("uint8", out[-1].numel, 1, out[-1].shape)
     return out
 
 
@@ -174,11 +178,11 @@ def read_rank(path: Path, worker: Worker, default_dtype: str | None = None) -> R
     for fam, evs in timers.items():
         evs.sort(key=lambda e: e.start_us)
         mine = by_family.get(fam, [])
+        if len(evs) != len(mine) or any(t.end_us < o.start_us for o, t in zip(mine, evs)):
+            unpaired[fam] += len(evs)  # no one-to-one order: each op keeps its own span
+            continue
         for o, t in zip(mine, evs):
-            if t.end_us >= o.start_us:
-                o.start_us, o.end_us, o.paired = t.start_us, t.end_us, True
-        if len(evs) > len(mine):
-            unpaired[fam] += len(evs) - len(mine)
+            o.start_us, o.end_us, o.paired = t.start_us, t.end_us, True
     ops.sort(key=lambda o: o.start_us)
     _assign_steps(ops, steps)
     return RankTrace(worker, steps, len(steps_all) - len(steps), ops, unknown, unpaired)

@@ -105,7 +105,9 @@ class VllmEngine(OpenAIServerEngine):
         prefix = window_prefix(self.run_dir)
 
         async def window(driver) -> None:
-            self.window = await profiled_window(driver, prefix)
+            self.window = await profiled_window(
+                driver.session, driver.target, driver.trace, driver.clock, prefix
+            )
 
         return window
 

@@ -67,14 +67,21 @@ async def _post(session, url: str, body: dict | None = None) -> tuple[int, str]:
         return resp.status, (await resp.text())[:300]
 
 
-async def profiled_window(driver, prefix: str, n: int = PROFILE_REQUESTS) -> dict:
-    """Run the profiled window through ``driver``'s session and target; the window's record."""
+async def profiled_window(
+    session, target, trace, clock, prefix: str, n: int = PROFILE_REQUESTS, profile: bool = True
+) -> dict:
+    """Run the profiled window (``profile`` False: the same requests, no profiler calls) on
+    ``session`` against ``target``; the window's record."""
     from harness.engines.openai_server.client import stream_request
 
-    url, model, trace = driver.target.url, driver.target.model, driver.trace
-    out: dict = {"prefix": prefix, "requests": 0, "error": None}
+    url, model = target.url, target.model
+    out: dict = {"prefix": prefix if profile else None, "requests": 0, "error": None}
     t_start = time.monotonic()
-    status, text = await _post(driver.session, url + "/start_profile", {"profile_prefix": prefix})
+    status, text = (
+        await _post(session, url + "/start_profile", {"profile_prefix": prefix})
+        if profile
+        else (200, "")
+    )
     if status != 200:
         out["error"] = (
             f"POST /start_profile answered {status} ({text.strip()[:120]}): the server was not "
@@ -96,18 +103,18 @@ async def profiled_window(driver, prefix: str, n: int = PROFILE_REQUESTS) -> dic
     results = await asyncio.gather(
         *(
             stream_request(
-                driver.session,
+                session,
                 url,
                 model,
                 random_prompt(trace.seed, r.request_id, r.input_len, trace.vocab_size),
                 rec,
-                driver.clock,
+                clock,
             )
             for r, rec in zip(reqs, recs)
         )
     )
     t_served = time.monotonic()
-    status, text = await _post(driver.session, url + "/stop_profile")
+    status, text = await _post(session, url + "/stop_profile") if profile else (200, "")
     t_stopped = time.monotonic()
     out.update(
         requests=len(reqs),

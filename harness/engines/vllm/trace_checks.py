@@ -7,6 +7,8 @@ Where vLLM does what the planner assumes, its formula is the expectation, exactl
 - TP all-reduce: ``planner.expected_comm`` — (2·L_s + [s = 0]) ops of T·h·d per rank.
 - PP hidden states: the planner's h·d per token per boundary, T·h·d per step, which vLLM splits
   over the stage's TP ranks (each sends T·h·d/tp: ``send_tensor_dict(all_gather_group=tp)``).
+(vLLM's shm communicator on AVX-512 CPUs sends whole tensors in one list instead: T·h·d per rank,
+no all-gather, the metadata one uint8 tensor at the list's end.)
 Where vLLM does more, the check names the difference and its formula:
 - the residual stream (``pp_residual``): another T·h·d/tp per rank: per token per boundary vLLM
   moves 2·h·d, twice the planner's h·d;
@@ -38,8 +40,18 @@ def step_tokens(spec, ranks, comm: list[dict]) -> dict[tuple[int, int], int]:
     return out
 
 
+def shm_p2p(ranks) -> bool:
+    """PP through vLLM's shm communicator: whole tensors in one list, no all-gather."""
+    return any(
+        o.entry.backend == "shm" and o.entry.op in ("send", "recv") for r in ranks for o in r.ops
+    )
+
+
 def _expected(spec, ranks, tokens) -> dict[tuple[int, str, str], list]:
     lay, sh, d = spec.layout, spec.shape, spec.dtype_bytes
+    shm = shm_p2p(ranks)
+    split = lay.tp if not shm else 1  # torch.distributed: 1/tp slices, then an all-gather
+    meta = 1 if shm else 2
     act = planner.pp_bytes_per_token_per_boundary(sh, d)
     exp: dict[tuple[int, str, str], list] = defaultdict(lambda: [0, 0])
 
@@ -63,16 +75,16 @@ def _expected(spec, ranks, tokens) -> dict[tuple[int, str, str], list]:
                 )
                 v = e[(s, None, "all_reduce", "tp")]
                 add((s, "tp", "all_reduce"), v["count"], v["bytes"])
-            slice_ = t * act // lay.tp
+            slice_ = t * act // split
             if s < lay.pp - 1:
                 add((s, "pp", "send"), 1, slice_)
                 add((s, "pp_residual", "send"), 1, slice_)
-                add((s, "pp_meta", "send"), 2, None)
+                add((s, "pp_meta", "send"), meta, None)
             if s > 0:
                 add((s, "pp", "recv"), 1, slice_)
                 add((s, "pp_residual", "recv"), 1, slice_)
-                add((s, "pp_meta", "recv"), 2, None)
-                if lay.tp > 1:
+                add((s, "pp_meta", "recv"), meta, None)
+                if split > 1:
                     add((s, "tp_after_recv", "all_gather"), 2, 2 * slice_)
     return exp
 

@@ -128,7 +128,12 @@ def add_trace(result, spec, run_dir: Path, window: dict | None, server) -> None:
     if not files:
         notes.append(f"vLLM not traced: no trace of window {window['prefix']} in {folder}")
         return
-    parts = trace_parts(spec, files, spec.run.instrument == "timing")
+    try:
+        parts = trace_parts(spec, files, spec.run.instrument == "timing")
+    except (ValueError, KeyError, IndexError, TypeError, OSError) as e:  # an instrument: degrade
+        block["files"] = [f.name for f in files]
+        notes.append(f"vLLM trace not parsed ({type(e).__name__}: {e}); traces kept in vllm-trace/")
+        return
     block.update(parts["block"])
     result.tables.update(parts["tables"])
     for k, v in parts["measured"].items():
