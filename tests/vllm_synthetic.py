@@ -115,7 +115,7 @@ def rank_trace(
     dt: str = "float32",
 ) -> list[dict]:
     """The events of one worker serving ``steps`` steps of ``tokens`` tokens each."""
-    stage, k = rank // tp, rank % tp
+    stage = rank // tp
     r = Rank(rank)
     r.t = 1000.0 * stage
     part = tokens * hidden // tp if (backend != "shm" and tp > 1) else tokens * hidden
