@@ -23,7 +23,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.measure.vllm_trace_names import DTYPES, CommName, is_unknown_comm, lookup
+from harness.measure.vllm_trace_names import DTYPES, PARAM_DTYPES, CommName, is_unknown_comm, lookup
 from harness.measure.vllm_trace_read import Worker, iter_events
 
 STEP_RANGE = re.compile(r"^execute_context_(\d+)\((\d+)\)_generation_(\d+)\((\d+)\)$")
@@ -55,6 +55,7 @@ class Tensor:
     numel: int
     itemsize: int | None
     shape: tuple
+    guessed: bool = False  # dtype not in the trace: the model's (a tensor list's type is unnamed)
 
     @property
     def bytes(self) -> int | None:
@@ -100,13 +101,36 @@ def _tensors(dims, types, entry: CommName, default_dtype: str | None) -> list[Te
         for s in shape:
             n *= int(s)
         name, size = DTYPES.get(t, (None, None)) if isinstance(t, str) else (None, None)
-        if name is None and default_dtype in {v[0] for v in DTYPES.values()}:
+        guessed = name is None and default_dtype in {v[0] for v in DTYPES.values()}
+        if guessed:
             name, size = next(v for v in DTYPES.values() if v[0] == default_dtype)
-        out.append(Tensor(name, n, size, tuple(int(s) for s in shape)))
+        out.append(Tensor(name, n, size, tuple(int(s) for s in shape), guessed))
     if entry.backend == "shm" and entry.op == "send" and out and t == "TensorList":
         # vllm cpu_communicator.send_tensor_dict: the list ends with the pickled keys and sizes
         out[-1] = Tensor("uint8", out[-1].numel, 1, out[-1].shape)
     return out
+
+
+def _param_comms(ops: list[Op], params: list[dict]) -> None:
+    """Fill a tensor's dtype the shapes did not give (a tensor list's "TensorList" type) from the
+    ``record_param_comms`` event inside the op (torch's c10d records dtype and elements there)."""
+    by_tid: dict = defaultdict(list)
+    for p in params:
+        by_tid[p["tid"]].append(p)
+    for o in ops:
+        if all(t.dtype is not None and not t.guessed for t in o.tensors) and o.tensors:
+            continue
+        for p in by_tid.get(o.tid, ()):
+            if o.start_us - 1e-3 <= p["ts"] <= o.end_us + 1e-3:
+                name, size = PARAM_DTYPES.get(str(p.get("dtype")), (None, None))
+                if name is None:
+                    continue
+                if not o.tensors and p.get("nelems"):
+                    o.tensors = [Tensor(name, int(p["nelems"]), size, (int(p["nelems"]),))]
+                for t in o.tensors:
+                    if t.dtype is None or t.guessed:
+                        t.dtype, t.itemsize, t.guessed = name, size, False
+                break
 
 
 def _outermost(ops: list[Op]) -> list[Op]:
@@ -144,6 +168,7 @@ def read_rank(path: Path, worker: Worker, default_dtype: str | None = None) -> R
     shaped: list[Op] = []
     timers: dict[str, list[Op]] = defaultdict(list)
     unknown: Counter = Counter()
+    params: list[dict] = []
     for ev in iter_events(path):
         name = ev.get("name", "")
         ts, dur = float(ev.get("ts", 0.0)), float(ev.get("dur", 0.0))
@@ -151,6 +176,17 @@ def read_rank(path: Path, worker: Worker, default_dtype: str | None = None) -> R
         if m:
             a, b, c, d = (int(x) for x in m.groups())
             steps_all.append(Step(ts, ts + dur, a, b, c, d))
+            continue
+        if name == "record_param_comms":
+            a = ev.get("args") or {}
+            params.append(
+                {
+                    "tid": ev.get("tid"),
+                    "ts": ts,
+                    "dtype": a.get("dtype"),
+                    "nelems": a.get("In msg nelems"),
+                }
+            )
             continue
         entry = lookup(name)
         if entry is None:
@@ -170,6 +206,7 @@ def read_rank(path: Path, worker: Worker, default_dtype: str | None = None) -> R
     steps_all.sort(key=lambda s: s.start_us)
     steps = [s for s in steps_all if s.tokens > 0]
     ops = _outermost(shaped)
+    _param_comms(ops, params)
     unpaired: Counter = Counter()
     by_family: dict[str, list[Op]] = defaultdict(list)
     for o in ops:

@@ -140,3 +140,15 @@ DTYPES: dict[str, tuple[str, int]] = {
     "bool": ("bool", 1),
     "c10::Float8_e4m3fn": ("float8_e4m3fn", 1),
 }
+# record_param_comms' "dtype" (c10::ScalarType names) → (harness dtype name, bytes per element)
+PARAM_DTYPES: dict[str, tuple[str, int]] = {
+    "Float": ("float32", 4),
+    "Double": ("float64", 8),
+    "Half": ("float16", 2),
+    "BFloat16": ("bfloat16", 2),
+    "Long": ("int64", 8),
+    "Int": ("int32", 4),
+    "Byte": ("uint8", 1),
+    "Char": ("int8", 1),
+    "Bool": ("bool", 1),
+}
