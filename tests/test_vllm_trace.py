@@ -146,3 +146,53 @@ def test_launch_flag_follows_run_instrument(tmp_path):
     assert "--profiler-config" not in server_launch(s, port=1).argv  # no folder: no profiler
     p = window_prefix(Path("/x/2026-12-07T10:00 run+1"))
     assert p[0].isalnum() and all(c.isalnum() or c in "._-" for c in p) and len(p) <= 128
+
+
+def _result():
+    from harness.engines.base import EngineResult
+
+    return EngineResult(records=[], complete=True, extra={"notes": [], "cross_checks": []})
+
+
+def test_an_untraced_window_is_a_note_not_a_failure(tmp_path, spec):
+    from harness.engines.vllm.trace_result import add_trace
+
+    res = _result()
+    add_trace(res, spec, tmp_path, {"error": "POST /start_profile answered 404"}, None)
+    assert res.extra["notes"] == ["vLLM not traced: POST /start_profile answered 404"]
+    assert res.tables == {} and "tp_allreduce_bytes_per_layer" not in res.measured
+
+
+def test_collect_moves_one_windows_traces_into_the_run(tmp_path, spec):
+    from types import SimpleNamespace
+
+    from harness.engines.vllm.trace_result import add_trace
+
+    server_dir, run = tmp_path / "server", tmp_path / "run"
+    write_world(
+        server_dir / TRACE_DIR,
+        "gloo",
+        tp=2,
+        pp=4,
+        layers=spec.layout.layer_split,
+        hidden=spec.shape.hidden,
+        prefix="mine",
+    )
+    write_world(
+        server_dir / TRACE_DIR,
+        "gloo",
+        tp=2,
+        pp=4,
+        layers=spec.layout.layer_split,
+        hidden=spec.shape.hidden,
+        prefix="other",
+    )  # another run's window: left alone
+    server = SimpleNamespace(launch=SimpleNamespace(profile_dir=str(server_dir / TRACE_DIR)))
+    res = _result()
+    add_trace(res, spec, run, {"prefix": "mine", "requests": 4, "error": None}, server)
+    assert len(list((run / TRACE_DIR).iterdir())) == 8
+    assert len(list((server_dir / TRACE_DIR).glob("other_*"))) == 8
+    assert res.extra["vllm_trace"]["ranks"] == list(range(8))
+    assert res.measured["tp_allreduce_bytes_per_layer"] == 2 * spec.shape.hidden * 4
+    assert {"comm", "stages"} <= set(res.tables)
+    assert any("gloo:barrier_like_unknown ×8" in n for n in res.extra["notes"])
