@@ -196,3 +196,37 @@ def test_collect_moves_one_windows_traces_into_the_run(tmp_path, spec):
     assert res.measured["tp_allreduce_bytes_per_layer"] == 2 * spec.shape.hidden * 4
     assert {"comm", "stages"} <= set(res.tables)
     assert any("gloo:barrier_like_unknown ×8" in n for n in res.extra["notes"])
+
+
+def test_report_lines_state_the_window_its_size_and_cost():
+    from harness.report.sections_vllm import trace_lines
+
+    s = {
+        "vllm_trace": {
+            "files": ["a"] * 8,
+            "level": "timing",
+            "where": "after the warm-up, before the measured window",
+            "steps": {"0": 20, "7": 21},
+            "backends": ["gloo"],
+            "unknown_ops": {"nccl:all_to_all": 3},
+            "window": {
+                "requests": 4,
+                "prompt_tokens": 100,
+                "output_tokens": 64,
+                "serve_s": 2.5,
+                "stop_s": 0.75,
+            },
+        }
+    }
+    text = [t.text for t in trace_lines(s)]
+    assert text[0].startswith(
+        "From vLLM's own torch profiler (timing level): a profiled window "
+        "of 4 requests (100 prompt and 64 output tokens), after the warm-up"
+    )
+    assert "21 non-empty steps per worker (backends: gloo)" in text[0]
+    assert "took 2.5 s" in text[1] and "blocked the engine 0.75 s" in text[1]
+    assert text[2].endswith("nccl:all_to_all ×3")
+    assert [t.text for t in trace_lines({"vllm_trace": {"window": {"error": "404"}}})] == [
+        "vLLM trace: not traced (404)."
+    ]
+    assert trace_lines({}) == []
