@@ -346,7 +346,13 @@ def intro(ctx: Ctx) -> list:
                 (
                     f"Served by an external engine: {eng.get('kind')} {eng.get('version') or ''}"
                 ).rstrip()
-                + " (see System under test); no communication or stage trace."
+                + " (see System under test); "
+                + (
+                    "communication and stages from vLLM's own profiler in a window apart from "
+                    "the measured one."
+                    if (s.get("vllm_trace") or {}).get("files")
+                    else "no communication or stage trace."
+                )
             )
         )
     if not s.get("complete"):

