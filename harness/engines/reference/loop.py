@@ -19,7 +19,9 @@ from harness.engines.reference.scheduler import Batch, Scheduler
 # tokens; available: sequences that could have joined another micro-batch at that moment (the
 # loop only waits with work available when the pipeline is full); attn_pairs: the step's attention
 # (query, key) pairs, Σ_rows n·start + n(n+1)/2 (harness.predict fits step cost on it; outside the
-# steps schema, so runs written before it still read: rows_to_table keeps the extra column).
+# steps schema, so runs written before it still read: rows_to_table keeps the extra column);
+# t_schedule_s / t_build_s: when the coordinator began scheduling the step and building its inputs
+# (the step's host-side parts, benchmarks/step_breakdown.py; extra columns as attn_pairs).
 STEP_COLUMNS = (
     "replica",
     "step",
@@ -35,6 +37,8 @@ STEP_COLUMNS = (
     "t_done_s",
     "warmup",
     "attn_pairs",
+    "t_schedule_s",
+    "t_build_s",
 )
 
 
@@ -81,6 +85,7 @@ class ServeLoop:
         self.clock, self.replica, self.sleep = clock, replica, sleep
         self.should_stop, self.on_tick = should_stop, on_tick
         self.step_rows: list[tuple] = []
+        self._stamps: dict[int, tuple[float, float]] = {}  # step -> (t_schedule, t_build)
 
     def run(self, sched: Scheduler, t0: float, warmup: bool = False) -> bool:
         """Returns True when every request finished, False when stopped early."""
@@ -97,6 +102,8 @@ class ServeLoop:
                 else None
             )
             if batch is not None:
+                t_build = self.clock() - t0
+                self._stamps[batch.step] = (now, t_build)
                 meta, ids = batch_tensors(batch, self.device)
                 comm_rec.step, comm_rec.phase = batch.step, batch.phase
                 t_submit = self.clock() - t0
@@ -156,5 +163,6 @@ class ServeLoop:
                 now,
                 warmup,
                 attn_pairs(batch),
+                *self._stamps.pop(batch.step, (None, None)),
             )
         )
