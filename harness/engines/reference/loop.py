@@ -49,18 +49,18 @@ def attn_pairs(batch: Batch) -> int:
     )
 
 
-def batch_tensors(batch: Batch, device: torch.device) -> tuple[StepMeta, torch.Tensor]:
-    """The step's header fields and its token ids, packed ``[N]`` (rows in order, no padding)."""
+def batch_step(batch: Batch) -> tuple[StepMeta, list[int]]:
+    """The step's header fields and its packed token ids (rows in order, no padding), as host
+    integers: ``PipelineStage.submit`` puts both on the device in one upload."""
     rows = batch.rows
-    ids = torch.tensor([t for r in rows for t in r.tokens], dtype=torch.long)
     meta = StepMeta(
         step=batch.step,
         phase=batch.phase,
-        slots=torch.tensor([r.slot for r in rows], dtype=torch.long, device=device),
-        start_pos=torch.tensor([r.start_pos for r in rows], dtype=torch.long, device=device),
-        n_tokens=torch.tensor([len(r.tokens) for r in rows], dtype=torch.long, device=device),
+        slots=[r.slot for r in rows],
+        start_pos=[r.start_pos for r in rows],
+        n_tokens=[len(r.tokens) for r in rows],
     )
-    return meta, ids.to(device)
+    return meta, [t for r in rows for t in r.tokens]
 
 
 class ServeLoop:
@@ -104,7 +104,7 @@ class ServeLoop:
             if batch is not None:
                 t_build = self.clock() - t0
                 self._stamps[batch.step] = (now, t_build)
-                meta, ids = batch_tensors(batch, self.device)
+                meta, ids = batch_step(batch)
                 comm_rec.step, comm_rec.phase = batch.step, batch.phase
                 t_submit = self.clock() - t0
                 tokens = self.stage.submit(meta, ids)
