@@ -183,6 +183,7 @@ class PipelineStage:
             torch.empty(max_batch, dtype=torch.long, pin_memory=True) if self.cuda else None
         )
         self._tok_stream = torch.cuda.Stream(self.device) if self.cuda else None
+        self.graphs = None  # DecodeGraphs (parallel/graphs.py): decode replayed from CUDA graphs
 
     # ---- helpers -------------------------------------------------------------------------------
     def _set_rec(self, meta: StepMeta, phase: str | None = None) -> None:
@@ -228,6 +229,10 @@ class PipelineStage:
     def _compute(self, meta: StepMeta, rows: tuple[torch.Tensor, ...], x: torch.Tensor):
         """The stage's forward on packed ``x``; ``rows``: (slots, start_pos, n_tokens) on the
         device, ``meta`` the same as host integers (the index is built from those: no read)."""
+        if self.graphs is not None and self.graphs.applies(meta):
+            out = self.graphs.run(meta, rows, x)
+            if out is not None:
+                return out
         host = (meta.slots, meta.start_pos, meta.n_tokens)
         return self.model.forward_indexed(x, self.model.index(*rows, host=host))
 
