@@ -111,8 +111,9 @@ class _Graph:
         m, dev = stage.model, stage.device
         self.size = size
         long = dict(dtype=torch.long, device=dev)
+        # until the first replay's rows arrive, every row is a padding row (capture writes there)
         self.slots = torch.zeros(size, **long)
-        self.start = torch.zeros(size, **long)
+        self.start = torch.full((size,), m.max_seq_len - 1, **long)
         self.n = torch.ones(size, **long)
         self.x = (
             torch.zeros(size, **long)
