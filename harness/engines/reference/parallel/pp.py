@@ -11,6 +11,14 @@ takes padded ``[B, T]`` ids and packs them).
 Header (length ``4 + 3 * max_batch``): ``[step, B, N, flags, slots..., start_pos..., n_tokens...]``,
 the three vectors padded to ``max_batch``; ``flags`` = stop bit | phase code << 1.
 
+No host waits in a step (issue 28): the header is host integers (``StepMeta``), and travels on the
+host groups (``Comm``: gloo twins of the TP group and edges on NCCL), so a receiver reads it without
+waiting for a device stream; a step's rows reach the device in one upload (``upload``: pinned,
+non-blocking), the coordinator's header and ids together; the index of the step is built from the
+host integers (``BatchIndex(host=...)``). The coordinator's one read per step is its sampled tokens
+(``collect``: on CUDA copied to pinned memory on a stream that waits for their receive only).
+tests/test_step_syncs.py and tests/test_distributed.py count every such wait per step.
+
 Stage timing (``timings``): four stamps per step from ``StageClock`` — on CUDA device events,
 resolved later, so timing adds no host synchronize to a step.
 
