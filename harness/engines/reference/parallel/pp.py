@@ -323,8 +323,8 @@ class PipelineStage:
         buf = self._tok_buf[: meta.batch]
         if not self.cuda:
             return meta, self.comm.recv(buf, self.return_rank, "pp").clone()
-        op = self.comm.irecv(buf, self.return_rank, "pp")
-        with torch.cuda.stream(self._tok_stream):
+        with torch.cuda.stream(self._tok_stream):  # NCCL orders the receive after this stream
+            op = self.comm.irecv(buf, self.return_rank, "pp")
             op.wait()  # this stream (only) waits for the transfer
             host = self._tok_host[: meta.batch].copy_(buf, non_blocking=True)
             done = torch.cuda.Event()
