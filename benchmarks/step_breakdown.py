@@ -137,13 +137,20 @@ def render(columns: dict[str, dict[str, dict[str, list[float]]]]) -> str:
 
 
 def vllm_share(run: Path) -> str:
+    """vLLM's own view of the same workload (its /metrics histograms, interpolated in buckets):
+    inter-token latency (its step period as a request sees it) and per-request decode time."""
     s = json.loads((run / "summary.json").read_text())
     sm = s.get("server_metrics") or {}
-    itl, tpot = sm.get("itl") or {}, sm.get("tpot") or {}
+    if not sm.get("available", True):
+        return f"vLLM ({run.name}): no /metrics in this run"
+    itl, dec = sm.get("itl") or {}, sm.get("decode") or {}
+    fmt = lambda v: "—" if v is None else f"{v:.1f}"  # noqa: E731
     return (
-        f"vLLM ({run.name}): server-side inter-token latency mean {itl.get('mean_ms')} ms, "
-        f"p99 {itl.get('p99_ms')} ms; time per output token mean {tpot.get('mean_ms')} ms "
-        "(its /metrics: request-level histograms, no parts of a step)"
+        f"vLLM ({run.name}), server-side: inter-token latency mean {fmt(itl.get('mean_ms'))} ms, "
+        f"p50 {fmt(itl.get('p50_ms'))} ms, p99 {fmt(itl.get('p99_ms'))} ms; decode time per "
+        f"request mean {fmt(dec.get('mean_ms'))} ms. Its /metrics hold request-level histograms "
+        "only: the parts of its step (scheduling, forward, sampling, communication) are not "
+        "exposed there."
     )
 
 
