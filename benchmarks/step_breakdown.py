@@ -196,6 +196,13 @@ def main() -> int:
         columns["this tree"] = breakdown([run_once(args, out)])
         print(f"run: {out}", file=sys.stderr)
     print(render(columns))
+    for item in args.run:
+        for d in item.rpartition("=")[2].split(","):
+            m = json.loads((Path(d) / "summary.json").read_text())["metrics"]
+            print(
+                f"{d}: mean ITL {m.get('mean_itl_ms', 0):.1f} ms, p99 ITL "
+                f"{m.get('p99_itl_ms', 0):.1f} ms, {m.get('request_throughput', 0):.2f} req/s"
+            )
     if args.vllm_run:
         print("\n" + vllm_share(Path(args.vllm_run)))
     if args.json:
