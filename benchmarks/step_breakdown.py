@@ -98,9 +98,12 @@ def breakdown(runs: list[Path]) -> dict[str, dict[str, list[float]]]:
             p["inputs to device" if coord else "receive wait"].append(recv)
             p["forward (without all-reduce)"].append(fwd - ops.get("all_reduce", 0.0))
             p["all-reduce"].append(ops.get("all_reduce", 0.0))
-            if last:
-                p["sample (all-gather + argmax)"].append(out - ops.get("send", 0.0))
-            p["send"].append(ops.get("send", 0.0) if last else out)
+            if last:  # its sends to the coordinator are traced in the "sample" phase
+                send = ops.get("sample send", 0.0)
+                p["sample (all-gather + argmax)"].append(out - send)
+                p["send"].append(send)
+            else:
+                p["send"].append(out)
             if coord and pp > 1:
                 p["collect wait"].append(ops.get("sample recv", 0.0))
     return parts
