@@ -15,11 +15,12 @@ The parts of a decode step (every step whose rows all decode, warm-up excluded),
   ``t_submit_s``) and its ``stages``/``comm`` rows: *schedule* (``Scheduler.schedule``), *build*
   (the step's inputs from the rows), *inputs to device* (stage-clock recv part: header, the upload,
   TP broadcasts of header and ids), *forward* (embedding and layers, TP all-reduces excluded),
-  *all-reduce* (the sum of its all-reduce rows in the step), *send* (isend to stage 1), *collect
-  wait* (its receives of the step's header and tokens: mostly waiting for the pipeline);
+  *all-reduce* (the sum of its all-reduce rows in the step), *send (issue)* (the isends to stage 1
+  issued), *collect wait* (its receives of the step's header and tokens: mostly waiting for the
+  pipeline);
 - other stages: *receive wait* (stage-clock recv part: waiting for and receiving header and
-  input), *forward*, *all-reduce*, and on the last stage *sample* (the vocab-parallel all-gather
-  and argmax) and *send*.
+  input), *forward*, *all-reduce*, and *send (issue)*, on the last stage *sample + send (issue)*
+  (the vocab-parallel all-gather, argmax, and the tokens' isend issued).
 
 Each cell: median ms over the role's steps, with its 95 % distribution-free interval
 (``harness.measure.intervals.quantile_interval``) and n. Timing on a 2-core host running 8 ranks
@@ -98,12 +99,9 @@ def breakdown(runs: list[Path]) -> dict[str, dict[str, list[float]]]:
             p["inputs to device" if coord else "receive wait"].append(recv)
             p["forward (without all-reduce)"].append(fwd - ops.get("all_reduce", 0.0))
             p["all-reduce"].append(ops.get("all_reduce", 0.0))
-            if last:  # its sends to the coordinator are traced in the "sample" phase
-                send = ops.get("sample send", 0.0)
-                p["sample (all-gather + argmax)"].append(out - send)
-                p["send"].append(send)
-            else:
-                p["send"].append(out)
+            # an isend's trace row ends when it is waited (later): the stage clock's span is the
+            # issue; on the last stage it holds the sampling and the tokens' send
+            p["sample + send (issue)" if last else "send (issue)"].append(out)
             if coord and pp > 1:
                 p["collect wait"].append(ops.get("sample recv", 0.0))
     return parts
