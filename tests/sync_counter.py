@@ -46,6 +46,19 @@ def _device_arg(args, kwargs):
     return None
 
 
+# without the dispatch mode: the Python entry points of the same waits
+_PY_WAITS = [
+    (torch.Tensor, n, "read") for n in ("item", "__int__", "__float__", "__bool__", "__index__")
+] + [
+    (torch.Tensor, "nonzero", "shape"),
+    (torch, "nonzero", "shape"),
+    (torch, "masked_select", "shape"),
+    (torch.Tensor, "masked_select", "shape"),
+    (torch, "repeat_interleave", "shape"),
+    (torch.Tensor, "repeat_interleave", "shape"),
+]
+
+
 class _Mode(TorchDispatchMode):
     def __init__(self, counter: "SyncCounter"):
         super().__init__()
@@ -67,7 +80,12 @@ class _Mode(TorchDispatchMode):
 
 
 class SyncCounter:
-    def __init__(self) -> None:
+    """``dispatch``: count scalar reads and value-sized ops at the dispatcher (everything, also from
+    C++); False: by patching the Python methods that do them (``item``, ``int()``, ``bool()``,
+    ``nonzero``, ...), for processes whose collectives should not pass a Python dispatch mode."""
+
+    def __init__(self, dispatch: bool = True) -> None:
+        self.dispatch = dispatch
         self.counts: Counter = Counter()
         self.where: dict[str, list[str]] = defaultdict(list)
 
@@ -124,12 +142,29 @@ class SyncCounter:
 
         T.tolist, T.numpy, T.to, T.copy_ = tolist, numpy, to, copy_
         torch.tensor, torch.as_tensor = tensor, as_tensor
-        self._mode = _Mode(self)
-        self._mode.__enter__()
+        self._methods: dict[tuple[object, str], object] = {}
+        if self.dispatch:
+            self._mode = _Mode(self)
+            self._mode.__enter__()
+            return self
+        for owner, name, kind in _PY_WAITS:
+            real = getattr(owner, name)
+            self._methods[(owner, name)] = real
+
+            def counted(*a, __real=real, __kind=kind, __name=name, **k):
+                if __name == "repeat_interleave" and k.get("output_size") is not None:
+                    return __real(*a, **k)
+                counter.add(__kind)
+                return __real(*a, **k)
+
+            setattr(owner, name, counted)
         return self
 
     def __exit__(self, *exc) -> None:
-        self._mode.__exit__(*exc)
+        if self.dispatch:
+            self._mode.__exit__(*exc)
+        for (owner, name), real in self._methods.items():
+            setattr(owner, name, real)
         T, s = torch.Tensor, self._saved
         T.tolist, T.numpy, T.to, T.copy_ = s["tolist"], s["numpy"], s["to"], s["copy_"]
         torch.tensor, torch.as_tensor = s["tensor"], s["as_tensor"]

@@ -89,3 +89,20 @@ def test_the_counter_sees_each_kind_of_wait():
         x.to(CPU, non_blocking=True)
         x + 1
     assert c.counts == {"read": 2, "shape": 2, "upload": 2}, c.report()
+
+
+def test_without_the_dispatch_mode_the_python_entry_points_count_the_same():
+    """The world's ranks count with ``dispatch=False`` (no Python mode around gloo's ops): the
+    same serving loop gives the same count."""
+    reqs = [Request(0, 0.0, 5, 6), Request(1, 0.0, 3, 4)]
+    stage = _stage()
+    sched = Scheduler(reqs, lambda r: [3] * r.input_len, num_slots=4, max_batch=4, max_seq_len=64)
+    loop = ServeLoop(stage, 1, CPU, lambda: 0.0, 0, sleep=lambda s: None)
+    with SyncCounter(dispatch=False) as counter:
+        assert loop.run(sched, 0.0)
+    assert counter.counts == {"read": len(loop.step_rows)}, counter.report()
+    x = torch.arange(4)
+    with SyncCounter(dispatch=False) as c:
+        int(x[0]), bool(x[1]), x.nonzero()
+        torch.repeat_interleave(x, x), torch.repeat_interleave(x, x, output_size=6)
+    assert c.counts == {"read": 2, "shape": 2}, c.report()
