@@ -22,6 +22,7 @@ first few call sites of each kind (for a failing assertion's message). Test-only
 from __future__ import annotations
 
 import sys
+import threading
 import traceback
 from collections import Counter, defaultdict
 
@@ -87,10 +88,12 @@ class SyncCounter:
     def __init__(self, dispatch: bool = True) -> None:
         self.dispatch = dispatch
         self.counts: Counter = Counter()
+        self.by_thread: dict[int, Counter] = defaultdict(Counter)  # thread ident -> counts
         self.where: dict[str, list[str]] = defaultdict(list)
 
     def add(self, kind: str) -> None:
         self.counts[kind] += 1
+        self.by_thread[threading.get_ident()][kind] += 1
         if len(self.where[kind]) < 4:
             frames = [
                 f"{f.filename.rsplit('/', 3)[-1]}:{f.lineno} {f.name}"
