@@ -114,6 +114,9 @@ class RunSpec:
     )
     instrument: Literal["off", "counts", "timing"] = "timing"
     profile_steps: int = 0  # >0: export a torch.profiler trace of that many steps
+    # decode steps replayed from CUDA graphs (engines/reference/parallel/graphs.py); null: on with
+    # CUDA; on the CPU it does nothing (true there is noted in the summary)
+    cuda_graphs: bool | None = None
     nvml_interval_s: float = 0.1
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # vLLM-keyed

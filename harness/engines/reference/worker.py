@@ -19,6 +19,7 @@ from harness.engines.reference.loop import ServeLoop
 from harness.engines.reference.model.accounting import have_accelerate, meta_rank_bytes
 from harness.engines.reference.model.build import build_stage
 from harness.engines.reference.model.weights import CheckpointWeights, SeededWeights
+from harness.engines.reference.parallel.graphs import DecodeGraphs, graphs_note
 from harness.engines.reference.parallel.pp import PipelineStage
 from harness.engines.reference.scheduler import for_replica, for_warmup
 from harness.engines.reference.summary import RankPayload
@@ -78,6 +79,9 @@ def run_rank(ctx, spec, trace, guard, state: dict, writer) -> RankPayload:
         token_budget(spec), spec.run.max_batch * min(spec.run.prefill_chunk or widest, widest)
     )
     stage = PipelineStage(ctx, model, spec.run.max_batch, max_tokens)
+    cuda = ctx.device.type == "cuda"
+    if cuda and spec.run.cuda_graphs is not False:
+        stage.graphs = DecodeGraphs(stage, spec.run.max_batch, num_slots)
     profiler = ProfilerWindow(spec.run.profile_steps, ctx, writer_dir=state.get("run_dir"))
     stage.on_step = profiler.step if profiler.enabled else None
     sampler = telemetry_sampler(ctx.device, ctx.env.local_rank, spec.run.nvml_interval_s)
@@ -94,6 +98,7 @@ def run_rank(ctx, spec, trace, guard, state: dict, writer) -> RankPayload:
         kv_bytes=kv_bytes,
         num_slots=num_slots,
         accelerate_weight_bytes=counted,
+        graphs_note=graphs_note(spec.run.cuda_graphs, cuda),
     )
     clock = time.monotonic
     if payload.coordinator:
