@@ -26,8 +26,8 @@ from harness.engines.openai_server.telemetry import start_node_sampler
 
 class OpenAIServerEngine:
     """``kind: openai``: a server someone else runs. Subclasses that launch their server override
-    ``_bring_up``, ``_start_sampler``, ``_command`` and ``close``; ``server`` is then the launched
-    process tree, which the driver watches for an early exit."""
+    ``_bring_up``, ``_start_sampler``, ``_command``, ``_settings`` and ``close``; ``server`` is
+    then the launched process tree, which the driver watches for an early exit."""
 
     kind = "openai"
 
@@ -52,6 +52,7 @@ class OpenAIServerEngine:
                     Drive(),
                     info=self.info,
                     command=self._command(),
+                    settings=self._settings(),
                     sampler=None,
                     complete=False,
                     reason=reason,
@@ -77,6 +78,7 @@ class OpenAIServerEngine:
                 drive,
                 info=self.info,
                 command=self._command(),
+                settings=self._settings(),
                 sampler=sampler,
                 complete=complete,
                 reason=None if complete else self.signals.reason or "the run did not finish",
@@ -95,6 +97,10 @@ class OpenAIServerEngine:
 
     def _command(self) -> str | None:
         return None
+
+    def _settings(self) -> dict:
+        """What the harness set on the server (summary.engine): nothing on someone else's."""
+        return {}
 
     def close(self, failed: bool) -> None:
         """Nothing to release: the server is someone else's."""

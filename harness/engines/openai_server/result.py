@@ -4,7 +4,10 @@ blocks, notes and the client-vs-server cross-checks (pure).
 
 Cross-checks (when the server has /metrics and the run completed): the server's generation-token
 counter increase over the measured window equals the tokens the client received for the measured
-requests, and its finished-request counter increase equals the requests the client saw finish.
+requests, and its finished-request counter increase equals the requests the client saw finish; and,
+unless the harness turned vLLM's prefix cache on (engine.prefix_caching), no prompt token of the
+window was a prefix-cache hit: a capacity probe on a shared server reused nothing of the probes
+before it.
 """
 
 from __future__ import annotations
@@ -18,9 +21,21 @@ from harness.measure.metrics import client_lag, tokens_out
 from harness.measure.nvml import summarize_nvml
 
 
-def _cross_checks(drive, view: dict) -> list[dict]:
+def _cross_checks(drive, view: dict, reuse_allowed: bool = False) -> list[dict]:
     if not view.get("available") or drive.baseline is None:
         return []
+    reuse = []
+    if not reuse_allowed and view.get("prefix_cache_hits") is not None:
+        reuse = [
+            {
+                "name": "no prompt token served from the prefix cache",
+                "expected": 0,
+                "measured": view["prefix_cache_hits"],
+                "ok": view["prefix_cache_hits"] == 0,
+                "detail": "Δ vllm:prefix_cache_hits_total over the measured window: every prompt "
+                "was prefilled, none reused the KV of an earlier run or request",
+            }
+        ]
     main = [r for r in drive.records if not r.warmup]
     received = sum(tokens_out(r) for r in main if r.finish_s is not None)
     finished = sum(1 for r in main if r.finish_s is not None)
@@ -41,6 +56,7 @@ def _cross_checks(drive, view: dict) -> list[dict]:
             "detail": "Δ vllm:request_success_total (every finished_reason) vs measured requests "
             "with a finish",
         },
+        *reuse,
     ]
 
 
@@ -51,13 +67,15 @@ def external_result(
     *,
     info,
     command: str | None,
+    settings: dict | None = None,
     sampler,
     complete: bool,
     reason: str | None,
     host: str,
 ) -> EngineResult:
-    """``kind`` vllm (launched here, ``command`` its command line) or openai (someone else's
-    server)."""
+    """``kind`` vllm (launched here, ``command`` its command line, ``settings`` what the harness
+    set: ``max_num_seqs``, ``max_num_batched_tokens``, ``prefix_caching``) or openai (someone
+    else's server)."""
     lay = spec.layout
     view = server_view(drive.baseline, drive.final, drive.snapshots)
     lag = client_lag(drive.records, released_s=drive.released)
@@ -100,6 +118,7 @@ def external_result(
         "model": drive_model(info, spec),
         "server_log": "server.log" if launched else None,
         "ready_s": info.ready_s if info else None,
+        **(settings or {}),
         "layout_source": "launched by the harness with these flags"
         if launched
         else "claimed by the spec (external server, not verified)",
@@ -141,7 +160,9 @@ def external_result(
             "client": lag,
             "server_metrics": view,
             "notes": notes,
-            "cross_checks": _cross_checks(drive, view) if complete else [],
+            "cross_checks": _cross_checks(drive, view, bool((settings or {}).get("prefix_caching")))
+            if complete
+            else [],
             "stage_stats": [],
         },
         tables=tables,

