@@ -1,8 +1,8 @@
 """#27, the vLLM engine on a GPU node, without a server: the like-for-like limits and the prefix
-cache on its command line and in summary.engine, the build check of engine.python against cluster.gpu
-(fake interpreters that answer as a CUDA or a CPU build), DP engines' gauges from a /metrics text
-with two engines, the prefix-cache counters and their cross-check, and the Slurm script a vLLM spec
-gets."""
+cache on its command line and in summary.engine, the build check of engine.python against
+cluster.gpu (fake interpreters that answer as a CUDA or a CPU build), DP engines' gauges from a
+/metrics text with two engines, the prefix-cache counters and their cross-check, and the Slurm
+script a vLLM spec gets."""
 
 from __future__ import annotations
 
