@@ -47,7 +47,16 @@ def engine_section(ctx: Ctx) -> Section | None:
         )
     blocks = [Table(["", ""], rows)]
     lag = s.get("client") if isinstance(s.get("client"), dict) else None
-    if lag:
+    ch = (lag or {}).get("chunks") or {}
+    if ch.get("chunks"):
+        blocks.append(
+            Text(
+                f"Stream chunks: {ch['chunks']}, of which {ch.get('multi_token')} carried several "
+                f"tokens ({ch.get('tokens_in_multi')} tokens; the server's API process lagged "
+                f"its engine there). ITL counts one gap per chunk, as vllm bench serve does."
+            )
+        )
+    if lag and lag.get("sent") is not None:
         blocks.append(
             Text(
                 f"Client lag (sent − scheduled arrival) over {lag.get('sent')} requests: p50 "

@@ -17,6 +17,7 @@ from typing import Any
 
 from harness.engines.base import EngineResult
 from harness.engines.openai_server.scrape import server_view
+from harness.measure.chunks import chunk_counts
 from harness.measure.metrics import client_lag, tokens_out
 from harness.measure.nvml import summarize_nvml
 
@@ -81,9 +82,18 @@ def external_result(
     lag = client_lag(drive.records, released_s=drive.released)
     if lag is not None:
         lag["scheduling"] = drive.scheduling
+    chunks = chunk_counts(drive.records)
+    if lag is not None or chunks["chunks"]:
+        lag = {**(lag or {}), "chunks": chunks}
     notes: list[str] = []
-    if lag and lag["warning"]:
+    if lag and lag.get("warning"):
         notes.append(lag["warning"])
+    if chunks["multi_token"]:
+        notes.append(
+            f"{chunks['multi_token']} of {chunks['chunks']} stream chunks carried several tokens "
+            f"({chunks['tokens_in_multi']} tokens): the server's API process lagged its engine; "
+            f"ITL counts one gap per chunk, as vllm bench serve does"
+        )
     if drive.metrics_note:
         notes.append(drive.metrics_note)
     if drive.errors:
