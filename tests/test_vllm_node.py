@@ -241,3 +241,81 @@ def test_a_vllm_spec_renders_one_harness_run_task_without_torchrun(tmp_path):
         assert f"export HARNESS_SPEC={spec_path}" in text
     single = (REPO / "slurm" / "single_node.sbatch").read_text()
     assert 'task=("$PY")' in single and "launch_mode(load_spec" in single
+
+
+# ------------------------------------------------------------------ the stream (item 6)
+
+
+def test_line_splitter_joins_pieces_of_any_length():
+    from harness.engines.openai_server.client import LineSplitter
+
+    sp = LineSplitter()
+    assert sp.feed(b"data: a") == [] and sp.feed(b"bc") == []
+    assert sp.feed(b"d\n\ndata: e") == [b"data: abcd", b""]
+    assert sp.feed(b"f\n") == [b"data: ef"]
+
+
+def test_a_600_kib_event_and_a_multi_token_chunk_from_a_real_http_server():
+    """An aiohttp server streams vLLM-shaped events: the first carries 600 KiB of prompt ids (in
+    64 KiB writes), the next three tokens in one chunk 50 ms later, the last one 50 ms after.
+    Every token is read; ITL has one gap per chunk (2, each ≥ 50 ms), not 3 zeros; the chunk
+    count says one chunk carried 3 tokens."""
+    import asyncio
+
+    import aiohttp
+    from aiohttp import web
+
+    from harness.engines.openai_server.client import stream_request
+    from harness.measure.chunks import chunk_counts
+    from harness.measure.metrics import RequestRecord, itls_s
+
+    prompt_ids = list(range(100_000, 200_000))  # 7 bytes each in JSON: ~680 KiB
+    first = json.dumps(
+        {"choices": [{"text": "", "token_ids": [7], "prompt_token_ids": prompt_ids}]}
+    )
+    assert len(first) > 600 * 1024
+
+    def event(d) -> bytes:
+        return f"data: {json.dumps(d) if not isinstance(d, str) else d}\n\n".encode()
+
+    async def handler(request):
+        resp = web.StreamResponse()
+        await resp.prepare(request)
+        big = f"data: {first}\n\n".encode()
+        for i in range(0, len(big), 64 * 1024):
+            await resp.write(big[i : i + 64 * 1024])
+        await asyncio.sleep(0.05)
+        await resp.write(event({"choices": [{"text": "", "token_ids": [8, 9, 10]}]}))
+        await asyncio.sleep(0.05)
+        last = {"choices": [{"text": "", "token_ids": [11], "finish_reason": "length"}]}
+        await resp.write(event(last) + event({"choices": [], "usage": {"completion_tokens": 5}}))
+        await resp.write(event("[DONE]"))
+        return resp
+
+    async def main():
+        app = web.Application()
+        app.router.add_post("/v1/completions", handler)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]
+        rec = RequestRecord(0, 0, 0.0, None, None, output_len=5)
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        try:
+            async with aiohttp.ClientSession() as session:
+                out = await stream_request(
+                    session, f"http://127.0.0.1:{port}", "m", [1, 2], rec, lambda: loop.time() - t0
+                )
+        finally:
+            await runner.cleanup()
+        return rec, out
+
+    rec, out = asyncio.run(main())
+    assert out.error is None and rec.completed and out.tokens == [7, 8, 9, 10, 11]
+    t = rec.token_times_s
+    assert len(t) == 5 and t[1] == t[2] == t[3] and t[0] < t[1] < t[4]
+    gaps = itls_s(rec)
+    assert len(gaps) == 2 and all(g >= 0.045 for g in gaps)
+    assert chunk_counts([rec]) == {"chunks": 3, "multi_token": 1, "tokens_in_multi": 3}
