@@ -26,8 +26,8 @@ from harness.engines.openai_server.telemetry import start_node_sampler
 
 class OpenAIServerEngine:
     """``kind: openai``: a server someone else runs. Subclasses that launch their server override
-    ``_bring_up``, ``_start_sampler``, ``_command``, ``_settings`` and ``close``; ``server`` is
-    then the launched process tree, which the driver watches for an early exit."""
+    ``_bring_up``, ``_start_sampler``, ``_command`` and ``close``; ``server`` is then the launched
+    process tree, which the driver watches for an early exit."""
 
     kind = "openai"
 
@@ -52,7 +52,7 @@ class OpenAIServerEngine:
                     Drive(),
                     info=self.info,
                     command=self._command(),
-                    settings=self._settings(),
+                    facts=self._facts(),
                     sampler=None,
                     complete=False,
                     reason=reason,
@@ -78,7 +78,7 @@ class OpenAIServerEngine:
                 drive,
                 info=self.info,
                 command=self._command(),
-                settings=self._settings(),
+                facts=self._facts(),
                 sampler=sampler,
                 complete=complete,
                 reason=None if complete else self.signals.reason or "the run did not finish",
@@ -98,8 +98,8 @@ class OpenAIServerEngine:
     def _command(self) -> str | None:
         return None
 
-    def _settings(self) -> dict:
-        """What the harness set on the server (summary.engine): nothing on someone else's."""
+    def _facts(self) -> dict:
+        """What this engine adds to ``summary.engine`` (a launching engine: what it chose)."""
         return {}
 
     def close(self, failed: bool) -> None:

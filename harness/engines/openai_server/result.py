@@ -68,15 +68,15 @@ def external_result(
     *,
     info,
     command: str | None,
-    settings: dict | None = None,
     sampler,
     complete: bool,
     reason: str | None,
     host: str,
+    facts: dict | None = None,
 ) -> EngineResult:
-    """``kind`` vllm (launched here, ``command`` its command line, ``settings`` what the harness
-    set: ``max_num_seqs``, ``max_num_batched_tokens``, ``prefix_caching``) or openai (someone
-    else's server)."""
+    """``kind`` vllm (launched here, ``command`` its command line) or openai (someone else's
+    server); ``facts``: what the launching engine adds to ``summary.engine`` (the limits and
+    environment it chose)."""
     lay = spec.layout
     view = server_view(drive.baseline, drive.final, drive.snapshots)
     lag = client_lag(drive.records, released_s=drive.released)
@@ -128,10 +128,10 @@ def external_result(
         "model": drive_model(info, spec),
         "server_log": "server.log" if launched else None,
         "ready_s": info.ready_s if info else None,
-        **(settings or {}),
         "layout_source": "launched by the harness with these flags"
         if launched
         else "claimed by the spec (external server, not verified)",
+        **(facts or {}),
     }
     tables = {}
     if drive.metric_rows:
@@ -170,7 +170,7 @@ def external_result(
             "client": lag,
             "server_metrics": view,
             "notes": notes,
-            "cross_checks": _cross_checks(drive, view, bool((settings or {}).get("prefix_caching")))
+            "cross_checks": _cross_checks(drive, view, bool((facts or {}).get("prefix_caching")))
             if complete
             else [],
             "stage_stats": [],

@@ -97,8 +97,10 @@ class VllmEngine(OpenAIServerEngine):
     def _command(self) -> str | None:
         return self.server.launch.command_text() if self.server is not None else None
 
-    def _settings(self) -> dict:
-        return dict(self.server.launch.settings) if self.server is not None else {}
+    def _facts(self) -> dict:
+        if self.server is None:
+            return {}
+        return {**self.server.launch.settings, "env_chosen": dict(self.server.launch.chosen)}
 
     def close(self, failed: bool) -> None:
         if not self.owns_server or self.server is None:
