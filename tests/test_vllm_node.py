@@ -88,7 +88,9 @@ def test_server_holds_what_the_reference_engine_holds_and_its_token_budget(tmp_p
         "max_num_seqs": 24,
         "max_num_batched_tokens": 2048,
         "prefix_caching": False,
+        "gpus": [],  # a CPU spec: no CUDA_VISIBLE_DEVICES
     }
+    assert "CUDA_VISIBLE_DEVICES" not in launch.env
     raw = _raw(tmp_path, py, micro_batches=2, max_num_batched_tokens=512)
     raw["engine"]["prefix_caching"] = True
     launch = server_launch(spec_from_dict(raw))
@@ -319,3 +321,68 @@ def test_a_600_kib_event_and_a_multi_token_chunk_from_a_real_http_server():
     gaps = itls_s(rec)
     assert len(gaps) == 2 and all(g >= 0.045 for g in gaps)
     assert chunk_counts([rec]) == {"chunks": 3, "multi_token": 1, "tokens_in_multi": 3}
+
+
+# ------------------------------------------------------------------ its GPUs (item 4)
+
+
+def _gpu_spec(tmp_path, gpu_map=None, gpu="H100-SXM-80GB"):
+    raw = _raw(tmp_path, fake_python(tmp_path, CUDA_BUILD), gpu=gpu)
+    raw["parallel"] = {"tp": 2, "pp": 1, "dp": 1, **({"gpu_map": gpu_map} if gpu_map else {})}
+    raw["cluster"]["gpus_per_node"] = 2
+    return spec_from_dict(raw)
+
+
+def test_gpu_map_becomes_the_servers_cuda_visible_devices(tmp_path, monkeypatch):
+    from harness.engines.vllm.gpus import server_gpus
+
+    spec = _gpu_spec(tmp_path, gpu_map=[1, 0])  # rank 0 on the job's device 1, rank 1 on 0
+    assert server_gpus(spec, None) == ["1", "0"]
+    assert server_gpus(spec, "3,5") == ["5", "3"]  # the job's own devices, as Slurm names them
+    assert server_gpus(spec, "GPU-a,GPU-b") == ["GPU-b", "GPU-a"]
+    assert server_gpus(_gpu_spec(tmp_path), None) == ["0", "1"]
+    with pytest.raises(
+        UsageError, match=r"^parallel.gpu_map: device\(s\) \[1\] but the job sees 1"
+    ):
+        server_gpus(spec, "4")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    launch = server_launch(spec)
+    assert launch.env["CUDA_VISIBLE_DEVICES"] == "5,3"
+    assert launch.env["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
+    assert launch.settings["gpus"] == ["5", "3"]
+
+
+def test_telemetry_samples_only_the_servers_two_gpus_of_eight_and_names_them(tmp_path, monkeypatch):
+    """A fake NVML with 8 devices; the 2-rank server on devices 3 and 5: rows of exactly those, the
+    GPU name from NVML, and an H200 spec run on these H100s says so and is labelled H100."""
+    import pynvml
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from harness.engines.openai_server.driver import Drive
+    from harness.engines.openai_server.result import external_result
+    from harness.engines.vllm.telemetry import start_sampler
+    from test_nvml import FakeNvml, _defaults
+
+    fake = FakeNvml(8, **_defaults()).install(monkeypatch)
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetName", lambda h: "NVIDIA H100 80GB HBM3")
+    ticks = iter(range(1000))
+    sampler = start_sampler(None, 60.0, lambda: float(next(ticks)), ["3", "5"])
+    sampler.stop()
+    assert {r["device"] for r in sampler.rows()} == {3, 5}
+    assert sampler.names == ["NVIDIA H100 80GB HBM3"] * 2
+    assert fake.calls["nvmlInit"] >= 1
+    spec = _gpu_spec(tmp_path, gpu="H200-SXM-141GB")
+    res = external_result(
+        spec,
+        "vllm",
+        Drive(),
+        info=None,
+        command=None,
+        sampler=sampler,
+        complete=False,
+        reason="test",
+        host="node",
+    )
+    assert res.hardware["gpu"] == "H100-SXM-80GB" and res.hardware["gpu_name"] == "H100-SXM-80GB"
+    assert any(n.startswith("hardware: the spec names H200-SXM-141GB") for n in res.extra["notes"])
+    assert {r["device"] for r in res.tables["nvml"]} == {3, 5}

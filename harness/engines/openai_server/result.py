@@ -20,6 +20,7 @@ from harness.engines.openai_server.scrape import server_view
 from harness.measure.chunks import chunk_counts
 from harness.measure.metrics import client_lag, tokens_out
 from harness.measure.nvml import summarize_nvml
+from harness.spec.catalog import gpu_label
 
 
 def _cross_checks(drive, view: dict, reuse_allowed: bool = False) -> list[dict]:
@@ -109,8 +110,17 @@ def external_result(
             f"claim about "
             f"it, not verified by the harness"
         )
+        notes.append(
+            "no GPU telemetry: the GPUs of a server someone else runs are not known here (sampling "
+            "the whole node would measure other jobs); hardware.gpu is the spec's claim"
+        )
     nvml_rows = sampler.rows() if sampler is not None else []
     gpu = sampler is not None and type(sampler).__name__ == "GpuSampler"
+    gpu_name = spec.gpu.name if gpu or not launched else "cpu"
+    if gpu and getattr(sampler, "names", None):  # what ran, from the hardware, never the spec
+        gpu_name, mismatch = gpu_label(spec.gpu.name, sampler.names)
+        if mismatch:
+            notes.append(mismatch)
     util = (
         [
             d["mean_gpu_util_pct"]
@@ -146,8 +156,8 @@ def external_result(
         wall_s=drive.wall_s,
         warmup_s=drive.warmup_s,
         hardware={
-            "gpu": spec.cluster.gpu if gpu else "cpu",
-            "gpu_name": spec.gpu.name if gpu else "cpu",
+            "gpu": gpu_name,
+            "gpu_name": gpu_name,
             "total_gpus": lay.world_size,
             "nodes": 1,
             "hosts": [host],

