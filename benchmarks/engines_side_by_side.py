@@ -13,9 +13,9 @@ server is started once (the harness's own launch: reaper, readiness) and both wo
 it as ``engine.kind: openai`` runs; the server is stopped at the end. Both engines' limits are
 printed (the server gets the reference engine's: ``--max-num-seqs`` = its sequences in flight per
 replica, ``--max-num-batched-tokens`` = its token budget), and the prefix-cache hits of each vLLM
-run, which must be 0: the cache is off, so the second workload reuses nothing of the first. Runs go one after the other,
-never at the same time. Every run is a ``harness run`` in ``--out`` (default a temporary folder), so
-``harness report``/``compare`` work on them afterwards. The timing of a loaded machine is noise:
+run, which must be 0: the cache is off, so the second workload reuses nothing of the first. Runs
+go one after the other, never at the same time. Every run is a ``harness run`` in ``--out``
+(default a temporary folder), so ``harness report``/``compare`` work on them afterwards. The timing of a loaded machine is noise:
 read the ratios, and compare only numbers measured in the same invocation.
 """
 
