@@ -15,8 +15,9 @@ printed (the server gets the reference engine's: ``--max-num-seqs`` = its sequen
 replica, ``--max-num-batched-tokens`` = its token budget), and the prefix-cache hits of each vLLM
 run, which must be 0: the cache is off, so the second workload reuses nothing of the first. Runs
 go one after the other, never at the same time. Every run is a ``harness run`` in ``--out``
-(default a temporary folder), so ``harness report``/``compare`` work on them afterwards. The timing of a loaded machine is noise:
-read the ratios, and compare only numbers measured in the same invocation.
+(default a temporary folder), so ``harness report``/``compare`` work on them afterwards. The
+timing of a loaded machine is noise: read the ratios, and compare only numbers measured in the
+same invocation.
 """
 
 from __future__ import annotations
