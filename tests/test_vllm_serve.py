@@ -251,9 +251,10 @@ def test_two_capacity_probes_replay_the_same_prompts_and_reuse_no_cached_prefix(
 ):
     """#27 item 3: --find-capacity sends every probe to the one shared server, and every probe
     replays the same prompts (they depend on the seed and the request id only). The server runs
-    with the harness's flags: the reference engine's limits and the prefix cache off, so vLLM's
-    counters read back over each probe: prompt tokens looked up, none a hit, and the cross-check
-    says so; the prefill is never served from an earlier probe."""
+    with the harness's flags: the reference engine's limits and the prefix cache off; vLLM's
+    counters read back over each probe, and the cross-check
+    says so: no prompt token was looked up in the cache or served from it (vLLM counts lookups only
+    while the cache is on), so no prefill was served from an earlier probe."""
     assert "--no-enable-prefix-caching" in server["tree"].launch.argv
     assert server["tree"].launch.settings["max_num_seqs"] == 32  # 4 micro-batches × max_batch 8
     config = write_spec(tmp_path / "vllm.yaml", _openai(ckpt, server, rate_rps=2, num_requests=8))
@@ -273,7 +274,7 @@ def test_two_capacity_probes_replay_the_same_prompts_and_reuse_no_cached_prefix(
         s = _summary(p)
         assert s["complete"] is True and s["metrics"]["completed"] == 8
         view = s["server_metrics"]
-        assert view["prefix_cache_queries"] >= sum(lens[0]) > 0
-        assert view["prefix_cache_hits"] == 0
+        # vLLM counts lookups only while the cache is on: none looked up, none hit
+        assert (view["prefix_cache_queries"], view["prefix_cache_hits"]) == (0, 0)
         check = [c for c in s["cross_checks"] if c["name"].startswith("no prompt token")]
         assert [(c["measured"], c["ok"]) for c in check] == [(0, True)]

@@ -23,8 +23,8 @@ COUNTERS = (
     "vllm:generation_tokens_total",
     "vllm:num_preemptions_total",
     "vllm:request_success_total",
-    "vllm:prefix_cache_queries_total",  # prompt tokens looked up in the prefix cache
-    "vllm:prefix_cache_hits_total",  # of them, served from it (0 while it is off)
+    "vllm:prefix_cache_queries_total",  # prompt tokens looked up (only while the cache is on)
+    "vllm:prefix_cache_hits_total",  # of them, served from the cache
 )
 # (histogram, summary key); buckets are kept for all of them.
 HISTOGRAMS = (
