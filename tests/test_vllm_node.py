@@ -386,3 +386,32 @@ def test_telemetry_samples_only_the_servers_two_gpus_of_eight_and_names_them(tmp
     assert res.hardware["gpu"] == "H100-SXM-80GB" and res.hardware["gpu_name"] == "H100-SXM-80GB"
     assert any(n.startswith("hardware: the spec names H200-SXM-141GB") for n in res.extra["notes"])
     assert {r["device"] for r in res.tables["nvml"]} == {3, 5}
+
+
+def test_the_report_states_the_limits_the_prefix_cache_and_the_chunks():
+    from types import SimpleNamespace
+
+    from harness.report.doc import Table, Text
+    from harness.report.sections_engine import engine_section
+
+    summary = {
+        "engine": {
+            "kind": "vllm",
+            "max_num_seqs": 24,
+            "max_num_batched_tokens": 2048,
+            "prefix_caching": False,
+        },
+        "client": {"chunks": {"chunks": 30, "multi_token": 2, "tokens_in_multi": 5}},
+        "server_metrics": {"available": True, "prefix_cache_hits": 0, "prefix_cache_queries": 0},
+        "metrics": {},
+    }
+    section = engine_section(SimpleNamespace(run=SimpleNamespace(summary=summary)))
+    rows = {r[0]: r[1] for b in section.blocks if isinstance(b, Table) for r in b.rows}
+    assert rows["scheduling limits"].startswith(
+        "24 sequences in flight per engine, 2,048 tokens per scheduled batch"
+    )
+    assert rows["prefix cache"] == "off"
+    texts = " ".join(b.text for b in section.blocks if isinstance(b, Text))
+    assert "Stream chunks: 30, of which 2 carried several tokens (5 tokens;" in texts
+    assert "prefix cache 0 of 0 queried prompt tokens hit" in texts
+    assert "Client lag" not in texts  # no lag block without its numbers
