@@ -415,3 +415,16 @@ def test_the_report_states_the_limits_the_prefix_cache_and_the_chunks():
     assert "Stream chunks: 30, of which 2 carried several tokens (5 tokens;" in texts
     assert "prefix cache 0 of 0 queried prompt tokens hit" in texts
     assert "Client lag" not in texts  # no lag block without its numbers
+
+
+def test_with_the_prefix_cache_on_every_capacity_probe_gets_its_own_server(tmp_path):
+    """A shared server would serve a later probe's prompts from the cache of the probes before it:
+    with engine.prefix_caching the search's serve is the one-run serve (a server per run)."""
+    from harness.engines.options import LaunchOptions
+    from harness.engines.vllm import session
+
+    raw = _raw(tmp_path, fake_python(tmp_path, CPU_BUILD))
+    raw["engine"]["prefix_caching"] = True
+    options = LaunchOptions(config=tmp_path / "x.yaml")
+    with session.probes(spec_from_dict(raw), options) as one:
+        assert one is session.serve
