@@ -10,10 +10,14 @@ ratio vLLM / reference.
 For each workload (a closed loop of ``--concurrency``, then Poisson at ``--rate``): the reference
 run first (its 8 ranks and the 15 GB vLLM server do not fit a 24 GB machine together), then the vLLM
 server is started once (the harness's own launch: reaper, readiness) and both workloads are sent to
-it as ``engine.kind: openai`` runs; the server is stopped at the end. Runs go one after the other,
-never at the same time. Every run is a ``harness run`` in ``--out`` (default a temporary folder), so
-``harness report``/``compare`` work on them afterwards. The timing of a loaded machine is noise:
-read the ratios, and compare only numbers measured in the same invocation.
+it as ``engine.kind: openai`` runs; the server is stopped at the end. Both engines' limits are
+printed (the server gets the reference engine's: ``--max-num-seqs`` = its sequences in flight per
+replica, ``--max-num-batched-tokens`` = its token budget), and the prefix-cache hits of each vLLM
+run, which must be 0: the cache is off, so the second workload reuses nothing of the first. Runs
+go one after the other, never at the same time. Every run is a ``harness run`` in ``--out``
+(default a temporary folder), so ``harness report``/``compare`` work on them afterwards. The
+timing of a loaded machine is noise: read the ratios, and compare only numbers measured in the
+same invocation.
 
 ``--repeats N``: N runs of each engine and workload (the reference's first, then vLLM's on one
 server); each metric is the mean over the repeats, and the ratio reference / vLLM carries its
@@ -204,9 +208,24 @@ def main() -> int:
         f"{args.output} out, one after the other; vLLM {info.version} ready after "
         f"{info.ready_s:.0f} s"
     )
+    print(limits_line(refs[0], server.launch.settings, vllms))
     for (name, _), ref, vl in zip(workloads, refs, vllms):
         print(table(name, ref[0], vl[0]) if args.repeats == 1 else repeats_table(name, ref, vl))
     return 0
+
+
+def limits_line(ref: dict, settings: dict, vllms: list[dict]) -> str:
+    """Both engines' scheduling limits (like for like: harness.engines.vllm.command.limits) and
+    the prefix-cache hits of each vLLM run (0: the runs shared the server, reused nothing)."""
+    slots = (ref.get("layout") or {}).get("kv_slots_per_replica")
+    budget = ((ref.get("predicted") or {}).get("run") or {}).get("max_num_batched_tokens")
+    hits = [(v.get("server_metrics") or {}).get("prefix_cache_hits") for v in vllms]
+    return (
+        f"limits: reference {slots} sequences in flight per replica, {budget} tokens per batch; "
+        f"vLLM --max-num-seqs {settings.get('max_num_seqs')}, --max-num-batched-tokens "
+        f"{settings.get('max_num_batched_tokens')}, prefix cache "
+        f"{'on' if settings.get('prefix_caching') else 'off'} (hits per vLLM run: {hits})"
+    )
 
 
 if __name__ == "__main__":

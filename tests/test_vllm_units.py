@@ -94,7 +94,7 @@ def test_command_line_carries_the_spec_layout_and_extra_args_last(tmp_path):
     assert argv[-2:] == [
         "--max-num-seqs",
         "2",
-    ]  # after the spec's --max-num-seqs 6: argparse keeps it
+    ]  # after the spec's --max-num-seqs 24 (4 micro-batches × 6): argparse keeps the last
     assert launch.env["VLLM_PP_LAYER_PARTITION"] == "1,1,1,1"
     assert launch.env["VLLM_CPU_KVCACHE_SPACE"] == "1" and launch.env["HF_HUB_OFFLINE"] == "1"
     assert launch.url == "http://127.0.0.1:8123" and launch.model == str(tmp_path / "model")
