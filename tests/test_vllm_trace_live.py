@@ -15,7 +15,7 @@ from harness.engines.openai_server.stopping import StopSignals
 from harness.engines.serving import serve_trace
 from harness.engines.vllm.engine import VllmEngine
 from harness.spec.spec import load_spec
-from vllm_server import CPU_ENV, needs_vllm, spec_dict, write_spec
+from vllm_server import needs_vllm, spec_dict, write_spec
 
 pytestmark = [needs_vllm, pytest.mark.slow, pytest.mark.timeout(900)]
 HIDDEN, FP32 = 256, 4  # benchmarks/tiny_checkpoint.py
@@ -25,8 +25,7 @@ HIDDEN, FP32 = 256, 4  # benchmarks/tiny_checkpoint.py
 def traced_run(vllm_server, vllm_ckpt, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("vllm-trace")
     config = write_spec(
-        tmp / "vllm.yaml",
-        spec_dict(vllm_ckpt, {"kind": "vllm", "env": CPU_ENV}, num_requests=8, rate_rps=4),
+        tmp / "vllm.yaml", spec_dict(vllm_ckpt, {"kind": "vllm"}, num_requests=8, rate_rps=4)
     )
     spec = load_spec(config)
     run = tmp / "run"
