@@ -1,0 +1,167 @@
+"""A forecast's intervals: B draws of "one run of the forecast workload", each metric's interval
+from them (``harness.measure.prediction``).
+
+One draw b (seeded by b, so the same inputs give the same intervals):
+
+1. **The calibration's sampling error.** The calibration run is measured again, by resampling it:
+   its measured steps in moving blocks of consecutive steps (one block choice for every stage: a
+   step keeps its stages together), each stage's cost refitted on them (``fit_stage``: the
+   coefficients and the residuals the simulator draws from), the return hops resampled; and its
+   completed requests, ordered by arrival, in moving blocks: their pooled mean ITL is this draw's
+   closure target (the run's own mean ITL, which sets the model's scale).
+2. **Closed** like the point forecast's model: the refitted model times the calibration's factor,
+   then times target_b / (its simulated mean ITL of the calibration's workload, one run, seed b):
+   one step of the closure's iteration (``harness.predict.closure``) from where it converged.
+3. **The residuals' spread.** One simulated run of the forecast workload (its own trace, its
+   request count) on that model, residuals drawn afresh: the summary's metrics.
+
+The draws' spread thus holds the run-to-run noise of a run of this size on the calibrated host
+(step 3), and how far a calibration of this size could be off (steps 1–2). It holds no change of
+the host between the calibration and the run (docs/performance.md measures that part).
+An emulate profile (no run) has no step 1–2: its draws are residual resampling alone.
+Blocks: the host has slow and fast phases, so steps and requests are serially correlated; a
+block bootstrap keeps that, one by one would not (``harness.measure.prediction.block_resample``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+
+from harness.measure.prediction import LEVEL, band, block_resample, coverage_of, prediction_ranks
+from harness.predict.calibrate import PipelineModel
+from harness.predict.closure import BOUNDS, METRIC, run_spec, scaled
+from harness.predict.fit import fit_stage
+
+SEED = 20261207
+FORECAST_SEED, CLOSURE_SEED = 10_000, 20_000  # simulation seeds (the point forecast uses 0..R−1)
+
+
+def interval_keys() -> set[str]:
+    from harness.measure.metric_intervals import FAMILIES, RATES, STATS
+
+    return {f"{st}_{fam}_ms" for fam in FAMILIES for st in STATS} | set(RATES)
+
+
+class OneRun:
+    """One simulated run of ``spec``'s workload (its trace and KV slots built once)."""
+
+    def __init__(self, spec, slo_thresholds_ms=None) -> None:
+        from harness.plan.planner import plan as make_plan
+        from harness.plan.planner import seq_len
+        from harness.spec.workload import build_trace
+
+        self.spec, self.slo = spec, slo_thresholds_ms
+        self.trace = build_trace(spec.workload, spec.shape.vocab, seq_len(spec))
+        self.slots = make_plan(spec).kv_slots()
+
+    def __call__(self, model: PipelineModel, seed: int) -> dict:
+        from harness.measure.metrics import summarize
+        from harness.predict.simulate import simulate
+
+        sim = simulate(self.spec, self.trace, model, self.slots, seed=seed)
+        return summarize(sim.records, slo_thresholds_ms=self.slo)
+
+
+@dataclass
+class Calibration:
+    """What step 1 resamples beside the model's own samples: the calibration run's workload and
+    each completed request's ITL gaps (seconds), in arrival order."""
+
+    run: OneRun
+    itl_groups: list[np.ndarray]
+
+
+def calibration_of(run_dir) -> Calibration | None:
+    """The calibration run's spec and requests; None when its spec or requests do not read (the
+    model was then not closed either)."""
+    from harness.errors import UsageError
+    from harness.measure.metrics import itls_s
+    from harness.results.bench_file import run_records
+    from harness.results.reader import load_run
+
+    try:
+        spec = run_spec(run_dir)
+        run = load_run(run_dir, tables=("requests",))
+    except UsageError:
+        return None
+    if run.requests is None or not len(run.requests):
+        return None
+    records, _ = run_records(run.requests.to_dict("records"))
+    done = sorted((r for r in records if r.completed and not r.warmup), key=lambda r: r.arrival_s)
+    groups = [np.asarray(itls_s(r), dtype=float) for r in done]
+    return Calibration(OneRun(spec), [g for g in groups if g.size])
+
+
+def refit(model: PipelineModel, rng: np.random.Generator) -> PipelineModel:
+    """Step 1's model: stages refitted on the steps resampled in blocks, times the closure factor
+    of ``model``; return hops resampled; the rest of ``model`` as it is."""
+    factor = float((model.closure or {}).get("factor") or 1.0)
+    steps = sorted({st for stage in model.samples for st, _, _ in stage})
+    count = Counter(steps[i] for i in block_resample(len(steps), rng))
+    out = scaled(model, 1.0)
+    for s, smp in enumerate(model.samples):
+        pts = [(f, t) for st, f, t in smp for _ in range(count.get(st, 0))]
+        if len(pts) < 2:
+            pts = [(f, t) for _, f, t in smp]
+        raw = fit_stage(s, pts, source=model.stages[s].source)
+        out.stages[s] = scaled(PipelineModel([raw], [], 0.0, 0.0), factor).stages[0]
+    if model.return_samples:
+        back = np.asarray(model.return_samples)
+        out.return_samples = back[rng.integers(0, back.size, back.size)].tolist()
+    return out
+
+
+def pooled_mean_ms(groups: list[np.ndarray], idx: np.ndarray) -> float | None:
+    total = sum(float(groups[i].sum()) for i in idx)
+    count = sum(groups[i].size for i in idx)
+    return 1e3 * total / count if count else None
+
+
+def model_draw(model: PipelineModel, calib: Calibration | None, b: int) -> PipelineModel:
+    """Steps 1–2 of draw ``b``; ``model`` itself when there is no calibration run to resample."""
+    if calib is None or not model.samples or not calib.itl_groups:
+        return model
+    rng = np.random.default_rng([SEED, b])
+    drawn = refit(model, rng)
+    target = pooled_mean_ms(calib.itl_groups, block_resample(len(calib.itl_groups), rng))
+    now = calib.run(drawn, CLOSURE_SEED + b).get(METRIC)
+    if not target or not now:
+        return drawn
+    return scaled(drawn, min(max(target / now, BOUNDS[0]), BOUNDS[1]))
+
+
+def forecast_intervals(
+    spec, model: PipelineModel, source, point: dict, level: float = LEVEL, draws: int = 39
+) -> dict:
+    """The ``intervals`` block of a forecast: each metric of ``point`` (the point forecast's
+    metrics) that a run's summary gives an interval for, at ``level``, from ``draws`` draws."""
+    from harness.results.summary import goodput_thresholds_ms
+
+    t0 = time.perf_counter()
+    calib = calibration_of(source) if model.source.get("kind") == "run" else None
+    run = OneRun(spec, goodput_thresholds_ms(spec))
+    runs = [run(model_draw(model, calib, b), FORECAST_SEED + b) for b in range(draws)]
+    keys = sorted(k for k in interval_keys() & set(point) if isinstance(point[k], (int, float)))
+    ranks = prediction_ranks(draws, level)
+    sources = ["residual resampling: one simulated run of this workload per draw"]
+    if calib is not None:
+        sources.append(
+            "the calibration run's sampling error: its steps (stage costs refitted) and requests "
+            "(closure target, mean ITL) block-bootstrapped per draw"
+        )
+    return {
+        "level": level,
+        "draws": draws,
+        "ranks": list(ranks) if ranks else None,
+        "coverage": coverage_of(draws, ranks) if ranks else None,
+        "sources": sources,
+        "not_included": "a change of the host's speed between the calibration and the run",
+        "metrics": {
+            k: band([r.get(k) for r in runs], point[k], level).to_dict() for k in keys
+        },
+        "wall_s": time.perf_counter() - t0,
+    }
