@@ -129,9 +129,7 @@ def render(p: dict) -> str:
     ):
         lines.append(
             f"  {name:12}"
-            + "".join(
-                f"{_cell(m, ivs, f'{st}_{key}_ms'):>24}" for st in ("mean", "median", "p99")
-            )
+            + "".join(f"{_cell(m, ivs, f'{st}_{key}_ms'):>24}" for st in ("mean", "median", "p99"))
         )
     send = p.get("metrics_from_send")
     if send:
@@ -147,8 +145,9 @@ def render(p: dict) -> str:
         "tok/s"
     )
     if ivs:
-        lines.append(f"  intervals from: {'; '.join(iv['sources'])}; not in them: "
-                     f"{iv['not_included']}")
+        lines.append(
+            f"  intervals from: {'; '.join(iv['sources'])}; not in them: {iv['not_included']}"
+        )
     for r in p["slo"]:
         verdict = {True: "PASS", False: "FAIL", None: "NOT MEASURED"}[r["passed"]]
         lines.append(f"  SLO {r['target']:<26} {_f(r['measured']):>10}  {verdict}")

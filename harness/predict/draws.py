@@ -160,8 +160,6 @@ def forecast_intervals(
         "coverage": coverage_of(draws, ranks) if ranks else None,
         "sources": sources,
         "not_included": "a change of the host's speed between the calibration and the run",
-        "metrics": {
-            k: band([r.get(k) for r in runs], point[k], level).to_dict() for k in keys
-        },
+        "metrics": {k: band([r.get(k) for r in runs], point[k], level).to_dict() for k in keys},
         "wall_s": time.perf_counter() - t0,
     }
