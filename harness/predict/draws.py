@@ -28,6 +28,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -84,7 +85,7 @@ def calibration_of(run_dir) -> Calibration | None:
     from harness.results.reader import load_run
 
     try:
-        spec = run_spec(run_dir)
+        spec = run_spec(Path(run_dir))
         run = load_run(run_dir, tables=("requests",))
     except UsageError:
         return None
