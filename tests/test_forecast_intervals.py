@@ -170,7 +170,7 @@ def _intervals(model, calib, spec, draws=19, level=0.9):
 
     point = OneRun(spec)(model, 0)
     orig = d.calibration_of
-    d.calibration_of = lambda source: calib  # the synthetic calibration, not a run directory
+    d.calibration_of = lambda source, history=None: calib  # synthetic, not a run directory
     try:
         return point, forecast_intervals(spec, model, "synthetic", point, level, draws)
     finally:
@@ -223,3 +223,41 @@ def test_model_draws_spread_with_the_calibration_and_not_without_one():
     again = model_draw(model, calib, 3)
     assert again.stages[0].intercept_s == c0[3]  # the same draw twice: the same model
     assert model_draw(model, None, 3) is model  # an emulate profile: residual resampling alone
+
+
+def test_history_adds_the_hosts_run_to_run_spread(tmp_path):
+    """A calibration (a synthetic run directory) and two earlier runs of its spec whose mean ITL
+    was 0.8× and 1.25× its own: s = sd(ln) ≈ 0.22 over k = 3, so each draw's scale moves by
+    exp(0.22·√(4/3)·T), T ~ t(2): the intervals widen several-fold. One earlier run is too few:
+    the forecast says so and does not widen."""
+    import json
+    import shutil
+
+    from run_fixtures import build_synthetic_run
+
+    from harness.predict.closure import calibrated
+    from harness.predict.forecast import forecast
+
+    # its requests' TPOT near what its steps simulate to: the closure converges at once
+    run = build_synthetic_run(tmp_path / "calibration", tpot_s=0.0165)
+    spec = load_spec(DEMO_CONFIG, ["workload.num_requests=24"])
+    model = calibrated(run, spec)  # closed once, the three forecasts share it
+    hist = tmp_path / "history"
+    for i, factor in enumerate((0.8, 1.25)):
+        other = hist / f"run-{i}"
+        shutil.copytree(run, other)
+        summary = json.loads((other / "summary.json").read_text())
+        summary["metrics"]["mean_itl_ms"] *= factor
+        (other / "summary.json").write_text(json.dumps(summary))
+    plain = forecast(spec, str(run), model=model, draws=19)
+    wide = forecast(spec, str(run), model=model, draws=19, history=str(hist))
+    key = "median_tpot_ms"
+    w0 = half_width(plain["intervals"]["metrics"][key], plain["metrics"][key])
+    w1 = half_width(wide["intervals"]["metrics"][key], wide["metrics"][key])
+    assert w1 > 2 * w0, (w0, w1)
+    assert "over 3 runs of the calibration's spec" in wide["intervals"]["sources"][-1]
+    shutil.rmtree(hist / "run-1")
+    few = forecast(spec, str(run), model=model, draws=19, history=str(hist))
+    assert len(few["intervals"]["sources"]) == 2
+    assert "fewer than 3 runs" in few["intervals"]["not_included"]
+    assert few["intervals"]["metrics"][key] == plain["intervals"]["metrics"][key]

@@ -8,7 +8,8 @@ writes the JSON atomically; ``harness report RUN --predicted FILE`` (or ``predic
 run directory) shows it beside the bound and the measurement, and whether each measurement fell
 inside its interval. Every metric carries a prediction interval at ``--level`` (default 90 %): where
 one run of CONFIG's workload will measure it, from ``--draws`` draws of the calibration's sampling
-error and of the residuals (harness/predict/draws.py); ``--draws 0`` leaves them out.
+error and of the residuals (harness/predict/draws.py); ``--draws 0`` leaves them out;
+``--history DIR`` adds the host's run-to-run spread from earlier runs of the calibration's spec.
 
 Exit: 0 forecast made; 2 bad input (missing run dir, a run without the tables, an emulate JSON of
 another model or layout), before anything is simulated."""
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -49,6 +51,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="draws the intervals rest on (default: 2 beyond each end, 39 at 0.9; 0: no intervals)",
     )
+    p.add_argument(
+        "--history",
+        metavar="DIR",
+        help="earlier runs of the calibration's spec (any depth): their spread of mean ITL, the "
+        "host's run-to-run variation, widens the intervals (from 3 runs with the calibration)",
+    )
     p.add_argument("--json", action="store_true", help="print the forecast as JSON")
     p.add_argument("--out", metavar="FILE", help="also write the forecast JSON here (atomically)")
 
@@ -72,13 +80,18 @@ def interval_options(level: float | None, draws: int | None) -> tuple[float, int
 
 
 def main(args: argparse.Namespace) -> int:
+    from harness.errors import UsageError
     from harness.predict.forecast import forecast
     from harness.results.atomic import atomic_write_json, clean_floats
     from harness.spec.spec import load_spec
 
     level, draws = interval_options(args.level, args.draws)
     spec = load_spec(args.config, args.overrides)
-    out = forecast(spec, args.source, level=level, draws=draws)
+    if args.history is not None and not Path(args.history).is_dir():
+        raise UsageError(
+            f"--history {args.history}: not a directory; give the folder of earlier runs"
+        )
+    out = forecast(spec, args.source, level=level, draws=draws, history=args.history)
     if args.out:
         atomic_write_json(args.out, out)
     if args.json:

@@ -17,7 +17,14 @@ One draw b (seeded by b, so the same inputs give the same intervals):
 
 The draws' spread thus holds the run-to-run noise of a run of this size on the calibrated host
 (step 3), and how far a calibration of this size could be off (steps 1–2). It holds no change of
-the host between the calibration and the run (docs/performance.md measures that part).
+the host between the calibration and the run (docs/performance.md measures that part) unless a
+history is given (``harness predict --history DIR``): the complete runs under DIR of the
+calibration's own spec (``harness.verdicts.history.comparable_history``) and the calibration
+itself, k ≥ 3 mean ITLs, give the host's run-to-run spread s of ln(mean ITL), and each draw's
+closure target is further multiplied by exp(s·√(1 + 1/k)·T), T ~ Student t(k − 1): the
+predictive distribution of the next run's speed, the same that ``harness history``'s noise band
+uses (``harness.verdicts.change.noise_band``). It counts each run's own sampling noise a second
+time (it is in the history's spread and in step 1): a little wider, never narrower.
 An emulate profile (no run) has no step 1–2: its draws are residual resampling alone.
 Blocks: the host has slow and fast phases, so steps and requests are serially correlated; a
 block bootstrap keeps that, one by one would not (``harness.measure.prediction.block_resample``).
@@ -74,11 +81,25 @@ class Calibration:
 
     run: OneRun
     itl_groups: list[np.ndarray]
+    host: tuple[float, int] | None = None  # (s, k): ln(mean ITL)'s s.d. over k runs (history)
 
 
-def calibration_of(run_dir) -> Calibration | None:
-    """The calibration run's spec and requests; None when its spec or requests do not read (the
-    model was then not closed either)."""
+def host_spread(run_dir, history) -> tuple[float, int] | None:
+    """(s, k) of ln(mean ITL) over the calibration and its spec's complete runs under
+    ``history`` (module docstring); None with fewer than 3 (UsageError: not a directory)."""
+    from harness.results.reader import load_run
+    from harness.verdicts.change import log_spread
+    from harness.verdicts.history import comparable_history
+
+    base = load_run(run_dir, tables=False)
+    runs = [base.summary, *comparable_history(history, base, exclude=[Path(run_dir)])]
+    spread = log_spread([(s.get("metrics") or {}).get(METRIC) for s in runs])
+    return None if spread is None else (spread[1], spread[2])
+
+
+def calibration_of(run_dir, history=None) -> Calibration | None:
+    """The calibration run's spec and requests (and with ``history`` the host's spread); None when
+    its spec or requests do not read (the model was then not closed either)."""
     from harness.errors import UsageError
     from harness.measure.metrics import itls_s
     from harness.results.bench_file import run_records
@@ -94,7 +115,8 @@ def calibration_of(run_dir) -> Calibration | None:
     records, _ = run_records(run.requests.to_dict("records"))
     done = sorted((r for r in records if r.completed and not r.warmup), key=lambda r: r.arrival_s)
     groups = [np.asarray(itls_s(r), dtype=float) for r in done]
-    return Calibration(OneRun(spec), [g for g in groups if g.size])
+    host = host_spread(run_dir, history) if history is not None else None
+    return Calibration(OneRun(spec), [g for g in groups if g.size], host)
 
 
 def refit(model: PipelineModel, rng: np.random.Generator) -> PipelineModel:
@@ -129,6 +151,9 @@ def model_draw(model: PipelineModel, calib: Calibration | None, b: int) -> Pipel
     rng = np.random.default_rng([SEED, b])
     drawn = refit(model, rng)
     target = pooled_mean_ms(calib.itl_groups, block_resample(len(calib.itl_groups), rng))
+    if calib.host is not None and target:
+        s, k = calib.host
+        target *= float(np.exp(s * np.sqrt(1.0 + 1.0 / k) * rng.standard_t(k - 1)))
     now = calib.run(drawn, CLOSURE_SEED + b).get(METRIC)
     if not target or not now:
         return drawn
@@ -136,14 +161,21 @@ def model_draw(model: PipelineModel, calib: Calibration | None, b: int) -> Pipel
 
 
 def forecast_intervals(
-    spec, model: PipelineModel, source, point: dict, level: float = LEVEL, draws: int = 39
+    spec,
+    model: PipelineModel,
+    source,
+    point: dict,
+    level: float = LEVEL,
+    draws: int = 39,
+    history=None,
 ) -> dict:
     """The ``intervals`` block of a forecast: each metric of ``point`` (the point forecast's
-    metrics) that a run's summary gives an interval for, at ``level``, from ``draws`` draws."""
+    metrics) that a run's summary gives an interval for, at ``level``, from ``draws`` draws (with
+    the host's run-to-run spread from ``history``, a folder of runs, when given)."""
     from harness.results.summary import goodput_thresholds_ms
 
     t0 = time.perf_counter()
-    calib = calibration_of(source) if model.source.get("kind") == "run" else None
+    calib = calibration_of(source, history) if model.source.get("kind") == "run" else None
     run = OneRun(spec, goodput_thresholds_ms(spec))
     runs = [run(model_draw(model, calib, b), FORECAST_SEED + b) for b in range(draws)]
     keys = sorted(k for k in interval_keys() & set(point) if isinstance(point[k], (int, float)))
@@ -154,13 +186,22 @@ def forecast_intervals(
             "the calibration run's sampling error: its steps (stage costs refitted) and requests "
             "(closure target, mean ITL) block-bootstrapped per draw"
         )
+    host = "a change of the host's speed between the calibration and the run"
+    if calib is not None and calib.host is not None:
+        sources.append(
+            f"the host's run-to-run spread: ln(mean ITL) s.d. {calib.host[0]:.3f} over "
+            f"{calib.host[1]} runs of the calibration's spec (--history {history})"
+        )
+        host = "a change of the host beyond its spread over the history's runs"
+    elif history is not None:
+        host += f" (--history {history}: fewer than 3 runs of the calibration's spec)"
     return {
         "level": level,
         "draws": draws,
         "ranks": list(ranks) if ranks else None,
         "coverage": coverage_of(draws, ranks) if ranks else None,
         "sources": sources,
-        "not_included": "a change of the host's speed between the calibration and the run",
+        "not_included": host,
         "metrics": {k: band([r.get(k) for r in runs], point[k], level).to_dict() for k in keys},
         "wall_s": time.perf_counter() - t0,
     }

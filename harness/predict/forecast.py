@@ -53,14 +53,18 @@ def forecast(
     model: PipelineModel | None = None,
     level: float = LEVEL,
     draws: int | None = None,
+    history=None,
 ) -> dict:
     """Calibrate from ``source`` (a run dir or an emulate JSON) and forecast ``spec``, with each
-    metric's ``level`` interval from ``draws`` draws (default ``draws_for(level)``; 0: none)."""
+    metric's ``level`` interval from ``draws`` draws (default ``draws_for(level)``; 0: none; the
+    host's run-to-run spread from the runs under ``history`` when given)."""
     model = model or calibrated(source, spec)
     out = simulate_spec(spec, model)
     draws = draws_for(level) if draws is None else draws
     if draws:
-        out["intervals"] = forecast_intervals(spec, model, source, out["metrics"], level, draws)
+        out["intervals"] = forecast_intervals(
+            spec, model, source, out["metrics"], level, draws, history
+        )
     gpus = spec.layout.world_size
     if model.source.get("kind") == "run":
         checked = f"calibrated on a measured run of this layout ({model.source.get('path')})"
