@@ -233,10 +233,9 @@ def test_history_adds_the_hosts_run_to_run_spread(tmp_path):
     import json
     import shutil
 
-    from run_fixtures import build_synthetic_run
-
     from harness.predict.closure import calibrated
     from harness.predict.forecast import forecast
+    from run_fixtures import build_synthetic_run
 
     # its requests' TPOT near what its steps simulate to: the closure converges at once
     run = build_synthetic_run(tmp_path / "calibration", tpot_s=0.0165)
