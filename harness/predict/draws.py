@@ -10,8 +10,9 @@ One draw b (seeded by b, so the same inputs give the same intervals):
    completed requests, ordered by arrival, in moving blocks: their pooled mean ITL is this draw's
    closure target (the run's own mean ITL, which sets the model's scale).
 2. **Closed** like the point forecast's model: the refitted model times the calibration's factor,
-   then times target_b / (its simulated mean ITL of the calibration's workload, one run, seed b):
-   one step of the closure's iteration (``harness.predict.closure``) from where it converged.
+   then scaled until one simulated run of the calibration's workload (seed b) meets target_b within
+   1 % or 6 simulations are spent: the closure's iteration (``harness.predict.closure``) from
+   where it converged, a proportional step then secant steps (``reclosed``).
 3. **The residuals' spread.** One simulated run of the forecast workload (its own trace, its
    request count) on that model, residuals drawn afresh: the summary's metrics.
 
@@ -46,6 +47,7 @@ from harness.predict.fit import fit_stage
 
 SEED = 20261207
 FORECAST_SEED, CLOSURE_SEED = 10_000, 20_000  # simulation seeds (the point forecast uses 0..R−1)
+RECLOSE_STEPS, RECLOSE_TOLERANCE = 6, 0.01
 
 
 def interval_keys() -> set[str]:
@@ -154,10 +156,28 @@ def model_draw(model: PipelineModel, calib: Calibration | None, b: int) -> Pipel
     if calib.host is not None and target:
         s, k = calib.host
         target *= float(np.exp(s * np.sqrt(1.0 + 1.0 / k) * rng.standard_t(k - 1)))
-    now = calib.run(drawn, CLOSURE_SEED + b).get(METRIC)
+    return reclosed(drawn, calib.run, target, CLOSURE_SEED + b)
+
+
+def reclosed(model: PipelineModel, run: OneRun, target: float | None, seed: int) -> PipelineModel:
+    """``model`` scaled so that one simulated run of the calibration's workload (``seed``, the same
+    for every step: common random numbers) meets ``target`` within ``RECLOSE_TOLERANCE``: a
+    proportional step, then secant steps on ln(metric) against ln(factor) (queueing makes the
+    metric grow faster than the factor), at most ``RECLOSE_STEPS`` simulations."""
+    now = run(model, seed).get(METRIC)
     if not target or not now:
-        return drawn
-    return scaled(drawn, min(max(target / now, BOUNDS[0]), BOUNDS[1]))
+        return model
+    f, prev = 1.0, None
+    for _ in range(RECLOSE_STEPS - 1):
+        if abs(now / target - 1.0) <= RECLOSE_TOLERANCE:
+            break
+        slope = 1.0
+        if prev is not None and prev[0] != f and prev[1] > 0 and now != prev[1]:
+            slope = min(max(np.log(now / prev[1]) / np.log(f / prev[0]), 0.5), 10.0)
+        prev = (f, now)
+        f = min(max(f * (target / now) ** (1.0 / slope), BOUNDS[0]), BOUNDS[1])
+        now = run(scaled(model, f), seed).get(METRIC) or now
+    return scaled(model, f)
 
 
 def forecast_intervals(
