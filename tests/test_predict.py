@@ -351,8 +351,11 @@ def test_forecast_of_the_measured_workload_is_near_the_run(demo_dir, tmp_path):
         ivs["metrics"]
     )
     for key, iv in ivs["metrics"].items():
-        assert iv["low"] <= pred["metrics"][key] <= iv["high"], key
-        assert iv["n"] == 39 and iv["confidence"] == 0.9
+        if iv["low"] is not None:  # a statistic some draws lack may stay open
+            assert iv["low"] <= pred["metrics"][key] <= iv["high"], key
+        assert iv["confidence"] == 0.9
+    for key in ("median_ttft_ms", "p99_tpot_ms", "mean_itl_ms", "request_throughput"):
+        assert ivs["metrics"][key]["n"] == 39, key
     assert ivs["metrics"]["median_tpot_ms"]["high"] > ivs["metrics"]["median_tpot_ms"]["low"]
     assert [r["target"] for r in pred["slo"]] == [
         r["target"] for r in json.loads((demo_dir / "summary.json").read_text())["slo"]
