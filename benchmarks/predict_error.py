@@ -185,7 +185,7 @@ def main() -> int:
         ],
     )
     t0 = time.perf_counter()
-    big_fc = forecast(big, calibs[0]["run_dir"], model=model)
+    big_fc = forecast(big, calibs[0]["run_dir"], model=model, draws=0)  # the simulation alone
     sim_1000_s = time.perf_counter() - t0
     cover = coverage(results, controls, args.level)
     report = {
