@@ -449,7 +449,7 @@ def test_predict_honours_max_concurrency_on_the_demo_calibration(demo_dir, tmp_p
     # the text shows point [low, high]
     row = next(line for line in res.stdout.splitlines() if line.strip().startswith("TPOT (ms)"))
     assert f"[{tpot['low']:.3g}, {tpot['high']:.3g}]" in row, row
-    assert "80% prediction interval" in res.stdout
+    assert "80 % prediction interval" in res.stdout
     service_s = pred["metrics_from_send"]["mean_e2el_ms"] / 1e3
     assert pred["metrics"]["request_throughput"] == pytest.approx(1 / service_s, rel=0.2)
     assert pred["workload"]["max_concurrency"] == 1

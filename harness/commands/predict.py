@@ -109,8 +109,13 @@ def _cell(m: dict, ivs: dict, key: str) -> str:
     """``value [low, high]`` (``-`` for an open end), or the value alone without an interval."""
     iv = ivs.get(key)
     if not iv:
-        return _f(m.get(key))
-    return f"{_f(m.get(key))} [{_f(iv.get('low'))}, {_f(iv.get('high'))}]"
+        return _n(m.get(key))
+    return f"{_n(m.get(key))} [{_n(iv.get('low'))}, {_n(iv.get('high'))}]"
+
+
+def _n(v) -> str:
+    """3 significant digits, whole numbers from 1000 on (no exponent in a table cell)."""
+    return _f(v, ".0f") if v is not None and v == v and abs(v) >= 1000 else _f(v)
 
 
 def render(p: dict) -> str:
@@ -130,7 +135,7 @@ def render(p: dict) -> str:
     if ivs:
         iv = p["intervals"]
         lines.append(
-            f"  each value [its {iv['level']:.0%} prediction interval: where one run of this "
+            f"  each value [its {iv['level'] * 100:g} % prediction interval: where one run of this "
             f"workload will measure it; {iv['draws']} draws]"
         )
     lines.append(f"  {'metric':12}" + "".join(f"{h:>24}" for h in ("mean", "median", "p99")))

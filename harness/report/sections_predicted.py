@@ -122,7 +122,7 @@ def predicted_section(ctx: Ctx, pred: dict | None) -> Section | None:
                 "quantity",
                 "bound (planner)",
                 "predicted (calibrated)",
-                f"interval ({level:.0%})" if level else "interval",
+                f"interval ({level * 100:g} %)" if level else "interval",
                 "measured",
                 "inside",
                 "error",
@@ -130,8 +130,8 @@ def predicted_section(ctx: Ctx, pred: dict | None) -> Section | None:
             rows,
         ),
         Text(
-            f"{sum(counted)} of {len(counted)} measurements inside their {level:.0%} forecast "
-            f"intervals ({(pred.get('intervals') or {}).get('draws')} draws; "
+            f"{sum(counted)} of {len(counted)} measurements inside their {level * 100:g} % "
+            f"forecast intervals ({(pred.get('intervals') or {}).get('draws')} draws; "
             f"{(pred.get('intervals') or {}).get('not_included')} is not in them)."
             if counted
             else "The forecast has no intervals (made with --draws 0, or before they existed)."
