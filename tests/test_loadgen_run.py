@@ -106,8 +106,8 @@ def test_cli_refuses_before_any_rank_starts(tmp_path):
     )
     assert p.returncode == 2 and not run_dir.exists()
     assert p.stderr.strip().splitlines() == [
-        "harness run: error: --loadgen: mlperf_loadgen is not installed; pip install 'harness[loadgen]' "
-        "(mlcommons-loadgen==6.0.17)"
+        "harness run: error: --loadgen: mlperf_loadgen is not installed; pip install "
+        "'harness[loadgen]' (mlcommons-loadgen==6.0.17)"
     ]
 
 
@@ -221,6 +221,6 @@ def test_reference_engine_server_run(tmp_path):
     res = harness_run(
         run_dir, "workload.num_requests=16", flags=("--loadgen", "server"), timeout=300
     )
-    s = _check_run(run_dir, res, "Server", 16)
+    _check_run(run_dir, res, "Server", 16)
     for table in ("requests", "steps", "comm", "stages"):
         assert (run_dir / f"{table}.parquet").exists(), table
