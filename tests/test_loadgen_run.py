@@ -17,21 +17,22 @@ import sys
 import time
 from argparse import Namespace
 
-import mlperf_loadgen  # noqa: E402,F401  (the test extra installs it: never skipped)
+import mlperf_loadgen  # noqa: F401 (the test extra installs it: never skipped)
 import pytest
 
 from demo_run import DEMO_CONFIG, REPO, assert_verdict_exit, harness_run
 from harness.commands.run_options import run_options
-from harness.engines.loadgen.bridge import LoadGenTest  # noqa: E402
+from harness.engines.loadgen.bridge import LoadGenTest
 from harness.engines.loadgen.judged import loadgen_block
 from harness.engines.loadgen.launch import loadgen_options, preflight
 from harness.engines.loadgen.settings import make_options
 from harness.engines.options import LaunchOptions
-from harness.engines.reference.arrivals import LoadGenScheduler  # noqa: E402
+from harness.engines.reference.arrivals import LoadGenScheduler
 from harness.errors import UsageError
-from harness.results.imports import loadgen as reader  # noqa: E402
+from harness.results.imports import loadgen as reader
 from harness.spec.spec import load_spec
 from harness.spec.workload import build_trace
+from vllm_server import needs_vllm, spec_dict, write_spec
 
 LOGS = {"mlperf_log_summary.txt", "mlperf_log_detail.txt", "mlperf_log_trace.json"}
 
@@ -224,3 +225,18 @@ def test_reference_engine_server_run(tmp_path):
     _check_run(run_dir, res, "Server", 16)
     for table in ("requests", "steps", "comm", "stages"):
         assert (run_dir / f"{table}.parquet").exists(), table
+
+
+@needs_vllm
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("mode, scenario", [("server", "Server"), ("offline", "Offline")])
+def test_vllm_server_runs(mode, scenario, vllm_ckpt, vllm_server, tmp_path):
+    """The session's shared vLLM CPU server (tests/conftest.py), driven by LoadGen."""
+    engine = {"kind": "openai", "url": vllm_server["url"], "model": vllm_server["model"]}
+    config = write_spec(tmp_path / "lg.yaml", spec_dict(vllm_ckpt, engine, num_requests=12))
+    run_dir = tmp_path / "run"
+    res = harness_run(run_dir, config=config, flags=("--loadgen", mode), timeout=400)
+    s = _check_run(run_dir, res, scenario, 12)
+    assert (run_dir / "server_metrics.parquet").exists()  # the driver's scrapes stay
+    assert s["loadgen"]["settings"]["ttft_limit_ms"] == 5000.0
