@@ -220,11 +220,14 @@ def _check_run(run_dir, res, scenario: str, n: int) -> dict:
 def test_reference_engine_server_run(tmp_path):
     run_dir = tmp_path / "run"
     res = harness_run(
-        run_dir, "workload.num_requests=16", flags=("--loadgen", "server"), timeout=300
+        run_dir, "workload.num_requests=16", flags=("--loadgen", "server"), timeout=300, report=True
     )
-    _check_run(run_dir, res, "Server", 16)
-    for table in ("requests", "steps", "comm", "stages"):
+    s = _check_run(run_dir, res, "Server", 16)
+    for table in ("requests", "steps", "comm", "stages"):  # every other table stays
         assert (run_dir / f"{table}.parquet").exists(), table
+    md = (run_dir / "report.md").read_text()
+    assert f"LoadGen Server verdict: {s['loadgen']['validity']}" in md
+    assert "| p99_ttft_ms |" in md
 
 
 @needs_vllm
