@@ -1,0 +1,262 @@
+"""``harness sweep``: candidates, the load ladder and its knee, the Pareto front, the best layout
+under the SLOs, the forecast error, and the sweep folder (resume, Ctrl-C) through the verb with a
+stand-in engine; one slow test sweeps 2 real layouts × 2 loads on the CPU twin."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from contextlib import nullcontext
+
+import pytest
+from demo_run import DEMO_CONFIG
+
+from harness.errors import UsageError
+from harness.spec.spec import load_spec
+from harness.sweep.candidates import LayoutKey, candidates, parse_name
+from harness.sweep.ladder import Ladder, LoadPoint, knee, ladder
+from harness.sweep.pareto import Point, advantage, baseline, best_under_slo, pareto_front
+from harness.sweep.predicted import forecast_errors, score
+
+
+def _spec(*overrides):
+    return load_spec(DEMO_CONFIG, list(overrides))
+
+
+# ---------------------------------------------------------------- candidates
+
+
+def test_auto_candidates_are_the_tiny_models_layouts_its_heads_allow():
+    """tiny: 4 heads, 2 KV heads, 8 layers on 8 GPUs: tp ∈ {1, 2} (tp=4 does not divide 2 KV
+    heads), every pp·dp that makes 8."""
+    c = candidates(_spec(), "auto")
+    names = [k.name for k in c.keys]
+    assert names == ["tp1-pp1-dp8", "tp1-pp2-dp4", "tp1-pp4-dp2", "tp1-pp8",
+                     "tp2-pp1-dp4", "tp2-pp2-dp2", "tp2-pp4"]  # fmt: skip
+    assert c.spec_key == LayoutKey(2, 4, 1)
+    # 16 GPUs: pp=16 has more stages than the 8 layers
+    c16 = candidates(_spec("cluster.gpus_per_node=16", "parallel.dp=2"), "auto")
+    assert "tp1-pp16" not in [k.name for k in c16.keys] and "tp1-pp8-dp2" in [
+        k.name for k in c16.keys
+    ]
+    with pytest.raises(
+        UsageError, match=r"tp4-pp2 cannot run: tp=4 does not divide KV heads \(2\)"
+    ):
+        candidates(_spec(), "tp2-pp4,tp4-pp2")
+    with pytest.raises(UsageError, match="tp1-pp16 cannot run: pp=16 > 8 layers"):
+        candidates(_spec("cluster.gpus_per_node=16", "parallel.dp=2"), "tp1-pp16")
+    with pytest.raises(UsageError, match="tp2-pp2 uses 4 GPUs but the cluster has 8"):
+        candidates(_spec(), "tp2-pp2")
+    # a list keeps its order and always holds the spec's own layout
+    assert [k.name for k in candidates(_spec(), "tp1-pp8").keys] == ["tp1-pp8", "tp2-pp4"]
+
+
+def test_layout_names_read_back_and_set_the_spec():
+    for name, key in [("tp2-pp4", (2, 4, 1)), ("tp2-pp2-dp2", (2, 2, 2)), ("tp8", (8, 1, 1)),
+                      ("tp1-pp1-dp8", (1, 1, 8))]:  # fmt: skip
+        k = parse_name(name)
+        assert (k.tp, k.pp, k.dp) == key and k.name == name
+    with pytest.raises(UsageError, match="'pp4' is not a layout"):
+        parse_name("pp4")
+    spec = _spec("parallel.layer_split=[1,3,3,1]")
+    s = load_spec(
+        DEMO_CONFIG, ["parallel.layer_split=[1,3,3,1]", *parse_name("tp1-pp8").overrides(spec)]
+    )
+    assert (s.layout.tp, s.layout.pp, s.layout.dp) == (1, 8, 1) and s.layout.layer_split == (1,) * 8
+    own = parse_name("tp2-pp4").overrides(spec)
+    assert "parallel.layer_split=null" not in own  # the spec's own split stays on its own layout
+
+
+# ---------------------------------------------------------------- ladder and knee
+
+
+def test_ladder_reads_lists_and_auto_on_the_specs_axis():
+    lad = ladder(_spec(), "8,2,4,4")
+    assert lad == Ladder("workload.rate_rps", False, (2.0, 4.0, 8.0), False)
+    assert lad.label(2.0) == "rate-2" and lad.label(0.5) == "rate-0.5"
+    auto = ladder(_spec(), "auto")
+    assert auto.loads == (4.0, 8.0, 16.0, 32.0, 64.0) and auto.auto
+    closed = ladder(_spec("workload.arrival=closed", "workload.concurrency=3"), "auto")
+    assert closed.field == "workload.concurrency" and closed.loads == (3, 6, 12, 24, 48)
+    assert closed.label(6.0) == "concurrency-6"
+    for bad in ("0", "-1", "x", "inf", ""):
+        with pytest.raises(UsageError, match="--loads"):
+            ladder(_spec(), bad)
+    with pytest.raises(UsageError, match="positive integers"):
+        ladder(_spec("workload.arrival=closed", "workload.concurrency=3"), "2.5")
+
+
+def test_knee_where_throughput_stops_rising_and_latency_climbs():
+    pts = [LoadPoint(1, 1.0, 100), LoadPoint(2, 1.95, 110), LoadPoint(4, 2.9, 180),
+           LoadPoint(8, 3.0, 900), LoadPoint(16, 3.0, 2000)]  # fmt: skip
+    assert knee(pts) == 4  # 4 -> 8: +3.4 % throughput, +400 % latency
+    assert knee(pts[:3]) is None  # still rising
+    # throughput flat but latency flat too (under-loaded noise): no knee
+    assert knee([LoadPoint(1, 1.0, 100), LoadPoint(2, 1.02, 105)]) is None
+    auto = Ladder("workload.rate_rps", False, (1, 2, 4, 8, 16), True)
+    assert auto.next_load(pts[:2]) == 4 and auto.next_load(pts[:4]) is None
+    listed = dataclasses.replace(auto, auto=False)
+    assert listed.next_load(pts[:4]) == 16  # a listed ladder runs every load
+
+
+# ---------------------------------------------------------------- Pareto, best, advantage
+
+
+def _pt(layout, load, per_gpu, per_user, verdict="PASS", good=None, lo=None, hi=None):
+    return Point(layout, load, 8, verdict, f"{layout}/{load}", per_gpu, None, None, per_user,
+                 None, None, good, lo, hi, 48)  # fmt: skip
+
+
+def test_pareto_front_best_under_slo_and_advantage():
+    pts = [
+        _pt("a", 1, 10.0, 50.0, good=0.20, lo=0.15, hi=0.25),
+        _pt("a", 2, 18.0, 40.0, good=0.30, lo=0.25, hi=0.35),
+        _pt("b", 1, 9.0, 45.0, good=0.18),  # dominated by a@1
+        _pt("b", 2, 25.0, 20.0, "INCONCLUSIVE", good=0.60),  # on the front, not feasible
+        _pt("c", 1, 18.0, 40.0, "FAIL", good=0.10),  # ties a@2: not strictly dominated
+    ]
+    front = [(p.layout, p.load) for p in pareto_front(pts)]
+    assert front == [("b", 2), ("a", 2), ("c", 1), ("a", 1)]
+    best = best_under_slo(pts)
+    assert (best.layout, best.load) == ("a", 2)  # b@2 has more goodput but did not PASS
+    assert best_under_slo([p for p in pts if p.verdict != "PASS"]) is None
+    base, ok = baseline(pts, "b")
+    assert (base.layout, base.load, ok) == ("b", 1, True)
+    base_c, ok_c = baseline(pts, "c")
+    assert (base_c.load, ok_c) == (1, False)
+    # a@2 over a@1: 0.30/0.20 - 1 = +50 %; MOVER on logs: ln 1.5 ± hypot(ln(.30/.25), ln(.25/.20))
+    import math
+
+    adv = advantage(pts[1], pts[0], 0.95)
+    assert adv["pct"] == pytest.approx(50.0) and adv["ratio"] == pytest.approx(1.5)
+    half_lo = math.hypot(math.log(0.30 / 0.25), math.log(0.25 / 0.20))
+    assert adv["low_pct"] == pytest.approx((1.5 * math.exp(-half_lo) - 1) * 100)
+    assert adv["low_pct"] < 50.0 < adv["high_pct"]
+
+
+def test_forecast_error_and_ranking_score():
+    sim = [
+        {"load": 1, "verdict": "PASS", "output_throughput": 11.0, "mean_tpot_ms": 90.0,
+         "median_e2el_ms": 1000.0, "request_goodput": 1.0, "goodput_per_gpu": 0.125, "per_gpu": 1.4},
+        {"load": 2, "verdict": "FAIL", "output_throughput": 24.0, "mean_tpot_ms": 150.0,
+         "median_e2el_ms": 3000.0, "request_goodput": 0.5, "goodput_per_gpu": 0.0625, "per_gpu": 3.0},
+    ]  # fmt: skip
+    measured = {
+        1: {"output_throughput": 10.0, "mean_tpot_ms": 100.0, "median_e2el_ms": 1000.0,
+            "request_goodput": 1.0},
+        2: {"output_throughput": 20.0, "mean_tpot_ms": 120.0, "median_e2el_ms": 2000.0,
+            "request_goodput": 0.0},
+    }  # fmt: skip
+    fe = forecast_errors(sim, measured, calibration_load=1)
+    assert fe["loads"][0]["in_sample"] and fe["loads"][0]["error"][
+        "output_throughput"
+    ] == pytest.approx(0.1)
+    m = fe["mean_abs_out_of_sample"]
+    assert m["output_throughput"] == pytest.approx(0.2) and m["mean_tpot_ms"] == pytest.approx(0.25)
+    assert m["median_e2el_ms"] == pytest.approx(0.5) and m["request_goodput"] is None  # 0 measured
+    assert fe["n_out_of_sample"] == 1
+    assert score(sim, {}, 8) == (0.125, 3.0, pytest.approx(score(sim, {}, 8)[2]))
+    assert score(None, {"capacity_rps": 80.0}, 8)[:2] == (10.0, 0.0)
+
+
+# ---------------------------------------------------------------- the verb: folder, resume, Ctrl-C
+
+
+class StandIn:
+    """A stand-in system under test for the verb's bookkeeping: each layout serves
+    ``speed[layout]`` requests/s at most; a run writes the summary a real one would (metrics,
+    intervals, verdict: PASS while the rate is within the layout's speed)."""
+
+    speed = {(2, 4, 1): 3.0, (1, 8, 1): 5.0}
+
+    def __init__(self, interrupt_at: int | None = None) -> None:
+        self.calls: list[tuple] = []
+        self.interrupt_at = interrupt_at
+
+    def serve(self, spec, options):
+        lay = (spec.layout.tp, spec.layout.pp, spec.layout.dp)
+        rate = spec.workload.rate_rps
+        self.calls.append((*lay, rate))
+        if self.interrupt_at is not None and len(self.calls) == self.interrupt_at:
+            options.results_dir.mkdir(parents=True)
+            (options.results_dir / "summary.json").write_text('{"complete": false}')
+            raise KeyboardInterrupt
+        thr = min(rate, self.speed[lay])
+        ok = rate <= self.speed[lay]
+        metrics = {
+            "request_throughput": thr,
+            "output_throughput": 16 * thr,
+            "request_goodput": thr if ok else 0.0,
+            "mean_tpot_ms": 50.0 * rate,
+            "median_e2el_ms": 800.0 * (1 if ok else 4),
+            "completed": 48,
+        }
+        iv = {k: {"low": 0.8 * v, "high": 1.2 * v} for k, v in metrics.items()}
+        options.results_dir.mkdir(parents=True)
+        summary = {"complete": True, "verdict": "PASS" if ok else "FAIL", "slo": [],
+                   "metrics": metrics, "intervals": {"metrics": iv}}  # fmt: skip
+        (options.results_dir / "summary.json").write_text(json.dumps(summary))
+        return 0
+
+
+def _sweep(monkeypatch, tmp_path, stand_in, *extra):
+    from harness.cli import main
+    from harness.engines import registry
+
+    entry = dataclasses.replace(
+        registry.ENGINES["reference"], probes=lambda spec, options: nullcontext(stand_in.serve)
+    )
+    monkeypatch.setitem(registry.ENGINES, "reference", entry)
+    args = ["sweep", str(DEMO_CONFIG), "--layouts", "tp2-pp4,tp1-pp8", "--loads", "2,4",
+            "--calibrate", "none", "--results-dir", str(tmp_path / "sw"), *extra]  # fmt: skip
+    return main(args)
+
+
+def test_the_sweep_names_the_best_layout_and_resumes_every_finished_run(tmp_path, monkeypatch):
+    first = StandIn()
+    assert _sweep(monkeypatch, tmp_path, first) == 0
+    assert sorted(first.calls) == [(1, 8, 1, 2.0), (1, 8, 1, 4.0), (2, 4, 1, 2.0), (2, 4, 1, 4.0)]
+    root = tmp_path / "sw"
+    doc = json.loads((root / "sweep.json").read_text())
+    assert doc["complete"] is True and doc["spec_layout"] == "tp2-pp4"
+    assert [e["name"] for e in doc["layouts"]] == ["tp2-pp4", "tp1-pp8"]
+    # tp1-pp8 passes at 4 req/s (4 of goodput / 8 GPUs); tp2-pp4 only at 2 (its 4 fails)
+    assert (doc["best"]["layout"], doc["best"]["load"]) == ("tp1-pp8", 4.0)
+    assert doc["best"]["goodput_per_gpu"] == pytest.approx(0.5)
+    assert doc["baseline"]["layout"] == "tp2-pp4" and doc["baseline"]["load"] == 2.0
+    assert doc["advantage"]["pct"] == pytest.approx(100.0)
+    assert doc["advantage"]["low_pct"] < 100.0 < doc["advantage"]["high_pct"]
+    run = doc["layouts"][1]["runs"][1]
+    assert run["run_dir"] == str(root / "tp1-pp8" / "rate-4") and run["reused"] is False
+    assert (root / "tp1-pp8" / "rate-4" / "summary.json").is_file()
+    report = (root / "report.md").read_text()
+    assert "Best under the SLOs: tp1-pp8" in report and (root / "pareto.png").stat().st_size > 1000
+    assert "`parallel`: tp=1, pp=8, dp=1" in report
+
+    # the same command again: every run reused, nothing served
+    again = StandIn()
+    assert _sweep(monkeypatch, tmp_path, again) == 0 and again.calls == []
+    doc2 = json.loads((root / "sweep.json").read_text())
+    assert all(r["reused"] for e in doc2["layouts"] for r in e["runs"])
+    assert doc2["best"] == doc["best"]
+
+    # one run left unfinished: only it runs again
+    (root / "tp2-pp4" / "rate-4" / "summary.json").write_text('{"complete": false}')
+    third = StandIn()
+    assert _sweep(monkeypatch, tmp_path, third) == 0 and third.calls == [(2, 4, 1, 4.0)]
+
+    # other arguments in the same folder: refused before anything runs
+    other = StandIn()
+    assert _sweep(monkeypatch, tmp_path, other, "--top", "1") == 2 and other.calls == []
+
+
+def test_ctrl_c_leaves_the_sweep_marked_incomplete_and_a_rerun_finishes_it(tmp_path, monkeypatch):
+    stopped = StandIn(interrupt_at=3)
+    assert _sweep(monkeypatch, tmp_path, stopped) == 3
+    root = tmp_path / "sw"
+    doc = json.loads((root / "sweep.json").read_text())
+    assert doc["complete"] is False and doc["stopped"] == "interrupted (Ctrl-C)"
+    assert sum(len(e["runs"]) for e in doc["layouts"]) == 2
+    rest = StandIn()
+    assert _sweep(monkeypatch, tmp_path, rest) == 0 and len(rest.calls) == 2  # the two not done
+    assert json.loads((root / "sweep.json").read_text())["complete"] is True
