@@ -9,8 +9,8 @@ import json
 from contextlib import nullcontext
 
 import pytest
-from demo_run import DEMO_CONFIG
 
+from demo_run import DEMO_CONFIG
 from harness.errors import UsageError
 from harness.spec.spec import load_spec
 from harness.sweep.candidates import LayoutKey, candidates, parse_name
@@ -31,8 +31,15 @@ def test_auto_candidates_are_the_tiny_models_layouts_its_heads_allow():
     heads), every pp·dp that makes 8."""
     c = candidates(_spec(), "auto")
     names = [k.name for k in c.keys]
-    assert names == ["tp1-pp1-dp8", "tp1-pp2-dp4", "tp1-pp4-dp2", "tp1-pp8",
-                     "tp2-pp1-dp4", "tp2-pp2-dp2", "tp2-pp4"]  # fmt: skip
+    assert names == [
+        "tp1-pp1-dp8",
+        "tp1-pp2-dp4",
+        "tp1-pp4-dp2",
+        "tp1-pp8",
+        "tp2-pp1-dp4",
+        "tp2-pp2-dp2",
+        "tp2-pp4",
+    ]
     assert c.spec_key == LayoutKey(2, 4, 1)
     # 16 GPUs: pp=16 has more stages than the 8 layers
     c16 = candidates(_spec("cluster.gpus_per_node=16", "parallel.dp=2"), "auto")
@@ -52,8 +59,12 @@ def test_auto_candidates_are_the_tiny_models_layouts_its_heads_allow():
 
 
 def test_layout_names_read_back_and_set_the_spec():
-    for name, key in [("tp2-pp4", (2, 4, 1)), ("tp2-pp2-dp2", (2, 2, 2)), ("tp8", (8, 1, 1)),
-                      ("tp1-pp1-dp8", (1, 1, 8))]:  # fmt: skip
+    for name, key in [
+        ("tp2-pp4", (2, 4, 1)),
+        ("tp2-pp2-dp2", (2, 2, 2)),
+        ("tp8", (8, 1, 1)),
+        ("tp1-pp1-dp8", (1, 1, 8)),
+    ]:
         k = parse_name(name)
         assert (k.tp, k.pp, k.dp) == key and k.name == name
     with pytest.raises(UsageError, match="'pp4' is not a layout"):
@@ -87,8 +98,13 @@ def test_ladder_reads_lists_and_auto_on_the_specs_axis():
 
 
 def test_knee_where_throughput_stops_rising_and_latency_climbs():
-    pts = [LoadPoint(1, 1.0, 100), LoadPoint(2, 1.95, 110), LoadPoint(4, 2.9, 180),
-           LoadPoint(8, 3.0, 900), LoadPoint(16, 3.0, 2000)]  # fmt: skip
+    pts = [
+        LoadPoint(1, 1.0, 100),
+        LoadPoint(2, 1.95, 110),
+        LoadPoint(4, 2.9, 180),
+        LoadPoint(8, 3.0, 900),
+        LoadPoint(16, 3.0, 2000),
+    ]
     assert knee(pts) == 4  # 4 -> 8: +3.4 % throughput, +400 % latency
     assert knee(pts[:3]) is None  # still rising
     # throughput flat but latency flat too (under-loaded noise): no knee
@@ -103,8 +119,23 @@ def test_knee_where_throughput_stops_rising_and_latency_climbs():
 
 
 def _pt(layout, load, per_gpu, per_user, verdict="PASS", good=None, lo=None, hi=None):
-    return Point(layout, load, 8, verdict, f"{layout}/{load}", per_gpu, None, None, per_user,
-                 None, None, good, lo, hi, 48)  # fmt: skip
+    return Point(
+        layout,
+        load,
+        8,
+        verdict,
+        f"{layout}/{load}",
+        per_gpu,
+        None,
+        None,
+        per_user,
+        None,
+        None,
+        good,
+        lo,
+        hi,
+        48,
+    )
 
 
 def test_pareto_front_best_under_slo_and_advantage():
@@ -136,17 +167,41 @@ def test_pareto_front_best_under_slo_and_advantage():
 
 def test_forecast_error_and_ranking_score():
     sim = [
-        {"load": 1, "verdict": "PASS", "output_throughput": 11.0, "mean_tpot_ms": 90.0,
-         "median_e2el_ms": 1000.0, "request_goodput": 1.0, "goodput_per_gpu": 0.125, "per_gpu": 1.4},
-        {"load": 2, "verdict": "FAIL", "output_throughput": 24.0, "mean_tpot_ms": 150.0,
-         "median_e2el_ms": 3000.0, "request_goodput": 0.5, "goodput_per_gpu": 0.0625, "per_gpu": 3.0},
-    ]  # fmt: skip
+        {
+            "load": 1,
+            "verdict": "PASS",
+            "output_throughput": 11.0,
+            "mean_tpot_ms": 90.0,
+            "median_e2el_ms": 1000.0,
+            "request_goodput": 1.0,
+            "goodput_per_gpu": 0.125,
+            "per_gpu": 1.4,
+        },
+        {
+            "load": 2,
+            "verdict": "FAIL",
+            "output_throughput": 24.0,
+            "mean_tpot_ms": 150.0,
+            "median_e2el_ms": 3000.0,
+            "request_goodput": 0.5,
+            "goodput_per_gpu": 0.0625,
+            "per_gpu": 3.0,
+        },
+    ]
     measured = {
-        1: {"output_throughput": 10.0, "mean_tpot_ms": 100.0, "median_e2el_ms": 1000.0,
-            "request_goodput": 1.0},
-        2: {"output_throughput": 20.0, "mean_tpot_ms": 120.0, "median_e2el_ms": 2000.0,
-            "request_goodput": 0.0},
-    }  # fmt: skip
+        1: {
+            "output_throughput": 10.0,
+            "mean_tpot_ms": 100.0,
+            "median_e2el_ms": 1000.0,
+            "request_goodput": 1.0,
+        },
+        2: {
+            "output_throughput": 20.0,
+            "mean_tpot_ms": 120.0,
+            "median_e2el_ms": 2000.0,
+            "request_goodput": 0.0,
+        },
+    }
     fe = forecast_errors(sim, measured, calibration_load=1)
     assert fe["loads"][0]["in_sample"] and fe["loads"][0]["error"][
         "output_throughput"
@@ -193,8 +248,13 @@ class StandIn:
         }
         iv = {k: {"low": 0.8 * v, "high": 1.2 * v} for k, v in metrics.items()}
         options.results_dir.mkdir(parents=True)
-        summary = {"complete": True, "verdict": "PASS" if ok else "FAIL", "slo": [],
-                   "metrics": metrics, "intervals": {"metrics": iv}}  # fmt: skip
+        summary = {
+            "complete": True,
+            "verdict": "PASS" if ok else "FAIL",
+            "slo": [],
+            "metrics": metrics,
+            "intervals": {"metrics": iv},
+        }
         (options.results_dir / "summary.json").write_text(json.dumps(summary))
         return 0
 
@@ -207,8 +267,19 @@ def _sweep(monkeypatch, tmp_path, stand_in, *extra):
         registry.ENGINES["reference"], probes=lambda spec, options: nullcontext(stand_in.serve)
     )
     monkeypatch.setitem(registry.ENGINES, "reference", entry)
-    args = ["sweep", str(DEMO_CONFIG), "--layouts", "tp2-pp4,tp1-pp8", "--loads", "2,4",
-            "--calibrate", "none", "--results-dir", str(tmp_path / "sw"), *extra]  # fmt: skip
+    args = [
+        "sweep",
+        str(DEMO_CONFIG),
+        "--layouts",
+        "tp2-pp4,tp1-pp8",
+        "--loads",
+        "2,4",
+        "--calibrate",
+        "none",
+        "--results-dir",
+        str(tmp_path / "sw"),
+        *extra,
+    ]
     return main(args)
 
 
@@ -260,3 +331,57 @@ def test_ctrl_c_leaves_the_sweep_marked_incomplete_and_a_rerun_finishes_it(tmp_p
     rest = StandIn()
     assert _sweep(monkeypatch, tmp_path, rest) == 0 and len(rest.calls) == 2  # the two not done
     assert json.loads((root / "sweep.json").read_text())["complete"] is True
+
+
+# ---------------------------------------------------------------- the real thing, small
+
+
+@pytest.mark.slow
+def test_two_real_layouts_two_loads_calibrated_per_layout_then_resumed(tmp_path):
+    """The CPU twin, tp2-pp4 (the spec's) and tp2-pp2-dp2 at 2 and 4 req/s, 8 requests a run: four
+    real run directories, each layout's simulator calibrated on its first run and forecasting the
+    other load (its out-of-sample error recorded), the best layout under a goodput-only SLO named
+    with its advantage; run again, every run is reused and no world starts."""
+    import subprocess
+    import sys
+    import time
+
+    from demo_run import REPO, assert_verdict_exit
+
+    root = tmp_path / "sw"
+    cmd = [sys.executable, "-m", "harness.cli", "sweep", str(DEMO_CONFIG), "--layouts",
+           "tp2-pp4,tp2-pp2-dp2", "--loads", "2,4", "--top", "1", "--results-dir", str(root),
+           "--set", "workload.num_requests=8", "--set", "run.warmup_requests=1",
+           "--set", "slo.targets=[]", "--set", "slo.goodput={ttft: 20000, tpot: 5000}"]  # fmt: skip
+    p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    doc = json.loads((root / "sweep.json").read_text())
+    assert doc["complete"] is True and doc["calibrate"] == "per-layout"
+    runs = {(e["name"], r["load"]): r for e in doc["layouts"] for r in e["runs"]}
+    assert sorted(runs) == [("tp2-pp2-dp2", 2.0), ("tp2-pp2-dp2", 4.0), ("tp2-pp4", 2.0),
+                            ("tp2-pp4", 4.0)]  # fmt: skip
+    for (name, load), r in runs.items():
+        assert r["phase"] == ("calibration" if load == 2.0 else "ladder")
+        summary = assert_verdict_exit(r["exit_code"], root / name / f"rate-{load:g}")
+        assert summary["layout"]["tp"] == 2 and summary["metrics"]["completed"] == 8
+        assert r["point"]["per_gpu"] == pytest.approx(summary["metrics"]["output_throughput"] / 8)
+    for e in doc["layouts"]:
+        pred = e["predicted"]
+        assert pred["calibration_load"] == 2.0 and pred["calibrated_on"].endswith("rate-2")
+        assert 0.5 <= pred["closure"]["factor"] <= 2.0
+        assert [q["load"] for q in pred["points"]] == [2.0, 4.0]
+        assert e["forecast_error"]["n_out_of_sample"] == 1
+        err = e["forecast_error"]["loads"][1]["error"]["output_throughput"]
+        measured = runs[(e["name"], 4.0)]["metrics"]["output_throughput"]
+        assert err == pytest.approx(pred["points"][1]["output_throughput"] / measured - 1)
+    assert doc["best"] is not None and doc["advantage"]["base"]["layout"] == "tp2-pp4"
+    assert (root / "pareto.png").is_file() and "## Forecast error per layout" in (
+        root / "report.md"
+    ).read_text()
+
+    t0 = time.monotonic()
+    again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr[-3000:]
+    doc2 = json.loads((root / "sweep.json").read_text())
+    assert all(r["reused"] for e in doc2["layouts"] for r in e["runs"])
+    assert doc2["best"] == doc["best"] and time.monotonic() - t0 < 60

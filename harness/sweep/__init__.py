@@ -9,5 +9,7 @@ Modules, in the order they depend on each other:
   state.py       the sweep folder, ``sweep.json`` (atomic), resume
   driver.py      rank first, run second (a runner supplies the runs)
 
-Place: after ``harness.predict`` (it calibrates and simulates) and before ``harness.commands``.
+Place: after ``harness.predict`` and before ``harness.commands``.
+May import: every package below it (the planner, results, verdicts, predict); the report renders
+its sweep.json without importing it.
 """
