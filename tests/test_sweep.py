@@ -222,7 +222,7 @@ class StandIn:
     ``speed[layout]`` requests/s at most; a run writes the summary a real one would (metrics,
     intervals, verdict: PASS while the rate is within the layout's speed)."""
 
-    speed = {(2, 4, 1): 3.0, (1, 8, 1): 5.0}
+    speed = {(2, 4, 1): 3.0, (1, 8, 1): 5.0, (2, 2, 2): 9.0}
 
     def __init__(self, interrupt_at: int | None = None) -> None:
         self.calls: list[tuple] = []
@@ -350,7 +350,7 @@ def test_two_real_layouts_two_loads_calibrated_per_layout_then_resumed(tmp_path)
 
     root = tmp_path / "sw"
     cmd = [sys.executable, "-m", "harness.cli", "sweep", str(DEMO_CONFIG), "--layouts",
-           "tp2-pp4,tp2-pp2-dp2", "--loads", "2,4", "--top", "1", "--results-dir", str(root),
+           "tp2-pp4,tp2-pp2-dp2", "--loads", "2,4", "--top", "2", "--results-dir", str(root),
            "--set", "workload.num_requests=8", "--set", "run.warmup_requests=1",
            "--set", "slo.targets=[]", "--set", "slo.goodput={ttft: 20000, tpot: 5000}"]  # fmt: skip
     p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
@@ -385,3 +385,22 @@ def test_two_real_layouts_two_loads_calibrated_per_layout_then_resumed(tmp_path)
     doc2 = json.loads((root / "sweep.json").read_text())
     assert all(r["reused"] for e in doc2["layouts"] for r in e["runs"])
     assert doc2["best"] == doc["best"] and time.monotonic() - t0 < 60
+
+
+def test_only_the_top_k_and_the_specs_layout_run_the_ladder(tmp_path, monkeypatch):
+    """--top 1 over three layouts, ranked by the planner (--calibrate none): the planner's first
+    (tp1-pp8, bound 22,669 req/s) and the spec's own run; tp2-pp2-dp2 (second, 21,064) runs nothing, even
+    though it would have been the fastest: the ranking decides, and the report says so."""
+    s = StandIn()
+    assert (
+        _sweep(monkeypatch, tmp_path, s, "--layouts=tp2-pp4,tp1-pp8,tp2-pp2-dp2", "--top", "1") == 0
+    )
+    assert sorted({c[:3] for c in s.calls}) == [(1, 8, 1), (2, 4, 1)]
+    doc = json.loads((tmp_path / "sw" / "sweep.json").read_text())
+    assert [(r["layout"], r["selected"]) for r in doc["ranking"]] == [
+        ("tp1-pp8", True),
+        ("tp2-pp2-dp2", False),
+        ("tp2-pp4", True),
+    ]
+    assert doc["ranking"][0]["basis"].startswith("planner")
+    assert [e["runs"] for e in doc["layouts"] if e["name"] == "tp2-pp2-dp2"] == [[]]
