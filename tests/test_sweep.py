@@ -388,9 +388,9 @@ def test_two_real_layouts_two_loads_calibrated_per_layout_then_resumed(tmp_path)
 
 
 def test_only_the_top_k_and_the_specs_layout_run_the_ladder(tmp_path, monkeypatch):
-    """--top 1 over three layouts, ranked by the planner (--calibrate none): the planner's first
-    (tp1-pp8, bound 22,669 req/s) and the spec's own run; tp2-pp2-dp2 (second, 21,064) runs nothing, even
-    though it would have been the fastest: the ranking decides, and the report says so."""
+    """--top 1 over three layouts, ranked by the planner (--calibrate none): the planner's
+    first (tp1-pp8, bound 22,669 req/s) and the spec's own run; tp2-pp2-dp2 (second, 21,064)
+    runs nothing, though it would have been the fastest: the ranking decides."""
     s = StandIn()
     assert (
         _sweep(monkeypatch, tmp_path, s, "--layouts=tp2-pp4,tp1-pp8,tp2-pp2-dp2", "--top", "1") == 0
@@ -404,3 +404,63 @@ def test_only_the_top_k_and_the_specs_layout_run_the_ladder(tmp_path, monkeypatc
     ]
     assert doc["ranking"][0]["basis"].startswith("planner")
     assert [e["runs"] for e in doc["layouts"] if e["name"] == "tp2-pp2-dp2"] == [[]]
+
+
+def test_vllm_one_server_per_layout_reused_across_its_loads(tmp_path, monkeypatch):
+    """--engine vllm: the engine's ``probes`` context (one vLLM server) is entered once per layout
+    and serves all of that layout's loads; the layouts are ranked by the planner (vLLM records no
+    step tables to calibrate on: --calibrate per-layout is refused, exit 2)."""
+    from contextlib import contextmanager
+
+    from harness.cli import main
+    from harness.engines import registry
+
+    stand_in, servers = StandIn(), []
+
+    @contextmanager
+    def probes(spec, options):
+        servers.append((spec.layout.tp, spec.layout.pp, spec.layout.dp, options.results_dir))
+        yield stand_in.serve
+
+    entry = dataclasses.replace(
+        registry.ENGINES["vllm"], preflight=lambda spec, options: None, probes=probes
+    )
+    monkeypatch.setitem(registry.ENGINES, "vllm", entry)
+    root, model = tmp_path / "sw", tmp_path / "model"
+    model.mkdir()
+    hf = {
+        "model_type": "llama",
+        "hidden_size": 256,
+        "num_hidden_layers": 8,
+        "head_dim": 64,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "intermediate_size": 512,
+        "vocab_size": 512,
+        "max_position_embeddings": 512,
+    }
+    (model / "config.json").write_text(json.dumps(hf))
+    args = [
+        "sweep",
+        str(DEMO_CONFIG),
+        "--engine",
+        "vllm",
+        "--layouts",
+        "tp2-pp4,tp1-pp8",
+        "--loads",
+        "2,4",
+        "--set",
+        "model.preset=null",
+        "--set",
+        f"model.config={model}",
+        "--results-dir",
+        str(root),
+    ]
+    assert main(args) == 0
+    assert sorted(servers) == [(1, 8, 1, root / "tp1-pp8"), (2, 4, 1, root / "tp2-pp4")]
+    assert len(stand_in.calls) == 4
+    doc = json.loads((root / "sweep.json").read_text())
+    assert doc["calibrate"] == "none" and doc["args"]["engine"] == "vllm"
+    assert (
+        main([*args[:-2], "--calibrate", "per-layout", "--results-dir", str(tmp_path / "x")]) == 2
+    )
