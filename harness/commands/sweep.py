@@ -206,7 +206,7 @@ def main(args: argparse.Namespace) -> int:
             load_spec(layout_launch.config, list(layout_launch.overrides)), layout_launch
         )
     open_root(root, opts.args())
-    doc = new_doc(plan, opts.args(), spec)
+    doc = {**new_doc(plan, opts.args(), spec), "root": str(root.resolve())}
 
     def load_at(key, load):
         launch_x = runner.launch_for(key, load)

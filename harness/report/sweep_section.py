@@ -18,6 +18,13 @@ def _pct(v) -> str:
     return "–" if v is None else f"{v * 100:+.1f} %"
 
 
+def _rel(path, doc: dict) -> str:
+    root = doc.get("root")
+    if path and root and str(path).startswith(str(root).rstrip("/") + "/"):
+        return str(path)[len(str(root).rstrip("/")) + 1 :]
+    return str(path)
+
+
 def _iv(v, lo, hi, fmt=".3g") -> str:
     if v is None:
         return "–"
@@ -35,7 +42,7 @@ def advantage_line(doc: dict) -> str:
         f"{_iv(best['goodput_per_gpu'], best['goodput_low'], best['goodput_high'])} requests/s "
         f"of goodput per GPU, {_f(best['per_gpu'])} output tokens/s per GPU at "
         f"{_f(best['per_user'])} tokens/s per user (verdict {best['verdict']}, "
-        f"{best['requests']} requests, `{best['run_dir']}`)."
+        f"{best['requests']} requests, `{_rel(best['run_dir'], doc)}`)."
     )
     if adv is None or base is None:
         return head
@@ -90,7 +97,7 @@ def _runs_table(doc: dict) -> list[str]:
                 f"{_iv(p.get('per_gpu'), p.get('per_gpu_low'), p.get('per_gpu_high'))} | "
                 f"{_iv(p.get('per_user'), p.get('per_user_low'), p.get('per_user_high'))} | "
                 f"{_iv(p.get('goodput_per_gpu'), p.get('goodput_low'), p.get('goodput_high'))} | "
-                f"{_f((sim.get(r['load']) or {}).get('per_gpu'))} | `{r.get('run_dir')}` |"
+                f"{_f((sim.get(r['load']) or {}).get('per_gpu'))} | `{_rel(r.get('run_dir'), doc)}` |"
             )
     return lines
 
