@@ -97,7 +97,8 @@ def _runs_table(doc: dict) -> list[str]:
                 f"{_iv(p.get('per_gpu'), p.get('per_gpu_low'), p.get('per_gpu_high'))} | "
                 f"{_iv(p.get('per_user'), p.get('per_user_low'), p.get('per_user_high'))} | "
                 f"{_iv(p.get('goodput_per_gpu'), p.get('goodput_low'), p.get('goodput_high'))} | "
-                f"{_f((sim.get(r['load']) or {}).get('per_gpu'))} | `{_rel(r.get('run_dir'), doc)}` |"
+                f"{_f((sim.get(r['load']) or {}).get('per_gpu'))} | "
+                f"`{_rel(r.get('run_dir'), doc)}` |"
             )
     return lines
 
