@@ -464,3 +464,22 @@ def test_vllm_one_server_per_layout_reused_across_its_loads(tmp_path, monkeypatc
     assert (
         main([*args[:-2], "--calibrate", "per-layout", "--results-dir", str(tmp_path / "x")]) == 2
     )
+
+
+@pytest.mark.parametrize(
+    "flags, field",
+    [
+        (["--loads", "x"], "--loads"),
+        (["--top", "-1"], "--top"),
+        (["--layouts", "tp4-pp2"], "--layouts: tp4-pp2 cannot run"),
+        (["--layouts", "tp2"], "--layouts: tp2 uses 2 GPUs"),
+        (["--set", "workload.rate_rps=-1"], "workload.rate_rps"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, capsys, flags, field):
+    from harness.cli import main
+
+    out = tmp_path / "sw"
+    assert main(["sweep", str(DEMO_CONFIG), "--results-dir", str(out), *flags]) == 2
+    err = capsys.readouterr().err
+    assert field in err and err.count("\n") == 1 and not out.exists()
