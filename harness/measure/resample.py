@@ -2,7 +2,8 @@
 
 Latencies are skewed (a long right tail), so the normal-theory t-interval of a mean is off in the
 tail direction; a t-interval on log values would bound the geometric mean, not the mean vLLM
-reports. The BCa bootstrap (Efron 1987; scipy.stats.bootstrap) corrects the percentile interval
+reports. The BCa bootstrap (Efron 1987; scipy.stats.bootstrap, or ``bca_numpy`` below where scipy
+is not installed: the GPU machines) corrects the percentile interval
 for bias and skewness and is second-order accurate. Samples are resampled as units: one value per
 request for TTFT/TPOT/E2E/queue; for ITL a request's gaps move together, so whole requests are
 resampled and the statistic is the pooled one (mean ITL = Σ gaps / Σ count).
@@ -19,9 +20,9 @@ import warnings
 from typing import Callable, Sequence
 
 import numpy as np
-from scipy import stats as sps
 
 from harness.measure.intervals import Interval, open_interval
+from harness.measure.special import HAVE_SCIPY, norm_cdf, norm_ppf
 
 MIN_SAMPLES = 10
 BCA_MAX = 5000
@@ -41,18 +42,23 @@ def _bootstrap(
     method = "BCa" if n <= BCA_MAX else "percentile"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a degenerate resample is reported as NaN below
-        res = sps.bootstrap(
-            data,
-            statistic,
-            paired=len(data) > 1,
-            vectorized=True,
-            confidence_level=confidence,
-            n_resamples=RESAMPLES,
-            method=method,
-            rng=np.random.default_rng(SEED),
-            batch=max(1, 2_000_000 // max(n, 1)),
-        )
-    low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
+        if HAVE_SCIPY:
+            from scipy import stats as sps
+
+            res = sps.bootstrap(
+                data,
+                statistic,
+                paired=len(data) > 1,
+                vectorized=True,
+                confidence_level=confidence,
+                n_resamples=RESAMPLES,
+                method=method,
+                rng=np.random.default_rng(SEED),
+                batch=max(1, 2_000_000 // max(n, 1)),
+            )
+            low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
+        else:
+            low, high = bca_numpy(data, statistic, confidence, method == "BCa")
     if not (np.isfinite(low) and np.isfinite(high)):
         return open_interval(confidence, f"{label}: bootstrap undefined", n)
     return Interval(min(low, point), max(high, point), confidence, f"{label} ({method})", n)
@@ -109,3 +115,37 @@ def pooled_std_interval(groups: Sequence[Sequence[float]], confidence: float) ->
     resampled."""
     s, s2, c = _units(groups)
     return _bootstrap((s, s2, c), _pooled_std, confidence, "bootstrap by request (clustered)")
+
+
+def bca_numpy(
+    data: tuple[np.ndarray, ...], statistic: Callable, confidence: float, bca: bool
+) -> tuple[float, float]:
+    """The bootstrap interval with numpy alone (the arrays resampled together, as scipy's
+    ``paired``): the percentile interval, BCa-corrected when ``bca`` (bias z0 from the share of
+    resamples below the estimate, acceleration from the jackknife; Efron & Tibshirani ch. 14)."""
+    n = data[0].size
+    rng = np.random.default_rng(SEED)
+    idx = rng.integers(0, n, size=(RESAMPLES, n))
+    theta_b = statistic(*(d[idx] for d in data), axis=-1)
+    alpha = (1.0 - confidence) / 2.0
+    levels = np.array([alpha, 1.0 - alpha])
+    if bca:
+        theta = statistic(*data, axis=-1)
+        share = (np.sum(theta_b < theta) + np.sum(theta_b <= theta)) / (2.0 * RESAMPLES)
+        z0 = norm_ppf(min(max(share, 1e-12), 1 - 1e-12))
+        keep = ~np.eye(n, dtype=bool)  # row i: every sample but the i-th
+        jack = np.empty(n)
+        step = max(1, 2_000_000 // max(n, 1))
+        for i in range(0, n, step):
+            rows = keep[i : i + step]
+            jack[i : i + step] = statistic(
+                *(np.broadcast_to(d, rows.shape)[rows].reshape(len(rows), n - 1) for d in data),
+                axis=-1,
+            )
+        dev = jack.mean() - jack
+        denom = 6.0 * np.sum(dev**2) ** 1.5
+        acc = float(np.sum(dev**3) / denom) if denom > 0 else 0.0
+        z = norm_ppf(levels)
+        levels = norm_cdf(z0 + (z0 + z) / (1.0 - acc * (z0 + z)))
+    low, high = np.percentile(theta_b, 100.0 * np.asarray(levels))
+    return float(low), float(high)

@@ -24,6 +24,8 @@ def engine_section(ctx: Ctx) -> Section | None:
         rows.append(["measured by", f"{eng['source']} ({eng.get('file') or '—'})"])
     if eng.get("command"):
         rows.append(["command", str(eng["command"])])
+    for name, c in (eng.get("env_chosen") or {}).items():  # what the harness set, and why
+        rows.append([f"env {name} (chosen)", f"{c.get('value')}: {c.get('why')}"])
     if eng.get("url"):
         rows.append(["url", str(eng["url"])])
     if eng.get("ready_s") is not None:

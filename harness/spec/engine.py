@@ -1,7 +1,7 @@
 """The spec's ``engine`` section: which system serves the trace, and how to reach or start it.
 
 - ``reference`` (default): our own TP×PP×DP engine on a torchrun world.
-- ``vllm``: the harness launches ``python -m vllm.entrypoints.openai.api_server`` with the spec's
+- ``vllm``: the harness launches ``python -m vllm.entrypoints.cli.main serve`` with the spec's
   layout (``harness.engines.vllm``), with ``python`` (an interpreter that has vllm; default
   ``.venv-vllm/bin/python`` of the working folder or of this checkout, when it exists),
   ``extra_args`` appended to its command line, ``env`` added to its environment,

@@ -35,7 +35,7 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
-from scipy import stats as sps
+from harness.measure.special import t_ppf
 
 LOWER, HIGHER, INFO = "lower", "higher", "info"
 MIN_HISTORY = 3
@@ -101,7 +101,7 @@ def noise_band(values: Sequence[float], confidence: float) -> tuple[float, float
     if spread is None:
         return None
     m, s, k = spread
-    half = float(sps.t.ppf(0.5 + confidence / 2.0, k - 1) * s * math.sqrt(1.0 + 1.0 / k))
+    half = float(t_ppf(0.5 + confidence / 2.0, k - 1) * s * math.sqrt(1.0 + 1.0 / k))
     return math.exp(m), math.exp(m - half), math.exp(m + half)
 
 

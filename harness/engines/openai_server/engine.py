@@ -52,6 +52,7 @@ class OpenAIServerEngine:
                     Drive(),
                     info=self.info,
                     command=self._command(),
+                    facts=self._facts(),
                     sampler=None,
                     complete=False,
                     reason=reason,
@@ -77,6 +78,7 @@ class OpenAIServerEngine:
                 drive,
                 info=self.info,
                 command=self._command(),
+                facts=self._facts(),
                 sampler=sampler,
                 complete=complete,
                 reason=None if complete else self.signals.reason or "the run did not finish",
@@ -95,6 +97,10 @@ class OpenAIServerEngine:
 
     def _command(self) -> str | None:
         return None
+
+    def _facts(self) -> dict:
+        """What this engine adds to ``summary.engine`` (a launching engine: what it chose)."""
+        return {}
 
     def close(self, failed: bool) -> None:
         """Nothing to release: the server is someone else's."""

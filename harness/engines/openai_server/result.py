@@ -55,9 +55,11 @@ def external_result(
     complete: bool,
     reason: str | None,
     host: str,
+    facts: dict | None = None,
 ) -> EngineResult:
     """``kind`` vllm (launched here, ``command`` its command line) or openai (someone else's
-    server)."""
+    server); ``facts``: what the launching engine adds to ``summary.engine`` (the limits and
+    environment it chose)."""
     lay = spec.layout
     view = server_view(drive.baseline, drive.final, drive.snapshots)
     lag = client_lag(drive.records, released_s=drive.released)
@@ -103,6 +105,7 @@ def external_result(
         "layout_source": "launched by the harness with these flags"
         if launched
         else "claimed by the spec (external server, not verified)",
+        **(facts or {}),
     }
     tables = {}
     if drive.metric_rows:

