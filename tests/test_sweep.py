@@ -284,6 +284,8 @@ def _sweep(monkeypatch, tmp_path, stand_in, *extra):
 
 
 def test_the_sweep_names_the_best_layout_and_resumes_every_finished_run(tmp_path, monkeypatch):
+    from harness.cli import main
+
     first = StandIn()
     assert _sweep(monkeypatch, tmp_path, first) == 0
     assert sorted(first.calls) == [(1, 8, 1, 2.0), (1, 8, 1, 4.0), (2, 4, 1, 2.0), (2, 4, 1, 4.0)]
@@ -302,7 +304,10 @@ def test_the_sweep_names_the_best_layout_and_resumes_every_finished_run(tmp_path
     assert (root / "tp1-pp8" / "rate-4" / "summary.json").is_file()
     report = (root / "report.md").read_text()
     assert "Best under the SLOs: tp1-pp8" in report and (root / "pareto.png").stat().st_size > 1000
-    assert "`parallel`: tp=1, pp=8, dp=1" in report
+    assert "parallel: tp=1, pp=8, dp=1" in report and (root / "report.html").is_file()
+
+    (root / "report.md").unlink()
+    assert main(["report", str(root)]) == 0 and "tp1-pp8" in (root / "report.md").read_text()
 
     # the same command again: every run reused, nothing served
     again = StandIn()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from harness.report.doc import Image, Section, Table, Text
 from harness.results.atomic import atomic_write_text
 
 
@@ -38,7 +39,7 @@ def advantage_line(doc: dict) -> str:
             "No layout met every SLO at any load measured: there is no best layout under the SLOs."
         )
     head = (
-        f"**Best under the SLOs: {best['layout']}** at {doc['field']} = {best['load']:g}: "
+        f"Best under the SLOs: {best['layout']} at {doc['field']} = {best['load']:g}: "
         f"{_iv(best['goodput_per_gpu'], best['goodput_low'], best['goodput_high'])} requests/s "
         f"of goodput per GPU, {_f(best['per_gpu'])} output tokens/s per GPU at "
         f"{_f(best['per_user'])} tokens/s per user (verdict {best['verdict']}, "
@@ -77,97 +78,125 @@ def nodes_to_modify(doc: dict) -> str:
     )
     verdict = "better with confidence" if sure else "not shown better with confidence"
     return (
-        f"- `parallel`: tp={e['tp']}, pp={e['pp']}, dp={e['dp']} (layout {e['name']}, an even "
+        f"parallel: tp={e['tp']}, pp={e['pp']}, dp={e['dp']} (layout {e['name']}, an even "
         f"layer split), {what}: {verdict}."
     )
 
 
-def _runs_table(doc: dict) -> list[str]:
-    lines = [
-        "| layout | load | phase | verdict | out tok/s/GPU [interval] | tok/s/user [interval] | "
-        "goodput/GPU [interval] | predicted out tok/s/GPU | run |",
-        "|---|---|---|---|---|---|---|---|---|",
+def _runs_table(doc: dict) -> Table:
+    header = [
+        "layout",
+        "load",
+        "phase",
+        "verdict",
+        "out tok/s/GPU [interval]",
+        "tok/s/user [interval]",
+        "goodput/GPU [interval]",
+        "predicted out tok/s/GPU",
+        "run",
     ]
+    rows = []
     for e in doc["layouts"]:
         sim = {q["load"]: q for q in ((e.get("predicted") or {}).get("points") or [])}
         for r in e["runs"]:
             p = r.get("point") or {}
-            lines.append(
-                f"| {e['name']} | {r['load']:g} | {r['phase']} | {r['verdict']} | "
-                f"{_iv(p.get('per_gpu'), p.get('per_gpu_low'), p.get('per_gpu_high'))} | "
-                f"{_iv(p.get('per_user'), p.get('per_user_low'), p.get('per_user_high'))} | "
-                f"{_iv(p.get('goodput_per_gpu'), p.get('goodput_low'), p.get('goodput_high'))} | "
-                f"{_f((sim.get(r['load']) or {}).get('per_gpu'))} | "
-                f"`{_rel(r.get('run_dir'), doc)}` |"
+            rows.append(
+                [
+                    e["name"],
+                    f"{r['load']:g}",
+                    r["phase"],
+                    r["verdict"],
+                    _iv(p.get("per_gpu"), p.get("per_gpu_low"), p.get("per_gpu_high")),
+                    _iv(p.get("per_user"), p.get("per_user_low"), p.get("per_user_high")),
+                    _iv(p.get("goodput_per_gpu"), p.get("goodput_low"), p.get("goodput_high")),
+                    _f((sim.get(r["load"]) or {}).get("per_gpu")),
+                    _rel(r.get("run_dir"), doc),
+                ]
             )
-    return lines
+    return Table(header, rows)
 
 
-def _errors_table(doc: dict) -> list[str]:
-    keys = ("output_throughput", "mean_tpot_ms", "median_e2el_ms", "request_goodput")
-    lines = [
-        "| layout | closure factor | n out of sample | " + " | ".join(keys) + " |",
-        "|---|---|---|" + "---|" * len(keys),
-    ]
+ERROR_KEYS = ("output_throughput", "mean_tpot_ms", "median_e2el_ms", "request_goodput")
+
+
+def _errors_table(doc: dict) -> Table:
+    rows = []
     for e in doc["layouts"]:
         fe, pred = e.get("forecast_error"), e.get("predicted") or {}
         if not fe:
             why = pred.get("refused") or "not calibrated"
-            lines.append(f"| {e['name']} | – | 0 | {why} |" + " |" * (len(keys) - 1))
+            rows.append([e["name"], "–", "0", why] + ["–"] * (len(ERROR_KEYS) - 1))
             continue
         m = fe["mean_abs_out_of_sample"]
-        lines.append(
-            f"| {e['name']} | {_f((pred.get('closure') or {}).get('factor'))} | "
-            f"{fe['n_out_of_sample']} | " + " | ".join(_pct(m.get(k)) for k in keys) + " |"
+        factor = _f((pred.get("closure") or {}).get("factor"))
+        rows.append(
+            [e["name"], factor, str(fe["n_out_of_sample"])] + [_pct(m.get(k)) for k in ERROR_KEYS]
         )
-    return lines
+    return Table(["layout", "closure factor", "loads out of sample", *ERROR_KEYS], rows)
 
 
-def sweep_markdown(doc: dict, chart: str | None) -> str:
-    state = "complete" if doc.get("complete") else f"INCOMPLETE: {doc.get('stopped', 'running')}"
-    out = [
-        f"# Sweep: {doc.get('name')} ({state})",
-        "",
-        f"Spec layout {doc.get('spec_layout')}; loads along `{doc.get('field')}`: "
-        f"{', '.join(f'{x:g}' for x in doc.get('loads') or [])}"
-        f"{' (auto: until the knee)' if doc.get('auto_loads') else ''}; SLOs: "
-        f"{'; '.join(doc.get('slo_targets') or []) or 'none'}; "
-        f"calibration: {doc.get('calibrate')}.",
-        "",
-    ]
-    if chart:
-        out += [f"![Pareto chart]({chart})", ""]
-    out += ["## Best layout under the SLOs", "", advantage_line(doc), ""]
-    out += ["## Nodes to modify", "", nodes_to_modify(doc), ""]
-    out += [
-        "## Ranking (predicted, before the ladder ran)",
-        "",
-        "| rank | layout | score | basis | planner RPS bound | ran the ladder |",
-        "|---|---|---|---|---|---|",
-    ]
+def _ranking_table(doc: dict) -> Table:
     planner = {e["name"]: e["planner"] for e in doc["layouts"]}
-    for r in doc.get("ranking") or []:
-        out.append(
-            f"| {r['rank']} | {r['layout']} | {_f(r['score'])} | {r['basis']} | "
-            f"{_f(planner[r['layout']].get('rps_bound'))} | {'yes' if r['selected'] else 'no'} |"
-        )
-    out += ["", "## Runs (measured; intervals at the spec's confidence)", "", *_runs_table(doc)]
-    out += [
-        "",
-        "## Forecast error per layout (mean |predicted − measured| / measured, loads "
-        "other than the calibration's)",
-        "",
-        *_errors_table(doc),
-        "",
+    rows = [
+        [
+            str(r["rank"]),
+            r["layout"],
+            _f(r["score"]),
+            r["basis"],
+            _f(planner[r["layout"]].get("rps_bound")),
+            "yes" if r["selected"] else "no",
+        ]
+        for r in doc.get("ranking") or []
     ]
-    return "\n".join(out)
+    return Table(["rank", "layout", "score", "basis", "planner RPS bound", "ran every load"], rows)
+
+
+def sweep_sections(doc: dict, chart: str | None) -> tuple[str, list, list[Section]]:
+    """(title, intro, sections) of the sweep's report."""
+    state = "complete" if doc.get("complete") else f"INCOMPLETE: {doc.get('stopped', 'running')}"
+    loads = ", ".join(f"{x:g}" for x in doc.get("loads") or [])
+    intro = [
+        Text(
+            f"Spec layout {doc.get('spec_layout')}; loads along {doc.get('field')}: {loads}"
+            f"{' (auto: until the knee)' if doc.get('auto_loads') else ''}; SLOs: "
+            f"{'; '.join(doc.get('slo_targets') or []) or 'none'}; calibration: "
+            f"{doc.get('calibrate')}."
+        )
+    ]
+    best = (
+        [Image(chart, "Pareto chart: output tokens/s per GPU against tokens/s per user")]
+        if chart
+        else []
+    )
+    sections = [
+        Section("Best layout under the SLOs", [*best, Text(advantage_line(doc))]),
+        Section("Nodes to modify", [Text(nodes_to_modify(doc))]),
+        Section("Ranking (predicted, before the ladder ran)", [_ranking_table(doc)]),
+        Section("Runs (measured; intervals at the spec's confidence)", [_runs_table(doc)]),
+        Section(
+            "Forecast error per layout",
+            [
+                Text(
+                    "Mean |predicted − measured| / measured over the loads other than the "
+                    "calibration's (the calibration load is in-sample)."
+                ),
+                _errors_table(doc),
+            ],
+        ),
+    ]
+    return f"Sweep: {doc.get('name')} ({state})", intro, sections
 
 
 def write_sweep_report(root: Path, doc: dict) -> Path:
+    """``report.md`` and the self-contained ``report.html`` (with ``pareto.png``) in ``root``."""
+    from harness.report.doc import to_html, to_markdown
     from harness.report.plots_sweep import plot_pareto
 
-    chart = plot_pareto(doc, Path(root) / "pareto.png")
-    return atomic_write_text(Path(root) / "report.md", sweep_markdown(doc, chart.name))
+    root = Path(root)
+    chart = plot_pareto(doc, root / "pareto.png")
+    title, intro, sections = sweep_sections(doc, chart.name)
+    atomic_write_text(root / "report.html", to_html(title, intro, sections, root))
+    return atomic_write_text(root / "report.md", to_markdown(title, intro, sections))
 
 
 def print_summary(doc: dict) -> str:
