@@ -64,6 +64,14 @@ def plot_pareto(doc: dict, path: Path) -> Path:
                     color=color,
                     mfc=color if ok else "white",
                 )
+                ax.annotate(
+                    f"{p['load']:g}",
+                    (p["per_user"], p["per_gpu"]),
+                    fontsize=7,
+                    xytext=(4, 4),
+                    textcoords="offset points",
+                    color=color,
+                )
             ax.plot(
                 [p["per_user"] for p in mine],
                 [p["per_gpu"] for p in mine],
@@ -120,6 +128,8 @@ def plot_pareto(doc: dict, path: Path) -> Path:
             mec="black",
             label=f"best under SLOs: {best['layout']} @ {best['load']:g}",
         )
+    ax.plot([], [], "o", color="#555555", label="filled: met every SLO; hollow: not, or undecided")
+    ax.plot([], [], "--", color="#555555", label="simulated (calibrated per layout); labels: load")
     ax.set_xlabel("output tokens/s per user (1000 / mean TPOT ms)")
     ax.set_ylabel("output tokens/s per GPU")
     ax.grid(alpha=0.3)
