@@ -510,3 +510,11 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, capsys, flag
     assert main(["sweep", str(DEMO_CONFIG), "--results-dir", str(out), *flags]) == 2
     err = capsys.readouterr().err
     assert field in err and err.count("\n") == 1 and not out.exists()
+
+
+def test_a_forecast_whose_closure_hit_its_bound_is_flagged_in_the_ranking():
+    from harness.report.sweep_section import caveat
+
+    assert "unreliable" in caveat({"predicted": {"closure": {"factor": 0.5}}})
+    assert caveat({"predicted": {"closure": {"factor": 1.1}}}) == ""
+    assert caveat({"predicted": {"refused": "no steps table"}}) == "no forecast: no steps table"

@@ -16,7 +16,7 @@ def _f(v, fmt: str = ".3g") -> str:
 
 
 def _pct(v) -> str:
-    return "–" if v is None else f"{v * 100:+.1f} %"
+    return "–" if v is None else f"{v * 100:.1f} %"
 
 
 def _rel(path, doc: dict) -> str:
@@ -135,20 +135,34 @@ def _errors_table(doc: dict) -> Table:
     return Table(["layout", "closure factor", "loads out of sample", *ERROR_KEYS], rows)
 
 
+def caveat(entry: dict) -> str:
+    """Why a layout's forecast should not be trusted, or "" (the closure factor at its bound: the
+    stage model misses its own calibration run by more than a scale)."""
+    from_pred = entry.get("predicted") or {}
+    if from_pred.get("refused"):
+        return "no forecast: " + from_pred["refused"]
+    factor = (from_pred.get("closure") or {}).get("factor")
+    if factor is not None and (factor <= 0.5 or factor >= 2.0):
+        return f"closure factor at its bound ({factor:g}): unreliable"
+    return ""
+
+
 def _ranking_table(doc: dict) -> Table:
-    planner = {e["name"]: e["planner"] for e in doc["layouts"]}
+    by_name = {e["name"]: e for e in doc["layouts"]}
     rows = [
         [
             str(r["rank"]),
             r["layout"],
             _f(r["score"]),
             r["basis"],
-            _f(planner[r["layout"]].get("rps_bound")),
+            _f(by_name[r["layout"]]["planner"].get("rps_bound")),
+            caveat(by_name[r["layout"]]),
             "yes" if r["selected"] else "no",
         ]
         for r in doc.get("ranking") or []
     ]
-    return Table(["rank", "layout", "score", "basis", "planner RPS bound", "ran every load"], rows)
+    header = ["rank", "layout", "score", "basis", "planner RPS bound", "caveat", "ran every load"]
+    return Table(header, rows)
 
 
 def sweep_sections(doc: dict, chart: str | None) -> tuple[str, list, list[Section]]:
