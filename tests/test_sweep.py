@@ -325,6 +325,22 @@ def test_the_sweep_names_the_best_layout_and_resumes_every_finished_run(tmp_path
     other = StandIn()
     assert _sweep(monkeypatch, tmp_path, other, "--top", "1") == 2 and other.calls == []
 
+    # the same arguments but the config file edited since: another sweep, refused
+    from harness.commands.sweep import SweepOptions
+    from harness.sweep.state import open_root
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(DEMO_CONFIG.read_text())
+    opts = SweepOptions(cfg, "auto", "auto", None, 2, None, None, ())
+    before = opts.args()
+    open_root(tmp_path / "other", before)
+    (tmp_path / "other" / "sweep.json").write_text(
+        json.dumps({"kind": "harness.sweep/1", "args": before})
+    )
+    cfg.write_text(DEMO_CONFIG.read_text().replace("rate_rps: 4", "rate_rps: 5"))
+    with pytest.raises(UsageError, match=r"other arguments \(config_sha256\)"):
+        open_root(tmp_path / "other", opts.args())
+
 
 def test_ctrl_c_leaves_the_sweep_marked_incomplete_and_a_rerun_finishes_it(tmp_path, monkeypatch):
     stopped = StandIn(interrupt_at=3)

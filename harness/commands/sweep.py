@@ -85,9 +85,17 @@ class SweepOptions:
     overrides: tuple[str, ...]
 
     def args(self) -> dict:
-        """What must be the same for a sweep to resume (the folder aside)."""
+        """What must be the same for a sweep to resume (the folder aside), the config file's
+        content included."""
+        import hashlib
+
+        try:  # an edited config is another sweep: its finished runs are not this one's
+            digest = hashlib.sha256(self.config.read_bytes()).hexdigest()
+        except OSError:
+            digest = None
         return {
             "config": str(self.config.resolve()),
+            "config_sha256": digest,
             "layouts": self.layouts,
             "loads": self.loads,
             "engine": self.engine,
