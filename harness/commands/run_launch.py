@@ -23,6 +23,9 @@ def main_outside(options: RunOptions) -> int:
     entry = engine_entry(spec.engine.kind)
     check_inputs(spec)
     entry.preflight(spec, launch)
+    from harness.engines.loadgen.launch import preflight as loadgen_preflight
+
+    loadgen_preflight(spec, launch)
     cap = options.capacity
     if cap is not None and cap.predict:
         from harness.commands.run_predict import find_capacity_predicted
@@ -32,6 +35,10 @@ def main_outside(options: RunOptions) -> int:
         from harness.commands.run_capacity import find_capacity
 
         return find_capacity(spec, options, entry)
+    if options.repeats is not None:
+        from harness.commands.run_repeats import run_repeats
+
+        return run_repeats(spec, options, entry)
     return run_once(spec, options, entry)
 
 

@@ -28,10 +28,12 @@ from harness.report.rows import (
 )
 from harness.report.sections_engine import engine_section
 from harness.report.sections_imported import imported_section
+from harness.report.sections_loadgen import loadgen_section
 from harness.report.sections_pipeline import communication, dag_section, pp_stages, tp_groups
 from harness.report.sections_resources import hardware, load_balancing, memory
 from harness.report.sections_slo import latency_rows, rate_text
 from harness.report.sections_slo import slo_rows as slo_table_rows
+from harness.report.slo_table import sequential_text
 
 __all__ = [
     "CLAIM_LABELS",
@@ -107,6 +109,9 @@ def performance(ctx: Ctx) -> Section:
             f"(predicted TTFT: the mean prompt in {bounds.get('prefill_chunks', 1)} chunk(s))."
         )
     errors = [Text(e, "note") for e in floor_errors(bounds, m)]
+    seq = sequential_text(run.summary)
+    if seq:
+        errors.append(Text(seq[0].upper() + seq[1:] + ".", "note"))
     return Section(
         "Performance vs SLOs",
         [
@@ -294,6 +299,7 @@ def build_sections(ctx: Ctx) -> list[Section]:
         memory(ctx),
         performance(ctx),
         engine_section(ctx),
+        loadgen_section(ctx),
         imported_section(ctx),
         load_balancing(ctx),
         tp_groups(ctx),
@@ -302,7 +308,7 @@ def build_sections(ctx: Ctx) -> list[Section]:
         dag_section(ctx),
         nodes_to_modify(ctx),
     ]
-    out = [s for s in out if s is not None]  # engine_section: external engines only
+    out = [s for s in out if s is not None]  # engine/loadgen sections: only where they apply
     c = claims(ctx)
     if c is not None:
         out.append(c)
@@ -342,7 +348,13 @@ def intro(ctx: Ctx) -> list:
                 (
                     f"Served by an external engine: {eng.get('kind')} {eng.get('version') or ''}"
                 ).rstrip()
-                + " (see System under test); no communication or stage trace."
+                + " (see System under test); "
+                + (
+                    "communication and stages from vLLM's own profiler in a window apart from "
+                    "the measured one."
+                    if (s.get("vllm_trace") or {}).get("files")
+                    else "no communication or stage trace."
+                )
             )
         )
     if not s.get("complete"):

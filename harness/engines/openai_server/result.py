@@ -184,6 +184,7 @@ def external_result(
             if complete
             else [],
             "stage_stats": [],
+            **({"sequential": drive.sequential} if drive.sequential else {}),
         },
         tables=tables,
     )

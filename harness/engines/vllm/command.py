@@ -14,7 +14,9 @@ both its ``vllm`` script and ``-m vllm.entrypoints.cli.main`` fail with PackageN
   run.max_seq_len (default the model's context) → ``--max-model-len``; run.seed → ``--seed``;
   host 127.0.0.1 and engine.port (default: a free port). ``--distributed-executor-backend mp``
   when there is more than one rank. engine.extra_args come last (argparse keeps the last of a
-  repeated flag, so they can override any of these).
+  repeated flag, so they can override any of these). run.instrument timing/counts →
+  ``--profiler-config`` writing into ``PROFILE_DIR/vllm-trace`` when a folder is given
+  (``harness.engines.vllm.profile``).
 Like for like with the reference engine (``limits``): ``--max-num-seqs`` = the sequences one
 reference replica holds in flight (``Plan.kv_slots()``: run.micro_batches × run.max_batch within
 its KV budget; vLLM's cap is per DP engine, the reference's per replica) and
@@ -73,6 +75,7 @@ class ServerLaunch:
     port: int
     model: str  # the name the server serves (its model folder)
     chosen: dict = field(default_factory=dict)  # env values the harness chose: {name: {value, why}}
+    profile_dir: str | None = None  # the torch profiler's folder when launched with it
     # what summary.engine records: the scheduling limits and whether the prefix cache is on
     settings: dict = field(default_factory=dict)
 
@@ -113,8 +116,11 @@ def limits(spec) -> dict:
     return {"max_num_seqs": plan(spec).kv_slots(), "max_num_batched_tokens": token_budget(spec)}
 
 
-def server_launch(spec, port: int | None = None) -> ServerLaunch:
-    """The server for ``spec``: argv (interpreter first), the environment to add, host and port."""
+def server_launch(spec, port: int | None = None, profile_dir=None) -> ServerLaunch:
+    """The server for ``spec``: argv (interpreter first), the environment to add, host and port;
+    with ``profile_dir`` (a folder) and run.instrument not off, vLLM's profiler configured."""
+    from harness.engines.vllm.profile import TRACE_DIR, profiler_args
+
     e, lay = spec.engine, spec.layout
     host = "127.0.0.1"
     port = port or e.port or free_port(host)
@@ -154,6 +160,8 @@ def server_launch(spec, port: int | None = None) -> ServerLaunch:
         argv += ["--load-format", "dummy"]
         if not any((Path(folder) / f).exists() for f in TOKENIZER_FILES):
             argv.append("--skip-tokenizer-init")
+    prof = profiler_args(spec, profile_dir)
+    argv += prof
     argv += [str(a) for a in e.extra_args]
     env = dict(BASE_ENV)
     if lay.pp > 1:
@@ -163,5 +171,6 @@ def server_launch(spec, port: int | None = None) -> ServerLaunch:
     gpus = server_gpus(spec, os.environ.get("CUDA_VISIBLE_DEVICES"))
     env.update(gpu_env(gpus))
     env.update({k: str(v) for k, v in e.env.items()})
+    where = str(Path(profile_dir).resolve() / TRACE_DIR) if prof else None
     settings = {**cap, "prefix_caching": bool(e.prefix_caching), "gpus": gpus}
-    return ServerLaunch(tuple(argv), env, host, port, folder, chosen, settings)
+    return ServerLaunch(tuple(argv), env, host, port, folder, chosen, where, settings)
