@@ -3,7 +3,8 @@
 them (``harness.verdicts.repeats``; every run listed).
 
 The runs go through the engine's ``probes`` (as a capacity search's do): the reference engine
-starts a torchrun world per run; ``kind: vllm`` launches one server and reuses it for every run;
+starts a torchrun world per run; ``kind: vllm`` launches one server and reuses it for every run
+(its prefix cache off; with ``engine.prefix_caching`` one server per run);
 ``kind: openai`` drives the given server each time. ``repeats.json`` says which (``served_by``).
 
 A run that fails ends the repeats (exit 3; the runs before it stay). Otherwise the exit code is the
@@ -20,9 +21,9 @@ from harness.errors import EXIT_INCOMPLETE
 SERVED_BY = {
     "reference": "a torchrun world per run: nothing is shared between runs",
     "vllm": (
-        "one vLLM server, launched once and reused by every run; vLLM's prefix caching is its "
-        "default (the harness's command line does not set it), so from the second run on the "
-        "same prompts may hit the cache"
+        "one vLLM server, launched once and reused by every run with its prefix cache off (each "
+        "run's cross-check reads vLLM's prefix-cache hits: 0); with engine.prefix_caching: true, "
+        "a server per run"
     ),
     "openai": "the given server (engine.url), reused as it is by every run",
 }
