@@ -88,6 +88,8 @@ def _args(**kw) -> Namespace:
         ({"mlperf_rules": True}, "--mlperf-rules: goes with --loadgen"),
         ({"loadgen": "offline", "request_rate": 3}, "drop it, or use --loadgen server"),
         ({"loadgen": "server", "find_capacity": True}, "not with --find-capacity"),
+        ({"loadgen": "server", "until_decided": True}, "not with --until-decided"),
+        ({"loadgen": "server", "repeats": 2}, "not with --repeats"),
     ],
 )
 def test_bad_flags_are_one_line(kw, match):

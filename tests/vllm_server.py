@@ -84,7 +84,9 @@ def wait_for(pred, timeout: float, every: float = 0.2) -> bool:
 
 def shared_server(ckpt: Path, tmp: Path):
     """The session's vLLM server (TP2-PP4 on ``ckpt``), started with the engine's own launch code;
-    yields {url, model, info, tree}; at the end stopped and checked gone, leftovers too."""
+    yields {url, model, info, tree}; at the end stopped and checked gone, leftovers too. Its spec
+    has run.instrument timing, so it is launched with vLLM's profiler configured (traces into
+    ``tmp/vllm-trace``; idle until a run's profiled window: tests/test_vllm_trace_live.py)."""
     import asyncio
 
     from harness.engines.vllm.engine import bring_up, launch_server, stop_and_record

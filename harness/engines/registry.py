@@ -66,7 +66,8 @@ ENGINES: dict[str, EngineEntry] = {
     "vllm": EngineEntry(
         kind="vllm",
         what="a vLLM server launched with the spec's layout, driven as an OpenAI server",
-        tables=_SERVER_TABLES,
+        # comm and stages from vLLM's own profiler (run.instrument timing/counts)
+        tables=(*_SERVER_TABLES, "comm", "stages"),
         preflight=_at("harness.engines.vllm.preflight", "preflight"),
         serve=_at("harness.engines.vllm.session", "serve"),
         probes=_at("harness.engines.vllm.session", "probes"),
@@ -74,7 +75,7 @@ ENGINES: dict[str, EngineEntry] = {
     "openai": EngineEntry(
         kind="openai",
         what="an OpenAI-compatible server someone else runs (engine.url)",
-        tables=_SERVER_TABLES,
+        tables=("requests", "server_metrics"),  # no nvml: its GPUs are not known here
         preflight=_at("harness.engines.openai_server.preflight", "preflight"),
         serve=_at("harness.engines.openai_server.session", "serve"),
         probes=_at("harness.engines.openai_server.session", "probes"),

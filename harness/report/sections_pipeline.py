@@ -7,6 +7,7 @@ from harness.report import analysis as an
 from harness.report.dag import node_count
 from harness.report.doc import Image, Section, Table, Text
 from harness.report.rows import Ctx, agreement, check_header, claim_row, fmt, fmt_bytes, fmt_s
+from harness.report.sections_vllm import trace_lines
 
 
 def tp_groups(ctx: Ctx) -> Section:
@@ -55,7 +56,7 @@ def pp_stages(ctx: Ctx) -> Section:
     mem = {s["stage"]: s for s in an.memory_by_stage(run.memory)}
     send = {}
     for a in an.comm_by(run.comm, ("rank", "group", "op")):
-        if a["group"] == "pp" and a["op"] == "send":
+        if a["group"] in ("pp", "pp_residual") and a["op"] == "send":
             s = lay.place(a["rank"]).stage
             send[s] = send.get(s, 0) + a["bytes"]
     pred_stages = {s["stage"]: s for s in (run.summary.get("predicted") or {}).get("stages") or []}
@@ -88,6 +89,7 @@ def pp_stages(ctx: Ctx) -> Section:
         "PP stages",
         [
             Table(check_header(ctx), rows),
+            *trace_lines(run.summary)[:1],
             Table(
                 [
                     "stage",
@@ -126,7 +128,7 @@ def communication(ctx: Ctx) -> Section:
         ]
         for g in groups
     ]
-    blocks = [Table(check_header(ctx), rows)]
+    blocks = [Table(check_header(ctx), rows), *trace_lines(run.summary)]
     absent = run.absent_note("comm")
     empty = f"Communication {absent}." if absent else "No communication was recorded."
     blocks.append(

@@ -22,7 +22,6 @@ from harness.engines.loadgen.driven import LoadGenArrivals
 from harness.engines.openai_server.driver import Drive, Driver, Target
 from harness.engines.openai_server.readiness import ServerFailed, ServerInfo, describe
 from harness.engines.openai_server.result import external_result, hostname
-from harness.engines.openai_server.telemetry import start_node_sampler
 
 
 class OpenAIServerEngine:
@@ -69,6 +68,7 @@ class OpenAIServerEngine:
                 sampler = self._start_sampler(spec, driver.clock)
 
             driver.on_start = started
+            driver.before_measure = self._before_measure(spec)
             driver.arrivals = self.arrivals
             try:
                 drive = await driver.run()
@@ -99,8 +99,14 @@ class OpenAIServerEngine:
             self.info = await describe(session, spec.engine.url.rstrip("/"), None)
         return Target(spec.engine.url.rstrip("/"), spec.engine.model)
 
+    def _before_measure(self, spec):
+        """An async ``(driver) -> None`` run after the warm-up, before the measured window, or
+        None."""
+        return None
+
     def _start_sampler(self, spec, clock):
-        return start_node_sampler(spec.run.nvml_interval_s, clock)
+        """None: which GPUs someone else's server uses is not known here."""
+        return None
 
     def _command(self) -> str | None:
         return None

@@ -21,14 +21,17 @@ from harness.engines.openai_server.driver import Target
 from harness.engines.openai_server.engine import OpenAIServerEngine
 from harness.engines.openai_server.readiness import ServerInfo, wait_ready
 from harness.engines.vllm.command import server_launch
+from harness.engines.vllm.profile import profiled_window, traced, window_prefix
 from harness.engines.vllm.server import ServerTree
 from harness.engines.vllm.telemetry import start_sampler
+from harness.engines.vllm.trace_result import add_trace
 from harness.results.atomic import atomic_write_json
 
 
 def launch_server(spec, log_dir: Path) -> ServerTree:
     """Start (not wait for) the server of ``spec``; its log and server.json go to ``log_dir``."""
-    server = ServerTree(server_launch(spec), Path(log_dir) / "server.log").start()
+    launch = server_launch(spec, profile_dir=log_dir)
+    server = ServerTree(launch, Path(log_dir) / "server.log").start()
     atomic_write_json(Path(log_dir) / "server.json", server.info())
     print(
         f"harness run: vLLM server starting (pid {server.pid}, {server.launch.url}); log: "
@@ -84,6 +87,7 @@ class VllmEngine(OpenAIServerEngine):
         self.server = server
         self.owns_server = server is None
         self.stopped: dict | None = None
+        self.window: dict | None = None  # the profiled window (run.instrument timing/counts)
 
     async def _bring_up(self, spec, stop: asyncio.Event) -> Target:
         if self.server is None:
@@ -92,14 +96,39 @@ class VllmEngine(OpenAIServerEngine):
             self.info = await bring_up(spec, self.server, stop)
         return Target(self.server.launch.url, self.server.launch.model)
 
+    def _before_measure(self, spec):
+        """vLLM's profiled window (``harness.engines.vllm.profile``) when the run is traced."""
+        if not traced(spec):
+            return None
+        if self.server is None or self.server.launch.profile_dir is None:
+            self.window = {"error": "the server was launched without --profiler-config"}
+            return None
+        prefix = window_prefix(self.run_dir)
+
+        async def window(driver) -> None:
+            self.window = await profiled_window(
+                driver.session, driver.target, driver.trace, driver.clock, prefix
+            )
+
+        return window
+
+    def serve(self, spec, trace, writer):
+        result = super().serve(spec, trace, writer)
+        if traced(spec):
+            add_trace(result, spec, self.run_dir, self.window, self.server)
+        return result
+
     def _start_sampler(self, spec, clock):
-        return start_sampler(self.server.pid, spec.run.nvml_interval_s, clock)
+        gpus = self.server.launch.settings.get("gpus")
+        return start_sampler(self.server.pid, spec.run.nvml_interval_s, clock, gpus)
 
     def _command(self) -> str | None:
         return self.server.launch.command_text() if self.server is not None else None
 
     def _facts(self) -> dict:
-        return {"env_chosen": dict(self.server.launch.chosen)} if self.server is not None else {}
+        if self.server is None:
+            return {}
+        return {**self.server.launch.settings, "env_chosen": dict(self.server.launch.chosen)}
 
     def close(self, failed: bool) -> None:
         if not self.owns_server or self.server is None:

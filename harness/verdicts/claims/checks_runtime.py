@@ -13,13 +13,22 @@ from harness.verdicts.claims.tolerance import fmt as _fmt
 class RuntimeChecks:
     """Checks of Checker, kept apart by subject (see verify.py)."""
 
+    def _traced_by(self) -> str:
+        """Where the run's comm/stage numbers come from."""
+        if self.res is not None and self.res.engine == "vllm":
+            return "vLLM's own profiler, in the run's profiled window"
+        return "the run"
+
     # -- communication (bytes per token)
     def _tp_allreduce_bytes_per_layer(self, c: Claim) -> Verdict:
         sh, d, tp = self.spec.shape, self.spec.dtype_bytes, self.spec.layout.tp
         v, why = self.measured(c)
         if v is not None:
             return self.compare(
-                c, float(v), "TP all-reduce bytes per layer per token traced by the run", "measured"
+                c,
+                float(v),
+                f"TP all-reduce bytes per layer per token traced by {self._traced_by()}",
+                "measured",
             )
         exp = 2 * sh.hidden * d if tp > 1 else 0
         reason = (
@@ -39,7 +48,11 @@ class RuntimeChecks:
         v, why = self.measured(c)
         if v is not None:
             return self.compare(
-                c, float(v), "activation bytes per token per boundary traced by the run", "measured"
+                c,
+                float(v),
+                f"activation bytes per token per boundary traced by {self._traced_by()}"
+                + (" (hidden states and residual)" if self.res.engine == "vllm" else ""),
+                "measured",
             )
         exp = sh.hidden * d if pp > 1 else 0
         reason = (
@@ -124,7 +137,8 @@ class RuntimeChecks:
             return self.compare(
                 c,
                 float(v),
-                "mean idle/wall over stages on measured steps",
+                "mean idle/wall over stages on measured steps"
+                + (" of vLLM's profiled window" if self.res.engine == "vllm" else ""),
                 "measured",
                 rel=REL_RUNTIME,
             )

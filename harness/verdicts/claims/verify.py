@@ -160,8 +160,8 @@ class Checker(RuntimeChecks, StaticChecks):
             return self.unverified(
                 c,
                 f"not traced (external engine: {self.res.engine}): the claim needs the run's "
-                f"comm/stage trace, which only the reference engine records; run the same "
-                f"spec with engine.kind reference to measure it",
+                f"comm/stage trace, which the reference engine and vLLM launched by the harness "
+                f"(run.instrument timing) record; run the same spec with one of them",
                 "measured",
             )
         return getattr(self, f"_{c.id}")(c)
