@@ -230,3 +230,16 @@ def test_report_lines_state_the_window_its_size_and_cost():
         "vLLM trace: not traced (404)."
     ]
     assert trace_lines({}) == []
+
+
+def test_unnamed_tensor_list_dtypes_read_as_vllms_object_sends(tmp_path, spec, monkeypatch):
+    import vllm_synthetic
+
+    monkeypatch.setattr(vllm_synthetic, "UNNAMED_LISTS", True)
+    files = write_world(
+        tmp_path, "gloo", tp=2, pp=4, layers=spec.layout.layer_split, hidden=spec.shape.hidden
+    )
+    parts = trace_parts(spec, files, timed=True)
+    assert all(c["ok"] for c in parts["checks"])
+    meta = [c for c in parts["tables"]["comm"] if c["group"] == "pp_meta" and c["rank"] == 0]
+    assert [(c["dtype"], c["bytes"]) for c in meta[:2]] == [("int64", 8), ("uint8", 185)]

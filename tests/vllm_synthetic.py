@@ -25,6 +25,9 @@ TYPES = {
 }
 
 
+UNNAMED_LISTS = False  # p2p tensor lists typed "TensorList" (no dtype in the trace)
+
+
 class Rank:
     def __init__(self, rank: int):
         self.rank, self.events, self.t = rank, [], 0.0
@@ -67,7 +70,8 @@ def _p2p(r: Rank, backend: str, op: str, tensors, meta_bytes=185):
             e["args"]["Input type"] = [TYPES[dt], "", ""]
             r.ev(f"gloo:{op}", 4.0, tid=2, at=e["ts"] + 1.0)
             continue
-        e = r.ev(shape_op, 5.0, dims=[[list(shape)], [], []], types=[TYPES[dt], "", ""])
+        typ = "TensorList" if UNNAMED_LISTS else TYPES[dt]
+        e = r.ev(shape_op, 5.0, dims=[[list(shape)], [], []], types=[typ, "", ""])
         r.ev(
             timer,
             4.0,
