@@ -5,15 +5,24 @@ ratio vLLM / reference.
     .venv/bin/python benchmarks/engines_side_by_side.py [--config
     configs/tiny-tp2-pp4-vllm-cpu.yaml]
         [--checkpoint results/tiny-llama] [--requests 48] [--input 32] [--output 16]
-        [--concurrency 8] [--rate 4] [--out DIR]
+        [--concurrency 8] [--rate 4] [--out DIR] [--repeats N] [--workloads closed|poisson|both]
 
 For each workload (a closed loop of ``--concurrency``, then Poisson at ``--rate``): the reference
 run first (its 8 ranks and the 15 GB vLLM server do not fit a 24 GB machine together), then the vLLM
 server is started once (the harness's own launch: reaper, readiness) and both workloads are sent to
-it as ``engine.kind: openai`` runs; the server is stopped at the end. Runs go one after the other,
-never at the same time. Every run is a ``harness run`` in ``--out`` (default a temporary folder), so
-``harness report``/``compare`` work on them afterwards. The timing of a loaded machine is noise:
-read the ratios, and compare only numbers measured in the same invocation.
+it as ``engine.kind: openai`` runs; the server is stopped at the end. Both engines' limits are
+printed (the server gets the reference engine's: ``--max-num-seqs`` = its sequences in flight per
+replica, ``--max-num-batched-tokens`` = its token budget), and the prefix-cache hits of each vLLM
+run, which must be 0: the cache is off, so the second workload reuses nothing of the first. Runs
+go one after the other, never at the same time. Every run is a ``harness run`` in ``--out``
+(default a temporary folder), so ``harness report``/``compare`` work on them afterwards. The
+timing of a loaded machine is noise: read the ratios, and compare only numbers measured in the
+same invocation.
+
+``--repeats N``: N runs of each engine and workload (the reference's first, then vLLM's on one
+server); each metric is the mean over the repeats, and the ratio reference / vLLM carries its
+interval from the run-to-run spread: ln ratio = mean ln(ref) − mean ln(vLLM) ± t·SE (Welch, 95 %),
+SE² = s²_ref/n + s²_vLLM/n of the logs; with one repeat the ratio has no interval.
 """
 
 from __future__ import annotations
@@ -68,6 +77,48 @@ def _fmt(v) -> str:
     return "—" if v is None else f"{v:.4g}"
 
 
+def ratio_interval(a: list[float], b: list[float], confidence: float = 0.95):
+    """(ratio of geometric means a/b, low, high) from repeats (module docstring); low/high None
+    with fewer than 2 repeats on a side or a value <= 0."""
+    import math
+
+    from scipy import stats
+
+    if not a or not b or min(a + b) <= 0:
+        return None, None, None
+    la, lb = [math.log(x) for x in a], [math.log(x) for x in b]
+    d = sum(la) / len(la) - sum(lb) / len(lb)
+    if len(a) < 2 or len(b) < 2:
+        return math.exp(d), None, None
+    va = sum((x - sum(la) / len(la)) ** 2 for x in la) / (len(la) - 1) / len(la)
+    vb = sum((x - sum(lb) / len(lb)) ** 2 for x in lb) / (len(lb) - 1) / len(lb)
+    se = math.sqrt(va + vb)
+    if se == 0:
+        return math.exp(d), math.exp(d), math.exp(d)
+    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    t = stats.t.ppf((1 + confidence) / 2, df)
+    return math.exp(d), math.exp(d - t * se), math.exp(d + t * se)
+
+
+def repeats_table(name: str, refs: list[dict], vllms: list[dict]) -> str:
+    """Means over repeats and the ratio reference / vLLM with its interval (module docstring)."""
+    lines = [
+        f"{name} ({len(refs)} + {len(vllms)} runs)",
+        f"  {'metric':<22} {'reference':>11} {'vLLM':>11} {'ref/vLLM [95 % CI]':>26}",
+    ]
+    for key, label in METRICS:
+        a = [r["metrics"][key] for r in refs if r["metrics"].get(key) is not None]
+        b = [v["metrics"][key] for v in vllms if v["metrics"].get(key) is not None]
+        r, lo, hi = ratio_interval(a, b)
+        mean = lambda xs: sum(xs) / len(xs) if xs else None  # noqa: E731
+        cell = "—" if r is None else f"{r:.3g}" + (f" [{lo:.3g}, {hi:.3g}]" if lo else "")
+        lines.append(f"  {label:<22} {_fmt(mean(a)):>11} {_fmt(mean(b)):>11} {cell:>26}")
+        if a or b:  # the runs' own values
+            lines.append(f"  {'':<22} each: {' '.join(_fmt(x) for x in a)} | ")
+            lines[-1] += " ".join(_fmt(x) for x in b)
+    return "\n".join(lines)
+
+
 def table(name: str, ref: dict, vllm: dict) -> str:
     lines = [f"{name}", f"  {'metric':<22} {'reference':>11} {'vLLM':>11} {'vLLM/ref':>9}"]
     for key, label in METRICS:
@@ -96,6 +147,8 @@ def main() -> int:
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--rate", type=float, default=4.0)
     ap.add_argument("--out", default=None, help="folder for the runs (default: a temporary one)")
+    ap.add_argument("--repeats", type=int, default=1, help="runs of each engine and workload")
+    ap.add_argument("--workloads", choices=("closed", "poisson", "both"), default="both")
     args = ap.parse_args()
 
     sys.path.insert(0, str(REPO / "benchmarks"))
@@ -116,11 +169,19 @@ def main() -> int:
             ["workload.arrival=poisson", f"workload.rate_rps={args.rate}"],
         ),
     ]
+    keep = {"closed": workloads[:1], "poisson": workloads[1:], "both": workloads}
+    workloads = keep[args.workloads]
+    reps = range(args.repeats)
     print(f"runs in {out}", file=sys.stderr)
     refs = [
-        harness_run(
-            Path(args.config), out / f"reference-{i}", common + wl + ["engine={kind: reference}"]
-        )
+        [
+            harness_run(
+                Path(args.config),
+                out / f"reference-{i}-{k}",
+                common + wl + ["engine={kind: reference}"],
+            )
+            for k in reps
+        ]
         for i, (_, wl) in enumerate(workloads)
     ]
 
@@ -132,7 +193,10 @@ def main() -> int:
             f"engine={{kind: openai, url: '{server.launch.url}', model: '{server.launch.model}'}}"
         )
         vllms = [
-            harness_run(Path(args.config), out / f"vllm-{i}", common + wl + [target])
+            [
+                harness_run(Path(args.config), out / f"vllm-{i}-{k}", common + wl + [target])
+                for k in reps
+            ]
             for i, (_, wl) in enumerate(workloads)
         ]
     finally:
@@ -144,9 +208,24 @@ def main() -> int:
         f"{args.output} out, one after the other; vLLM {info.version} ready after "
         f"{info.ready_s:.0f} s"
     )
+    print(limits_line(refs[0], server.launch.settings, vllms))
     for (name, _), ref, vl in zip(workloads, refs, vllms):
-        print(table(name, ref, vl))
+        print(table(name, ref[0], vl[0]) if args.repeats == 1 else repeats_table(name, ref, vl))
     return 0
+
+
+def limits_line(ref: dict, settings: dict, vllms: list[dict]) -> str:
+    """Both engines' scheduling limits (like for like: harness.engines.vllm.command.limits) and
+    the prefix-cache hits of each vLLM run (0: the runs shared the server, reused nothing)."""
+    slots = (ref.get("layout") or {}).get("kv_slots_per_replica")
+    budget = ((ref.get("predicted") or {}).get("run") or {}).get("max_num_batched_tokens")
+    hits = [(v.get("server_metrics") or {}).get("prefix_cache_hits") for v in vllms]
+    return (
+        f"limits: reference {slots} sequences in flight per replica, {budget} tokens per batch; "
+        f"vLLM --max-num-seqs {settings.get('max_num_seqs')}, --max-num-batched-tokens "
+        f"{settings.get('max_num_batched_tokens')}, prefix cache "
+        f"{'on' if settings.get('prefix_caching') else 'off'} (hits per vLLM run: {hits})"
+    )
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ import json
 import os
 import resource
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -31,16 +32,20 @@ import torch
 import torch.distributed as dist
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness.engines.reference import dist as hdist  # noqa: E402
 from harness.engines.reference.comm import Comm, CommRecorder  # noqa: E402
 from harness.engines.reference.generate import generate  # noqa: E402
+from harness.engines.reference.loop import ServeLoop  # noqa: E402
 from harness.engines.reference.model.build import build_stage, stage_param_bytes  # noqa: E402
 from harness.engines.reference.model.weights import CheckpointWeights, SeededWeights  # noqa: E402
 from harness.engines.reference.parallel.pp import PipelineStage, StepMeta  # noqa: E402
 from harness.engines.reference.parallel.tp import gather_logits, greedy_sample  # noqa: E402
+from harness.engines.reference.scheduler import Scheduler  # noqa: E402
 from harness.spec.catalog import ModelShape, model_preset  # noqa: E402
 from harness.spec.layout import Layout, even_split  # noqa: E402
+from harness.spec.workload import Request  # noqa: E402
 
 LAYOUTS = [(1, 1, 1), (2, 1, 1), (1, 2, 1), (2, 2, 1), (2, 4, 1), (2, 2, 2)]
 PROMPTS = [
@@ -211,6 +216,31 @@ def pipelined(stage: PipelineStage, prompts: list[list[int]], n: int) -> list[li
     return outs
 
 
+def counted_serve(ctx: hdist.DistContext, stage: PipelineStage) -> dict:
+    """The serving loop (4 requests, every micro-batch in flight) on the coordinator, the stage loop
+    elsewhere, under ``SyncCounter``: what each rank's steps would make the host wait for on a GPU
+    (tests/test_step_syncs.py)."""
+    from sync_counter import SyncCounter
+
+    with SyncCounter(dispatch=False) as counter:  # no Python mode around gloo's ops
+        if stage.is_coordinator:
+            reqs = [Request(i, 0.0, len(p), 6) for i, p in enumerate(PROMPTS)]
+            sched = Scheduler(
+                reqs,
+                lambda r: PROMPTS[r.request_id],
+                num_slots=len(PROMPTS),
+                max_batch=len(PROMPTS),
+                max_seq_len=64,
+            )
+            loop = ServeLoop(stage, ctx.layout.pp, ctx.device, time.monotonic, 0)
+            assert loop.run(sched, time.monotonic())
+            stage.stop()
+            steps = len(loop.step_rows)
+        else:
+            steps = stage.serve_forever()
+    return {"counts": dict(counter.counts), "where": dict(counter.where), "steps": steps}
+
+
 def tie_check(ctx: hdist.DistContext) -> list[int]:
     """Vocab-parallel argmax on crafted slices of 128: row 0 ties across ranks (id 5 on each)
     -> the lowest global id, 5; row 1's maximum is on rank 1 at local 3 -> 128*1 + 3."""
@@ -253,6 +283,8 @@ def run_layout(ctx: hdist.DistContext, weights_name: str, checkpoint: str) -> di
     extra = {}
     if weights_name == "seeded" and ctx.layout.pp > 1:
         extra["pipelined_tokens"] = pipelined(stage, prompts, NEW_TOKENS)
+    if weights_name == "seeded" and (ctx.layout.tp, ctx.layout.pp) == (2, 4):
+        extra["syncs"] = counted_serve(ctx, stage)
     if weights_name == "seeded" and ctx.layout.tp > 1 and model.is_last:
         extra["tie_check"] = tie_check(ctx)
     p = ctx.place

@@ -165,6 +165,12 @@ class StandInStage(nn.Module):
             return logits
         return torch.zeros(x.shape[0], HIDDEN)
 
+    def index(self, slots, start_pos, n_tokens, host=None):  # StageModel's surface
+        return (slots, start_pos, n_tokens)
+
+    def forward_indexed(self, x, batch):
+        return self.forward(x, *batch)
+
 
 def record_pipeline(pp: int, micro_batches: int, tp: int = 1) -> dict[int, list[Op]]:
     """Each rank's ops, in issue order, for 2·micro_batches requests (3 prompt tokens, 3 output

@@ -54,9 +54,22 @@ def test_init_process_group_and_new_group_arguments(monkeypatch, cuda):
             want["device_id"] = torch.device("cuda", rank)
         assert init == [want]
         groups = [c for c in calls if c[0] == "new_group"]
-        assert all(kw == {"timeout": timeout} for _, _, kw in groups)
-        sequences.add(tuple(r for _, r, _ in groups))
+        device_groups, host = groups[:7], groups[7:]
+        assert all(kw == {"timeout": timeout} for _, _, kw in device_groups)
+        # on NCCL the headers' gloo twins: the TP groups, then the edges (none on gloo)
+        assert all(kw == {"timeout": timeout, "backend": "gloo"} for _, _, kw in host)
+        assert [r for _, r, _ in host] == ([(0, 1), (2, 3), (0, 2), (1, 3), (0, 2)] if cuda else [])
+        sequences.add(tuple(r for _, r, _ in device_groups))
         assert ctx.backend == want["backend"] and ctx.comm.rec.cuda == cuda
+        comm = ctx.comm
+        if cuda:  # the header of a step goes on the twin, the payload on the device group
+            mine = [e for e in ((0, 2), (1, 3), (2, 0)) if rank in e]
+            assert set(comm.host_p2p) == set(mine) and ("tp" in comm.host_groups)
+            for e in mine:
+                assert comm._edge(*e, host=True) != comm._edge(*e)
+            assert comm._pg("tp", host=True) != comm._pg("tp")
+        else:
+            assert comm.host_p2p == {} and comm.host_groups == {}
     # the same groups in the same order on every rank: tp, pp, then the edges 0->2, 1->3, 2->0
     assert sequences == {((0, 1), (2, 3), (0, 2), (1, 3), (0, 2), (1, 3), (0, 2))}
 

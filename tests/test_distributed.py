@@ -126,6 +126,26 @@ def test_many_micro_batches_in_flight_give_the_same_tokens(world, layout):
     assert all(r["pipelined_tokens"] is None for r in runs if r not in coords)
 
 
+def test_no_stage_waits_for_the_device(world):
+    """TP2-PP4, 4 requests through the serving loop with every micro-batch in flight, counted by
+    tests/sync_counter.py on each rank (issue 28 item 2): the coordinator reads the device once per
+    step (the sampled tokens) and each returned header on the host; every other rank reads
+    nothing from the device, uploads nothing blocking, sizes no output by values: it only reads
+    its step headers (host integers, one per step and one for the stop)."""
+    runs = [r for r in _runs(world, "tp2-pp4-dp1", "seeded")]
+    assert len(runs) == 8
+    for r in runs:
+        s = r["syncs"]
+        coordinator = r["stage"] == 0 and r["tp"] == 0
+        want = (
+            {"read": s["steps"], "header": s["steps"]}
+            if coordinator
+            else {"header": s["steps"] + 1}
+        )
+        assert s["counts"] == want, (r["rank"], s)
+        assert s["steps"] >= 6
+
+
 def test_vocab_parallel_argmax_ties_go_to_the_lowest_id(world):
     checks = [r["tie_check"] for rank in world[0] for r in rank["runs"] if "tie_check" in r]
     # last-stage ranks of tp2 pp1/pp2/pp4 and dp2

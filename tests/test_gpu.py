@@ -250,3 +250,39 @@ def test_stage_timing_takes_no_sync_per_step(monkeypatch, prompts):
         r["t_recv_start"] <= r["t_recv_end"] <= r["t_compute_end"] <= r["t_send_end"] for r in rows
     )
     assert all(a["t_send_end"] <= b["t_recv_start"] for a, b in zip(rows, rows[1:]))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_decode_graphs_give_the_eager_tokens(prompts, dtype):
+    """``run.cuda_graphs`` (issue 28 item 3): 16 greedy tokens through a pipeline stage whose
+    decode steps replay CUDA graphs (3 prompts: the bucket of 4, one padding row) equal the eager
+    stage's, and every decode step was a replay where the kernel allows graphs (``paged``,
+    ``batched``)."""
+    from harness.engines.reference.comm import single_process_comm
+    from harness.engines.reference.dist import DistContext, LaunchEnv
+    from harness.engines.reference.generate import generate
+    from harness.engines.reference.parallel.graphs import DecodeGraphs
+    from harness.engines.reference.parallel.pp import PipelineStage
+    from harness.spec.layout import Layout
+
+    lay = Layout(1, 1, 1, (SHAPE.num_layers,))
+    out = {}
+    for graphs in (False, True):
+        model = _ours(dtype)
+        model.allocate_kv(8, 64)
+        comm = single_process_comm()
+        ctx = DistContext(
+            LaunchEnv(0, 1, 0, 1, None, False),
+            lay,
+            lay.place(0),
+            torch.device("cuda"),
+            "none",
+            comm,
+        )
+        stage = PipelineStage(ctx, model, max_batch=8, max_tokens=256)
+        if graphs:
+            stage.graphs = DecodeGraphs(stage, 8, 8)
+        out[graphs] = generate(ctx, stage, prompts[:3], 16)
+        if graphs and model.kernel in ("paged", "batched"):
+            assert stage.graphs.replays == 15 and set(stage.graphs.graphs) == {4}
+    assert out[True] == out[False]

@@ -266,11 +266,7 @@ def test_header_round_trip_and_phase():
     assert hdr.tolist() == [9, 2, 7, 2 * 3, 4, 1, 0, 0, 12, 0, 7, 1, 0]  # phase 'mixed' = 3, << 1
     back, width = unpack_header(hdr, 3)
     assert (back.step, width, back.stop, back.phase) == (9, 7, False, "mixed")
-    assert (
-        back.slots.tolist() == [4, 1]
-        and back.start_pos.tolist() == [0, 12]
-        and back.n_tokens.tolist() == [7, 1]
-    )
+    assert back.slots == [4, 1] and back.start_pos == [0, 12] and back.n_tokens == [7, 1]
     assert (
         step_phase(_t([3, 5]), _t([1, 1])) == "decode"
         and step_phase(_t([0, 5]), _t([1, 4])) == "prefill"

@@ -168,11 +168,11 @@ class _CheckedStage(SimStage):
     """A SimStage that asserts the pipeline invariants at every submit."""
 
     def submit(self, meta, token_ids):
-        slots = set(meta.slots.tolist())
+        slots = set(meta.slots)
         for m, _, _ in self.pending:  # a sequence is in at most one micro-batch in flight
-            assert not slots & set(m.slots.tolist())
+            assert not slots & set(m.slots)
         assert len(self.pending) < self.groups
-        assert sum(meta.n_tokens.tolist()) <= self.budget and meta.batch <= self.max_batch
+        assert sum(meta.n_tokens) <= self.budget and meta.batch <= self.max_batch
         return super().submit(meta, token_ids)
 
 

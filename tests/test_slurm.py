@@ -457,3 +457,80 @@ def test_nightly_baseline_then_regression_and_resubmission(local_slurm, referenc
     assert "REGRESSION against" in r_worse.stdout
     history = (root / "history.csv").read_text().splitlines()
     assert len(history) == 1 + 3, history  # header + three nights
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
+def test_a_vllm_spec_job_is_one_harness_run_process_never_torchrun(local_slurm, tmp_path):
+    """#27 item 1. A vLLM spec (fake interpreters answer the build probe; fake_run stands in for
+    the run): the rendered single-node job and the nightly job start ONE process, outside any
+    torchrun world, and exit 0; with the real `harness run` the vLLM engine's own preflight runs
+    (a CUDA build for this CPU spec: exit 2, its one line in the log, no run dir); the multi-node
+    script refuses the spec with exit 2."""
+    import yaml
+
+    from test_vllm_node import CPU_BUILD, CUDA_BUILD, _raw, fake_python
+
+    spec_path = tmp_path / "vllm.yaml"
+    spec_path.write_text(yaml.safe_dump(_raw(tmp_path, fake_python(tmp_path, CPU_BUILD))))
+    cuda_spec = tmp_path / "vllm-cuda.yaml"
+    cuda_py = fake_python(tmp_path, CUDA_BUILD, "cuda-python")
+    cuda_spec.write_text(yaml.safe_dump(_raw(tmp_path, cuda_py)))
+    planted = tmp_path / "planted"
+    planted.mkdir()
+    (planted / "summary.json").write_text('{"complete": true, "verdict": "PASS"}')
+    record = tmp_path / "record.jsonl"
+    fake = {
+        "HARNESS_RUN_MODULE": "fake_run",
+        "PYTHONPATH": str(TESTS),
+        "FAKE_RUN_COPY_FROM": str(planted),
+        "FAKE_RUN_RECORD": str(record),
+    }
+    text = slurm.render(load_spec(spec_path), spec_path, results_dir=tmp_path / "res")
+    single = slurm.submit(text, env=local_slurm.env | fake, cwd=tmp_path)
+    plain = {"HARNESS_PYTHON": PY, "HARNESS_RESULTS_ROOT": str(tmp_path / "plain")}
+    refused = local_slurm.sbatch(
+        REPO / "slurm" / slurm.SINGLE,
+        "-o",
+        str(tmp_path / "%j.out"),
+        env=plain | {"HARNESS_SPEC": str(cuda_spec)},
+        cwd=REPO,
+    )
+    multi = local_slurm.sbatch(
+        REPO / "slurm" / slurm.MULTI,
+        "-o",
+        str(tmp_path / "%j.out"),
+        env=plain | {"HARNESS_SPEC": str(spec_path)},
+        cwd=REPO,
+    )
+    res = local_slurm.wait(single)
+    assert (res.state, res.exit_code) == ("COMPLETED", 0), res.stdout[-3000:]
+    assert "one harness run process (engine serves from it; no torchrun)" in res.stdout
+    assert [json.loads(ln) for ln in record.read_text().splitlines()] == [
+        {"RANK": None, "WORLD_SIZE": None}
+    ]
+    res = local_slurm.wait(refused)
+    assert (res.state, res.exit_code) == ("FAILED", 2), res.stdout[-3000:]
+    assert f"harness run: error: engine.python: {cuda_py} has vLLM's cuda build" in res.stdout
+    assert not (tmp_path / "plain" / f"slurm-{refused}" / "summary.json").exists()
+    res = local_slurm.wait(multi)
+    assert (res.state, res.exit_code) == ("FAILED", 2), res.stdout[-3000:]
+    assert "submit slurm/single_node.sbatch" in res.stdout
+    record.unlink()
+    nightly = local_slurm.sbatch(
+        REPO / "slurm" / slurm.NIGHTLY,
+        "-o",
+        str(tmp_path / "%j.out"),
+        env=fake
+        | {
+            "HARNESS_SPEC": str(spec_path),
+            "HARNESS_PYTHON": PY,
+            "HARNESS_HOME": str(REPO),
+            "HARNESS_RESULTS_ROOT": str(tmp_path / "nightly"),
+        },
+        cwd=REPO,
+    )
+    res = local_slurm.wait(nightly)
+    assert (res.state, res.exit_code) == ("COMPLETED", 0), res.stdout[-3000:]
+    assert "one harness run process" in res.stdout and "this run is now the baseline" in res.stdout
+    assert len(record.read_text().splitlines()) == 1

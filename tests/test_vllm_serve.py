@@ -244,3 +244,37 @@ def test_a_cap_with_a_rate_holds_requests_at_the_client(ckpt, server, tmp_path):
     assert f["p99_ttft_including_client_queue_ms"] == pytest.approx(s["metrics"]["p99_ttft_ms"])
     # the wait for the cap is client queue, not client lag
     assert s["client"]["p50_ms"] < 0.1 * send["p50_client_queue_ms"]
+
+
+def test_two_capacity_probes_replay_the_same_prompts_and_reuse_no_cached_prefix(
+    ckpt, server, tmp_path
+):
+    """#27 item 3: --find-capacity sends every probe to the one shared server, and every probe
+    replays the same prompts (they depend on the seed and the request id only). The server runs
+    with the harness's flags: the reference engine's limits and the prefix cache off; vLLM's
+    counters read back over each probe, and the cross-check
+    says so: no prompt token was looked up in the cache or served from it (vLLM counts lookups only
+    while the cache is on), so no prefill was served from an earlier probe."""
+    assert "--no-enable-prefix-caching" in server["tree"].launch.argv
+    assert server["tree"].launch.settings["max_num_seqs"] == 32  # 4 micro-batches × max_batch 8
+    config = write_spec(tmp_path / "vllm.yaml", _openai(ckpt, server, rate_rps=2, num_requests=8))
+    root = tmp_path / "cap"
+    res = _harness(
+        "run", str(config), "--results-dir", str(root), "--find-capacity", "--probes", "2"
+    )
+    assert res.returncode in (0, 1, 4), res.stderr[-3000:]
+    probes = [root / "probe-00", root / "probe-01"]
+    lens = [
+        [json.loads(ln)["input_len"] for ln in (p / "trace.jsonl").read_text().splitlines()]
+        for p in probes
+    ]
+    # request i of each probe: the same length and, from the same seed and id, the same prompt
+    assert lens[0] == lens[1] and len(lens[0]) == 8
+    for p in probes:
+        s = _summary(p)
+        assert s["complete"] is True and s["metrics"]["completed"] == 8
+        view = s["server_metrics"]
+        # vLLM counts lookups only while the cache is on: none looked up, none hit
+        assert (view["prefix_cache_queries"], view["prefix_cache_hits"]) == (0, 0)
+        check = [c for c in s["cross_checks"] if c["name"].startswith("no prompt token")]
+        assert [(c["measured"], c["ok"]) for c in check] == [(0, True)]

@@ -128,8 +128,30 @@ def test_a_difference_nobody_explains_fails(tmp_path, spec):
     assert checks["vllm comm stage 1 tp all_reduce"]["ok"]
 
 
+def _tiny_vllm_spec(tmp_path, *overrides):
+    """The shipped vLLM config on a folder with only the tiny model's config.json (a fresh clone
+    has no results/tiny-llama)."""
+    folder = tmp_path / "tiny-llama"
+    folder.mkdir(exist_ok=True)
+    cfg = {
+        "model_type": "llama",
+        "hidden_size": 256,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 4,
+        "head_dim": 64,
+        "intermediate_size": 512,
+        "vocab_size": 512,
+        "max_position_embeddings": 512,
+    }
+    (folder / "config.json").write_text(json.dumps(cfg))
+    return load_spec(
+        REPO / "configs" / "tiny-tp2-pp4-vllm-cpu.yaml", [f"model.checkpoint={folder}", *overrides]
+    )
+
+
 def test_launch_flag_follows_run_instrument(tmp_path):
-    s = load_spec(REPO / "configs" / "tiny-tp2-pp4-vllm-cpu.yaml")
+    s = _tiny_vllm_spec(tmp_path)
     args = profiler_args(s, tmp_path)
     cfg = json.loads(args[1])
     assert args[0] == "--profiler-config" and cfg == {
@@ -141,7 +163,7 @@ def test_launch_flag_follows_run_instrument(tmp_path):
     }
     launch = server_launch(s, port=1, profile_dir=tmp_path)
     assert "--profiler-config" in launch.argv and launch.profile_dir == cfg["torch_profiler_dir"]
-    off = load_spec(REPO / "configs" / "tiny-tp2-pp4-vllm-cpu.yaml", ["run.instrument=off"])
+    off = _tiny_vllm_spec(tmp_path, "run.instrument=off")
     assert profiler_args(off, tmp_path) == [] and server_launch(off, port=1).profile_dir is None
     assert "--profiler-config" not in server_launch(s, port=1).argv  # no folder: no profiler
     p = window_prefix(Path("/x/2026-12-07T10:00 run+1"))

@@ -25,7 +25,7 @@ from harness.engines.openai_server.scrape import (
     server_view,
     snapshot,
 )
-from harness.engines.vllm.command import server_launch
+from harness.engines.vllm.command import SERVE, server_launch
 from harness.engines.vllm.tree import session_members, stop_session
 from harness.measure.histogram import bucket_delta, histogram_quantile, window_stats
 from harness.measure.metrics import RequestRecord, client_lag
@@ -75,13 +75,7 @@ def test_command_line_carries_the_spec_layout_and_extra_args_last(tmp_path):
     launch = server_launch(spec)
     argv = list(launch.argv)
     flag = {argv[i]: argv[i + 1] for i in range(5, len(argv) - 1) if argv[i].startswith("--")}
-    assert argv[:5] == [
-        str(tmp_path / "python"),
-        "-m",
-        "vllm.entrypoints.cli.main",
-        "serve",
-        str(tmp_path / "model"),
-    ]
+    assert argv[:5] == [str(tmp_path / "python"), "-c", SERVE, "serve", str(tmp_path / "model")]
     assert (
         flag["--tensor-parallel-size"],
         flag["--pipeline-parallel-size"],
@@ -100,7 +94,7 @@ def test_command_line_carries_the_spec_layout_and_extra_args_last(tmp_path):
     assert argv[-2:] == [
         "--max-num-seqs",
         "2",
-    ]  # after the spec's --max-num-seqs 6: argparse keeps it
+    ]  # after the spec's --max-num-seqs 24 (4 micro-batches × 6): argparse keeps the last
     assert launch.env["VLLM_PP_LAYER_PARTITION"] == "1,1,1,1"
     assert launch.env["VLLM_CPU_KVCACHE_SPACE"] == "1" and launch.env["HF_HUB_OFFLINE"] == "1"
     assert launch.url == "http://127.0.0.1:8123" and launch.model == str(tmp_path / "model")

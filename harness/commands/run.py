@@ -84,6 +84,35 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="with --find-capacity --predict: one real run at the predicted capacity",
     )
+    p.add_argument(
+        "--repeats",
+        type=int,
+        metavar="N",
+        default=None,
+        help="run the spec N times into <results-dir>/run-NN, then repeats.json and report.md "
+        "across them (mean and interval over runs, SLO verdicts across runs); "
+        "`harness compare` takes the folder",
+    )
+    g = p.add_argument_group(
+        "run until decided",
+        "keep the arrivals going until every SLO is PASS or FAIL at a look (errors stay at "
+        "slo.confidence under the repeated looks: docs/performance.md) or a budget runs out",
+    )
+    g.add_argument(
+        "--until-decided", action="store_true", help="-> slo.until_decided: true (stop early)"
+    )
+    g.add_argument(
+        "--max-requests",
+        type=int,
+        metavar="N",
+        help="request budget -> slo.max_requests (default: the workload's requests)",
+    )
+    g.add_argument(
+        "--max-seconds",
+        type=float,
+        metavar="S",
+        help="time budget of the measured phase -> slo.max_seconds (default: none)",
+    )
     from harness.commands.run_flags import add_bench_arguments
 
     add_bench_arguments(p)

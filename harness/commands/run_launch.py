@@ -32,6 +32,10 @@ def main_outside(options: RunOptions) -> int:
         from harness.commands.run_capacity import find_capacity
 
         return find_capacity(spec, options, entry)
+    if options.repeats is not None:
+        from harness.commands.run_repeats import run_repeats
+
+        return run_repeats(spec, options, entry)
     return run_once(spec, options, entry)
 
 

@@ -42,13 +42,14 @@ class RunOptions:
     launch: LaunchOptions
     outputs: OutputOptions
     capacity: CapacityOptions | None = None  # None: one run
+    repeats: int | None = None  # --repeats N: N runs under one parent (None: one run)
 
 
 def run_options(args: argparse.Namespace) -> RunOptions:
     from harness.commands.run_flags import bench_set_strings, check_output_flags
 
     check_output_flags(args)
-    overrides = (*args.overrides, *bench_set_strings(args))
+    overrides = (*args.overrides, *bench_set_strings(args), *until_decided_strings(args))
     launch = LaunchOptions(
         config=Path(args.config),
         overrides=tuple(overrides),
@@ -66,7 +67,34 @@ def run_options(args: argparse.Namespace) -> RunOptions:
         result_dir=Path(args.result_dir) if args.result_dir else None,
         result_filename=args.result_filename,
     )
-    return RunOptions(launch, outputs, _capacity(args))
+    return RunOptions(launch, outputs, _capacity(args), _repeats(args))
+
+
+def until_decided_strings(args: argparse.Namespace) -> list[str]:
+    """``--until-decided``, ``--max-requests``, ``--max-seconds`` as ``--set`` strings (the spec
+    validates them: a budget without ``--until-decided`` is refused there)."""
+    out = ["slo.until_decided=true"] if getattr(args, "until_decided", False) else []
+    for flag, field in (("max_requests", "slo.max_requests"), ("max_seconds", "slo.max_seconds")):
+        value = getattr(args, flag, None)
+        if value is not None:
+            out.append(f"{field}={value!r}")
+    return out
+
+
+def _repeats(args: argparse.Namespace) -> int | None:
+    n = getattr(args, "repeats", None)
+    if n is None:
+        return None
+    if n < 2:
+        raise UsageError(f"--repeats: must be >= 2 (one run: leave it out), got {n}")
+    if args.find_capacity:
+        raise UsageError("--repeats: not with --find-capacity; repeat a run, not a search")
+    if args.result_dir or args.result_filename:
+        raise UsageError(
+            "--repeats: each run's --save-result file goes into its own run directory; drop "
+            "--result-dir/--result-filename"
+        )
+    return n
 
 
 def _capacity(args: argparse.Namespace) -> CapacityOptions | None:

@@ -43,6 +43,16 @@ def template_name(spec: Spec, nightly: bool = False) -> str:
     return SINGLE if spec.cluster.nodes == 1 else MULTI
 
 
+def launch_mode(spec: Spec) -> str:
+    """How the job starts the spec's engine: ``torchrun`` (one rank per GPU: the reference engine)
+    or ``process`` (``harness run`` itself serves: vllm, openai; inside torchrun it is refused).
+    The batch scripts ask this of the spec they are given, so a hand-submitted script and a
+    rendered one agree."""
+    from harness.engines.registry import engine_entry
+
+    return "torchrun" if engine_entry(spec.engine.kind).world_engine is not None else "process"
+
+
 def is_cpu(spec: Spec) -> bool:
     return spec.cluster.gpu.strip().lower() == "cpu"
 
@@ -123,8 +133,9 @@ def render(
         "HARNESS_SPEC": str(Path(spec_path).expanduser().resolve()),
         "HARNESS_HOME": str(REPO),
         "HARNESS_PYTHON": python or sys.executable,
-        "HARNESS_NPROC": str(spec.cluster.gpus_per_node),
     }
+    if launch_mode(spec) == "torchrun":  # a process-served engine starts no ranks
+        pinned["HARNESS_NPROC"] = str(spec.cluster.gpus_per_node)
     if root is not None:
         pinned["HARNESS_RESULTS_ROOT"] = str(root)
     if baseline is not None:

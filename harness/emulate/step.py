@@ -6,13 +6,12 @@ of that step against ``StageModel.forward``."""
 
 from __future__ import annotations
 
-import time
-
 import torch
 
-from harness.emulate.timing import WARMUP, sync
+from harness.emulate.timing import WARMUP
 from harness.engines.reference.comm import Comm
 from harness.engines.reference.model.llama import StageModel
+from harness.engines.reference.parallel.graphs import capture
 from harness.engines.reference.parallel.tp import greedy_sample
 
 
@@ -48,21 +47,9 @@ def eager_forward(model: StageModel, comm: Comm, x, slots, start, n) -> torch.Te
 
 
 def capture_graph(step: StaticStep, device: torch.device):
-    """Warm up on a side stream, capture one step, replay once; -> (replay, capture seconds)."""
-    side = torch.cuda.Stream(device)
-    side.wait_stream(torch.cuda.current_stream(device))
-    with torch.cuda.stream(side):
-        for _ in range(WARMUP):
-            step()
-    torch.cuda.current_stream(device).wait_stream(side)
-    sync(device)
-    t0 = time.perf_counter()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        out = step()
-    graph.replay()
-    sync(device)
-    return (lambda: (graph.replay(), out)[1]), time.perf_counter() - t0
+    """Warm up on a side stream, capture one step, replay once; -> (replay, capture seconds).
+    The same capture as a run's decode graphs (engines/reference/parallel/graphs.py)."""
+    return capture(step, device, WARMUP)
 
 
 def capture_or_eager(step: StaticStep, device: torch.device, eager):

@@ -74,7 +74,7 @@ ENGINES: dict[str, EngineEntry] = {
     "openai": EngineEntry(
         kind="openai",
         what="an OpenAI-compatible server someone else runs (engine.url)",
-        tables=_SERVER_TABLES,
+        tables=("requests", "server_metrics"),  # no nvml: its GPUs are not known here
         preflight=_at("harness.engines.openai_server.preflight", "preflight"),
         serve=_at("harness.engines.openai_server.session", "serve"),
         probes=_at("harness.engines.openai_server.session", "probes"),

@@ -8,7 +8,8 @@ Per-request definitions (r is one record, n = tokens it produced, see :func:`tok
 * TTFT   = r.first_token_s − r.arrival_s        (scheduled arrival, so queueing counts)
 * E2E    = r.finish_s − r.arrival_s             (vLLM calls it E2EL)
 * TPOT   = (E2E − TTFT) / (n − 1)  = (finish − first_token) / (n − 1); undefined when n ≤ 1
-* ITL_i  = token_times_s[i] − token_times_s[i−1], i = 1 … n−1; all requests' ITLs pooled
+* ITL    = the gaps between a request's distinct token times (one per stream chunk, as ``vllm
+  bench serve`` counts them: a chunk of k tokens is one gap, not k − 1 zeros); pooled
 * queue  = r.admitted_s − r.arrival_s
 * client queue = r.sent_s − r.arrival_s          (0 when the request went out at its arrival)
   (for the harness's own client of an external engine this is its lag against the schedule:
@@ -162,9 +163,9 @@ def tpot_s(r: RequestRecord) -> float | None:
 
 
 def itls_s(r: RequestRecord) -> list[float]:
-    """ITL_i = token_times_s[i] − token_times_s[i−1] for i = 1 … n−1."""
+    """token_times_s[i] − token_times_s[i−1] where they differ: one ITL per chunk of tokens."""
     t = r.token_times_s
-    return [t[i] - t[i - 1] for i in range(1, len(t))]
+    return [t[i] - t[i - 1] for i in range(1, len(t)) if t[i] != t[i - 1]]
 
 
 def queue_s(r: RequestRecord) -> float | None:

@@ -51,3 +51,26 @@ def device_handles(
         except pynvml.NVMLError as e:
             errors.append(f"device {i}: nvmlDeviceGetHandleByIndex: {e}")
     return out, None
+
+
+def device_names(indices: list[int]) -> list[str]:
+    """NVML's name of each device (e.g. "NVIDIA H100 80GB HBM3"); [] where NVML cannot say."""
+    if pynvml is None or not indices:
+        return []
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError:
+        return []
+    try:
+        names = []
+        for i in indices:
+            name = pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByIndex(i))
+            names.append(name.decode() if isinstance(name, bytes) else str(name))
+        return names
+    except pynvml.NVMLError:
+        return []
+    finally:
+        try:
+            pynvml.nvmlShutdown()
+        except pynvml.NVMLError:
+            pass

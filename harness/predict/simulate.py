@@ -62,8 +62,7 @@ class SimClock:
 
 def batch_features(meta) -> dict[str, float]:
     """tokens, rows and attention (query, key) pairs of a submitted step (``StepMeta``)."""
-    n = meta.n_tokens.tolist()
-    start = meta.start_pos.tolist()
+    n, start = meta.n_tokens, meta.start_pos  # host integers
     return {
         "tokens": float(sum(n)),
         "rows": float(len(n)),

@@ -32,6 +32,7 @@ from harness.report.sections_pipeline import communication, dag_section, pp_stag
 from harness.report.sections_resources import hardware, load_balancing, memory
 from harness.report.sections_slo import latency_rows, rate_text
 from harness.report.sections_slo import slo_rows as slo_table_rows
+from harness.report.slo_table import sequential_text
 
 __all__ = [
     "CLAIM_LABELS",
@@ -107,6 +108,9 @@ def performance(ctx: Ctx) -> Section:
             f"(predicted TTFT: the mean prompt in {bounds.get('prefill_chunks', 1)} chunk(s))."
         )
     errors = [Text(e, "note") for e in floor_errors(bounds, m)]
+    seq = sequential_text(run.summary)
+    if seq:
+        errors.append(Text(seq[0].upper() + seq[1:] + ".", "note"))
     return Section(
         "Performance vs SLOs",
         [

@@ -34,9 +34,31 @@ def engine_section(ctx: Ctx) -> Section | None:
         rows.append(["server log", str(eng["server_log"])])
     if eng.get("layout_source"):
         rows.append(["layout", str(eng["layout_source"])])
+    if eng.get("max_num_seqs") is not None:
+        rows.append(
+            [
+                "scheduling limits",
+                f"{eng['max_num_seqs']} sequences in flight per engine, "
+                f"{fmt(eng.get('max_num_batched_tokens'))} tokens per scheduled batch (the "
+                f"reference engine's slots per replica and token budget)",
+            ]
+        )
+    if eng.get("prefix_caching") is not None:
+        rows.append(
+            ["prefix cache", "on (engine.prefix_caching)" if eng["prefix_caching"] else "off"]
+        )
     blocks = [Table(["", ""], rows)]
     lag = s.get("client") if isinstance(s.get("client"), dict) else None
-    if lag:
+    ch = (lag or {}).get("chunks") or {}
+    if ch.get("chunks"):
+        blocks.append(
+            Text(
+                f"Stream chunks: {ch['chunks']}, of which {ch.get('multi_token')} carried several "
+                f"tokens ({ch.get('tokens_in_multi')} tokens; the server's API process lagged "
+                f"its engine there). ITL counts one gap per chunk, as vllm bench serve does."
+            )
+        )
+    if lag and lag.get("sent") is not None:
         blocks.append(
             Text(
                 f"Client lag (sent − scheduled arrival) over {lag.get('sent')} requests: p50 "
@@ -93,7 +115,9 @@ def _latency_views(s: dict) -> list:
         f"{fmt(view.get('num_preemptions'))} preemptions; peak running "
         f"{fmt(view.get('max_num_requests_running'))}, "
         f"waiting {fmt(view.get('max_num_requests_waiting'))}, KV cache use "
-        f"{fmt(view.get('max_kv_cache_usage_perc'))} (0..1)."
+        f"{fmt(view.get('max_kv_cache_usage_perc'))} (0..1); prefix cache "
+        f"{fmt(view.get('prefix_cache_hits'))} of {fmt(view.get('prefix_cache_queries'))} "
+        f"queried prompt tokens hit."
     )
     return [
         Table(["latency (ms)", "seen by", "mean", "p50", "p90", "p99", "observations"], rows),

@@ -42,6 +42,23 @@ def _with_interval(m: dict, intervals: dict, key: str, unit: str) -> str:
     return f"{text} {unit}"
 
 
+def sequential_text(summary: dict) -> str | None:
+    """One line on a run until decided (``summary.sequential``): why it stopped, at which look,
+    on how many requests of its budget, and the error rate the looks keep; None for other runs."""
+    seq = summary.get("sequential")
+    if not isinstance(seq, dict) or not isinstance(seq.get("final"), dict):
+        return None
+    final, conf = seq["final"], float(seq.get("confidence") or 0.95)
+    return (
+        f"run until decided: stopped by {seq.get('stopped')}; verdicts from look "
+        f"{final.get('look')} (the first {final.get('n')} arrivals, judged at "
+        f"{float(final.get('confidence') or 0) * 100:.4g} %); {seq.get('requests_served')} of a "
+        f"budget of {seq.get('request_budget')} requests served; looks at "
+        f"{seq.get('schedule')}, {(1 - conf) * 100:.3g} % spent over them in proportion to n, so a "
+        f"verdict errs with probability at most {(1 - conf) * 100:.3g} % however many looks ran"
+    )
+
+
 def slo_table(summary: dict) -> str:
     """The run's SLO verdicts and headline statistics as a plain-text table."""
     m = summary.get("metrics") or {}
@@ -73,6 +90,9 @@ def slo_table(summary: dict) -> str:
             99,
             subsequent_indent="  ",
         )
+    seq = sequential_text(summary)
+    if seq:
+        lines += textwrap.wrap(seq, 99, subsequent_indent="  ")
     lines.append(
         f"requests {m.get('completed')}, throughput "
         f"{_with_interval(m, intervals, 'request_throughput', 'req/s')}, goodput "

@@ -109,7 +109,7 @@ def metric_stats_ms(
     return out
 
 
-def _values_s(done: Sequence[RequestRecord]) -> dict[str, list[float]]:
+def family_values_s(done: Sequence[RequestRecord]) -> dict[str, list[float]]:
     """Per family of the file, the values (s): vLLM's from the send, ours from the arrival."""
     send, arrival = latency_values_s(done, "send"), latency_values_s(done, "arrival")
     return {
@@ -203,7 +203,7 @@ def bench_result(
         )
     )
     result["rtfx"] = 0.0
-    values = _values_s(done)
+    values = family_values_s(done)
     for metric in [*dict.fromkeys([*percentile_metrics, *OURS])]:
         result.update(metric_stats_ms(metric, values[metric], metric_percentiles))
     result["harness_version"] = __version__

@@ -14,6 +14,7 @@ from harness import SCHEMA_VERSION, __version__
 from harness.measure.metric_intervals import DEFAULT_CONFIDENCE, metric_intervals, samples_of
 from harness.measure.metrics import RequestRecord, client_queue_s, summarize
 from harness.measure.percentiles import STAT_NAMES, stats
+from harness.measure.sequential import SequentialRule, final_verdicts
 from harness.measure.slo_verdicts import PASS, judge_slo, overall, row_verdict
 from harness.spec.slo import per_request_thresholds_ms, preset_caveat
 
@@ -116,6 +117,20 @@ def goodput_thresholds_ms(spec: Any) -> dict[str, float]:
     return dict(own) if own else per_request_thresholds_ms(spec.slo_targets)
 
 
+def sequential_rule(spec: Any, budget: int):
+    """``slo.until_decided``'s stopping rule (``harness.measure.sequential``) over ``budget``
+    measured requests, or None when the spec does not ask for it."""
+    if not getattr(spec.slo, "until_decided", False):
+        return None
+    return SequentialRule(
+        spec.slo_targets,
+        goodput_thresholds_ms(spec),
+        confidence_of(spec),
+        budget,
+        spec.slo.max_seconds,
+    )
+
+
 def partial_summary(spec: Any, records: Iterable[Any], reason: str) -> dict:
     """What the reporting process can say on its own when a run stops early: completed requests
     only."""
@@ -172,6 +187,8 @@ def final_summary(spec: Any, predicted: Mapping[str, Any], result: Any) -> tuple
     confidence = confidence_of(spec)
     samples = samples_of(records, thresholds, duration_s=metrics.get("duration_s"))
     verdicts = judge_slo(spec.slo_targets, metrics, samples, confidence)
+    if result.extra.get("sequential"):  # run until decided: the verdicts of its final look
+        verdicts = final_verdicts(spec.slo_targets, records, thresholds, result.extra["sequential"])
     measured = dict(result.measured)
     measured["throughput_rps"] = metrics.get("request_throughput")
     summary = {

@@ -67,6 +67,8 @@ LIMITS: dict[str, Limit] = {
     "workload.max_concurrency": Limit(1, 100_000),
     **_LENGTHS,
     "slo.confidence": Limit(0.5, 0.9999, open_low=True),
+    "slo.max_requests": Limit(1, MAX_REQUESTS, unit=" requests"),
+    "slo.max_seconds": Limit(0, 30 * DAY_S, open_low=True, unit=" s (30 days)"),
     "run.max_batch": Limit(1, 65536),
     "run.micro_batches": Limit(1, 65536),
     "run.kv_cache_fraction": Limit(0, 1, open_low=True),

@@ -1,11 +1,12 @@
 """The spec's ``engine`` section: which system serves the trace, and how to reach or start it.
 
 - ``reference`` (default): our own TP×PP×DP engine on a torchrun world.
-- ``vllm``: the harness launches ``python -m vllm.entrypoints.cli.main serve`` with the spec's
-  layout (``harness.engines.vllm``), with ``python`` (an interpreter that has vllm; default
+- ``vllm``: the harness launches vLLM's CLI, ``vllm serve``, with the spec's layout
+  (``harness.engines.vllm``), with ``python`` (an interpreter that has vllm; default
   ``.venv-vllm/bin/python`` of the working folder or of this checkout, when it exists),
   ``extra_args`` appended to its command line, ``env`` added to its environment,
-  ``start_timeout_s`` to become ready and ``port`` on 127.0.0.1 (default: a free one).
+  ``start_timeout_s`` to become ready and ``port`` on 127.0.0.1 (default: a free one);
+  ``prefix_caching`` (default false) turns vLLM's prefix cache on (traces with shared prefixes).
 - ``openai``: an OpenAI-compatible server someone else started (``url``, ``model``): nothing is
   launched, and the spec's layout fields are recorded as the claim about that server
   (``harness.engines.openai_server``).
@@ -43,6 +44,9 @@ class EngineSpec:
     url: str | None = None  # openai: base URL, e.g. http://10.0.0.5:8000
     model: str | None = None  # openai: the served model name
     metrics_interval_s: float = 1.0  # vllm, openai: /metrics scrape period
+    # vllm: reuse the KV of prompt prefixes seen before (shared-prefix traces); off by default, so
+    # a replayed prompt (a capacity probe, a repeat) is prefilled again
+    prefix_caching: bool = False
 
 
 def default_python(repo_root: Path) -> Path | None:
@@ -69,7 +73,9 @@ def validate_engine(spec: Any, repo_root: Path, base_dir: Path | None = None) ->
     """Check ``spec.engine`` against the rest of the validated spec; every problem one UsageError
     line."""
     e = spec.engine
-    _only_for(e, ("vllm",), ("python", "extra_args", "env", "start_timeout_s", "port"))
+    _only_for(
+        e, ("vllm",), ("python", "extra_args", "env", "start_timeout_s", "port", "prefix_caching")
+    )
     _only_for(e, ("openai",), ("url", "model"))
     _only_for(e, EXTERNAL, ("metrics_interval_s",))
     if e.kind == "reference":

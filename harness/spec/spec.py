@@ -90,6 +90,11 @@ class SloSpec:
     # of every interval and SLO verdict (harness.measure.slo_verdicts); each verdict errs with
     # probability at most 1 - confidence
     confidence: float = 0.95
+    # run until decided (harness.measure.sequential): arrivals go on until every target is decided
+    # at a look or a budget runs out; max_requests replaces workload.num_requests
+    until_decided: bool = False
+    max_requests: int | None = None  # the request budget; default: the workload's requests
+    max_seconds: float | None = None  # the time budget of the measured phase; default: none
 
 
 @dataclass
@@ -109,6 +114,9 @@ class RunSpec:
     )
     instrument: Literal["off", "counts", "timing"] = "timing"
     profile_steps: int = 0  # >0: export a torch.profiler trace of that many steps
+    # decode steps replayed from CUDA graphs (engines/reference/parallel/graphs.py); null: on with
+    # CUDA; on the CPU it does nothing (true there is noted in the summary)
+    cuda_graphs: bool | None = None
     nvml_interval_s: float = 0.1
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # vLLM-keyed
@@ -274,6 +282,7 @@ def validate(spec: Spec, base_dir: Path | None = None) -> None:
     _validate_workload(w, shape, base_dir)
     # slo
     spec.slo_targets = resolve_targets(spec.slo.preset, spec.slo.targets)
+    _validate_until_decided(spec)
     # vLLM bench flags' fields
     check_bench_fields(w, spec.slo, r, par.dp if spec.engine.kind == "reference" else 1)
     # run
@@ -298,6 +307,27 @@ def validate(spec: Spec, base_dir: Path | None = None) -> None:
             f"names the run folder)"
         )
     validate_engine(spec, REPO_ROOT, base_dir)
+
+
+def _validate_until_decided(spec: Spec) -> None:
+    s, w = spec.slo, spec.workload
+    if not s.until_decided:
+        for name in ("max_requests", "max_seconds"):
+            if getattr(s, name) is not None:
+                raise UsageError(
+                    f"slo.{name}: a budget of slo.until_decided; set slo.until_decided: true "
+                    f"(--until-decided) or drop it"
+                )
+        return
+    if not spec.slo_targets:
+        raise UsageError("slo.until_decided: needs SLO targets to decide; give slo.targets")
+    if spec.engine.kind == "reference" and spec.parallel.dp > 1:
+        raise UsageError(
+            f"slo.until_decided: the reference engine's DP replicas judge apart (dp="
+            f"{spec.parallel.dp}); use dp: 1 or a fixed num_requests"
+        )
+    if s.max_requests is not None:
+        w.num_requests, w.duration_s = s.max_requests, None
 
 
 def _max_len(d: LengthDist) -> int:

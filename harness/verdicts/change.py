@@ -105,6 +105,39 @@ def noise_band(values: Sequence[float], confidence: float) -> tuple[float, float
     return math.exp(m), math.exp(m - half), math.exp(m + half)
 
 
+def runs_interval(
+    base_runs: Sequence[float], new_runs: Sequence[float], confidence: float
+) -> tuple[float, float] | None:
+    """The interval of the relative change between the geometric means of two sets of runs (at
+    least one of them repeats), from the run-to-run variation on the log scale: with k_b, k_n ≥ 2
+    Welch's t, d ± t_ν·√(s_b²/k_b + s_n²/k_n); against a single run, that run is one more draw
+    of the same spread, d ± t_{k−1}·s·√(1/k + 1) (the noise band). None: no spread to use, or a
+    value ≤ 0."""
+    b = [float(v) for v in base_runs if v is not None]
+    n = [float(v) for v in new_runs if v is not None]
+    if not b or not n or max(len(b), len(n)) < 2 or min(b + n) <= 0:
+        return None
+    lb, ln = [math.log(v) for v in b], [math.log(v) for v in n]
+    mb, mn = sum(lb) / len(lb), sum(ln) / len(ln)
+
+    def var(xs: list[float], m: float) -> float:
+        return sum((x - m) ** 2 for x in xs) / (len(xs) - 1)
+
+    d = mn - mb
+    if len(b) >= 2 and len(n) >= 2:
+        vb, vn = var(lb, mb) / len(lb), var(ln, mn) / len(ln)
+        se = math.sqrt(vb + vn)
+        df = (vb + vn) ** 2 / (
+            (vb**2 / (len(lb) - 1) if vb else 0.0) + (vn**2 / (len(ln) - 1) if vn else 0.0) or 1.0
+        )
+        df = max(1.0, min(df, len(lb) + len(ln) - 2))
+    else:
+        many, m = (lb, mb) if len(lb) >= 2 else (ln, mn)
+        se, df = math.sqrt(var(many, m) * (1.0 / len(many) + 1.0)), len(many) - 1
+    half = t_ppf(0.5 + confidence / 2.0, df) * se
+    return math.expm1(d - half), math.expm1(d + half)
+
+
 def _around(x: float, bounds: tuple[float | None, float | None]):
     """Bounds that hold their estimate (a summary's value and its samples' interval agree by
     construction; an edited or imported summary may not)."""
@@ -119,8 +152,10 @@ def change(
     n_bounds: tuple[float | None, float | None] | None,
     history: Sequence[float] = (),
     confidence: float = 0.95,
+    runs: tuple[Sequence[float], Sequence[float]] | None = None,
 ) -> Change:
-    """The change from b to n with its interval from the samples' bounds and/or the history."""
+    """The change from b to n with its interval from the samples' bounds, the history and/or the
+    runs of repeats folders (``runs``: each side's values, one per run)."""
     if b is None or n is None:
         return Change(None, None, None, "missing")
     if b == 0:
@@ -138,6 +173,11 @@ def change(
         lows.append(n / high - 1.0)
         highs.append(n / low - 1.0)
         basis.append(f"history of {len([v for v in history if v is not None])} runs")
+    across = runs_interval(*runs, confidence) if runs is not None else None
+    if across is not None:
+        lows.append(across[0])
+        highs.append(across[1])
+        basis.append(f"run-to-run variation of {len(runs[0])} + {len(runs[1])} runs")
     if not basis:
         return Change(pct, None, None, NO_INTERVAL)
     low = None if None in lows else min(lows) * 100.0

@@ -32,7 +32,7 @@ from typing import Any, Mapping, Sequence
 from harness.errors import UsageError
 from harness.measure.metric_intervals import DEFAULT_CONFIDENCE, Samples, interval_of, samples_of
 from harness.results.bench_file import run_records
-from harness.results.reader import Run, as_number, load_run
+from harness.results.reader import Run, as_number
 from harness.spec.slo import per_request_thresholds_ms, resolve_targets
 from harness.verdicts.change import HIGHER, INFO, LOWER, Change, change, row_verdict, suspected
 
@@ -234,8 +234,11 @@ def compare_runs(
     min_effect: Mapping[str, float] | None = None,
     min_effect_e2e_pct: float = DEFAULT_MIN_EFFECT_E2E_PCT,
     history: Sequence[Mapping[str, Any]] = (),
+    runs: tuple[Sequence[Mapping], Sequence[Mapping]] | None = None,
 ) -> Comparison:
-    """``base`` and ``new`` loaded with their requests table (``load_run(d, ("requests",))``;
+    """``runs``: each side's run summaries when a side is a repeats folder (a single run: its
+    own), whose run-to-run variation gives every row's interval (``harness.verdicts.repeats``).
+    ``base`` and ``new`` loaded with their requests table (``load_run(d, ("requests",))``;
     without it a row's interval rests on ``history`` alone); ``history``: earlier runs' summaries
     (``harness.verdicts.history.comparable_history``)."""
     if not threshold_pct >= 0:
@@ -274,14 +277,14 @@ def compare_runs(
     for what in ("hardware", "workload", "slo"):
         if cb[what] != cn[what]:
             cmp.warnings.append(f"{what} differs between the runs")
-    sb, sn = run_samples(base), run_samples(new)
-    if not history:
+    sb, sn = (None, None) if runs else (run_samples(base), run_samples(new))
+    if not history and not runs:
         cmp.warnings.append(
             "no history: the intervals hold the sampling within each run only, not the variation "
             "from run to run (a shared machine's load): give --history DIR with 3 or more earlier "
             "runs of this spec"
         )
-    if sb is None or sn is None:
+    if (sb is None or sn is None) and not runs:
         cmp.warnings.append(
             "a run has no requests table: rows rest on the history alone, or cannot decide"
         )
@@ -295,6 +298,7 @@ def compare_runs(
         confidence=confidence,
         floors=floors,
         min_effect_e2e_pct=min_effect_e2e_pct,
+        runs=runs,
     )
     return cmp
 
@@ -310,6 +314,7 @@ def compare_rows(
     confidence: float = DEFAULT_CONFIDENCE,
     floors: Mapping[str, float] | None = None,
     min_effect_e2e_pct: float = DEFAULT_MIN_EFFECT_E2E_PCT,
+    runs: tuple[Sequence[Mapping], Sequence[Mapping]] | None = None,
 ) -> tuple[list[Delta], list[str]]:
     """The table's rows from two summaries and their samples (module docstring), and the keys of
     the rows worse than the threshold by the point alone (suspects)."""
@@ -321,6 +326,9 @@ def compare_rows(
         if b is None and n is None:
             continue
         past = [as_number((h.get(source) or {}).get(key)) for h in history]
+        each = None
+        if runs is not None:
+            each = tuple([as_number((s.get(source) or {}).get(key)) for s in side] for side in runs)
         ch = change(
             b,
             n,
@@ -328,6 +336,7 @@ def compare_rows(
             _bounds(sn, key, confidence),
             [v for v in past if v is not None],
             confidence,
+            runs=each,
         )
         floor = (
             _floor(key, base_metrics, floors or {}, min_effect_e2e_pct) if better != INFO else None
@@ -355,8 +364,18 @@ def compare_dirs(
     """``compare_runs`` of two run directories; ``history_dir``: a folder of earlier runs whose
     run-to-run variation widens every interval (``harness.verdicts.history``)."""
     from harness.verdicts.history import comparable_history
+    from harness.verdicts.repeats_compare import load_side
 
-    base = load_run(base_dir, ("requests",))
-    new = load_run(new_dir, ("requests",))
+    (base, base_runs), (new, new_runs) = load_side(base_dir), load_side(new_dir)
     history = comparable_history(history_dir, base, exclude=(new.path,)) if history_dir else []
-    return compare_runs(base, new, threshold_pct, force, history=history, **options)
+    runs = None
+    if base_runs is not None or new_runs is not None:  # a repeats folder on either side
+        runs = (base_runs or [base.summary], new_runs or [new.summary])
+    cmp = compare_runs(base, new, threshold_pct, force, history=history, runs=runs, **options)
+    cmp.warnings[:0] = [
+        f"{role} is a repeats folder of {len(got)} runs: its values are their geometric means, "
+        f"every interval rests on the run-to-run variation"
+        for role, got in (("BASE", base_runs), ("NEW", new_runs))
+        if got is not None
+    ]
+    return cmp

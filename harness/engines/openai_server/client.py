@@ -5,10 +5,13 @@ The request body (vLLM's OpenAI server): the prompt as token ids, ``max_tokens``
 output length, ``ignore_eos``, greedy (``temperature: 0``), ``return_token_ids`` (vLLM sends each
 chunk's new token ids in ``choices[0].token_ids``), ``stream_options.include_usage``.
 Per chunk with choices: every token id it carries gets the chunk's receive time (one chunk per
-token in practice; a chunk with several ids gives those tokens the same time, as a network read
-does in ``vllm bench serve``). A server that sends no ``token_ids`` (not vLLM) counts one token per
-chunk. The finish time is the chunk with ``finish_reason`` (the last token); the usage chunk and
-``[DONE]`` only end the stream. An ``{"error": ...}`` event (vLLM sends it with HTTP 200 when its
+token in practice; vLLM merges several tokens into one chunk when its API server lags, and those
+tokens share the time; ITL then counts one gap per chunk, as ``vllm bench serve`` does:
+``harness.measure.metrics.itls_s``). A server that sends no ``token_ids`` (not vLLM) counts one
+token per chunk. Events of any size are read (``LineSplitter`` over the raw body: the first event
+carries the whole prompt's ids, over aiohttp's line limit for a long prompt). The finish time is
+the chunk with ``finish_reason`` (the last token); the usage chunk and ``[DONE]`` only end the
+stream. An ``{"error": ...}`` event (vLLM sends it with HTTP 200 when its
 engine fails) or a non-200 answer makes the request failed (``finish_s`` set, not completed).
 Note: EOS comes out as a token with empty text under ``ignore_eos``; count ids, never text.
 """
@@ -85,6 +88,23 @@ def feed_line(line: str, rec: RequestRecord, out: StreamResult, now: float) -> b
     return out.error is not None
 
 
+class LineSplitter:
+    """The body's bytes, as they come, → its complete lines (without the newline), of any
+    length."""
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+
+    def feed(self, data: bytes) -> list[bytes]:
+        if b"\n" not in data:
+            self._parts.append(data)
+            return []
+        *lines, rest = data.split(b"\n")
+        lines[0] = b"".join([*self._parts, lines[0]])
+        self._parts = [rest] if rest else []
+        return lines
+
+
 async def stream_request(
     session: aiohttp.ClientSession,
     url: str,
@@ -106,18 +126,18 @@ async def stream_request(
                 text = (await resp.text())[:300]
                 out.error = f"HTTP {resp.status}: {text}"
             else:
-                async for raw in resp.content:
-                    had_first = rec.first_token_s is not None
-                    if feed_line(raw.decode("utf-8", "replace"), rec, out, clock()):
+                lines, done = LineSplitter(), False
+                async for data in resp.content.iter_any():
+                    for raw in lines.feed(data):
+                        had_first = rec.first_token_s is not None
+                        done = feed_line(raw.decode("utf-8", "replace"), rec, out, clock())
+                        if on_first_token and not had_first and rec.first_token_s is not None:
+                            on_first_token(out.tokens[0] if out.tokens else 0)
+                        if done:
+                            break
+                    if done:
                         break
-                    if on_first_token and not had_first and rec.first_token_s is not None:
-                        on_first_token(out.tokens[0] if out.tokens else 0)
-    except (
-        aiohttp.ClientError,
-        ConnectionError,
-        TimeoutError,
-        ValueError,
-    ) as e:  # ValueError: a line over 64 KiB
+    except (aiohttp.ClientError, ConnectionError, TimeoutError, ValueError) as e:
         out.error = f"{type(e).__name__}: {e}"
     if out.error is not None or out.finish_reason is None:
         out.error = out.error or "stream ended without a finish_reason"

@@ -33,6 +33,7 @@ from harness.engines.openai_server.priority import realtime_thread
 from harness.engines.openai_server.scrape import counter_total, kept_lines, parse_metrics, snapshot
 from harness.measure.metrics import RequestRecord, ttft_s
 from harness.measure.percentiles import percentile
+from harness.results.summary import sequential_rule
 from harness.spec.workload import Request, random_prompt
 
 WARMUP_ID_BASE = 1_000_000_000  # the reference engine's warm-up ids: no trace uses them
@@ -66,6 +67,7 @@ class Drive:
     scheduling: str | None = (
         None  # the loop thread's policy during the run (harness.engines.openai_server.priority)
     )
+    sequential: dict | None = None  # slo.until_decided: the stopping rule's looks
 
 
 class Driver:
@@ -90,6 +92,12 @@ class Driver:
             tuple[float, str]
         ] = []  # (t_s, kept /metrics lines) of the measured window
         self._t0 = time.monotonic()
+        self.rule = sequential_rule(spec, len(trace.requests))  # slo.until_decided, or None
+
+    def arrivals_closed(self) -> bool:
+        """Checked before each arrival: the stopping rule says every SLO is decided (or its time
+        budget is spent); those in flight are still awaited."""
+        return self.rule is not None and self.rule.should_stop(self.out.records, self.clock())
 
     def clock(self) -> float:
         return time.monotonic() - self._t0
@@ -155,6 +163,8 @@ class Driver:
             main = self._closed_loop() if self.trace.closed_loop else self._open_loop()
             self.out.finished = await self._until_stopped(main)
             self.out.wall_s = self.clock()
+            if self.rule is not None:
+                self.out.sequential = self.rule.summary(self.out.records, self.out.finished)
             for h in helpers:
                 h.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
@@ -273,6 +283,8 @@ class Driver:
                 delay := req.arrival_s - self.clock()
             ) > 0:  # asyncio may wake a timer a hair early
                 await asyncio.sleep(delay)
+            if self.arrivals_closed():
+                break
             rec = self._record(req, req.arrival_s)
             tasks.append(asyncio.create_task(self._one(req, rec, self.trace.prompt_ids(req), cap)))
         try:
@@ -288,7 +300,7 @@ class Driver:
 
         async def worker() -> None:
             while pending:
-                if limit is not None and self.clock() >= limit:
+                if limit is not None and self.clock() >= limit or self.arrivals_closed():
                     return
                 req = pending.pop(0)
                 await self._one(req, self._record(req, self.clock()), self.trace.prompt_ids(req))

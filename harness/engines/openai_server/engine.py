@@ -21,7 +21,6 @@ from harness.engines.base import EngineResult
 from harness.engines.openai_server.driver import Drive, Driver, Target
 from harness.engines.openai_server.readiness import ServerFailed, ServerInfo, describe
 from harness.engines.openai_server.result import external_result, hostname
-from harness.engines.openai_server.telemetry import start_node_sampler
 
 
 class OpenAIServerEngine:
@@ -99,7 +98,8 @@ class OpenAIServerEngine:
         return None
 
     def _start_sampler(self, spec, clock):
-        return start_node_sampler(spec.run.nvml_interval_s, clock)
+        """None: which GPUs someone else's server uses is not known here."""
+        return None
 
     def _command(self) -> str | None:
         return None

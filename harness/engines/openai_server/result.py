@@ -4,7 +4,10 @@ blocks, notes and the client-vs-server cross-checks (pure).
 
 Cross-checks (when the server has /metrics and the run completed): the server's generation-token
 counter increase over the measured window equals the tokens the client received for the measured
-requests, and its finished-request counter increase equals the requests the client saw finish.
+requests, and its finished-request counter increase equals the requests the client saw finish; and,
+unless the harness turned vLLM's prefix cache on (engine.prefix_caching), no prompt token of the
+window was a prefix-cache hit: a capacity probe on a shared server reused nothing of the probes
+before it.
 """
 
 from __future__ import annotations
@@ -14,13 +17,27 @@ from typing import Any
 
 from harness.engines.base import EngineResult
 from harness.engines.openai_server.scrape import server_view
+from harness.measure.chunks import chunk_counts
 from harness.measure.metrics import client_lag, tokens_out
 from harness.measure.nvml import summarize_nvml
+from harness.spec.catalog import gpu_label
 
 
-def _cross_checks(drive, view: dict) -> list[dict]:
+def _cross_checks(drive, view: dict, reuse_allowed: bool = False) -> list[dict]:
     if not view.get("available") or drive.baseline is None:
         return []
+    reuse = []
+    if not reuse_allowed and view.get("prefix_cache_hits") is not None:
+        reuse = [
+            {
+                "name": "no prompt token served from the prefix cache",
+                "expected": 0,
+                "measured": view["prefix_cache_hits"],
+                "ok": view["prefix_cache_hits"] == 0,
+                "detail": "Δ vllm:prefix_cache_hits_total over the measured window: every prompt "
+                "was prefilled, none reused the KV of an earlier run or request",
+            }
+        ]
     main = [r for r in drive.records if not r.warmup]
     received = sum(tokens_out(r) for r in main if r.finish_s is not None)
     finished = sum(1 for r in main if r.finish_s is not None)
@@ -41,6 +58,7 @@ def _cross_checks(drive, view: dict) -> list[dict]:
             "detail": "Δ vllm:request_success_total (every finished_reason) vs measured requests "
             "with a finish",
         },
+        *reuse,
     ]
 
 
@@ -65,9 +83,18 @@ def external_result(
     lag = client_lag(drive.records, released_s=drive.released)
     if lag is not None:
         lag["scheduling"] = drive.scheduling
+    chunks = chunk_counts(drive.records)
+    if lag is not None or chunks["chunks"]:
+        lag = {**(lag or {}), "chunks": chunks}
     notes: list[str] = []
-    if lag and lag["warning"]:
+    if lag and lag.get("warning"):
         notes.append(lag["warning"])
+    if chunks["multi_token"]:
+        notes.append(
+            f"{chunks['multi_token']} of {chunks['chunks']} stream chunks carried several tokens "
+            f"({chunks['tokens_in_multi']} tokens): the server's API process lagged its engine; "
+            f"ITL counts one gap per chunk, as vllm bench serve does"
+        )
     if drive.metrics_note:
         notes.append(drive.metrics_note)
     if drive.errors:
@@ -83,8 +110,17 @@ def external_result(
             f"claim about "
             f"it, not verified by the harness"
         )
+        notes.append(
+            "no GPU telemetry: the GPUs of a server someone else runs are not known here (sampling "
+            "the whole node would measure other jobs); hardware.gpu is the spec's claim"
+        )
     nvml_rows = sampler.rows() if sampler is not None else []
     gpu = sampler is not None and type(sampler).__name__ == "GpuSampler"
+    gpu_name = spec.gpu.name if gpu or not launched else "cpu"
+    if gpu and getattr(sampler, "names", None):  # what ran, from the hardware, never the spec
+        gpu_name, mismatch = gpu_label(spec.gpu.name, sampler.names)
+        if mismatch:
+            notes.append(mismatch)
     util = (
         [
             d["mean_gpu_util_pct"]
@@ -120,8 +156,8 @@ def external_result(
         wall_s=drive.wall_s,
         warmup_s=drive.warmup_s,
         hardware={
-            "gpu": spec.cluster.gpu if gpu else "cpu",
-            "gpu_name": spec.gpu.name if gpu else "cpu",
+            "gpu": gpu_name,
+            "gpu_name": gpu_name,
             "total_gpus": lay.world_size,
             "nodes": 1,
             "hosts": [host],
@@ -144,8 +180,11 @@ def external_result(
             "client": lag,
             "server_metrics": view,
             "notes": notes,
-            "cross_checks": _cross_checks(drive, view) if complete else [],
+            "cross_checks": _cross_checks(drive, view, bool((facts or {}).get("prefix_caching")))
+            if complete
+            else [],
             "stage_stats": [],
+            **({"sequential": drive.sequential} if drive.sequential else {}),
         },
         tables=tables,
     )

@@ -5,7 +5,8 @@ Parsing is prometheus_client's text parser. Names (vLLM 0.32): counters are samp
 ``<family>_total``, histograms as ``_bucket{le}``/``_sum``/``_count``; every vLLM sample carries
 ``engine`` (one per DP rank) and ``model_name`` labels. Rows keep the samples below; the
 ``model_name`` label is dropped (the run says which model), the others are kept as
-``k=v,k=v`` text. The summary sums over engines and takes the difference between the scrape just
+``k=v,k=v`` text. The summary sums counters and histograms over engines (KV-cache use: their mean,
+and each engine's peak when there are several) and takes the difference between the scrape just
 before the first measured request and the one after the last (``harness.measure.histogram``).
 """
 
@@ -16,11 +17,14 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 GAUGES = ("vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc")
+MEAN_GAUGES = ("vllm:kv_cache_usage_perc",)  # a share per engine: averaged over engines
 COUNTERS = (
     "vllm:prompt_tokens_total",
     "vllm:generation_tokens_total",
     "vllm:num_preemptions_total",
     "vllm:request_success_total",
+    "vllm:prefix_cache_queries_total",  # prompt tokens looked up (only while the cache is on)
+    "vllm:prefix_cache_hits_total",  # of them, served from the cache
 )
 # (histogram, summary key); buckets are kept for all of them.
 HISTOGRAMS = (
@@ -64,16 +68,25 @@ def parse_metrics(text: str) -> list[dict[str, Any]]:
     return rows
 
 
+def _engine(labels: str) -> str:
+    return next((kv[7:] for kv in labels.split(",") if kv.startswith("engine=")), "0")
+
+
 def snapshot(rows: list[dict]) -> dict[str, Any]:
-    """One scrape's rows summed over engines (and other labels): ``{"gauges", "counters",
-    "histograms": {name: {"buckets": [(le, count)], "sum", "count"}}}``."""
+    """One scrape's rows over every engine (one per DP rank): ``{"gauges", "per_engine",
+    "counters", "histograms": {name: {"buckets": [(le, count)], "sum", "count"}}}``. Counters,
+    histograms and the request-count gauges are summed (totals of the server); a share gauge
+    (``MEAN_GAUGES``: KV-cache use, 0..1 per engine) is the mean over engines, never the sum (two
+    engines at 100 % are a full server, not 200 %); ``per_engine`` keeps every gauge by engine."""
     gauges: dict[str, float] = {}
+    per_engine: dict[str, dict[str, float]] = {}
     counters: dict[str, float] = {}
     hist: dict[str, dict] = {}
     for r in rows:
         name, v = r["sample"], r["value"]
         if name in GAUGES:
-            gauges[name] = gauges.get(name, 0.0) + v
+            by = per_engine.setdefault(_engine(r["labels"]), {})
+            by[name] = by.get(name, 0.0) + v
         elif name in COUNTERS:
             counters[name] = counters.get(name, 0.0) + v
         else:
@@ -85,7 +98,11 @@ def snapshot(rows: list[dict]) -> dict[str, Any]:
                 h[part] += v
     for h in hist.values():
         h["buckets"] = sorted(h["buckets"].items())
-    return {"gauges": gauges, "counters": counters, "histograms": hist}
+    for name in GAUGES:
+        vals = [by[name] for by in per_engine.values() if name in by]
+        if vals:
+            gauges[name] = sum(vals) / len(vals) if name in MEAN_GAUGES else sum(vals)
+    return {"gauges": gauges, "per_engine": per_engine, "counters": counters, "histograms": hist}
 
 
 def server_view(before: dict | None, after: dict | None, window: list[dict]) -> dict[str, Any]:
@@ -118,6 +135,22 @@ def server_view(before: dict | None, after: dict | None, window: list[dict]) -> 
     for name in GAUGES:
         vals = [s["gauges"][name] for s in window if name in s["gauges"]]
         out["max_" + name.removeprefix("vllm:")] = max(vals) if vals else None
+    engines = sorted({e for s in window for e in s.get("per_engine", {})})
+    if len(engines) > 1:  # the peaks of each DP engine beside the server's
+        out["per_engine"] = {
+            e: {
+                "max_" + name.removeprefix("vllm:"): max(
+                    (
+                        s["per_engine"][e][name]
+                        for s in window
+                        if name in s["per_engine"].get(e, {})
+                    ),
+                    default=None,
+                )
+                for name in GAUGES
+            }
+            for e in engines
+        }
     return out
 
 

@@ -24,6 +24,11 @@ process group is one communicator and one stream, whose ops run in issue order (
 torch serialises every unbatched send/recv of a group with its other ops), so a pipeline whose
 forward sends and returned tokens shared one stream could wait in a cycle (tests/
 test_pipeline_streams.py). Without an entry (one process, tests) the default group carries it.
+
+Host groups (``host=True``): a step's header is host integers, and on CUDA it travels on gloo twins
+of the TP group and of each pipeline edge (``host_groups``, ``host_p2p``, built by ``dist.init``),
+so a receiver reads it without waiting for any device stream, as vLLM sends its metadata on a CPU
+group beside the device group. On CPU the host groups are the groups themselves.
 """
 
 from __future__ import annotations
@@ -68,10 +73,12 @@ class CommRecorder:
 
     RESOLVE_EVERY = 1024  # CUDA: try to resolve finished events after this many pending ops
 
-    def begin(self):
+    def begin(self, host: bool = False):
+        """The op's start: a CUDA event, or the wall clock (CPU, and host-group ops on CUDA,
+        which no stream runs)."""
         if self.level != "timing":
             return None
-        if self.cuda:
+        if self.cuda and not host:
             if self._base is None:
                 self._set_base()
             ev = torch.cuda.Event(enable_timing=True)
@@ -111,7 +118,7 @@ class CommRecorder:
             None,
         ]
         if token is not None:
-            if self.cuda:
+            if not isinstance(token, float):
                 ev = self._end_event(op, peer, work)
                 self._pending.append((len(self.rows), token, ev))
                 if len(self._pending) >= self.RESOLVE_EVERY:
@@ -137,10 +144,10 @@ class CommRecorder:
             ev.record()
         return ev
 
-    def stamp_end(self, index: int) -> None:
-        """For async ops on CPU: the end is when ``wait()`` returned (wall clock; on CUDA the
-        end event was placed when the op was issued)."""
-        if index >= 0 and self.level == "timing" and not self.cuda:
+    def stamp_end(self, index: int, host: bool = False) -> None:
+        """For async ops on CPU (and host-group ops): the end is when ``wait()`` returned (wall
+        clock; on CUDA a device op's end event was placed when the op was issued)."""
+        if index >= 0 and self.level == "timing" and (host or not self.cuda):
             self.rows[index][11] = time.monotonic() - self._t0
 
     def flush(self, block: bool = True) -> None:
@@ -168,12 +175,12 @@ class CommRecorder:
 class _AsyncOp:
     """A pending isend/irecv; ``wait()`` also closes its trace row."""
 
-    def __init__(self, work, recorder: CommRecorder, index: int):
-        self._work, self._rec, self._index = work, recorder, index
+    def __init__(self, work, recorder: CommRecorder, index: int, host: bool = False):
+        self._work, self._rec, self._index, self._host = work, recorder, index, host
 
     def wait(self) -> None:
         self._work.wait()
-        self._rec.stamp_end(self._index)
+        self._rec.stamp_end(self._index, self._host)
 
 
 class Comm:
@@ -188,18 +195,26 @@ class Comm:
         groups: dict[str, tuple[object, list[int]]],
         recorder: CommRecorder,
         p2p: dict[tuple[int, int], object] | None = None,
+        host_groups: dict[str, object] | None = None,
+        host_p2p: dict[tuple[int, int], object] | None = None,
     ):
         self.groups = groups
         self.rec = recorder
         self.p2p = p2p or {}
+        self.host_groups = host_groups or {}  # empty: the groups carry host tensors too
+        self.host_p2p = host_p2p or {}
 
     def size(self, group: str) -> int:
         return len(self.groups[group][1])
 
-    def _pg(self, group: str):
+    def _pg(self, group: str, host: bool = False):
+        if host and group in self.host_groups:
+            return self.host_groups[group]
         return self.groups[group][0]
 
-    def _edge(self, src: int, dst: int):
+    def _edge(self, src: int, dst: int, host: bool = False):
+        if host and (src, dst) in self.host_p2p:
+            return self.host_p2p[(src, dst)]
         return self.p2p.get((src, dst))
 
     def all_reduce(self, t: torch.Tensor, group: str = "tp") -> torch.Tensor:
@@ -221,32 +236,33 @@ class Comm:
         self.rec.end(tok, "all_gather", group, n, -1, t)
         return out
 
-    def broadcast(self, t: torch.Tensor, src: int, group: str) -> torch.Tensor:
+    def broadcast(self, t: torch.Tensor, src: int, group: str, host: bool = False) -> torch.Tensor:
         n = self.size(group)
         if n == 1:
             return t
-        tok = self.rec.begin()
-        dist.broadcast(t, src=src, group=self._pg(group))
+        tok = self.rec.begin(host)
+        dist.broadcast(t, src=src, group=self._pg(group, host))
         self.rec.end(tok, "broadcast", group, n, src, t)
         return t
 
     # Point-to-point ops address global ranks, on the process group of their directed edge;
     # ``group`` only labels the row.
-    def send(self, t: torch.Tensor, dst: int, group: str = "pp") -> None:
-        tok = self.rec.begin()
-        dist.send(t.contiguous(), dst=dst, group=self._edge(self.rec.rank, dst))
+    def send(self, t: torch.Tensor, dst: int, group: str = "pp", host: bool = False) -> None:
+        tok = self.rec.begin(host)
+        dist.send(t.contiguous(), dst=dst, group=self._edge(self.rec.rank, dst, host))
         self.rec.end(tok, "send", group, 2, dst, t)
 
-    def recv(self, t: torch.Tensor, src: int, group: str = "pp") -> torch.Tensor:
-        tok = self.rec.begin()
-        dist.recv(t, src=src, group=self._edge(src, self.rec.rank))
+    def recv(self, t: torch.Tensor, src: int, group: str = "pp", host: bool = False):
+        tok = self.rec.begin(host)
+        dist.recv(t, src=src, group=self._edge(src, self.rec.rank, host))
         self.rec.end(tok, "recv", group, 2, src, t)
         return t
 
-    def isend(self, t: torch.Tensor, dst: int, group: str = "pp") -> _AsyncOp:
-        tok = self.rec.begin()
-        work = dist.isend(t.contiguous(), dst=dst, group=self._edge(self.rec.rank, dst))
-        return _AsyncOp(work, self.rec, self.rec.end(tok, "send", group, 2, dst, t, work))
+    def isend(self, t: torch.Tensor, dst: int, group: str = "pp", host: bool = False) -> _AsyncOp:
+        tok = self.rec.begin(host)
+        work = dist.isend(t.contiguous(), dst=dst, group=self._edge(self.rec.rank, dst, host))
+        index = self.rec.end(tok, "send", group, 2, dst, t, None if host else work)
+        return _AsyncOp(work, self.rec, index, host)
 
     def irecv(self, t: torch.Tensor, src: int, group: str = "pp") -> _AsyncOp:
         tok = self.rec.begin()

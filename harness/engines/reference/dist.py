@@ -12,7 +12,10 @@ per rank, whose ops run in issue order, and in eager mode torch runs every unbat
 group in that order with everything else on it. On the default group the coordinator's receive of
 returned tokens would queue behind its next micro-batch's send, and a pipeline with every
 micro-batch in flight could wait in a cycle (tests/test_pipeline_streams.py models it). With one
-group per directed edge, each stream carries one direction of one edge only."""
+group per directed edge, each stream carries one direction of one edge only.
+
+On NCCL every TP group and pipeline edge also has a gloo twin (``make_host_groups``): the step
+headers are host integers and travel there, read by the receiver without a device wait."""
 
 from __future__ import annotations
 
@@ -180,6 +183,26 @@ def make_groups(
     return groups, p2p
 
 
+def make_host_groups(
+    layout: Layout, rank: int, new_group: Callable[[list[int]], object]
+) -> tuple[dict[str, object], dict[tuple[int, int], object]]:
+    """Gloo twins of this rank's TP group and pipeline edges, for the step headers (host
+    integers) when the device groups are NCCL: ``({"tp": group}, {(src, dst): group})``. Created
+    on every rank in the same order (TP groups, then the edges of ``pipeline_edges``)."""
+    tp: dict[str, object] = {}
+    for ranks in layout.tp_groups():
+        if len(ranks) > 1:
+            pg = new_group(ranks)
+            if rank in ranks:
+                tp["tp"] = pg
+    edges: dict[tuple[int, int], object] = {}
+    for src, dst in pipeline_edges(layout):
+        pg = new_group(sorted((src, dst)))
+        if rank in (src, dst):
+            edges[(src, dst)] = pg
+    return tp, edges
+
+
 def init(
     layout: Layout,
     device_kind: str,
@@ -205,9 +228,17 @@ def init(
         (lambda ranks: dist.new_group(ranks, timeout=timeout)) if env.world_size > 1 else None
     )
     groups, p2p = make_groups(layout, env.rank, new_group)
+    host_tp, host_p2p = (
+        make_host_groups(
+            layout, env.rank, lambda ranks: dist.new_group(ranks, timeout=timeout, backend="gloo")
+        )
+        if backend != "gloo" and env.world_size > 1
+        else ({}, {})
+    )
     place = layout.place(env.rank)
     recorder = CommRecorder(env.rank, instrument, cuda=device.type == "cuda")
-    return DistContext(env, layout, place, device, backend, Comm(groups, recorder, p2p))
+    comm = Comm(groups, recorder, p2p, host_tp, host_p2p)
+    return DistContext(env, layout, place, device, backend, comm)
 
 
 def shutdown() -> None:

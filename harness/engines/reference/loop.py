@@ -19,7 +19,9 @@ from harness.engines.reference.scheduler import Batch, Scheduler
 # tokens; available: sequences that could have joined another micro-batch at that moment (the
 # loop only waits with work available when the pipeline is full); attn_pairs: the step's attention
 # (query, key) pairs, Σ_rows n·start + n(n+1)/2 (harness.predict fits step cost on it; outside the
-# steps schema, so runs written before it still read: rows_to_table keeps the extra column).
+# steps schema, so runs written before it still read: rows_to_table keeps the extra column);
+# t_schedule_s / t_build_s: when the coordinator began scheduling the step and building its inputs
+# (the step's host-side parts, benchmarks/step_breakdown.py; extra columns as attn_pairs).
 STEP_COLUMNS = (
     "replica",
     "step",
@@ -35,6 +37,8 @@ STEP_COLUMNS = (
     "t_done_s",
     "warmup",
     "attn_pairs",
+    "t_schedule_s",
+    "t_build_s",
 )
 
 
@@ -45,18 +49,18 @@ def attn_pairs(batch: Batch) -> int:
     )
 
 
-def batch_tensors(batch: Batch, device: torch.device) -> tuple[StepMeta, torch.Tensor]:
-    """The step's header fields and its token ids, packed ``[N]`` (rows in order, no padding)."""
+def batch_step(batch: Batch) -> tuple[StepMeta, list[int]]:
+    """The step's header fields and its packed token ids (rows in order, no padding), as host
+    integers: ``PipelineStage.submit`` puts both on the device in one upload."""
     rows = batch.rows
-    ids = torch.tensor([t for r in rows for t in r.tokens], dtype=torch.long)
     meta = StepMeta(
         step=batch.step,
         phase=batch.phase,
-        slots=torch.tensor([r.slot for r in rows], dtype=torch.long, device=device),
-        start_pos=torch.tensor([r.start_pos for r in rows], dtype=torch.long, device=device),
-        n_tokens=torch.tensor([len(r.tokens) for r in rows], dtype=torch.long, device=device),
+        slots=[r.slot for r in rows],
+        start_pos=[r.start_pos for r in rows],
+        n_tokens=[len(r.tokens) for r in rows],
     )
-    return meta, ids.to(device)
+    return meta, [t for r in rows for t in r.tokens]
 
 
 class ServeLoop:
@@ -76,11 +80,15 @@ class ServeLoop:
         should_stop: Callable[[], bool] = lambda: False,
         on_tick: Callable[[float], None] | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        stop_arrivals: Callable[[list, float], bool] | None = None,
     ):
         self.stage, self.groups, self.device = stage, groups, device
         self.clock, self.replica, self.sleep = clock, replica, sleep
         self.should_stop, self.on_tick = should_stop, on_tick
+        # (records, now) -> True: no more arrivals, finish those in (slo.until_decided)
+        self.stop_arrivals = stop_arrivals
         self.step_rows: list[tuple] = []
+        self._stamps: dict[int, tuple[float, float]] = {}  # step -> (t_schedule, t_build)
 
     def run(self, sched: Scheduler, t0: float, warmup: bool = False) -> bool:
         """Returns True when every request finished, False when stopped early."""
@@ -90,6 +98,9 @@ class ServeLoop:
             if self.should_stop():
                 break
             now = self.clock() - t0
+            if self.stop_arrivals is not None and not warmup and sched.pending:
+                if self.stop_arrivals(sched.records, now):
+                    sched.close_arrivals()
             sched.release(now)
             batch = (
                 sched.schedule(now, self.groups - len(in_flight))
@@ -97,7 +108,9 @@ class ServeLoop:
                 else None
             )
             if batch is not None:
-                meta, ids = batch_tensors(batch, self.device)
+                t_build = self.clock() - t0
+                self._stamps[batch.step] = (now, t_build)
+                meta, ids = batch_step(batch)
                 comm_rec.step, comm_rec.phase = batch.step, batch.phase
                 t_submit = self.clock() - t0
                 tokens = self.stage.submit(meta, ids)
@@ -156,5 +169,6 @@ class ServeLoop:
                 now,
                 warmup,
                 attn_pairs(batch),
+                *self._stamps.pop(batch.step, (None, None)),
             )
         )

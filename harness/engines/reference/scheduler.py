@@ -201,6 +201,10 @@ class Scheduler:
         if not self.capped():
             self._capped_since = None
 
+    def close_arrivals(self) -> None:
+        """No request not yet arrived will (a run stopped once decided); those in are served."""
+        self.pending.clear()
+
     def next_arrival(self) -> float | None:
         if self.closed or not self.pending or self.capped():
             return None  # closed, drained, or the next release waits for a finish

@@ -53,9 +53,11 @@ class RankPayload:
     steps: list[tuple] = field(default_factory=list)
     nvml_rows: list[dict] = field(default_factory=list)
     nvml_note: str | None = None
+    graphs_note: str | None = None  # run.cuda_graphs asked for where it does nothing
     comm_rows: list[dict] = field(default_factory=list)
     stage_rows: list[dict] = field(default_factory=list)
     memory: dict = field(default_factory=dict)
+    sequential: dict | None = None  # slo.until_decided: the rule's looks (the coordinator's)
 
 
 def _gb(b: float | None) -> float | None:
@@ -236,6 +238,7 @@ def reference_result(
         "nvlink_utilization_pct": sum(nvlink) / len(nvlink) if nvlink else None,
     }
     notes = sorted({p.nvml_note for p in payloads if p.nvml_note})
+    notes += sorted({p.graphs_note for p in payloads if p.graphs_note})
     # hardware.gpu from the devices the ranks ran on, never from the spec (an H200 spec run on an
     # H100 is an H100 run, and no evidence for H200 claims)
     names = [p.memory.get("device_name") or ("cuda" if cuda else "cpu") for p in payloads]
@@ -304,6 +307,7 @@ def reference_result(
             ),
             "cross_checks": checks,
             "notes": notes,
+            **{"sequential": p.sequential for p in coordinators if p.sequential is not None},
         },
         tables=tables,
     )

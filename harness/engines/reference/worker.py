@@ -19,6 +19,7 @@ from harness.engines.reference.loop import ServeLoop
 from harness.engines.reference.model.accounting import have_accelerate, meta_rank_bytes
 from harness.engines.reference.model.build import build_stage
 from harness.engines.reference.model.weights import CheckpointWeights, SeededWeights
+from harness.engines.reference.parallel.graphs import DecodeGraphs, graphs_note
 from harness.engines.reference.parallel.pp import PipelineStage
 from harness.engines.reference.scheduler import for_replica, for_warmup
 from harness.engines.reference.summary import RankPayload
@@ -27,6 +28,7 @@ from harness.measure.nvml import NvmlSampler, torch_memory_stats
 from harness.measure.nvml_summary import reset_peak_memory
 from harness.plan.planner import plan as make_plan
 from harness.plan.planner import seq_len, token_budget
+from harness.results.summary import sequential_rule
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
@@ -77,6 +79,9 @@ def run_rank(ctx, spec, trace, guard, state: dict, writer) -> RankPayload:
         token_budget(spec), spec.run.max_batch * min(spec.run.prefill_chunk or widest, widest)
     )
     stage = PipelineStage(ctx, model, spec.run.max_batch, max_tokens)
+    cuda = ctx.device.type == "cuda"
+    if cuda and spec.run.cuda_graphs is not False:
+        stage.graphs = DecodeGraphs(stage, spec.run.max_batch, num_slots)
     profiler = ProfilerWindow(spec.run.profile_steps, ctx, writer_dir=state.get("run_dir"))
     stage.on_step = profiler.step if profiler.enabled else None
     sampler = telemetry_sampler(ctx.device, ctx.env.local_rank, spec.run.nvml_interval_s)
@@ -93,14 +98,23 @@ def run_rank(ctx, spec, trace, guard, state: dict, writer) -> RankPayload:
         kv_bytes=kv_bytes,
         num_slots=num_slots,
         accelerate_weight_bytes=counted,
+        graphs_note=graphs_note(spec.run.cuda_graphs, cuda),
     )
     clock = time.monotonic
     if payload.coordinator:
         ticker = _Progress(ctx.rank == 0, state, writer)
         if ticker.enabled and writer is not None:
             warm_table_writer()
+        rule = sequential_rule(spec, len(trace.requests))  # slo.until_decided (dp is 1)
         loop = ServeLoop(
-            stage, groups, ctx.device, clock, place.dp, should_stop=guard.is_set, on_tick=ticker
+            stage,
+            groups,
+            ctx.device,
+            clock,
+            place.dp,
+            should_stop=guard.is_set,
+            on_tick=ticker,
+            stop_arrivals=None if rule is None else rule.should_stop,
         )
         warm = for_warmup(spec, trace, place.dp, num_slots)
         w0 = clock()
@@ -119,6 +133,8 @@ def run_rank(ctx, spec, trace, guard, state: dict, writer) -> RankPayload:
         payload.records = [r.to_dict() for r in warm.records + sched.records]
         payload.outputs = {**warm.outputs, **sched.outputs} if spec.run.record_tokens else {}
         payload.steps = loop.step_rows
+        if rule is not None:
+            payload.sequential = rule.summary(sched.records, payload.finished)
     else:
         stage.serve_forever()
     profiler.close()

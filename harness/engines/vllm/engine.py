@@ -118,13 +118,16 @@ class VllmEngine(OpenAIServerEngine):
         return result
 
     def _start_sampler(self, spec, clock):
-        return start_sampler(self.server.pid, spec.run.nvml_interval_s, clock)
+        gpus = self.server.launch.settings.get("gpus")
+        return start_sampler(self.server.pid, spec.run.nvml_interval_s, clock, gpus)
 
     def _command(self) -> str | None:
         return self.server.launch.command_text() if self.server is not None else None
 
     def _facts(self) -> dict:
-        return {"env_chosen": dict(self.server.launch.chosen)} if self.server is not None else {}
+        if self.server is None:
+            return {}
+        return {**self.server.launch.settings, "env_chosen": dict(self.server.launch.chosen)}
 
     def close(self, failed: bool) -> None:
         if not self.owns_server or self.server is None:

@@ -5,6 +5,10 @@ One run launches its own server (its log in the run directory) and stops it at t
 (``probes``) starts one server at its first run, in the search's folder (the parent of the probes'
 run directories), runs every probe against it (the probes differ only in the offered load) and
 stops it when the search ends; a server that fails to come up makes that probe fail (exit 3).
+Sharing is safe because the prefix cache is off (each probe's summary proves it: its cross-check
+"no prompt token served from the prefix cache" reads vLLM's hit counter over the probe); with
+``engine.prefix_caching: true`` every probe launches its own server instead, so no probe is served
+from the prompts of the probes before it.
 """
 
 from __future__ import annotations
@@ -31,6 +35,9 @@ def serve(spec, options: LaunchOptions) -> int:
 
 @contextmanager
 def probes(spec, options: LaunchOptions) -> Iterator:
+    if spec.engine.prefix_caching:  # a shared server would serve later probes from its cache
+        yield serve
+        return
     shared: dict = {}
     with StopSignals() as signals:
 

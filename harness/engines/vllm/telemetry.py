@@ -1,5 +1,6 @@
-"""Telemetry of a launched server: NVML on the node's GPUs when there are any, else the CPU twin of
-it, the whole server process tree sampled with psutil (the same ``nvml`` table, ``device = -1``).
+"""Telemetry of a launched server: NVML on exactly the server's GPUs when it has any, else the CPU
+twin of it, the whole server process tree sampled with psutil (the same ``nvml`` table,
+``device = -1``).
 
 Tree row (one per pass): ``rss_bytes`` = Σ RSS over the live processes of the server's session
 (API server, EngineCore, every worker; shared pages counted once per process, as RSS does);
@@ -16,6 +17,7 @@ from typing import Callable
 import psutil
 
 from harness.engines.openai_server.telemetry import start_node_sampler
+from harness.engines.vllm.gpus import sampler_devices
 from harness.engines.vllm.tree import session_members
 from harness.measure.nvml import COLUMNS, HOST_DEVICE
 
@@ -85,10 +87,15 @@ class ServerTreeSampler:
         return list(self._rows)
 
 
-def start_sampler(sid: int | None, interval_s: float, clock: Callable[[], float]):
-    """NVML when the node has GPUs, else the tree of session ``sid``; None when neither applies
-    (a server someone else started, on a machine without GPUs)."""
-    gpus = start_node_sampler(interval_s, clock)
-    if gpus is not None or sid is None:
-        return gpus
+def start_sampler(
+    sid: int | None, interval_s: float, clock: Callable[[], float], gpus: list[str] | None = None
+):
+    """NVML on the server's GPUs ``gpus`` (``harness.engines.vllm.gpus``), else (a CPU spec, or no
+    NVML) the tree of session ``sid``; None when neither applies."""
+    if gpus:
+        sampler = start_node_sampler(interval_s, clock, **sampler_devices(gpus))
+        if sampler is not None:
+            return sampler
+    if sid is None:
+        return None
     return ServerTreeSampler(sid, max(interval_s, 0.5), clock).start()

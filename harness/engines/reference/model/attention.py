@@ -113,8 +113,10 @@ class _Group:
 
 
 class BatchIndex:
-    """Where a micro-batch's packed tokens live. Built once per step (one host sync: the rows'
-    slots, starts and lengths as Python ints), shared by every layer.
+    """Where a micro-batch's packed tokens live. Built once per step, shared by every layer.
+    ``host``: the rows' (slots, starts, lengths) as Python ints when the caller has them (the
+    serving path: then building the index reads nothing from the device); without it they are
+    read from the tensors (one host sync).
 
     ``width`` (optional): the inputs came padded as ``[B, width, ...]``; ``pack``/``unpack``
     convert. ``kernel``: which attention kernel reads it (its index tensors are built here, and
@@ -130,10 +132,13 @@ class BatchIndex:
         width: int | None = None,
         kernel: str = "rows",
         slot_len: int | None = None,
+        host: tuple[list[int], list[int], list[int]] | None = None,
     ):
         device = slots.device
         self.slots, self.start_pos, self.n_tokens = slots, start_pos, n_tokens
-        slot_l, start_l, n_l = slots.tolist(), start_pos.tolist(), n_tokens.tolist()
+        if host is None:
+            host = (slots.tolist(), start_pos.tolist(), n_tokens.tolist())
+        slot_l, start_l, n_l = host
         if not n_l or min(n_l) < 1:
             raise ValueError("every row of a batch needs at least one token")
         offsets = [0]
@@ -158,7 +163,8 @@ class BatchIndex:
             within = torch.zeros(b, dtype=torch.long, device=device)
             self._off = row_of
         else:
-            self._off = off = torch.tensor(offsets, dtype=torch.long, device=device)
+            # the offsets from the device's own lengths: no upload of the host's
+            self._off = off = torch.cumsum(n_tokens, 0) - n_tokens
             row_of = torch.repeat_interleave(
                 torch.arange(b, device=device), n_tokens, output_size=self.n_total
             )

@@ -226,8 +226,10 @@ class StageModel(nn.Module):
         start_pos: torch.Tensor,
         n_tokens: torch.Tensor,
         width: int | None = None,
+        host: tuple[list[int], list[int], list[int]] | None = None,
     ) -> BatchIndex:
-        """The step's ``BatchIndex`` for this stage's cache (``width``: the inputs are padded)."""
+        """The step's ``BatchIndex`` for this stage's cache (``width``: the inputs are padded;
+        ``host``: the same rows as host integers, so building it reads nothing back)."""
         return BatchIndex(
             slots,
             start_pos,
@@ -236,6 +238,7 @@ class StageModel(nn.Module):
             width=width,
             kernel=self.kernel,
             slot_len=self.slot_len,
+            host=host,
         )
 
     def _embed(self, x: torch.Tensor) -> torch.Tensor:

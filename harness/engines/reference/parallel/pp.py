@@ -11,6 +11,14 @@ takes padded ``[B, T]`` ids and packs them).
 Header (length ``4 + 3 * max_batch``): ``[step, B, N, flags, slots..., start_pos..., n_tokens...]``,
 the three vectors padded to ``max_batch``; ``flags`` = stop bit | phase code << 1.
 
+No host waits in a step (issue 28): the header is host integers (``StepMeta``), and travels on the
+host groups (``Comm``: gloo twins of the TP group and edges on NCCL), so a receiver reads it without
+waiting for a device stream; a step's rows reach the device in one upload (``upload``: pinned,
+non-blocking), the coordinator's header and ids together; the index of the step is built from the
+host integers (``BatchIndex(host=...)``). The coordinator's one read per step is its sampled tokens
+(``collect``: on CUDA copied to pinned memory on a stream that waits for their receive only).
+tests/test_step_syncs.py and tests/test_distributed.py count every such wait per step.
+
 Stage timing (``timings``): four stamps per step from ``StageClock`` — on CUDA device events,
 resolved later, so timing adds no host synchronize to a step.
 
@@ -44,61 +52,96 @@ _STEP_COL, _PHASE_COL = COMM_COLUMNS.index("step"), COMM_COLUMNS.index("phase")
 
 @dataclass
 class StepMeta:
+    """A step's header, as host integers: everything the host needs about the batch (the rows'
+    slots, cached lengths and token counts) is known here without reading the device. A caller
+    off the serving path may pass tensors; they are read once, here."""
+
     step: int
-    slots: torch.Tensor  # [B] int64: KV slot of each row
-    start_pos: torch.Tensor  # [B] int64: tokens already cached for that slot
-    n_tokens: torch.Tensor  # [B] int64: valid tokens in the row
+    slots: list[int]  # KV slot of each row
+    start_pos: list[int]  # tokens already cached for that slot
+    n_tokens: list[int]  # valid tokens in the row
     stop: bool = False
     phase: str = ""  # "" -> derived from the rows by step_phase()
 
+    def __post_init__(self) -> None:
+        for name in ("slots", "start_pos", "n_tokens"):
+            v = getattr(self, name)
+            if isinstance(v, torch.Tensor):
+                setattr(self, name, v.tolist())
+
     @property
     def batch(self) -> int:
-        return int(self.slots.shape[0])
+        return len(self.slots)
 
 
-def step_phase(start_pos: torch.Tensor, n_tokens: torch.Tensor) -> str:
+def step_phase(start_pos, n_tokens) -> str:
     """``decode`` if every row adds one token to a non-empty cache, ``prefill`` if none does,
-    ``mixed`` otherwise."""
-    decode = (n_tokens == 1) & (start_pos > 0)
-    n = int(decode.sum())
-    return "decode" if n == len(decode) else "prefill" if n == 0 else "mixed"
+    ``mixed`` otherwise (host integers)."""
+    n = sum(1 for s, k in zip(start_pos, n_tokens) if k == 1 and s > 0)
+    return "decode" if n == len(n_tokens) else "prefill" if n == 0 else "mixed"
 
 
 def header_len(max_batch: int) -> int:
     return 4 + 3 * max_batch
 
 
-def pack_ids(token_ids: torch.Tensor, n_tokens: torch.Tensor) -> torch.Tensor:
-    """Padded ``[B, T]`` ids -> packed ``[N]`` (row b's first ``n_tokens[b]``, rows in order)."""
+def pack_ids(token_ids: torch.Tensor, n_tokens: list[int]) -> torch.Tensor:
+    """Padded ``[B, T]`` ids -> packed ``[N]`` (row b's first ``n_tokens[b]``, rows in order); the
+    kept positions come from the host integers, so the device is not read."""
     width = token_ids.shape[1]
-    keep = (
-        torch.arange(width, device=token_ids.device)[None, :]
-        < n_tokens.to(token_ids.device)[:, None]
-    )
-    return token_ids[keep]
+    if all(n == width for n in n_tokens):
+        return token_ids.reshape(-1)
+    keep = [b * width + t for b, n in enumerate(n_tokens) for t in range(n)]
+    at = torch.tensor(keep, dtype=torch.long)
+    return token_ids.reshape(-1)[upload(at, token_ids.device)]
 
 
-def pack_header(meta: StepMeta, n_tok: int, max_batch: int, device: torch.device) -> torch.Tensor:
+def header_values(meta: StepMeta, n_tok: int, max_batch: int) -> list[int]:
+    """The header as host integers (module docstring): ``[step, B, N, flags, slots...,
+    start_pos..., n_tokens...]``, each vector padded to ``max_batch``."""
     b = meta.batch
     if b > max_batch:
         raise ValueError(f"batch of {b} rows exceeds max_batch={max_batch}")
     phase = meta.phase or (step_phase(meta.start_pos, meta.n_tokens) if b else "")
-    hdr = torch.zeros(header_len(max_batch), dtype=torch.long, device=device)
-    hdr[:4] = torch.tensor(
-        [meta.step, b, n_tok, (_STOP if meta.stop else 0) | (PHASES.index(phase) << 1)]
-    )
-    for k, v in enumerate((meta.slots, meta.start_pos, meta.n_tokens)):
-        hdr[4 + k * max_batch : 4 + k * max_batch + b] = v
-    return hdr
+    pad = [0] * (max_batch - b)
+    flags = (_STOP if meta.stop else 0) | (PHASES.index(phase) << 1)
+    return [meta.step, b, n_tok, flags, *meta.slots, *pad, *meta.start_pos, *pad] + [
+        *meta.n_tokens,
+        *pad,
+    ]
+
+
+def pack_header(meta: StepMeta, n_tok: int, max_batch: int, device=None) -> torch.Tensor:
+    """The header tensor: on the host (it travels on the host groups, ``Comm``), or on
+    ``device`` when one is named (emulate)."""
+    hdr = torch.tensor(header_values(meta, n_tok, max_batch), dtype=torch.long)
+    return hdr if device is None else hdr.to(device)
 
 
 def unpack_header(hdr: torch.Tensor, max_batch: int) -> tuple[StepMeta, int]:
-    """-> (meta, N packed tokens). One host sync for the four scalars."""
-    step, b, n_tok, flags = hdr[:4].tolist()
-    vec = [hdr[4 + k * max_batch : 4 + k * max_batch + b] for k in range(3)]
+    """-> (meta, N packed tokens), from a host header: reading it waits for no device."""
+    if hdr.device.type != "cpu":
+        raise ValueError(f"a step header is read on the host; this one is on {hdr.device}")
+    v = hdr.tolist()
+    b = v[1]
+    vec = [v[4 + k * max_batch : 4 + k * max_batch + b] for k in range(3)]
     return StepMeta(
-        step, vec[0], vec[1], vec[2], stop=bool(flags & _STOP), phase=PHASES[flags >> 1]
-    ), n_tok
+        v[0], vec[0], vec[1], vec[2], stop=bool(v[3] & _STOP), phase=PHASES[v[3] >> 1]
+    ), v[2]
+
+
+def upload(host: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A step's host integers on the device: one copy, from pinned memory and non-blocking on
+    CUDA (the host never waits for it; the caching host allocator keeps the pinned block until the
+    copy has run); the tensor itself on CPU."""
+    if device.type == "cpu":
+        return host
+    return host.pin_memory().to(device, non_blocking=True)
+
+
+def device_rows(hdr: torch.Tensor, b: int, max_batch: int) -> tuple[torch.Tensor, ...]:
+    """(slots, start_pos, n_tokens) ``[b]`` views of a header already on the device."""
+    return tuple(hdr[4 + k * max_batch : 4 + k * max_batch + b] for k in range(3))
 
 
 class PipelineStage:
@@ -129,7 +172,10 @@ class PipelineStage:
         )
         self._in_flight: deque[int] = deque()  # coordinator: steps submitted, not collected
         self._sends: deque[tuple[list, tuple]] = deque()  # (ops, buffers kept alive)
-        self._hdr_buf = torch.zeros(header_len(max_batch), dtype=torch.long, device=self.device)
+        self.cuda = self.device.type == "cuda"
+        # headers live on the host (pinned on CUDA): they travel on the host groups and are read
+        # without waiting for any device stream (module docstring)
+        self._hdr_host = torch.zeros(header_len(max_batch), dtype=torch.long, pin_memory=self.cuda)
         self._recv_buf = (
             None
             if self.is_first
@@ -139,6 +185,13 @@ class PipelineStage:
             torch.empty(max_tokens, dtype=torch.long, device=self.device) if self.is_first else None
         )
         self._tok_buf = torch.empty(max_batch, dtype=torch.long, device=self.device)
+        # CUDA, coordinator: the returned tokens are copied to this pinned buffer on a stream of
+        # their own that waits for the receive only, never behind the next step's compute
+        self._tok_host = (
+            torch.empty(max_batch, dtype=torch.long, pin_memory=True) if self.cuda else None
+        )
+        self._tok_stream = torch.cuda.Stream(self.device) if self.cuda else None
+        self.graphs = None  # DecodeGraphs (parallel/graphs.py): decode replayed from CUDA graphs
 
     # ---- helpers -------------------------------------------------------------------------------
     def _set_rec(self, meta: StepMeta, phase: str | None = None) -> None:
@@ -146,20 +199,23 @@ class PipelineStage:
         self.comm.rec.phase = phase or meta.phase or ("control" if meta.stop else "")
 
     def _header(self, receive, phase: str | None = None) -> tuple[StepMeta, int, torch.Tensor]:
-        """Receive a header; label the trace with its step (its own row was recorded before the
-        step was known, so it is relabelled too). Returns (meta, N tokens, a copy of the header)."""
+        """Receive a header into the host buffer; label the trace with its step (its own row was
+        recorded before the step was known, so it is relabelled too). Returns (meta, N tokens, a
+        host copy of the header: it may travel on while the buffer takes the next)."""
         rows = self.comm.rec.rows
         n_rows = len(rows)
-        hdr = receive().clone()  # a copy: it may travel on (isend) while the buffer takes the next
+        hdr = receive(self._hdr_host).clone()
         meta, n_tok = unpack_header(hdr, self.max_batch)
         self._set_rec(meta, phase)
         if len(rows) > n_rows:
             rows[-1][_STEP_COL], rows[-1][_PHASE_COL] = self.comm.rec.step, self.comm.rec.phase
         return meta, n_tok, hdr
 
-    def _isend(self, dst: int, *tensors: torch.Tensor) -> None:
-        tensors = tuple(t.contiguous() for t in tensors)
-        ops = [self.comm.isend(t, dst, "pp") for t in tensors]
+    def _isend(self, dst: int, hdr: torch.Tensor, *payload: torch.Tensor) -> None:
+        """A step's header (host integers, on the edge's host group), then its payload."""
+        tensors = tuple(t.contiguous() for t in (hdr, *payload))
+        ops = [self.comm.isend(tensors[0], dst, "pp", host=True)]
+        ops += [self.comm.isend(t, dst, "pp") for t in tensors[1:]]
         self._sends.append((ops, tensors))
         while len(self._sends) > self.max_in_flight:
             self._wait_oldest_send()
@@ -178,8 +234,15 @@ class PipelineStage:
         """One row per step this rank computed (``StageClock``); resolving syncs the device once."""
         return self.clock.resolve()
 
-    def _compute(self, meta: StepMeta, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x, meta.slots, meta.start_pos, meta.n_tokens)
+    def _compute(self, meta: StepMeta, rows: tuple[torch.Tensor, ...], x: torch.Tensor):
+        """The stage's forward on packed ``x``; ``rows``: (slots, start_pos, n_tokens) on the
+        device, ``meta`` the same as host integers (the index is built from those: no read)."""
+        if self.graphs is not None and self.graphs.applies(meta):
+            out = self.graphs.run(meta, rows, x)
+            if out is not None:
+                return out
+        host = (meta.slots, meta.start_pos, meta.n_tokens)
+        return self.model.forward_indexed(x, self.model.index(*rows, host=host))
 
     def _pass_on(self, meta: StepMeta, hdr: torch.Tensor, out: torch.Tensor) -> None:
         """After compute: hidden to the next stage, or (last stage) sample and return tokens."""
@@ -200,9 +263,11 @@ class PipelineStage:
             )
 
     # ---- coordinator (first stage, TP rank 0) --------------------------------------------------
-    def submit(self, meta: StepMeta, token_ids: torch.Tensor) -> torch.Tensor | None:
-        """Run stage 0 on one micro-batch (ids packed ``[N]`` or padded ``[B, T]``) and send it
-        on. pp == 1: returns the sampled tokens."""
+    def submit(self, meta: StepMeta, token_ids) -> torch.Tensor | None:
+        """Run stage 0 on one micro-batch and send it on. ``token_ids``: the packed ids as host
+        integers (the serving loop: header and ids go to the device in one upload), or a tensor
+        (packed ``[N]`` or padded ``[B, T]``, e.g. tokens already on the device). pp == 1:
+        returns the sampled tokens."""
         if not self.is_coordinator:
             raise RuntimeError("submit() runs on the first stage's TP rank 0 only")
         if len(self._in_flight) >= self.max_in_flight:
@@ -210,19 +275,29 @@ class PipelineStage:
                 f"{len(self._in_flight)} steps already in flight (max_in_flight); collect() first"
             )
         t0 = self.clock.stamp()
-        ids = token_ids.to(self.device, torch.long)
-        ids = (pack_ids(ids, meta.n_tokens) if ids.dim() == 2 else ids).contiguous()
-        n_tok = int(ids.shape[0])
-        self._check_size(meta, n_tok)
         if not meta.phase:
             meta.phase = step_phase(meta.start_pos, meta.n_tokens)
+        n_tok = sum(meta.n_tokens)
+        self._check_size(meta, n_tok)
         self._set_rec(meta)
-        hdr = pack_header(meta, n_tok, self.max_batch, self.device)
+        head = header_values(meta, n_tok, self.max_batch)
+        h = len(head)
+        if isinstance(token_ids, torch.Tensor):
+            hdr = torch.tensor(head, dtype=torch.long)
+            dev = upload(hdr, self.device)
+            ids = token_ids.to(self.device, torch.long, non_blocking=True)
+            ids = (pack_ids(ids, meta.n_tokens) if ids.dim() == 2 else ids).contiguous()
+        else:  # one upload: header and ids
+            hdr = torch.tensor(head + list(token_ids), dtype=torch.long)
+            dev = upload(hdr, self.device)
+            hdr, ids = hdr[:h], dev[h:]
+        if int(ids.shape[0]) != n_tok:
+            raise ValueError(f"step {meta.step}: {ids.shape[0]} token ids for n_tokens={n_tok}")
         if self.comm.size("tp") > 1:
-            self.comm.broadcast(hdr, self.coordinator_rank, "tp")
+            self.comm.broadcast(hdr, self.coordinator_rank, "tp", host=True)
             self.comm.broadcast(ids, self.coordinator_rank, "tp")
         t1 = self.clock.stamp()
-        out = self._compute(meta, ids)
+        out = self._compute(meta, device_rows(dev, meta.batch, self.max_batch), ids)
         t2 = self.clock.stamp()
         tokens = self._pass_on(meta, hdr, out)
         if tokens is None:
@@ -233,18 +308,29 @@ class PipelineStage:
         return tokens
 
     def collect(self) -> tuple[StepMeta, torch.Tensor]:
-        """Tokens of the oldest step in flight (steps return in submission order). Its two receives
-        are traced under that step's number and phase (``comm.rec`` is left set to them)."""
+        """Tokens of the oldest step in flight (steps return in submission order), on the host.
+        Its two receives are traced under that step's number and phase (``comm.rec`` is left set
+        to them). On CUDA the tokens are copied to pinned memory on a stream that waits for their
+        receive only: reading them waits for the transfer, not for the steps queued since."""
         if not self._in_flight:
             raise RuntimeError("collect() with no step in flight")
         meta, _, _ = self._header(
-            lambda: self.comm.recv(self._hdr_buf, self.return_rank, "pp"), "sample"
+            lambda buf: self.comm.recv(buf, self.return_rank, "pp", host=True), "sample"
         )
         expected = self._in_flight.popleft()
         if meta.step != expected:
             raise RuntimeError(f"pipeline returned step {meta.step}, expected {expected}")
-        tokens = self.comm.recv(self._tok_buf[: meta.batch], self.return_rank, "pp").clone()
-        return meta, tokens
+        buf = self._tok_buf[: meta.batch]
+        if not self.cuda:
+            return meta, self.comm.recv(buf, self.return_rank, "pp").clone()
+        with torch.cuda.stream(self._tok_stream):  # NCCL orders the receive after this stream
+            op = self.comm.irecv(buf, self.return_rank, "pp")
+            op.wait()  # this stream (only) waits for the transfer
+            host = self._tok_host[: meta.batch].copy_(buf, non_blocking=True)
+            done = torch.cuda.Event()
+            done.record()
+        done.synchronize()  # the step's one read: the sampled tokens
+        return meta, host.clone()
 
     @property
     def in_flight(self) -> int:
@@ -255,34 +341,36 @@ class PipelineStage:
         pipeline."""
         while self._in_flight:
             self.collect()
-        empty = torch.zeros(0, dtype=torch.long, device=self.device)
-        meta = StepMeta(-1, empty, empty, empty, stop=True)
+        meta = StepMeta(-1, [], [], [], stop=True)
         self._set_rec(meta)
-        hdr = pack_header(meta, 0, self.max_batch, self.device)
+        hdr = pack_header(meta, 0, self.max_batch)
         if self.comm.size("tp") > 1:
-            self.comm.broadcast(hdr, self.coordinator_rank, "tp")
+            self.comm.broadcast(hdr, self.coordinator_rank, "tp", host=True)
         if not self.is_last:
             self._isend(self.ctx.peer(1), hdr)
         self._drain_sends()
 
     # ---- every other rank ------------------------------------------------------------------------
-    def _receive(self) -> tuple[StepMeta, torch.Tensor, torch.Tensor | None]:
-        """-> (meta, header, input) of the next step; input is None for a stop."""
+    def _receive(self):
+        """-> (meta, host header, device rows, input) of the next step; input is None for a
+        stop. The header's integers are read on the host; its rows go to the device in one
+        upload."""
         prev = None if self.is_first else self.ctx.peer(self.stage - 1)
         if self.is_first:
             meta, n, hdr = self._header(
-                lambda: self.comm.broadcast(self._hdr_buf, self.coordinator_rank, "tp")
+                lambda buf: self.comm.broadcast(buf, self.coordinator_rank, "tp", host=True)
             )
         else:
-            meta, n, hdr = self._header(lambda: self.comm.recv(self._hdr_buf, prev, "pp"))
+            meta, n, hdr = self._header(lambda buf: self.comm.recv(buf, prev, "pp", host=True))
         if meta.stop:
-            return meta, hdr, None
+            return meta, hdr, None, None
         self._check_size(meta, n)
+        rows = device_rows(upload(hdr, self.device), meta.batch, self.max_batch)
         if self.is_first:
             x = self.comm.broadcast(self._ids_buf[:n], self.coordinator_rank, "tp")
         else:
             x = self.comm.recv(self._recv_buf[: n * self.hidden], prev, "pp").view(n, self.hidden)
-        return meta, hdr, x
+        return meta, hdr, rows, x
 
     def serve_forever(self) -> int:
         """Follow the coordinator until a stop header arrives; returns the number of steps
@@ -292,14 +380,14 @@ class PipelineStage:
         served = 0
         while True:
             t0 = self.clock.stamp()
-            meta, hdr, x = self._receive()
+            meta, hdr, rows, x = self._receive()
             if x is None:
                 if not self.is_last:
                     self._isend(self.ctx.peer(self.stage + 1), hdr)
                 self._drain_sends()
                 return served
             t1 = self.clock.stamp()
-            out = self._compute(meta, x)
+            out = self._compute(meta, rows, x)
             t2 = self.clock.stamp()
             self._pass_on(meta, hdr, out)
             self.clock.add(meta.step, [t0, t1, t2, self.clock.stamp()])
