@@ -21,6 +21,7 @@ from aiohttp import web
 from harness.engines.openai_server.readiness import ServerInfo
 from harness.engines.openai_server.stopping import StopSignals
 from harness.engines.serving import serve_trace
+from harness.engines.vllm.command import ServerLaunch
 from harness.engines.vllm.engine import VllmEngine
 from harness.engines.vllm.profile import PROFILE_ID_BASE, TRACE_DIR
 from harness.spec.spec import load_spec
@@ -91,12 +92,8 @@ def test_window_runs_between_warmup_and_measured_window(vllm_ckpt, tmp_path):
     spec = _spec(vllm_ckpt, tmp_path)
     server_dir = tmp_path / "server"
     stand = StandIn(server_dir / TRACE_DIR, spec).serve()
-    launch = SimpleNamespace(
-        url=f"http://127.0.0.1:{stand.port}",
-        model="m",
-        profile_dir=str(server_dir / TRACE_DIR),
-        command_text=lambda: "stand-in",
-        chosen={},
+    launch = ServerLaunch(
+        ("stand-in",), {}, "127.0.0.1", stand.port, "m", profile_dir=str(server_dir / TRACE_DIR)
     )
     tree = SimpleNamespace(launch=launch, pid=None, running=True)
     run = tmp_path / "run"
@@ -139,13 +136,7 @@ def load_trace_first(spec, n):
 def test_instrument_off_runs_no_window(vllm_ckpt, tmp_path, mode):
     spec = _spec(vllm_ckpt, tmp_path, instrument=mode)
     stand = StandIn(tmp_path / TRACE_DIR, spec).serve()
-    launch = SimpleNamespace(
-        url=f"http://127.0.0.1:{stand.port}",
-        model="m",
-        profile_dir=None,
-        command_text=lambda: "stand-in",
-        chosen={},
-    )
+    launch = ServerLaunch(("stand-in",), {}, "127.0.0.1", stand.port, "m", profile_dir=None)
     try:
         with StopSignals() as signals:
             engine = VllmEngine(
