@@ -61,6 +61,7 @@ class StandIn:
             pp=lay.pp,
             layers=lay.layer_split,
             hidden=sh.hidden,
+            vocab=sh.vocab,
             prefix=self.prefix,
         )
         self.calls.append(("stop_profile", time.monotonic()))

@@ -107,6 +107,22 @@ def _all_reduce(r: Rank, backend: str, tokens: int, hidden: int, dt: str):
         r.ev("vllm::cross_device_reduce_1stage", 8.0, tid=7, at=e["ts"] + 3.0, cat="kernel")
 
 
+def _logits_gather(r: Rank, backend: str, rows: int, part: int, tp: int, dt: str):
+    """The last stage's all-gather of each sampled row's vocab-parallel logits."""
+    if backend == "shm":
+        dims = [[], [rows, part], [rows * tp, part]]
+        r.ev("_C::shm_all_gather", 6.0, dims=dims, types=["Scalar", TYPES[dt], TYPES[dt]])
+        return
+    e = r.ev(
+        "c10d::_allgather_base_",
+        10.0,
+        dims=[[rows * part * tp], [rows * part], []],
+        types=[TYPES[dt], TYPES[dt], ""],
+    )
+    timer = "gloo:all_gather" if backend == "gloo" else "ncclDevKernel_AllGather_RING"
+    r.ev(timer, 8.0, tid=2, at=e["ts"] + 1.0)
+
+
 def rank_trace(
     backend: str,
     rank: int,
@@ -117,6 +133,7 @@ def rank_trace(
     tokens: int,
     hidden: int,
     dt: str = "float32",
+    vocab: int = 0,
 ) -> list[dict]:
     """The events of one worker serving ``steps`` steps of ``tokens`` tokens each."""
     stage = rank // tp
@@ -144,6 +161,8 @@ def rank_trace(
         if tp > 1:
             for _ in range(2 * layers[stage] + (1 if stage == 0 else 0)):
                 _all_reduce(r, backend, tokens, hidden, dt)
+        if stage == pp - 1 and tp > 1 and vocab:
+            _logits_gather(r, backend, 1, -(-vocab // 64) * 64 // tp, tp, dt)
         r.t += 50.0
         step["ts"], step["dur"] = start - 0.5, r.t - start + 0.5
         if stage < pp - 1:
@@ -172,12 +191,13 @@ def write_world(
     hidden=16,
     dt="float32",
     prefix="syn",
+    vocab=0,
 ) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     return [
         write_trace(
             folder / f"{prefix}_rank{r}.{1000 + r}.pt.trace.json.gz",
-            rank_trace(backend, r, tp, pp, list(layers), steps, tokens, hidden, dt),
+            rank_trace(backend, r, tp, pp, list(layers), steps, tokens, hidden, dt, vocab),
         )
         for r in range(tp * pp)
     ]
