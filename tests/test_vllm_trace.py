@@ -1,6 +1,7 @@
 """vLLM's profiler traces → comm/stages: the streaming reader, worker names, every backend's
-names (gloo from real traces of this machine, tests/data/vllm-trace; shm and CUDA from synthetic
-traces built from vLLM's source, tests/vllm_synthetic.py), roles, cross-checks, the launch flag."""
+names (shm from real traces of this machine, tests/data/vllm-trace; gloo, shm and CUDA from
+synthetic traces built from vLLM's source, tests/vllm_synthetic.py), roles, cross-checks, the
+launch flag."""
 
 from __future__ import annotations
 

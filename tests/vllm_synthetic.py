@@ -1,10 +1,11 @@
 """Small synthetic vLLM worker traces for the parser's tests, one builder per backend, with the op
 names vLLM 0.32's source gives each (harness/measure/vllm_trace_names.py):
 
-- ``gloo``: the torch.distributed path vLLM-CPU takes without AVX-512 (the shape of the real
-  traces in tests/data/vllm-trace, which are the check of this builder);
-- ``shm``: vLLM's CPU shared-memory communicator (AVX-512): ``_C::shm_allreduce``,
-  ``_C::shm_send_tensor_list`` / ``_C::shm_recv_tensor_list`` — NOT checked against a real trace;
+- ``gloo``: the torch.distributed path vLLM-CPU takes when its shm communicator is off (as the
+  issue describes an earlier real trace of this machine);
+- ``shm``: vLLM's CPU shared-memory communicator: ``_C::shm_allreduce``, ``_C::shm_all_gather``,
+  ``_C::shm_send_tensor_list`` / ``_C::shm_recv_tensor_list`` — the same argument layout as the
+  real traces in tests/data/vllm-trace;
 - ``cuda``: ``vllm::all_reduce`` with custom all-reduce kernels, PP ``c10d::send`` /
   ``c10d::recv_`` with ``ncclDevKernel_SendRecv`` — NOT checked against a real trace.
 
