@@ -6,7 +6,7 @@ the backend's own event (the real duration, no shapes), ``both``. The parser pai
 ``shape`` event of a family with the k-th ``time`` event of the same family on the same rank.
 
 Sources (vLLM 0.32 and torch 2.13, read from their code):
-- gloo (as an earlier real trace here showed them; tested on synthetic traces): ``torch.distributed``
+- gloo (as an earlier real trace here showed them; tested on synthetic traces): torch.distributed
   ops record ``c10d::allreduce_``, ``c10d::_allgather_base_``, ``c10d::send``, ``c10d::recv_``
   (shapes), gloo's worker thread ``gloo:all_reduce``, ``gloo:all_gather``, ``gloo:send``,
   ``gloo:recv`` (durations); inside a compiled graph ``_c10d_functional::all_reduce_`` and
