@@ -60,7 +60,8 @@ def test_comm_and_stages_from_vllms_trace(traced_run):
     assert s["measured"]["pp_sendrecv_bytes_per_stage"] == pp_bytes(s)
     if vt["backends"] == ["gloo"]:
         assert set(comm[comm.group == "tp_after_recv"]["op"]) == {"all_gather"}
-    assert comm["busbw_gbps"].notna().all()
+    timed = comm[comm["t_start_s"].notna()]
+    assert len(timed) and timed["busbw_gbps"].notna().all()
     st = pd.read_parquet(traced_run / "stages.parquet")
     assert sorted(st["rank"].unique()) == list(range(8))
     stats = s["stage_stats"]

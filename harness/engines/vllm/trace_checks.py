@@ -99,9 +99,10 @@ def _expected(spec, ranks, tokens) -> dict[tuple[int, str, str], list]:
 DETAIL = {
     "tp": "planner formula (2 all-reduces per layer, +1 for the embedding on stage 0) of T·h·d "
     "each vs traced ops",
-    "pp": "planner's h·d per token per boundary; vLLM sends it as 1/tp slices, one per TP rank",
-    "pp_residual": "not in the planner: vLLM also sends the residual stream, another h·d per "
-    "token per boundary in 1/tp slices (2·h·d in all)",
+    "pp": "planner's h·d per token per boundary; vLLM sends it as 1/tp slices, one per TP rank "
+    "(through shm: whole, from every TP rank)",
+    "pp_residual": "not in the planner: vLLM also sends the residual stream, as many bytes as the "
+    "hidden states (twice the planner's traffic per boundary)",
     "tp_after_recv": "not in the planner: the receiver all-gathers each 1/tp slice over TP "
     "(2 per step: hidden states and residual)",
     "tp all_gather": "not the planner's (its reference engine gathers 16 B per row): vLLM "
