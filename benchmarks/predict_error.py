@@ -20,6 +20,16 @@ pair one more calibration runs; every calibration is also forecast from the one 
 model would still show). Last, the simulation of a 1000-request workload is timed (goal: under
 10 s).
 
+Intervals (issue 25 item 6): every forecast carries each metric's ``--level`` prediction interval
+(default 90 %, ``harness predict``'s draws); each check records whether the measurement fell inside
+and the interval's half-width relative to the point. The forecast goal: at least 90 % of the
+measured medians (TTFT, TPOT, ITL, E2E) over every check (unseen workloads and controls) inside
+their 90 % intervals, no interval wider than ±25 %; the coverage is printed with its n and its
+Clopper–Pearson 95 % interval. Then, retrospectively, every check again with ``harness predict
+--history``: the host's run-to-run spread of mean ITL over the benchmark's other calibration runs
+(before and after the check; never the check's own measured run) widens its intervals; the same
+coverage and widths are printed for those.
+
 The load average is recorded around each run. Writes ``predict_error.json`` (and every run
 directory) in ``--out`` (default: a temporary folder)."""
 
@@ -43,8 +53,11 @@ KEYS = (
     ("p99_ttft_ms", "TTFT p99 (ms)"),
     ("p99_tpot_ms", "TPOT p99 (ms)"),
     ("median_e2el_ms", "E2E median (ms)"),
+    ("median_itl_ms", "ITL median (ms)"),
 )
 GOAL_KEYS = ("median_ttft_ms", "median_tpot_ms", "request_throughput")
+MEDIANS = ("median_ttft_ms", "median_tpot_ms", "median_itl_ms", "median_e2el_ms")
+WIDTH_GOAL, COVERAGE_GOAL = 0.25, 0.90
 
 
 def harness_run(config: Path, run_dir: Path, sets: list[str]) -> dict:
@@ -86,6 +99,7 @@ def main() -> int:
     ap.add_argument(
         "--extra-rate", type=float, action="append", default=[], help="more unseen rates (optional)"
     )
+    ap.add_argument("--level", type=float, default=0.9, help="the forecast intervals' level")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     from harness.predict.closure import calibrated
@@ -112,13 +126,16 @@ def main() -> int:
 
     def check(sets: list[str], run_dir: Path, calib: dict, model) -> dict:
         # before it runs
-        pred = forecast(load_spec(config, [*base, *sets]), calib["run_dir"], model=model)
+        spec = load_spec(config, [*base, *sets])
+        pred = forecast(spec, calib["run_dir"], model=model, level=args.level)
         measured = harness_run(config, run_dir, [*base, *sets])
         return {
             "calibration": calib["run_dir"],
             "measured": measured,
             "predicted": pred["metrics"],
             "errors": errors_vs(pred["metrics"], measured["metrics"], [k for k, _ in KEYS]),
+            "intervals": judged(pred, measured["metrics"]),
+            "intervals_wall_s": pred["intervals"]["wall_s"],
             "extrapolation": pred["extrapolation"],
             "closure": model.closure,
         }
@@ -133,6 +150,31 @@ def main() -> int:
         ctrl = f"control {i}: calibration-{i + 1} from calibration-{i}"
         controls[ctrl] = check(calib_sets[len(base) :], out / f"calibration-{i + 1}", calib, model)
         calib = controls[ctrl]["measured"]
+    (out / "predict_error.json").write_text(
+        json.dumps({"unseen": results, "controls": controls}, indent=1, default=str)
+    )  # the runs are safe before the retrospective below
+    # retrospective: each check's intervals again, widened by the host's run-to-run spread over
+    # the benchmark's other calibrations (never the check's own measured run)
+    by_dir = {c["run_dir"]: m for c, m in zip(calibs, models)}
+    cal_dirs = sorted(str(p) for p in out.glob("calibration-*") if (p / "summary.json").exists())
+    retro = {}
+    for name, r in {**results, **controls}.items():
+        hist = history_of(out / "history" / name.split(":")[0].replace(" ", "-"), cal_dirs, r)
+        spec = load_spec(config, r["measured"]["sets"])
+        pred = forecast(
+            spec, r["calibration"], model=by_dir[r["calibration"]], level=args.level, history=hist
+        )
+        retro[name] = {
+            "measured": r["measured"],
+            "predicted": pred["metrics"],
+            "intervals": judged(pred, r["measured"]["metrics"]),
+            "sources": pred["intervals"]["sources"],
+        }
+    cover_hist = coverage(
+        {k: v for k, v in retro.items() if k in results},
+        {k: v for k, v in retro.items() if k in controls},
+        args.level,
+    )
     model = models[0]
     big = load_spec(
         config,
@@ -143,10 +185,14 @@ def main() -> int:
         ],
     )
     t0 = time.perf_counter()
-    big_fc = forecast(big, calibs[0]["run_dir"], model=model)
+    big_fc = forecast(big, calibs[0]["run_dir"], model=model, draws=0)  # the simulation alone
     sim_1000_s = time.perf_counter() - t0
+    cover = coverage(results, controls, args.level)
     report = {
         "command": " ".join([sys.executable, *sys.argv]),
+        "coverage": cover,
+        "coverage_with_history": cover_hist,
+        "with_history": retro,
         "calibrations": calibs,
         "unseen": results,
         "controls": controls,
@@ -168,12 +214,18 @@ def main() -> int:
             f"{Path(r['calibration']).name}, "
             f"closure × {r['closure'].get('factor', 1.0):.3f})"
         )
-        print(f"  {'metric':22}{'predicted':>11}{'measured':>11}{'error':>9}")
+        print(
+            f"  {'metric':22}{'predicted':>11}{f'{args.level:.0%} interval':>22}{'measured':>11}"
+            f"{'inside':>8}{'error':>9}"
+        )
         for k, label in KEYS:
             p, m, e = r["predicted"].get(k), r["measured"]["metrics"].get(k), r["errors"].get(k)
             goal = "  (goal 15 %)" if k in GOAL_KEYS and name in results else ""
             err = "-" if e is None else f"{e * 100:+.1f} %"
-            print(f"  {label:22}{p:>11.4g}{m:>11.4g}{err:>9}{goal}")
+            iv = r["intervals"].get(k) or {}
+            span = f"[{iv.get('low') or 0:.4g}, {iv.get('high') or 0:.4g}]" if iv else "-"
+            ins = {True: "yes", False: "NO", None: "-"}[iv.get("inside")]
+            print(f"  {label:22}{p:>11.4g}{span:>22}{m:>11.4g}{ins:>8}{err:>9}{goal}")
         flags = (
             ", ".join(
                 f"stage {x['stage']} {x['feature']} +{x['beyond_pct']:.0f} %"
@@ -192,12 +244,92 @@ def main() -> int:
         f"{'met' if met else 'NOT met'}"
     )
     print(
+        f"forecast intervals: {cover['inside']} of {cover['n']} measured medians inside their "
+        f"{args.level:.0%} intervals ({cover['fraction']:.0%}, 95 % CI "
+        f"{cover['ci'][0]:.0%}–{cover['ci'][1]:.0%}); half-widths "
+        f"{cover['half_width_min']:.1%}–{cover['half_width_max']:.1%} (median "
+        f"{cover['half_width_median']:.1%}); goal (≥ {COVERAGE_GOAL:.0%} inside, none wider than "
+        f"±{WIDTH_GOAL:.0%}): {'met' if cover['met'] else 'NOT met'}"
+    )
+    print(
+        f"with the host's spread over the other calibrations (--history, retrospective): "
+        f"{cover_hist['inside']} of {cover_hist['n']} inside ({cover_hist['fraction']:.0%}, 95 % "
+        f"CI {cover_hist['ci'][0]:.0%}–{cover_hist['ci'][1]:.0%}); half-widths "
+        f"{cover_hist['half_width_min']:.1%}–{cover_hist['half_width_max']:.1%} (median "
+        f"{cover_hist['half_width_median']:.1%}): {'met' if cover_hist['met'] else 'NOT met'}"
+    )
+    print(
         f"simulation of {big_fc['simulation']['requests']} requests "
         f"({big_fc['simulation']['steps']} steps): "
         f"{sim_1000_s:.2f} s (goal < 10 s)"
     )
     print(f"results: {out / 'predict_error.json'}")
     return 0
+
+
+def judged(pred: dict, measured: dict) -> dict:
+    """Per key: the forecast's interval, whether the measurement fell inside, its half-width."""
+    from harness.measure.prediction import half_width, inside
+
+    ivs = pred["intervals"]["metrics"]
+    return {
+        k: {
+            **ivs[k],
+            "inside": inside(ivs[k], measured.get(k)),
+            "half_width": half_width(ivs[k], pred["metrics"].get(k)),
+        }
+        for k, _ in KEYS
+        if k in ivs
+    }
+
+
+def history_of(folder: Path, cal_dirs: list[str], check: dict) -> str:
+    """A history folder for ``check``: the summaries of every calibration run except the check's
+    own calibration and its measured run (``harness predict --history`` reads summary, spec and
+    env only)."""
+    import shutil
+
+    for d in cal_dirs:
+        if d in (check["calibration"], check["measured"]["run_dir"]):
+            continue
+        (folder / Path(d).name).mkdir(parents=True, exist_ok=True)
+        for f in ("summary.json", "spec.yaml", "env.json"):
+            shutil.copy(Path(d) / f, folder / Path(d).name / f)
+    folder.mkdir(parents=True, exist_ok=True)
+    return str(folder)
+
+
+def coverage(results: dict, controls: dict, level: float) -> dict:
+    """The forecast goal's numbers over every check: medians inside their intervals (count, n,
+    fraction with its Clopper–Pearson 95 % interval) and the intervals' half-widths."""
+    from scipy.stats import binomtest
+
+    rows = [
+        (name, k, r["intervals"][k])
+        for name, r in {**results, **controls}.items()
+        for k in MEDIANS
+        if k in r["intervals"] and r["intervals"][k]["inside"] is not None
+    ]
+    hits = sum(bool(iv["inside"]) for _, _, iv in rows)
+    widths = [iv["half_width"] for _, _, iv in rows if iv["half_width"] is not None]
+    n = len(rows)
+    ci = binomtest(hits, n).proportion_ci(0.95) if n else None
+    return {
+        "level": level,
+        "keys": list(MEDIANS),
+        "inside": hits,
+        "n": n,
+        "fraction": hits / n if n else None,
+        "ci": [ci.low, ci.high] if ci else None,
+        "half_width_min": min(widths, default=None),
+        "half_width_median": sorted(widths)[len(widths) // 2] if widths else None,
+        "half_width_max": max(widths, default=None),
+        "outside": [f"{name}: {k}" for name, k, iv in rows if not iv["inside"]],
+        "met": bool(n)
+        and hits / n >= COVERAGE_GOAL
+        and all(w <= WIDTH_GOAL for w in widths)
+        and len(widths) == n,
+    }
 
 
 if __name__ == "__main__":

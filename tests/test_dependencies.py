@@ -52,7 +52,7 @@ def test_every_import_is_declared_and_every_dependency_imported():
     assert set(imported) - declared - set(extras) == set(), {
         k: imported[k] for k in set(imported) - declared - set(extras)
     }
-    assert imported["mlcommons-loadgen"] == {"harness/engines/loadgen/sut.py"}
+    assert imported["mlcommons-loadgen"] == {"harness/engines/loadgen/bridge.py"}
     assert declared - set(imported) == set()
     # the two the project's users name: accelerate cross-checks the weight bytes, transformers reads
     # configs

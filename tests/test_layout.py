@@ -19,6 +19,7 @@ LAYERS = [
     "report",
     "emulate",
     "predict",
+    "sweep",
     "commands",
     "cli",
 ]

@@ -17,11 +17,13 @@ import pytest
 
 from demo_run import DEMO_CONFIG, REPO, demo
 from harness.errors import UsageError
+from harness.measure.prediction import inside
 from harness.predict.calibrate import PipelineModel, from_run
 from harness.predict.closure import close_on, scaled
 from harness.predict.fit import StageCost, fit_stage
 from harness.predict.forecast import forecast, simulate_spec
 from harness.predict.simulate import SimStage, simulate
+from harness.report.sections_predicted import ROWS, inside_text, interval_text
 from harness.results.schema import rows_to_table
 from harness.spec.spec import load_spec
 from run_fixtures import build_synthetic_run
@@ -340,6 +342,21 @@ def test_forecast_of_the_measured_workload_is_near_the_run(demo_dir, tmp_path):
         closure["simulated_before"] / measured["mean_itl_ms"] - 1
     )
     assert set(measured) <= set(pred["metrics"])  # the summary's metric keys, every one
+    # each latency statistic and rate with its 90 % prediction interval, holding the point
+    ivs = pred["intervals"]
+    assert (ivs["level"], ivs["draws"], ivs["ranks"]) == (0.9, 39, [2, 38]) and len(
+        ivs["sources"]
+    ) == 2
+    assert {"median_ttft_ms", "p99_tpot_ms", "mean_itl_ms", "request_throughput"} <= set(
+        ivs["metrics"]
+    )
+    for key, iv in ivs["metrics"].items():
+        if iv["low"] is not None:  # a statistic some draws lack may stay open
+            assert iv["low"] <= pred["metrics"][key] <= iv["high"], key
+        assert iv["confidence"] == 0.9
+    for key in ("median_ttft_ms", "p99_tpot_ms", "mean_itl_ms", "request_throughput"):
+        assert ivs["metrics"][key]["n"] == 39, key
+    assert ivs["metrics"]["median_tpot_ms"]["high"] > ivs["metrics"]["median_tpot_ms"]["low"]
     assert [r["target"] for r in pred["slo"]] == [
         r["target"] for r in json.loads((demo_dir / "summary.json").read_text())["slo"]
     ]
@@ -372,6 +389,14 @@ def test_forecast_of_the_measured_workload_is_near_the_run(demo_dir, tmp_path):
         * 100
     )
     assert f"{err:+.1f} %" in row and "≥" in row
+    tpot = ivs["metrics"]["median_tpot_ms"]
+    assert inside_text(tpot, measured["median_tpot_ms"]) in row and interval_text(tpot) in row
+    judged = [inside(ivs["metrics"].get(k), measured.get(k)) for _, k, *_ in ROWS]
+    judged = [j for j in judged if j is not None]
+    assert (
+        f"{sum(judged)} of {len(judged)} measurements inside their 90 % forecast intervals "
+        "(39 draws" in md
+    )
 
 
 def test_capacity_search_on_the_simulator(demo_dir, tmp_path):
@@ -396,7 +421,7 @@ def test_capacity_search_on_the_simulator(demo_dir, tmp_path):
     assert not (tmp_path / "cap" / "probe-00").exists()  # no real run was made
 
 
-def test_predict_honours_max_concurrency_on_the_demo_calibration(demo_dir):
+def test_predict_honours_max_concurrency_on_the_demo_calibration(demo_dir, tmp_path):
     """The issue's command: a cap of 1 at 50 req/s, far above the demo's capacity. One request in
     flight at a time, so the throughput is one over one request's service time: the mean E2E from
     the send (from the arrival it also holds the client queue, which grows all run)."""
@@ -409,10 +434,22 @@ def test_predict_honours_max_concurrency_on_the_demo_calibration(demo_dir):
         "workload.rate_rps=50",
         "--set",
         "workload.max_concurrency=1",
-        "--json",
+        "--level",
+        "0.8",
+        "--out",
+        str(tmp_path / "pred.json"),
     )
     assert res.returncode == 0, res.stderr
-    pred = json.loads(res.stdout)
+    pred = json.loads((tmp_path / "pred.json").read_text())
+    # the JSON carries each metric's interval at the level asked (0.8: 19 draws, the 2nd and 18th)
+    ivs = pred["intervals"]
+    assert (ivs["level"], ivs["draws"], ivs["ranks"]) == (0.8, 19, [2, 18])
+    tpot = ivs["metrics"]["median_tpot_ms"]
+    assert tpot["low"] <= pred["metrics"]["median_tpot_ms"] <= tpot["high"]
+    # the text shows point [low, high]
+    row = next(line for line in res.stdout.splitlines() if line.strip().startswith("TPOT (ms)"))
+    assert f"[{tpot['low']:.3g}, {tpot['high']:.3g}]" in row, row
+    assert "80 % prediction interval" in res.stdout
     service_s = pred["metrics_from_send"]["mean_e2el_ms"] / 1e3
     assert pred["metrics"]["request_throughput"] == pytest.approx(1 / service_s, rel=0.2)
     assert pred["workload"]["max_concurrency"] == 1
@@ -448,6 +485,8 @@ def test_bad_input_exits_2_with_one_line(tmp_path, demo_dir):
             ["--from", str(demo_dir), "--set", "parallel.tp=1", "--set", "cluster.gpus_per_node=4"],
             "TP2-PP4",
         ),
+        (["--from", str(demo_dir), "--level", "1.5"], "--level 1.5: must lie in (0.5, 1)"),
+        (["--from", str(demo_dir), "--draws", "5"], "--draws 5: a 0.9 interval needs at least 19"),
     ]
     for extra, needle in cases:
         res = _cli("predict", str(DEMO_CONFIG), *extra)
@@ -510,6 +549,14 @@ def test_forecast_from_an_emulate_profile_is_labelled_unchecked(tmp_path):
         0.001 + 1e-5 + comm_1tok, rel=1e-6
     )
     assert pred["metrics"]["completed"] == 12 and pred["model"]["loop_s"] == 0.0
+    # no run to resample: the intervals are residual resampling alone, and an exact fit has no
+    # residual spread, so every draw is the point
+    assert pred["intervals"]["sources"] == [
+        "residual resampling: one simulated run of this workload per draw"
+    ]
+    tpot = pred["intervals"]["metrics"]["median_tpot_ms"]
+    assert tpot["low"] == pytest.approx(pred["metrics"]["median_tpot_ms"], rel=1e-6)
+    assert tpot["high"] == pytest.approx(pred["metrics"]["median_tpot_ms"], rel=1e-6)
 
 
 def test_predicted_capacity_then_one_confirming_run(tmp_path):

@@ -359,3 +359,34 @@ def test_cpu_environment_is_chosen_from_the_machine_and_the_plan(tmp_path):
     gpu = load_spec(REPO / "configs" / "llama3-70b-tp2-pp4-h100-vllm.yaml")
     assert choose_cpu_env(gpu) == {}
     assert numa_nodes(tmp_path / "none") == 1 and numa_nodes() >= 1
+
+
+def test_leftovers_of_another_server_are_not_removed(tmp_path):
+    """The cross-run race seen on this host: a server's stop removed a semaphore another server had
+    just created for a spawning worker (FileNotFoundError in SemLock._rebuild). Multiprocessing
+    names are removed only when this server was seen using them; vLLM's own stay as before."""
+    import socket
+    import uuid
+
+    from harness.engines.vllm.tree import SHM, leftover_names, paths_used, remove_new_leftovers
+
+    before = leftover_names()
+    tag = uuid.uuid4().hex[:8]
+    ours, theirs = SHM / f"sem.mp-{tag}a", SHM / f"sem.mp-{tag}b"
+    dist = SHM / f"vllm_dist_{tag}"
+    for p in (ours, theirs, dist):
+        p.write_bytes(b"x")
+    try:
+        removed = remove_new_leftovers(before, owned={str(ours)})
+        assert str(ours) in removed and str(dist) in removed
+        assert str(theirs) not in removed and theirs.exists()
+    finally:
+        for p in (ours, theirs, dist):
+            p.unlink(missing_ok=True)
+    # what a process uses: its open files and, by inode, its bound UNIX sockets
+    path = tmp_path / "held"
+    sock_path = str(tmp_path / "s.sock")
+    with open(path, "w"), socket.socket(socket.AF_UNIX) as s:
+        s.bind(sock_path)
+        used = paths_used([os.getpid()])
+    assert str(path) in used and sock_path in used

@@ -30,5 +30,9 @@ VERBS: dict[str, tuple[str, str]] = {
         "predict",
         "forecast a workload by simulating the scheduler on step costs fitted from a run",
     ),
+    "sweep": (
+        "sweep",
+        "find the layout that serves the most within the SLOs: predict every layout, run the best",
+    ),
     "slurm": ("slurm", "render (and submit) a Slurm batch script for a spec"),
 }

@@ -5,7 +5,11 @@ CONFIG's workload (after ``--set``) through the reference engine's own scheduler
 on a simulated clock, and prints the summary's metrics and SLO verdicts, the fit's residuals and
 every feature the forecast drives beyond the measured range (harness/predict/). ``--out FILE``
 writes the JSON atomically; ``harness report RUN --predicted FILE`` (or ``prediction.json`` in the
-run directory) shows it beside the bound and the measurement.
+run directory) shows it beside the bound and the measurement, and whether each measurement fell
+inside its interval. Every metric carries a prediction interval at ``--level`` (default 90 %): where
+one run of CONFIG's workload will measure it, from ``--draws`` draws of the calibration's sampling
+error and of the residuals (harness/predict/draws.py); ``--draws 0`` leaves them out;
+``--history DIR`` adds the host's run-to-run spread from earlier runs of the calibration's spec.
 
 Exit: 0 forecast made; 2 bad input (missing run dir, a run without the tables, an emulate JSON of
 another model or layout), before anything is simulated."""
@@ -15,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -34,17 +39,59 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="FIELD=VALUE",
         help="override a spec field of CONFIG, e.g. --set workload.rate_rps=8 (repeatable)",
     )
+    p.add_argument(
+        "--level",
+        type=float,
+        default=None,
+        help="level of each metric's prediction interval, in (0.5, 1) (default 0.9)",
+    )
+    p.add_argument(
+        "--draws",
+        type=int,
+        default=None,
+        help="draws the intervals rest on (default: 2 beyond each end, 39 at 0.9; 0: no intervals)",
+    )
+    p.add_argument(
+        "--history",
+        metavar="DIR",
+        help="earlier runs of the calibration's spec (any depth): their spread of mean ITL, the "
+        "host's run-to-run variation, widens the intervals (from 3 runs with the calibration)",
+    )
     p.add_argument("--json", action="store_true", help="print the forecast as JSON")
     p.add_argument("--out", metavar="FILE", help="also write the forecast JSON here (atomically)")
 
 
+def interval_options(level: float | None, draws: int | None) -> tuple[float, int]:
+    """``--level`` and ``--draws`` checked (UsageError: one line naming the flag and the fix)."""
+    from harness.errors import UsageError
+    from harness.measure.prediction import LEVEL, draws_for, prediction_ranks
+
+    level = LEVEL if level is None else level
+    if not 0.5 < level < 1.0:
+        raise UsageError(f"--level {level}: must lie in (0.5, 1), e.g. --level 0.9")
+    if draws is None:
+        return level, draws_for(level)
+    if draws < 0 or (draws and prediction_ranks(draws, level) is None):
+        raise UsageError(
+            f"--draws {draws}: a {level:g} interval needs at least {draws_for(level, 1)} draws "
+            "(or 0: no intervals)"
+        )
+    return level, draws
+
+
 def main(args: argparse.Namespace) -> int:
+    from harness.errors import UsageError
     from harness.predict.forecast import forecast
     from harness.results.atomic import atomic_write_json, clean_floats
     from harness.spec.spec import load_spec
 
+    level, draws = interval_options(args.level, args.draws)
     spec = load_spec(args.config, args.overrides)
-    out = forecast(spec, args.source)
+    if args.history is not None and not Path(args.history).is_dir():
+        raise UsageError(
+            f"--history {args.history}: not a directory; give the folder of earlier runs"
+        )
+    out = forecast(spec, args.source, level=level, draws=draws, history=args.history)
     if args.out:
         atomic_write_json(args.out, out)
     if args.json:
@@ -56,6 +103,19 @@ def main(args: argparse.Namespace) -> int:
 
 def _f(v, fmt: str = ".3g", scale: float = 1.0) -> str:
     return "-" if v is None or v != v else format(v * scale, fmt)
+
+
+def _cell(m: dict, ivs: dict, key: str) -> str:
+    """``value [low, high]`` (``-`` for an open end), or the value alone without an interval."""
+    iv = ivs.get(key)
+    if not iv:
+        return _n(m.get(key))
+    return f"{_n(m.get(key))} [{_n(iv.get('low'))}, {_n(iv.get('high'))}]"
+
+
+def _n(v) -> str:
+    """3 significant digits, whole numbers from 1000 on (no exponent in a table cell)."""
+    return _f(v, ".0f") if v is not None and v == v and abs(v) >= 1000 else _f(v)
 
 
 def render(p: dict) -> str:
@@ -70,8 +130,15 @@ def render(p: dict) -> str:
         f"harness predict: {p['name']} TP{lay['tp']}-PP{lay['pp']}-DP{lay['dp']}, {load}, "
         f"{wl['num_requests']} requests — {p['label']}",
         f"  {p['checked']}",
-        f"  {'metric':24}{'mean':>10}{'median':>10}{'p99':>10}",
     ]
+    ivs = (p.get("intervals") or {}).get("metrics") or {}
+    if ivs:
+        iv = p["intervals"]
+        lines.append(
+            f"  each value [its {iv['level'] * 100:g} % prediction interval: where one run of this "
+            f"workload will measure it; {iv['draws']} draws]"
+        )
+    lines.append(f"  {'metric':12}" + "".join(f"{h:>24}" for h in ("mean", "median", "p99")))
     for name, key in (
         ("TTFT (ms)", "ttft"),
         ("TPOT (ms)", "tpot"),
@@ -79,8 +146,8 @@ def render(p: dict) -> str:
         ("E2E (ms)", "e2el"),
     ):
         lines.append(
-            f"  {name:24}"
-            + "".join(f"{_f(m.get(f'{st}_{key}_ms')):>10}" for st in ("mean", "median", "p99"))
+            f"  {name:12}"
+            + "".join(f"{_cell(m, ivs, f'{st}_{key}_ms'):>24}" for st in ("mean", "median", "p99"))
         )
     send = p.get("metrics_from_send")
     if send:
@@ -91,10 +158,14 @@ def render(p: dict) -> str:
             f"{_f(send.get('mean_client_queue_ms'))} ms)"
         )
     lines.append(
-        f"  throughput {_f(m.get('request_throughput'))} req/s, goodput "
-        f"{_f(m.get('request_goodput'))} "
-        f"req/s, output {_f(m.get('output_throughput'))} tok/s"
+        f"  throughput {_cell(m, ivs, 'request_throughput')} req/s, goodput "
+        f"{_cell(m, ivs, 'request_goodput')} req/s, output {_cell(m, ivs, 'output_throughput')} "
+        "tok/s"
     )
+    if ivs:
+        lines.append(
+            f"  intervals from: {'; '.join(iv['sources'])}; not in them: {iv['not_included']}"
+        )
     for r in p["slo"]:
         verdict = {True: "PASS", False: "FAIL", None: "NOT MEASURED"}[r["passed"]]
         lines.append(f"  SLO {r['target']:<26} {_f(r['measured']):>10}  {verdict}")

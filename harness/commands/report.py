@@ -1,5 +1,5 @@
 """``harness report RUN_DIR [--claims REPORT] [--predicted PRED_JSON]``: (re)render report.md /
-report.html for a run."""
+report.html for a run, or for a sweep folder (``harness sweep``: its ``sweep.json``)."""
 
 from __future__ import annotations
 
@@ -30,7 +30,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from harness.report.render import write_report
+
+    if (Path(args.run_dir) / "sweep.json").is_file():
+        return _sweep_report(Path(args.run_dir), args)
 
     files = write_report(
         args.run_dir, claims=args.claims, out_dir=args.out, predicted=args.predicted
@@ -40,4 +45,19 @@ def main(args: argparse.Namespace) -> int:
     dag = f"{files.dag_json}, {files.dag_dot}" if files.dag_json else "none (model unknown)"
     print(f"dag:    {dag}")
     print(f"plots:  {len(files.plots)} PNG in {files.plots[0].parent}", file=sys.stdout)
+    return 0
+
+
+def _sweep_report(root, args: argparse.Namespace) -> int:
+    from harness.errors import UsageError
+    from harness.report.sweep_section import write_sweep_report
+    from harness.spec.json_file import read_json_file
+
+    if args.claims or args.predicted or args.out:
+        raise UsageError(f"{root} is a sweep folder: --claims, --predicted and --out apply to runs")
+    path = write_sweep_report(
+        root, read_json_file(root / "sweep.json", None, "rerun harness sweep")
+    )
+    print(f"report: {path.with_suffix('.html')}")
+    print(f"        {path}")
     return 0

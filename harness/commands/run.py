@@ -85,6 +85,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="with --find-capacity --predict: one real run at the predicted capacity",
     )
     p.add_argument(
+        "--loadgen",
+        choices=("server", "offline"),
+        type=str.lower,
+        default=None,
+        help="MLPerf LoadGen issues the queries and judges the run (Server: its Poisson schedule "
+        "at workload.rate_rps; Offline: all at once); its logs land in the run directory and its "
+        "verdict in summary.json (pip install 'harness[loadgen]')",
+    )
+    p.add_argument(
+        "--mlperf-rules",
+        action="store_true",
+        help="with --loadgen: enforce MLPerf's rules (600 s minimum duration; LoadGen then issues "
+        "more queries than the trace holds, reusing its prompts); default: not enforced",
+    )
+    p.add_argument(
         "--repeats",
         type=int,
         metavar="N",

@@ -36,6 +36,10 @@ def exit_code(run_dir: Path, launch_rc: int) -> int:
         return EXIT_INCOMPLETE
     verdict = summary.get("verdict")
     print(slo_table(summary))
+    if summary.get("loadgen"):  # --loadgen: LoadGen's own verdict beside ours
+        from harness.report.loadgen_lines import loadgen_lines
+
+        print("\n".join(loadgen_lines(summary["loadgen"])), file=sys.stderr)
     print(f"harness run: {verdict}; results in {run_dir}", file=sys.stderr)
     return verdict_exit_code(verdict)
 

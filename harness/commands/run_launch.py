@@ -23,6 +23,9 @@ def main_outside(options: RunOptions) -> int:
     entry = engine_entry(spec.engine.kind)
     check_inputs(spec)
     entry.preflight(spec, launch)
+    from harness.engines.loadgen.launch import preflight as loadgen_preflight
+
+    loadgen_preflight(spec, launch)
     cap = options.capacity
     if cap is not None and cap.predict:
         from harness.commands.run_predict import find_capacity_predicted

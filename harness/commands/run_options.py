@@ -59,6 +59,8 @@ def run_options(args: argparse.Namespace) -> RunOptions:
         node_rank=args.node_rank,
         rdzv_endpoint=args.rdzv_endpoint,
         rdzv_id=args.rdzv_id,
+        loadgen=args.loadgen,
+        mlperf_rules=args.mlperf_rules,
     )
     outputs = OutputOptions(
         report=not args.no_report,
@@ -67,7 +69,30 @@ def run_options(args: argparse.Namespace) -> RunOptions:
         result_dir=Path(args.result_dir) if args.result_dir else None,
         result_filename=args.result_filename,
     )
-    return RunOptions(launch, outputs, _capacity(args), _repeats(args))
+    capacity = _capacity(args)
+    _check_loadgen(args, capacity)
+    return RunOptions(launch, outputs, capacity, _repeats(args))
+
+
+def _check_loadgen(args: argparse.Namespace, capacity: CapacityOptions | None) -> None:
+    if args.mlperf_rules and not args.loadgen:
+        raise UsageError("--mlperf-rules: goes with --loadgen server|offline")
+    if args.loadgen and capacity is not None:
+        raise UsageError(
+            "--loadgen: not with --find-capacity (LoadGen runs one test); drop one of them"
+        )
+    if args.loadgen and getattr(args, "until_decided", False):
+        raise UsageError(
+            "--loadgen: not with --until-decided (LoadGen decides the run's length itself, with "
+            "its own early stopping); drop one of them"
+        )
+    if args.loadgen and getattr(args, "repeats", None):
+        raise UsageError("--loadgen: not with --repeats (one LoadGen test per run); drop one")
+    if args.loadgen == "offline" and args.request_rate is not None:
+        raise UsageError(
+            "--loadgen offline: issues every query at once, so --request-rate has no effect; "
+            "drop it, or use --loadgen server for a rate"
+        )
 
 
 def until_decided_strings(args: argparse.Namespace) -> list[str]:

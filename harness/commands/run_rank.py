@@ -44,7 +44,10 @@ def main_in_world(options: RunOptions) -> int:
 
     run_dir = launch.results_dir or default_run_dir(spec.name)
     rank = launch_env().rank
-    rc = serve_trace(entry.world_engine(run_dir, guard), spec, run_dir, reports=rank == 0)
+    from harness.engines.loadgen.launch import loadgen_options
+
+    engine = entry.world_engine(run_dir, guard, loadgen=loadgen_options(spec, launch))
+    rc = serve_trace(engine, spec, run_dir, reports=rank == 0)
     if rank == 0 and not launched_by_harness():  # a world Slurm started: no launcher writes them
         from harness.commands.run_outputs import write_outputs
 

@@ -5,7 +5,9 @@ sees argparse.
 ``overrides`` are the ``--set FIELD=VALUE`` strings in order, the ``vllm bench serve`` flags already
 folded in (the torchrun world re-reads the spec file with them, so every rank loads the same spec);
 ``results_dir`` is the run directory (set by the caller before an engine serves). The node fields
-are torchrun's (the reference engine's world across nodes).
+are torchrun's (the reference engine's world across nodes). ``loadgen``/``mlperf_rules``:
+``--loadgen server|offline`` and ``--mlperf-rules`` (``harness.engines.loadgen.launch`` turns them
+into LoadGen's options; the torchrun world gets the same flags).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ class LaunchOptions:
     node_rank: int | None = None
     rdzv_endpoint: str | None = None  # HOST:PORT of the c10d rendezvous
     rdzv_id: str | None = None
+    loadgen: str | None = None  # "server" | "offline": MLPerf LoadGen issues the queries
+    mlperf_rules: bool = False  # with loadgen: enforce MLPerf's 600 s minimum duration
 
     def for_run(self, results_dir: Path, *overrides: str) -> LaunchOptions:
         """The same launch into ``results_dir`` with ``overrides`` after this one's (a capacity

@@ -12,9 +12,10 @@ An entry's functions take the validated spec and the ``LaunchOptions``:
 
 ``world_engine``: for an engine whose every rank of a torchrun world serves (``serve`` starts that
 world, and ``harness run`` inside it is one rank: ``harness.commands.run_rank``), the engine each
-rank builds, ``(run_dir, stop guard) -> Engine``; None when the ``harness run`` process itself
-serves (such a spec is refused inside a torchrun world). Entries import their package
-only when called: ``harness run --help`` and the registry itself load no torch and no aiohttp.
+rank builds, ``(run_dir, stop guard, loadgen=LoadGenOptions | None) -> Engine`` (``--loadgen``:
+LoadGen's arrivals, ``harness.engines.loadgen.launch``); None when the ``harness run`` process
+itself serves (such a spec is refused inside a torchrun world). Entries import their package only
+when called: ``harness run --help`` and the registry itself load no torch and no aiohttp.
 """
 
 from __future__ import annotations

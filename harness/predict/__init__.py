@@ -7,7 +7,9 @@ Modules, in the order they depend on each other:
   calibrate.py  PipelineModel from a run directory or an emulate JSON (hops, coordinator time)
   simulate.py   SimClock, SimStage (the PipelineStage surface), simulate: Scheduler + ServeLoop
   closure.py    one factor on every fitted time so the calibration run's own mean ITL is met
-  forecast.py   forecast(spec, source): summary-shaped metrics, SLO verdicts, extrapolation flags
+  draws.py      the intervals' draws: the calibration block-bootstrapped and re-closed, one run each
+  forecast.py   forecast(spec, source): summary-shaped metrics with their prediction intervals,
+                SLO verdicts, extrapolation flags
   capacity.py   the simulator as the capacity search's probe
 
 Place: after ``harness.emulate`` (it reads emulate JSON) and before ``harness.commands``.

@@ -52,6 +52,9 @@ class PipelineModel:
     notes: list[str] = field(default_factory=list)
     return_samples: list[float] = field(default_factory=list)
     closure: dict = field(default_factory=dict)  # harness.predict.closure: the factor on every time
+    # per stage, the fitted samples (step, features, seconds) before any closure: what
+    # harness.predict.draws resamples (a run source only; not serialized)
+    samples: list[list[tuple[int, dict, float]]] = field(default_factory=list, repr=False)
 
     def to_dict(self) -> dict:
         return {
@@ -171,12 +174,12 @@ def from_run(run_dir: str | Path, spec) -> PipelineModel:
         feats = {**step_features(row), "depth": float(depth[step])}
         if step in coord:
             c = coord[step]
-            samples[0].append((feats, float(c["t_send_end_s"] - c["t_recv_start_s"])))
+            samples[0].append((step, feats, float(c["t_send_end_s"] - c["t_recv_start_s"])))
         for s in range(1, pp):
             if (s, step) in agg and (s - 1, step) in agg:
                 a, prev = agg[(s, step)], agg[(s - 1, step)]
                 ready = max(a["t_recv_start_s"], prev["t_send_end_s"])  # free, and the data sent
-                samples[s].append((feats, float(a["t_send_end_s"] - ready)))
+                samples[s].append((step, feats, float(a["t_send_end_s"] - ready)))
         t_done = row.get("t_done_s")
         if step in last0 and t_done is not None:
             sent = float(last0[step]["t_send_end_s"])
@@ -199,7 +202,7 @@ def from_run(run_dir: str | Path, spec) -> PipelineModel:
             raise UsageError(
                 f"--from {run_dir}: stage {s} has no timed steps in the stages table; rerun it"
             )
-        stages.append(fit_stage(s, samples[s]))
+        stages.append(fit_stage(s, [(f, t) for _, f, t in samples[s]]))
     mean = lambda xs: max(0.0, float(np.mean(xs))) if xs else 0.0  # noqa: E731
     notes = []
     if "attn_pairs" not in steps or steps["attn_pairs"].isna().all():
@@ -220,6 +223,7 @@ def from_run(run_dir: str | Path, spec) -> PipelineModel:
             "hardware": run.summary.get("hardware"),
         },
         notes=notes,
+        samples=samples,
     )
 
 

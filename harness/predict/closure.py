@@ -34,8 +34,8 @@ BOUNDS = (0.5, 2.0)
 
 def scaled(model: PipelineModel, factor: float) -> PipelineModel:
     """A copy of ``model`` with every time (costs, residuals, hops, coordinator) times
-    ``factor``."""
-    out = copy.deepcopy(model)
+    ``factor``; the raw calibration ``samples`` are shared, not copied (they stay unscaled)."""
+    out = copy.deepcopy(model, {id(model.samples): model.samples})
     for sc in out.stages:
         sc.intercept_s *= factor
         sc.coef = {k: v * factor for k, v in sc.coef.items()}

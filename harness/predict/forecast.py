@@ -8,13 +8,18 @@ Monte-Carlo replications (``harness.predict.simulate.simulate_metrics``). Beside
 model with its residuals, ``extrapolation`` (each stage feature the workload drives outside the
 fitted range), and
 ``checked``: whether the source measured this deployment (a run of the same layout) or it is a
-projection no measurement has confirmed (an emulate profile of one device).
+projection no measurement has confirmed (an emulate profile of one device); and ``intervals``:
+each metric's prediction interval at a stated level (default 90 %), from draws of the
+calibration's sampling error and of the residuals (``harness.predict.draws``,
+``harness.measure.prediction``).
 """
 
 from __future__ import annotations
 
+from harness.measure.prediction import LEVEL, draws_for
 from harness.predict.calibrate import PipelineModel
 from harness.predict.closure import calibrated
+from harness.predict.draws import forecast_intervals
 from harness.predict.simulate import simulate_metrics
 
 KIND = "harness.predict/1"
@@ -42,10 +47,24 @@ def simulate_spec(spec, model: PipelineModel) -> dict:
     return res
 
 
-def forecast(spec, source: str, model: PipelineModel | None = None) -> dict:
-    """Calibrate from ``source`` (a run dir or an emulate JSON) and forecast ``spec``."""
+def forecast(
+    spec,
+    source: str,
+    model: PipelineModel | None = None,
+    level: float = LEVEL,
+    draws: int | None = None,
+    history=None,
+) -> dict:
+    """Calibrate from ``source`` (a run dir or an emulate JSON) and forecast ``spec``, with each
+    metric's ``level`` interval from ``draws`` draws (default ``draws_for(level)``; 0: none; the
+    host's run-to-run spread from the runs under ``history`` when given)."""
     model = model or calibrated(source, spec)
     out = simulate_spec(spec, model)
+    draws = draws_for(level) if draws is None else draws
+    if draws:
+        out["intervals"] = forecast_intervals(
+            spec, model, source, out["metrics"], level, draws, history
+        )
     gpus = spec.layout.world_size
     if model.source.get("kind") == "run":
         checked = f"calibrated on a measured run of this layout ({model.source.get('path')})"

@@ -28,6 +28,7 @@ from harness.report.rows import (
 )
 from harness.report.sections_engine import engine_section
 from harness.report.sections_imported import imported_section
+from harness.report.sections_loadgen import loadgen_section
 from harness.report.sections_pipeline import communication, dag_section, pp_stages, tp_groups
 from harness.report.sections_resources import hardware, load_balancing, memory
 from harness.report.sections_slo import latency_rows, rate_text
@@ -298,6 +299,7 @@ def build_sections(ctx: Ctx) -> list[Section]:
         memory(ctx),
         performance(ctx),
         engine_section(ctx),
+        loadgen_section(ctx),
         imported_section(ctx),
         load_balancing(ctx),
         tp_groups(ctx),
@@ -306,7 +308,7 @@ def build_sections(ctx: Ctx) -> list[Section]:
         dag_section(ctx),
         nodes_to_modify(ctx),
     ]
-    out = [s for s in out if s is not None]  # engine_section: external engines only
+    out = [s for s in out if s is not None]  # engine/loadgen sections: only where they apply
     c = claims(ctx)
     if c is not None:
         out.append(c)

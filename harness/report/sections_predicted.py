@@ -2,7 +2,9 @@
 given (``harness report RUN --predicted FILE``) or the run directory holds ``prediction.json``.
 
 Per metric: the planner's bound (a floor for latencies, a ceiling for throughput), the calibrated
-forecast, the measurement, and the forecast's error (predicted − measured) / measured. Then the
+forecast, its prediction interval (where one run of the workload will measure it, at the
+forecast's level; ``harness.measure.prediction``), the measurement, whether it fell inside, and the
+forecast's error (predicted − measured) / measured; a line counts the measurements inside. Then the
 forecast's SLO verdicts beside the run's, what it was calibrated on (``checked``), the fit's
 residuals and every feature it extrapolated. Reads the forecast's JSON only (no torch).
 """
@@ -51,6 +53,19 @@ def load_prediction(run_dir: Path, path: str | None) -> dict | None:
     return data
 
 
+def interval_text(iv: dict | None) -> str:
+    if not iv:
+        return "—"
+    lo, hi = iv.get("low"), iv.get("high")
+    return f"[{'open' if lo is None else fmt(lo)}, {'open' if hi is None else fmt(hi)}]"
+
+
+def inside_text(iv: dict | None, measured) -> str:
+    from harness.measure.prediction import inside
+
+    return {True: "yes", False: "**no**", None: "—"}[inside(iv, measured)]
+
+
 def error_pct(predicted, measured) -> str:
     if predicted is None or measured in (None, 0):
         return "—"
@@ -63,15 +78,22 @@ def predicted_section(ctx: Ctx, pred: dict | None) -> Section | None:
     m = ctx.run.summary.get("metrics") or {}
     pm = pred.get("metrics") or {}
     bounds = (ctx.run.summary.get("predicted") or {}).get("bounds") or {}
-    rows = []
+    ivs = (pred.get("intervals") or {}).get("metrics") or {}
+    level = (pred.get("intervals") or {}).get("level")
+    rows, counted = [], []
     for label, key, bkey, scale, sense in ROWS:
         b = bounds.get(bkey) if bkey else None
+        ins = inside_text(ivs.get(key), m.get(key))
+        if ins != "—":
+            counted.append(ins == "yes")
         rows.append(
             [
                 label,
                 f"{sense} {fmt(b * scale)}" if b is not None else "—",
                 fmt(pm.get(key)),
+                interval_text(ivs.get(key)),
                 fmt(m.get(key)),
+                ins,
                 error_pct(pm.get(key), m.get(key)),
             ]
         )
@@ -95,7 +117,25 @@ def predicted_section(ctx: Ctx, pred: dict | None) -> Section | None:
             f"{wl.get('concurrency')}, {wl.get('num_requests')} requests; predicted verdict "
             f"{pred.get('verdict')}, measured {ctx.run.summary.get('verdict')}."
         ),
-        Table(["quantity", "bound (planner)", "predicted (calibrated)", "measured", "error"], rows),
+        Table(
+            [
+                "quantity",
+                "bound (planner)",
+                "predicted (calibrated)",
+                f"interval ({level * 100:g} %)" if level else "interval",
+                "measured",
+                "inside",
+                "error",
+            ],
+            rows,
+        ),
+        Text(
+            f"{sum(counted)} of {len(counted)} measurements inside their {level * 100:g} % "
+            f"forecast intervals ({(pred.get('intervals') or {}).get('draws')} draws; "
+            f"{(pred.get('intervals') or {}).get('not_included')} is not in them)."
+            if counted
+            else "The forecast has no intervals (made with --draws 0, or before they existed)."
+        ),
     ]
     if slo_rows:
         blocks.append(

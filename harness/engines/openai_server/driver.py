@@ -87,6 +87,7 @@ class Driver:
         self.trip, self.server = trip, server
         self.on_start = None  # called once at t0 (e.g. to start telemetry on the run's clock)
         self.before_measure = None  # async (driver) -> None: after the warm-up, before t0
+        self.arrivals = None  # async (driver) -> None: the measured phase's own arrival source
         self.out = Drive()
         self._texts: list[
             tuple[float, str]
@@ -160,7 +161,10 @@ class Driver:
                 asyncio.create_task(self._scrape_loop()),
                 asyncio.create_task(self._flush_loop()),
             ]
-            main = self._closed_loop() if self.trace.closed_loop else self._open_loop()
+            if self.arrivals is not None:  # LoadGen (harness.engines.loadgen.driven)
+                main = self.arrivals(self)
+            else:
+                main = self._closed_loop() if self.trace.closed_loop else self._open_loop()
             self.out.finished = await self._until_stopped(main)
             self.out.wall_s = self.clock()
             if self.rule is not None:
@@ -229,19 +233,22 @@ class Driver:
         return False
 
     # ---- requests
-    async def _one(self, req: Request, rec: RequestRecord, prompt: list[int], cap=None) -> None:
+    async def _one(
+        self, req: Request, rec: RequestRecord, prompt: list[int], cap=None, on_first=None
+    ) -> StreamResult:
         self.out.records.append(rec)  # from its arrival on, held by ``cap`` or not
         waits = cap is not None and cap.locked()  # C in flight: it waits for a finish
         async with cap or contextlib.nullcontext():
             if waits:
                 self.out.released[req.request_id] = self.clock()
             res: StreamResult = await stream_request(
-                self.session, self.target.url, self.target.model, prompt, rec, self.clock
+                self.session, self.target.url, self.target.model, prompt, rec, self.clock, on_first
             )
         if self.spec.run.record_tokens:
             self.out.tokens[req.request_id] = res.tokens
         if res.error:
             self.out.errors[req.request_id] = res.error
+        return res
 
     def _record(self, req: Request, arrival_s: float, warmup: bool = False) -> RequestRecord:
         return RequestRecord(

@@ -18,6 +18,7 @@ from pathlib import Path
 import aiohttp
 
 from harness.engines.base import EngineResult
+from harness.engines.loadgen.driven import LoadGenArrivals
 from harness.engines.openai_server.driver import Drive, Driver, Target
 from harness.engines.openai_server.readiness import ServerFailed, ServerInfo, describe
 from harness.engines.openai_server.result import external_result, hostname
@@ -30,9 +31,11 @@ class OpenAIServerEngine:
 
     kind = "openai"
 
-    def __init__(self, run_dir: str | Path, signals, info: ServerInfo | None = None):
+    def __init__(self, run_dir: str | Path, signals, info: ServerInfo | None = None, loadgen=None):
         self.run_dir, self.signals, self.info = Path(run_dir), signals, info
         self.server = None
+        # --loadgen: LoadGen issues the measured phase's queries (harness.engines.loadgen.driven)
+        self.arrivals = None if loadgen is None else LoadGenArrivals(loadgen, self.run_dir)
 
     def serve(self, spec, trace, writer) -> EngineResult:
         return asyncio.run(self._serve(spec, trace, writer))
@@ -66,13 +69,14 @@ class OpenAIServerEngine:
 
             driver.on_start = started
             driver.before_measure = self._before_measure(spec)
+            driver.arrivals = self.arrivals
             try:
                 drive = await driver.run()
             finally:
                 if sampler is not None:
                     sampler.stop()
             complete = drive.finished and self.signals.reason is None
-            return external_result(
+            result = external_result(
                 spec,
                 self.kind,
                 drive,
@@ -84,6 +88,9 @@ class OpenAIServerEngine:
                 reason=None if complete else self.signals.reason or "the run did not finish",
                 host=hostname(),
             )
+            if self.arrivals is not None:
+                result.extra.update(self.arrivals.extra(drive.records, drive.scheduling))
+            return result
         finally:
             self.signals.detach()
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Iterator
 
+from harness.engines.loadgen.launch import loadgen_options
 from harness.engines.openai_server.engine import OpenAIServerEngine
 from harness.engines.openai_server.stopping import StopSignals
 from harness.engines.options import LaunchOptions
@@ -23,6 +24,9 @@ def probes(spec, options: LaunchOptions) -> Iterator:
 
         def one(run_spec, run_options: LaunchOptions) -> int:
             run_dir = run_options.results_dir
-            return serve_trace(OpenAIServerEngine(run_dir, signals), run_spec, run_dir, True)
+            engine = OpenAIServerEngine(
+                run_dir, signals, loadgen=loadgen_options(run_spec, run_options)
+            )
+            return serve_trace(engine, run_spec, run_dir, True)
 
         yield one

@@ -22,6 +22,7 @@ import torch.distributed as dist
 
 from harness.engines.base import EngineResult
 from harness.engines.reference import dist as hdist
+from harness.engines.reference.arrivals import loadgen_extra
 from harness.engines.reference.failures import describe, own_failure, report_failure
 from harness.engines.reference.lifetime import failure_dir
 from harness.engines.reference.stop import StopGuard
@@ -35,15 +36,18 @@ from harness.results.summary import partial_summary
 class ReferenceEngine:
     kind = "reference"
 
-    def __init__(self, run_dir: str | Path, guard: StopGuard | None = None):
+    def __init__(self, run_dir: str | Path, guard: StopGuard | None = None, loadgen=None):
         self.run_dir = Path(run_dir)
         self.guard = guard  # started at the rank's start (harness.commands.run_rank); else here
+        self.loadgen = (
+            loadgen  # LoadGenOptions: LoadGen's arrivals (harness.engines.reference.arrivals)
+        )
         self.ctx = None
         self.profiled = False
         self.complete = False
 
     def serve(self, spec, trace, writer) -> EngineResult:
-        state: dict = {"records": [], "t0": None, "run_dir": self.run_dir}
+        state: dict = {"records": [], "t0": None, "run_dir": self.run_dir, "loadgen": self.loadgen}
         guard = self.guard = self.guard or StopGuard()
 
         def on_stop(reason: str) -> None:  # runs on the stop thread; RunWriter serialises writes
@@ -79,9 +83,11 @@ class ReferenceEngine:
             self.complete = complete
             if writer is None:
                 return EngineResult(records=[], complete=complete, incomplete_reason=guard.reason)
-            return reference_result(
+            result = reference_result(
                 spec, make_plan(spec), gathered, complete=complete, reason=guard.reason
             )
+            result.extra.update(loadgen_extra(state.get("scheduler"), self.loadgen, self.run_dir))
+            return result
         except BaseException as e:
             rank = hdist.launch_env().rank
             place = spec.layout.place(rank) if 0 <= rank < spec.layout.world_size else None

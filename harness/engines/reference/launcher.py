@@ -99,6 +99,8 @@ def torchrun_command(spec, options: LaunchOptions) -> list[str]:
     cmd += ["-m", "harness", "run", str(Path(options.config).resolve()), "--results-dir", run_dir]
     for o in options.overrides:
         cmd += ["--set", o]
+    if options.loadgen:
+        cmd += ["--loadgen", options.loadgen] + (["--mlperf-rules"] if options.mlperf_rules else [])
     return cmd
 
 

@@ -15,13 +15,14 @@ from pathlib import Path
 import torch
 
 from harness.engines.reference import dist as hdist
+from harness.engines.reference.arrivals import measured_scheduler
 from harness.engines.reference.loop import ServeLoop
 from harness.engines.reference.model.accounting import have_accelerate, meta_rank_bytes
 from harness.engines.reference.model.build import build_stage
 from harness.engines.reference.model.weights import CheckpointWeights, SeededWeights
 from harness.engines.reference.parallel.graphs import DecodeGraphs, graphs_note
 from harness.engines.reference.parallel.pp import PipelineStage
-from harness.engines.reference.scheduler import for_replica, for_warmup
+from harness.engines.reference.scheduler import for_warmup
 from harness.engines.reference.summary import RankPayload
 from harness.measure.metrics import RequestRecord, progress
 from harness.measure.nvml import NvmlSampler, torch_memory_stats
@@ -122,8 +123,10 @@ def run_rank(ctx, spec, trace, guard, state: dict, writer) -> RankPayload:
             loop.run(warm, w0, warmup=True)
         payload.warmup_s = clock() - w0
         payload.warmup_steps = warm.step
-        sched = for_replica(spec, trace, place.dp, num_slots, first_step=warm.step)
-        state["records"] = sched.records
+        sched = measured_scheduler(
+            spec, trace, place.dp, num_slots, warm.step, state.get("loadgen"), state.get("run_dir")
+        )
+        state["records"], state["scheduler"] = sched.records, sched
         t0 = clock()
         state["t0"] = t0
         payload.finished = loop.run(sched, t0)

@@ -81,8 +81,9 @@ class VllmEngine(OpenAIServerEngine):
         signals,
         server: ServerTree | None = None,
         info: ServerInfo | None = None,
+        loadgen=None,
     ):
-        super().__init__(run_dir, signals, info)
+        super().__init__(run_dir, signals, info, loadgen)
         self.server = server
         self.owns_server = server is None
         self.stopped: dict | None = None

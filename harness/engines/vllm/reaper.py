@@ -25,7 +25,13 @@ import subprocess
 import sys
 import threading
 
-from harness.engines.vllm.tree import leftover_names, remove_new_leftovers, stop_session
+from harness.engines.vllm.tree import (
+    leftover_names,
+    paths_used,
+    remove_new_leftovers,
+    session_members,
+    stop_session,
+)
 
 PR_SET_CHILD_SUBREAPER = 36
 _out_lock = threading.Lock()
@@ -87,15 +93,21 @@ def main() -> int:
         stop_now.set()
 
     threading.Thread(target=read_stdin, daemon=True).start()
+    owned: set[str] = set()  # what the server's processes were seen using: only that is removed
+
+    def sample() -> None:
+        owned.update(paths_used([pid for pid, _ in session_members(proc.pid)]))
+
     while not stop_now.wait(1.0):
-        pass
+        sample()
+    sample()
     result = stop_session(proc.pid, float(req.get("grace_s", 15.0)), skip_reap=proc.pid)
     try:
         proc.wait(timeout=5)
     except subprocess.TimeoutExpired:
         pass
     result["exit_code"] = proc.returncode
-    result["removed"] = remove_new_leftovers(before)
+    result["removed"] = remove_new_leftovers(before, owned)
     emit({"stopped": result})
     return 0
 

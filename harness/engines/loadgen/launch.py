@@ -1,0 +1,60 @@
+"""``harness run --loadgen server|offline``: the LoadGen options of a run, from the spec and the
+launch options, and every check of them before anything starts (one line, exit 2).
+
+Refused: LoadGen not installed; Server without a rate (a closed loop, or no ``workload.rate_rps``);
+a cap on requests in flight (``workload.max_concurrency``: LoadGen issues on its own schedule); more
+than one DP replica of the reference engine (LoadGen feeds one coordinator); TTFT and TPOT targets
+at two percentiles (LoadGen holds one). The query count is the trace's request count
+(``workload.num_requests``, or what a trace file or ``duration_s`` gives).
+"""
+
+from __future__ import annotations
+
+from harness.engines.loadgen.settings import LoadGenOptions, make_options
+from harness.engines.options import LaunchOptions
+from harness.errors import UsageError
+
+
+def loadgen_options(spec, launch: LaunchOptions) -> LoadGenOptions | None:
+    """The run's LoadGen options, None without ``--loadgen``; pure (no LoadGen import)."""
+    if launch.loadgen is None:
+        return None
+    from harness.spec.workload import build_trace
+
+    w = spec.workload
+    if w.max_concurrency is not None:
+        raise UsageError(
+            "--loadgen: LoadGen issues queries on its own schedule; drop workload.max_concurrency "
+            "(--max-concurrency)"
+        )
+    if launch.loadgen == "server" and w.arrival == "closed":
+        raise UsageError(
+            "--loadgen server: workload.arrival is closed (no rate for LoadGen's Poisson "
+            "schedule); set workload.arrival: poisson with workload.rate_rps, or use --loadgen "
+            "offline"
+        )
+    if spec.engine.kind == "reference" and spec.layout.dp != 1:
+        raise UsageError(
+            f"--loadgen: parallel.dp is {spec.layout.dp}, but LoadGen feeds one coordinator; "
+            "run one DP replica (parallel.dp: 1)"
+        )
+    trace = build_trace(w, spec.shape.vocab, spec.run.max_seq_len or spec.shape.max_context)
+    return make_options(
+        launch.loadgen,
+        w.rate_rps if launch.loadgen == "server" else None,
+        len(trace.requests),
+        spec.slo_targets,
+        mlperf_rules=launch.mlperf_rules,
+        seed=w.seed,
+    )
+
+
+def preflight(spec, launch: LaunchOptions) -> LoadGenOptions | None:
+    """The checks of :func:`loadgen_options` and LoadGen's import, before any rank or server
+    starts."""
+    opts = loadgen_options(spec, launch)
+    if opts is not None:
+        from harness.engines.loadgen.bridge import import_loadgen
+
+        import_loadgen()
+    return opts
