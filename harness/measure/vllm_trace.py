@@ -133,6 +133,19 @@ def _param_comms(ops: list[Op], params: list[dict]) -> None:
                 break
 
 
+def _object_sends(ops: list[Op]) -> None:
+    """vLLM sends a pickled object as an int64 ``[1]`` size, then the uint8 payload
+    (``GroupCoordinator.isend_object``); when the trace names neither dtype (tensor lists), a
+    guessed ``[1]`` send or receive and the next one of that direction are those two."""
+    for direction in ("send", "recv"):
+        seq = [o for o in ops if o.entry.op == direction and len(o.tensors) == 1]
+        for a, b in zip(seq, seq[1:]):
+            ta, tb = a.tensors[0], b.tensors[0]
+            if ta.guessed and tb.guessed and ta.shape == (1,):
+                a.tensors[0] = Tensor("int64", 1, 8, ta.shape)
+                b.tensors[0] = Tensor("uint8", tb.numel, 1, tb.shape)
+
+
 def _outermost(ops: list[Op]) -> list[Op]:
     """Drop an op nested inside an earlier one of the same family on the same thread."""
     ops = sorted(ops, key=lambda o: (o.start_us, -o.end_us))
@@ -207,6 +220,7 @@ def read_rank(path: Path, worker: Worker, default_dtype: str | None = None) -> R
     steps = [s for s in steps_all if s.tokens > 0]
     ops = _outermost(shaped)
     _param_comms(ops, params)
+    _object_sends(sorted(ops, key=lambda o: o.start_us))
     unpaired: Counter = Counter()
     by_family: dict[str, list[Op]] = defaultdict(list)
     for o in ops:

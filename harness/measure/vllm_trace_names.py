@@ -6,7 +6,7 @@ the backend's own event (the real duration, no shapes), ``both``. The parser pai
 ``shape`` event of a family with the k-th ``time`` event of the same family on the same rank.
 
 Sources (vLLM 0.32 and torch 2.13, read from their code):
-- gloo (checked against real traces of vLLM-CPU TP2-PP4 on this machine): ``torch.distributed``
+- gloo (as an earlier real trace here showed them; tested on synthetic traces): torch.distributed
   ops record ``c10d::allreduce_``, ``c10d::_allgather_base_``, ``c10d::send``, ``c10d::recv_``
   (shapes), gloo's worker thread ``gloo:all_reduce``, ``gloo:all_gather``, ``gloo:send``,
   ``gloo:recv`` (durations); inside a compiled graph ``_c10d_functional::all_reduce_`` and
@@ -14,8 +14,8 @@ Sources (vLLM 0.32 and torch 2.13, read from their code):
 - CPU shared memory (AVX-512 machines, ``vllm/distributed/device_communicators/
   cpu_communicator.py``): ``_C::shm_allreduce``, ``_C::shm_all_gather``, ``_C::shm_gather``,
   ``_C::shm_send_tensor_list`` (hidden states, residual, then a pickled uint8 key/size list),
-  ``_C::shm_recv_tensor_list`` (no input tensors: its bytes are the matching send's).
-  NOT checked against a real trace.
+  ``_C::shm_recv_tensor_list`` (no input tensors: its bytes are the matching send's). Checked
+  against real traces of vLLM-CPU 0.32 TP2-PP4 on this machine (tests/data/vllm-trace).
 - CUDA (``vllm/distributed/``): ``vllm::all_reduce`` (the CPU op with shapes), dispatched to
   custom all-reduce ``_C_custom_ar::all_reduce`` (kernels ``vllm::cross_device_reduce_1stage`` /
   ``_2stage``), symmetric memory, or PyNccl (``ncclDevKernel_AllReduce_*``); FlashInfer's fused

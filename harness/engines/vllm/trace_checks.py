@@ -13,6 +13,8 @@ Where vLLM does more, the check names the difference and its formula:
 - the residual stream (``pp_residual``): another T·h·d/tp per rank: per token per boundary vLLM
   moves 2·h·d, twice the planner's h·d;
 - the receiver's TP all-gather (``tp_after_recv``): one per received tensor, T·h·d/tp local bytes;
+- the last stage's logits all-gather (``tp all_gather``): rows × vocab/tp × d per rank and step
+  (vocab padded to 64; the planner's reference engine gathers 16 B per row instead);
 - the pickled metadata (``pp_meta``): 2 sends (int64 size, uint8 payload) per hop and rank, its
   bytes depend on pickle (counted, not predicted).
 Any group/op the trace has and no rule explains fails its check.
@@ -75,6 +77,11 @@ def _expected(spec, ranks, tokens) -> dict[tuple[int, str, str], list]:
                 )
                 v = e[(s, None, "all_reduce", "tp")]
                 add((s, "tp", "all_reduce"), v["count"], v["bytes"])
+            if s == lay.pp - 1 and lay.tp > 1:
+                # the logits of every sampled row, vocab-parallel, all-gathered over TP
+                vocab = -(-sh.vocab // 64) * 64  # vLLM pads the vocabulary to 64
+                rows = st.prefill_rows + st.decode_rows
+                add((s, "tp", "all_gather"), 1, rows * vocab // lay.tp * d)
             slice_ = t * act // split
             if s < lay.pp - 1:
                 add((s, "pp", "send"), 1, slice_)
@@ -92,11 +99,14 @@ def _expected(spec, ranks, tokens) -> dict[tuple[int, str, str], list]:
 DETAIL = {
     "tp": "planner formula (2 all-reduces per layer, +1 for the embedding on stage 0) of T·h·d "
     "each vs traced ops",
-    "pp": "planner's h·d per token per boundary; vLLM sends it as 1/tp slices, one per TP rank",
-    "pp_residual": "not in the planner: vLLM also sends the residual stream, another h·d per "
-    "token per boundary in 1/tp slices (2·h·d in all)",
+    "pp": "planner's h·d per token per boundary; vLLM sends it as 1/tp slices, one per TP rank "
+    "(through shm: whole, from every TP rank)",
+    "pp_residual": "not in the planner: vLLM also sends the residual stream, as many bytes as the "
+    "hidden states (twice the planner's traffic per boundary)",
     "tp_after_recv": "not in the planner: the receiver all-gathers each 1/tp slice over TP "
     "(2 per step: hidden states and residual)",
+    "tp all_gather": "not the planner's (its reference engine gathers 16 B per row): vLLM "
+    "all-gathers the vocab-parallel logits of each sampled row, rows × vocab/tp × d per rank",
     "pp_meta": "not in the planner: vLLM's pickled metadata per hop (int64 size + uint8 "
     "payload); bytes depend on pickle, only the count is predicted",
 }
@@ -122,7 +132,8 @@ def cross_checks(spec, ranks, comm: list[dict]) -> list[dict]:
             expected = None
         else:
             ok = e[0] == m[0] and (e[1] is None or e[1] == m[1])
-            detail, expected = DETAIL.get(group, ""), {"count": e[0], "bytes": e[1]}
+            detail = DETAIL.get(f"{group} {op}", DETAIL.get(group, ""))
+            expected = {"count": e[0], "bytes": e[1]}
         checks.append(
             {
                 "name": f"vllm comm stage {stage} {group} {op}",
