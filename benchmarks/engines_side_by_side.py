@@ -62,7 +62,7 @@ def harness_run(config: Path, run_dir: Path, sets: list[str]) -> dict:
         if (run_dir / "summary.json").exists()
         else {}
     )
-    if p.returncode not in (0, 1) or not summary.get("complete"):
+    if p.returncode not in (0, 1, 4) or not summary.get("complete"):  # 4: INCONCLUSIVE
         raise SystemExit(f"run {run_dir} failed (exit {p.returncode}):\n{p.stderr[-3000:]}")
     print(
         f"  {run_dir.name}: {time.monotonic() - t0:.0f} s, verdict {summary['verdict']}, load "

@@ -283,6 +283,7 @@ def run_layout(ctx: hdist.DistContext, weights_name: str, checkpoint: str) -> di
     extra = {}
     if weights_name == "seeded" and ctx.layout.pp > 1:
         extra["pipelined_tokens"] = pipelined(stage, prompts, NEW_TOKENS)
+    steps_total = len(stage.timings)  # generate's and pipelined's steps (not the counted ones)
     if weights_name == "seeded" and (ctx.layout.tp, ctx.layout.pp) == (2, 4):
         extra["syncs"] = counted_serve(ctx, stage)
     if weights_name == "seeded" and ctx.layout.tp > 1 and model.is_last:
@@ -302,7 +303,7 @@ def run_layout(ctx: hdist.DistContext, weights_name: str, checkpoint: str) -> di
         logits=logits,
         ops=dict(ops),
         steps=steps,
-        steps_total=len(stage.timings),
+        steps_total=steps_total,
         **extra,
     )
 

@@ -158,7 +158,7 @@ class StandInStage(nn.Module):
         self.w = nn.Parameter(torch.zeros(1), requires_grad=False)
         self.shape, self.is_last, self.tp = _Shape(), is_last, tp
 
-    def forward(self, x, slots, start_pos, n_tokens):
+    def forward(self, x, slots, start_pos, n_tokens, host=None):
         if self.is_last:
             logits = torch.zeros(len(slots), VOCAB // self.tp)
             logits[torch.arange(len(slots)), slots % (VOCAB // self.tp)] = 1.0

@@ -82,6 +82,8 @@ def test_tp2_pp4_in_threads_serves_one_ranks_tokens_without_host_waits(monkeypat
         world.steps[rank] = rec
         stages[rank] = _stage(layout, rank, Comm(groups, rec, p2p))
     out, errors, idents, steps = {}, [], {}, {}
+    hooked: list[int] = []  # a stage's forward hooks see its steps (tests capture logits so)
+    stages[6].model.register_forward_hook(lambda _m, _i, o: hooked.append(o.shape[0]))
 
     def run(rank: int) -> None:
         world.local.rank = rank
@@ -108,6 +110,7 @@ def test_tp2_pp4_in_threads_serves_one_ranks_tokens_without_host_waits(monkeypat
             t.join(timeout=120)
     assert not errors, errors
     assert out == want and all(len(v) == 6 for v in want.values())
+    assert len(hooked) == steps[6] and hooked[0] >= 1
     n = steps[0]
     for ident, rank in idents.items():
         got = dict(counter.by_thread.get(ident, {}))

@@ -261,10 +261,10 @@ class StageModel(nn.Module):
         """Padded input: ids ``[B, T]`` on the first stage, hidden ``[B, T, hidden]`` after it."""
         return x.dim() == (2 if self.is_first else 3)
 
-    def _hidden(self, x, slots, start_pos, n_tokens) -> tuple[torch.Tensor, BatchIndex]:
+    def _hidden(self, x, slots, start_pos, n_tokens, host=None) -> tuple[torch.Tensor, BatchIndex]:
         """-> (packed hidden ``[N, hidden]`` after this stage's layers, the step's index)."""
         padded = self._padded(x)
-        batch = self.index(slots, start_pos, n_tokens, x.shape[1] if padded else None)
+        batch = self.index(slots, start_pos, n_tokens, x.shape[1] if padded else None, host)
         h = self._embed(batch.pack(x) if padded else x)
         return self._layers(h, batch), batch
 
@@ -277,12 +277,13 @@ class StageModel(nn.Module):
         return h if batch.width is None else batch.unpack(h)
 
     @torch.no_grad()
-    def forward(self, x, slots, start_pos, n_tokens) -> torch.Tensor:
+    def forward(self, x, slots, start_pos, n_tokens, host=None) -> torch.Tensor:
         """``x``: packed ``[N]`` ids / ``[N, hidden]`` (rows contiguous, ``N = sum(n_tokens)``) or
         padded ``[B, T]`` / ``[B, T, hidden]``. Not last stage: hidden in the input's form. Last
         stage: fp32 logits of each row's last token over this rank's vocabulary slice, ``[B,
-        local_vocab]``."""
-        h, batch = self._hidden(x, slots, start_pos, n_tokens)
+        local_vocab]``. ``host``: the rows as host integers (``index``): then nothing is read
+        back from the device."""
+        h, batch = self._hidden(x, slots, start_pos, n_tokens, host)
         return self._output(h, batch)
 
     @torch.no_grad()

@@ -241,8 +241,8 @@ class PipelineStage:
             out = self.graphs.run(meta, rows, x)
             if out is not None:
                 return out
-        host = (meta.slots, meta.start_pos, meta.n_tokens)
-        return self.model.forward_indexed(x, self.model.index(*rows, host=host))
+        # through the module's call, so its forward hooks see the step (tests capture logits so)
+        return self.model(x, *rows, host=(meta.slots, meta.start_pos, meta.n_tokens))
 
     def _pass_on(self, meta: StepMeta, hdr: torch.Tensor, out: torch.Tensor) -> None:
         """After compute: hidden to the next stage, or (last stage) sample and return tokens."""
