@@ -424,7 +424,7 @@ def run_phase(kind: str, wl: dict, trace_file: Path, server, out: Path, args) ->
         recs = json.loads(res_file.read_text())["records"]
     else:
         recs = []
-    if p.returncode not in (0, 1) or not recs:
+    if p.returncode not in (0, 1, 4) or not recs:  # 4: INCONCLUSIVE
         raise SystemExit(f"{kind} client failed (exit {p.returncode}):\n{log[-3000:]}")
     return {
         "client": client_metrics(recs, wl["closed"], args.concurrency),
