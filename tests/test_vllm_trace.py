@@ -18,6 +18,7 @@ from harness.measure import vllm_trace_read
 from harness.measure.vllm_trace_names import is_unknown_comm, lookup
 from harness.measure.vllm_trace_read import iter_events, worker_of
 from harness.spec.spec import load_spec
+from vllm_server import tiny_config_folder
 from vllm_synthetic import write_world
 
 REPO = Path(__file__).resolve().parents[1]
@@ -147,20 +148,7 @@ def test_a_difference_nobody_explains_fails(tmp_path, spec):
 def _tiny_vllm_spec(tmp_path, *overrides):
     """The shipped vLLM config on a folder with only the tiny model's config.json (a fresh clone
     has no results/tiny-llama)."""
-    folder = tmp_path / "tiny-llama"
-    folder.mkdir(exist_ok=True)
-    cfg = {
-        "model_type": "llama",
-        "hidden_size": 256,
-        "num_hidden_layers": 4,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 4,
-        "head_dim": 64,
-        "intermediate_size": 512,
-        "vocab_size": 512,
-        "max_position_embeddings": 512,
-    }
-    (folder / "config.json").write_text(json.dumps(cfg))
+    folder = tiny_config_folder(tmp_path / "tiny-llama")
     return load_spec(
         REPO / "configs" / "tiny-tp2-pp4-vllm-cpu.yaml", [f"model.checkpoint={folder}", *overrides]
     )

@@ -6,7 +6,6 @@ keeper (reaper) on a real process tree whose parent is SIGKILLed."""
 from __future__ import annotations
 
 import ast
-import json
 import math
 import os
 import signal
@@ -30,29 +29,14 @@ from harness.engines.vllm.tree import session_members, stop_session
 from harness.measure.histogram import bucket_delta, histogram_quantile, window_stats
 from harness.measure.metrics import RequestRecord, client_lag
 from harness.spec.spec import spec_from_dict
+from vllm_server import tiny_config_folder
 
 DATA = Path(__file__).parent / "data"
 REPO = Path(__file__).resolve().parents[1]
 
 
 def _vllm_spec(tmp_path, **engine):
-    folder = tmp_path / "model"
-    folder.mkdir(exist_ok=True)
-    (folder / "config.json").write_text(
-        json.dumps(
-            {
-                "model_type": "llama",
-                "hidden_size": 256,
-                "num_hidden_layers": 4,
-                "num_attention_heads": 4,
-                "num_key_value_heads": 2,
-                "head_dim": 64,
-                "intermediate_size": 512,
-                "vocab_size": 512,
-                "max_position_embeddings": 512,
-            }
-        )
-    )
+    folder = tiny_config_folder(tmp_path / "model")
     python = tmp_path / "python"
     python.write_text("#!/bin/sh\n")
     python.chmod(0o755)

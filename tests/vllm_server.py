@@ -30,6 +30,29 @@ needs_vllm = pytest.mark.skipif(
 )
 
 
+TINY_CONFIG = {  # benchmarks/tiny_checkpoint.py's shape, 2 KV heads (GQA)
+    "model_type": "llama",
+    "hidden_size": 256,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "head_dim": 64,
+    "intermediate_size": 512,
+    "vocab_size": 512,
+    "max_position_embeddings": 512,
+}
+
+
+def tiny_config_folder(folder: Path) -> Path:
+    """A model folder with only the tiny model's config.json (no weights, no tokenizer): what a
+    fresh clone can plan and launch with dummy weights."""
+    import json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(TINY_CONFIG))
+    return folder
+
+
 def tiny_checkpoint(folder: Path, **shape) -> Path:
     """benchmarks/tiny_checkpoint.py's checkpoint (4 layers, hidden 256, head_dim 64, word-level
     tokenizer)."""
