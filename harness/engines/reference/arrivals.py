@@ -72,14 +72,16 @@ class LoadGenScheduler(Scheduler):
 
     def complete(self, batch: Batch, tokens: list[int], now: float) -> int:
         recs = {s.req.request_id: s.record for s in self.running}  # before finished ones leave
+        for row, tok in zip(batch.rows, tokens):  # first tokens told before the bookkeeping
+            rec = recs.get(row.request_id)
+            if row.ends_prefill and rec is not None and not rec.token_times_s:
+                self.test.first_token(self.qid[row.request_id], int(tok))
         finished = super().complete(batch, tokens, now)
         for row, tok in zip(batch.rows, tokens):
             rec = recs.get(row.request_id)
             if not row.ends_prefill or rec is None:
                 continue
             qid = self.qid[row.request_id]
-            if len(rec.token_times_s) == 1:
-                self.test.first_token(qid, int(tok))
             if rec.completed:
                 out = self.outputs[row.request_id]
                 self.test.complete(qid, out, len(out))
