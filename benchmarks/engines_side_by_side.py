@@ -23,6 +23,11 @@ same invocation.
 server); each metric is the mean over the repeats, and the ratio reference / vLLM carries its
 interval from the run-to-run spread: ln ratio = mean ln(ref) − mean ln(vLLM) ± t·SE (Welch, 95 %),
 SE² = s²_ref/n + s²_vLLM/n of the logs; with one repeat the ratio has no interval.
+
+``--baseline-set FIELD=VALUE`` (repeatable): a second reference variant with those overrides (for
+example ``run.cpu_all_reduce=gloo``: the reference before the shared-memory all-reduce), run
+alternately with the reference (reference 0, baseline 0, reference 1, ...), so that the host's
+drift hits both alike; a second table gives reference / baseline with the same intervals.
 """
 
 from __future__ import annotations
@@ -82,7 +87,7 @@ def ratio_interval(a: list[float], b: list[float], confidence: float = 0.95):
     with fewer than 2 repeats on a side or a value <= 0."""
     import math
 
-    from scipy import stats
+    from harness.measure.special import t_ppf
 
     if not a or not b or min(a + b) <= 0:
         return None, None, None
@@ -96,15 +101,19 @@ def ratio_interval(a: list[float], b: list[float], confidence: float = 0.95):
     if se == 0:
         return math.exp(d), math.exp(d), math.exp(d)
     df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
-    t = stats.t.ppf((1 + confidence) / 2, df)
+    t = t_ppf((1 + confidence) / 2, df)
     return math.exp(d), math.exp(d - t * se), math.exp(d + t * se)
 
 
-def repeats_table(name: str, refs: list[dict], vllms: list[dict]) -> str:
-    """Means over repeats and the ratio reference / vLLM with its interval (module docstring)."""
+def repeats_table(
+    name: str, refs: list[dict], vllms: list[dict], labels: tuple[str, str] = ("reference", "vLLM")
+) -> str:
+    """Means over repeats and the ratio reference / vLLM (or ``labels``' first / second) with its
+    interval (module docstring)."""
+    ratio = f"{labels[0][:4]}/{labels[1][:8]} [95 % CI]"
     lines = [
         f"{name} ({len(refs)} + {len(vllms)} runs)",
-        f"  {'metric':<22} {'reference':>11} {'vLLM':>11} {'ref/vLLM [95 % CI]':>26}",
+        f"  {'metric':<22} {labels[0]:>11} {labels[1]:>11} {ratio:>26}",
     ]
     for key, label in METRICS:
         a = [r["metrics"][key] for r in refs if r["metrics"].get(key) is not None]
@@ -149,6 +158,13 @@ def main() -> int:
     ap.add_argument("--out", default=None, help="folder for the runs (default: a temporary one)")
     ap.add_argument("--repeats", type=int, default=1, help="runs of each engine and workload")
     ap.add_argument("--workloads", choices=("closed", "poisson", "both"), default="both")
+    ap.add_argument(
+        "--baseline-set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="a second reference variant with these overrides, run alternately (docstring)",
+    )
     args = ap.parse_args()
 
     sys.path.insert(0, str(REPO / "benchmarks"))
@@ -173,17 +189,19 @@ def main() -> int:
     workloads = keep[args.workloads]
     reps = range(args.repeats)
     print(f"runs in {out}", file=sys.stderr)
-    refs = [
-        [
-            harness_run(
-                Path(args.config),
-                out / f"reference-{i}-{k}",
-                common + wl + ["engine={kind: reference}"],
-            )
-            for k in reps
-        ]
-        for i, (_, wl) in enumerate(workloads)
-    ]
+    refs, bases = [], []
+    for i, (_, wl) in enumerate(workloads):
+        refs.append([])
+        bases.append([])
+        for k in reps:
+            ref_sets = common + wl + ["engine={kind: reference}"]
+            refs[-1].append(harness_run(Path(args.config), out / f"reference-{i}-{k}", ref_sets))
+            if args.baseline_set:
+                bases[-1].append(
+                    harness_run(
+                        Path(args.config), out / f"baseline-{i}-{k}", ref_sets + args.baseline_set
+                    )
+                )
 
     spec = load_spec(args.config, common)
     server = launch_server(spec, out)
@@ -211,6 +229,10 @@ def main() -> int:
     print(limits_line(refs[0], server.launch.settings, vllms))
     for (name, _), ref, vl in zip(workloads, refs, vllms):
         print(table(name, ref[0], vl[0]) if args.repeats == 1 else repeats_table(name, ref, vl))
+    if args.baseline_set:
+        print(f"baseline: the reference with {' '.join(args.baseline_set)}")
+        for (name, _), ref, base in zip(workloads, refs, bases):
+            print(repeats_table(name, ref, base, ("reference", "baseline")))
     return 0
 
 

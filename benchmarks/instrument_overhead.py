@@ -12,7 +12,8 @@ measured cost per op × the busiest rank's ops per round / the ``off`` round tim
 Coverage: every torch.distributed op function is wrapped with a counter (which sees every
 hand-written collective, the only kind the runtime issues); in each round the number of calls
 must equal the number of rows the trace gained. A mismatch means an op bypassed
-harness.engines.reference.comm.
+harness.engines.reference.comm. The shared-memory TP all-reduce (``run.cpu_all_reduce: shm``,
+attached as a run attaches it) is counted the same way: each exchange is one call.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from harness.engines.reference.generate import generate
 from harness.engines.reference.model.build import build_stage
 from harness.engines.reference.model.weights import SeededWeights
 from harness.engines.reference.parallel.pp import PipelineStage
+from harness.engines.reference.shm_allreduce import ShmAllReduce
+from harness.engines.reference.shm_allreduce import attach as attach_all_reduce
 from harness.spec.spec import load_spec
 
 OPS = (
@@ -67,6 +70,14 @@ def count_dist_calls() -> dict[str, int]:
             return __fn(*a, **kw)
 
         setattr(dist, op, wrapped)
+    counts["shm_all_reduce"] = 0
+    exchange = ShmAllReduce.__call__
+
+    def shm_wrapped(self, t):
+        counts["shm_all_reduce"] += 1
+        return exchange(self, t)
+
+    ShmAllReduce.__call__ = shm_wrapped
     return counts
 
 
@@ -113,6 +124,13 @@ def main() -> int:
     prompts = [[(7 * i + j) % spec.shape.vocab for j in range(8 + 4 * i)] for i in range(4)]
     model.allocate_kv(len(prompts), max(map(len, prompts)) + args.tokens + 1)
     stage = PipelineStage(ctx, model, max_batch=len(prompts), max_tokens=len(prompts) * 32)
+    transport, _ = attach_all_reduce(
+        ctx.comm,
+        ctx.backend,
+        spec.run.cpu_all_reduce,
+        len(prompts) * 32 * spec.shape.hidden * spec.dtype_bytes,
+        spec.run.comm_timeout_s,
+    )
     rec = ctx.comm.rec
     times: dict[str, list[float]] = {lv: [] for lv in LEVELS}
     uncovered = []
@@ -156,6 +174,7 @@ def main() -> int:
             for lv in ("counts", "timing")
         }
         result = {
+            "tp_all_reduce": transport,
             "rounds": args.rounds,
             "tokens": args.tokens,
             "median_round_s": med,

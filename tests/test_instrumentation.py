@@ -49,6 +49,7 @@ def _bench(tmp_path, *extra):
 def test_every_distributed_call_is_traced_and_a_bypass_is_caught(tmp_path):
     clean = _bench(tmp_path)
     assert clean["coverage_ok"] is True and clean["uncovered"] == {}
+    assert clean["tp_all_reduce"] == "shm"  # the default on CPU: its exchanges are counted too
     assert set(clean["median_round_s"]) == {"off", "counts", "timing"}
     dirty = _bench(tmp_path, "--inject-bypass")
     assert dirty["coverage_ok"] is False

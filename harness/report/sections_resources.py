@@ -66,6 +66,22 @@ def hardware(ctx: Ctx) -> Section:
             "match" if (hw.get("backend") == "nccl") == (planned_gpu != "cpu") else "CPU twin",
         ),
     ]
+    transport = hw.get("tp_all_reduce")  # the reference engine's TP transport (none at TP 1)
+    if transport and transport != "none":
+        asked = (
+            "nccl"
+            if hw.get("backend") == "nccl"
+            else (spec.get("run") or {}).get("cpu_all_reduce", "shm")
+        )
+        rows.append(
+            check_row(
+                ctx,
+                "TP all-reduce",
+                asked,
+                transport,
+                "match" if transport == asked else "fell back to gloo (notes say why)",
+            )
+        )
     versions = ", ".join(
         f"{k} {env.get(k)}"
         for k in (

@@ -117,6 +117,9 @@ class RunSpec:
     # decode steps replayed from CUDA graphs (engines/reference/parallel/graphs.py); null: on with
     # CUDA; on the CPU it does nothing (true there is noted in the summary)
     cuda_graphs: bool | None = None
+    # how the TP all-reduces of CPU ranks travel: shm (the TP ranks of one host through shared
+    # memory, engines/reference/shm_allreduce.py; gloo where they cannot) or gloo; CUDA: NCCL
+    cpu_all_reduce: Literal["shm", "gloo"] = "shm"
     nvml_interval_s: float = 0.1
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # vLLM-keyed

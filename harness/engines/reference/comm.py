@@ -203,6 +203,9 @@ class Comm:
         self.p2p = p2p or {}
         self.host_groups = host_groups or {}  # empty: the groups carry host tensors too
         self.host_p2p = host_p2p or {}
+        # group -> ShmAllReduce (run.cpu_all_reduce: shm; set by the worker once it knows the
+        # largest tensor): the all-reduces that fit go through it, the rest through the group
+        self.shm: dict = {}
 
     def size(self, group: str) -> int:
         return len(self.groups[group][1])
@@ -222,7 +225,11 @@ class Comm:
         if n == 1:
             return t
         tok = self.rec.begin()
-        dist.all_reduce(t, group=self._pg(group))
+        shm = self.shm.get(group)
+        if shm is not None and shm.fits(t):
+            shm(t)
+        else:
+            dist.all_reduce(t, group=self._pg(group))
         self.rec.end(tok, "all_reduce", group, n, -1, t)
         return t
 

@@ -54,6 +54,8 @@ class RankPayload:
     nvml_rows: list[dict] = field(default_factory=list)
     nvml_note: str | None = None
     graphs_note: str | None = None  # run.cuda_graphs asked for where it does nothing
+    all_reduce: str = "gloo"  # how this rank's TP all-reduces went: shm | gloo | nccl
+    all_reduce_note: str | None = None  # why run.cpu_all_reduce: shm fell back to gloo
     comm_rows: list[dict] = field(default_factory=list)
     stage_rows: list[dict] = field(default_factory=list)
     memory: dict = field(default_factory=dict)
@@ -239,6 +241,7 @@ def reference_result(
     }
     notes = sorted({p.nvml_note for p in payloads if p.nvml_note})
     notes += sorted({p.graphs_note for p in payloads if p.graphs_note})
+    notes += sorted({p.all_reduce_note for p in payloads if p.all_reduce_note})
     # hardware.gpu from the devices the ranks ran on, never from the spec (an H200 spec run on an
     # H100 is an H100 run, and no evidence for H200 claims)
     names = [p.memory.get("device_name") or ("cuda" if cuda else "cpu") for p in payloads]
@@ -289,6 +292,8 @@ def reference_result(
             "nodes": len(hosts),
             "hosts": hosts,
             "backend": "nccl" if cuda else "gloo",
+            # the TP all-reduces' transport: one value, or "shm+gloo" where some groups fell back
+            "tp_all_reduce": "+".join(sorted({p.all_reduce for p in payloads}, reverse=True)),
         },
         layout={
             "tp": spec.layout.tp,

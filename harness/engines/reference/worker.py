@@ -23,6 +23,7 @@ from harness.engines.reference.model.weights import CheckpointWeights, SeededWei
 from harness.engines.reference.parallel.graphs import DecodeGraphs, graphs_note
 from harness.engines.reference.parallel.pp import PipelineStage
 from harness.engines.reference.scheduler import for_warmup
+from harness.engines.reference.shm_allreduce import attach as attach_all_reduce
 from harness.engines.reference.summary import RankPayload
 from harness.measure.metrics import RequestRecord, progress
 from harness.measure.nvml import NvmlSampler, torch_memory_stats
@@ -80,6 +81,13 @@ def run_rank(ctx, spec, trace, guard, state: dict, writer) -> RankPayload:
         token_budget(spec), spec.run.max_batch * min(spec.run.prefill_chunk or widest, widest)
     )
     stage = PipelineStage(ctx, model, spec.run.max_batch, max_tokens)
+    all_reduce, all_reduce_note = attach_all_reduce(
+        ctx.comm,
+        ctx.backend,
+        spec.run.cpu_all_reduce,
+        max_tokens * spec.shape.hidden * spec.dtype_bytes,
+        spec.run.comm_timeout_s,
+    )
     cuda = ctx.device.type == "cuda"
     if cuda and spec.run.cuda_graphs is not False:
         stage.graphs = DecodeGraphs(stage, spec.run.max_batch, num_slots)
@@ -100,6 +108,8 @@ def run_rank(ctx, spec, trace, guard, state: dict, writer) -> RankPayload:
         num_slots=num_slots,
         accelerate_weight_bytes=counted,
         graphs_note=graphs_note(spec.run.cuda_graphs, cuda),
+        all_reduce=all_reduce,
+        all_reduce_note=all_reduce_note,
     )
     clock = time.monotonic
     if payload.coordinator:
