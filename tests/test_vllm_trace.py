@@ -222,7 +222,11 @@ def test_collect_moves_one_windows_traces_into_the_run(tmp_path, spec):
     assert len(list((server_dir / TRACE_DIR).glob("other_*"))) == 8
     assert res.extra["vllm_trace"]["ranks"] == list(range(8))
     assert res.measured["tp_allreduce_bytes_per_layer"] == 2 * spec.shape.hidden * 4
-    assert {"comm", "stages"} <= set(res.tables)
+    assert {"comm", "stages", "steps"} <= set(res.tables)
+    assert [(s["step"], s["phase"], s["n_tokens"]) for s in res.tables["steps"]] == [
+        (0, "prefill", 8),
+        (1, "prefill", 8),
+    ]
     assert any("gloo:barrier_like_unknown ×8" in n for n in res.extra["notes"])
 
 
@@ -254,6 +258,10 @@ def test_report_lines_state_the_window_its_size_and_cost():
     assert "21 non-empty steps per worker (backends: gloo)" in text[0]
     assert "took 2.5 s" in text[1] and "blocked the engine 0.75 s" in text[1]
     assert text[2].endswith("nccl:all_to_all ×3")
+    s["vllm_trace"]["step_phases"] = {"prefill": 1, "mixed": 1, "decode": 19}
+    assert "21 non-empty steps per worker (1 prefill, 1 mixed, 19 decode; backends: gloo)" in (
+        trace_lines(s)[0].text
+    )
     assert [t.text for t in trace_lines({"vllm_trace": {"window": {"error": "404"}}})] == [
         "vLLM trace: not traced (404)."
     ]

@@ -67,6 +67,16 @@ def test_comm_and_stages_from_vllms_trace(traced_run):
     stats = s["stage_stats"]
     assert len(stats) == 4 and all(0 < x["busy_fraction"] < 1 for x in stats)
     assert 0 < s["measured"]["bubble_ratio"] < 1
+    # steps: one row per non-empty step of the window (every worker ran the same ones)
+    from harness.results.schema import STEPS_SCHEMA
+
+    steps = pd.read_parquet(traced_run / "steps.parquet")
+    assert list(steps.columns) == STEPS_SCHEMA.names
+    assert steps["step"].tolist() == list(range(vt["steps"]["0"]))
+    assert set(steps["phase"]) <= {"prefill", "mixed", "decode"}
+    assert steps["n_prefill_rows"].sum() >= vt["window"]["requests"]  # each prompt, once or chunked
+    assert steps["t_submit_s"].is_monotonic_increasing and steps["t_submit_s"].notna().all()
+    assert steps[["in_flight", "available", "t_done_s"]].isna().all().all()
 
 
 def test_verify_claims_from_the_vllm_trace(traced_run, tmp_path, capsys):

@@ -192,8 +192,8 @@ def main(args: argparse.Namespace) -> int:
     calibrate = opts.calibrate or ("per-layout" if spec.engine.kind == "reference" else "none")
     if calibrate == "per-layout" and spec.engine.kind != "reference":
         raise UsageError(
-            f"--calibrate per-layout: the {spec.engine.kind} engine records no step tables to "
-            "calibrate on; use --calibrate none (the planner ranks the layouts)"
+            f"--calibrate per-layout: the {spec.engine.kind} engine records no step tables of its "
+            "serving loop to calibrate on; use --calibrate none (the planner ranks the layouts)"
         )
     plan = Plan(
         candidates(spec, opts.layouts),

@@ -66,8 +66,8 @@ ENGINES: dict[str, EngineEntry] = {
     "vllm": EngineEntry(
         kind="vllm",
         what="a vLLM server launched with the spec's layout, driven as an OpenAI server",
-        # comm and stages from vLLM's own profiler (run.instrument timing/counts)
-        tables=(*_SERVER_TABLES, "comm", "stages"),
+        # comm, stages and steps from vLLM's own profiler (run.instrument timing/counts)
+        tables=(*_SERVER_TABLES, "comm", "stages", "steps"),
         preflight=_at("harness.engines.vllm.preflight", "preflight"),
         serve=_at("harness.engines.vllm.session", "serve"),
         probes=_at("harness.engines.vllm.session", "probes"),

@@ -160,11 +160,14 @@ def stage_rows(ranks: list[RankTrace], comm: list[dict]) -> list[dict]:
     return out
 
 
-def padded_tokens(comm: list[dict]) -> dict[tuple[int, int], int]:
-    """(rank, step) → the tokens the step computed: the first dimension of its TP all-reduces
-    (the scheduled tokens plus any padding), read back from the rows' elements / hidden."""
+def computed_tokens(comm: list[dict], hidden: int) -> dict[tuple[int, int], int]:
+    """(rank, step) → the tokens the step computed: the first dimension of its first TP all-reduce
+    (the scheduled tokens plus any padding), read back as the row's elements / hidden; a step
+    without one (tp = 1) is absent."""
     out: dict[tuple[int, int], int] = {}
     for c in comm:
+        key = (c["rank"], c["step"])
         if c["op"] == "all_reduce" and c["group"] == "tp" and c["step"] is not None:
-            out.setdefault((c["rank"], c["step"]), c["numel"])
+            if key not in out and c["numel"] and c["numel"] % hidden == 0:
+                out[key] = c["numel"] // hidden
     return out

@@ -43,6 +43,11 @@ class Step:
         return self.prefill_tokens + self.decode_tokens
 
     @property
+    def counts(self) -> tuple[int, int, int, int]:
+        """What the step ran, without its times: the same on every worker that ran it."""
+        return (self.prefill_rows, self.prefill_tokens, self.decode_rows, self.decode_tokens)
+
+    @property
     def phase(self) -> str:
         if self.prefill_rows and self.decode_rows:
             return "mixed"

@@ -128,6 +128,13 @@ def from_run(run_dir: str | Path, spec) -> PipelineModel:
             "written by `harness run` or the JSON of `harness emulate --out`"
         )
     run = load_run(path)
+    if run.engine_kind() != "reference":
+        # a vLLM run's steps/stages are its profiled window's (harness.measure.vllm_steps), not
+        # the serving loop the simulator replays
+        raise UsageError(
+            f"--from {run_dir}: the run's engine is {run.engine_kind()}, whose tables hold no "
+            "steps of the serving loop the simulator replays; calibrate from a reference-engine run"
+        )
     missing = sorted({"steps", "stages"} & set(run.absent))
     if missing:
         raise UsageError(

@@ -17,6 +17,8 @@ def trace_lines(summary: dict) -> list[Text]:
         why = w.get("error") or "no trace was collected"
         return [Text(f"vLLM trace: not traced ({why}).", "note")]
     steps = vt.get("steps") or {}
+    phases = vt.get("step_phases") or {}  # the steps table's rows (runs before it: absent)
+    kinds = ", ".join(f"{n} {p}" for p, n in phases.items())
     lines = [
         Text(
             f"From vLLM's own torch profiler ({vt.get('level')} level): a profiled window of "
@@ -24,7 +26,8 @@ def trace_lines(summary: dict) -> list[Text]:
             f"{w.get('output_tokens')} output tokens), {vt.get('where')}. "
             f"{len(vt.get('files') or [])} worker traces, "
             f"{fmt(max(steps.values()) if steps else None)} non-empty steps per worker "
-            f"(backends: {', '.join(vt.get('backends') or []) or 'none seen'})."
+            + (f"({kinds}; " if kinds else "(")
+            + f"backends: {', '.join(vt.get('backends') or []) or 'none seen'})."
         ),
         Text(
             f"Cost of the window: its requests took {fmt(w.get('serve_s'))} s, and "

@@ -48,6 +48,8 @@ OPTIONAL_REQUEST_FIELDS = {
     )
 }
 
+# padded_tokens, in_flight and t_submit_s: the reference engine fills them; a vLLM run's steps,
+# read off its workers' traces (harness.measure.vllm_steps), leave null what the trace cannot give.
 STEPS_SCHEMA = pa.schema(
     [
         _f("replica", _I64, False),
@@ -57,10 +59,10 @@ STEPS_SCHEMA = pa.schema(
         _f("n_prefill_rows", _I64, False),
         _f("n_decode_rows", _I64, False),
         _f("n_tokens", _I64, False),
-        _f("padded_tokens", _I64, False),
-        _f("in_flight", _I64, False),
+        _f("padded_tokens", _I64),
+        _f("in_flight", _I64),
         _f("available", _I64),
-        _f("t_submit_s", _F64, False),
+        _f("t_submit_s", _F64),
         _f("t_done_s", _F64),
         _f("warmup", _BOOL),
     ]

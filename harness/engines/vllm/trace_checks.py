@@ -24,21 +24,15 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from harness.measure.vllm_tables import computed_tokens
 from harness.plan import planner
 
 
 def step_tokens(spec, ranks, comm: list[dict]) -> dict[tuple[int, int], int]:
     """(rank, step) → tokens computed: the first TP all-reduce's elements / hidden, else the
     step range's scheduled tokens."""
-    h = spec.shape.hidden
     out = {(r.worker.rank, k): s.tokens for r in ranks for k, s in enumerate(r.steps)}
-    seen = set()
-    for c in comm:
-        key = (c["rank"], c["step"])
-        if c["op"] == "all_reduce" and c["group"] == "tp" and c["step"] is not None:
-            if key not in seen and c["numel"] and c["numel"] % h == 0:
-                out[key] = c["numel"] // h
-                seen.add(key)
+    out.update(computed_tokens(comm, spec.shape.hidden))
     return out
 
 
@@ -149,12 +143,7 @@ def cross_checks(spec, ranks, comm: list[dict]) -> list[dict]:
 
 
 def _steps_agree(ranks) -> dict:
-    sig = {
-        r.worker.rank: [
-            (s.prefill_rows, s.prefill_tokens, s.decode_rows, s.decode_tokens) for s in r.steps
-        ]
-        for r in ranks
-    }
+    sig = {r.worker.rank: [s.counts for s in r.steps] for r in ranks}
     first = next(iter(sig.values()), [])
     bad = sorted(k for k, v in sig.items() if v != first)
     return {

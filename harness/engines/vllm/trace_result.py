@@ -1,5 +1,5 @@
-"""vLLM's profiled window → the run's ``comm`` and ``stages`` tables, measured claim values, and
-the cross-checks against the planner (pure but for reading the trace files).
+"""vLLM's profiled window → the run's ``comm``, ``stages`` and ``steps`` tables, measured claim
+values, and the cross-checks against the planner (pure but for reading the trace files).
 
 Measured claim values (the ids of harness.verdicts.claims), from the window's non-empty steps:
 - tp_allreduce_bytes_per_layer: per rank and step, the TP all-reduce bytes less stage 0's
@@ -20,10 +20,12 @@ from harness.engines.vllm.profile import collect
 from harness.engines.vllm.trace_checks import cross_checks, step_tokens
 from harness.measure.comm_stats import per_group_op, with_bandwidth
 from harness.measure.stages import pipeline_summary
-from harness.measure.vllm_tables import comm_rows, stage_rows
+from harness.measure.vllm_steps import step_rows
+from harness.measure.vllm_tables import comm_rows, computed_tokens, stage_rows
 from harness.measure.vllm_trace import read_rank
 from harness.measure.vllm_trace_read import worker_of
 
+PHASES = ("prefill", "mixed", "decode")
 TRACE_DTYPE = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 WHERE = (
     "after the warm-up, before the measured window: its requests are not records of the run, "
@@ -82,6 +84,7 @@ def trace_parts(spec, files: list[Path], timed: bool) -> dict:
             ranks.append(read_rank(f, w, TRACE_DTYPE.get(spec.model.dtype)))
     comm = comm_rows(ranks, lay.tp, lay.pp, timed)
     stages = stage_rows(ranks, comm) if timed else []
+    steps, step_notes = step_rows(ranks, computed_tokens(comm, spec.shape.hidden), timed)
     pipe = pipeline_summary(stages) if stages else None
     ar_layer, pp_token = per_token(spec, ranks, comm)
     unknown: Counter = Counter()
@@ -92,6 +95,7 @@ def trace_parts(spec, files: list[Path], timed: bool) -> dict:
         "ranks": sorted(r.worker.rank for r in ranks),
         "steps": {str(r.worker.rank): len(r.steps) for r in ranks},
         "empty_steps": {str(r.worker.rank): r.empty_steps for r in ranks},
+        "step_phases": {p: n for p in PHASES if (n := sum(s["phase"] == p for s in steps))},
         "backends": sorted({o.entry.backend for r in ranks for o in r.ops}),
         "unknown_ops": dict(sorted(unknown.items())),
         "unpaired_backend_events": {
@@ -101,7 +105,11 @@ def trace_parts(spec, files: list[Path], timed: bool) -> dict:
         "level": "timing" if timed else "counts",
     }
     return {
-        "tables": {"comm": with_bandwidth(comm), **({"stages": stages} if stages else {})},
+        "tables": {
+            "comm": with_bandwidth(comm),
+            **({"stages": stages} if stages else {}),
+            **({"steps": steps} if steps else {}),
+        },
         "measured": {
             "tp_allreduce_bytes_per_layer": ar_layer if lay.tp > 1 else None,
             "pp_sendrecv_bytes_per_stage": pp_token if lay.pp > 1 else None,
@@ -111,6 +119,7 @@ def trace_parts(spec, files: list[Path], timed: bool) -> dict:
         "pipe": pipe,
         "comm_groups": per_group_op([c for c in comm if c["step"] is not None]),
         "block": block,
+        "notes": step_notes,
     }
 
 
@@ -149,5 +158,6 @@ def add_trace(result, spec, run_dir: Path, window: dict | None, server) -> None:
             "vLLM trace: communication-looking ops of no known backend, counted not parsed: "
             + ", ".join(f"{k} ×{v}" for k, v in block["unknown_ops"].items())
         )
+    notes.extend(parts["notes"])
     if len(files) < spec.layout.world_size:
         notes.append(f"vLLM trace: {len(files)} of {spec.layout.world_size} workers' traces")
