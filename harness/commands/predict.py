@@ -128,7 +128,7 @@ def _n(v) -> str:
 BASIS_NOTE = {
     "interval": "from the intervals: PASS or FAIL only where a whole interval meets or misses its "
     "target, INCONCLUSIVE where one straddles it",
-    "point": "on the point forecast only, no intervals (--draws 0): it states no certainty",
+    "point": "on the point forecast only, without intervals (--draws 0): it states no certainty",
     "mixed": "partly on the point forecast only: some targets' metrics have no interval",
 }
 
@@ -144,7 +144,7 @@ def slo_lines(p: dict) -> list[str]:
         if r.get("basis") == "interval":
             value += f" [{_n(r.get('low'))}, {_n(r.get('high'))}]"
         rule = f" — {r['rule']}" if r.get("rule") else ""
-        lines.append(f"  SLO {r['target']:<24} {value:>24}  {verdict_text(r)}{rule}")
+        lines.append(f"  SLO {r['target']:<26} {value:>22}  {verdict_text(r)}{rule}")
     note = BASIS_NOTE.get(p.get("verdict_basis"))
     lines.append(f"  overall: {p['verdict']}" + (f" ({note})" if note else ""))
     return lines
