@@ -11,7 +11,13 @@ one run of CONFIG's workload will measure it, from ``--draws`` draws of the cali
 error and of the residuals (harness/predict/draws.py); ``--draws 0`` leaves them out;
 ``--history DIR`` adds the host's run-to-run spread from earlier runs of the calibration's spec.
 
-Exit: 0 forecast made; 2 bad input (missing run dir, a run without the tables, an emulate JSON of
+Each SLO verdict is judged on its metric's interval (harness/predict/verdicts.py): PASS when the
+whole interval meets the target, FAIL when it misses it, INCONCLUSIVE when it straddles the limit;
+with ``--draws 0`` on the point forecast alone, and labelled so.
+
+Exit: 0 forecast made, whatever its verdict (PASS, FAIL or INCONCLUSIVE: ``verdict`` in the JSON,
+``overall:`` in the text): a forecast is not a run, and ``harness run``'s 1 and 4 report what a
+measurement decided; 2 bad input (missing run dir, a run without the tables, an emulate JSON of
 another model or layout), before anything is simulated."""
 
 from __future__ import annotations
@@ -118,6 +124,32 @@ def _n(v) -> str:
     return _f(v, ".0f") if v is not None and v == v and abs(v) >= 1000 else _f(v)
 
 
+# What the overall verdict rests on (``verdict_basis``, harness.predict.verdicts).
+BASIS_NOTE = {
+    "interval": "from the intervals: PASS or FAIL only where a whole interval meets or misses its "
+    "target, INCONCLUSIVE where one straddles it",
+    "point": "on the point forecast only, without intervals (--draws 0): it states no certainty",
+    "mixed": "partly on the point forecast only: some targets' metrics have no interval",
+}
+
+
+def slo_lines(p: dict) -> list[str]:
+    """Per target: the point forecast [its interval], the verdict and its rule; then the overall
+    verdict and what it rests on (rows written before the three-valued verdicts: ``passed``)."""
+    from harness.report.slo_table import verdict_text
+
+    lines = []
+    for r in p["slo"]:
+        value = _n(r.get("measured"))
+        if r.get("basis") == "interval":
+            value += f" [{_n(r.get('low'))}, {_n(r.get('high'))}]"
+        rule = f" — {r['rule']}" if r.get("rule") else ""
+        lines.append(f"  SLO {r['target']:<26} {value:>22}  {verdict_text(r)}{rule}")
+    note = BASIS_NOTE.get(p.get("verdict_basis"))
+    lines.append(f"  overall: {p['verdict']}" + (f" ({note})" if note else ""))
+    return lines
+
+
 def render(p: dict) -> str:
     m, lay, wl = p["metrics"], p["layout"], p["workload"]
     load = (
@@ -166,10 +198,7 @@ def render(p: dict) -> str:
         lines.append(
             f"  intervals from: {'; '.join(iv['sources'])}; not in them: {iv['not_included']}"
         )
-    for r in p["slo"]:
-        verdict = {True: "PASS", False: "FAIL", None: "NOT MEASURED"}[r["passed"]]
-        lines.append(f"  SLO {r['target']:<26} {_f(r['measured']):>10}  {verdict}")
-    lines.append(f"  overall: {p['verdict']}")
+    lines += slo_lines(p)
     lines.append("  fit per stage (s = c0 + c·features; residuals over the calibration steps):")
     for sc in p["model"]["stages"]:
         res = sc["residuals"] or {}

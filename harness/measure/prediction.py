@@ -49,6 +49,14 @@ def coverage_of(draws: int, ranks: tuple[int, int]) -> float:
     return (ranks[1] - ranks[0]) / (draws + 1)
 
 
+def end_confidence(draws: int, level: float) -> float:
+    """The probability that one more exchangeable draw is not beyond one given end of the ``level``
+    interval of ``draws`` draws: 1 − l / (draws + 1) (a run's one-sided ``confidence``: 0.95 for
+    draws 2 and 38 of 39); (1 + level) / 2, the nominal, when no pair reaches the level."""
+    ranks = prediction_ranks(draws, level)
+    return (1.0 + level) / 2.0 if ranks is None else 1.0 - ranks[0] / (draws + 1)
+
+
 def draws_for(level: float, beyond: int = BEYOND) -> int:
     """The fewest draws whose ``level`` interval has ``beyond`` draws outside each end."""
     return math.ceil(2 * beyond / (1.0 - level) - 1e-9) - 1

@@ -54,7 +54,8 @@ _FAMILY = {"e2e": "e2el"}
 class SloVerdict:
     """One target's verdict. ``low``/``high``: the one-sided bounds at ``confidence`` (None: open);
     ``n`` requests it rests on; ``over``: requests (ITL: gaps) over the limit, for a percentile;
-    ``more_requests``: more that would decide an INCONCLUSIVE one (None: none would, or unknown)."""
+    ``more_requests``: more that would decide an INCONCLUSIVE one (None: none would, or unknown);
+    ``basis``: a forecast's only (``harness.predict.verdicts``): "interval" or "point"."""
 
     target: SloTarget
     measured: float | None
@@ -62,11 +63,12 @@ class SloVerdict:
     margin_pct: float | None
     low: float | None
     high: float | None
-    confidence: float
+    confidence: float | None  # None: a forecast's point verdict (harness.predict.verdicts)
     rule: str
     n: int
     over: int | None = None
     more_requests: int | None = None
+    basis: str | None = None
 
     @property
     def passed(self) -> bool | None:
@@ -74,8 +76,8 @@ class SloVerdict:
         return {PASS: True, FAIL: False}.get(self.verdict)
 
     def to_row(self) -> dict:
-        """The summary's ``slo`` row."""
-        return {
+        """The summary's ``slo`` row (a forecast's with its ``basis``)."""
+        row = {
             "target": self.target.text,
             "measured": self.measured,
             "passed": self.passed,
@@ -89,13 +91,19 @@ class SloVerdict:
             "over": self.over,
             "more_requests": self.more_requests,
         }
+        if self.basis is not None:
+            row["basis"] = self.basis
+        return row
 
 
 def _pct(c: float) -> str:
     return f"{c * 100:g} %"
 
 
-def _from_bounds(t: SloTarget, iv: Interval) -> str:
+def from_bounds(t: SloTarget, iv: Interval) -> str:
+    """PASS when the whole interval meets the target (``<=``: its high end at or under it), FAIL
+    when the whole interval misses it (``<=``: its low end over it), else INCONCLUSIVE; an open
+    end decides nothing."""
     good_bound, bad_bound = (iv.high, iv.low) if t.op == "<=" else (iv.low, iv.high)
     if good_bound is not None and (
         good_bound <= t.value if t.op == "<=" else good_bound >= t.value
@@ -175,7 +183,7 @@ def judge_one(
     iv = interval_of(samples, t.summary_key, 2.0 * confidence - 1.0)
     if iv is None:
         return SloVerdict(t, point, UNMEASURED, None, None, None, confidence, "no interval", 0)
-    verdict = _from_bounds(t, iv)
+    verdict = from_bounds(t, iv)
     more = _more_from_width(t, point, iv, iv.n) if verdict == INCONCLUSIVE else 0
     side = "upper" if t.op == "<=" else "lower"
     rule = f"one-sided {_pct(confidence)} {side} bound, {iv.method}, {iv.n} requests"

@@ -8,6 +8,7 @@ Modules, in the order they depend on each other:
   simulate.py   SimClock, SimStage (the PipelineStage surface), simulate: Scheduler + ServeLoop
   closure.py    one factor on every fitted time so the calibration run's own mean ITL is met
   draws.py      the intervals' draws: the calibration block-bootstrapped and re-closed, one run each
+  verdicts.py   SLO verdicts from the intervals (PASS / FAIL / INCONCLUSIVE), or the point's
   forecast.py   forecast(spec, source): summary-shaped metrics with their prediction intervals,
                 SLO verdicts, extrapolation flags
   capacity.py   the simulator as the capacity search's probe

@@ -1,17 +1,18 @@
 """A forecast: calibrate, simulate the spec's workload, and judge it like a run.
 
-``forecast(spec, source)`` returns a JSON-ready dict whose ``metrics``, ``slo`` and ``verdict``
-are computed from the simulated request records by the same code as a run's ``summary.json``
-(``harness.measure.metrics.summarize``, ``harness.spec.slo.judge``, ``harness.results.summary``),
-so every metric key and formula is the run's; each metric is its mean over the simulation's
-Monte-Carlo replications (``harness.predict.simulate.simulate_metrics``). Beside them: the fitted
-model with its residuals, ``extrapolation`` (each stage feature the workload drives outside the
-fitted range), and
-``checked``: whether the source measured this deployment (a run of the same layout) or it is a
-projection no measurement has confirmed (an emulate profile of one device); and ``intervals``:
-each metric's prediction interval at a stated level (default 90 %), from draws of the
-calibration's sampling error and of the residuals (``harness.predict.draws``,
-``harness.measure.prediction``).
+``forecast(spec, source)`` returns a JSON-ready dict whose ``metrics`` are computed from the
+simulated request records by the same code as a run's ``summary.json``
+(``harness.measure.metrics.summarize``), so every metric key and formula is the run's; its ``slo``
+rows and ``verdict`` are a run's too, three-valued from the intervals (``harness.predict.verdicts``:
+PASS / FAIL when the whole interval meets / misses a target, INCONCLUSIVE when it straddles it;
+``verdict_basis`` "point" when judged on the point alone, without draws); each metric is its mean
+over the simulation's Monte-Carlo replications (``harness.predict.simulate.simulate_metrics``).
+Beside them: the fitted model with its residuals, ``extrapolation`` (each stage feature the
+workload drives outside the fitted range), and ``checked``: whether the source measured this
+deployment (a run of the same layout) or it is a projection no measurement has confirmed (an
+emulate profile of one device); and ``intervals``: each metric's prediction interval at a stated
+level (default 90 %), from draws of the calibration's sampling error and of the residuals
+(``harness.predict.draws``, ``harness.measure.prediction``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from harness.predict.calibrate import PipelineModel
 from harness.predict.closure import calibrated
 from harness.predict.draws import forecast_intervals
 from harness.predict.simulate import simulate_metrics
+from harness.predict.verdicts import forecast_slo
 
 KIND = "harness.predict/1"
 LABEL = "predicted (calibrated)"
@@ -29,16 +31,14 @@ UNCHECKED = "not checked against an {n}-GPU measurement"
 
 def simulate_spec(spec, model: PipelineModel) -> dict:
     """Simulate ``spec``'s workload on ``model`` (``simulate_metrics``: the mean over Monte-Carlo
-    replications); the summary-shaped result with SLO verdicts (no model block)."""
-    from harness.results.summary import goodput_thresholds_ms, slo_rows
-    from harness.spec.slo import judge, overall
+    replications); the summary-shaped result with SLO verdicts on the point forecast (no interval
+    yet; ``harness.predict.verdicts``) and no model block."""
+    from harness.results.summary import goodput_thresholds_ms
 
     out = simulate_metrics(spec, model, slo_thresholds_ms=goodput_thresholds_ms(spec))
-    verdicts = judge(spec.slo_targets, out["metrics"])
     res = {
         "metrics": out["metrics"],
-        "slo": slo_rows(verdicts),
-        "verdict": overall(verdicts),
+        **forecast_slo(spec.slo_targets, out["metrics"]),
         "extrapolation": out["extrapolation"],
         "simulation": out["simulation"],
     }
@@ -65,6 +65,8 @@ def forecast(
         out["intervals"] = forecast_intervals(
             spec, model, source, out["metrics"], level, draws, history
         )
+        # judged again, now on the intervals: PASS / FAIL only where the whole interval decides
+        out.update(forecast_slo(spec.slo_targets, out["metrics"], out["intervals"]))
     gpus = spec.layout.world_size
     if model.source.get("kind") == "run":
         checked = f"calibrated on a measured run of this layout ({model.source.get('path')})"

@@ -5,8 +5,9 @@ Per metric: the planner's bound (a floor for latencies, a ceiling for throughput
 forecast, its prediction interval (where one run of the workload will measure it, at the
 forecast's level; ``harness.measure.prediction``), the measurement, whether it fell inside, and the
 forecast's error (predicted − measured) / measured; a line counts the measurements inside. Then the
-forecast's SLO verdicts beside the run's, what it was calibrated on (``checked``), the fit's
-residuals and every feature it extrapolated. Reads the forecast's JSON only (no torch).
+forecast's SLO verdicts (three-valued from its intervals, ``harness.predict.verdicts``) with their
+intervals beside the run's, what it was calibrated on (``checked``), the fit's residuals and every
+feature it extrapolated. Reads the forecast's JSON only (no torch).
 """
 
 from __future__ import annotations
@@ -19,6 +20,17 @@ from harness.report.rows import Ctx, fmt
 from harness.report.slo_table import verdict_text
 from harness.spec.json_file import read_json_file
 
+FORECAST_VERDICTS = (
+    "Predicted verdicts (harness/predict/verdicts.py): PASS when the forecast's whole interval "
+    "meets the target, FAIL when it misses it, INCONCLUSIVE when it straddles the limit (the "
+    'forecast cannot say which side a run lands on); "(point only)": judged on the point '
+    "forecast, which had no interval (--draws 0)."
+)
+BASIS = {
+    "interval": " (from its intervals)",
+    "point": " (on the point forecast only)",
+    "mixed": " (partly on the point forecast only)",
+}
 PREDICTION_FILE = "prediction.json"
 PREDICT_KIND = "harness.predict/1"
 
@@ -98,12 +110,12 @@ def predicted_section(ctx: Ctx, pred: dict | None) -> Section | None:
             ]
         )
     measured_slo = {str(r.get("target")): r for r in ctx.run.summary.get("slo") or []}
-    verdict = {True: "PASS", False: "FAIL", None: "UNMEASURED"}
     slo_rows = [
         [
             str(r.get("target")),
             fmt(r.get("measured")),
-            verdict[r.get("passed")],
+            interval_text(r) if r.get("basis") == "interval" else "—",
+            verdict_text(r),
             fmt((measured_slo.get(str(r.get("target"))) or {}).get("measured")),
             verdict_text(measured_slo.get(str(r.get("target"))) or {}),
         ]
@@ -115,7 +127,8 @@ def predicted_section(ctx: Ctx, pred: dict | None) -> Section | None:
             f"Forecast by harness predict from {pred.get('from')}: {pred.get('checked')}. "
             f"Workload forecast: {wl.get('arrival')}, rate {wl.get('rate_rps')}, concurrency "
             f"{wl.get('concurrency')}, {wl.get('num_requests')} requests; predicted verdict "
-            f"{pred.get('verdict')}, measured {ctx.run.summary.get('verdict')}."
+            f"{pred.get('verdict')}{BASIS.get(pred.get('verdict_basis'), '')}, measured "
+            f"{ctx.run.summary.get('verdict')}."
         ),
         Table(
             [
@@ -140,10 +153,18 @@ def predicted_section(ctx: Ctx, pred: dict | None) -> Section | None:
     if slo_rows:
         blocks.append(
             Table(
-                ["SLO target", "predicted", "predicted verdict", "measured", "measured verdict"],
+                [
+                    "SLO target",
+                    "predicted",
+                    "interval",
+                    "predicted verdict",
+                    "measured",
+                    "measured verdict",
+                ],
                 slo_rows,
             )
         )
+        blocks.append(Text(FORECAST_VERDICTS))
     fit = []
     for sc in (pred.get("model") or {}).get("stages") or []:
         r = sc.get("residuals") or {}

@@ -21,11 +21,15 @@ def bounds_text(low, high) -> str:
 
 def verdict_text(row: dict) -> str:
     """PASS / FAIL / INCONCLUSIVE (+ the requests that would decide it) / NOT MEASURED, from a
-    summary ``slo`` row (older rows: from ``passed``)."""
+    summary ``slo`` row (older rows: from ``passed``); a forecast's row (``basis``,
+    ``harness.predict.verdicts``): "(point only)" after a verdict on the point forecast alone, and
+    no request count after INCONCLUSIVE (more requests do not decide a forecast)."""
     v = row.get("verdict") or {True: "PASS", False: "FAIL"}.get(row.get("passed"), "UNMEASURED")
     if v == "UNMEASURED":
         return "NOT MEASURED"
-    if v != "INCONCLUSIVE":
+    if row.get("basis") == "point":
+        return f"{v} (point only)"
+    if v != "INCONCLUSIVE" or row.get("basis"):
         return v
     more = row.get("more_requests")
     return "INCONCLUSIVE" + (" (never)" if more is None else f" (+{more} requests)")

@@ -56,7 +56,7 @@ def new_summary(
 def slo_rows(verdicts: Iterable[Any]) -> list[dict]:
     """SLO verdicts → the summary's ``slo`` rows: a measured run's
     (``harness.measure.slo_verdicts.SloVerdict``, with their bounds and rule) as they are; point
-    verdicts (``harness.spec.slo.SloVerdict``, a forecast's) with ``passed`` only."""
+    verdicts (``harness.spec.slo.SloVerdict``) with ``passed`` only."""
     rows = []
     for v in verdicts:
         if hasattr(v, "to_row"):

@@ -218,8 +218,9 @@ def met(t: SloTarget, value: float) -> bool:
 
 
 def judge(targets: list[SloTarget], summary: dict) -> list[SloVerdict]:
-    """Point verdicts: each number against its target, with no statement of how sure (a forecast's
-    numbers; a measured run's verdicts come from ``harness.measure.slo_verdicts``)."""
+    """Point verdicts: each number against its target, with no statement of how sure (a measured
+    run's verdicts come from ``harness.measure.slo_verdicts``, a forecast's from
+    ``harness.predict.verdicts``)."""
     out = []
     for t in targets:
         v = summary.get(t.summary_key)
@@ -229,12 +230,3 @@ def judge(targets: list[SloTarget], summary: dict) -> list[SloVerdict]:
         v = float(v)
         out.append(SloVerdict(t, v, met(t, v), margin_pct(t, v)))
     return out
-
-
-def overall(verdicts: list[SloVerdict]) -> str:
-    """PASS when every target was measured and met; FAIL when any was missed; else UNMEASURED."""
-    if any(v.passed is False for v in verdicts):
-        return "FAIL"
-    if all(v.passed for v in verdicts):
-        return "PASS"
-    return "UNMEASURED"
