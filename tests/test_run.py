@@ -147,7 +147,8 @@ def test_pipeline_keeps_pp_micro_batches_in_flight_when_work_waits(demo_run):
     pp = load_spec(DEMO_CONFIG).micro_batches
     # The coordinator waits for tokens only with a full pipeline, or when nothing else could run.
     assert ((steps["in_flight"] == pp) | (steps["available"] == 0)).all()
-    assert (steps["in_flight"] == pp).sum() > len(steps) // 4
+    # Since the shared-memory TP all-reduce the demo's steps are ~3x shorter and its 4 req/s
+    # rarely make work wait; the rule under load: test_serve_loop (a saturated fake pipeline).
     assert steps["in_flight"].max() == pp
 
 

@@ -53,3 +53,23 @@ def test_pipelined_token_times_follow_the_device_too():
     for r in recs.values():
         assert r.first_token_s == r.token_times_s[0] and r.finish_s == r.token_times_s[-1]
         assert set(r.token_times_s) <= set(done.values())
+
+
+def test_the_loop_waits_with_work_available_only_when_the_pipeline_is_full():
+    """pp = 4, four micro-batches of one sequence each, 12 requests arriving faster than the
+    device serves them: work waits, and whenever the coordinator stopped to collect tokens with a
+    sequence ready to go, all four micro-batches were in flight (the demo run on this host is now
+    too fast for work to wait: tests/test_run.py checks the same rule there, where it can)."""
+    clock = DeviceClock()
+    pp = 4
+    stage = FakeStage(clock, STEP_S / pp, pp)
+    reqs = [Request(i, 0.01 * i, 3, 4) for i in range(12)]
+    sched = Scheduler(reqs, lambda r: [7] * r.input_len, num_slots=12, max_batch=1, max_seq_len=16)
+    loop = ServeLoop(stage, pp, "cpu", clock, 0, sleep=clock.sleep)
+    assert loop.run(sched, 0.0)
+    steps = [dict(zip(STEP_COLUMNS, row)) for row in loop.step_rows]
+    waited = [s for s in steps if s["available"] > 0]
+    assert len(waited) > len(steps) // 4  # the workload makes work wait
+    assert all(s["in_flight"] == pp for s in waited)
+    assert max(s["in_flight"] for s in steps) == pp
+    assert all(r.finish_s is not None for r in sched.records)
