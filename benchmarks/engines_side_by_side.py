@@ -226,7 +226,7 @@ def main() -> int:
         f"{args.output} out, one after the other; vLLM {info.version} ready after "
         f"{info.ready_s:.0f} s"
     )
-    print(limits_line(refs[0], server.launch.settings, vllms))
+    print(limits_line(refs[0][0], server.launch.settings, [v for vs in vllms for v in vs]))
     for (name, _), ref, vl in zip(workloads, refs, vllms):
         print(table(name, ref[0], vl[0]) if args.repeats == 1 else repeats_table(name, ref, vl))
     if args.baseline_set:

@@ -5,6 +5,7 @@ It is the README's main command (tiny Llama, TP2-PP4, 8 gloo ranks) with ``run.r
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -15,6 +16,22 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = REPO / "configs" / "tiny-tp2-pp4-cpu.yaml"
+
+
+def torchrun(nproc: int, script: Path, *args: str, timeout: float) -> subprocess.CompletedProcess:
+    """A standalone torchrun world of ``nproc`` CPU ranks (one OpenMP thread each: 2 cores) running
+    ``script`` from the repository root; its exit must be 0."""
+    p = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+        + [f"--nproc-per-node={nproc}", str(script), *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+    )
+    assert p.returncode == 0, p.stderr[-3000:]
+    return p
 
 
 @dataclass

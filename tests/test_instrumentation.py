@@ -2,24 +2,17 @@
 the check can fail."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
-from demo_run import REPO
+from demo_run import REPO, torchrun
 
 
 def _bench(tmp_path, *extra):
     out = tmp_path / "o.json"
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc-per-node=4",
-        str(REPO / "benchmarks" / "instrument_overhead.py"),
+    torchrun(
+        4,
+        REPO / "benchmarks" / "instrument_overhead.py",
         str(REPO / "configs" / "tiny-tp2-pp4-cpu.yaml"),
         "--set",
         "parallel.pp=2",
@@ -32,16 +25,8 @@ def _bench(tmp_path, *extra):
         "--out",
         str(out),
         *extra,
-    ]
-    p = subprocess.run(
-        cmd,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
         timeout=180,
-        env=dict(os.environ, OMP_NUM_THREADS="1"),
     )
-    assert p.returncode == 0, p.stderr[-3000:]
     return json.loads(out.read_text())
 
 

@@ -251,6 +251,9 @@ def test_two_dp_replicas_split_the_requests(tmp_path):
     line = next(ln for ln in res.stdout.splitlines() if ln.startswith("p99_ttft_ms <= 60000"))
     assert line.endswith("INCONCLUSIVE (+287 requests)"), line
     assert s["complete"] and not [c for c in s["cross_checks"] if not c["ok"]]
+    # a profiled run keeps gloo for its TP all-reduces (shm_allreduce.attach), and says so
+    assert s["hardware"]["tp_all_reduce"] == "gloo"
+    assert any("run.profile_steps (gloo)" in n for n in s["notes"])
     req = pd.read_parquet(res.run_dir / "requests.parquet")
     req = req[~req["warmup"]]
     assert sorted(req["request_id"]) == list(range(12))

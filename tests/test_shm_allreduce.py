@@ -2,32 +2,12 @@
 (tests/shm_worker.py says what each rank does)."""
 
 import json
-import os
-import subprocess
-import sys
 
-from demo_run import REPO
+from demo_run import REPO, torchrun
 
 
 def test_shared_memory_all_reduce_sums_exactly_falls_back_and_fails_fast(tmp_path):
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc-per-node=3",
-        str(REPO / "tests" / "shm_worker.py"),
-        str(tmp_path),
-    ]
-    p = subprocess.run(
-        cmd,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        env=dict(os.environ, OMP_NUM_THREADS="1"),
-    )
-    assert p.returncode == 0, p.stderr[-3000:]
+    torchrun(3, REPO / "tests" / "shm_worker.py", str(tmp_path), timeout=240)
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(3)]
     for r in ranks:
         assert r["transport"] == "shm" and r["note"] is None

@@ -7,6 +7,7 @@ other rank follows the pipeline. ``harness.engines.reference.engine`` gathers th
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import time
@@ -81,12 +82,14 @@ def run_rank(ctx, spec, trace, guard, state: dict, writer) -> RankPayload:
         token_budget(spec), spec.run.max_batch * min(spec.run.prefill_chunk or widest, widest)
     )
     stage = PipelineStage(ctx, model, spec.run.max_batch, max_tokens)
+    profiled = spec.run.profile_steps > 0
     all_reduce, all_reduce_note = attach_all_reduce(
         ctx.comm,
         ctx.backend,
         spec.run.cpu_all_reduce,
         max_tokens * spec.shape.hidden * spec.dtype_bytes,
         spec.run.comm_timeout_s,
+        profiled=profiled,
     )
     cuda = ctx.device.type == "cuda"
     if cuda and spec.run.cuda_graphs is not False:
@@ -111,6 +114,17 @@ def run_rank(ctx, spec, trace, guard, state: dict, writer) -> RankPayload:
         all_reduce=all_reduce,
         all_reduce_note=all_reduce_note,
     )
+    # Every long-lived object of the rank exists now (modules, weights, KV cache, groups): out of
+    # the collector's sight. A full collection scans them all (~280k objects, 150-165 ms measured
+    # on this 2-core host), and one inside the serving loop stalled the whole pipeline: a TP peer
+    # woke ~200 ms late, 6-10 times per 48-request run, the p99 inter-token gap (the OpenAI
+    # driver freezes its process for the same reason; docs/performance.md). Not with the profiler:
+    # its window and a frozen heap together crashed a rank with SIGSEGV after the window in 2 of 2
+    # runs (torch 2.13, CPU; tests/test_run.py::test_two_dp_replicas_split_the_requests), and a
+    # profiled run is not one to time anyway.
+    if not profiled:
+        gc.collect()
+        gc.freeze()
     clock = time.monotonic
     if payload.coordinator:
         ticker = _Progress(ctx.rank == 0, state, writer)
