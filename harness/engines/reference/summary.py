@@ -252,7 +252,8 @@ def reference_result(
         notes.append("weights not counted a third way: accelerate is not installed where it ran")
     if not cuda:
         notes.append(
-            "CPU twin: times and rates are of the tiny model on CPU ranks, not of the GPU deployment"
+            "CPU twin: times and rates are of the tiny model on CPU ranks, not of the GPU "
+            "deployment"
         )
     hosts = sorted({p.hostname for p in payloads})
     tables = {
