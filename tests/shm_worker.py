@@ -9,7 +9,8 @@ all-reduce (harness/engines/reference/shm_allreduce.py); each rank writes ``DIR/
 2. Ranks 0 and 1 as a group of two: 200 shm sums equal gloo's, bit for bit.
 3. Set-up failures: the first rank cannot create the files, then rank 1 cannot open them: every
    rank gets no segment and the same reason.
-4. Nothing of the segments is left under the shm directory.
+4. Nothing of the segments is left under the shm directory, and a stale one whose creator is gone
+   (made by rank 0 before step 1) was swept.
 5. Rank 2 dies in the middle of an all-reduce: ranks 0 and 1 raise within seconds, naming it.
 """
 
@@ -19,6 +20,7 @@ import glob
 import json
 import os
 import random
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -50,8 +52,17 @@ def main() -> None:
     two = dist.new_group([0, 1])
     res: dict = {"rank": rank}
 
+    # 0. a segment left by a killed creator (its pid is gone) is swept by the next first rank
+    stale = []
+    if rank == 0:
+        dead = subprocess.Popen(["true"])
+        dead.wait()
+        for suffix in ("", ".0", ".1"):
+            stale.append(os.path.join(shm._shm_dir(), f"harness-tp-{dead.pid}-abc{suffix}"))
+            Path(stale[-1]).write_bytes(b"")
     comm = Comm({"tp": (three, [0, 1, 2])}, CommRecorder(rank, "counts"))
     transport, note = shm.attach(comm, "gloo", "shm", SLOT, 30.0)
+    res["stale_left"] = [p for p in stale if os.path.exists(p)]
     res["transport"], res["note"] = transport, note
     rnd = random.Random(rank)
     exact = gloo_path = 0

@@ -22,7 +22,7 @@ def test_shared_memory_all_reduce_sums_exactly_falls_back_and_fails_fast(tmp_pat
         assert create_ok and "could not create" in create_why
         open_ok, open_why = r["open_fails"]
         assert open_ok and ("[1]" in open_why or "rank 1" in open_why)
-        assert r["left_on_disk"] == []
+        assert r["left_on_disk"] == [] and r["stale_left"] == []
     assert ranks[0]["pair_same_as_gloo"] == ranks[1]["pair_same_as_gloo"] == 200
     for r in ranks[:2]:
         assert "peer rank 2 (pid" in r["dead_peer"] and "gone" in r["dead_peer"]

@@ -27,7 +27,10 @@ and one FIFO per rank under /dev/shm with a random name and reserves the segment
 (``posix_fallocate``: a full tmpfs must fail here, not raise SIGBUS on a later write); every rank
 opens them and checks the name's nonce in the header (so ranks on different hosts, which cannot
 share memory, find out); if any rank failed, all keep gloo. Then the files are unlinked: the open
-descriptors and the mapping stay valid and nothing is left on disk if a rank dies later.
+descriptors and the mapping stay valid and nothing is left on disk if a rank dies later. A rank
+killed during the set-up itself (torchrun stopping a world whose other rank failed at start-up)
+can leave its files: the names carry the creator's pid, and the next group's first rank on the
+host removes those whose creator is gone (``_sweep_stale``).
 
 A dead peer: the wait polls in 1 s slices; between slices it checks the peers' pids and the comm
 timeout, and raises (the rank fails, torchrun stops the world) rather than waiting for ever.
@@ -37,6 +40,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import re
 import secrets
 import select
 import time
@@ -163,6 +167,7 @@ def open_group(
     word = torch.zeros(2, dtype=torch.int64)
     made = None  # index 0: why the files could not be made
     if index == 0:
+        _sweep_stale(_shm_dir())
         nonce = secrets.randbits(62) + 1
         base = os.path.join(_shm_dir(), f"harness-tp-{os.getpid()}-{nonce:x}")
         try:
@@ -171,6 +176,16 @@ def open_group(
         except OSError as e:
             made = f"could not create the shared segment under {_shm_dir()}: {e.strerror or e}"
         word[1] = os.getpid()
+    try:
+        return _join(pg, ranks, rank, index, size, total, slot_bytes, timeout_s, word, made)
+    except BaseException:
+        if index == 0 and int(word[0]):  # a peer died mid-set-up: leave nothing on disk
+            _unlink(os.path.join(_shm_dir(), f"harness-tp-{os.getpid()}-{int(word[0]):x}"), size)
+        raise
+
+
+def _join(pg, ranks, rank, index, size, total, slot_bytes, timeout_s, word, made):
+    """``open_group`` after the first rank made the files: everyone opens them and agrees."""
     dist.broadcast(word, src=ranks[0], group=pg)
     nonce = int(word[0])
     base = os.path.join(_shm_dir(), f"harness-tp-{int(word[1])}-{nonce:x}")
@@ -208,6 +223,26 @@ def open_group(
         ),
         None,
     )
+
+
+def _sweep_stale(folder: str) -> None:
+    """Remove segments whose first rank is gone. The files live only from their creation until
+    every member opened them, but a rank killed in between (torchrun stopping a world whose other
+    rank failed at start-up) leaves them; the name carries the creator's pid."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return
+    for name in names:
+        m = STALE.fullmatch(name)
+        if m and not _alive(int(m.group(1))):
+            try:
+                os.unlink(os.path.join(folder, name))
+            except OSError:
+                pass
+
+
+STALE = re.compile(r"harness-tp-(\d+)-[0-9a-f]+(\.\d+)?")
 
 
 def _create(base: str, size: int, total: int, nonce: int) -> None:
