@@ -7,9 +7,10 @@ between threads (the caller, gloo's worker, its transport loop, and back), and w
 cores each hand-off can wait for a time slice. Here the calling thread does everything: it copies
 its partial sum into its slot of a shared segment, writes one byte into each peer's FIFO, and
 blocks reading its own FIFO until every peer's byte of this op has come (the kernel wakes it
-directly; nothing spins, which matters when ranks outnumber cores). Measured in isolation (8
-processes, 4 TP pairs, 8×256 fp32, this 2-core host): 0.12–0.26 ms per all-reduce against gloo's
-1.55–1.65 ms. vLLM's CPU backend has a shared-memory all-reduce for the same reason.
+directly; nothing spins, which matters when ranks outnumber cores). Measured in isolation
+(benchmarks/cpu_all_reduce.py: 8 processes, 4 TP pairs, 2048 fp32, this 2-core host): 0.28 ms per
+all-reduce against gloo's 2.02 ms. vLLM's CPU backend has a shared-memory all-reduce for the same
+reason.
 
 Results: every rank adds the slots in rank order, so all ranks hold the same bits. For two ranks
 that equals gloo's sum exactly (a + b == b + a in IEEE arithmetic); for more, the order of the
@@ -58,7 +59,6 @@ class ShmAllReduce:
     """One rank's end of a TP group's shared segment (built by ``open_group``)."""
 
     index: int  # this rank's position in the TP group
-    size: int  # ranks in the TP group
     slot_bytes: int
     pids: list[int]  # of every member, for the dead-peer check
     ranks: list[int]  # global ranks of the members, for messages
@@ -70,6 +70,10 @@ class ShmAllReduce:
     _seen: list[int] = field(init=False, repr=False)  # bytes received per sender
     _op: int = 0
     ops: int = 0  # all-reduces done here (the rest went through gloo)
+
+    @property
+    def size(self) -> int:  # ranks in the TP group
+        return len(self.ranks)
 
     def __post_init__(self) -> None:
         n = 2 * self.size * self.slot_bytes
@@ -129,16 +133,6 @@ class ShmAllReduce:
                 "(run.comm_timeout_s)"
             )
 
-    def close(self) -> None:
-        for fd in [self._fifo_read, *self._fifo_write]:
-            if fd >= 0:
-                os.close(fd)
-        self._sets = None  # the mapping can close only when no tensor views it
-        try:
-            self._mm.close()
-        except BufferError:  # a view still lives somewhere; the OS unmaps at exit
-            pass
-
 
 def _alive(pid: int) -> bool:
     try:
@@ -152,6 +146,11 @@ def _alive(pid: int) -> bool:
 
 def _shm_dir() -> str:
     return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else "/tmp"
+
+
+def _base(creator_pid: int, nonce: int) -> str:
+    """The segment's path (its FIFOs: ``.0``, ``.1``, ...); ``STALE`` parses the pid back."""
+    return os.path.join(_shm_dir(), f"harness-tp-{creator_pid}-{nonce:x}")
 
 
 def open_group(
@@ -169,9 +168,8 @@ def open_group(
     if index == 0:
         _sweep_stale(_shm_dir())
         nonce = secrets.randbits(62) + 1
-        base = os.path.join(_shm_dir(), f"harness-tp-{os.getpid()}-{nonce:x}")
         try:
-            _create(base, size, total, nonce)
+            _create(_base(os.getpid(), nonce), size, total, nonce)
             word[0] = nonce
         except OSError as e:
             made = f"could not create the shared segment under {_shm_dir()}: {e.strerror or e}"
@@ -180,7 +178,7 @@ def open_group(
         return _join(pg, ranks, rank, index, size, total, slot_bytes, timeout_s, word, made)
     except BaseException:
         if index == 0 and int(word[0]):  # a peer died mid-set-up: leave nothing on disk
-            _unlink(os.path.join(_shm_dir(), f"harness-tp-{os.getpid()}-{int(word[0]):x}"), size)
+            _unlink(_base(os.getpid(), int(word[0])), size)
         raise
 
 
@@ -188,7 +186,7 @@ def _join(pg, ranks, rank, index, size, total, slot_bytes, timeout_s, word, made
     """``open_group`` after the first rank made the files: everyone opens them and agrees."""
     dist.broadcast(word, src=ranks[0], group=pg)
     nonce = int(word[0])
-    base = os.path.join(_shm_dir(), f"harness-tp-{int(word[1])}-{nonce:x}")
+    base = _base(int(word[1]), nonce)
     opened, why = None, None
     if nonce == 0:
         why = made if isinstance(made, str) else "the group's first rank could not create it"
@@ -212,7 +210,6 @@ def _join(pg, ranks, rank, index, size, total, slot_bytes, timeout_s, word, made
     return (
         ShmAllReduce(
             index,
-            size,
             slot_bytes,
             [int(s[0]) for s in everyone],
             list(ranks),
