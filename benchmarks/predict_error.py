@@ -1,8 +1,8 @@
 """The forecast's error on unseen workloads of the CPU demo (harness predict, issue #17).
 
     .venv/bin/python benchmarks/predict_error.py [--config configs/tiny-tp2-pp4-cpu.yaml]
-        [--requests 144] [--rate 4] [--unseen-rate 2] [--concurrency 8] [--extra-rate R ...] [--out
-        DIR]
+        [--requests 144] [--rate 4] [--unseen-rate 2] [--concurrency 8] [--extra-rate R ...]
+        [--set FIELD=VALUE ...] [--out DIR]
 
 For each unseen workload — Poisson at ``--unseen-rate``, a closed loop of ``--concurrency``, and any
 ``--extra-rate`` — in turn:
@@ -100,6 +100,13 @@ def main() -> int:
         "--extra-rate", type=float, action="append", default=[], help="more unseen rates (optional)"
     )
     ap.add_argument("--level", type=float, default=0.9, help="the forecast intervals' level")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="a spec override for every run and forecast (e.g. run.cpu_affinity=tp_group)",
+    )
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     from harness.predict.closure import calibrated
@@ -109,7 +116,7 @@ def main() -> int:
     out = Path(args.out or tempfile.mkdtemp(prefix="predict-error-"))
     out.mkdir(parents=True, exist_ok=True)
     config = Path(args.config)
-    base = [f"workload.num_requests={args.requests}"]
+    base = [f"workload.num_requests={args.requests}", *args.set]
     calib_sets = [*base, "workload.arrival=poisson", f"workload.rate_rps={args.rate}"]
     unseen = {
         f"poisson {args.unseen_rate}/s": [
