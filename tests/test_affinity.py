@@ -12,17 +12,13 @@ from harness.engines.reference.affinity import apply, core_for
 from harness.spec.spec import load_spec
 
 
-def test_cores_by_mode_for_tp2_pp4_on_two_and_on_sixteen_cores():
-    two, sixteen = [0, 1], list(range(16))
-    assert [core_for("none", i, 2, two) for i in range(8)] == [None] * 8
-    # rank: TP peers (consecutive local ranks) on different cores
-    assert [core_for("rank", i, 2, two) for i in range(8)] == [0, 1, 0, 1, 0, 1, 0, 1]
-    assert [core_for("rank", i, 2, sixteen) for i in range(8)] == list(range(8))
-    # tp_group: a TP group's ranks share one core, the groups take turns
-    assert [core_for("tp_group", i, 2, two) for i in range(8)] == [0, 0, 1, 1, 0, 0, 1, 1]
-    assert [core_for("tp_group", i, 4, sixteen) for i in range(8)] == [0] * 4 + [1] * 4
+def test_cores_by_mode_on_two_and_on_sixteen_cores_and_in_a_cpuset():
+    assert [core_for("none", i, [0, 1]) for i in range(8)] == [None] * 8
+    # TP2 innermost: TP peers (consecutive local ranks) on different cores
+    assert [core_for("rank", i, [0, 1]) for i in range(8)] == [0, 1, 0, 1, 0, 1, 0, 1]
+    assert [core_for("rank", i, list(range(16))) for i in range(8)] == list(range(8))
     # the cores are the ones the process may use (a cpuset of 2, 5, 7), in order
-    assert [core_for("rank", i, 1, [2, 5, 7]) for i in range(4)] == [2, 5, 7, 2]
+    assert [core_for("rank", i, [2, 5, 7]) for i in range(4)] == [2, 5, 7, 2]
 
 
 def test_a_pinned_process_has_every_thread_on_its_core():
@@ -33,7 +29,7 @@ import json, os, threading
 from harness.engines.reference.affinity import apply
 stop = threading.Event()
 before = threading.Thread(target=stop.wait); before.start()
-core, note = apply("rank", 1, 2, cuda=False)
+core, note = apply("rank", 1, cuda=False)
 after = threading.Thread(target=stop.wait); after.start()
 tids = [int(t) for t in os.listdir("/proc/self/task")]
 print(json.dumps({"core": core, "note": note,
@@ -49,22 +45,21 @@ stop.set()
 
 
 def test_none_does_nothing_and_cuda_ranks_are_noted_not_pinned():
-    assert apply("none", 3, 2, cuda=False) == (None, None)
-    core, note = apply("tp_group", 3, 2, cuda=True)
-    assert core is None and note.startswith("run.cpu_affinity: tp_group applies to CPU ranks only")
+    assert apply("none", 3, cuda=False) == (None, None)
+    core, note = apply("rank", 3, cuda=True)
+    assert core is None and note.startswith("run.cpu_affinity: rank applies to CPU ranks only")
 
 
-def test_the_spec_takes_the_three_modes_and_names_the_field_otherwise():
+def test_the_spec_takes_both_modes_and_names_the_field_otherwise():
     assert load_spec(DEMO_CONFIG).run.cpu_affinity == "none"
-    assert load_spec(DEMO_CONFIG, ["run.cpu_affinity=tp_group"]).run.cpu_affinity == "tp_group"
+    assert load_spec(DEMO_CONFIG, ["run.cpu_affinity=rank"]).run.cpu_affinity == "rank"
     p = subprocess.run(
         [sys.executable, "-m", "harness.cli", "plan", str(DEMO_CONFIG)]
-        + ["--set", "run.cpu_affinity=core0"],
+        + ["--set", "run.cpu_affinity=tp_group"],
         cwd=REPO,
         capture_output=True,
         text=True,
     )
     assert p.returncode == 2 and p.stderr.strip().splitlines() == [
-        "harness plan: error: run.cpu_affinity: 'core0' is not allowed; use one of none, rank, "
-        "tp_group"
+        "harness plan: error: run.cpu_affinity: 'tp_group' is not allowed; use one of none, rank"
     ]

@@ -259,7 +259,7 @@ def test_two_dp_replicas_split_the_requests(tmp_path):
     # every rank pinned to its core (run.cpu_affinity: rank), the tokens below unchanged by it
     cores = sorted(os.sched_getaffinity(0))
     assert s["hardware"]["cpu_affinity"] == "rank"
-    assert s["hardware"]["cpu_cores"] == [core_for("rank", r, 2, cores) for r in range(8)]
+    assert s["hardware"]["cpu_cores"] == [core_for("rank", r, cores) for r in range(8)]
     req = pd.read_parquet(res.run_dir / "requests.parquet")
     req = req[~req["warmup"]]
     assert sorted(req["request_id"]) == list(range(12))

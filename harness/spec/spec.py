@@ -121,9 +121,9 @@ class RunSpec:
     # memory, engines/reference/shm_allreduce.py; gloo where they cannot) or gloo; CUDA: NCCL
     cpu_all_reduce: Literal["shm", "gloo"] = "shm"
     # CPU ranks pinned to a core each (engines/reference/affinity.py): none (the OS places them:
-    # fastest), rank (local rank i on core i mod n) or tp_group (a TP group's ranks on one core);
-    # pinned runs vary less from run to run, what a calibration for `harness predict` wants
-    cpu_affinity: Literal["none", "rank", "tp_group"] = "none"
+    # fastest) or rank (local rank i on core i mod n): pinned runs vary less from run to run,
+    # what a calibration for `harness predict` wants
+    cpu_affinity: Literal["none", "rank"] = "none"
     nvml_interval_s: float = 0.1
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # vLLM-keyed

@@ -128,7 +128,7 @@ def run_rank(ctx, spec, trace, guard, state: dict, writer) -> RankPayload:
         gc.freeze()
     # after every thread of the rank exists (gloo's, the sampler's): all of them follow the pin
     payload.cpu_core, payload.affinity_note = pin_rank(
-        spec.run.cpu_affinity, ctx.env.local_rank, spec.layout.tp, cuda
+        spec.run.cpu_affinity, ctx.env.local_rank, cuda
     )
     clock = time.monotonic
     if payload.coordinator:
