@@ -105,7 +105,7 @@ def main() -> int:
         action="append",
         default=[],
         metavar="FIELD=VALUE",
-        help="a spec override for every run and forecast (e.g. run.cpu_affinity=tp_group)",
+        help="a spec override for every run and forecast (e.g. run.cpu_all_reduce=gloo)",
     )
     ap.add_argument("--out", default=None)
     args = ap.parse_args()

@@ -1,14 +1,14 @@
-"""How much do identical runs differ on this host, and what steadies them?
+"""How much do identical runs differ on this host, and does a setting change that?
 
 Rounds of identical runs of the CPU demo, one run per variant per round, variants alternating so a
 host's slow phase falls on all of them. Per variant: every run's mean ITL and median TPOT, the
 geometric mean, and the run-to-run s.d. of ln(mean ITL) with its 95 % interval (chi-square, n − 1
 degrees of freedom). A forecast of the next run cannot be narrower than that spread, so this is
-what a calibration for ``harness predict`` needs small (docs/performance.md, "Pinned ranks").
-Per round, each variant's mean ITL over the first variant's: the cost of steadying.
+what a calibration for ``harness predict`` needs small (docs/performance.md, "The host's spread
+between identical runs"). Per round, each variant's mean ITL over the first variant's.
 
     flock /tmp/harness-heavy.lock .venv/bin/python benchmarks/run_spread.py --rounds 4 \\
-        --variant none=run.cpu_affinity=none --variant rank=run.cpu_affinity=rank --out DIR
+        --variant shm --variant gloo=run.cpu_all_reduce=gloo --out DIR
 
 The default workload is the predict-error benchmark's calibration (Poisson 4/s, 144 requests).
 """
@@ -77,8 +77,9 @@ def main() -> None:
         "--variant",
         action="append",
         required=True,
-        metavar="NAME=FIELD=VALUE[,FIELD=VALUE]",
-        help="a variant's name and its overrides; the first is the reference of the cost ratio",
+        metavar="NAME[=FIELD=VALUE[,FIELD=VALUE]]",
+        help="a variant's name and its overrides (none: the spec as it is); the first is the "
+        "reference of the ratio",
     )
     ap.add_argument(
         "--set", action="append", default=[], help="an override for every run (the workload)"
@@ -88,9 +89,9 @@ def main() -> None:
     variants = {}
     for v in args.variant:
         name, _, sets = v.partition("=")
-        if not name or not sets:
-            ap.error(f"--variant {v!r}: give NAME=FIELD=VALUE[,FIELD=VALUE]")
-        variants[name] = sets.split(",")
+        if not name or name in variants:
+            ap.error(f"--variant {v!r}: give a new NAME[=FIELD=VALUE[,FIELD=VALUE]]")
+        variants[name] = [s for s in sets.split(",") if s]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     runs: dict[str, list[dict]] = {name: [] for name in variants}

@@ -84,9 +84,6 @@ class Calibration:
     run: OneRun
     itl_groups: list[np.ndarray]
     host: tuple[float, int] | None = None  # (s, k): ln(mean ITL)'s s.d. over k runs (history)
-    # CPU ranks the OS placed (run.cpu_affinity: none): identical runs of such a calibration vary
-    # about 3x more than pinned ones on the 2-core twin (engines/reference/affinity.py)
-    unpinned_cpu: bool = False
 
 
 def host_spread(run_dir, history) -> tuple[float, int] | None:
@@ -121,9 +118,7 @@ def calibration_of(run_dir, history=None) -> Calibration | None:
     done = sorted((r for r in records if r.completed and not r.warmup), key=lambda r: r.arrival_s)
     groups = [np.asarray(itls_s(r), dtype=float) for r in done]
     host = host_spread(run_dir, history) if history is not None else None
-    hw = run.summary.get("hardware") or {}
-    unpinned = hw.get("backend") == "gloo" and hw.get("cpu_affinity", "none") == "none"
-    return Calibration(OneRun(spec), [g for g in groups if g.size], host, unpinned)
+    return Calibration(OneRun(spec), [g for g in groups if g.size], host)
 
 
 def refit(model: PipelineModel, rng: np.random.Generator) -> PipelineModel:
@@ -220,11 +215,6 @@ def forecast_intervals(
         host = "a change of the host beyond its spread over the history's runs"
     elif history is not None:
         host += f" (--history {history}: fewer than 3 runs of the calibration's spec)"
-    if calib is not None and calib.unpinned_cpu:
-        host += (
-            "; the calibration's CPU ranks were not pinned, and unpinned runs drift more from run "
-            "to run: calibrate and run with run.cpu_affinity: rank"
-        )
     return {
         "level": level,
         "draws": draws,

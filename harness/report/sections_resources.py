@@ -82,19 +82,6 @@ def hardware(ctx: Ctx) -> Section:
                 "match" if transport == asked else "fell back to gloo (notes say why)",
             )
         )
-    pinned = hw.get("cpu_affinity")  # run.cpu_affinity as applied (reference engine, CPU)
-    asked_pin = (spec.get("run") or {}).get("cpu_affinity", "none")
-    if pinned and (pinned != "none" or asked_pin != "none"):
-        cores = hw.get("cpu_cores") or []
-        rows.append(
-            check_row(
-                ctx,
-                "CPU affinity",
-                asked_pin,
-                f"{pinned} (cores by rank: {', '.join(map(str, cores))})" if cores else pinned,
-                "match" if pinned == asked_pin else "not applied (notes say why)",
-            )
-        )
     versions = ", ".join(
         f"{k} {env.get(k)}"
         for k in (

@@ -120,10 +120,6 @@ class RunSpec:
     # how the TP all-reduces of CPU ranks travel: shm (the TP ranks of one host through shared
     # memory, engines/reference/shm_allreduce.py; gloo where they cannot) or gloo; CUDA: NCCL
     cpu_all_reduce: Literal["shm", "gloo"] = "shm"
-    # CPU ranks pinned to a core each (engines/reference/affinity.py): none (the OS places them:
-    # fastest) or rank (local rank i on core i mod n): pinned runs vary less from run to run,
-    # what a calibration for `harness predict` wants
-    cpu_affinity: Literal["none", "rank"] = "none"
     nvml_interval_s: float = 0.1
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # vLLM-keyed

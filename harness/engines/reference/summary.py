@@ -56,8 +56,6 @@ class RankPayload:
     graphs_note: str | None = None  # run.cuda_graphs asked for where it does nothing
     all_reduce: str = "gloo"  # how this rank's TP all-reduces went: shm | gloo | nccl
     all_reduce_note: str | None = None  # why run.cpu_all_reduce: shm fell back to gloo
-    cpu_core: int | None = None  # run.cpu_affinity: the core this rank was pinned to
-    affinity_note: str | None = None  # why run.cpu_affinity was not applied
     comm_rows: list[dict] = field(default_factory=list)
     stage_rows: list[dict] = field(default_factory=list)
     memory: dict = field(default_factory=dict)
@@ -244,9 +242,6 @@ def reference_result(
     notes = sorted({p.nvml_note for p in payloads if p.nvml_note})
     notes += sorted({p.graphs_note for p in payloads if p.graphs_note})
     notes += sorted({p.all_reduce_note for p in payloads if p.all_reduce_note})
-    notes += sorted({p.affinity_note for p in payloads if p.affinity_note})
-    by_rank = sorted(payloads, key=lambda p: p.rank)
-    pinned = all(p.cpu_core is not None for p in by_rank)
     # hardware.gpu from the devices the ranks ran on, never from the spec (an H200 spec run on an
     # H100 is an H100 run, and no evidence for H200 claims)
     names = [p.memory.get("device_name") or ("cuda" if cuda else "cpu") for p in payloads]
@@ -300,9 +295,6 @@ def reference_result(
             "backend": "nccl" if cuda else "gloo",
             # the TP all-reduces' transport: one value, or "shm+gloo" where some groups fell back
             "tp_all_reduce": "+".join(sorted({p.all_reduce for p in payloads}, reverse=True)),
-            # run.cpu_affinity as applied, and each rank's core in rank order (None: unpinned)
-            "cpu_affinity": spec.run.cpu_affinity if pinned else "none",
-            "cpu_cores": [p.cpu_core for p in by_rank] if pinned else None,
         },
         layout={
             "tp": spec.layout.tp,

@@ -16,7 +16,6 @@ from pathlib import Path
 import torch
 
 from harness.engines.reference import dist as hdist
-from harness.engines.reference.affinity import apply as pin_rank
 from harness.engines.reference.arrivals import measured_scheduler
 from harness.engines.reference.loop import ServeLoop
 from harness.engines.reference.model.accounting import have_accelerate, meta_rank_bytes
@@ -126,10 +125,6 @@ def run_rank(ctx, spec, trace, guard, state: dict, writer) -> RankPayload:
     if not profiled:
         gc.collect()
         gc.freeze()
-    # after every thread of the rank exists (gloo's, the sampler's): all of them follow the pin
-    payload.cpu_core, payload.affinity_note = pin_rank(
-        spec.run.cpu_affinity, ctx.env.local_rank, cuda
-    )
     clock = time.monotonic
     if payload.coordinator:
         ticker = _Progress(ctx.rank == 0, state, writer)
