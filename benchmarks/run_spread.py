@@ -18,53 +18,33 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
 from harness.measure.special import chi2_ppf  # noqa: E402
+from harness.verdicts.change import log_spread  # noqa: E402
+from predict_error import harness_run  # noqa: E402
 
 DEMO = REPO / "configs" / "tiny-tp2-pp4-cpu.yaml"
 WORKLOAD = ["workload.num_requests=144", "workload.arrival=poisson", "workload.rate_rps=4"]
 
 
-def one_run(config: Path, run_dir: Path, sets: list[str]) -> dict:
-    cmd = [sys.executable, "-m", "harness.cli", "run", str(config), "--results-dir", str(run_dir)]
-    cmd += ["--no-report"] + [x for s in sets for x in ("--set", s)]
-    load0, t0 = os.getloadavg()[0], time.monotonic()
-    p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
-    path = run_dir / "summary.json"
-    summary = json.loads(path.read_text()) if path.exists() else {}
-    if not summary.get("complete"):
-        sys.exit(f"run_spread: run {run_dir} failed (exit {p.returncode}):\n{p.stderr[-3000:]}")
-    m = summary["metrics"]
-    return {
-        "run_dir": str(run_dir),
-        "mean_itl_ms": m["mean_itl_ms"],
-        "median_tpot_ms": m["median_tpot_ms"],
-        "load_before": load0,
-        "wall_s": time.monotonic() - t0,
-        "cpu_cores": (summary.get("hardware") or {}).get("cpu_cores"),
-    }
-
-
 def spread(values: list[float]) -> dict:
-    """Geometric mean and the s.d. of ln with its 95 % chi-square interval."""
-    logs = [math.log(v) for v in values]
-    n = len(logs)
-    mu = sum(logs) / n
-    out = {"runs": n, "geometric_mean": math.exp(mu), "sd_ln": None, "sd_ln_95": None}
-    if n >= 2:
-        ss = sum((x - mu) ** 2 for x in logs)
-        out["sd_ln"] = math.sqrt(ss / (n - 1))
+    """Geometric mean and the s.d. of ln (``log_spread``: 3 runs or more) with its 95 %
+    chi-square interval."""
+    out = {"runs": len(values), "geometric_mean": None, "sd_ln": None, "sd_ln_95": None}
+    got = log_spread(values)
+    if got is not None:
+        m, s, k = got
+        ss = s * s * (k - 1)
+        out["geometric_mean"], out["sd_ln"] = math.exp(m), s
         out["sd_ln_95"] = [
-            math.sqrt(ss / chi2_ppf(0.975, n - 1)),
-            math.sqrt(ss / chi2_ppf(0.025, n - 1)),
+            math.sqrt(ss / chi2_ppf(0.975, k - 1)),
+            math.sqrt(ss / chi2_ppf(0.025, k - 1)),
         ]
     return out
 
@@ -97,7 +77,12 @@ def main() -> None:
     runs: dict[str, list[dict]] = {name: [] for name in variants}
     for k in range(args.rounds):
         for name, sets in variants.items():
-            r = one_run(Path(args.config), out / f"{name}-{k}", [*WORKLOAD, *args.set, *sets])
+            run = harness_run(Path(args.config), out / f"{name}-{k}", [*WORKLOAD, *args.set, *sets])
+            r = {key: run[key] for key in ("run_dir", "wall_s", "load_avg")}
+            r["mean_itl_ms"], r["median_tpot_ms"] = (
+                run["metrics"]["mean_itl_ms"],
+                run["metrics"]["median_tpot_ms"],
+            )
             runs[name].append(r)
             print(f"round {k} {name}: mean ITL {r['mean_itl_ms']:.1f} ms", flush=True)
     first = next(iter(variants))
@@ -124,11 +109,12 @@ def main() -> None:
         sd = (
             f"{s['sd_ln']:.3f} [{s['sd_ln_95'][0]:.3f}, {s['sd_ln_95'][1]:.3f}]"
             if s["sd_ln"] is not None
-            else "—"
+            else "— (fewer than 3 runs)"
         )
+        geo = "—" if s["geometric_mean"] is None else f"{s['geometric_mean']:.1f}"
         each = ", ".join(f"{r['mean_itl_ms']:.1f}" for r in v["runs"])
         cost = ", ".join(f"{c:.2f}" for c in v["cost_vs_first"])
-        print(f"| {name} | {s['runs']} | {each} | {s['geometric_mean']:.1f} | {sd} | {cost} |")
+        print(f"| {name} | {s['runs']} | {each} | {geo} | {sd} | {cost} |")
 
 
 if __name__ == "__main__":
