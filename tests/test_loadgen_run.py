@@ -53,7 +53,7 @@ def test_options_from_the_demo_spec():
     assert (opts.scenario, opts.target_qps, opts.queries) == ("server", 4.0, 12)
     assert (opts.ttft_ms, opts.tpot_ms, opts.percentile) == (2000.0, 500.0, 0.90)
     assert opts.min_duration_ms == 0 and "NOT enforced" in opts.rules_note()
-    ruled = loadgen_options(_spec(), _launch("offline", rules=True))
+    ruled = loadgen_options(_spec("run.timeout_s=900"), _launch("offline", rules=True))
     assert ruled.scenario == "offline" and ruled.min_duration_ms == 600_000
     assert loadgen_options(_spec(), _launch(None)) is None
 
@@ -71,6 +71,19 @@ def test_bad_specs_are_one_line(sets, mode, match):
     with pytest.raises(UsageError, match=match) as e:
         preflight(_spec(*sets), _launch(mode))
     assert "\n" not in str(e.value)
+
+
+def test_mlperf_rules_refuse_a_timeout_inside_the_600_s_minimum():
+    """The demo's run.timeout_s (120 s) would stop a 600-s LoadGen test: refused before launch,
+    one line naming the field and the fix; 600 s exactly is still too short, 601 s passes."""
+    for t in (None, "600"):
+        sets = () if t is None else (f"run.timeout_s={t}",)
+        with pytest.raises(UsageError, match=r"run.timeout_s is (120|600) s") as e:
+            preflight(_spec(*sets), _launch("server", rules=True))
+        assert "\n" not in str(e.value) and "--set run.timeout_s=900" in str(e.value)
+    opts = loadgen_options(_spec("run.timeout_s=601"), _launch("server", rules=True))
+    assert opts.min_duration_ms == 600_000
+    assert loadgen_options(_spec(), _launch("server")).min_duration_ms == 0  # no rules: no floor
 
 
 def _args(**kw) -> Namespace:

@@ -4,13 +4,14 @@ launch options, and every check of them before anything starts (one line, exit 2
 Refused: LoadGen not installed; Server without a rate (a closed loop, or no ``workload.rate_rps``);
 a cap on requests in flight (``workload.max_concurrency``: LoadGen issues on its own schedule); more
 than one DP replica of the reference engine (LoadGen feeds one coordinator); TTFT and TPOT targets
-at two percentiles (LoadGen holds one). The query count is the trace's request count
+at two percentiles (LoadGen holds one); ``--mlperf-rules`` with a ``run.timeout_s`` that stops the
+run before LoadGen's 600 s minimum duration is over. The query count is the trace's request count
 (``workload.num_requests``, or what a trace file or ``duration_s`` gives).
 """
 
 from __future__ import annotations
 
-from harness.engines.loadgen.settings import LoadGenOptions, make_options
+from harness.engines.loadgen.settings import MLPERF_MIN_DURATION_MS, LoadGenOptions, make_options
 from harness.engines.options import LaunchOptions
 from harness.errors import UsageError
 
@@ -37,6 +38,14 @@ def loadgen_options(spec, launch: LaunchOptions) -> LoadGenOptions | None:
         raise UsageError(
             f"--loadgen: parallel.dp is {spec.layout.dp}, but LoadGen feeds one coordinator; "
             "run one DP replica (parallel.dp: 1)"
+        )
+    floor_s = MLPERF_MIN_DURATION_MS / 1000
+    if launch.mlperf_rules and spec.run.timeout_s <= floor_s:
+        # the stop would cut every such run short: refused here, not found out after 10 minutes
+        raise UsageError(
+            f"--mlperf-rules: LoadGen runs at least {floor_s:g} s, but run.timeout_s is "
+            f"{spec.run.timeout_s:g} s and would stop the run first; give it room for the warm-up "
+            "and the drain (e.g. --set run.timeout_s=900)"
         )
     trace = build_trace(w, spec.shape.vocab, spec.run.max_seq_len or spec.shape.max_context)
     return make_options(
