@@ -32,8 +32,11 @@ def test_mlperf_preset_maps_to_loadgens_own_numbers():
     assert (v["ttft_latency"], v["tpot_latency"]) == (2_000_000_000, 200_000_000)
     assert (v["scenario"], v["server_target_qps"], v["min_query_count"]) == ("Server", 8.0, 100)
     assert v["min_duration_ms"] == 0 and "NOT enforced" in opts.rules_note()
+    assert v["performance_issue_unique"] is True  # each trace request once
     ruled = make_options("server", 8.0, 100, targets, mlperf_rules=True)
     assert settings_values(ruled)["min_duration_ms"] == 600_000
+    # 600 s of queries: LoadGen must be free to draw the trace's requests again
+    assert settings_values(ruled)["performance_issue_unique"] is False
     inter = resolve_targets("mlperf-llama2-70b-interactive", [])
     assert latency_limits(inter) == (450.0, 40.0, 0.99)
 

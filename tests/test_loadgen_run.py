@@ -86,6 +86,16 @@ def test_mlperf_rules_refuse_a_timeout_inside_the_600_s_minimum():
     assert loadgen_options(_spec(), _launch("server")).min_duration_ms == 0  # no rules: no floor
 
 
+def test_mlperf_rules_offline_takes_the_spec_rate_as_loadgens_expected_rate():
+    opts = loadgen_options(_spec("run.timeout_s=900"), _launch("offline", rules=True))
+    assert opts.target_qps == 4.0  # the demo's workload.rate_rps, not the trace's request count
+    assert loadgen_options(_spec(), _launch("offline")).target_qps == 48.0  # no rules: the count
+    closed = _spec("run.timeout_s=900", "workload.arrival=closed", "workload.concurrency=2")
+    with pytest.raises(UsageError, match="set workload.rate_rps") as e:
+        preflight(closed, _launch("offline", rules=True))
+    assert "\n" not in str(e.value)
+
+
 def _args(**kw) -> Namespace:
     from harness.cli import build_parser
 
@@ -108,6 +118,11 @@ def _args(**kw) -> Namespace:
 def test_bad_flags_are_one_line(kw, match):
     with pytest.raises(UsageError, match=match):
         run_options(_args(**kw))
+
+
+def test_offline_request_rate_is_the_expected_rate_under_mlperf_rules():
+    opts = run_options(_args(loadgen="offline", request_rate=3, mlperf_rules=True))
+    assert opts.launch.loadgen == "offline" and opts.launch.mlperf_rules is True
 
 
 def test_cli_refuses_before_any_rank_starts(tmp_path):
@@ -197,6 +212,36 @@ def test_offline_issues_everything_at_once(tmp_path):
         "p99_e2el_ms",
     ]
     assert block["agreement_ok"], block["agreement"]
+
+
+def test_mlperf_rules_keep_issuing_until_the_minimum_duration(tmp_path, monkeypatch):
+    """Under MLPerf's rules LoadGen draws the trace's requests again until its minimum duration
+    is over (shortened here from 600 s to 3 s); with each request issued only once it stopped at
+    the trace's 8 and called the run INVALID (found on the first end-to-end run)."""
+    from harness.engines.loadgen import settings
+
+    monkeypatch.setattr(settings, "MLPERF_MIN_DURATION_MS", 3000)
+    spec = _spec("workload.num_requests=8", "workload.rate_rps=20", "run.timeout_s=900")
+    trace = build_trace(spec.workload, spec.shape.vocab, 128)
+    opts = loadgen_options(spec, _launch("server", rules=True))
+    assert opts.min_duration_ms == 3000
+    sched = LoadGenScheduler(
+        LoadGenTest(opts, len(trace.requests), tmp_path),
+        trace,
+        num_slots=8,
+        max_batch=4,
+        max_seq_len=128,
+    )
+    _drive(sched)
+    recs = sched.records
+    assert sched.test.issued == len(recs) > 3 * 8  # about 20/s for 3 s: the 8 drawn again
+    assert sorted(r.request_id for r in recs) == list(range(len(recs)))
+    assert {r.input_len for r in recs} <= {q.input_len for q in trace.requests}
+    assert max(r.arrival_s for r in recs) - min(r.arrival_s for r in recs) > 2.5
+    summary = (tmp_path / "mlperf_log_summary.txt").read_text()
+    assert "Min duration satisfied : Yes" in summary
+    block = loadgen_block(opts, tmp_path, recs, sched.test.issued)
+    assert block["mlperf_rules"] is True and "minimum duration" not in block["failed"]
 
 
 def test_a_stopped_test_still_ends_and_writes_its_logs(tmp_path):

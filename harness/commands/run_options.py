@@ -88,7 +88,8 @@ def _check_loadgen(args: argparse.Namespace, capacity: CapacityOptions | None) -
         )
     if args.loadgen and getattr(args, "repeats", None):
         raise UsageError("--loadgen: not with --repeats (one LoadGen test per run); drop one")
-    if args.loadgen == "offline" and args.request_rate is not None:
+    if args.loadgen == "offline" and args.request_rate is not None and not args.mlperf_rules:
+        # (with --mlperf-rules the rate is LoadGen's expected throughput: it sizes the run)
         raise UsageError(
             "--loadgen offline: issues every query at once, so --request-rate has no effect; "
             "drop it, or use --loadgen server for a rate"

@@ -5,7 +5,8 @@ Refused: LoadGen not installed; Server without a rate (a closed loop, or no ``wo
 a cap on requests in flight (``workload.max_concurrency``: LoadGen issues on its own schedule); more
 than one DP replica of the reference engine (LoadGen feeds one coordinator); TTFT and TPOT targets
 at two percentiles (LoadGen holds one); ``--mlperf-rules`` with a ``run.timeout_s`` that stops the
-run before LoadGen's 600 s minimum duration is over. The query count is the trace's request count
+run before LoadGen's 600 s minimum duration is over, or with Offline and no ``workload.rate_rps``
+(LoadGen sizes the run from it). The query count is the trace's request count
 (``workload.num_requests``, or what a trace file or ``duration_s`` gives).
 """
 
@@ -47,10 +48,18 @@ def loadgen_options(spec, launch: LaunchOptions) -> LoadGenOptions | None:
             f"{spec.run.timeout_s:g} s and would stop the run first; give it room for the warm-up "
             "and the drain (e.g. --set run.timeout_s=900)"
         )
+    # Offline under MLPerf's rules: LoadGen issues expected-rate × 600 s × 1.1 queries at once, so
+    # it needs the rate the deployment should sustain (without the rules the trace's count is all)
+    offline_rate = launch.loadgen == "offline" and launch.mlperf_rules
+    if offline_rate and (w.arrival == "closed" or not w.rate_rps):
+        raise UsageError(
+            "--loadgen offline --mlperf-rules: LoadGen sizes a 600-s Offline run from the "
+            "throughput you expect; set workload.rate_rps (--request-rate) to it"
+        )
     trace = build_trace(w, spec.shape.vocab, spec.run.max_seq_len or spec.shape.max_context)
     return make_options(
         launch.loadgen,
-        w.rate_rps if launch.loadgen == "server" else None,
+        w.rate_rps if launch.loadgen == "server" or offline_rate else None,
         len(trace.requests),
         spec.slo_targets,
         mlperf_rules=launch.mlperf_rules,

@@ -6,7 +6,7 @@ from:
 
 * ``scenario``: ``Server`` (LoadGen's own Poisson schedule at ``server_target_qps`` =
   ``workload.rate_rps``) or ``Offline`` (every query at t = 0; ``offline_expected_qps`` only sizes
-  LoadGen's query count, which ``min_query_count`` fixes here);
+  LoadGen's query count, which ``min_query_count`` fixes here, except under ``mlperf_rules``);
 * ``use_token_latencies = True`` with ``ttft_latency`` / ``tpot_latency`` (ns) = the spec's TTFT and
   TPOT latency targets, and ``server_target_latency_percentile`` = their percentile (LoadGen holds
   one percentile for both: ``p99_ttft_ms <= 2000`` and ``p99_tpot_ms <= 200``, MLPerf's Llama2-70B
@@ -14,8 +14,12 @@ from:
 * ``min_query_count`` = ``workload.num_requests`` and ``performance_issue_unique``: every trace
   request is issued once (the QSL holds the trace);
 * ``min_duration_ms``: 0 by default, so a short CPU run ends after its queries; ``mlperf_rules``
-  sets MLPerf's 600 000 ms minimum (LoadGen then issues more queries, reusing the trace's
-  prompts), and the output says which rule was applied;
+  sets MLPerf's 600 000 ms minimum and turns ``performance_issue_unique`` off, so LoadGen goes on
+  issuing queries, drawing the trace's requests again, until the 600 s are over (with it on,
+  LoadGen stops when the trace's requests are used up and calls the run INVALID: found on the
+  first end-to-end run). Offline then issues ``offline_expected_qps`` × 600 s × 1.1 queries at
+  once, so it takes the spec's ``workload.rate_rps`` as that rate. The output says which rule was
+  applied;
 * ``accuracy_log_probability = 1``: every response's token ids and ``n_tokens`` land in
   ``mlperf_log_accuracy.json``, so the logs alone give each request's token count (import-bench
   reads them back).
@@ -136,7 +140,8 @@ def test_settings_values(opts: LoadGenOptions) -> dict[str, Any]:
         "server_target_latency_percentile": opts.percentile,
         "min_query_count": opts.queries,
         "min_duration_ms": opts.min_duration_ms,
-        "performance_issue_unique": True,
+        # each trace request once, unless MLPerf's minimum duration needs LoadGen to reuse them
+        "performance_issue_unique": not opts.mlperf_rules,
         "accuracy_log_probability": 1.0,
         "schedule_rng_seed": opts.seed,
         "sample_index_rng_seed": opts.seed,
