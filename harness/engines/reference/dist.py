@@ -125,6 +125,9 @@ class DistContext:
     device: torch.device
     backend: str
     comm: Comm
+    # every rank, gloo, the whole run's timeout: the ranks wait here for rank 0 to write the run
+    # (``engine.close``); rank 0's writing grows with the run, one collective's timeout does not
+    end_group: object | None = None
 
     @property
     def rank(self) -> int:
@@ -210,6 +213,7 @@ def init(
     timeout_s: float,
     instrument: str,
     spec_gpu: str | None = None,
+    end_timeout_s: float | None = None,
 ) -> DistContext:
     env = launch_env()
     if env.world_size != layout.world_size:
@@ -235,10 +239,17 @@ def init(
         if backend != "gloo" and env.world_size > 1
         else ({}, {})
     )
+    end_group = (
+        dist.new_group(
+            timeout=datetime.timedelta(seconds=max(end_timeout_s or 0.0, timeout_s)), backend="gloo"
+        )
+        if env.world_size > 1
+        else None
+    )
     place = layout.place(env.rank)
     recorder = CommRecorder(env.rank, instrument, cuda=device.type == "cuda")
     comm = Comm(groups, recorder, p2p, host_tp, host_p2p)
-    return DistContext(env, layout, place, device, backend, comm)
+    return DistContext(env, layout, place, device, backend, comm, end_group)
 
 
 def shutdown() -> None:

@@ -68,6 +68,7 @@ class ReferenceEngine:
                 spec.run.comm_timeout_s,
                 spec.run.instrument,
                 spec.gpu.name,
+                end_timeout_s=spec.run.timeout_s,
             )
             self.profiled = spec.run.profile_steps > 0
             payload = run_rank(ctx, spec, trace, guard, state, writer)
@@ -104,7 +105,10 @@ class ReferenceEngine:
         if self.ctx is None or failed:
             return  # a failed rank waits for nobody: torchrun stops the world
         if self.ctx.env.world_size > 1:
-            dist.barrier()
+            # not the world's group: its timeout (run.comm_timeout_s) is one collective's, and
+            # rank 0's writing of a 10-minute run took longer (a --mlperf-rules run on the CPU
+            # twin: every other rank timed out here and the run was lost)
+            dist.barrier(group=self.ctx.end_group)
         if self.profiled:
             # Seen with torch 2.13 (CPU): after a torch.profiler window, the process's teardown
             # (process group, interpreter exit) corrupts the heap ("free(): invalid next size").
