@@ -162,10 +162,10 @@ def _drive(sched: LoadGenScheduler, step_s: float = 0.004) -> None:
         sched.complete(batch, [7] * len(batch.rows), time.monotonic() - t0)
 
 
-def _seam(tmp_path, mode: str, n: int):
-    spec = _spec(f"workload.num_requests={n}", "workload.rate_rps=20")
+def _seam(tmp_path, mode: str, n: int, rules: bool = False):
+    spec = _spec(f"workload.num_requests={n}", "workload.rate_rps=20", "run.timeout_s=900")
     trace = build_trace(spec.workload, spec.shape.vocab, 128)
-    opts = loadgen_options(spec, _launch(mode))
+    opts = loadgen_options(spec, _launch(mode, rules=rules))
     sched = LoadGenScheduler(
         LoadGenTest(opts, len(trace.requests), tmp_path),
         trace,
@@ -221,18 +221,8 @@ def test_mlperf_rules_keep_issuing_until_the_minimum_duration(tmp_path, monkeypa
     from harness.engines.loadgen import settings
 
     monkeypatch.setattr(settings, "MLPERF_MIN_DURATION_MS", 3000)
-    spec = _spec("workload.num_requests=8", "workload.rate_rps=20", "run.timeout_s=900")
-    trace = build_trace(spec.workload, spec.shape.vocab, 128)
-    opts = loadgen_options(spec, _launch("server", rules=True))
+    opts, trace, sched = _seam(tmp_path, "server", 8, rules=True)
     assert opts.min_duration_ms == 3000
-    sched = LoadGenScheduler(
-        LoadGenTest(opts, len(trace.requests), tmp_path),
-        trace,
-        num_slots=8,
-        max_batch=4,
-        max_seq_len=128,
-    )
-    _drive(sched)
     recs = sched.records
     assert sched.test.issued == len(recs) > 3 * 8  # about 20/s for 3 s: the 8 drawn again
     assert sorted(r.request_id for r in recs) == list(range(len(recs)))
