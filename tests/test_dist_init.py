@@ -53,7 +53,10 @@ def test_init_process_group_and_new_group_arguments(monkeypatch, cuda):
         if cuda:  # bound to this rank's device: eager NCCL init, subgroups split from it
             want["device_id"] = torch.device("cuda", rank)
         assert init == [want]
-        groups = [c for c in calls if c[0] == "new_group"]
+        *groups, end = [c for c in calls if c[0] == "new_group"]
+        # last, every rank's end group (engine.close): gloo, here the world's timeout (no run's)
+        assert end[1:] == ((0, 1, 2, 3), {"timeout": timeout, "backend": "gloo"})
+        assert ctx.end_group == ("pg", len(groups), (0, 1, 2, 3))
         device_groups, host = groups[:7], groups[7:]
         assert all(kw == {"timeout": timeout} for _, _, kw in device_groups)
         # on NCCL the headers' gloo twins: the TP groups, then the edges (none on gloo)

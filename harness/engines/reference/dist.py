@@ -241,7 +241,9 @@ def init(
     )
     end_group = (
         dist.new_group(
-            timeout=datetime.timedelta(seconds=max(end_timeout_s or 0.0, timeout_s)), backend="gloo"
+            list(range(env.world_size)),
+            timeout=datetime.timedelta(seconds=max(end_timeout_s or 0.0, timeout_s)),
+            backend="gloo",
         )
         if env.world_size > 1
         else None
