@@ -11,6 +11,7 @@ Each rank writes ``DIR/rank{R}.json`` (atomically).
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -47,8 +48,6 @@ def main() -> None:
     tmp.replace(out / f"rank{ctx.rank}.json")
     # the world's group is broken by step 2: leave without its teardown
     sys.stdout.flush()
-    import os
-
     os._exit(0)
 
 

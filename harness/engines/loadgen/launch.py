@@ -12,7 +12,7 @@ run before LoadGen's 600 s minimum duration is over, or with Offline and no ``wo
 
 from __future__ import annotations
 
-from harness.engines.loadgen.settings import MLPERF_MIN_DURATION_MS, LoadGenOptions, make_options
+from harness.engines.loadgen.settings import LoadGenOptions, make_options
 from harness.engines.options import LaunchOptions
 from harness.errors import UsageError
 
@@ -40,14 +40,6 @@ def loadgen_options(spec, launch: LaunchOptions) -> LoadGenOptions | None:
             f"--loadgen: parallel.dp is {spec.layout.dp}, but LoadGen feeds one coordinator; "
             "run one DP replica (parallel.dp: 1)"
         )
-    floor_s = MLPERF_MIN_DURATION_MS / 1000
-    if launch.mlperf_rules and spec.run.timeout_s <= floor_s:
-        # the stop would cut every such run short: refused here, not found out after 10 minutes
-        raise UsageError(
-            f"--mlperf-rules: LoadGen runs at least {floor_s:g} s, but run.timeout_s is "
-            f"{spec.run.timeout_s:g} s and would stop the run first; give it room for the warm-up "
-            "and the drain (e.g. --set run.timeout_s=900)"
-        )
     # Offline under MLPerf's rules: LoadGen issues expected-rate × 600 s × 1.1 queries at once, so
     # it needs the rate the deployment should sustain (without the rules the trace's count is all)
     offline_rate = launch.loadgen == "offline" and launch.mlperf_rules
@@ -57,7 +49,7 @@ def loadgen_options(spec, launch: LaunchOptions) -> LoadGenOptions | None:
             "throughput you expect; set workload.rate_rps (--request-rate) to it"
         )
     trace = build_trace(w, spec.shape.vocab, spec.run.max_seq_len or spec.shape.max_context)
-    return make_options(
+    opts = make_options(
         launch.loadgen,
         w.rate_rps if launch.loadgen == "server" or offline_rate else None,
         len(trace.requests),
@@ -65,6 +57,15 @@ def loadgen_options(spec, launch: LaunchOptions) -> LoadGenOptions | None:
         mlperf_rules=launch.mlperf_rules,
         seed=w.seed,
     )
+    floor_s = opts.min_duration_ms / 1000
+    if floor_s and spec.run.timeout_s <= floor_s:
+        # the stop would cut every such run short: refused here, not found out after 10 minutes
+        raise UsageError(
+            f"--mlperf-rules: LoadGen runs at least {floor_s:g} s, but run.timeout_s is "
+            f"{spec.run.timeout_s:g} s and would stop the run first; give it room for the warm-up "
+            "and the drain (e.g. --set run.timeout_s=900)"
+        )
+    return opts
 
 
 def preflight(spec, launch: LaunchOptions) -> LoadGenOptions | None:
